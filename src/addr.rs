@@ -1,0 +1,258 @@
+//! Socket addresses between Python and C: the tuples and paths the stdlib takes and returns
+//! (`(host, port)` for AF_INET, `(host, port, flowinfo, scope_id)` for AF_INET6, a path for AF_UNIX)
+//! and `socket2::SockAddr`, with the stdlib's exceptions for malformed ones.
+
+use std::ffi::CStr;
+use std::mem::{offset_of, size_of};
+use std::net::IpAddr;
+
+use libc::{AF_INET, AF_INET6, AF_UNIX, sockaddr_in, sockaddr_in6, sockaddr_un};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use socket2::SockAddr;
+
+use crate::buffer;
+use crate::resolver::{host_bytes, resolve_host};
+
+const SUN_PATH_LEN: usize = 108;
+
+unsafe extern "C" {
+    fn inet_ntop(
+        family: libc::c_int,
+        src: *const libc::c_void,
+        dst: *mut libc::c_char,
+        size: libc::socklen_t,
+    ) -> *const libc::c_char;
+    pub fn inet_pton(family: libc::c_int, src: *const libc::c_char, dst: *mut libc::c_void) -> libc::c_int;
+}
+
+/// Converts a Python address for `family` into a C address, resolving host names like CPython's
+/// `getsockaddrarg`; `caller` names the method in error messages.
+pub fn to_sockaddr(py: Python<'_>, family: i32, addr: &Bound<'_, PyAny>, caller: &str) -> PyResult<SockAddr> {
+    match family {
+        AF_INET | AF_INET6 => {
+            let family_name = if family == AF_INET { "AF_INET" } else { "AF_INET6" };
+            let tuple = addr.cast::<PyTuple>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "{caller}(): {family_name} address must be tuple, not {}",
+                    type_name(addr)
+                ))
+            })?;
+            let (host, port, flowinfo, scope_id) = parse_ip_tuple(family, tuple)?;
+            let ip = resolve_host(py, &host, family)?;
+            let port = u16::try_from(port)
+                .map_err(|_| PyOverflowError::new_err(format!("{caller}(): port must be 0-65535.")))?;
+            if flowinfo > 0xfffff {
+                return Err(PyOverflowError::new_err(format!(
+                    "{caller}(): flowinfo must be 0-1048575."
+                )));
+            }
+            Ok(ip_sockaddr(ip, port, flowinfo, scope_id))
+        }
+        AF_UNIX => unix_sockaddr(addr, caller),
+        _ => Err(PyOSError::new_err(format!("{caller}(): bad family"))),
+    }
+}
+
+type IpTuple = (Vec<u8>, i64, u32, u32);
+
+fn parse_ip_tuple(family: i32, tuple: &Bound<'_, PyTuple>) -> PyResult<IpTuple> {
+    let len = tuple.len();
+    let shape_ok = if family == AF_INET {
+        len == 2
+    } else {
+        (2..=4).contains(&len)
+    };
+    if !shape_ok {
+        return Err(PyTypeError::new_err(if family == AF_INET {
+            "AF_INET address must be a pair (host, port)"
+        } else {
+            "AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])"
+        }));
+    }
+    let host = host_bytes(&tuple.get_item(0)?)?;
+    let port = c_int_arg(&tuple.get_item(1)?)?;
+    let flowinfo = if len > 2 {
+        c_uint_masked(&tuple.get_item(2)?)?
+    } else {
+        0
+    };
+    let scope_id = if len > 3 {
+        c_uint_masked(&tuple.get_item(3)?)?
+    } else {
+        0
+    };
+    Ok((host, port, flowinfo, scope_id))
+}
+
+/// An `int` argument as C's `int`, raising what `PyArg_Parse`'s "i" raises.
+fn c_int_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let value: i64 = obj.extract()?;
+    if value > i64::from(i32::MAX) {
+        return Err(PyOverflowError::new_err("signed integer is greater than maximum"));
+    }
+    if value < i64::from(i32::MIN) {
+        return Err(PyOverflowError::new_err("signed integer is less than minimum"));
+    }
+    Ok(value)
+}
+
+/// An `int` argument as C's `unsigned int`, wrapped like `PyArg_Parse`'s "I" (no overflow check).
+fn c_uint_masked(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
+    let value: i128 = obj.extract()?;
+    Ok(value as u32)
+}
+
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "object".into())
+}
+
+pub fn ip_sockaddr(ip: IpAddr, port: u16, flowinfo: u32, scope_id: u32) -> SockAddr {
+    // SAFETY: each arm writes a complete sockaddr of the family it sets and reports its exact length.
+    let ((), addr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            match ip {
+                IpAddr::V4(v4) => {
+                    let sin = &mut *storage.cast::<sockaddr_in>();
+                    sin.sin_family = AF_INET as libc::sa_family_t;
+                    sin.sin_port = port.to_be();
+                    sin.sin_addr.s_addr = u32::from_ne_bytes(v4.octets());
+                    *len = size_of::<sockaddr_in>() as libc::socklen_t;
+                }
+                IpAddr::V6(v6) => {
+                    let sin6 = &mut *storage.cast::<sockaddr_in6>();
+                    sin6.sin6_family = AF_INET6 as libc::sa_family_t;
+                    sin6.sin6_port = port.to_be();
+                    sin6.sin6_flowinfo = flowinfo.to_be();
+                    sin6.sin6_addr.s6_addr = v6.octets();
+                    sin6.sin6_scope_id = scope_id;
+                    *len = size_of::<sockaddr_in6>() as libc::socklen_t;
+                }
+            }
+            Ok(())
+        })
+    }
+    .expect("building an IP sockaddr cannot fail");
+    addr
+}
+
+fn unix_sockaddr(addr: &Bound<'_, PyAny>, caller: &str) -> PyResult<SockAddr> {
+    let encoded;
+    let path_obj = if addr.is_instance_of::<PyString>() {
+        encoded = fs_encode(addr)?;
+        encoded.as_any()
+    } else {
+        addr
+    };
+    let path = buffer::read_bytes(path_obj).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{caller}(): AF_UNIX address must be str or bytes, not {}",
+            type_name(addr)
+        ))
+    })?;
+    let is_abstract = path.first() == Some(&0);
+    let too_long = if is_abstract {
+        path.len() > SUN_PATH_LEN
+    } else {
+        path.len() >= SUN_PATH_LEN
+    };
+    if too_long {
+        return Err(PyOSError::new_err("AF_UNIX path too long"));
+    }
+    // SAFETY: the storage is zeroed and larger than sockaddr_un; the path fits in sun_path (checked above).
+    let ((), sockaddr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let sun = &mut *storage.cast::<sockaddr_un>();
+            sun.sun_family = AF_UNIX as libc::sa_family_t;
+            for (dst, src) in sun.sun_path.iter_mut().zip(&path) {
+                *dst = *src as libc::c_char;
+            }
+            *len = (offset_of!(sockaddr_un, sun_path) + path.len()) as libc::socklen_t;
+            Ok(())
+        })
+    }
+    .expect("building an AF_UNIX sockaddr cannot fail");
+    Ok(sockaddr)
+}
+
+/// `os.fsencode(path)`: the bytes the OS sees for a str path.
+pub fn fs_encode<'py>(path: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    // SAFETY: path is a str; PyUnicode_EncodeFSDefault returns a new reference or NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(path.py(), pyo3::ffi::PyUnicode_EncodeFSDefault(path.as_ptr()))
+            .map(|b| b.cast_into_unchecked())
+    }
+}
+
+/// The Python form of a C address, as CPython's `makesockaddr` builds it.
+pub fn from_sockaddr<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'py, PyAny>> {
+    if addr.len() == 0 {
+        return Ok(py.None().into_bound(py));
+    }
+    let storage = addr.as_ptr().cast::<u8>();
+    match i32::from(addr.family()) {
+        AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*storage.cast::<sockaddr_in>() };
+            let ip = ip_string(AF_INET, std::ptr::addr_of!(sin.sin_addr).cast())?;
+            Ok((ip, u16::from_be(sin.sin_port)).into_pyobject(py)?.into_any())
+        }
+        AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*storage.cast::<sockaddr_in6>() };
+            let ip = ip_string(AF_INET6, std::ptr::addr_of!(sin6.sin6_addr).cast())?;
+            let port = u16::from_be(sin6.sin6_port);
+            Ok((ip, port, u32::from_be(sin6.sin6_flowinfo), sin6.sin6_scope_id)
+                .into_pyobject(py)?
+                .into_any())
+        }
+        AF_UNIX => {
+            // SAFETY: the family says the storage holds a sockaddr_un.
+            let sun = unsafe { &*storage.cast::<sockaddr_un>() };
+            let path_len = (addr.len() as usize).saturating_sub(offset_of!(sockaddr_un, sun_path));
+            let raw: Vec<u8> = sun
+                .sun_path
+                .iter()
+                .take(path_len.min(SUN_PATH_LEN))
+                .map(|&c| c as u8)
+                .collect();
+            if raw.first() == Some(&0) {
+                return Ok(PyBytes::new(py, &raw).into_any());
+            }
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            fs_decode(py, &raw[..end])
+        }
+        family => {
+            // SAFETY: every sockaddr starts with the family followed by at least 14 bytes of sa_data.
+            let sa = unsafe { &*storage.cast::<libc::sockaddr>() };
+            let data: Vec<u8> = sa.sa_data.iter().map(|&c| c as u8).collect();
+            Ok((family, PyBytes::new(py, &data)).into_pyobject(py)?.into_any())
+        }
+    }
+}
+
+fn fs_decode<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: raw is valid for its length; the call returns a new reference or NULL with an exception set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyUnicode_DecodeFSDefaultAndSize(raw.as_ptr().cast(), raw.len() as pyo3::ffi::Py_ssize_t),
+        )
+    }
+}
+
+/// `inet_ntop(3)`: the printable form of a binary address, as glibc writes it.
+pub fn ip_string(family: i32, addr: *const libc::c_void) -> PyResult<String> {
+    let mut buf = [0 as libc::c_char; 64];
+    // SAFETY: addr points to an in_addr/in6_addr matching family; buf is large enough for either.
+    let ok = unsafe { !inet_ntop(family, addr, buf.as_mut_ptr(), buf.len() as libc::socklen_t).is_null() };
+    if !ok {
+        return Err(crate::errors::os_error(crate::errors::last_errno()));
+    }
+    // SAFETY: inet_ntop succeeded and wrote a NUL-terminated string into buf.
+    Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}

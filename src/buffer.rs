@@ -1,0 +1,117 @@
+//! Borrowed views of Python bytes-like objects, taken as the stdlib's `y*` (read) and `w*` (write)
+//! argument formats take them: any contiguous buffer, whatever its item format.
+
+use std::mem::MaybeUninit;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::addr::type_name;
+
+/// Releases a filled `Py_buffer` when dropped, so an early return or a panic cannot leak the export.
+struct View(MaybeUninit<ffi::Py_buffer>);
+
+impl View {
+    fn get(obj: &Bound<'_, PyAny>, flags: i32) -> PyResult<Self> {
+        let mut view = View(MaybeUninit::uninit());
+        // SAFETY: obj is a live object; on success the exporter fills the view, on failure an exception is set.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.0.as_mut_ptr(), flags) } != 0 {
+            std::mem::forget(view);
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(view)
+    }
+
+    fn raw(&mut self) -> (*mut u8, usize) {
+        // SAFETY: a View only exists once PyObject_GetBuffer has filled it.
+        let view = unsafe { self.0.assume_init_ref() };
+        (view.buf.cast(), view.len as usize)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by PyObject_GetBuffer and is released exactly once; every View is
+        // created and dropped by a thread attached to the interpreter.
+        unsafe { ffi::PyBuffer_Release(self.0.as_mut_ptr()) };
+    }
+}
+
+/// Runs `f` over the bytes of a bytes-like object (`y*`): exact `bytes` without the buffer protocol.
+pub fn with_readable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    if let Ok(bytes) = obj.cast_exact::<PyBytes>() {
+        return Ok(f(bytes.as_bytes()));
+    }
+    let mut view = View::get(obj, ffi::PyBUF_SIMPLE)?;
+    let (ptr, len) = view.raw();
+    // SAFETY: the exporter keeps ptr..ptr+len valid until the view is released, after f returns.
+    Ok(f(unsafe { std::slice::from_raw_parts(ptr, len) }))
+}
+
+/// Runs `f` over the bytes of a writable bytes-like object (`w*`); `what` names the argument in the
+/// TypeError a read-only or non-buffer object gets.
+pub fn with_writable<R>(obj: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&mut [u8]) -> R) -> PyResult<R> {
+    let mut view = View::get(obj, ffi::PyBUF_WRITABLE).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be read-write bytes-like object, not {}",
+            type_name(obj)
+        ))
+    })?;
+    let (ptr, len) = view.raw();
+    // SAFETY: a writable export gives exclusive use of ptr..ptr+len until the view is released, after f returns.
+    Ok(f(unsafe { std::slice::from_raw_parts_mut(ptr, len) }))
+}
+
+/// A copy of a bytes-like object's contents.
+pub fn read_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    with_readable(obj, <[u8]>::to_vec)
+}
+
+/// A `bytes` object under construction (`PyBytesWriter`): filled in place, then shrunk to what was
+/// written, the way CPython's own `recv` builds its result. Discarded if dropped unfinished.
+pub struct BytesWriter<'py> {
+    py: Python<'py>,
+    raw: *mut ffi::compat::PyBytesWriter,
+    len: usize,
+}
+
+impl<'py> BytesWriter<'py> {
+    pub fn new(py: Python<'py>, len: usize) -> PyResult<Self> {
+        // SAFETY: attached to the interpreter; a NULL result comes with an exception set.
+        let raw = unsafe { ffi::compat::PyBytesWriter_Create(len as ffi::Py_ssize_t) };
+        if raw.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(BytesWriter { py, raw, len })
+    }
+
+    /// The writer's storage; it may be filled without the GIL, nothing else refers to it yet.
+    pub fn space(&mut self) -> &mut [MaybeUninit<u8>] {
+        // SAFETY: the writer owns `len` bytes of storage at GetData until it is finished or discarded.
+        unsafe { std::slice::from_raw_parts_mut(ffi::compat::PyBytesWriter_GetData(self.raw).cast(), self.len) }
+    }
+
+    /// The `bytes` object holding the first `filled` bytes, which the caller has written.
+    pub fn finish(self, filled: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let raw = self.raw;
+        let py = self.py;
+        std::mem::forget(self);
+        // SAFETY: raw is a live writer, consumed here exactly once; filled <= len bytes were written.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::compat::PyBytesWriter_FinishWithSize(raw, filled as ffi::Py_ssize_t),
+            )
+            .map(|b| b.cast_into_unchecked())
+        }
+    }
+}
+
+impl Drop for BytesWriter<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the writer was not finished (finish forgets self), so it is discarded exactly once.
+        unsafe { ffi::compat::PyBytesWriter_Discard(self.raw) };
+    }
+}

@@ -1,0 +1,77 @@
+//! The exceptions the stdlib raises, built from OS and resolver failures.
+//!
+//! `OSError(errno, strerror)` lets CPython pick the subclass (ConnectionRefusedError, BlockingIOError, ...)
+//! and fill `.errno`; pyo3's own `From<io::Error>` would lose both. Resolver failures raise the stdlib's
+//! own `socket.gaierror` / `socket.herror`, so `except socket.gaierror` catches rsock's too.
+
+use std::ffi::{CStr, c_char, c_int};
+use std::io;
+
+use pyo3::exceptions::{PyOSError, PyTimeoutError};
+use pyo3::prelude::*;
+
+pyo3::import_exception!(socket, gaierror);
+pyo3::import_exception!(socket, herror);
+
+unsafe extern "C" {
+    fn hstrerror(err: c_int) -> *const c_char;
+}
+
+/// The text `strerror(3)` gives for `errno`, as CPython puts it in `OSError.strerror`.
+pub fn strerror(errno: i32) -> String {
+    let mut buf = [0 as c_char; 256];
+    // SAFETY: the buffer is valid for its length and strerror_r NUL-terminates what it writes.
+    let rc = unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) };
+    if rc != 0 {
+        return format!("Unknown error {errno}");
+    }
+    // SAFETY: strerror_r succeeded, so buf holds a NUL-terminated string.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+#[cold]
+pub fn os_error(errno: i32) -> PyErr {
+    PyOSError::new_err((errno, strerror(errno)))
+}
+
+#[cold]
+pub fn io_error(err: &io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(errno) => os_error(errno),
+        None if err.kind() == io::ErrorKind::TimedOut => timeout_error(),
+        None => PyOSError::new_err(err.to_string()),
+    }
+}
+
+/// The errno of the last failed libc call, read right after it on the same thread.
+pub fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+#[cold]
+pub fn timeout_error() -> PyErr {
+    PyTimeoutError::new_err("timed out")
+}
+
+/// `socket.gaierror(code, gai_strerror(code))`; `EAI_SYSTEM` means errno holds the real cause.
+#[cold]
+pub fn gai_error(code: i32, errno: i32) -> PyErr {
+    if code == libc::EAI_SYSTEM {
+        return os_error(errno);
+    }
+    // SAFETY: gai_strerror returns a pointer to a static NUL-terminated string for any code.
+    let text = unsafe { CStr::from_ptr(libc::gai_strerror(code)) }
+        .to_string_lossy()
+        .into_owned();
+    gaierror::new_err((code, text))
+}
+
+/// `socket.herror(h_errno, hstrerror(h_errno))`, as the `gethostby*` family raises.
+#[cold]
+pub fn h_error(code: i32) -> PyErr {
+    // SAFETY: hstrerror returns a pointer to a static NUL-terminated string for any code.
+    let text = unsafe { CStr::from_ptr(hstrerror(code)) }
+        .to_string_lossy()
+        .into_owned();
+    herror::new_err((code, text))
+}

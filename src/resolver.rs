@@ -1,0 +1,452 @@
+//! Name resolution: `getaddrinfo`, `getnameinfo`, `gethostbyname`, `gethostbyname_ex`, `gethostbyaddr`,
+//! and the host lookup behind every address tuple. Every lookup runs with the GIL released.
+
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ptr;
+
+use libc::{AF_INET, AF_INET6, AF_UNSPEC, addrinfo, hostent, socklen_t};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString, PyTuple};
+use socket2::SockAddr;
+
+use crate::addr::{from_sockaddr, ip_sockaddr, ip_string, type_name};
+use crate::errors::{gai_error, h_error, os_error};
+
+/// Room for a `hostent`'s strings, as CPython gives `gethostbyname_r`.
+const HOSTENT_BUF: usize = 16384;
+
+unsafe extern "C" {
+    fn gethostbyname_r(
+        name: *const c_char,
+        ret: *mut hostent,
+        buf: *mut c_char,
+        buflen: usize,
+        result: *mut *mut hostent,
+        h_errnop: *mut c_int,
+    ) -> c_int;
+    fn gethostbyaddr_r(
+        addr: *const c_void,
+        len: socklen_t,
+        family: c_int,
+        ret: *mut hostent,
+        buf: *mut c_char,
+        buflen: usize,
+        result: *mut *mut hostent,
+        h_errnop: *mut c_int,
+    ) -> c_int;
+}
+
+/// One `getaddrinfo` result, owned so it can leave the GIL-free section.
+struct AddrInfo {
+    family: i32,
+    socktype: i32,
+    protocol: i32,
+    canonname: Option<String>,
+    addr: SockAddr,
+}
+
+/// A failed `getaddrinfo`: its EAI code and, for EAI_SYSTEM, the errno.
+struct GaiFailure(i32, i32);
+
+impl GaiFailure {
+    fn into_pyerr(self) -> PyErr {
+        gai_error(self.0, self.1)
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Hints {
+    family: i32,
+    socktype: i32,
+    protocol: i32,
+    flags: i32,
+}
+
+/// `getaddrinfo(3)`; call it with the GIL released.
+fn lookup(host: Option<&CStr>, service: Option<&CStr>, hints: Hints) -> Result<Vec<AddrInfo>, GaiFailure> {
+    // SAFETY: an all-zero addrinfo is the documented "no hints" value; the fields we need are set below.
+    let mut c_hints: addrinfo = unsafe { std::mem::zeroed() };
+    c_hints.ai_family = hints.family;
+    c_hints.ai_socktype = hints.socktype;
+    c_hints.ai_protocol = hints.protocol;
+    c_hints.ai_flags = hints.flags;
+    let mut res: *mut addrinfo = ptr::null_mut();
+    let host_ptr = host.map_or(ptr::null(), CStr::as_ptr);
+    let service_ptr = service.map_or(ptr::null(), CStr::as_ptr);
+    // SAFETY: the strings are NUL-terminated or NULL; res receives a list we free below.
+    let code = unsafe { libc::getaddrinfo(host_ptr, service_ptr, &c_hints, &mut res) };
+    if code != 0 {
+        return Err(GaiFailure(code, crate::errors::last_errno()));
+    }
+    let mut out = Vec::new();
+    let mut node = res;
+    while !node.is_null() {
+        // SAFETY: node is an element of the list getaddrinfo returned, not yet freed.
+        let ai = unsafe { &*node };
+        let canonname = if ai.ai_canonname.is_null() {
+            None
+        } else {
+            // SAFETY: a non-NULL ai_canonname is a NUL-terminated string owned by the list.
+            Some(
+                unsafe { CStr::from_ptr(ai.ai_canonname) }
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        let len = ai
+            .ai_addrlen
+            .min(std::mem::size_of::<libc::sockaddr_storage>() as socklen_t);
+        // SAFETY: ai_addr points to ai_addrlen valid bytes of a sockaddr; we copy at most the storage size.
+        let addr = unsafe {
+            SockAddr::try_init(|storage, out_len| {
+                ptr::copy_nonoverlapping(ai.ai_addr.cast::<u8>(), storage.cast::<u8>(), len as usize);
+                *out_len = len;
+                Ok(())
+            })
+        }
+        .map(|((), a)| a)
+        .map_err(|_| GaiFailure(libc::EAI_MEMORY, 0))?;
+        out.push(AddrInfo {
+            family: ai.ai_family,
+            socktype: ai.ai_socktype,
+            protocol: ai.ai_protocol,
+            canonname,
+            addr,
+        });
+        node = ai.ai_next;
+    }
+    // SAFETY: res came from a successful getaddrinfo and is freed once.
+    unsafe { libc::freeaddrinfo(res) };
+    Ok(out)
+}
+
+/// A host argument as the bytes the resolver sees, like CPython's `idna_converter`.
+pub fn host_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let bytes = if let Ok(b) = obj.cast::<PyBytes>() {
+        b.as_bytes().to_vec()
+    } else if let Ok(b) = obj.cast::<PyByteArray>() {
+        b.to_vec()
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        let text = s.to_cow()?;
+        if text.is_ascii() {
+            text.as_bytes().to_vec()
+        } else {
+            let encoded = obj
+                .call_method1("encode", ("idna",))
+                .map_err(|_| PyTypeError::new_err("encoding of hostname failed"))?;
+            encoded.cast::<PyBytes>()?.as_bytes().to_vec()
+        }
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "str, bytes or bytearray expected, not {}",
+            type_name(obj)
+        )));
+    };
+    if bytes.contains(&0) {
+        return Err(PyTypeError::new_err("host name must not contain null character"));
+    }
+    Ok(bytes)
+}
+
+fn parse_numeric(family: i32, name: &CStr) -> Option<IpAddr> {
+    let mut buf = [0u8; 16];
+    // SAFETY: name is NUL-terminated and buf is large enough for an in_addr or in6_addr.
+    let ok = unsafe { crate::addr::inet_pton(family, name.as_ptr(), buf.as_mut_ptr().cast()) } == 1;
+    ok.then(|| match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(buf[0], buf[1], buf[2], buf[3])),
+        _ => IpAddr::V6(Ipv6Addr::from(buf)),
+    })
+}
+
+/// The address a host name stands for in `family`, like CPython's `setipaddr`: "" is the wildcard,
+/// "<broadcast>" the broadcast address, numeric addresses are parsed without a lookup.
+pub fn resolve_host(py: Python<'_>, name: &[u8], family: i32) -> PyResult<IpAddr> {
+    if name.is_empty() {
+        return Ok(match family {
+            AF_INET6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        });
+    }
+    if name == b"<broadcast>" || name == b"255.255.255.255" {
+        if family != AF_INET && family != AF_UNSPEC {
+            return Err(PyOSError::new_err("address family mismatched"));
+        }
+        return Ok(IpAddr::V4(Ipv4Addr::BROADCAST));
+    }
+    let c_name = CString::new(name).map_err(|_| PyTypeError::new_err("host name must not contain null character"))?;
+    if (family == AF_UNSPEC || family == AF_INET)
+        && let Some(ip) = parse_numeric(AF_INET, &c_name)
+    {
+        return Ok(ip);
+    }
+    if (family == AF_UNSPEC || family == AF_INET6)
+        && !name.contains(&b'%')
+        && let Some(ip) = parse_numeric(AF_INET6, &c_name)
+    {
+        return Ok(ip);
+    }
+    let hints = Hints {
+        family,
+        ..Hints::default()
+    };
+    let found = py
+        .detach(|| lookup(Some(&c_name), None, hints))
+        .map_err(GaiFailure::into_pyerr)?;
+    let first = found.first().ok_or_else(|| gai_error(libc::EAI_NONAME, 0))?;
+    match first.addr.as_socket() {
+        Some(sa) => Ok(sa.ip()),
+        None => Err(PyOSError::new_err("unknown address family")),
+    }
+}
+
+fn c_string_arg(obj: Option<&Bound<'_, PyAny>>) -> Option<CString> {
+    obj.map(|bytes| {
+        let raw = bytes.cast::<PyBytes>().map(|b| b.as_bytes()).unwrap_or_default();
+        let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+        CString::new(&raw[..end]).expect("NUL bytes were cut off")
+    })
+}
+
+#[pyfunction]
+#[pyo3(signature = (host, port, family=0, r#type=0, proto=0, flags=0))]
+fn getaddrinfo<'py>(
+    py: Python<'py>,
+    host: &Bound<'py, PyAny>,
+    port: &Bound<'py, PyAny>,
+    family: i32,
+    r#type: i32,
+    proto: i32,
+    flags: i32,
+) -> PyResult<Bound<'py, PyList>> {
+    let host_encoded = if host.is_none() {
+        None
+    } else if host.is_instance_of::<PyString>() {
+        Some(host.call_method1("encode", ("idna",))?)
+    } else if host.is_instance_of::<PyBytes>() {
+        Some(host.clone())
+    } else {
+        return Err(PyTypeError::new_err("getaddrinfo() argument 1 must be string or None"));
+    };
+    let port_text: Option<Bound<'py, PyAny>> = if port.is_exact_instance_of::<PyInt>() {
+        let value: i64 = port
+            .extract()
+            .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))?;
+        Some(PyBytes::new(py, value.to_string().as_bytes()).into_any())
+    } else if let Ok(s) = port.cast::<PyString>() {
+        Some(PyBytes::new(py, s.to_str()?.as_bytes()).into_any())
+    } else if port.is_instance_of::<PyBytes>() {
+        Some(port.clone())
+    } else if port.is_none() {
+        None
+    } else {
+        return Err(PyOSError::new_err("Int or String expected"));
+    };
+    let c_host = c_string_arg(host_encoded.as_ref());
+    let c_port = c_string_arg(port_text.as_ref());
+    let hints = Hints {
+        family,
+        socktype: r#type,
+        protocol: proto,
+        flags,
+    };
+    let found = py
+        .detach(|| lookup(c_host.as_deref(), c_port.as_deref(), hints))
+        .map_err(GaiFailure::into_pyerr)?;
+    let list = PyList::empty(py);
+    for ai in &found {
+        let canon = ai.canonname.as_deref().unwrap_or("");
+        list.append((ai.family, ai.socktype, ai.protocol, canon, from_sockaddr(py, &ai.addr)?))?;
+    }
+    Ok(list)
+}
+
+#[pyfunction]
+fn getnameinfo<'py>(py: Python<'py>, sockaddr: &Bound<'py, PyAny>, flags: i32) -> PyResult<(String, String)> {
+    let tuple = sockaddr
+        .cast::<PyTuple>()
+        .map_err(|_| PyTypeError::new_err("getnameinfo() argument 1 must be a tuple"))?;
+    let illegal = || PyTypeError::new_err("getnameinfo(): illegal sockaddr argument");
+    if !(2..=4).contains(&tuple.len()) {
+        return Err(illegal());
+    }
+    let host: String = tuple.get_item(0)?.extract().map_err(|_| illegal())?;
+    let port: i32 = tuple.get_item(1)?.extract()?;
+    let unsigned = |i: usize| -> PyResult<u32> {
+        if tuple.len() > i {
+            Ok(tuple.get_item(i)?.extract::<i128>()? as u32)
+        } else {
+            Ok(0)
+        }
+    };
+    let (flowinfo, scope_id) = (unsigned(2)?, unsigned(3)?);
+    if flowinfo > 0xfffff {
+        return Err(PyOverflowError::new_err("getnameinfo(): flowinfo must be 0-1048575."));
+    }
+    let c_host = CString::new(host).map_err(|_| PyTypeError::new_err("embedded null character"))?;
+    let c_port = CString::new(port.to_string()).expect("digits have no NUL");
+    let hints = Hints {
+        family: AF_UNSPEC,
+        socktype: libc::SOCK_DGRAM,
+        flags: libc::AI_NUMERICHOST,
+        ..Hints::default()
+    };
+    let found = py
+        .detach(|| lookup(Some(&c_host), Some(&c_port), hints))
+        .map_err(GaiFailure::into_pyerr)?;
+    if found.len() > 1 {
+        return Err(PyOSError::new_err("sockaddr resolved to multiple addresses"));
+    }
+    let resolved = found[0]
+        .addr
+        .as_socket()
+        .ok_or_else(|| PyOSError::new_err("unknown family"))?;
+    let addr = match resolved {
+        std::net::SocketAddr::V4(v4) => {
+            if tuple.len() != 2 {
+                return Err(PyOSError::new_err("IPv4 sockaddr must be 2 tuple"));
+            }
+            ip_sockaddr(IpAddr::V4(*v4.ip()), v4.port(), 0, 0)
+        }
+        std::net::SocketAddr::V6(v6) => ip_sockaddr(IpAddr::V6(*v6.ip()), v6.port(), flowinfo, scope_id),
+    };
+    let mut host_buf = [0 as c_char; 1025];
+    let mut serv_buf = [0 as c_char; 32];
+    let code = py.detach(|| {
+        // SAFETY: addr is a complete sockaddr of addr.len() bytes; both buffers are valid for their lengths.
+        unsafe {
+            libc::getnameinfo(
+                addr.as_ptr().cast(),
+                addr.len(),
+                host_buf.as_mut_ptr(),
+                host_buf.len() as socklen_t,
+                serv_buf.as_mut_ptr(),
+                serv_buf.len() as socklen_t,
+                flags,
+            )
+        }
+    });
+    if code != 0 {
+        return Err(gai_error(code, crate::errors::last_errno()));
+    }
+    // SAFETY: getnameinfo succeeded and NUL-terminated both buffers.
+    let text = |buf: &[c_char]| unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
+    Ok((text(&host_buf), text(&serv_buf)))
+}
+
+/// A `gethostby*` host argument: str (IDNA-encoded) or bytes.
+fn hostname_arg(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Vec<u8>> {
+    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
+        host_bytes(obj)
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{func}() argument 1 must be str, bytes or bytearray, not {}",
+            type_name(obj)
+        )))
+    }
+}
+
+#[pyfunction]
+fn gethostbyname(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<String> {
+    let name = hostname_arg(hostname, "gethostbyname")?;
+    Ok(resolve_host(py, &name, AF_INET)?.to_string())
+}
+
+/// The `(name, aliases, addresses)` triple of a `hostent`, or herror when the lookup found nothing.
+struct HostEntry(String, Vec<String>, Vec<Vec<u8>>, i32);
+
+/// Runs a reentrant `gethostby*_r` call with its buffer and copies out what it found.
+fn host_entry(
+    call: impl FnOnce(*mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int,
+) -> Result<HostEntry, i32> {
+    // SAFETY: an all-zero hostent is a valid placeholder for the call to fill in.
+    let mut entry: hostent = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as c_char; HOSTENT_BUF];
+    let mut result: *mut hostent = ptr::null_mut();
+    let mut h_errno: c_int = 0;
+    call(&mut entry, buf.as_mut_ptr(), buf.len(), &mut result, &mut h_errno);
+    if result.is_null() {
+        return Err(h_errno);
+    }
+    // SAFETY: on success result points at entry, whose strings and lists live in buf.
+    unsafe {
+        let h = &*result;
+        let text = |p: *const c_char| CStr::from_ptr(p).to_string_lossy().into_owned();
+        let mut aliases = Vec::new();
+        let mut p = h.h_aliases;
+        while !p.is_null() && !(*p).is_null() {
+            aliases.push(text(*p));
+            p = p.add(1);
+        }
+        let mut addrs = Vec::new();
+        let mut p = h.h_addr_list;
+        while !p.is_null() && !(*p).is_null() {
+            addrs.push(std::slice::from_raw_parts((*p).cast::<u8>(), h.h_length as usize).to_vec());
+            p = p.add(1);
+        }
+        Ok(HostEntry(text(h.h_name), aliases, addrs, h.h_addrtype))
+    }
+}
+
+fn host_triple(entry: Result<HostEntry, i32>, family: i32) -> PyResult<(String, Vec<String>, Vec<String>)> {
+    let HostEntry(name, aliases, raw_addrs, addrtype) = entry.map_err(h_error)?;
+    if addrtype != family {
+        return Err(os_error(libc::EAFNOSUPPORT));
+    }
+    let addrs = raw_addrs
+        .iter()
+        .map(|raw| ip_string(family, raw.as_ptr().cast()))
+        .collect::<PyResult<_>>()?;
+    Ok((name, aliases, addrs))
+}
+
+#[pyfunction]
+fn gethostbyname_ex(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<(String, Vec<String>, Vec<String>)> {
+    let name = hostname_arg(hostname, "gethostbyname_ex")?;
+    resolve_host(py, &name, AF_INET)?;
+    let c_name = CString::new(name).expect("host_bytes rejects NUL");
+    let entry = py.detach(|| {
+        host_entry(|ret, buf, len, result, h_errno| {
+            // SAFETY: all pointers come from host_entry and are valid for the call.
+            unsafe { gethostbyname_r(c_name.as_ptr(), ret, buf, len, result, h_errno) }
+        })
+    });
+    host_triple(entry, AF_INET)
+}
+
+#[pyfunction]
+fn gethostbyaddr(py: Python<'_>, ip_address: &Bound<'_, PyAny>) -> PyResult<(String, Vec<String>, Vec<String>)> {
+    let name = hostname_arg(ip_address, "gethostbyaddr")?;
+    let (family, raw): (i32, Vec<u8>) = match resolve_host(py, &name, AF_UNSPEC)? {
+        IpAddr::V4(v4) => (AF_INET, v4.octets().to_vec()),
+        IpAddr::V6(v6) => (AF_INET6, v6.octets().to_vec()),
+    };
+    let entry = py.detach(|| {
+        host_entry(|ret, buf, len, result, h_errno| {
+            // SAFETY: raw holds an in_addr/in6_addr of its length; the rest come from host_entry.
+            unsafe {
+                gethostbyaddr_r(
+                    raw.as_ptr().cast(),
+                    raw.len() as socklen_t,
+                    family,
+                    ret,
+                    buf,
+                    len,
+                    result,
+                    h_errno,
+                )
+            }
+        })
+    });
+    host_triple(entry, family)
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(getaddrinfo, m)?)?;
+    m.add_function(wrap_pyfunction!(getnameinfo, m)?)?;
+    m.add_function(wrap_pyfunction!(gethostbyname, m)?)?;
+    m.add_function(wrap_pyfunction!(gethostbyname_ex, m)?)?;
+    m.add_function(wrap_pyfunction!(gethostbyaddr, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,819 @@
+//! `rsock._rsock.socket`: the native socket that `rsock.socket` subclasses, as CPython's
+//! `socket.socket` subclasses `_socket.socket`.
+//!
+//! Every call is the syscall CPython makes, with the GIL released around it and nothing more. With a
+//! timeout the descriptor is non-blocking and each call first waits with poll(2) up to the deadline.
+//! EINTR re-attaches, runs the signal handlers (so Ctrl-C raises KeyboardInterrupt) and retries with
+//! the time that is left (PEP 475).
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyFloat, PyTuple};
+use socket2::SockAddr;
+
+use crate::addr::{from_sockaddr, to_sockaddr};
+use crate::buffer::{BytesWriter, with_readable, with_writable};
+use crate::errors::{last_errno, os_error, timeout_error};
+
+/// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
+static DEFAULT_TIMEOUT_NS: AtomicI64 = AtomicI64::new(-1);
+
+/// `min(SOMAXCONN, 128)`, CPython's default `listen()` backlog.
+const DEFAULT_BACKLOG: c_int = if libc::SOMAXCONN < 128 { libc::SOMAXCONN } else { 128 };
+
+/// The largest buffer `getsockopt(level, option, buflen)` accepts, as in CPython.
+const GETSOCKOPT_MAX_BUFLEN: i32 = 1024;
+
+#[pyclass(name = "socket", module = "rsock._rsock", subclass, weakref, frozen)]
+pub struct Socket {
+    fd: AtomicI32,
+    family: AtomicI32,
+    kind: AtomicI32,
+    proto: AtomicI32,
+    /// Nanoseconds; -1 blocking, 0 non-blocking, > 0 a timeout.
+    timeout_ns: AtomicI64,
+}
+
+/// How a call waits for its descriptor before each attempt.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Call at once (blocking or non-blocking descriptor).
+    No,
+    /// poll(2) until the deadline, then raise TimeoutError.
+    Until(Instant),
+    /// poll(2) with no deadline: a blocking connect() interrupted by a signal.
+    Forever,
+}
+
+/// What one GIL-free attempt ended with.
+enum Step<T> {
+    Done(T),
+    Interrupted,
+    TimedOut,
+    Failed(i32),
+}
+
+/// Why a socket call failed, before it becomes a Python exception.
+enum CallError {
+    TimedOut,
+    Os(i32),
+    /// A signal handler raised (KeyboardInterrupt, ...).
+    Signal(PyErr),
+}
+
+impl CallError {
+    fn into_pyerr(self) -> PyErr {
+        match self {
+            CallError::TimedOut => timeout_error(),
+            CallError::Os(errno) => os_error(errno),
+            CallError::Signal(err) => err,
+        }
+    }
+}
+
+/// `-1` from libc as the errno it set.
+fn check(ret: isize) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Waits up to `deadline` (or for ever) for `events` on `fd`; Ok(false) means the time ran out.
+fn poll_fd(fd: RawFd, events: i16, deadline: Option<Instant>) -> Result<bool, i32> {
+    let ms = match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            // Round up so a wait never ends just before the deadline (CPython's ROUND_CEILING).
+            left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as c_int
+        }
+    };
+    let mut pfd = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: pfd is one valid pollfd.
+    match unsafe { libc::poll(&mut pfd, 1, ms) } {
+        n if n < 0 => Err(last_errno()),
+        0 => Ok(false),
+        _ => Ok(true),
+    }
+}
+
+/// One GIL-free attempt: wait as told, then run `op` until it succeeds, fails, or a signal arrives.
+fn attempt<T>(fd: RawFd, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> io::Result<T>) -> Step<T> {
+    loop {
+        let deadline = match wait {
+            Wait::No => None,
+            Wait::Until(d) => Some(Some(d)),
+            Wait::Forever => Some(None),
+        };
+        // A closed socket (fd -1) goes straight to the call, which fails with EBADF, as in CPython.
+        if let Some(deadline) = deadline
+            && fd >= 0
+        {
+            match poll_fd(fd, events, deadline) {
+                Ok(true) => {}
+                Ok(false) => return Step::TimedOut,
+                Err(libc::EINTR) => return Step::Interrupted,
+                Err(errno) => return Step::Failed(errno),
+            }
+        }
+        match op(fd) {
+            Ok(value) => return Step::Done(value),
+            Err(err) => match err.raw_os_error().unwrap_or(libc::EIO) {
+                libc::EINTR => return Step::Interrupted,
+                // poll said ready but the data went elsewhere: wait again.
+                libc::EWOULDBLOCK if !matches!(wait, Wait::No) => continue,
+                errno => return Step::Failed(errno),
+            },
+        }
+    }
+}
+
+/// A timeout argument in nanoseconds, parsed and checked as CPython's `socket_parse_timeout` does.
+fn parse_timeout(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if value.is_none() {
+        return Ok(-1);
+    }
+    let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
+    let ns = if let Ok(f) = value.cast::<PyFloat>() {
+        let seconds = f.value();
+        if seconds.is_nan() {
+            return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+        }
+        // Round away from zero, like CPython's _PyTime_ROUND_TIMEOUT.
+        let ns = (seconds * 1e9).ceil();
+        if !(i64::MIN as f64..i64::MAX as f64).contains(&ns) {
+            return Err(too_large());
+        }
+        ns as i64
+    } else {
+        let seconds: i64 = value.extract().map_err(|e: PyErr| {
+            if e.is_instance_of::<PyOverflowError>(value.py()) {
+                too_large()
+            } else {
+                e
+            }
+        })?;
+        seconds.checked_mul(1_000_000_000).ok_or_else(too_large)?
+    };
+    if ns < 0 {
+        return Err(PyValueError::new_err("Timeout value out of range"));
+    }
+    Ok(ns)
+}
+
+fn timeout_object(py: Python<'_>, ns: i64) -> Py<PyAny> {
+    if ns < 0 {
+        py.None()
+    } else {
+        PyFloat::new(py, ns as f64 / 1e9).into_any().unbind()
+    }
+}
+
+fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
+    let mut flag: c_int = nonblocking.into();
+    // SAFETY: FIONBIO reads one int from the pointer.
+    check(unsafe { libc::ioctl(fd, libc::FIONBIO, &mut flag) } as isize).map(drop)
+}
+
+fn close_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the caller gave up ownership of fd.
+    check(unsafe { libc::close(fd) } as isize).map(drop)
+}
+
+/// close(2) as socket.close() does it: a peer that already reset the connection is not an error.
+fn close_ignoring_reset(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    match py.detach(|| close_fd(fd)) {
+        Err(err) if err.raw_os_error() != Some(libc::ECONNRESET) => {
+            Err(os_error(err.raw_os_error().unwrap_or(libc::EIO)))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn getsockopt_int(fd: RawFd, level: c_int, option: c_int) -> io::Result<c_int> {
+    let mut value: c_int = 0;
+    let mut len = size_of::<c_int>() as socklen_t;
+    // SAFETY: value and len describe a valid int-sized buffer.
+    check(unsafe { libc::getsockopt(fd, level, option, (&mut value as *mut c_int).cast(), &mut len) } as isize)?;
+    Ok(value)
+}
+
+/// Runs `call` (getsockname, getpeername, accept, recvfrom...) with room for any address and returns
+/// its result with the address it wrote.
+fn with_sockaddr<T>(
+    call: impl FnOnce(*mut libc::sockaddr, *mut socklen_t) -> io::Result<T>,
+) -> io::Result<(T, SockAddr)> {
+    // SAFETY: try_init hands over zeroed storage of the maximum size and the matching length.
+    unsafe { SockAddr::try_init(|storage, len| call(storage.cast(), len)) }
+}
+
+impl Socket {
+    fn raw_fd(&self) -> RawFd {
+        self.fd.load(Relaxed)
+    }
+
+    /// The wait for one I/O call under the current timeout.
+    fn io_wait(&self) -> Wait {
+        match self.timeout_ns.load(Relaxed) {
+            ns if ns > 0 => Wait::Until(Instant::now() + Duration::from_nanos(ns as u64)),
+            _ => Wait::No,
+        }
+    }
+
+    /// Runs `op` on the descriptor with the GIL released, waiting for `events` as the timeout says,
+    /// handling signals and retrying on EINTR: CPython's `sock_call_ex`.
+    fn call<T: Send>(
+        &self,
+        py: Python<'_>,
+        events: i16,
+        wait: Wait,
+        op: impl FnMut(RawFd) -> io::Result<T> + Send,
+    ) -> PyResult<T> {
+        self.call_raw(py, events, wait, op).map_err(CallError::into_pyerr)
+    }
+
+    /// `call`, with timeouts and OS errors left unraised for callers that report them otherwise.
+    fn call_raw<T: Send>(
+        &self,
+        py: Python<'_>,
+        events: i16,
+        wait: Wait,
+        mut op: impl FnMut(RawFd) -> io::Result<T> + Send,
+    ) -> Result<T, CallError> {
+        loop {
+            let fd = self.raw_fd();
+            match py.detach(|| attempt(fd, events, wait, &mut op)) {
+                Step::Done(value) => return Ok(value),
+                Step::Interrupted => py.check_signals().map_err(CallError::Signal)?,
+                Step::TimedOut => return Err(CallError::TimedOut),
+                Step::Failed(errno) => return Err(CallError::Os(errno)),
+            }
+        }
+    }
+
+    fn set_timeout_ns(&self, ns: i64) -> PyResult<()> {
+        self.timeout_ns.store(ns, Relaxed);
+        set_nonblocking(self.raw_fd(), ns >= 0).map_err(|e| crate::errors::io_error(&e))
+    }
+
+    fn send_once(&self, py: Python<'_>, data: &[u8], flags: c_int, wait: Wait) -> PyResult<usize> {
+        self.call(py, POLLOUT, wait, |fd| {
+            // SAFETY: data is a valid slice for the duration of the call.
+            check(unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) })
+        })
+    }
+
+    fn recv_into_slice(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>], flags: c_int) -> PyResult<usize> {
+        self.call(py, POLLIN, self.io_wait(), |fd| {
+            // SAFETY: buf is valid for writes of its length for the duration of the call.
+            check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+        })
+    }
+
+    fn recvfrom_slice(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>], flags: c_int) -> PyResult<(usize, SockAddr)> {
+        self.call(py, POLLIN, self.io_wait(), |fd| {
+            with_sockaddr(|addr, len| {
+                // SAFETY: buf is valid for writes of its length; addr/len describe the address storage.
+                check(unsafe { libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), flags, addr, len) })
+            })
+        })
+    }
+
+    fn sockaddr_arg(&self, py: Python<'_>, address: &Bound<'_, PyAny>, caller: &str) -> PyResult<SockAddr> {
+        to_sockaddr(py, self.family.load(Relaxed), address, caller)
+    }
+
+    /// connect(2) as CPython's `internal_connect`: returns 0 or, when `raise` is false, the errno.
+    fn connect_impl(&self, py: Python<'_>, addr: &SockAddr, raise: bool) -> PyResult<i32> {
+        let fd = self.raw_fd();
+        // SAFETY: addr is a complete sockaddr of addr.len() bytes.
+        let rc = py.detach(|| unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) });
+        if rc == 0 {
+            return Ok(0);
+        }
+        let err = last_errno();
+        let timeout = self.timeout_ns.load(Relaxed);
+        let wait_connect = if err == libc::EINTR {
+            py.check_signals()?;
+            // The connection goes on in the background: a socket that may block waits for it.
+            timeout != 0
+        } else {
+            timeout > 0 && err == libc::EINPROGRESS
+        };
+        let fail = |errno: i32| if raise { Err(os_error(errno)) } else { Ok(errno) };
+        if !wait_connect {
+            return fail(err);
+        }
+        let wait = match self.io_wait() {
+            Wait::No => Wait::Forever,
+            until => until,
+        };
+        let outcome = self.call_raw(py, POLLOUT | POLLERR, wait, |fd| {
+            match getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
+                0 | libc::EISCONN => Ok(()),
+                errno => Err(io::Error::from_raw_os_error(errno)),
+            }
+        });
+        match outcome {
+            Ok(()) => Ok(0),
+            Err(CallError::TimedOut) if !raise => Ok(libc::EWOULDBLOCK),
+            Err(CallError::Os(errno)) if !raise => Ok(errno),
+            Err(err) => Err(err.into_pyerr()),
+        }
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let fd = *self.fd.get_mut();
+        if fd >= 0 {
+            let _ = close_fd(fd);
+        }
+    }
+}
+
+#[pymethods]
+impl Socket {
+    /// Like `_socket.socket.__new__`: an unopened socket; `__init__` opens or adopts the descriptor,
+    /// so subclasses may take other constructor arguments.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> Self {
+        Socket {
+            fd: AtomicI32::new(-1),
+            family: AtomicI32::new(libc::AF_INET),
+            kind: AtomicI32::new(libc::SOCK_STREAM),
+            proto: AtomicI32::new(0),
+            timeout_ns: AtomicI64::new(-1),
+        }
+    }
+
+    #[pyo3(signature = (family=-1, r#type=-1, proto=-1, fileno=None))]
+    fn __init__(
+        &self,
+        py: Python<'_>,
+        mut family: i32,
+        mut r#type: i32,
+        mut proto: i32,
+        fileno: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let fd = match fileno.filter(|f| !f.is_none()) {
+            Some(fileno) => {
+                let fd: i32 = fileno.extract()?;
+                if fd < 0 {
+                    return Err(PyValueError::new_err("negative file descriptor"));
+                }
+                // Check that fd is a socket and learn what it is, as CPython does.
+                match with_sockaddr(|addr, len| {
+                    // SAFETY: addr/len describe valid address storage.
+                    check(unsafe { libc::getsockname(fd, addr, len) } as isize)
+                }) {
+                    Ok((_, addr)) if family == -1 => family = i32::from(addr.family()),
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::ENOTSOCK)) => {
+                        return Err(os_error(e.raw_os_error().unwrap_or(libc::EBADF)));
+                    }
+                    Err(_) => {}
+                }
+                if r#type == -1 {
+                    r#type =
+                        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| crate::errors::io_error(&e))?;
+                }
+                if proto == -1 {
+                    proto = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                        .map_err(|e| crate::errors::io_error(&e))?;
+                }
+                fd
+            }
+            None => {
+                if family == -1 {
+                    family = libc::AF_INET;
+                }
+                if r#type == -1 {
+                    r#type = libc::SOCK_STREAM;
+                }
+                if proto == -1 {
+                    proto = 0;
+                }
+                let flags = r#type | libc::SOCK_CLOEXEC;
+                // SAFETY: socket(2) takes plain integers.
+                let fd = py.detach(|| unsafe { libc::socket(family, flags, proto) });
+                if fd < 0 {
+                    return Err(os_error(last_errno()));
+                }
+                fd
+            }
+        };
+        self.fd.store(fd, Relaxed);
+        self.family.store(family, Relaxed);
+        self.kind
+            .store(r#type & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC), Relaxed);
+        self.proto.store(proto, Relaxed);
+        if r#type & libc::SOCK_NONBLOCK != 0 {
+            self.timeout_ns.store(0, Relaxed);
+            return Ok(());
+        }
+        let default = DEFAULT_TIMEOUT_NS.load(Relaxed);
+        self.timeout_ns.store(default, Relaxed);
+        if default >= 0
+            && let Err(err) = set_nonblocking(fd, true)
+        {
+            self.fd.store(-1, Relaxed);
+            let _ = close_fd(fd);
+            return Err(crate::errors::io_error(&err));
+        }
+        Ok(())
+    }
+
+    /// The address family.
+    #[getter]
+    fn family(&self) -> i32 {
+        self.family.load(Relaxed)
+    }
+
+    /// The socket type.
+    #[getter]
+    fn r#type(&self) -> i32 {
+        self.kind.load(Relaxed)
+    }
+
+    /// The protocol number.
+    #[getter]
+    fn proto(&self) -> i32 {
+        self.proto.load(Relaxed)
+    }
+
+    /// The timeout in seconds, or None.
+    #[getter]
+    fn timeout(&self, py: Python<'_>) -> Py<PyAny> {
+        timeout_object(py, self.timeout_ns.load(Relaxed))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<socket object, fd={}, family={}, type={}, proto={}>",
+            self.raw_fd(),
+            self.family(),
+            self.r#type(),
+            self.proto()
+        )
+    }
+
+    fn fileno(&self) -> i32 {
+        self.raw_fd()
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = self.fd.swap(-1, Relaxed);
+        if fd >= 0 { close_ignoring_reset(py, fd) } else { Ok(()) }
+    }
+
+    fn detach(&self) -> i32 {
+        self.fd.swap(-1, Relaxed)
+    }
+
+    fn settimeout(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_timeout_ns(parse_timeout(value)?)
+    }
+
+    fn gettimeout(&self, py: Python<'_>) -> Py<PyAny> {
+        timeout_object(py, self.timeout_ns.load(Relaxed))
+    }
+
+    fn setblocking(&self, flag: i32) -> PyResult<()> {
+        self.set_timeout_ns(if flag != 0 { -1 } else { 0 })
+    }
+
+    fn getblocking(&self) -> bool {
+        self.timeout_ns.load(Relaxed) != 0
+    }
+
+    fn bind(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
+        let addr = self.sockaddr_arg(py, address, "bind")?;
+        let fd = self.raw_fd();
+        // SAFETY: addr is a complete sockaddr of addr.len() bytes.
+        let rc = py.detach(|| unsafe { libc::bind(fd, addr.as_ptr().cast(), addr.len()) });
+        if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+    }
+
+    #[pyo3(signature = (backlog=DEFAULT_BACKLOG))]
+    fn listen(&self, py: Python<'_>, backlog: c_int) -> PyResult<()> {
+        let fd = self.raw_fd();
+        // SAFETY: listen(2) takes plain integers.
+        let rc = py.detach(|| unsafe { libc::listen(fd, backlog.max(0)) });
+        if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+    }
+
+    /// accept(2): the new descriptor and the peer's address; `accept()` wraps them in a socket.
+    fn _accept<'py>(&self, py: Python<'py>) -> PyResult<(i32, Bound<'py, PyAny>)> {
+        let (fd, addr) = self.call(py, POLLIN, self.io_wait(), |fd| {
+            with_sockaddr(|addr, len| {
+                // SAFETY: addr/len describe valid address storage.
+                check(unsafe { libc::accept4(fd, addr, len, libc::SOCK_CLOEXEC) } as isize)
+            })
+        })?;
+        let fd = fd as RawFd;
+        match from_sockaddr(py, &addr) {
+            Ok(address) => Ok((fd, address)),
+            Err(err) => {
+                let _ = close_fd(fd);
+                Err(err)
+            }
+        }
+    }
+
+    fn connect(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
+        let addr = self.sockaddr_arg(py, address, "connect")?;
+        self.connect_impl(py, &addr, true).map(drop)
+    }
+
+    fn connect_ex(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let addr = self.sockaddr_arg(py, address, "connect_ex")?;
+        self.connect_impl(py, &addr, false)
+    }
+
+    #[pyo3(signature = (data, flags=0, /))]
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: c_int) -> PyResult<usize> {
+        with_readable(data, |bytes| self.send_once(py, bytes, flags, self.io_wait()))?
+    }
+
+    /// send(2) until every byte is out; with a timeout, the deadline covers the whole call.
+    #[pyo3(signature = (data, flags=0, /))]
+    fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: c_int) -> PyResult<()> {
+        with_readable(data, |mut bytes| {
+            let wait = self.io_wait();
+            loop {
+                if let Wait::Until(deadline) = wait
+                    && Instant::now() >= deadline
+                {
+                    return Err(timeout_error());
+                }
+                let sent = self.send_once(py, bytes, flags, wait)?;
+                bytes = &bytes[sent..];
+                // send() may return a partial count when a signal arrives: run the handlers first.
+                py.check_signals()?;
+                if bytes.is_empty() {
+                    return Ok(());
+                }
+            }
+        })?
+    }
+
+    /// `sendto(data, address)` or `sendto(data, flags, address)`.
+    #[pyo3(signature = (*args))]
+    fn sendto(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<usize> {
+        let (data, flags, address) = match args.len() {
+            2 => (args.get_item(0)?, 0, args.get_item(1)?),
+            3 => (
+                args.get_item(0)?,
+                args.get_item(1)?.extract::<c_int>()?,
+                args.get_item(2)?,
+            ),
+            n => {
+                return Err(PyTypeError::new_err(format!(
+                    "sendto() takes 2 or 3 arguments ({n} given)"
+                )));
+            }
+        };
+        with_readable(&data, |bytes| {
+            let addr = self.sockaddr_arg(py, &address, "sendto")?;
+            self.call(py, POLLOUT, self.io_wait(), |fd| {
+                // SAFETY: bytes and addr are valid for the duration of the call.
+                check(unsafe {
+                    libc::sendto(
+                        fd,
+                        bytes.as_ptr().cast(),
+                        bytes.len(),
+                        flags,
+                        addr.as_ptr().cast(),
+                        addr.len(),
+                    )
+                })
+            })
+        })?
+    }
+
+    #[pyo3(signature = (bufsize, flags=0, /))]
+    fn recv<'py>(&self, py: Python<'py>, bufsize: isize, flags: c_int) -> PyResult<Bound<'py, PyBytes>> {
+        if bufsize < 0 {
+            return Err(PyValueError::new_err("negative buffersize in recv"));
+        }
+        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let received = self.recv_into_slice(py, writer.space(), flags)?;
+        writer.finish(received)
+    }
+
+    #[pyo3(signature = (buffer, nbytes=0, flags=0))]
+    fn recv_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, nbytes: isize, flags: c_int) -> PyResult<usize> {
+        if nbytes < 0 {
+            return Err(PyValueError::new_err("negative buffersize in recv_into"));
+        }
+        with_writable(buffer, "recv_into() argument 'buffer'", |buf| {
+            let want = if nbytes == 0 { buf.len() } else { nbytes as usize };
+            if want > buf.len() {
+                return Err(PyValueError::new_err("buffer too small for requested bytes"));
+            }
+            // SAFETY: initialised bytes are valid MaybeUninit bytes; recv only writes into them.
+            let space = unsafe { &mut *(&mut buf[..want] as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            self.recv_into_slice(py, space, flags)
+        })?
+    }
+
+    #[pyo3(signature = (bufsize, flags=0, /))]
+    fn recvfrom<'py>(
+        &self,
+        py: Python<'py>,
+        bufsize: isize,
+        flags: c_int,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
+        if bufsize < 0 {
+            return Err(PyValueError::new_err("negative buffersize in recvfrom"));
+        }
+        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
+        let address = from_sockaddr(py, &addr)?;
+        Ok((writer.finish(received)?, address))
+    }
+
+    #[pyo3(signature = (buffer, nbytes=0, flags=0))]
+    fn recvfrom_into<'py>(
+        &self,
+        py: Python<'py>,
+        buffer: &Bound<'py, PyAny>,
+        nbytes: isize,
+        flags: c_int,
+    ) -> PyResult<(usize, Bound<'py, PyAny>)> {
+        if nbytes < 0 {
+            return Err(PyValueError::new_err("negative buffersize in recvfrom_into"));
+        }
+        with_writable(buffer, "recvfrom_into() argument 'buffer'", |buf| {
+            let want = if nbytes == 0 { buf.len() } else { nbytes as usize };
+            if want > buf.len() {
+                return Err(PyValueError::new_err("nbytes is greater than the length of the buffer"));
+            }
+            // SAFETY: initialised bytes are valid MaybeUninit bytes; recvfrom only writes into them.
+            let space = unsafe { &mut *(&mut buf[..want] as *mut [u8] as *mut [MaybeUninit<u8>]) };
+            let (received, addr) = self.recvfrom_slice(py, space, flags)?;
+            Ok((received, from_sockaddr(py, &addr)?))
+        })?
+    }
+
+    fn shutdown(&self, py: Python<'_>, how: c_int) -> PyResult<()> {
+        let fd = self.raw_fd();
+        // SAFETY: shutdown(2) takes plain integers.
+        let rc = py.detach(|| unsafe { libc::shutdown(fd, how) });
+        if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+    }
+
+    fn getsockname<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let fd = self.raw_fd();
+        let (_, addr) = with_sockaddr(|addr, len| {
+            // SAFETY: addr/len describe valid address storage.
+            check(unsafe { libc::getsockname(fd, addr, len) } as isize)
+        })
+        .map_err(|e| crate::errors::io_error(&e))?;
+        from_sockaddr(py, &addr)
+    }
+
+    fn getpeername<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let fd = self.raw_fd();
+        let (_, addr) = with_sockaddr(|addr, len| {
+            // SAFETY: addr/len describe valid address storage.
+            check(unsafe { libc::getpeername(fd, addr, len) } as isize)
+        })
+        .map_err(|e| crate::errors::io_error(&e))?;
+        from_sockaddr(py, &addr)
+    }
+
+    /// `setsockopt(level, option, value: int | buffer)` or `setsockopt(level, option, None, optlen)`.
+    #[pyo3(signature = (level, option, value, optlen=None, /))]
+    fn setsockopt(&self, level: c_int, option: c_int, value: &Bound<'_, PyAny>, optlen: Option<u32>) -> PyResult<()> {
+        let fd = self.raw_fd();
+        let set = |ptr: *const c_void, len: socklen_t| {
+            // SAFETY: ptr is NULL or valid for len bytes for the duration of the call.
+            let rc = unsafe { libc::setsockopt(fd, level, option, ptr, len) };
+            if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+        };
+        if let Some(optlen) = optlen {
+            if !value.is_none() {
+                return Err(PyTypeError::new_err(format!(
+                    "setsockopt() argument 3 must be NoneType, not {}",
+                    crate::addr::type_name(value)
+                )));
+            }
+            return set(std::ptr::null(), optlen);
+        }
+        if let Ok(flag) = value.extract::<c_int>() {
+            return set((&flag as *const c_int).cast(), size_of::<c_int>() as socklen_t);
+        }
+        if value.is_instance_of::<pyo3::types::PyInt>() {
+            return value.extract::<c_int>().map(drop);
+        }
+        with_readable(value, |bytes| set(bytes.as_ptr().cast(), bytes.len() as socklen_t))?
+    }
+
+    #[pyo3(signature = (level, option, buflen=0, /))]
+    fn getsockopt(&self, py: Python<'_>, level: c_int, option: c_int, buflen: i32) -> PyResult<Py<PyAny>> {
+        let fd = self.raw_fd();
+        if buflen == 0 {
+            let value = getsockopt_int(fd, level, option).map_err(|e| crate::errors::io_error(&e))?;
+            return Ok(value.into_pyobject(py)?.into_any().unbind());
+        }
+        if !(1..=GETSOCKOPT_MAX_BUFLEN).contains(&buflen) {
+            return Err(PyOSError::new_err("getsockopt buflen out of range"));
+        }
+        let mut buf = vec![0u8; buflen as usize];
+        let mut len = buflen as socklen_t;
+        // SAFETY: buf and len describe a valid buffer.
+        let rc = unsafe { libc::getsockopt(fd, level, option, buf.as_mut_ptr().cast(), &mut len) };
+        if rc < 0 {
+            return Err(os_error(last_errno()));
+        }
+        Ok(PyBytes::new(py, &buf[..len as usize]).into_any().unbind())
+    }
+
+    fn get_inheritable(&self) -> PyResult<bool> {
+        // SAFETY: F_GETFD takes no argument.
+        let flags = unsafe { libc::fcntl(self.raw_fd(), libc::F_GETFD) };
+        if flags < 0 {
+            return Err(os_error(last_errno()));
+        }
+        Ok(flags & libc::FD_CLOEXEC == 0)
+    }
+
+    fn set_inheritable(&self, inheritable: bool) -> PyResult<()> {
+        let fd = self.raw_fd();
+        let request = if inheritable { libc::FIONCLEX } else { libc::FIOCLEX };
+        // SAFETY: FIOCLEX/FIONCLEX take no argument.
+        if unsafe { libc::ioctl(fd, request) } < 0 {
+            return Err(os_error(last_errno()));
+        }
+        Ok(())
+    }
+
+    /// One sendfile(2) call of up to `count` bytes of `file_fd` from `offset`, waiting as the timeout
+    /// says; `socket.sendfile()` loops over it.
+    fn _sendfile(&self, py: Python<'_>, file_fd: RawFd, offset: i64, count: usize) -> PyResult<usize> {
+        self.call(py, POLLOUT, self.io_wait(), |fd| {
+            let mut off: libc::off_t = offset;
+            // SAFETY: off is a valid offset for the call; the descriptors are plain integers.
+            check(unsafe { libc::sendfile(fd, file_fd, &mut off, count) })
+        })
+    }
+}
+
+#[pyfunction]
+fn getdefaulttimeout(py: Python<'_>) -> Py<PyAny> {
+    timeout_object(py, DEFAULT_TIMEOUT_NS.load(Relaxed))
+}
+
+#[pyfunction]
+fn setdefaulttimeout(timeout: &Bound<'_, PyAny>) -> PyResult<()> {
+    DEFAULT_TIMEOUT_NS.store(parse_timeout(timeout)?, Relaxed);
+    Ok(())
+}
+
+/// A close-on-exec duplicate of a socket descriptor.
+#[pyfunction]
+fn dup(fd: RawFd) -> PyResult<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an int argument.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if new < 0 { Err(os_error(last_errno())) } else { Ok(new) }
+}
+
+/// Closes a socket descriptor, as `socket.close(fd)`.
+#[pyfunction]
+fn close(py: Python<'_>, fd: RawFd) -> PyResult<()> {
+    close_ignoring_reset(py, fd)
+}
+
+/// socketpair(2): two connected descriptors; `socketpair()` wraps them in sockets.
+#[pyfunction]
+#[pyo3(signature = (family=libc::AF_UNIX, r#type=libc::SOCK_STREAM, proto=0))]
+fn socketpair(family: c_int, r#type: c_int, proto: c_int) -> PyResult<(RawFd, RawFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: fds has room for the two descriptors.
+    if unsafe { libc::socketpair(family, r#type | libc::SOCK_CLOEXEC, proto, fds.as_mut_ptr()) } < 0 {
+        return Err(os_error(last_errno()));
+    }
+    Ok((fds[0], fds[1]))
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Socket>()?;
+    m.add_function(wrap_pyfunction!(getdefaulttimeout, m)?)?;
+    m.add_function(wrap_pyfunction!(setdefaulttimeout, m)?)?;
+    m.add_function(wrap_pyfunction!(dup, m)?)?;
+    m.add_function(wrap_pyfunction!(close, m)?)?;
+    m.add_function(wrap_pyfunction!(socketpair, m)?)?;
+    Ok(())
+}
