@@ -115,3 +115,31 @@ impl Drop for BytesWriter<'_> {
         unsafe { ffi::compat::PyBytesWriter_Discard(self.raw) };
     }
 }
+
+/// Keeps a Python `bytes` object alive while Rust holds its contents as `Bytes`.
+struct PyBytesOwner {
+    _object: Py<PyBytes>,
+    data: &'static [u8],
+}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.data
+    }
+}
+
+/// The contents of a bytes-like object as `Bytes`: an exact `bytes` is shared without a copy (it is
+/// immutable and kept alive by the `Bytes`); anything else, which could change later, is copied.
+pub fn shared_bytes(obj: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
+    if let Ok(b) = obj.cast_exact::<PyBytes>() {
+        let slice = b.as_bytes();
+        // SAFETY: a bytes object's buffer never moves or changes, and the owner keeps it alive for as
+        // long as the slice is reachable through the Bytes.
+        let data: &'static [u8] = unsafe { std::slice::from_raw_parts(slice.as_ptr(), slice.len()) };
+        return Ok(bytes::Bytes::from_owner(PyBytesOwner {
+            _object: b.clone().unbind(),
+            data,
+        }));
+    }
+    with_readable(obj, bytes::Bytes::copy_from_slice)
+}

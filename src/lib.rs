@@ -7,13 +7,20 @@ use pyo3::prelude::*;
 mod addr;
 mod buffer;
 mod errors;
+mod framing;
+mod log;
 mod resolver;
+mod runtime;
+mod server_common;
 mod socket;
+mod tcp;
 
 #[pymodule(gil_used = false)]
 fn _rsock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     socket::init_pymodule(m)?;
     resolver::init_pymodule(m)?;
+    server_common::init_pymodule(m)?;
+    tcp::init_pymodule(m)?;
     Ok(())
 }

@@ -450,3 +450,54 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gethostbyaddr, m)?)?;
     Ok(())
 }
+
+/// A `(host, port)` tuple as one socket address: the first address `getaddrinfo` gives for it, as
+/// `create_connection()` would try first. `passive` resolves a None host to the wildcard address.
+pub fn endpoint(
+    py: Python<'_>,
+    address: &Bound<'_, PyAny>,
+    socktype: i32,
+    passive: bool,
+) -> PyResult<std::net::SocketAddr> {
+    let pair = address.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "address must be a (host, port) tuple, not {}",
+            type_name(address)
+        ))
+    })?;
+    let host_obj = pair.get_item(0)?;
+    let host = if host_obj.is_none() {
+        None
+    } else {
+        Some(CString::new(host_bytes(&host_obj)?).expect("host_bytes rejects NUL"))
+    };
+    let port: i64 = pair.get_item(1)?.extract()?;
+    let port = u16::try_from(port).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;
+    let service = CString::new(port.to_string()).expect("digits have no NUL");
+    let hints = Hints {
+        family: AF_UNSPEC,
+        socktype,
+        flags: libc::AI_NUMERICSERV | if passive { libc::AI_PASSIVE } else { 0 },
+        ..Hints::default()
+    };
+    let found = py
+        .detach(|| lookup(host.as_deref(), Some(&service), hints))
+        .map_err(GaiFailure::into_pyerr)?;
+    found
+        .iter()
+        .find_map(|ai| ai.addr.as_socket())
+        .ok_or_else(|| gai_error(libc::EAI_NONAME, 0))
+}
+
+/// The Python form of an IP socket address: `(host, port)` or `(host, port, flowinfo, scope_id)`.
+pub fn socket_address_to_py<'py>(py: Python<'py>, addr: &std::net::SocketAddr) -> PyResult<Bound<'py, PyAny>> {
+    match addr {
+        std::net::SocketAddr::V4(v4) => Ok((v4.ip().to_string(), v4.port()).into_pyobject(py)?.into_any()),
+        std::net::SocketAddr::V6(v6) => {
+            let host = ip_string(AF_INET6, v6.ip().octets().as_ptr().cast())?;
+            // std keeps flowinfo as it sits in the sockaddr (network order); Python shows host order.
+            let flowinfo = u32::from_be(v6.flowinfo());
+            Ok((host, v6.port(), flowinfo, v6.scope_id()).into_pyobject(py)?.into_any())
+        }
+    }
+}

@@ -1,12 +1,18 @@
 """rsock: Python sockets with a Rust core.
 
 ``import rsock as socket`` gives the standard ``socket`` module's API, with every socket operation done
-by rsock's native code.
+by rsock's native code. ``TcpServer`` serves every connection from one Rust (tokio) thread, entering
+Python only to run your handlers.
 """
 
-from rsock import sockets as _sockets
-from rsock._rsock import __version__
+import atexit
+
+from rsock import _rsock, sockets as _sockets
+from rsock._rsock import Connection, TcpServer, __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
 from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT, SocketIO  # noqa: F401 - used as socket.<name>
 
-__all__ = [*_sockets.__all__, "__version__"]
+__all__ = [*_sockets.__all__, "Connection", "TcpServer", "__version__"]
+
+# Stop running servers before the interpreter tears down, so no handler is entered during shutdown.
+atexit.register(_rsock._stop_all_servers, 1.0)

@@ -1,0 +1,248 @@
+//! Message framing for the high-level types, on tokio-util codecs: `"line"` (newline-terminated),
+//! `"length"` (4-byte big-endian length prefix) or any delimiter bytes. Every frame is bounded by
+//! `max_frame_size`, so a peer cannot make a reader buffer without limit.
+
+use std::io;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+
+use crate::buffer::read_bytes;
+
+/// How a byte stream is cut into messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Every chunk the OS hands over is a message.
+    Raw,
+    /// Messages end with `\n`; a `\r` before it is dropped too.
+    Line,
+    /// Each message is preceded by its length as a 4-byte big-endian integer.
+    Length,
+    /// Messages end with these bytes.
+    Delimiter(Vec<u8>),
+}
+
+impl Framing {
+    /// Parses the `framing=` argument: None, "line", "length" or a non-empty bytes delimiter.
+    pub fn from_py(value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let Some(value) = value.filter(|v| !v.is_none()) else {
+            return Ok(Framing::Raw);
+        };
+        if let Ok(name) = value.cast::<PyString>() {
+            return match name.to_str()? {
+                "line" => Ok(Framing::Line),
+                "length" => Ok(Framing::Length),
+                other => Err(PyValueError::new_err(format!(
+                    "framing must be None, 'line', 'length' or a bytes delimiter, not {other:?}"
+                ))),
+            };
+        }
+        if value.is_instance_of::<PyBytes>() || value.is_instance_of::<pyo3::types::PyByteArray>() {
+            let delimiter = read_bytes(value)?;
+            if delimiter.is_empty() {
+                return Err(PyValueError::new_err("a framing delimiter must not be empty"));
+            }
+            return Ok(Framing::Delimiter(delimiter));
+        }
+        Err(PyTypeError::new_err(format!(
+            "framing must be None, 'line', 'length' or bytes, not {}",
+            crate::addr::type_name(value)
+        )))
+    }
+
+    /// A decoder for one stream, or None when every chunk is a message.
+    pub fn decoder(&self, max_frame_size: usize) -> Option<FrameDecoder> {
+        match self {
+            Framing::Raw => None,
+            Framing::Line => Some(FrameDecoder::Delimited(DelimiterCodec::new(
+                b"\n".to_vec(),
+                true,
+                max_frame_size,
+            ))),
+            Framing::Delimiter(d) => Some(FrameDecoder::Delimited(DelimiterCodec::new(
+                d.clone(),
+                false,
+                max_frame_size,
+            ))),
+            Framing::Length => Some(FrameDecoder::Length(
+                LengthDelimitedCodec::builder()
+                    .length_field_length(4)
+                    .big_endian()
+                    .max_frame_length(max_frame_size)
+                    .new_codec(),
+            )),
+        }
+    }
+
+    /// The bytes that carry `message` on the wire.
+    pub fn encode(&self, message: &[u8], out: &mut BytesMut) -> io::Result<()> {
+        match self {
+            Framing::Raw => out.extend_from_slice(message),
+            Framing::Line => {
+                out.extend_from_slice(message);
+                out.put_u8(b'\n');
+            }
+            Framing::Delimiter(d) => {
+                out.extend_from_slice(message);
+                out.extend_from_slice(d);
+            }
+            Framing::Length => {
+                let len = u32::try_from(message.len()).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "message too long for a 4-byte length prefix",
+                    )
+                })?;
+                out.put_u32(len);
+                out.extend_from_slice(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// `message` framed, as one buffer.
+    pub fn encoded(&self, message: &[u8]) -> io::Result<Bytes> {
+        let mut out = BytesMut::with_capacity(message.len() + 4);
+        self.encode(message, &mut out)?;
+        Ok(out.freeze())
+    }
+
+    /// The Python value of the `framing` attribute.
+    pub fn to_py<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self {
+            Framing::Raw => py.None().into_bound(py),
+            Framing::Line => PyString::new(py, "line").into_any(),
+            Framing::Length => PyString::new(py, "length").into_any(),
+            Framing::Delimiter(d) => PyBytes::new(py, d).into_any(),
+        }
+    }
+}
+
+/// A stream's decoder: one of the framings' codecs.
+pub enum FrameDecoder {
+    Delimited(DelimiterCodec),
+    Length(LengthDelimitedCodec),
+}
+
+impl FrameDecoder {
+    /// The next whole message in `buf`, if there is one; an error means the stream broke the framing
+    /// (a frame over the size limit) and must be closed.
+    pub fn next_frame(&mut self, buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        match self {
+            FrameDecoder::Delimited(codec) => codec.decode(buf),
+            FrameDecoder::Length(codec) => codec.decode(buf),
+        }
+    }
+}
+
+/// Cuts a stream at a delimiter of one or more bytes, remembering how far it has searched so a long
+/// frame arriving in pieces is scanned once.
+pub struct DelimiterCodec {
+    delimiter: Vec<u8>,
+    strip_cr: bool,
+    max_frame_size: usize,
+    searched: usize,
+}
+
+impl DelimiterCodec {
+    fn new(delimiter: Vec<u8>, strip_cr: bool, max_frame_size: usize) -> Self {
+        DelimiterCodec {
+            delimiter,
+            strip_cr,
+            max_frame_size,
+            searched: 0,
+        }
+    }
+}
+
+impl Decoder for DelimiterCodec {
+    type Item = BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        let dlen = self.delimiter.len();
+        // Resume where the last search stopped, backing up so a delimiter split across reads is found.
+        let start = self.searched.saturating_sub(dlen - 1);
+        let found = if dlen == 1 {
+            buf[start..].iter().position(|&b| b == self.delimiter[0])
+        } else {
+            buf[start..].windows(dlen).position(|w| w == self.delimiter.as_slice())
+        };
+        match found {
+            Some(offset) => {
+                let end = start + offset;
+                self.searched = 0;
+                if end > self.max_frame_size {
+                    return Err(frame_too_large(self.max_frame_size));
+                }
+                let mut frame = buf.split_to(end + dlen);
+                frame.truncate(end);
+                if self.strip_cr && frame.last() == Some(&b'\r') {
+                    frame.truncate(end - 1);
+                }
+                Ok(Some(frame))
+            }
+            None if buf.len() > self.max_frame_size => Err(frame_too_large(self.max_frame_size)),
+            None => {
+                self.searched = buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn frame_too_large(limit: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("frame larger than max_frame_size ({limit} bytes)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(framing: &Framing, chunks: &[&[u8]], max: usize) -> io::Result<Vec<Vec<u8>>> {
+        let mut decoder = framing.decoder(max).unwrap();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            while let Some(frame) = decoder.next_frame(&mut buf)? {
+                out.push(frame.to_vec());
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_crlf() {
+        let got = frames(&Framing::Line, &[b"ab", b"c\r\nde", b"f\n\n"], 100).unwrap();
+        assert_eq!(got, vec![b"abc".to_vec(), b"def".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
+    fn multi_byte_delimiter_split_across_reads() {
+        let framing = Framing::Delimiter(b"END".to_vec());
+        let got = frames(&framing, &[b"oneE", b"N", b"Dtwo", b"EN", b"D"], 100).unwrap();
+        assert_eq!(got, vec![b"one".to_vec(), b"two".to_vec()]);
+    }
+
+    #[test]
+    fn length_prefix_round_trip() {
+        let framing = Framing::Length;
+        let wire = [framing.encoded(b"hello").unwrap(), framing.encoded(b"").unwrap()].concat();
+        let got = frames(&framing, &[&wire[..3], &wire[3..]], 100).unwrap();
+        assert_eq!(got, vec![b"hello".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
+    fn oversized_frames_are_rejected_before_they_arrive() {
+        assert!(frames(&Framing::Line, &[&[b'x'; 11]], 10).is_err());
+        let huge_header = 0xFFFF_FFFFu32.to_be_bytes();
+        assert!(frames(&Framing::Length, &[&huge_header], 1024).is_err());
+    }
+}

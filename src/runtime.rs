@@ -1,0 +1,152 @@
+//! The one tokio runtime behind rsock's servers, and the ways Python waits on it.
+//!
+//! A current-thread runtime on its own thread ("rsock-io") does all accept/read/write/framing work
+//! and calls Python handlers inline, so only that one thread ever takes the GIL on rsock's behalf:
+//! no hand-off between threads per message, and no contention among tokio workers for the GIL.
+//! It is created on first use, never at import. tokio does not survive fork(), so a forked child
+//! that uses rsock gets a fresh runtime of its own (the parent's is left untouched).
+
+use std::future::Future;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, Once};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+/// How long a blocking wait sleeps before it runs Python's signal handlers again.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Counts forks: a runtime belongs to the generation it was built in.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Serialises runtime creation. A spin flag rather than a Mutex so the fork handler can reset it: a
+/// lock held by another thread at fork time would otherwise stay held for ever in the child.
+static CREATING: AtomicBool = AtomicBool::new(false);
+static CURRENT: AtomicPtr<Runtime> = AtomicPtr::new(ptr::null_mut());
+static REGISTER_FORK_HANDLER: Once = Once::new();
+
+struct Runtime {
+    handle: Handle,
+    generation: u64,
+    thread: ThreadId,
+}
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    CREATING.store(false, Ordering::SeqCst);
+}
+
+fn current() -> Option<&'static Runtime> {
+    let rt = CURRENT.load(Ordering::Acquire);
+    // SAFETY: runtimes are leaked, never freed, so a published pointer stays valid.
+    let rt = unsafe { rt.as_ref() }?;
+    (rt.generation == FORK_GENERATION.load(Ordering::Acquire)).then_some(rt)
+}
+
+fn runtime() -> &'static Runtime {
+    if let Some(rt) = current() {
+        return rt;
+    }
+    REGISTER_FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only touches atomics, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    while CREATING.swap(true, Ordering::AcqRel) {
+        std::hint::spin_loop();
+        std::thread::yield_now();
+    }
+    let rt = current().unwrap_or_else(start_runtime);
+    CREATING.store(false, Ordering::Release);
+    rt
+}
+
+fn start_runtime() -> &'static Runtime {
+    let generation = FORK_GENERATION.load(Ordering::Acquire);
+    let built = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime failed");
+    let handle = built.handle().clone();
+    let thread = std::thread::Builder::new()
+        .name("rsock-io".into())
+        .spawn(move || {
+            // Give this thread a Python thread state for its whole life. Without one, every
+            // Python::attach would create a thread state and the matching release destroy it again;
+            // with one, attaching only takes the GIL.
+            // SAFETY: the interpreter is initialised (rsock is an extension module); the state is
+            // acquired once and the GIL released straight away, leaving the thread detached.
+            unsafe {
+                pyo3::ffi::PyGILState_Ensure();
+                pyo3::ffi::PyEval_SaveThread();
+            }
+            built.block_on(std::future::pending::<()>())
+        })
+        .expect("starting the rsock-io thread failed");
+    let rt = Box::leak(Box::new(Runtime {
+        handle,
+        generation,
+        thread: thread.thread().id(),
+    }));
+    CURRENT.store(rt, Ordering::Release);
+    rt
+}
+
+/// Runs `future` on the rsock-io thread.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime().handle.spawn(future)
+}
+
+/// Whether the caller is the rsock-io thread (a handler), which must never block waiting on itself.
+pub fn on_io_thread() -> bool {
+    current().is_some_and(|rt| rt.thread == std::thread::current().id())
+}
+
+/// A flag one side sets and others wait for, from any thread.
+#[derive(Default)]
+pub struct Latch {
+    set: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Latch {
+    pub fn set(&self) {
+        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `limit`; returns whether the latch is set.
+    fn wait_for(&self, limit: Duration) -> bool {
+        let guard = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, limit, |set| !*set)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+}
+
+/// Blocks the calling Python thread until `latch` is set or `timeout` passes, with the GIL released,
+/// running the signal handlers every 100 ms so Ctrl-C interrupts the wait. Returns whether it is set.
+pub fn wait(py: Python<'_>, latch: &Latch, timeout: Option<Duration>) -> PyResult<bool> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
+            None => WAIT_SLICE,
+        };
+        if py.detach(|| latch.wait_for(slice)) {
+            return Ok(true);
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+    }
+}

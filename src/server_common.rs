@@ -1,0 +1,177 @@
+//! What the servers share: the default address, listening-socket setup, the lifecycle that stop()
+//! and serve_forever() wait on, and the handling of failed accepts.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyFloat;
+use socket2::{Domain, Socket, Type};
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::strerror;
+use crate::log::{self, ERROR};
+use crate::runtime::{self, Latch};
+
+/// How long stop() lets connections finish before closing them.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long accepting pauses when the process is out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A server's run: the shutdown signal its tasks watch, and the latch set when the last one ends.
+#[derive(Default)]
+pub struct Lifecycle {
+    pub shutdown: CancellationToken,
+    pub stopped: Latch,
+    tasks: AtomicUsize,
+}
+
+/// Held by each of a server's tasks; the last to go after shutdown sets `stopped`.
+pub struct TaskGuard(Arc<Lifecycle>);
+
+impl Lifecycle {
+    pub fn task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+
+    /// Tells every task to finish; sets `stopped` at once if none is running.
+    pub fn begin_stop(&self) {
+        self.shutdown.cancel();
+        if self.tasks.load(Ordering::Acquire) == 0 {
+            self.stopped.set();
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.shutdown.is_cancelled() {
+            self.0.stopped.set();
+        }
+    }
+}
+
+/// Servers started in this process, so that interpreter exit can stop them first.
+static STARTED: Mutex<Vec<Weak<Lifecycle>>> = Mutex::new(Vec::new());
+
+pub fn register(lifecycle: &Arc<Lifecycle>) {
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    started.retain(|s| s.strong_count() > 0);
+    started.push(Arc::downgrade(lifecycle));
+}
+
+/// Stops every running server and waits up to `timeout` seconds for them (run at interpreter exit,
+/// so no handler is entered while Python shuts down).
+#[pyfunction]
+fn _stop_all_servers(py: Python<'_>, timeout: f64) -> PyResult<()> {
+    let running: Vec<_> = STARTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .filter_map(|s| s.upgrade())
+        .collect();
+    running.iter().for_each(|s| s.begin_stop());
+    let limit = Duration::from_secs_f64(timeout.max(0.0));
+    for server in &running {
+        runtime::wait(py, &server.stopped, Some(limit))?;
+    }
+    Ok(())
+}
+
+/// The `address` argument, defaulting to loopback on a free port: a server is reachable from
+/// other machines only when asked to be.
+pub fn default_address<'py>(py: Python<'py>, address: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+    match address.filter(|a| !a.is_none()) {
+        Some(address) => Ok(address.clone()),
+        None => Ok(("127.0.0.1", 0u16).into_pyobject(py)?.into_any()),
+    }
+}
+
+/// A non-blocking socket bound to `target`, set up as the stdlib's create_server() does;
+/// `prepare` runs after bind (listen, for TCP). Errors name the address, as create_server()'s do.
+pub fn bind_socket(
+    py: Python<'_>,
+    target: SocketAddr,
+    kind: Type,
+    reuse_port: bool,
+    address: &Bound<'_, PyAny>,
+    prepare: impl FnOnce(&Socket) -> io::Result<()> + Send,
+) -> PyResult<Socket> {
+    let failed = |err: io::Error| -> PyErr {
+        match err.raw_os_error() {
+            Some(errno) => {
+                let shown = address
+                    .repr()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|_| target.to_string());
+                PyOSError::new_err((
+                    errno,
+                    format!("{} (while attempting to bind on address {shown})", strerror(errno)),
+                ))
+            }
+            None => PyOSError::new_err(err.to_string()),
+        }
+    };
+    let setup = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(target), kind, None)?;
+        if kind == Type::STREAM {
+            // A restarted server must be able to bind while old connections sit in TIME_WAIT.
+            socket.set_reuse_address(true)?;
+        }
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        if target.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&target.into())?;
+        prepare(&socket)?;
+        Ok(socket)
+    };
+    py.detach(setup).map_err(failed)
+}
+
+/// Counts a failed accept and, when the process is out of descriptors or memory, logs it and pauses
+/// accepting briefly instead of spinning.
+pub async fn accept_failed(errors: &std::sync::atomic::AtomicU64, err: &io::Error) {
+    let errno = err.raw_os_error().unwrap_or(0);
+    if matches!(errno, libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) {
+        return;
+    }
+    errors.fetch_add(1, Ordering::Relaxed);
+    Python::attach(|py| log::log(py, ERROR, &format!("accept failed: {err}"), None));
+    if matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+}
+
+/// A duration argument in seconds: None, or a non-negative number.
+pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let seconds: f64 = if value.is_instance_of::<PyFloat>() || value.is_instance_of::<pyo3::types::PyInt>() {
+        value.extract()?
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a number of seconds or None, not {}",
+            crate::addr::type_name(value)
+        )));
+    };
+    if !(seconds >= 0.0 && seconds.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a non-negative number of seconds, not {seconds}"
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(seconds)))
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)
+}

@@ -1,0 +1,9 @@
+//! TCP: `TcpServer` (with the `Connection` its handlers receive) and `TcpClient`.
+
+use pyo3::prelude::*;
+
+mod server;
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    server::init_pymodule(m)
+}

@@ -1,0 +1,824 @@
+//! `TcpServer`: accepts and serves every connection on the rsock-io thread, entering Python only to
+//! run the user's handlers; and `Connection`, the handle those handlers receive.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::buffer::shared_bytes;
+use crate::errors::{io_error, os_error};
+use crate::framing::{FrameDecoder, Framing};
+use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
+use crate::resolver::{endpoint, socket_address_to_py};
+use crate::runtime;
+use crate::server_common::{self, Lifecycle, TaskGuard, parse_timeout_arg};
+
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+const DEFAULT_BACKLOG: i32 = 1024;
+/// One read buffer of this size serves every connection: the io thread reads one socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// Output queued on a connection beyond which it stops reading requests and other threads' send()
+/// waits: a peer that does not read slows its own requests down rather than growing the queue.
+const WRITE_HIGH_WATER: usize = 1 << 20;
+/// Output queued beyond this (by broadcasts to a peer that never reads) disconnects that peer.
+const WRITE_LIMIT: usize = 64 << 20;
+
+thread_local! {
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+struct Handlers {
+    on_message: Option<Py<PyAny>>,
+    on_connect: Option<Py<PyAny>>,
+    on_disconnect: Option<Py<PyAny>>,
+}
+
+#[derive(Default)]
+struct Stats {
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    messages: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// What the server's tasks share: configuration, counters and the live connections.
+struct ServerShared {
+    handlers: Handlers,
+    framing: Framing,
+    max_connections: usize,
+    max_frame_size: usize,
+    idle_timeout: Option<Duration>,
+    stats: Stats,
+    connections: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    next_id: AtomicU64,
+    lifecycle: Arc<Lifecycle>,
+}
+
+impl ServerShared {
+    fn connections(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnShared>>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's output side, shared by its task, its `Connection` object and broadcasts.
+struct Io {
+    /// None once the connection is closed; the fd closes when the last Arc goes.
+    stream: Option<Arc<TcpStream>>,
+    /// Output the socket has not taken yet, in order.
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// While the task delivers a read's messages, output is gathered here and written once after.
+    batch: Option<Vec<Bytes>>,
+    close_requested: bool,
+}
+
+struct ConnShared {
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    server: Arc<ServerShared>,
+    io: Mutex<Io>,
+    /// Wakes the connection's task: output was queued or a close requested.
+    wake: Notify,
+    /// Signalled when queued output drops below the high-water mark.
+    drained: Condvar,
+    closed: AtomicBool,
+}
+
+/// Why a connection ended.
+enum Outcome {
+    /// The peer closed, the server stopped, or `close()` was called.
+    Closed,
+    Idle,
+    Handler(PyErr),
+    Io(io::Error),
+    Framing(io::Error),
+    SlowReader(usize),
+}
+
+impl ConnShared {
+    fn io(&self) -> MutexGuard<'_, Io> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `data` after everything written before it, writing at once what the socket takes.
+    fn write(&self, data: Bytes) -> io::Result<()> {
+        let mut io = self.io();
+        if io.close_requested {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        if let Some(batch) = io.batch.as_mut() {
+            batch.push(data);
+            return Ok(());
+        }
+        let Some(stream) = io.stream.clone() else {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE));
+        };
+        let mut data = data;
+        if io.pending.is_empty() {
+            match stream.try_write(&data) {
+                Ok(n) => {
+                    self.server.stats.bytes_out.fetch_add(n as u64, Relaxed);
+                    data.advance(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !data.is_empty() {
+            io.pending_bytes += data.len();
+            io.pending.push_back(data);
+            drop(io);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Writes what it can of the queued output; Ok(true) when nothing is left.
+    fn flush(&self) -> io::Result<bool> {
+        let mut io = self.io();
+        let Some(stream) = io.stream.clone() else {
+            return Ok(true);
+        };
+        while !io.pending.is_empty() {
+            let written = {
+                let slices: Vec<IoSlice<'_>> = io.pending.iter().take(64).map(|b| IoSlice::new(b)).collect();
+                match stream.try_write_vectored(&slices) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            };
+            self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
+            io.pending_bytes -= written;
+            let mut left = written;
+            while left > 0 {
+                let front = io.pending.front_mut().expect("written bytes came from the queue");
+                if front.len() <= left {
+                    left -= front.len();
+                    io.pending.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        if io.pending_bytes < WRITE_HIGH_WATER {
+            self.drained.notify_all();
+        }
+        Ok(io.pending.is_empty())
+    }
+
+    /// Writes everything gathered while the last read's messages were delivered, in one go.
+    fn end_batch(&self) -> io::Result<()> {
+        let batch = self.io().batch.take().unwrap_or_default();
+        match batch.len() {
+            0 => Ok(()),
+            1 => self.write(batch.into_iter().next().expect("one element")),
+            _ => {
+                let mut joined = BytesMut::with_capacity(batch.iter().map(Bytes::len).sum());
+                batch.iter().for_each(|b| joined.extend_from_slice(b));
+                self.write(joined.freeze())
+            }
+        }
+    }
+
+    fn request_close(&self) {
+        self.io().close_requested = true;
+        self.wake.notify_one();
+    }
+
+    /// Closes at once, dropping unsent output (a forced stop).
+    fn abort(&self) {
+        let mut io = self.io();
+        io.stream = None;
+        io.pending.clear();
+        io.pending_bytes = 0;
+        io.close_requested = true;
+        drop(io);
+        self.closed.store(true, Relaxed);
+        self.drained.notify_all();
+        self.wake.notify_one();
+    }
+}
+
+/// The handle a server's handlers receive for one connection.
+#[pyclass(name = "Connection", module = "rsock._rsock", frozen)]
+pub struct Connection {
+    shared: Arc<ConnShared>,
+    state: Mutex<Option<Py<PyDict>>>,
+}
+
+#[pymethods]
+impl Connection {
+    /// The peer's address.
+    #[getter]
+    fn peer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        socket_address_to_py(py, &self.shared.peer)
+    }
+
+    /// This end's address.
+    #[getter]
+    fn local<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        socket_address_to_py(py, &self.shared.local)
+    }
+
+    /// A number unique among this server's connections.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Whether the connection has ended.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.shared.closed.load(Relaxed)
+    }
+
+    /// A dict for the application's own per-connection data.
+    #[getter]
+    fn state(&self, py: Python<'_>) -> Py<PyDict> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.get_or_insert_with(|| PyDict::new(py).unbind()).clone_ref(py)
+    }
+
+    /// Sends `data` (framed as the server frames messages). Safe from any thread; from a thread other
+    /// than the server's, waits while the peer is not reading and too much output is queued.
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let framed = frame_message(&self.shared.server.framing, data)?;
+        if !runtime::on_io_thread() {
+            self.wait_for_room(py)?;
+        }
+        self.shared.write(framed).map_err(|e| io_error(&e))
+    }
+
+    /// Closes the connection once the output already queued is sent.
+    fn close(&self) {
+        self.shared.request_close();
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { "closed" } else { "open" };
+        format!("<Connection id={} peer={} {state}>", self.shared.id, self.shared.peer)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(state) = self.state.try_lock()
+            && let Some(dict) = state.as_ref()
+        {
+            visit.call(dict)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        if let Ok(mut state) = self.state.try_lock() {
+            state.take();
+        }
+    }
+}
+
+impl Connection {
+    /// Blocks (GIL released, Ctrl-C honoured) while the connection's queued output is over the mark.
+    fn wait_for_room(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            let full = py.detach(|| {
+                let io = self.shared.io();
+                let (io, _) = self
+                    .shared
+                    .drained
+                    .wait_timeout_while(io, Duration::from_millis(100), |io| {
+                        io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some()
+                    })
+                    .unwrap_or_else(|e| e.into_inner());
+                io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some()
+            });
+            if !full {
+                return Ok(());
+            }
+            py.check_signals()?;
+        }
+    }
+}
+
+/// `data` as it goes on the wire under `framing`.
+fn frame_message(framing: &Framing, data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if *framing == Framing::Raw {
+        return shared_bytes(data);
+    }
+    crate::buffer::with_readable(data, |bytes| framing.encoded(bytes))?.map_err(|e| io_error(&e))
+}
+
+/// Runs `on_message` for one message and queues its reply.
+fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message: &[u8]) -> Result<(), Outcome> {
+    let server = &conn.server;
+    server.stats.messages.fetch_add(1, Relaxed);
+    let Some(handler) = server.handlers.on_message.as_ref() else {
+        return Ok(());
+    };
+    let data = PyBytes::new(py, message);
+    let reply = handler
+        .bind(py)
+        .call1((py_conn.bind(py), data))
+        .map_err(Outcome::Handler)?;
+    if reply.is_none() {
+        return Ok(());
+    }
+    let framed = frame_message(&server.framing, &reply).map_err(Outcome::Handler)?;
+    conn.write(framed).map_err(Outcome::Io)
+}
+
+/// Delivers what one read brought: the chunk itself, or every whole frame it completed.
+fn deliver_read(
+    conn: &ConnShared,
+    py_conn: &Py<Connection>,
+    data: &[u8],
+    decoder: &mut Option<FrameDecoder>,
+    frames: &mut BytesMut,
+) -> Result<(), Outcome> {
+    conn.server.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
+    conn.io().batch = Some(Vec::new());
+    let delivered = Python::attach(|py| match decoder {
+        None => deliver(py, conn, py_conn, data),
+        Some(decoder) => {
+            frames.extend_from_slice(data);
+            while let Some(frame) = decoder.next_frame(frames).map_err(Outcome::Framing)? {
+                deliver(py, conn, py_conn, &frame)?;
+                if conn.io().close_requested {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    });
+    let written = conn.end_batch().map_err(Outcome::Io);
+    delivered.and(written)
+}
+
+/// Serves one connection until it ends, then reports the end to the application.
+async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn: Py<Connection>) {
+    let server = conn.server.clone();
+    let outcome = match call_on_connect(&server, &py_conn) {
+        Ok(()) => connection_loop(&conn, &stream, &py_conn).await,
+        Err(err) => Outcome::Handler(err),
+    };
+    finish_connection(&conn, py_conn, outcome);
+}
+
+fn call_on_connect(server: &ServerShared, py_conn: &Py<Connection>) -> PyResult<()> {
+    match server.handlers.on_connect.as_ref() {
+        Some(handler) => Python::attach(|py| handler.bind(py).call1((py_conn.bind(py),)).map(drop)),
+        None => Ok(()),
+    }
+}
+
+async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>) -> Outcome {
+    let server = &conn.server;
+    let mut decoder = server.framing.decoder(server.max_frame_size);
+    let mut frames = BytesMut::new();
+    let mut reading = true;
+    let idle_limit = server.idle_timeout.unwrap_or(Duration::MAX / 4);
+    let idle = tokio::time::sleep(idle_limit);
+    tokio::pin!(idle);
+    loop {
+        let (pending, close_requested) = {
+            let io = conn.io();
+            (io.pending_bytes, io.close_requested)
+        };
+        if pending == 0 && (close_requested || !reading) {
+            return Outcome::Closed;
+        }
+        if pending > WRITE_LIMIT {
+            return Outcome::SlowReader(pending);
+        }
+        let may_read = reading && !close_requested && pending < WRITE_HIGH_WATER;
+        tokio::select! {
+            biased;
+            () = server.lifecycle.shutdown.cancelled(), if reading => reading = false,
+            ready = stream.writable(), if pending > 0 => {
+                if let Err(err) = ready.and_then(|()| conn.flush()) {
+                    return Outcome::Io(err);
+                }
+            }
+            ready = stream.readable(), if may_read => {
+                if let Err(err) = ready {
+                    return Outcome::Io(err);
+                }
+                let read = READ_BUFFER.with(|buffer| {
+                    let mut buffer = buffer.borrow_mut();
+                    match stream.try_read(&mut buffer) {
+                        Ok(0) => Ok(false),
+                        Ok(n) => deliver_read(conn, py_conn, &buffer[..n], &mut decoder, &mut frames).map(|()| true),
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
+                        Err(err) => Err(Outcome::Io(err)),
+                    }
+                });
+                match read {
+                    Ok(open) => reading = open,
+                    Err(outcome) => return outcome,
+                }
+                if server.idle_timeout.is_some() {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                }
+            }
+            () = conn.wake.notified() => {}
+            () = &mut idle, if server.idle_timeout.is_some() && reading => return Outcome::Idle,
+        }
+    }
+}
+
+/// Closes the socket, forgets the connection and tells the application why it ended.
+fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcome) {
+    let server = &conn.server;
+    {
+        let mut io = conn.io();
+        io.close_requested = true;
+        if let Some(stream) = io.stream.take()
+            && matches!(outcome, Outcome::Closed)
+        {
+            // Flushed already: a FIN after the last reply tells the peer nothing more is coming.
+            let _ = socket2::SockRef::from(stream.as_ref()).shutdown(std::net::Shutdown::Write);
+        }
+        io.pending.clear();
+        io.pending_bytes = 0;
+    }
+    conn.closed.store(true, Relaxed);
+    conn.drained.notify_all();
+    server.connections().remove(&conn.id);
+    Python::attach(|py| {
+        let peer = conn.peer;
+        let error = match &outcome {
+            Outcome::Closed => {
+                if log::enabled(py, DEBUG) {
+                    log::log(py, DEBUG, &format!("connection from {peer} closed"), None);
+                }
+                None
+            }
+            Outcome::Idle => {
+                log::log(py, INFO, &format!("closing idle connection from {peer}"), None);
+                Some(PyTimeoutError::new_err("idle timeout"))
+            }
+            Outcome::Handler(err) => {
+                log::log(
+                    py,
+                    ERROR,
+                    &format!("handler raised; closing connection from {peer}"),
+                    Some(err),
+                );
+                Some(err.clone_ref(py))
+            }
+            Outcome::Io(err) => {
+                log::log(py, INFO, &format!("connection from {peer} failed: {err}"), None);
+                Some(io_error(err))
+            }
+            Outcome::Framing(err) => {
+                log::log(py, ERROR, &format!("closing connection from {peer}: {err}"), None);
+                Some(PyValueError::new_err(err.to_string()))
+            }
+            Outcome::SlowReader(queued) => {
+                let text = format!("closing connection from {peer}: it does not read ({queued} bytes queued)");
+                log::log(py, WARNING, &text, None);
+                Some(os_error(libc::ENOBUFS))
+            }
+        };
+        if error.is_some() && !matches!(outcome, Outcome::Idle) {
+            server.stats.errors.fetch_add(1, Relaxed);
+        }
+        if let Some(handler) = server.handlers.on_disconnect.as_ref() {
+            let exc = error
+                .as_ref()
+                .map_or_else(|| py.None().into_bound(py), |e| e.value(py).clone().into_any());
+            if let Err(err) = handler.bind(py).call1((py_conn.bind(py), exc)) {
+                log::log(py, ERROR, "on_disconnect raised", Some(&err));
+            }
+        }
+        drop(py_conn);
+    });
+}
+
+/// Accepts until the server stops; each connection gets a task of its own.
+async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener, _task: TaskGuard) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            Python::attach(|py| log::log(py, ERROR, &format!("cannot listen: {err}"), None));
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = server.lifecycle.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => admit(&server, stream, peer),
+            Err(err) => server_common::accept_failed(&server.stats.errors, &err).await,
+        }
+    }
+}
+
+fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
+    server.stats.accepted.fetch_add(1, Relaxed);
+    if server.connections().len() >= server.max_connections {
+        server.stats.refused.fetch_add(1, Relaxed);
+        Python::attach(|py| {
+            let text = format!(
+                "refusing connection from {peer}: max_connections ({}) reached",
+                server.max_connections
+            );
+            log::log(py, WARNING, &text, None);
+        });
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let stream = Arc::new(stream);
+    let conn = Arc::new(ConnShared {
+        id: server.next_id.fetch_add(1, Relaxed),
+        peer,
+        local,
+        server: server.clone(),
+        io: Mutex::new(Io {
+            stream: Some(stream.clone()),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            batch: None,
+            close_requested: false,
+        }),
+        wake: Notify::new(),
+        drained: Condvar::new(),
+        closed: AtomicBool::new(false),
+    });
+    let created = Python::attach(|py| {
+        if log::enabled(py, DEBUG) {
+            log::log(py, DEBUG, &format!("accepted connection from {peer} on {local}"), None);
+        }
+        Py::new(
+            py,
+            Connection {
+                shared: conn.clone(),
+                state: Mutex::new(None),
+            },
+        )
+    });
+    let Ok(py_conn) = created else { return };
+    server.connections().insert(conn.id, conn.clone());
+    let task = server.lifecycle.task();
+    tokio::spawn(async move {
+        let _task = task;
+        serve_connection(conn, stream, py_conn).await;
+    });
+}
+
+/// A TCP server whose accept, read, write and framing loop runs in Rust for every connection at
+/// once; Python runs only the handlers.
+#[pyclass(name = "TcpServer", module = "rsock._rsock", subclass, frozen)]
+pub struct TcpServer {
+    shared: Arc<ServerShared>,
+    listener: Mutex<Option<std::net::TcpListener>>,
+    address: SocketAddr,
+    state: AtomicU8,
+}
+
+const NEW: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+fn callable_or_none(name: &str, value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    match value.filter(|v| !v.is_none()) {
+        None => Ok(None),
+        Some(v) if v.is_callable() => Ok(Some(v.unbind())),
+        Some(v) => Err(PyTypeError::new_err(format!(
+            "{name} must be callable or None, not {}",
+            crate::addr::type_name(&v)
+        ))),
+    }
+}
+
+#[pymethods]
+impl TcpServer {
+    #[new]
+    #[pyo3(signature = (address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None,
+                        max_connections=DEFAULT_MAX_CONNECTIONS, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                        idle_timeout=None, backlog=DEFAULT_BACKLOG, reuse_port=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        address: Option<&Bound<'_, PyAny>>,
+        on_message: Option<Bound<'_, PyAny>>,
+        on_connect: Option<Bound<'_, PyAny>>,
+        on_disconnect: Option<Bound<'_, PyAny>>,
+        framing: Option<&Bound<'_, PyAny>>,
+        max_connections: usize,
+        max_frame_size: usize,
+        idle_timeout: Option<&Bound<'_, PyAny>>,
+        backlog: i32,
+        reuse_port: bool,
+    ) -> PyResult<Self> {
+        let handlers = Handlers {
+            on_message: callable_or_none("on_message", on_message)?,
+            on_connect: callable_or_none("on_connect", on_connect)?,
+            on_disconnect: callable_or_none("on_disconnect", on_disconnect)?,
+        };
+        if max_connections == 0 || max_frame_size == 0 {
+            return Err(PyValueError::new_err(
+                "max_connections and max_frame_size must be positive",
+            ));
+        }
+        let framing = Framing::from_py(framing)?;
+        let idle_timeout = parse_timeout_arg("idle_timeout", idle_timeout)?;
+        let address = server_common::default_address(py, address)?;
+        let target = endpoint(py, &address, libc::SOCK_STREAM, true)?;
+        let listener = server_common::bind_socket(py, target, socket2::Type::STREAM, reuse_port, &address, |s| {
+            s.listen(backlog.max(1))
+        })?;
+        let listener = std::net::TcpListener::from(listener);
+        let local = listener.local_addr().map_err(|e| io_error(&e))?;
+        let shared = Arc::new(ServerShared {
+            handlers,
+            framing,
+            max_connections,
+            max_frame_size,
+            idle_timeout,
+            stats: Stats::default(),
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            lifecycle: Arc::new(Lifecycle::default()),
+        });
+        Ok(TcpServer {
+            shared,
+            listener: Mutex::new(Some(listener)),
+            address: local,
+            state: AtomicU8::new(NEW),
+        })
+    }
+
+    /// Starts serving in the background and returns at once.
+    fn start(&self) -> PyResult<()> {
+        match self.state.compare_exchange(NEW, RUNNING, Relaxed, Relaxed) {
+            Ok(_) => {
+                let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let listener = listener.ok_or_else(|| PyRuntimeError::new_err("server has no listening socket"))?;
+                server_common::register(&self.shared.lifecycle);
+                let task = self.shared.lifecycle.task();
+                runtime::spawn(accept_loop(self.shared.clone(), listener, task));
+                Ok(())
+            }
+            Err(RUNNING) => Ok(()),
+            Err(_) => Err(PyRuntimeError::new_err("server is stopped")),
+        }
+    }
+
+    /// Serves until stop() is called or Ctrl-C, which stops the server cleanly and propagates.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        self.start()?;
+        if let Err(err) = runtime::wait(py, &self.shared.lifecycle.stopped, None) {
+            self.stop(py, None)?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, lets every connection send the replies already produced, then closes them.
+    /// Connections still open after `timeout` seconds are closed at once.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
+        if self.state.swap(STOPPED, Relaxed) == NEW {
+            self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.shared.lifecycle.stopped.set();
+            return Ok(());
+        }
+        self.shared.lifecycle.begin_stop();
+        if runtime::on_io_thread() {
+            return Ok(());
+        }
+        if !runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))? {
+            let open: Vec<_> = self.shared.connections().values().cloned().collect();
+            open.iter().for_each(|conn| conn.abort());
+            runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))?;
+        }
+        Ok(())
+    }
+
+    /// Sends `data` (framed as the server frames messages) to every connection but those in
+    /// `exclude` (a Connection or an iterable of them); returns how many it was sent to.
+    #[pyo3(signature = (data, exclude=None))]
+    fn broadcast(&self, data: &Bound<'_, PyAny>, exclude: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        let framed = frame_message(&self.shared.framing, data)?;
+        let mut skip = Vec::new();
+        if let Some(exclude) = exclude.filter(|e| !e.is_none()) {
+            if let Ok(conn) = exclude.cast::<Connection>() {
+                skip.push(conn.get().shared.id);
+            } else {
+                for item in exclude.try_iter()? {
+                    skip.push(item?.cast::<Connection>()?.get().shared.id);
+                }
+            }
+        }
+        let targets: Vec<_> = self
+            .shared
+            .connections()
+            .values()
+            .filter(|c| !skip.contains(&c.id))
+            .cloned()
+            .collect();
+        let mut sent = 0;
+        for conn in targets {
+            if conn.write(framed.clone()).is_ok() {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().start()?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.stop(py, None)?;
+        Ok(false)
+    }
+
+    /// The address the server listens on, with the real port when bound to port 0.
+    #[getter]
+    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        socket_address_to_py(py, &self.address)
+    }
+
+    /// Whether the server is accepting connections.
+    #[getter]
+    fn running(&self) -> bool {
+        self.state.load(Relaxed) == RUNNING && !self.shared.lifecycle.shutdown.is_cancelled()
+    }
+
+    /// The framing messages are cut and sent with: None, "line", "length" or the delimiter.
+    #[getter]
+    fn framing<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.shared.framing.to_py(py)
+    }
+
+    /// Counters: accepted, active, refused, messages, bytes_in, bytes_out, errors.
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = &self.shared.stats;
+        let stats = PyDict::new(py);
+        stats.set_item("accepted", s.accepted.load(Relaxed))?;
+        stats.set_item("active", self.shared.connections().len())?;
+        stats.set_item("refused", s.refused.load(Relaxed))?;
+        stats.set_item("messages", s.messages.load(Relaxed))?;
+        stats.set_item("bytes_in", s.bytes_in.load(Relaxed))?;
+        stats.set_item("bytes_out", s.bytes_out.load(Relaxed))?;
+        stats.set_item("errors", s.errors.load(Relaxed))?;
+        Ok(stats)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.state.load(Relaxed) {
+            NEW => "not started",
+            RUNNING if self.running() => "running",
+            _ => "stopped",
+        };
+        format!(
+            "<TcpServer {} {state}, {} connections, {} messages>",
+            self.address,
+            self.shared.connections().len(),
+            self.shared.stats.messages.load(Relaxed)
+        )
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        // A server never started holds only its listening socket, which closes here; a running one
+        // keeps serving until stopped (or until the interpreter exits).
+        if *self.state.get_mut() == NEW {
+            self.shared.lifecycle.stopped.set();
+        }
+    }
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TcpServer>()?;
+    m.add_class::<Connection>()?;
+    Ok(())
+}
