@@ -7,8 +7,8 @@ Each serves until killed or for --max-seconds, so a forgotten process ends by it
 """
 
 import argparse
-import threading
 import os
+import threading
 
 import rsock
 

@@ -7,7 +7,8 @@ Python only to run your handlers.
 
 import atexit
 
-from rsock import _rsock, sockets as _sockets
+from rsock import _rsock
+from rsock import sockets as _sockets
 from rsock._rsock import Connection, TcpServer, __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
 from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT, SocketIO  # noqa: F401 - used as socket.<name>
