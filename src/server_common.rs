@@ -145,7 +145,7 @@ pub async fn accept_failed(errors: &std::sync::atomic::AtomicU64, err: &io::Erro
         return;
     }
     errors.fetch_add(1, Ordering::Relaxed);
-    Python::attach(|py| log::log(py, ERROR, &format!("accept failed: {err}"), None));
+    runtime::with_gil(|py| log::log(py, ERROR, &format!("accept failed: {err}"), None));
     if matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
         tokio::time::sleep(ACCEPT_BACKOFF).await;
     }

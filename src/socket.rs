@@ -333,11 +333,22 @@ impl Socket {
 }
 
 impl Drop for Socket {
+    /// A socket collected while open warns and closes, as CPython's socket finalizer does. (The
+    /// Python subclass warns from `__del__` with the object as the warning's source and closes it
+    /// there, so this only speaks for bare native sockets.)
     fn drop(&mut self) {
         let fd = *self.fd.get_mut();
-        if fd >= 0 {
-            let _ = close_fd(fd);
+        if fd < 0 {
+            return;
         }
+        let text = format!("unclosed {}", self.__repr__());
+        Python::attach(|py| {
+            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+            if let Err(err) = PyErr::warn(py, &category, &std::ffi::CString::new(text).unwrap_or_default(), 1) {
+                err.write_unraisable(py, None);
+            }
+        });
+        let _ = close_fd(fd);
     }
 }
 
@@ -350,8 +361,8 @@ impl Socket {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>) -> Self {
         Socket {
             fd: AtomicI32::new(-1),
-            family: AtomicI32::new(libc::AF_INET),
-            kind: AtomicI32::new(libc::SOCK_STREAM),
+            family: AtomicI32::new(0),
+            kind: AtomicI32::new(0),
             proto: AtomicI32::new(0),
             timeout_ns: AtomicI64::new(-1),
         }

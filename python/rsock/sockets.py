@@ -134,12 +134,13 @@ class socket(_rsock.socket):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def __del__(self):
-        # The stdlib warns about a socket collected while still open; the native part then closes it.
+        # As the stdlib's finalizer: warn about a socket collected while open, then close it. A
+        # warning turned into an error propagates, so Python reports it instead of losing it.
         if self.fileno() >= 0:
             try:
                 warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
-            except Exception:  # interpreter shutdown: warnings may be half torn down
-                pass
+            finally:
+                _rsock.socket.close(self)
 
     def dup(self):
         """A new socket on a duplicate of this socket's descriptor."""

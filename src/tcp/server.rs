@@ -353,7 +353,7 @@ fn deliver_read(
 ) -> Result<(), Outcome> {
     conn.server.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
     conn.io().batch = Some(Vec::new());
-    let delivered = Python::attach(|py| match decoder {
+    let delivered = runtime::with_gil(|py| match decoder {
         None => deliver(py, conn, py_conn, data),
         Some(decoder) => {
             frames.extend_from_slice(data);
@@ -382,7 +382,7 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
 
 fn call_on_connect(server: &ServerShared, py_conn: &Py<Connection>) -> PyResult<()> {
     match server.handlers.on_connect.as_ref() {
-        Some(handler) => Python::attach(|py| handler.bind(py).call1((py_conn.bind(py),)).map(drop)),
+        Some(handler) => runtime::with_gil(|py| handler.bind(py).call1((py_conn.bind(py),)).map(drop)),
         None => Ok(()),
     }
 }
@@ -460,7 +460,7 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
     conn.closed.store(true, Relaxed);
     conn.drained.notify_all();
     server.connections().remove(&conn.id);
-    Python::attach(|py| {
+    runtime::with_gil(|py| {
         let peer = conn.peer;
         let error = match &outcome {
             Outcome::Closed => {
@@ -516,7 +516,7 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(err) => {
-            Python::attach(|py| log::log(py, ERROR, &format!("cannot listen: {err}"), None));
+            runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot listen: {err}"), None));
             return;
         }
     };
@@ -537,7 +537,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     server.stats.accepted.fetch_add(1, Relaxed);
     if server.connections().len() >= server.max_connections {
         server.stats.refused.fetch_add(1, Relaxed);
-        Python::attach(|py| {
+        runtime::with_gil(|py| {
             let text = format!(
                 "refusing connection from {peer}: max_connections ({}) reached",
                 server.max_connections
@@ -565,7 +565,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
     });
-    let created = Python::attach(|py| {
+    let created = runtime::with_gil(|py| {
         if log::enabled(py, DEBUG) {
             log::log(py, DEBUG, &format!("accepted connection from {peer} on {local}"), None);
         }
