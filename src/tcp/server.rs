@@ -3,19 +3,21 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 use crate::buffer::shared_bytes;
 use crate::errors::{io_error, os_error};
@@ -82,8 +84,9 @@ struct Io {
     /// Output the socket has not taken yet, in order.
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
-    /// While the task delivers a read's messages, output is gathered here and written once after.
-    batch: Option<Vec<Bytes>>,
+    /// While the task delivers a read's framed messages, their replies are gathered here and
+    /// written with one syscall after the last.
+    gathering: Option<BytesMut>,
     close_requested: bool,
 }
 
@@ -93,8 +96,9 @@ struct ConnShared {
     local: SocketAddr,
     server: Arc<ServerShared>,
     io: Mutex<Io>,
-    /// Wakes the connection's task: output was queued or a close requested.
-    wake: Notify,
+    /// Set, then the task woken, when output was queued or a close requested from elsewhere.
+    woken: AtomicBool,
+    waker: AtomicWaker,
     /// Signalled when queued output drops below the high-water mark.
     drained: Condvar,
     closed: AtomicBool,
@@ -116,35 +120,44 @@ impl ConnShared {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `data` after everything written before it, writing at once what the socket takes.
-    fn write(&self, data: Bytes) -> io::Result<()> {
+    fn wake(&self) {
+        self.woken.store(true, Release);
+        self.waker.wake();
+    }
+
+    /// Writes `data` after everything written before it: at once if nothing is queued, else (or
+    /// for what the socket does not take) queued for the task to flush. `shared`, when given, holds
+    /// the same bytes and is queued without a copy.
+    fn write(&self, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         let mut io = self.io();
         if io.close_requested {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
-        if let Some(batch) = io.batch.as_mut() {
-            batch.push(data);
+        if let Some(gathered) = io.gathering.as_mut() {
+            gathered.extend_from_slice(data);
             return Ok(());
         }
         let Some(stream) = io.stream.clone() else {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         };
-        let mut data = data;
+        let mut written = 0;
         if io.pending.is_empty() {
-            match stream.try_write(&data) {
-                Ok(n) => {
-                    self.server.stats.bytes_out.fetch_add(n as u64, Relaxed);
-                    data.advance(n);
-                }
+            match stream.try_write(data) {
+                Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+            self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
         }
-        if !data.is_empty() {
-            io.pending_bytes += data.len();
-            io.pending.push_back(data);
+        if written < data.len() {
+            let rest = match shared {
+                Some(bytes) => bytes.slice(written..),
+                None => Bytes::copy_from_slice(&data[written..]),
+            };
+            io.pending_bytes += rest.len();
+            io.pending.push_back(rest);
             drop(io);
-            self.wake.notify_one();
+            self.wake();
         }
         Ok(())
     }
@@ -184,23 +197,28 @@ impl ConnShared {
         Ok(io.pending.is_empty())
     }
 
-    /// Writes everything gathered while the last read's messages were delivered, in one go.
-    fn end_batch(&self) -> io::Result<()> {
-        let batch = self.io().batch.take().unwrap_or_default();
-        match batch.len() {
-            0 => Ok(()),
-            1 => self.write(batch.into_iter().next().expect("one element")),
-            _ => {
-                let mut joined = BytesMut::with_capacity(batch.iter().map(Bytes::len).sum());
-                batch.iter().for_each(|b| joined.extend_from_slice(b));
-                self.write(joined.freeze())
-            }
-        }
+    /// Starts gathering output (framed replies) into `buffer`.
+    fn start_gathering(&self, buffer: BytesMut) {
+        self.io().gathering = Some(buffer);
+    }
+
+    /// Writes what was gathered and hands the (emptied) buffer back for reuse.
+    fn end_gathering(&self) -> (io::Result<()>, BytesMut) {
+        let Some(mut gathered) = self.io().gathering.take() else {
+            return (Ok(()), BytesMut::new());
+        };
+        let result = if gathered.is_empty() {
+            Ok(())
+        } else {
+            self.write(&gathered, None)
+        };
+        gathered.clear();
+        (result, gathered)
     }
 
     fn request_close(&self) {
         self.io().close_requested = true;
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Closes at once, dropping unsent output (a forced stop).
@@ -213,7 +231,7 @@ impl ConnShared {
         drop(io);
         self.closed.store(true, Relaxed);
         self.drained.notify_all();
-        self.wake.notify_one();
+        self.wake();
     }
 }
 
@@ -260,11 +278,10 @@ impl Connection {
     /// Sends `data` (framed as the server frames messages). Safe from any thread; from a thread other
     /// than the server's, waits while the peer is not reading and too much output is queued.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let framed = frame_message(&self.shared.server.framing, data)?;
         if !runtime::on_io_thread() {
             self.wait_for_room(py)?;
         }
-        self.shared.write(framed).map_err(|e| io_error(&e))
+        send_message(&self.shared, data)?.map_err(|e| io_error(&e))
     }
 
     /// Closes the connection once the output already queued is sent.
@@ -316,7 +333,25 @@ impl Connection {
     }
 }
 
-/// `data` as it goes on the wire under `framing`.
+/// Sends one message, framed as the server frames messages. The outer error is the TypeError of a
+/// message that is not bytes-like, the inner one a failed write.
+fn send_message(conn: &ConnShared, message: &Bound<'_, PyAny>) -> PyResult<io::Result<()>> {
+    let framing = &conn.server.framing;
+    crate::buffer::with_readable(message, |bytes| {
+        if *framing == Framing::Raw {
+            return conn.write(bytes, None);
+        }
+        let mut io = conn.io();
+        if let Some(gathered) = io.gathering.as_mut() {
+            return framing.encode(bytes, gathered);
+        }
+        drop(io);
+        let framed = framing.encoded(bytes)?;
+        conn.write(&framed, Some(&framed))
+    })
+}
+
+/// `data` as it goes on the wire under `framing`, ready to be written to many connections.
 fn frame_message(framing: &Framing, data: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if *framing == Framing::Raw {
         return shared_bytes(data);
@@ -324,7 +359,7 @@ fn frame_message(framing: &Framing, data: &Bound<'_, PyAny>) -> PyResult<Bytes> 
     crate::buffer::with_readable(data, |bytes| framing.encoded(bytes))?.map_err(|e| io_error(&e))
 }
 
-/// Runs `on_message` for one message and queues its reply.
+/// Runs `on_message` for one message and sends its reply.
 fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message: &[u8]) -> Result<(), Outcome> {
     let server = &conn.server;
     server.stats.messages.fetch_add(1, Relaxed);
@@ -339,35 +374,41 @@ fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message:
     if reply.is_none() {
         return Ok(());
     }
-    let framed = frame_message(&server.framing, &reply).map_err(Outcome::Handler)?;
-    conn.write(framed).map_err(Outcome::Io)
+    match send_message(conn, &reply) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(Outcome::Io(err)),
+        Err(err) => Err(Outcome::Handler(err)),
+    }
 }
 
-/// Delivers what one read brought: the chunk itself, or every whole frame it completed.
-fn deliver_read(
-    conn: &ConnShared,
-    py_conn: &Py<Connection>,
-    data: &[u8],
-    decoder: &mut Option<FrameDecoder>,
-    frames: &mut BytesMut,
-) -> Result<(), Outcome> {
+/// Delivers what one read brought: the chunk itself, or every whole frame it completed (their
+/// replies gathered into one write).
+fn deliver_read(conn: &ConnShared, py_conn: &Py<Connection>, data: &[u8], framed: &mut Framed) -> Result<(), Outcome> {
     conn.server.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
-    conn.io().batch = Some(Vec::new());
-    let delivered = runtime::with_gil(|py| match decoder {
-        None => deliver(py, conn, py_conn, data),
-        Some(decoder) => {
-            frames.extend_from_slice(data);
-            while let Some(frame) = decoder.next_frame(frames).map_err(Outcome::Framing)? {
-                deliver(py, conn, py_conn, &frame)?;
-                if conn.io().close_requested {
-                    break;
-                }
+    let Some(decoder) = framed.decoder.as_mut() else {
+        return runtime::with_gil(|py| deliver(py, conn, py_conn, data));
+    };
+    framed.input.extend_from_slice(data);
+    conn.start_gathering(std::mem::take(&mut framed.output));
+    let delivered = runtime::with_gil(|py| {
+        while let Some(frame) = decoder.next_frame(&mut framed.input).map_err(Outcome::Framing)? {
+            deliver(py, conn, py_conn, &frame)?;
+            if conn.io().close_requested {
+                break;
             }
-            Ok(())
         }
+        Ok(())
     });
-    let written = conn.end_batch().map_err(Outcome::Io);
-    delivered.and(written)
+    let (written, buffer) = conn.end_gathering();
+    framed.output = buffer;
+    delivered.and(written.map_err(Outcome::Io))
+}
+
+/// A framed connection's decoder and its partial input and gathered output.
+struct Framed {
+    decoder: Option<FrameDecoder>,
+    input: BytesMut,
+    output: BytesMut,
 }
 
 /// Serves one connection until it ends, then reports the end to the application.
@@ -387,14 +428,28 @@ fn call_on_connect(server: &ServerShared, py_conn: &Py<Connection>) -> PyResult<
     }
 }
 
+/// What woke a connection's task.
+enum Event {
+    Shutdown,
+    Readable(io::Result<()>),
+    Writable(io::Result<()>),
+    Woken,
+    Idle,
+}
+
 async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>) -> Outcome {
     let server = &conn.server;
-    let mut decoder = server.framing.decoder(server.max_frame_size);
-    let mut frames = BytesMut::new();
+    let mut framed = Framed {
+        decoder: server.framing.decoder(server.max_frame_size),
+        input: BytesMut::new(),
+        output: BytesMut::new(),
+    };
     let mut reading = true;
-    let idle_limit = server.idle_timeout.unwrap_or(Duration::MAX / 4);
-    let idle = tokio::time::sleep(idle_limit);
-    tokio::pin!(idle);
+    let mut idle = server.idle_timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
+    // Polled once so the token knows to wake this task; after that a flag check per wake-up suffices.
+    let shutdown = server.lifecycle.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut watching_shutdown = false;
     loop {
         let (pending, close_requested) = {
             let io = conn.io();
@@ -407,23 +462,52 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             return Outcome::SlowReader(pending);
         }
         let may_read = reading && !close_requested && pending < WRITE_HIGH_WATER;
-        tokio::select! {
-            biased;
-            () = server.lifecycle.shutdown.cancelled(), if reading => reading = false,
-            ready = stream.writable(), if pending > 0 => {
+        // One hand-written poll instead of select!: no future is built or dropped per wake-up.
+        let event = std::future::poll_fn(|cx| {
+            conn.waker.register(cx.waker());
+            if !watching_shutdown {
+                watching_shutdown = true;
+                let _ = shutdown.as_mut().poll(cx);
+            }
+            if reading && server.lifecycle.shutdown.is_cancelled() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if conn.woken.swap(false, Acquire) {
+                return Poll::Ready(Event::Woken);
+            }
+            if pending > 0
+                && let Poll::Ready(ready) = stream.poll_write_ready(cx)
+            {
+                return Poll::Ready(Event::Writable(ready));
+            }
+            if may_read && let Poll::Ready(ready) = stream.poll_read_ready(cx) {
+                return Poll::Ready(Event::Readable(ready));
+            }
+            if reading
+                && let Some(idle) = idle.as_mut()
+                && idle.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Event::Idle);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Shutdown => reading = false,
+            Event::Woken => {}
+            Event::Idle => return Outcome::Idle,
+            Event::Writable(ready) => {
                 if let Err(err) = ready.and_then(|()| conn.flush()) {
                     return Outcome::Io(err);
                 }
             }
-            ready = stream.readable(), if may_read => {
-                if let Err(err) = ready {
-                    return Outcome::Io(err);
-                }
+            Event::Readable(Err(err)) => return Outcome::Io(err),
+            Event::Readable(Ok(())) => {
                 let read = READ_BUFFER.with(|buffer| {
                     let mut buffer = buffer.borrow_mut();
                     match stream.try_read(&mut buffer) {
                         Ok(0) => Ok(false),
-                        Ok(n) => deliver_read(conn, py_conn, &buffer[..n], &mut decoder, &mut frames).map(|()| true),
+                        Ok(n) => deliver_read(conn, py_conn, &buffer[..n], &mut framed).map(|()| true),
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
                         Err(err) => Err(Outcome::Io(err)),
                     }
@@ -432,12 +516,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                     Ok(open) => reading = open,
                     Err(outcome) => return outcome,
                 }
-                if server.idle_timeout.is_some() {
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                if let (Some(idle), Some(limit)) = (idle.as_mut(), server.idle_timeout) {
+                    idle.as_mut().reset(tokio::time::Instant::now() + limit);
                 }
             }
-            () = conn.wake.notified() => {}
-            () = &mut idle, if server.idle_timeout.is_some() && reading => return Outcome::Idle,
         }
     }
 }
@@ -558,10 +640,11 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             stream: Some(stream.clone()),
             pending: VecDeque::new(),
             pending_bytes: 0,
-            batch: None,
+            gathering: None,
             close_requested: false,
         }),
-        wake: Notify::new(),
+        woken: AtomicBool::new(false),
+        waker: AtomicWaker::new(),
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
     });
@@ -741,7 +824,7 @@ impl TcpServer {
             .collect();
         let mut sent = 0;
         for conn in targets {
-            if conn.write(framed.clone()).is_ok() {
+            if conn.write(&framed, Some(&framed)).is_ok() {
                 sent += 1;
             }
         }
