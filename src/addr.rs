@@ -39,7 +39,14 @@ pub fn to_sockaddr(py: Python<'_>, family: i32, addr: &Bound<'_, PyAny>, caller:
                     type_name(addr)
                 ))
             })?;
-            let (host, port, flowinfo, scope_id) = parse_ip_tuple(family, tuple)?;
+            let (host, port, flowinfo, scope_id) = parse_ip_tuple(family, tuple).map_err(|err| {
+                // CPython words any overflow while parsing the tuple (the port's) as a port error.
+                if err.is_instance_of::<PyOverflowError>(py) {
+                    PyOverflowError::new_err(format!("{caller}(): port must be 0-65535."))
+                } else {
+                    err
+                }
+            })?;
             let ip = resolve_host(py, &host, family)?;
             let port = u16::try_from(port)
                 .map_err(|_| PyOverflowError::new_err(format!("{caller}(): port must be 0-65535.")))?;
@@ -50,7 +57,7 @@ pub fn to_sockaddr(py: Python<'_>, family: i32, addr: &Bound<'_, PyAny>, caller:
             }
             Ok(ip_sockaddr(ip, port, flowinfo, scope_id))
         }
-        AF_UNIX => unix_sockaddr(addr, caller),
+        AF_UNIX => unix_sockaddr(addr),
         _ => Err(PyOSError::new_err(format!("{caller}(): bad family"))),
     }
 }
@@ -72,7 +79,7 @@ fn parse_ip_tuple(family: i32, tuple: &Bound<'_, PyTuple>) -> PyResult<IpTuple> 
         }));
     }
     let host = host_bytes(&tuple.get_item(0)?)?;
-    let port = c_int_arg(&tuple.get_item(1)?)?;
+    let port = i64::from(crate::args::c_int(&tuple.get_item(1)?)?);
     let flowinfo = if len > 2 {
         c_uint_masked(&tuple.get_item(2)?)?
     } else {
@@ -84,18 +91,6 @@ fn parse_ip_tuple(family: i32, tuple: &Bound<'_, PyTuple>) -> PyResult<IpTuple> 
         0
     };
     Ok((host, port, flowinfo, scope_id))
-}
-
-/// An `int` argument as C's `int`, raising what `PyArg_Parse`'s "i" raises.
-fn c_int_arg(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
-    let value: i64 = obj.extract()?;
-    if value > i64::from(i32::MAX) {
-        return Err(PyOverflowError::new_err("signed integer is greater than maximum"));
-    }
-    if value < i64::from(i32::MIN) {
-        return Err(PyOverflowError::new_err("signed integer is less than minimum"));
-    }
-    Ok(value)
 }
 
 /// An `int` argument as C's `unsigned int`, wrapped like `PyArg_Parse`'s "I" (no overflow check).
@@ -140,7 +135,7 @@ pub fn ip_sockaddr(ip: IpAddr, port: u16, flowinfo: u32, scope_id: u32) -> SockA
     addr
 }
 
-fn unix_sockaddr(addr: &Bound<'_, PyAny>, caller: &str) -> PyResult<SockAddr> {
+fn unix_sockaddr(addr: &Bound<'_, PyAny>) -> PyResult<SockAddr> {
     let encoded;
     let path_obj = if addr.is_instance_of::<PyString>() {
         encoded = fs_encode(addr)?;
@@ -148,12 +143,7 @@ fn unix_sockaddr(addr: &Bound<'_, PyAny>, caller: &str) -> PyResult<SockAddr> {
     } else {
         addr
     };
-    let path = buffer::read_bytes(path_obj).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{caller}(): AF_UNIX address must be str or bytes, not {}",
-            type_name(addr)
-        ))
-    })?;
+    let path = buffer::read_bytes(path_obj)?;
     let is_abstract = path.first() == Some(&0);
     let too_long = if is_abstract {
         path.len() > SUN_PATH_LEN

@@ -39,6 +39,27 @@ impl Drop for View {
     }
 }
 
+/// A writable view held open across a call that fills several buffers at once (recvmsg_into).
+pub struct WritableView(View);
+
+impl WritableView {
+    pub fn new(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Self> {
+        View::get(obj, ffi::PyBUF_WRITABLE).map(WritableView).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "{what} must be read-write bytes-like object, not {}",
+                type_name(obj)
+            ))
+        })
+    }
+
+    /// The buffer's bytes, for a syscall to write into.
+    pub fn space(&mut self) -> &mut [MaybeUninit<u8>] {
+        let (ptr, len) = self.0.raw();
+        // SAFETY: the writable export keeps ptr..ptr+len valid until the view is released.
+        unsafe { std::slice::from_raw_parts_mut(ptr.cast(), len) }
+    }
+}
+
 /// Runs `f` over the bytes of a bytes-like object (`y*`): exact `bytes` without the buffer protocol.
 pub fn with_readable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
     if let Ok(bytes) = obj.cast_exact::<PyBytes>() {

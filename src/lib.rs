@@ -5,6 +5,8 @@
 use pyo3::prelude::*;
 
 mod addr;
+mod ancillary;
+mod args;
 mod buffer;
 mod errors;
 mod framing;

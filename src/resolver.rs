@@ -6,12 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ptr;
 
 use libc::{AF_INET, AF_INET6, AF_UNSPEC, addrinfo, hostent, socklen_t};
-use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString, PyTuple};
 use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, ip_sockaddr, ip_string, type_name};
+use crate::args::{c_int, c_int_or};
 use crate::errors::{gai_error, h_error, os_error};
 
 /// Room for a `hostent`'s strings, as CPython gives `gethostbyname_r`.
@@ -164,10 +165,11 @@ fn parse_numeric(family: i32, name: &CStr) -> Option<IpAddr> {
 /// "<broadcast>" the broadcast address, numeric addresses are parsed without a lookup.
 pub fn resolve_host(py: Python<'_>, name: &[u8], family: i32) -> PyResult<IpAddr> {
     if name.is_empty() {
-        return Ok(match family {
-            AF_INET6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        });
+        return match family {
+            AF_INET => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            AF_INET6 => Ok(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+            _ => wildcard(py, family),
+        };
     }
     if name == b"<broadcast>" || name == b"255.255.255.255" {
         if family != AF_INET && family != AF_UNSPEC {
@@ -201,6 +203,28 @@ pub fn resolve_host(py: Python<'_>, name: &[u8], family: i32) -> PyResult<IpAddr
     }
 }
 
+/// The wildcard address of `family` as getaddrinfo gives it; with AF_UNSPEC that is ambiguous.
+fn wildcard(py: Python<'_>, family: i32) -> PyResult<IpAddr> {
+    let service = CString::new("0").expect("no NUL");
+    let hints = Hints {
+        family,
+        socktype: libc::SOCK_DGRAM,
+        flags: libc::AI_PASSIVE,
+        ..Hints::default()
+    };
+    let found = py
+        .detach(|| lookup(None, Some(&service), hints))
+        .map_err(GaiFailure::into_pyerr)?;
+    if found.len() > 1 {
+        return Err(PyOSError::new_err("wildcard resolved to multiple address"));
+    }
+    found
+        .first()
+        .and_then(|ai| ai.addr.as_socket())
+        .map(|sa| sa.ip())
+        .ok_or_else(|| PyOSError::new_err("unknown address family"))
+}
+
 fn c_string_arg(obj: Option<&Bound<'_, PyAny>>) -> Option<CString> {
     obj.map(|bytes| {
         let raw = bytes.cast::<PyBytes>().map(|b| b.as_bytes()).unwrap_or_default();
@@ -210,15 +234,15 @@ fn c_string_arg(obj: Option<&Bound<'_, PyAny>>) -> Option<CString> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, family=0, r#type=0, proto=0, flags=0))]
+#[pyo3(signature = (host, port, family=None, r#type=None, proto=None, flags=None))]
 fn getaddrinfo<'py>(
     py: Python<'py>,
     host: &Bound<'py, PyAny>,
     port: &Bound<'py, PyAny>,
-    family: i32,
-    r#type: i32,
-    proto: i32,
-    flags: i32,
+    family: Option<&Bound<'py, PyAny>>,
+    r#type: Option<&Bound<'py, PyAny>>,
+    proto: Option<&Bound<'py, PyAny>>,
+    flags: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyList>> {
     let host_encoded = if host.is_none() {
         None
@@ -246,10 +270,10 @@ fn getaddrinfo<'py>(
     let c_host = c_string_arg(host_encoded.as_ref());
     let c_port = c_string_arg(port_text.as_ref());
     let hints = Hints {
-        family,
-        socktype: r#type,
-        protocol: proto,
-        flags,
+        family: c_int_or(family, 0)?,
+        socktype: c_int_or(r#type, 0)?,
+        protocol: c_int_or(proto, 0)?,
+        flags: c_int_or(flags, 0)?,
     };
     let found = py
         .detach(|| lookup(c_host.as_deref(), c_port.as_deref(), hints))
@@ -263,7 +287,16 @@ fn getaddrinfo<'py>(
 }
 
 #[pyfunction]
-fn getnameinfo<'py>(py: Python<'py>, sockaddr: &Bound<'py, PyAny>, flags: i32) -> PyResult<(String, String)> {
+#[pyo3(signature = (*args))]
+fn getnameinfo<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<(String, String)> {
+    if args.len() != 2 {
+        return Err(PyTypeError::new_err(format!(
+            "getnameinfo() takes exactly 2 arguments ({} given)",
+            args.len()
+        )));
+    }
+    let sockaddr = args.get_item(0)?;
+    let flags = c_int(&args.get_item(1)?)?;
     let tuple = sockaddr
         .cast::<PyTuple>()
         .map_err(|_| PyTypeError::new_err("getnameinfo() argument 1 must be a tuple"))?;
@@ -272,7 +305,7 @@ fn getnameinfo<'py>(py: Python<'py>, sockaddr: &Bound<'py, PyAny>, flags: i32) -
         return Err(illegal());
     }
     let host: String = tuple.get_item(0)?.extract().map_err(|_| illegal())?;
-    let port: i32 = tuple.get_item(1)?.extract()?;
+    let port = c_int(&tuple.get_item(1)?)?;
     let unsigned = |i: usize| -> PyResult<u32> {
         if tuple.len() > i {
             Ok(tuple.get_item(i)?.extract::<i128>()? as u32)
@@ -284,7 +317,7 @@ fn getnameinfo<'py>(py: Python<'py>, sockaddr: &Bound<'py, PyAny>, flags: i32) -
     if flowinfo > 0xfffff {
         return Err(PyOverflowError::new_err("getnameinfo(): flowinfo must be 0-1048575."));
     }
-    let c_host = CString::new(host).map_err(|_| PyTypeError::new_err("embedded null character"))?;
+    let c_host = CString::new(host).map_err(|_| PyValueError::new_err("embedded null character"))?;
     let c_port = CString::new(port.to_string()).expect("digits have no NUL");
     let hints = Hints {
         family: AF_UNSPEC,
@@ -335,16 +368,29 @@ fn getnameinfo<'py>(py: Python<'py>, sockaddr: &Bound<'py, PyAny>, flags: i32) -
     Ok((text(&host_buf), text(&serv_buf)))
 }
 
-/// A `gethostby*` host argument: str (IDNA-encoded) or bytes.
+/// A `gethostby*` host argument as CPython's "et" format with the idna codec takes it: str is
+/// IDNA-encoded, bytes and bytearray pass as they are, and none may hold a NUL.
 fn hostname_arg(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Vec<u8>> {
-    if obj.is_instance_of::<PyString>() || obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
-        host_bytes(obj)
+    let bytes = if obj.is_instance_of::<PyString>() {
+        obj.call_method1("encode", ("idna",))?
+            .cast_into::<PyBytes>()?
+            .as_bytes()
+            .to_vec()
+    } else if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
+        crate::buffer::read_bytes(obj)?
     } else {
-        Err(PyTypeError::new_err(format!(
+        return Err(PyTypeError::new_err(format!(
             "{func}() argument 1 must be str, bytes or bytearray, not {}",
             type_name(obj)
-        )))
+        )));
+    };
+    if bytes.contains(&0) {
+        return Err(PyTypeError::new_err(format!(
+            "{func}() argument 1 must be encoded string without null bytes, not {}",
+            type_name(obj)
+        )));
     }
+    Ok(bytes)
 }
 
 #[pyfunction]

@@ -13,13 +13,15 @@ use std::sync::atomic::{AtomicI32, AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
-use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, to_sockaddr};
-use crate::buffer::{BytesWriter, with_readable, with_writable};
+use crate::ancillary;
+use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, ssize, ssize_or};
+use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable};
 use crate::errors::{last_errno, os_error, timeout_error};
 
 /// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
@@ -142,19 +144,20 @@ fn parse_timeout(value: &Bound<'_, PyAny>) -> PyResult<i64> {
     if value.is_none() {
         return Ok(-1);
     }
-    let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
     let ns = if let Ok(f) = value.cast::<PyFloat>() {
         let seconds = f.value();
         if seconds.is_nan() {
             return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
         }
         // Round away from zero, like CPython's _PyTime_ROUND_TIMEOUT.
-        let ns = (seconds * 1e9).ceil();
+        let ns = seconds * 1e9;
+        let ns = if ns >= 0.0 { ns.ceil() } else { ns.floor() };
         if !(i64::MIN as f64..i64::MAX as f64).contains(&ns) {
-            return Err(too_large());
+            return Err(PyOverflowError::new_err("timestamp out of range for platform time_t"));
         }
         ns as i64
     } else {
+        let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
         let seconds: i64 = value.extract().map_err(|e: PyErr| {
             if e.is_instance_of::<PyOverflowError>(value.py()) {
                 too_large()
@@ -205,6 +208,19 @@ fn getsockopt_int(fd: RawFd, level: c_int, option: c_int) -> io::Result<c_int> {
     // SAFETY: value and len describe a valid int-sized buffer.
     check(unsafe { libc::getsockopt(fd, level, option, (&mut value as *mut c_int).cast(), &mut len) } as isize)?;
     Ok(value)
+}
+
+/// A descriptor argument: any C long (as CPython takes it); one outside the range of descriptors
+/// names no open file.
+fn descriptor(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd = c_long(obj)?;
+    RawFd::try_from(fd).or_else(|_| if fd < 0 { Ok(-1) } else { Err(os_error(libc::EBADF)) })
+}
+
+/// An initialised buffer as the uninitialised kind recv(2) fills.
+fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: initialised bytes are valid MaybeUninit bytes, and recv only ever writes bytes into them.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
 /// Runs `call` (getsockname, getpeername, accept, recvfrom...) with room for any address and returns
@@ -288,6 +304,53 @@ impl Socket {
         })
     }
 
+    /// recvmsg(2) into `spaces`; returns the byte count, the control messages, the flags and the
+    /// sender's address.
+    fn recvmsg_into_slices<'py>(
+        &self,
+        py: Python<'py>,
+        spaces: &mut [&mut [MaybeUninit<u8>]],
+        ancbufsize: Option<&Bound<'py, PyAny>>,
+        flags: Option<&Bound<'py, PyAny>>,
+        caller: &str,
+    ) -> PyResult<(usize, Bound<'py, PyList>, i32, Bound<'py, PyAny>)> {
+        let ancbufsize = ssize_or(ancbufsize, 0)?;
+        if ancbufsize < 0 {
+            return Err(PyValueError::new_err(format!("negative buffer size in {caller}()")));
+        }
+        let flags = c_int_or(flags, 0)?;
+        let mut control = vec![0u8; ancbufsize as usize];
+        let ((received, msg_flags, control_len), addr) = self.call(py, POLLIN, self.io_wait(), |fd| {
+            with_sockaddr(|name, name_len| {
+                let mut iov: Vec<libc::iovec> = spaces
+                    .iter_mut()
+                    .map(|s| libc::iovec {
+                        iov_base: s.as_mut_ptr().cast(),
+                        iov_len: s.len(),
+                    })
+                    .collect();
+                // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_name = name.cast();
+                // SAFETY: name_len points at the storage's length, set by with_sockaddr.
+                msg.msg_namelen = unsafe { *name_len };
+                msg.msg_iov = iov.as_mut_ptr();
+                msg.msg_iovlen = iov.len();
+                if !control.is_empty() {
+                    msg.msg_control = control.as_mut_ptr().cast();
+                    msg.msg_controllen = control.len();
+                }
+                // SAFETY: msg describes buffers that are valid for the duration of the call.
+                let received = check(unsafe { libc::recvmsg(fd, &mut msg, flags) })?;
+                // SAFETY: as above; the kernel reports the address length it wrote.
+                unsafe { *name_len = msg.msg_namelen };
+                Ok((received, msg.msg_flags, msg.msg_controllen))
+            })
+        })?;
+        let ancdata = ancillary::unpack(py, &control[..control_len.min(control.len())])?;
+        Ok((received, ancdata, msg_flags, from_sockaddr(py, &addr)?))
+    }
+
     fn sockaddr_arg(&self, py: Python<'_>, address: &Bound<'_, PyAny>, caller: &str) -> PyResult<SockAddr> {
         to_sockaddr(py, self.family.load(Relaxed), address, caller)
     }
@@ -368,18 +431,21 @@ impl Socket {
         }
     }
 
-    #[pyo3(signature = (family=-1, r#type=-1, proto=-1, fileno=None))]
+    #[pyo3(signature = (family=None, r#type=None, proto=None, fileno=None))]
     fn __init__(
         &self,
         py: Python<'_>,
-        mut family: i32,
-        mut r#type: i32,
-        mut proto: i32,
+        family: Option<&Bound<'_, PyAny>>,
+        r#type: Option<&Bound<'_, PyAny>>,
+        proto: Option<&Bound<'_, PyAny>>,
         fileno: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        let mut family = as_int_or(family, -1)?;
+        let mut r#type = as_int_or(r#type, -1)?;
+        let mut proto = as_int_or(proto, -1)?;
         let fd = match fileno.filter(|f| !f.is_none()) {
             Some(fileno) => {
-                let fd: i32 = fileno.extract()?;
+                let fd = descriptor(fileno)?;
                 if fd < 0 {
                     return Err(PyValueError::new_err("negative file descriptor"));
                 }
@@ -469,6 +535,11 @@ impl Socket {
         timeout_object(py, self.timeout_ns.load(Relaxed))
     }
 
+    #[setter(proto)]
+    fn set_proto(&self, _value: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        Err(PyAttributeError::new_err("readonly attribute"))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<socket object, fd={}, family={}, type={}, proto={}>",
@@ -500,8 +571,8 @@ impl Socket {
         timeout_object(py, self.timeout_ns.load(Relaxed))
     }
 
-    fn setblocking(&self, flag: i32) -> PyResult<()> {
-        self.set_timeout_ns(if flag != 0 { -1 } else { 0 })
+    fn setblocking(&self, flag: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.set_timeout_ns(if c_long(flag)? != 0 { -1 } else { 0 })
     }
 
     fn getblocking(&self) -> bool {
@@ -516,8 +587,9 @@ impl Socket {
         if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
     }
 
-    #[pyo3(signature = (backlog=DEFAULT_BACKLOG))]
-    fn listen(&self, py: Python<'_>, backlog: c_int) -> PyResult<()> {
+    #[pyo3(signature = (backlog=None, /))]
+    fn listen(&self, py: Python<'_>, backlog: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let backlog = c_int_or(backlog, DEFAULT_BACKLOG)?;
         let fd = self.raw_fd();
         // SAFETY: listen(2) takes plain integers.
         let rc = py.detach(|| unsafe { libc::listen(fd, backlog.max(0)) });
@@ -552,15 +624,18 @@ impl Socket {
         self.connect_impl(py, &addr, false)
     }
 
-    #[pyo3(signature = (data, flags=0, /))]
-    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: c_int) -> PyResult<usize> {
-        with_readable(data, |bytes| self.send_once(py, bytes, flags, self.io_wait()))?
+    #[pyo3(signature = (data, flags=None, /))]
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        with_readable(data, |bytes| {
+            self.send_once(py, bytes, c_int_or(flags, 0)?, self.io_wait())
+        })?
     }
 
     /// send(2) until every byte is out; with a timeout, the deadline covers the whole call.
-    #[pyo3(signature = (data, flags=0, /))]
-    fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: c_int) -> PyResult<()> {
+    #[pyo3(signature = (data, flags=None, /))]
+    fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         with_readable(data, |mut bytes| {
+            let flags = c_int_or(flags, 0)?;
             let wait = self.io_wait();
             loop {
                 if let Wait::Until(deadline) = wait
@@ -582,21 +657,16 @@ impl Socket {
     /// `sendto(data, address)` or `sendto(data, flags, address)`.
     #[pyo3(signature = (*args))]
     fn sendto(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<usize> {
-        let (data, flags, address) = match args.len() {
-            2 => (args.get_item(0)?, 0, args.get_item(1)?),
-            3 => (
-                args.get_item(0)?,
-                args.get_item(1)?.extract::<c_int>()?,
-                args.get_item(2)?,
-            ),
-            n => {
-                return Err(PyTypeError::new_err(format!(
-                    "sendto() takes 2 or 3 arguments ({n} given)"
-                )));
-            }
-        };
-        with_readable(&data, |bytes| {
-            let addr = self.sockaddr_arg(py, &address, "sendto")?;
+        let n = args.len();
+        if !(2..=3).contains(&n) {
+            return Err(PyTypeError::new_err(format!(
+                "sendto() takes 2 or 3 arguments ({n} given)"
+            )));
+        }
+        // Checked in the stdlib's order: the data, then the flags, then the address.
+        with_readable(&args.get_item(0)?, |bytes| {
+            let flags = if n == 3 { c_int(&args.get_item(1)?)? } else { 0 };
+            let addr = self.sockaddr_arg(py, &args.get_item(n - 1)?, "sendto")?;
             self.call(py, POLLOUT, self.io_wait(), |fd| {
                 // SAFETY: bytes and addr are valid for the duration of the call.
                 check(unsafe {
@@ -613,39 +683,58 @@ impl Socket {
         })?
     }
 
-    #[pyo3(signature = (bufsize, flags=0, /))]
-    fn recv<'py>(&self, py: Python<'py>, bufsize: isize, flags: c_int) -> PyResult<Bound<'py, PyBytes>> {
+    #[pyo3(signature = (bufsize, flags=None, /))]
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        bufsize: &Bound<'py, PyAny>,
+        flags: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (bufsize, flags) = (ssize(bufsize)?, c_int_or(flags, 0)?);
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
+        }
+        if bufsize == 0 {
+            // As CPython: nothing asked for, nothing read, no waiting.
+            return Ok(PyBytes::new(py, b""));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
         let received = self.recv_into_slice(py, writer.space(), flags)?;
         writer.finish(received)
     }
 
-    #[pyo3(signature = (buffer, nbytes=0, flags=0))]
-    fn recv_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, nbytes: isize, flags: c_int) -> PyResult<usize> {
-        if nbytes < 0 {
-            return Err(PyValueError::new_err("negative buffersize in recv_into"));
-        }
-        with_writable(buffer, "recv_into() argument 'buffer'", |buf| {
+    #[pyo3(signature = (buffer, nbytes=None, flags=None))]
+    fn recv_into(
+        &self,
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        nbytes: Option<&Bound<'_, PyAny>>,
+        flags: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        with_writable(buffer, "recv_into() argument 1", |buf| {
+            let (nbytes, flags) = (ssize_or(nbytes, 0)?, c_int_or(flags, 0)?);
+            if nbytes < 0 {
+                return Err(PyValueError::new_err("negative buffersize in recv_into"));
+            }
             let want = if nbytes == 0 { buf.len() } else { nbytes as usize };
             if want > buf.len() {
                 return Err(PyValueError::new_err("buffer too small for requested bytes"));
             }
-            // SAFETY: initialised bytes are valid MaybeUninit bytes; recv only writes into them.
-            let space = unsafe { &mut *(&mut buf[..want] as *mut [u8] as *mut [MaybeUninit<u8>]) };
-            self.recv_into_slice(py, space, flags)
+            if want == 0 {
+                return Ok(0);
+            }
+            self.recv_into_slice(py, as_uninit(&mut buf[..want]), flags)
         })?
     }
 
-    #[pyo3(signature = (bufsize, flags=0, /))]
+    #[pyo3(signature = (bufsize, flags=None, /))]
     fn recvfrom<'py>(
         &self,
         py: Python<'py>,
-        bufsize: isize,
-        flags: c_int,
+        bufsize: &Bound<'py, PyAny>,
+        flags: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
+        let (bufsize, flags) = (ssize(bufsize)?, c_int_or(flags, 0)?);
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
@@ -655,30 +744,115 @@ impl Socket {
         Ok((writer.finish(received)?, address))
     }
 
-    #[pyo3(signature = (buffer, nbytes=0, flags=0))]
+    #[pyo3(signature = (buffer, nbytes=None, flags=None))]
     fn recvfrom_into<'py>(
         &self,
         py: Python<'py>,
         buffer: &Bound<'py, PyAny>,
-        nbytes: isize,
-        flags: c_int,
+        nbytes: Option<&Bound<'py, PyAny>>,
+        flags: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(usize, Bound<'py, PyAny>)> {
-        if nbytes < 0 {
-            return Err(PyValueError::new_err("negative buffersize in recvfrom_into"));
-        }
-        with_writable(buffer, "recvfrom_into() argument 'buffer'", |buf| {
+        with_writable(buffer, "recvfrom_into() argument 1", |buf| {
+            let (nbytes, flags) = (ssize_or(nbytes, 0)?, c_int_or(flags, 0)?);
+            if nbytes < 0 {
+                return Err(PyValueError::new_err("negative buffersize in recvfrom_into"));
+            }
             let want = if nbytes == 0 { buf.len() } else { nbytes as usize };
             if want > buf.len() {
                 return Err(PyValueError::new_err("nbytes is greater than the length of the buffer"));
             }
-            // SAFETY: initialised bytes are valid MaybeUninit bytes; recvfrom only writes into them.
-            let space = unsafe { &mut *(&mut buf[..want] as *mut [u8] as *mut [MaybeUninit<u8>]) };
-            let (received, addr) = self.recvfrom_slice(py, space, flags)?;
+            let (received, addr) = self.recvfrom_slice(py, as_uninit(&mut buf[..want]), flags)?;
             Ok((received, from_sockaddr(py, &addr)?))
         })?
     }
 
-    fn shutdown(&self, py: Python<'_>, how: c_int) -> PyResult<()> {
+    /// `sendmsg(buffers[, ancdata[, flags[, address]]])`: gathers the buffers and the control
+    /// messages into one sendmsg(2).
+    #[pyo3(signature = (buffers, ancdata=None, flags=None, address=None, /))]
+    fn sendmsg(
+        &self,
+        py: Python<'_>,
+        buffers: &Bound<'_, PyAny>,
+        ancdata: Option<&Bound<'_, PyAny>>,
+        flags: Option<&Bound<'_, PyAny>>,
+        address: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let iter = buffers
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err("sendmsg() argument 1 must be an iterable"))?;
+        let chunks = iter
+            .map(|b| crate::buffer::read_bytes(&b?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let control = ancillary::pack(&ancillary::parse_or_empty(ancdata)?);
+        let flags = c_int_or(flags, 0)?;
+        let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
+        self.call(py, POLLOUT, self.io_wait(), |fd| {
+            let mut iov: Vec<libc::iovec> = chunks
+                .iter()
+                .map(|c| libc::iovec {
+                    iov_base: c.as_ptr() as *mut c_void,
+                    iov_len: c.len(),
+                })
+                .collect();
+            // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            if !control.is_empty() {
+                msg.msg_control = control.as_ptr() as *mut c_void;
+                msg.msg_controllen = control.len();
+            }
+            if let Some(addr) = &addr {
+                msg.msg_name = addr.as_ptr() as *mut c_void;
+                msg.msg_namelen = addr.len();
+            }
+            // SAFETY: msg describes buffers that are valid for the duration of the call.
+            check(unsafe { libc::sendmsg(fd, &msg, flags) })
+        })
+    }
+
+    /// `recvmsg(bufsize[, ancbufsize[, flags]])` → `(data, ancdata, msg_flags, address)`.
+    #[pyo3(signature = (bufsize, ancbufsize=None, flags=None, /))]
+    fn recvmsg<'py>(
+        &self,
+        py: Python<'py>,
+        bufsize: &Bound<'py, PyAny>,
+        ancbufsize: Option<&Bound<'py, PyAny>>,
+        flags: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let bufsize = ssize(bufsize)?;
+        if bufsize < 0 {
+            return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
+        }
+        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let (received, ancdata, msg_flags, addr) =
+            self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags, "recvmsg")?;
+        (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
+    }
+
+    /// `recvmsg_into(buffers[, ancbufsize[, flags]])` → `(nbytes, ancdata, msg_flags, address)`.
+    #[pyo3(signature = (buffers, ancbufsize=None, flags=None, /))]
+    fn recvmsg_into<'py>(
+        &self,
+        py: Python<'py>,
+        buffers: &Bound<'py, PyAny>,
+        ancbufsize: Option<&Bound<'py, PyAny>>,
+        flags: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let iter = buffers
+            .try_iter()
+            .map_err(|_| PyTypeError::new_err("recvmsg_into() argument 1 must be an iterable"))?;
+        let mut views = iter
+            .map(|b| WritableView::new(&b?, "recvmsg_into() argument 1 items"))
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut spaces: Vec<&mut [MaybeUninit<u8>]> = views.iter_mut().map(WritableView::space).collect();
+        let (received, ancdata, msg_flags, addr) =
+            self.recvmsg_into_slices(py, &mut spaces, ancbufsize, flags, "recvmsg_into")?;
+        (received, ancdata, msg_flags, addr).into_pyobject(py)
+    }
+
+    fn shutdown(&self, py: Python<'_>, how: &Bound<'_, PyAny>) -> PyResult<()> {
+        let how = as_int(how)?;
         let fd = self.raw_fd();
         // SAFETY: shutdown(2) takes plain integers.
         let rc = py.detach(|| unsafe { libc::shutdown(fd, how) });
@@ -705,35 +879,58 @@ impl Socket {
         from_sockaddr(py, &addr)
     }
 
-    /// `setsockopt(level, option, value: int | buffer)` or `setsockopt(level, option, None, optlen)`.
-    #[pyo3(signature = (level, option, value, optlen=None, /))]
-    fn setsockopt(&self, level: c_int, option: c_int, value: &Bound<'_, PyAny>, optlen: Option<u32>) -> PyResult<()> {
+    /// `setsockopt(level, option, value: int | buffer)` or `setsockopt(level, option, None, optlen)`,
+    /// tried in that order as CPython does, so a bad call fails with the last form's error.
+    #[pyo3(signature = (*args))]
+    fn setsockopt(&self, args: &Bound<'_, PyTuple>) -> PyResult<()> {
         let fd = self.raw_fd();
-        let set = |ptr: *const c_void, len: socklen_t| {
+        let set = |level: c_int, option: c_int, ptr: *const c_void, len: socklen_t| {
             // SAFETY: ptr is NULL or valid for len bytes for the duration of the call.
             let rc = unsafe { libc::setsockopt(fd, level, option, ptr, len) };
             if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
         };
-        if let Some(optlen) = optlen {
-            if !value.is_none() {
-                return Err(PyTypeError::new_err(format!(
-                    "setsockopt() argument 3 must be NoneType, not {}",
-                    crate::addr::type_name(value)
-                )));
+        let ints = |n: usize| -> PyResult<Vec<c_int>> { (0..n).map(|i| c_int(&args.get_item(i)?)).collect() };
+        if args.len() == 3
+            && let Ok(v) = ints(3)
+        {
+            return set(
+                v[0],
+                v[1],
+                (&v[2] as *const c_int).cast(),
+                size_of::<c_int>() as socklen_t,
+            );
+        }
+        if args.len() == 4
+            && args.get_item(2)?.is_none()
+            && let Ok(v) = ints(2)
+        {
+            // "I": an unsigned int, wrapped rather than range-checked.
+            let optlen = args.get_item(3)?.extract::<i128>().map(|n| n as socklen_t);
+            if let Ok(optlen) = optlen {
+                return set(v[0], v[1], std::ptr::null(), optlen);
             }
-            return set(std::ptr::null(), optlen);
         }
-        if let Ok(flag) = value.extract::<c_int>() {
-            return set((&flag as *const c_int).cast(), size_of::<c_int>() as socklen_t);
+        if args.len() != 3 {
+            return Err(PyTypeError::new_err(format!(
+                "setsockopt() takes exactly 3 arguments ({} given)",
+                args.len()
+            )));
         }
-        if value.is_instance_of::<pyo3::types::PyInt>() {
-            return value.extract::<c_int>().map(drop);
-        }
-        with_readable(value, |bytes| set(bytes.as_ptr().cast(), bytes.len() as socklen_t))?
+        let v = ints(2)?;
+        with_readable(&args.get_item(2)?, |bytes| {
+            set(v[0], v[1], bytes.as_ptr().cast(), bytes.len() as socklen_t)
+        })?
     }
 
-    #[pyo3(signature = (level, option, buflen=0, /))]
-    fn getsockopt(&self, py: Python<'_>, level: c_int, option: c_int, buflen: i32) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (level, option, buflen=None, /))]
+    fn getsockopt(
+        &self,
+        py: Python<'_>,
+        level: &Bound<'_, PyAny>,
+        option: &Bound<'_, PyAny>,
+        buflen: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let (level, option, buflen) = (c_int(level)?, c_int(option)?, c_int_or(buflen, 0)?);
         let fd = self.raw_fd();
         if buflen == 0 {
             let value = getsockopt_int(fd, level, option).map_err(|e| crate::errors::io_error(&e))?;
@@ -761,9 +958,13 @@ impl Socket {
         Ok(flags & libc::FD_CLOEXEC == 0)
     }
 
-    fn set_inheritable(&self, inheritable: bool) -> PyResult<()> {
+    fn set_inheritable(&self, inheritable: &Bound<'_, PyAny>) -> PyResult<()> {
         let fd = self.raw_fd();
-        let request = if inheritable { libc::FIONCLEX } else { libc::FIOCLEX };
+        let request = if as_int(inheritable)? != 0 {
+            libc::FIONCLEX
+        } else {
+            libc::FIOCLEX
+        };
         // SAFETY: FIOCLEX/FIONCLEX take no argument.
         if unsafe { libc::ioctl(fd, request) } < 0 {
             return Err(os_error(last_errno()));
@@ -788,6 +989,7 @@ fn getdefaulttimeout(py: Python<'_>) -> Py<PyAny> {
 }
 
 #[pyfunction]
+#[pyo3(signature = (timeout, /))]
 fn setdefaulttimeout(timeout: &Bound<'_, PyAny>) -> PyResult<()> {
     DEFAULT_TIMEOUT_NS.store(parse_timeout(timeout)?, Relaxed);
     Ok(())
@@ -795,7 +997,9 @@ fn setdefaulttimeout(timeout: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// A close-on-exec duplicate of a socket descriptor.
 #[pyfunction]
-fn dup(fd: RawFd) -> PyResult<RawFd> {
+#[pyo3(signature = (fd, /))]
+fn dup(fd: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd = descriptor(fd)?;
     // SAFETY: F_DUPFD_CLOEXEC takes an int argument.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if new < 0 { Err(os_error(last_errno())) } else { Ok(new) }
@@ -803,14 +1007,22 @@ fn dup(fd: RawFd) -> PyResult<RawFd> {
 
 /// Closes a socket descriptor, as `socket.close(fd)`.
 #[pyfunction]
-fn close(py: Python<'_>, fd: RawFd) -> PyResult<()> {
-    close_ignoring_reset(py, fd)
+#[pyo3(signature = (fd, /))]
+fn close(py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+    close_ignoring_reset(py, descriptor(fd)?)
 }
 
 /// socketpair(2): two connected descriptors; `socketpair()` wraps them in sockets.
 #[pyfunction]
-#[pyo3(signature = (family=libc::AF_UNIX, r#type=libc::SOCK_STREAM, proto=0))]
-fn socketpair(family: c_int, r#type: c_int, proto: c_int) -> PyResult<(RawFd, RawFd)> {
+#[pyo3(signature = (family=None, r#type=None, proto=None, /))]
+fn socketpair(
+    family: Option<&Bound<'_, PyAny>>,
+    r#type: Option<&Bound<'_, PyAny>>,
+    proto: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(RawFd, RawFd)> {
+    let family = c_int_or(family, libc::AF_UNIX)?;
+    let r#type = c_int_or(r#type, libc::SOCK_STREAM)?;
+    let proto = c_int_or(proto, 0)?;
     let mut fds = [-1 as RawFd; 2];
     // SAFETY: fds has room for the two descriptors.
     if unsafe { libc::socketpair(family, r#type | libc::SOCK_CLOEXEC, proto, fds.as_mut_ptr()) } < 0 {

@@ -11,7 +11,7 @@ from rsock import _rsock
 from rsock import sockets as _sockets
 from rsock._rsock import Connection, TcpServer, __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
-from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT, SocketIO  # noqa: F401 - used as socket.<name>
+from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT, AddressInfo, MsgFlag, SocketIO  # noqa: F401 - socket.<name>
 
 __all__ = [*_sockets.__all__, "Connection", "TcpServer", "__version__"]
 

@@ -13,7 +13,7 @@ import os
 import socket as _stdlib
 import warnings
 from socket import *  # noqa: F403 - the constants, enums and pure helpers are the stdlib's own
-from socket import (
+from socket import (  # noqa: F401 - AddressInfo and MsgFlag are outside the stdlib's __all__ but public
     AF_INET,
     AF_INET6,
     AF_UNIX,
@@ -24,35 +24,23 @@ from socket import (
     SOCK_STREAM,
     SOL_SOCKET,
     AddressFamily,
+    AddressInfo,
+    MsgFlag,
     SocketKind,
     gethostname,
     has_ipv6,
 )
 
 from rsock import _rsock
-from rsock._rsock import (
-    close as close,
-)
-from rsock._rsock import (
-    dup as dup,
-)
-from rsock._rsock import (
-    getdefaulttimeout as getdefaulttimeout,
-)
-from rsock._rsock import (
-    gethostbyaddr as gethostbyaddr,
-)
-from rsock._rsock import (
-    gethostbyname as gethostbyname,
-)
-from rsock._rsock import (
-    gethostbyname_ex as gethostbyname_ex,
-)
-from rsock._rsock import (
-    getnameinfo as getnameinfo,
-)
-from rsock._rsock import (
-    setdefaulttimeout as setdefaulttimeout,
+from rsock._rsock import (  # noqa: F401 - rsock's own versions of these socket-module functions
+    close,
+    dup,
+    getdefaulttimeout,
+    gethostbyaddr,
+    gethostbyname,
+    gethostbyname_ex,
+    getnameinfo,
+    setdefaulttimeout,
 )
 
 # `error`, `timeout`, `herror` and `gaierror` come from the stdlib as well: `error is OSError`,
@@ -68,13 +56,8 @@ _GLOBAL_DEFAULT_TIMEOUT = _stdlib._GLOBAL_DEFAULT_TIMEOUT
 
 SocketType = _rsock.socket
 
-# The fd-passing helpers need sendmsg()/recvmsg(), which rsock does not offer yet: leave them out
-# rather than hand out the stdlib's versions that would fail on an rsock socket.
-_NOT_YET = {"send_fds", "recv_fds", "fromshare"}
-for _name in _NOT_YET:
-    globals().pop(_name, None)
-
-__all__ = [name for name in _stdlib.__all__ if name not in _NOT_YET]
+# send_fds() and recv_fds() are the stdlib's own: they only call the socket's sendmsg()/recvmsg().
+__all__ = list(_stdlib.__all__)
 
 _BLOCKING_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK}
 
@@ -245,6 +228,9 @@ class socket(_rsock.socket):
             return 0
         if self.gettimeout() == 0:
             raise ValueError("non-blocking sockets are not supported")
+        if self.fileno() < 0:
+            # What the stdlib's selector-based wait reports for a closed socket.
+            raise ValueError(f"Invalid file descriptor: {self.fileno()}")
         # One call moves at most 1 GiB, which keeps the count inside what every platform accepts.
         chunk = min(count or size, 2**30)
         total = 0
@@ -384,8 +370,10 @@ def fromfd(fd, family, type, proto=0):
     return socket(family, type, proto, dup(fd))
 
 
-def socketpair(family=AF_UNIX, type=SOCK_STREAM, proto=0):
-    """Two connected sockets."""
+def socketpair(family=None, type=SOCK_STREAM, proto=0):
+    """Two connected sockets (AF_UNIX unless `family` says otherwise)."""
+    if family is None:
+        family = AF_UNIX
     fd_a, fd_b = _rsock.socketpair(family, type, proto)
     try:
         first = socket(family, type, proto, fd_a)

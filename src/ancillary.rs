@@ -1,0 +1,93 @@
+//! Ancillary data (control messages) for `sendmsg()` / `recvmsg()`, packed from and unpacked to the
+//! `[(level, type, data), ...]` lists the stdlib uses.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::args::c_int;
+use crate::buffer::read_bytes;
+
+/// One control message: level, type and data.
+pub type Message = (i32, i32, Vec<u8>);
+
+/// Reads the `ancdata` argument: an iterable of `(level, type, data)` with `data` bytes-like.
+pub fn parse(ancdata: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
+    let iter = ancdata
+        .try_iter()
+        .map_err(|_| PyTypeError::new_err("sendmsg() argument 2 must be an iterable"))?;
+    iter.map(|item| {
+        let item = item?;
+        let tuple = item.cast::<PyTuple>().ok().filter(|t| t.len() == 3).ok_or_else(|| {
+            PyTypeError::new_err("[sendmsg() ancillary data items]() argument must be sequence of length 3")
+        })?;
+        Ok((
+            c_int(&tuple.get_item(0)?)?,
+            c_int(&tuple.get_item(1)?)?,
+            read_bytes(&tuple.get_item(2)?)?,
+        ))
+    })
+    .collect()
+}
+
+/// `parse` for an optional argument.
+pub fn parse_or_empty(ancdata: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Message>> {
+    ancdata.map_or(Ok(Vec::new()), parse)
+}
+
+/// The control buffer for `messages`, each header and payload aligned as CMSG_SPACE lays them out.
+pub fn pack(messages: &[Message]) -> Vec<u8> {
+    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on lengths.
+    let total: usize = messages
+        .iter()
+        .map(|(_, _, data)| unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize)
+        .sum();
+    let mut buf = vec![0u8; total];
+    let mut offset = 0;
+    for (level, kind, data) in messages {
+        // SAFETY: as above.
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(data.len() as u32) as usize,
+                libc::CMSG_LEN(data.len() as u32),
+            )
+        };
+        let header = libc::cmsghdr {
+            cmsg_len: len as usize,
+            cmsg_level: *level,
+            cmsg_type: *kind,
+        };
+        // SAFETY: the buffer holds `space` bytes from `offset`, enough for the header and the data;
+        // the header is written unaligned-safe and the data after CMSG_LEN(0) bytes.
+        unsafe {
+            let at = buf.as_mut_ptr().add(offset);
+            std::ptr::write_unaligned(at.cast::<libc::cmsghdr>(), header);
+            let data_at = at.add(libc::CMSG_LEN(0) as usize);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), data_at, data.len());
+        }
+        offset += space;
+    }
+    buf
+}
+
+/// The `[(level, type, data), ...]` list for the first `len` bytes of a received control buffer.
+pub fn unpack<'py>(py: Python<'py>, control: &[u8]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    // SAFETY: CMSG_LEN is arithmetic.
+    let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
+    let mut offset = 0;
+    while offset + header_len <= control.len() {
+        // SAFETY: at least a header's worth of bytes remains from offset.
+        let header: libc::cmsghdr = unsafe { std::ptr::read_unaligned(control.as_ptr().add(offset).cast()) };
+        if header.cmsg_len < header_len {
+            break;
+        }
+        // A message cut short by a small buffer (MSG_CTRUNC) gives what arrived of it.
+        let end = (offset + header.cmsg_len).min(control.len());
+        let data = PyBytes::new(py, &control[offset + header_len..end]);
+        list.append((header.cmsg_level, header.cmsg_type, data))?;
+        // SAFETY: CMSG_SPACE is arithmetic.
+        offset += unsafe { libc::CMSG_SPACE((header.cmsg_len - header_len) as u32) } as usize;
+    }
+    Ok(list)
+}

@@ -1,0 +1,65 @@
+//! Integer arguments converted as CPython's argument parsers convert them, with the same
+//! exceptions and messages, so a bad argument to rsock raises exactly what the stdlib raises.
+//! Methods take such arguments as plain objects and convert them here: pyo3's own conversion would
+//! word the errors differently and attach a note naming the Rust parameter.
+
+use pyo3::exceptions::PyOverflowError;
+use pyo3::prelude::*;
+
+/// `PyArg_Parse`'s "i": an object with `__index__`, range-checked into a C int.
+pub fn c_int(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let value: i64 = obj.extract()?;
+    if value > i64::from(i32::MAX) {
+        return Err(PyOverflowError::new_err("signed integer is greater than maximum"));
+    }
+    if value < i64::from(i32::MIN) {
+        return Err(PyOverflowError::new_err("signed integer is less than minimum"));
+    }
+    Ok(value as i32)
+}
+
+/// "i" for an optional argument.
+pub fn c_int_or(obj: Option<&Bound<'_, PyAny>>, default: i32) -> PyResult<i32> {
+    obj.map_or(Ok(default), c_int)
+}
+
+/// `PyArg_Parse`'s "n": an object with `__index__` as a Py_ssize_t.
+pub fn ssize(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let too_large = || PyOverflowError::new_err("Python int too large to convert to C ssize_t");
+    let value: i64 = obj.extract().map_err(|e: PyErr| {
+        if e.is_instance_of::<PyOverflowError>(obj.py()) {
+            too_large()
+        } else {
+            e
+        }
+    })?;
+    isize::try_from(value).map_err(|_| too_large())
+}
+
+/// "n" for an optional argument.
+pub fn ssize_or(obj: Option<&Bound<'_, PyAny>>, default: isize) -> PyResult<isize> {
+    obj.map_or(Ok(default), ssize)
+}
+
+/// `_PyLong_AsInt` (argument clinic's `int`): any value outside a C int is "too large".
+pub fn as_int(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let too_large = || PyOverflowError::new_err("Python int too large to convert to C int");
+    let value: i64 = obj.extract().map_err(|e: PyErr| {
+        if e.is_instance_of::<PyOverflowError>(obj.py()) {
+            too_large()
+        } else {
+            e
+        }
+    })?;
+    i32::try_from(value).map_err(|_| too_large())
+}
+
+/// `_PyLong_AsInt` for an optional argument.
+pub fn as_int_or(obj: Option<&Bound<'_, PyAny>>, default: i32) -> PyResult<i32> {
+    obj.map_or(Ok(default), as_int)
+}
+
+/// `PyLong_AsLong`: any object with `__index__`, as a C long.
+pub fn c_long(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
+    obj.extract()
+}
