@@ -1,0 +1,74 @@
+"""sendmsg(), recvmsg(), recvmsg_into() and the fd-passing helpers built on them, over both modules."""
+
+import array
+import os
+
+import pytest
+
+
+def test_send_fds_passes_working_descriptors(sockmod):
+    a, b = sockmod.socketpair()
+    read_end, write_end = os.pipe()
+    with a, b:
+        assert sockmod.send_fds(a, [b"fd"], [write_end]) == 2
+        msg, fds, flags, address = sockmod.recv_fds(b, 16, 4)
+        assert (msg, len(fds), flags, address) == (b"fd", 1, 0, None)
+        os.write(fds[0], b"through the passed fd")
+        assert os.read(read_end, 64) == b"through the passed fd"
+        for fd in (*fds, read_end, write_end):
+            os.close(fd)
+
+
+def test_sendmsg_gathers_buffers_and_recvmsg_into_scatters(sockmod):
+    a, b = sockmod.socketpair()
+    with a, b:
+        assert a.sendmsg([b"abc", bytearray(b"de"), memoryview(b"fgh")]) == 8
+        first, second = bytearray(3), bytearray(10)
+        nbytes, ancdata, flags, address = b.recvmsg_into([first, second])
+        assert (nbytes, ancdata, flags, address) == (8, [], 0, None)
+        assert (bytes(first), bytes(second[:5])) == (b"abc", b"defgh")
+
+
+def test_recvmsg_reports_truncated_control_data(sockmod):
+    a, b = sockmod.socketpair()
+    fds = [os.dup(0), os.dup(0)]
+    with a, b:
+        a.sendmsg([b"x"], [(sockmod.SOL_SOCKET, sockmod.SCM_RIGHTS, array.array("i", fds))])
+        msg, ancdata, flags, _ = b.recvmsg(16, sockmod.CMSG_LEN(array.array("i").itemsize))
+        assert msg == b"x"
+        assert flags & sockmod.MSG_CTRUNC
+        for _, _, data in ancdata:
+            for fd in array.array("i", data[: len(data) - len(data) % 4]):
+                os.close(fd)
+    for fd in fds:
+        os.close(fd)
+
+
+def test_sendmsg_to_an_address_on_udp(sockmod):
+    with (
+        sockmod.socket(sockmod.AF_INET, sockmod.SOCK_DGRAM) as server,
+        sockmod.socket(sockmod.AF_INET, sockmod.SOCK_DGRAM) as client,
+    ):
+        server.bind(("127.0.0.1", 0))
+        client.sendmsg([b"to ", b"you"], [], 0, server.getsockname())
+        server.settimeout(5)
+        data, ancdata, flags, address = server.recvmsg(64)
+        assert (data, ancdata, flags) == (b"to you", [], 0)
+        assert address[1] == client.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("call", "exc_type"),
+    [
+        (lambda s: s.sendmsg(5), TypeError),
+        (lambda s: s.sendmsg(["text"]), TypeError),
+        (lambda s: s.sendmsg([b"x"], [(1, 2)]), TypeError),
+        (lambda s: s.recvmsg(-1), ValueError),
+        (lambda s: s.recvmsg(1, -1), ValueError),
+        (lambda s: s.recvmsg_into([b"read-only"]), TypeError),
+    ],
+)
+def test_bad_arguments_raise_what_the_stdlib_raises(sockmod, call, exc_type):
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(exc_type):
+        call(a)
