@@ -16,6 +16,7 @@ mod runtime;
 mod server_common;
 mod socket;
 mod tcp;
+mod udp;
 
 #[pymodule(gil_used = false)]
 fn _rsock(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -24,5 +25,6 @@ fn _rsock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     resolver::init_pymodule(m)?;
     server_common::init_pymodule(m)?;
     tcp::init_pymodule(m)?;
+    udp::init_pymodule(m)?;
     Ok(())
 }

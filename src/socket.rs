@@ -140,7 +140,7 @@ fn attempt<T>(fd: RawFd, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> 
 }
 
 /// A timeout argument in nanoseconds, parsed and checked as CPython's `socket_parse_timeout` does.
-fn parse_timeout(value: &Bound<'_, PyAny>) -> PyResult<i64> {
+pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>) -> PyResult<i64> {
     if value.is_none() {
         return Ok(-1);
     }
@@ -276,7 +276,7 @@ impl Socket {
         }
     }
 
-    fn set_timeout_ns(&self, ns: i64) -> PyResult<()> {
+    pub(crate) fn set_timeout_ns(&self, ns: i64) -> PyResult<()> {
         self.timeout_ns.store(ns, Relaxed);
         set_nonblocking(self.raw_fd(), ns >= 0).map_err(|e| crate::errors::io_error(&e))
     }
@@ -288,14 +288,146 @@ impl Socket {
         })
     }
 
-    fn recv_into_slice(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>], flags: c_int) -> PyResult<usize> {
+    /// send(2) until every byte is out; with a timeout, the deadline covers the whole call.
+    pub(crate) fn send_all(&self, py: Python<'_>, mut bytes: &[u8], flags: c_int) -> PyResult<()> {
+        let wait = self.io_wait();
+        loop {
+            if let Wait::Until(deadline) = wait
+                && Instant::now() >= deadline
+            {
+                return Err(timeout_error());
+            }
+            let sent = self.send_once(py, bytes, flags, wait)?;
+            bytes = &bytes[sent..];
+            // send() may return a partial count when a signal arrives: run the handlers first.
+            py.check_signals()?;
+            if bytes.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A socket of `kind` for the family of `addr`, with `timeout_ns` set (-1: blocking).
+    pub(crate) fn open(py: Python<'_>, domain: c_int, kind: c_int, timeout_ns: i64) -> PyResult<Socket> {
+        // SAFETY: socket(2) takes plain integers.
+        let fd = py.detach(|| unsafe { libc::socket(domain, kind | libc::SOCK_CLOEXEC, 0) });
+        if fd < 0 {
+            return Err(os_error(last_errno()));
+        }
+        let sock = Socket {
+            fd: AtomicI32::new(fd),
+            family: AtomicI32::new(domain),
+            kind: AtomicI32::new(kind),
+            proto: AtomicI32::new(0),
+            timeout_ns: AtomicI64::new(-1),
+        };
+        sock.set_timeout_ns(timeout_ns)?;
+        Ok(sock)
+    }
+
+    /// connect(2) with the socket's timeout, raising on failure.
+    pub(crate) fn connect_to(&self, py: Python<'_>, addr: &SockAddr) -> PyResult<()> {
+        self.connect_impl(py, addr, true).map(drop)
+    }
+
+    /// bind(2) to a C address.
+    pub(crate) fn bind_to(&self, py: Python<'_>, addr: &SockAddr) -> PyResult<()> {
+        let fd = self.raw_fd();
+        // SAFETY: addr is a complete sockaddr of addr.len() bytes.
+        let rc = py.detach(|| unsafe { libc::bind(fd, addr.as_ptr().cast(), addr.len()) });
+        if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+    }
+
+    /// sendto(2) with the socket's timeout.
+    pub(crate) fn send_to(&self, py: Python<'_>, bytes: &[u8], addr: &SockAddr) -> PyResult<usize> {
+        self.call(py, POLLOUT, self.io_wait(), |fd| {
+            // SAFETY: bytes and addr are valid for the duration of the call.
+            check(unsafe {
+                libc::sendto(
+                    fd,
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    0,
+                    addr.as_ptr().cast(),
+                    addr.len(),
+                )
+            })
+        })
+    }
+
+    /// setsockopt(2) with an int value.
+    pub(crate) fn set_int_option(&self, level: c_int, option: c_int, value: c_int) -> PyResult<()> {
+        // SAFETY: value is an int for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.raw_fd(),
+                level,
+                option,
+                (&value as *const c_int).cast(),
+                size_of::<c_int>() as socklen_t,
+            )
+        };
+        if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+    }
+
+    /// The socket's own address.
+    pub(crate) fn local_address(&self) -> PyResult<SockAddr> {
+        let fd = self.raw_fd();
+        with_sockaddr(|addr, len| {
+            // SAFETY: addr/len describe valid address storage.
+            check(unsafe { libc::getsockname(fd, addr, len) } as isize)
+        })
+        .map(|(_, addr)| addr)
+        .map_err(|e| crate::errors::io_error(&e))
+    }
+
+    /// Closes the descriptor (once).
+    pub(crate) fn close_now(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = self.fd.swap(-1, Relaxed);
+        if fd >= 0 { close_ignoring_reset(py, fd) } else { Ok(()) }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.raw_fd() < 0
+    }
+
+    pub(crate) fn fileno_raw(&self) -> RawFd {
+        self.raw_fd()
+    }
+
+    pub(crate) fn recv_into_slice(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>], flags: c_int) -> PyResult<usize> {
         self.call(py, POLLIN, self.io_wait(), |fd| {
             // SAFETY: buf is valid for writes of its length for the duration of the call.
             check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
         })
     }
 
-    fn recvfrom_slice(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>], flags: c_int) -> PyResult<(usize, SockAddr)> {
+    /// recvfrom(2) waiting at most `timeout` (None: as long as it takes), whatever the socket's own
+    /// timeout; MSG_TRUNC makes the result the datagram's full length even when `buf` was smaller.
+    pub(crate) fn recvfrom_within(
+        &self,
+        py: Python<'_>,
+        buf: &mut [MaybeUninit<u8>],
+        timeout: Option<Duration>,
+    ) -> PyResult<(usize, SockAddr)> {
+        let (wait, flags) = match timeout {
+            Some(t) => (Wait::Until(Instant::now() + t), libc::MSG_TRUNC | libc::MSG_DONTWAIT),
+            None => (Wait::No, libc::MSG_TRUNC),
+        };
+        self.call(py, POLLIN, wait, |fd| {
+            with_sockaddr(|addr, len| {
+                // SAFETY: buf is valid for writes of its length; addr/len describe the address storage.
+                check(unsafe { libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), flags, addr, len) })
+            })
+        })
+    }
+
+    pub(crate) fn recvfrom_slice(
+        &self,
+        py: Python<'_>,
+        buf: &mut [MaybeUninit<u8>],
+        flags: c_int,
+    ) -> PyResult<(usize, SockAddr)> {
         self.call(py, POLLIN, self.io_wait(), |fd| {
             with_sockaddr(|addr, len| {
                 // SAFETY: buf is valid for writes of its length; addr/len describe the address storage.
@@ -555,8 +687,7 @@ impl Socket {
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let fd = self.fd.swap(-1, Relaxed);
-        if fd >= 0 { close_ignoring_reset(py, fd) } else { Ok(()) }
+        self.close_now(py)
     }
 
     fn detach(&self) -> i32 {
@@ -581,10 +712,7 @@ impl Socket {
 
     fn bind(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
         let addr = self.sockaddr_arg(py, address, "bind")?;
-        let fd = self.raw_fd();
-        // SAFETY: addr is a complete sockaddr of addr.len() bytes.
-        let rc = py.detach(|| unsafe { libc::bind(fd, addr.as_ptr().cast(), addr.len()) });
-        if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
+        self.bind_to(py, &addr)
     }
 
     #[pyo3(signature = (backlog=None, /))]
@@ -634,24 +762,7 @@ impl Socket {
     /// send(2) until every byte is out; with a timeout, the deadline covers the whole call.
     #[pyo3(signature = (data, flags=None, /))]
     fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        with_readable(data, |mut bytes| {
-            let flags = c_int_or(flags, 0)?;
-            let wait = self.io_wait();
-            loop {
-                if let Wait::Until(deadline) = wait
-                    && Instant::now() >= deadline
-                {
-                    return Err(timeout_error());
-                }
-                let sent = self.send_once(py, bytes, flags, wait)?;
-                bytes = &bytes[sent..];
-                // send() may return a partial count when a signal arrives: run the handlers first.
-                py.check_signals()?;
-                if bytes.is_empty() {
-                    return Ok(());
-                }
-            }
-        })?
+        with_readable(data, |bytes| self.send_all(py, bytes, c_int_or(flags, 0)?))?
     }
 
     /// `sendto(data, address)` or `sendto(data, flags, address)`.
@@ -974,7 +1085,7 @@ impl Socket {
 
     /// One sendfile(2) call of up to `count` bytes of `file_fd` from `offset`, waiting as the timeout
     /// says; `socket.sendfile()` loops over it.
-    fn _sendfile(&self, py: Python<'_>, file_fd: RawFd, offset: i64, count: usize) -> PyResult<usize> {
+    pub(crate) fn _sendfile(&self, py: Python<'_>, file_fd: RawFd, offset: i64, count: usize) -> PyResult<usize> {
         self.call(py, POLLOUT, self.io_wait(), |fd| {
             let mut off: libc::off_t = offset;
             // SAFETY: off is a valid offset for the call; the descriptors are plain integers.

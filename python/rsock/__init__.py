@@ -1,19 +1,19 @@
 """rsock: Python sockets with a Rust core.
 
 ``import rsock as socket`` gives the standard ``socket`` module's API, with every socket operation done
-by rsock's native code. ``TcpServer`` serves every connection from one Rust (tokio) thread, entering
-Python only to run your handlers.
+by rsock's native code. ``TcpServer`` and ``UdpServer`` serve every connection from one Rust (tokio)
+thread, entering Python only to run your handlers; ``TcpClient`` and ``UdpClient`` are their clients.
 """
 
 import atexit
 
 from rsock import _rsock
 from rsock import sockets as _sockets
-from rsock._rsock import Connection, TcpServer, __version__
+from rsock._rsock import Connection, TcpClient, TcpServer, UdpClient, UdpServer, __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
 from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT, AddressInfo, MsgFlag, SocketIO  # noqa: F401 - socket.<name>
 
-__all__ = [*_sockets.__all__, "Connection", "TcpServer", "__version__"]
+__all__ = [*_sockets.__all__, "Connection", "TcpClient", "TcpServer", "UdpClient", "UdpServer", "__version__"]
 
 # Stop running servers before the interpreter tears down, so no handler is entered during shutdown.
 atexit.register(_rsock._stop_all_servers, 1.0)

@@ -1,6 +1,7 @@
 """Type stubs for rsock's native core, ``rsock._rsock``."""
 
 from collections.abc import Callable, Iterable
+from os import PathLike
 from types import TracebackType
 from typing import Any, Self, SupportsIndex, final
 
@@ -8,7 +9,10 @@ from typing_extensions import Buffer, disjoint_base
 
 __all__ = [
     "Connection",
+    "TcpClient",
     "TcpServer",
+    "UdpClient",
+    "UdpServer",
     "__version__",
     "_stop_all_servers",
     "close",
@@ -184,3 +188,98 @@ class TcpServer:
     @property
     def stats(self) -> dict[str, int]:
         """accepted, active, refused, messages, bytes_in, bytes_out, errors."""
+
+@disjoint_base
+class TcpClient:
+    """A TCP connection with optional framing, every wait done in Rust with the GIL released."""
+
+    def __new__(
+        cls,
+        address: tuple[str, int],
+        *,
+        timeout: float | None = None,
+        framing: _Framing = None,
+        max_frame_size: int = ...,
+    ) -> Self: ...
+    @classmethod
+    def connect(
+        cls,
+        address: tuple[str, int],
+        *,
+        timeout: float | None = None,
+        framing: _Framing = None,
+        max_frame_size: int = ...,
+    ) -> Self:
+        """Connects to `address`: the same as calling the class."""
+    def send(self, data: Buffer) -> None:
+        """Sends `data` whole, framed as a message when the client has framing."""
+    def recv(self, n: int = 65536) -> bytes:
+        """Up to `n` bytes; b"" at end of stream."""
+    def recv_exactly(self, n: int) -> bytes:
+        """Exactly `n` bytes; EOFError if the connection ends first."""
+    def recv_message(self) -> bytes | None:
+        """The next whole message, or None when the peer closed between messages."""
+    def request(self, data: Buffer) -> bytes:
+        """Sends `data` as a message and returns the reply."""
+    def sendfile(
+        self, path: str | bytes | PathLike[str] | PathLike[bytes], progress: Callable[[int], object] | None = None
+    ) -> int:
+        """Sends a file with sendfile(2); `progress(n)` gets the bytes sent after each chunk."""
+    def settimeout(self, timeout: float | None) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def peer(self) -> _Address: ...
+    @property
+    def local(self) -> _Address: ...
+    @property
+    def framing(self) -> _Framing: ...
+    def fileno(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...
+
+@disjoint_base
+class UdpServer:
+    """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns is sent back."""
+
+    def __new__(
+        cls,
+        address: tuple[str | None, int] | None = None,
+        on_datagram: Callable[[bytes, _Address], Buffer | None] | None = None,
+        *,
+        reuse_port: bool = False,
+    ) -> Self: ...
+    def start(self) -> None:
+        """Starts serving in the background and returns at once."""
+    def serve_forever(self) -> None:
+        """Serves until stop() or Ctrl-C."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stops receiving."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...
+    @property
+    def address(self) -> _Address: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def stats(self) -> dict[str, int]:
+        """datagrams_in, datagrams_out, bytes_in, bytes_out, errors."""
+
+@disjoint_base
+class UdpClient:
+    """A UDP socket that refuses oversized datagrams, reports truncated ones, and retries requests."""
+
+    def __new__(cls, address: tuple[str | None, int] | None = None, *, family: int = ...) -> Self: ...
+    def sendto(self, data: Buffer, address: _Address) -> int: ...
+    def recvfrom(self, bufsize: int = ..., *, timeout: float | None = None) -> tuple[bytes, _Address]: ...
+    def request(self, data: Buffer, address: _Address, timeout: float = 1.0, retries: int = 3) -> bytes:
+        """Sends `data` and returns the first reply from `address`, resending after each timeout."""
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def local(self) -> _Address: ...
+    def fileno(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...

@@ -2,8 +2,10 @@
 
 use pyo3::prelude::*;
 
+mod client;
 mod server;
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    server::init_pymodule(m)
+    server::init_pymodule(m)?;
+    client::init_pymodule(m)
 }

@@ -1,0 +1,298 @@
+//! `TcpClient`: a blocking TCP client with message framing done in Rust. Every wait releases the
+//! GIL, honours the timeout and lets Ctrl-C through, as the drop-in socket's calls do (it is built
+//! on the same native socket).
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use pyo3::exceptions::{PyConnectionError, PyEOFError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyBytes, PyTuple, PyType};
+use socket2::SockAddr;
+
+use crate::buffer::{BytesWriter, with_readable};
+use crate::errors::io_error;
+use crate::framing::{FrameDecoder, Framing};
+use crate::resolver::{endpoint, socket_address_to_py};
+use crate::socket::{Socket, parse_timeout};
+
+const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+/// How much one read asks for when filling the message buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// How much one sendfile(2) call moves between progress reports.
+const SENDFILE_CHUNK: usize = 4 * 1024 * 1024;
+
+/// Bytes read ahead of the caller (partial messages), and the decoder that cuts them.
+struct Reader {
+    buffer: BytesMut,
+    decoder: Option<FrameDecoder>,
+    eof: bool,
+}
+
+/// A TCP connection with optional framing: `send()` / `recv()` for bytes, `recv_message()` and
+/// `request()` for whole messages, `sendfile()` for zero-copy file transfer.
+#[pyclass(name = "TcpClient", module = "rsock._rsock", subclass, frozen)]
+pub struct TcpClient {
+    sock: Socket,
+    framing: Framing,
+    reader: Mutex<Reader>,
+    peer: SocketAddr,
+}
+
+impl TcpClient {
+    fn reader<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Reader> {
+        self.reader.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads once more into the buffer; false at end of stream.
+    fn fill(&self, py: Python<'_>, reader: &mut Reader) -> PyResult<bool> {
+        if reader.eof {
+            return Ok(false);
+        }
+        reader.buffer.reserve(READ_CHUNK);
+        let spare: &mut [MaybeUninit<u8>] = reader.buffer.spare_capacity_mut();
+        let received = self.sock.recv_into_slice(py, spare, 0)?;
+        // SAFETY: recv wrote `received` bytes at the start of the spare capacity.
+        unsafe { reader.buffer.set_len(reader.buffer.len() + received) };
+        reader.eof = received == 0;
+        Ok(received > 0)
+    }
+
+    /// The next message, or None at a clean end of stream.
+    fn next_message<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let mut guard = self.reader(py);
+        let reader = &mut *guard;
+        if reader.decoder.is_none() {
+            return Err(PyValueError::new_err(
+                "recv_message() needs framing (\"line\", \"length\" or a delimiter)",
+            ));
+        }
+        loop {
+            let decoded = reader
+                .decoder
+                .as_mut()
+                .map(|d| d.next_frame(&mut reader.buffer))
+                .transpose();
+            match decoded {
+                Ok(Some(Some(frame))) => return Ok(Some(PyBytes::new(py, &frame))),
+                Ok(_) => {}
+                Err(err) => {
+                    // The stream can no longer be cut into messages: nothing after this can be trusted.
+                    self.sock.close_now(py)?;
+                    return Err(PyValueError::new_err(err.to_string()));
+                }
+            }
+            if !self.fill(py, reader)? {
+                if reader.buffer.is_empty() {
+                    return Ok(None);
+                }
+                return Err(PyEOFError::new_err(format!(
+                    "connection closed in the middle of a message ({} bytes of it received)",
+                    reader.buffer.len()
+                )));
+            }
+        }
+    }
+
+    fn send_framed(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_readable(data, |bytes| {
+            if self.framing == Framing::Raw {
+                return self.sock.send_all(py, bytes, 0);
+            }
+            let framed = self
+                .framing
+                .encoded(bytes)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            self.sock.send_all(py, &framed, 0)
+        })?
+    }
+}
+
+#[pymethods]
+impl TcpClient {
+    /// Connects to `address` (a `(host, port)` tuple). `timeout` (seconds) applies to the connect
+    /// and to every later call; `framing` is None, "line", "length" or a delimiter.
+    #[new]
+    #[pyo3(signature = (address, *, timeout=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
+    fn new(
+        py: Python<'_>,
+        address: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        framing: Option<&Bound<'_, PyAny>>,
+        max_frame_size: usize,
+    ) -> PyResult<Self> {
+        let framing = Framing::from_py(framing)?;
+        if max_frame_size == 0 {
+            return Err(PyValueError::new_err("max_frame_size must be positive"));
+        }
+        let timeout_ns = timeout.map_or(Ok(-1), parse_timeout)?;
+        let peer = endpoint(py, address, libc::SOCK_STREAM, false)?;
+        let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+        let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
+        // Request/response traffic: send small messages at once rather than waiting to coalesce.
+        sock.set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        sock.connect_to(py, &SockAddr::from(peer))?;
+        let decoder = framing.decoder(max_frame_size);
+        Ok(TcpClient {
+            sock,
+            framing,
+            reader: Mutex::new(Reader {
+                buffer: BytesMut::new(),
+                decoder,
+                eof: false,
+            }),
+            peer,
+        })
+    }
+
+    /// `TcpClient.connect(address, *, timeout=None, framing=None)`: the same as calling the class.
+    #[classmethod]
+    #[pyo3(signature = (address, **kwargs))]
+    fn connect<'py>(
+        cls: &Bound<'py, PyType>,
+        address: &Bound<'py, PyAny>,
+        kwargs: Option<&Bound<'py, pyo3::types::PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        cls.call((address,), kwargs)
+    }
+
+    /// Sends `data` whole (framed as a message when the client has framing).
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.send_framed(py, data)
+    }
+
+    /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
+    #[pyo3(signature = (n=65536))]
+    fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut reader = self.reader(py);
+        if !reader.buffer.is_empty() {
+            let take = n.min(reader.buffer.len());
+            return Ok(PyBytes::new(py, &reader.buffer.split_to(take)));
+        }
+        if reader.eof || n == 0 {
+            return Ok(PyBytes::new(py, b""));
+        }
+        let mut writer = BytesWriter::new(py, n)?;
+        let received = self.sock.recv_into_slice(py, writer.space(), 0)?;
+        reader.eof = received == 0;
+        writer.finish(received)
+    }
+
+    /// Exactly `n` bytes; EOFError if the connection ends first.
+    fn recv_exactly<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut guard = self.reader(py);
+        let reader = &mut *guard;
+        while reader.buffer.len() < n {
+            if !self.fill(py, reader)? {
+                return Err(PyEOFError::new_err(format!(
+                    "connection closed after {} of {n} bytes",
+                    reader.buffer.len()
+                )));
+            }
+        }
+        Ok(PyBytes::new(py, &reader.buffer.split_to(n)))
+    }
+
+    /// The next whole message, or None when the peer closed between messages.
+    fn recv_message<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.next_message(py)
+    }
+
+    /// Sends `data` as a message and returns the reply: the next message with framing, else what the
+    /// next read brings.
+    fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        self.send_framed(py, data)?;
+        if self.framing == Framing::Raw {
+            let reply = self.recv(py, 65536)?;
+            if reply.as_bytes().is_empty() {
+                return Err(PyConnectionError::new_err("connection closed before the reply"));
+            }
+            return Ok(reply);
+        }
+        self.next_message(py)?
+            .ok_or_else(|| PyConnectionError::new_err("connection closed before the reply"))
+    }
+
+    /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent.
+    /// `progress(n)` is called after each chunk with the bytes just sent, so `tqdm(...).update`
+    /// plugs straight in. The file goes as raw bytes, whatever the framing.
+    #[pyo3(signature = (path, progress=None))]
+    fn sendfile(&self, py: Python<'_>, path: &Bound<'_, PyAny>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+        let path: std::path::PathBuf = path.extract()?;
+        let file = py.detach(|| std::fs::File::open(&path)).map_err(|e| io_error(&e))?;
+        let size = file.metadata().map_err(|e| io_error(&e))?.len();
+        let mut offset: u64 = 0;
+        while offset < size {
+            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as usize;
+            let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
+            if sent == 0 {
+                break;
+            }
+            offset += sent as u64;
+            if let Some(progress) = progress {
+                progress.call1((sent,))?;
+            }
+        }
+        Ok(offset)
+    }
+
+    /// Sets the timeout (seconds, or None to block) for every later call.
+    fn settimeout(&self, timeout: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.sock.set_timeout_ns(parse_timeout(timeout)?)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.sock.close_now(py)
+    }
+
+    /// Whether close() was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.sock.is_closed()
+    }
+
+    /// The server's address.
+    #[getter]
+    fn peer<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        socket_address_to_py(py, &self.peer)
+    }
+
+    /// This end's address.
+    #[getter]
+    fn local<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::addr::from_sockaddr(py, &self.sock.local_address()?)
+    }
+
+    /// The framing messages are cut and sent with.
+    #[getter]
+    fn framing<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.framing.to_py(py)
+    }
+
+    fn fileno(&self) -> i32 {
+        self.sock.fileno_raw()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.sock.is_closed() { "closed" } else { "open" };
+        format!("<TcpClient {} {state}>", self.peer)
+    }
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<TcpClient>()
+}

@@ -1,0 +1,187 @@
+//! `UdpClient`: datagrams from Python with the checks the bare socket leaves to the caller: a
+//! datagram too large to send is refused with a clear error, one too large for the receive buffer
+//! is reported rather than silently cut, and `request()` retries until a reply comes.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyOSError, PyTimeoutError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+
+use crate::addr::{from_sockaddr, to_sockaddr};
+use crate::buffer::{BytesWriter, with_readable};
+use crate::resolver::endpoint;
+use crate::server_common::parse_timeout_arg;
+use crate::socket::Socket;
+
+/// The largest UDP payload: 65,535 minus the IPv4 and UDP headers (IPv6 allows 20 bytes more).
+const MAX_DATAGRAM_V4: usize = 65_507;
+const MAX_DATAGRAM_V6: usize = 65_527;
+const DEFAULT_BUFSIZE: usize = 65_536;
+
+/// A UDP socket for sending datagrams and receiving replies.
+#[pyclass(name = "UdpClient", module = "rsock._rsock", subclass, frozen)]
+pub struct UdpClient {
+    sock: Socket,
+    family: i32,
+}
+
+impl UdpClient {
+    fn max_datagram(&self) -> usize {
+        if self.family == libc::AF_INET6 {
+            MAX_DATAGRAM_V6
+        } else {
+            MAX_DATAGRAM_V4
+        }
+    }
+
+    fn send(&self, py: Python<'_>, data: &[u8], target: &socket2::SockAddr) -> PyResult<usize> {
+        if data.len() > self.max_datagram() {
+            return Err(PyOSError::new_err((
+                libc::EMSGSIZE,
+                format!(
+                    "datagram of {} bytes is larger than the largest UDP datagram ({} bytes)",
+                    data.len(),
+                    self.max_datagram()
+                ),
+            )));
+        }
+        self.sock.send_to(py, data, target)
+    }
+
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        bufsize: usize,
+        timeout: Option<Duration>,
+    ) -> PyResult<(Bound<'py, PyBytes>, socket2::SockAddr)> {
+        let mut writer = BytesWriter::new(py, bufsize)?;
+        let (length, sender) = self.sock.recvfrom_within(py, writer.space(), timeout)?;
+        if length > bufsize {
+            return Err(PyOSError::new_err((
+                libc::EMSGSIZE,
+                format!("a datagram of {length} bytes arrived but the buffer holds {bufsize}; it was dropped"),
+            )));
+        }
+        Ok((writer.finish(length)?, sender))
+    }
+}
+
+#[pymethods]
+impl UdpClient {
+    /// A UDP socket, bound to `address` if given (else the system picks a port on first send);
+    /// `family` is AF_INET unless `address` says otherwise.
+    #[new]
+    #[pyo3(signature = (address=None, *, family=libc::AF_INET))]
+    fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>, family: i32) -> PyResult<Self> {
+        let local: Option<SocketAddr> = address
+            .filter(|a| !a.is_none())
+            .map(|a| endpoint(py, a, libc::SOCK_DGRAM, true))
+            .transpose()?;
+        let family = match local {
+            Some(SocketAddr::V6(_)) => libc::AF_INET6,
+            Some(SocketAddr::V4(_)) => libc::AF_INET,
+            None => family,
+        };
+        let sock = Socket::open(py, family, libc::SOCK_DGRAM, -1)?;
+        if let Some(local) = local {
+            sock.bind_to(py, &local.into())?;
+        }
+        Ok(UdpClient { sock, family })
+    }
+
+    /// Sends one datagram to `address`; returns the bytes sent.
+    fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let target = to_sockaddr(py, self.family, address, "sendto")?;
+        with_readable(data, |bytes| self.send(py, bytes, &target))?
+    }
+
+    /// The next datagram and its sender's address, waiting up to `timeout` seconds (None: as long as it
+    /// takes). A datagram larger than `bufsize` raises OSError(EMSGSIZE) instead of arriving cut.
+    #[pyo3(signature = (bufsize=DEFAULT_BUFSIZE, *, timeout=None))]
+    fn recvfrom<'py>(
+        &self,
+        py: Python<'py>,
+        bufsize: usize,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
+        let timeout = parse_timeout_arg("timeout", timeout)?;
+        let (data, sender) = self.receive(py, bufsize, timeout)?;
+        Ok((data, from_sockaddr(py, &sender)?))
+    }
+
+    /// Sends `data` to `address` and returns the first datagram that comes back from there, sending
+    /// again after each `timeout` seconds without one, `retries` times; then raises TimeoutError.
+    #[pyo3(signature = (data, address, timeout=1.0, retries=3))]
+    fn request<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        address: &Bound<'py, PyAny>,
+        timeout: f64,
+        retries: u32,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let wait = parse_timeout_arg("timeout", Some(&timeout.into_pyobject(py)?.into_any()))?.unwrap_or_default();
+        let target = to_sockaddr(py, self.family, address, "request")?;
+        let expected = target.as_socket();
+        let payload = with_readable(data, <[u8]>::to_vec)?;
+        for _ in 0..=retries {
+            self.send(py, &payload, &target)?;
+            let deadline = Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.receive(py, DEFAULT_BUFSIZE, Some(left)) {
+                    Ok((reply, sender)) if sender.as_socket() == expected => return Ok(reply),
+                    Ok(_) => {}
+                    Err(err) if err.is_instance_of::<PyTimeoutError>(py) => break,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Err(PyTimeoutError::new_err(format!(
+            "no reply from {} after {} attempts",
+            address.repr()?,
+            retries + 1
+        )))
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.sock.close_now(py)
+    }
+
+    /// Whether close() was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.sock.is_closed()
+    }
+
+    /// This socket's own address.
+    #[getter]
+    fn local<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        from_sockaddr(py, &self.sock.local_address()?)
+    }
+
+    fn fileno(&self) -> i32 {
+        self.sock.fileno_raw()
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.sock.is_closed() { "closed" } else { "open" };
+        format!("<UdpClient {state}>")
+    }
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<UdpClient>()
+}

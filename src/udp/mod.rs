@@ -1,0 +1,11 @@
+//! UDP: `UdpServer` and `UdpClient`.
+
+use pyo3::prelude::*;
+
+mod client;
+mod server;
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    server::init_pymodule(m)?;
+    client::init_pymodule(m)
+}

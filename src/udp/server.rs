@@ -1,0 +1,392 @@
+//! `UdpServer`: receives datagrams in batches (recvmmsg) on the rsock-io thread and runs the
+//! Python handler for each, sending back what it returns.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use bytes::Bytes;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::addr::socket_addr_from_storage;
+use crate::buffer::with_readable;
+use crate::errors::io_error;
+use crate::log::{self, ERROR};
+use crate::resolver::{endpoint, socket_address_to_py};
+use crate::runtime;
+use crate::server_common::{self, Lifecycle, TaskGuard, parse_timeout_arg};
+
+/// Datagrams taken per recvmmsg(2) call.
+const BATCH: usize = 32;
+/// Room for any UDP datagram (the largest payload is 65,527 bytes over IPv6), so none is cut short.
+const DATAGRAM_ROOM: usize = 65536;
+/// Peer addresses kept as Python objects, so a busy client's address is built once, not per datagram.
+const ADDRESS_CACHE: usize = 4096;
+
+#[derive(Default)]
+struct Stats {
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct UdpShared {
+    on_datagram: Option<Py<PyAny>>,
+    stats: Stats,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// Buffers and addresses for one recvmmsg(2) batch, reused for every batch.
+struct RecvBatch {
+    buffers: Vec<MaybeUninit<u8>>,
+    names: Vec<libc::sockaddr_storage>,
+    lengths: [usize; BATCH],
+    flags: [i32; BATCH],
+}
+
+impl RecvBatch {
+    fn new() -> Self {
+        RecvBatch {
+            buffers: vec![MaybeUninit::uninit(); BATCH * DATAGRAM_ROOM],
+            // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
+            names: vec![unsafe { std::mem::zeroed() }; BATCH],
+            lengths: [0; BATCH],
+            flags: [0; BATCH],
+        }
+    }
+
+    /// One recvmmsg(2): how many datagrams arrived.
+    fn receive(&mut self, fd: i32) -> io::Result<usize> {
+        let mut iovecs: Vec<libc::iovec> = self
+            .buffers
+            .chunks_mut(DATAGRAM_ROOM)
+            .map(|chunk| libc::iovec {
+                iov_base: chunk.as_mut_ptr().cast(),
+                iov_len: chunk.len(),
+            })
+            .collect();
+        let mut messages: Vec<libc::mmsghdr> = iovecs
+            .iter_mut()
+            .zip(self.names.iter_mut())
+            .map(|(iov, name)| {
+                // SAFETY: an all-zero mmsghdr is valid; the pointers set here outlive the call below.
+                let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                msg.msg_hdr.msg_iov = iov;
+                msg.msg_hdr.msg_iovlen = 1;
+                msg.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+                msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                msg
+            })
+            .collect();
+        // SAFETY: every message points at a buffer and an address slot that live until it returns.
+        let received = unsafe { libc::recvmmsg(fd, messages.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut()) };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for (i, msg) in messages.iter().take(received as usize).enumerate() {
+            self.lengths[i] = msg.msg_len as usize;
+            self.flags[i] = msg.msg_hdr.msg_flags;
+        }
+        Ok(received as usize)
+    }
+
+    /// Datagram `i` of the last batch: its bytes, its sender, and whether the kernel cut it short.
+    fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
+        let start = i * DATAGRAM_ROOM;
+        let len = self.lengths[i].min(DATAGRAM_ROOM);
+        // SAFETY: recvmmsg wrote `len` bytes at the start of this datagram's buffer.
+        let data = unsafe { std::slice::from_raw_parts(self.buffers[start..start + len].as_ptr().cast::<u8>(), len) };
+        (
+            data,
+            socket_addr_from_storage(&self.names[i]),
+            self.flags[i] & libc::MSG_TRUNC != 0,
+        )
+    }
+}
+
+/// Python `(host, port)` objects for recent senders.
+#[derive(Default)]
+struct AddressCache(HashMap<SocketAddr, Py<PyAny>>);
+
+impl AddressCache {
+    fn get<'py>(&mut self, py: Python<'py>, addr: SocketAddr) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(found) = self.0.get(&addr) {
+            return Ok(found.bind(py).clone());
+        }
+        if self.0.len() >= ADDRESS_CACHE {
+            self.0.clear();
+        }
+        let made = socket_address_to_py(py, &addr)?;
+        self.0.insert(addr, made.clone().unbind());
+        Ok(made)
+    }
+}
+
+/// Runs the handler over one batch; replies the socket cannot take right now are returned.
+fn deliver_batch(
+    py: Python<'_>,
+    shared: &UdpShared,
+    socket: &UdpSocket,
+    batch: &RecvBatch,
+    count: usize,
+    addresses: &mut AddressCache,
+) -> Vec<(Bytes, SocketAddr)> {
+    let stats = &shared.stats;
+    let mut unsent = Vec::new();
+    for i in 0..count {
+        let (data, sender, truncated) = batch.datagram(i);
+        stats.datagrams_in.fetch_add(1, Relaxed);
+        stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
+        let Some(sender) = sender else { continue };
+        if truncated {
+            stats.errors.fetch_add(1, Relaxed);
+            log::log(
+                py,
+                ERROR,
+                &format!("datagram from {sender} was larger than {DATAGRAM_ROOM} bytes; dropped"),
+                None,
+            );
+            continue;
+        }
+        let Some(handler) = shared.on_datagram.as_ref() else {
+            continue;
+        };
+        let reply = addresses
+            .get(py, sender)
+            .and_then(|address| handler.bind(py).call1((PyBytes::new(py, data), address)));
+        let sent = match reply {
+            Ok(reply) if reply.is_none() => continue,
+            Ok(reply) => with_readable(&reply, |bytes| match socket.try_send_to(bytes, sender) {
+                Ok(n) => {
+                    stats.datagrams_out.fetch_add(1, Relaxed);
+                    stats.bytes_out.fetch_add(n as u64, Relaxed);
+                    Ok(())
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    unsent.push((Bytes::copy_from_slice(bytes), sender));
+                    Ok(())
+                }
+                Err(err) => Err(io_error(&err)),
+            })
+            .and_then(|r| r),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = sent {
+            stats.errors.fetch_add(1, Relaxed);
+            log::log(
+                py,
+                ERROR,
+                &format!("handler for a datagram from {sender} failed"),
+                Some(&err),
+            );
+        }
+    }
+    unsent
+}
+
+async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _task: TaskGuard) {
+    let socket = match UdpSocket::from_std(socket) {
+        Ok(socket) => socket,
+        Err(err) => {
+            runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot serve datagrams: {err}"), None));
+            return;
+        }
+    };
+    let mut batch = RecvBatch::new();
+    let mut addresses = AddressCache::default();
+    let shutdown = shared.lifecycle.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    loop {
+        let ready = std::future::poll_fn(|cx| {
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            socket.poll_recv_ready(cx).map(Some)
+        })
+        .await;
+        match ready {
+            None => return,
+            Some(Err(err)) => {
+                runtime::with_gil(|py| log::log(py, ERROR, &format!("datagram socket failed: {err}"), None));
+                return;
+            }
+            Some(Ok(())) => {}
+        }
+        let fd = socket.as_raw_fd();
+        match socket.try_io(Interest::READABLE, || batch.receive(fd)) {
+            Ok(count) => {
+                let unsent = runtime::with_gil(|py| deliver_batch(py, &shared, &socket, &batch, count, &mut addresses));
+                for (reply, target) in unsent {
+                    if let Ok(n) = socket.send_to(&reply, target).await {
+                        shared.stats.datagrams_out.fetch_add(1, Relaxed);
+                        shared.stats.bytes_out.fetch_add(n as u64, Relaxed);
+                    }
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => {
+                shared.stats.errors.fetch_add(1, Relaxed);
+                runtime::with_gil(|py| log::log(py, ERROR, &format!("receiving datagrams failed: {err}"), None));
+            }
+        }
+    }
+}
+
+const NEW: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// A UDP server: `on_datagram(data, address)` runs for every datagram, and what it returns
+/// (bytes-like) is sent back to the sender. Receiving is batched in Rust.
+#[pyclass(name = "UdpServer", module = "rsock._rsock", subclass, frozen)]
+pub struct UdpServer {
+    shared: Arc<UdpShared>,
+    socket: Mutex<Option<std::net::UdpSocket>>,
+    address: SocketAddr,
+    state: AtomicU8,
+}
+
+#[pymethods]
+impl UdpServer {
+    #[new]
+    #[pyo3(signature = (address=None, on_datagram=None, *, reuse_port=false))]
+    fn new(
+        py: Python<'_>,
+        address: Option<&Bound<'_, PyAny>>,
+        on_datagram: Option<Bound<'_, PyAny>>,
+        reuse_port: bool,
+    ) -> PyResult<Self> {
+        let on_datagram = match on_datagram.filter(|h| !h.is_none()) {
+            None => None,
+            Some(h) if h.is_callable() => Some(h.unbind()),
+            Some(h) => {
+                return Err(PyTypeError::new_err(format!(
+                    "on_datagram must be callable or None, not {}",
+                    crate::addr::type_name(&h)
+                )));
+            }
+        };
+        let address = server_common::default_address(py, address)?;
+        let target = endpoint(py, &address, libc::SOCK_DGRAM, true)?;
+        let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |_| Ok(()))?;
+        let socket = std::net::UdpSocket::from(socket);
+        let local = socket.local_addr().map_err(|e| io_error(&e))?;
+        let shared = Arc::new(UdpShared {
+            on_datagram,
+            stats: Stats::default(),
+            lifecycle: Arc::new(Lifecycle::default()),
+        });
+        Ok(UdpServer {
+            shared,
+            socket: Mutex::new(Some(socket)),
+            address: local,
+            state: AtomicU8::new(NEW),
+        })
+    }
+
+    /// Starts serving in the background and returns at once.
+    fn start(&self) -> PyResult<()> {
+        match self.state.compare_exchange(NEW, RUNNING, Relaxed, Relaxed) {
+            Ok(_) => {
+                let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let socket = socket.ok_or_else(|| PyRuntimeError::new_err("server has no socket"))?;
+                server_common::register(&self.shared.lifecycle);
+                let task = self.shared.lifecycle.task();
+                runtime::spawn(serve_datagrams(self.shared.clone(), socket, task));
+                Ok(())
+            }
+            Err(RUNNING) => Ok(()),
+            Err(_) => Err(PyRuntimeError::new_err("server is stopped")),
+        }
+    }
+
+    /// Serves until stop() is called or Ctrl-C, which stops the server and propagates.
+    fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
+        self.start()?;
+        if let Err(err) = runtime::wait(py, &self.shared.lifecycle.stopped, None) {
+            self.stop(py, None)?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Stops receiving; waits up to `timeout` seconds for the handler in progress to finish.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
+        if self.state.swap(STOPPED, Relaxed) == NEW {
+            self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.shared.lifecycle.stopped.set();
+            return Ok(());
+        }
+        self.shared.lifecycle.begin_stop();
+        if !runtime::on_io_thread() {
+            runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))?;
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
+        slf.get().start()?;
+        Ok(slf)
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.stop(py, None)?;
+        Ok(false)
+    }
+
+    /// The address the server is bound to, with the real port when bound to port 0.
+    #[getter]
+    fn address<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        socket_address_to_py(py, &self.address)
+    }
+
+    /// Whether the server is receiving.
+    #[getter]
+    fn running(&self) -> bool {
+        self.state.load(Relaxed) == RUNNING && !self.shared.lifecycle.shutdown.is_cancelled()
+    }
+
+    /// Counters: datagrams_in, datagrams_out, bytes_in, bytes_out, errors.
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = &self.shared.stats;
+        let stats = PyDict::new(py);
+        stats.set_item("datagrams_in", s.datagrams_in.load(Relaxed))?;
+        stats.set_item("datagrams_out", s.datagrams_out.load(Relaxed))?;
+        stats.set_item("bytes_in", s.bytes_in.load(Relaxed))?;
+        stats.set_item("bytes_out", s.bytes_out.load(Relaxed))?;
+        stats.set_item("errors", s.errors.load(Relaxed))?;
+        Ok(stats)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.state.load(Relaxed) {
+            NEW => "not started",
+            RUNNING if self.running() => "running",
+            _ => "stopped",
+        };
+        format!(
+            "<UdpServer {} {state}, {} datagrams>",
+            self.address,
+            self.shared.stats.datagrams_in.load(Relaxed)
+        )
+    }
+}
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<UdpServer>()
+}
