@@ -5,6 +5,7 @@
 use pyo3::prelude::*;
 
 mod addr;
+mod aio;
 mod ancillary;
 mod args;
 mod buffer;
@@ -22,6 +23,7 @@ mod udp;
 fn _rsock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     socket::init_pymodule(m)?;
+    aio::init_pymodule(m)?;
     resolver::init_pymodule(m)?;
     server_common::init_pymodule(m)?;
     tcp::init_pymodule(m)?;

@@ -69,6 +69,8 @@ struct ServerShared {
     connections: Mutex<HashMap<u64, Arc<ConnShared>>>,
     next_id: AtomicU64,
     lifecycle: Arc<Lifecycle>,
+    /// Set by rsock.aio: runs an awaitable a handler returned on the caller's event loop.
+    async_bridge: Mutex<Option<Py<PyAny>>>,
 }
 
 impl ServerShared {
@@ -88,6 +90,14 @@ struct Io {
     /// written with one syscall after the last.
     gathering: Option<BytesMut>,
     close_requested: bool,
+    /// An async handler of this connection is running on the caller's event loop: reading waits for it,
+    /// so replies go out in the order the messages came.
+    awaiting: bool,
+    /// An async handler failed: the connection ends with its exception.
+    failed: Option<PyErr>,
+    /// The task is delivering a read's messages: replies to them go out even if a handler has
+    /// asked to close (the close takes effect after them).
+    delivering: bool,
 }
 
 struct ConnShared {
@@ -130,7 +140,7 @@ impl ConnShared {
     /// the same bytes and is queued without a copy.
     fn write(&self, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         let mut io = self.io();
-        if io.close_requested {
+        if io.close_requested && !io.delivering {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
         if let Some(gathered) = io.gathering.as_mut() {
@@ -197,9 +207,11 @@ impl ConnShared {
         Ok(io.pending.is_empty())
     }
 
-    /// Starts gathering output (framed replies) into `buffer`.
+    /// Starts delivering a read's framed messages, gathering their replies into `buffer`.
     fn start_gathering(&self, buffer: BytesMut) {
-        self.io().gathering = Some(buffer);
+        let mut io = self.io();
+        io.gathering = Some(buffer);
+        io.delivering = true;
     }
 
     /// Writes what was gathered and hands the (emptied) buffer back for reuse.
@@ -212,6 +224,7 @@ impl ConnShared {
         } else {
             self.write(&gathered, None)
         };
+        self.io().delivering = false;
         gathered.clear();
         (result, gathered)
     }
@@ -287,6 +300,30 @@ impl Connection {
     /// Closes the connection once the output already queued is sent.
     fn close(&self) {
         self.shared.request_close();
+    }
+
+    /// rsock.aio's report that an async handler finished: its reply is sent (or its exception ends
+    /// the connection) and reading resumes.
+    #[pyo3(signature = (reply, exc=None))]
+    fn _handler_done(&self, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let shared = &self.shared;
+        let failure = match exc.filter(|e| !e.is_none()) {
+            Some(exc) => Some(PyErr::from_value(exc.clone())),
+            None if reply.is_none() => None,
+            None => match send_message(shared, reply) {
+                Ok(Ok(())) => None,
+                Ok(Err(err)) => Some(io_error(&err)),
+                Err(err) => Some(err),
+            },
+        };
+        let mut io = shared.io();
+        io.awaiting = false;
+        if failure.is_some() {
+            io.failed = failure;
+        }
+        drop(io);
+        shared.wake();
+        Ok(())
     }
 
     fn __repr__(&self) -> String {
@@ -374,6 +411,9 @@ fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message:
     if reply.is_none() {
         return Ok(());
     }
+    if is_awaitable(&reply) {
+        return hand_to_loop(py, conn, Some(py_conn), &reply).map_err(Outcome::Handler);
+    }
     match send_message(conn, &reply) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(Outcome::Io(err)),
@@ -381,19 +421,62 @@ fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message:
     }
 }
 
+fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
+    value.hasattr(pyo3::intern!(value.py(), "__await__")).unwrap_or(false)
+}
+
+/// Hands an awaitable a handler returned to rsock.aio's bridge, which runs it on the caller's event
+/// loop and reports back through `Connection._handler_done`; meanwhile the connection reads nothing.
+fn hand_to_loop(
+    py: Python<'_>,
+    conn: &ConnShared,
+    py_conn: Option<&Py<Connection>>,
+    awaitable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let bridge = conn
+        .server
+        .async_bridge
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|b| b.clone_ref(py));
+    let Some(bridge) = bridge else {
+        return Err(PyTypeError::new_err(
+            "a handler returned an awaitable; async handlers need rsock.aio.TcpServer, which runs them on the event loop",
+        ));
+    };
+    if py_conn.is_some() {
+        conn.io().awaiting = true;
+    }
+    bridge.bind(py).call1((awaitable, py_conn.map(|c| c.bind(py))))?;
+    Ok(())
+}
+
 /// Delivers what one read brought: the chunk itself, or every whole frame it completed (their
 /// replies gathered into one write).
 fn deliver_read(conn: &ConnShared, py_conn: &Py<Connection>, data: &[u8], framed: &mut Framed) -> Result<(), Outcome> {
     conn.server.stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
-    let Some(decoder) = framed.decoder.as_mut() else {
-        return runtime::with_gil(|py| deliver(py, conn, py_conn, data));
-    };
+    if framed.decoder.is_none() {
+        conn.io().delivering = true;
+        let delivered = runtime::with_gil(|py| deliver(py, conn, py_conn, data));
+        conn.io().delivering = false;
+        return delivered;
+    }
     framed.input.extend_from_slice(data);
+    deliver_frames(conn, py_conn, framed)
+}
+
+/// Delivers the whole frames buffered, stopping while an async handler runs (the rest wait for it).
+fn deliver_frames(conn: &ConnShared, py_conn: &Py<Connection>, framed: &mut Framed) -> Result<(), Outcome> {
+    let Some(decoder) = framed.decoder.as_mut() else {
+        return Ok(());
+    };
     conn.start_gathering(std::mem::take(&mut framed.output));
     let delivered = runtime::with_gil(|py| {
         while let Some(frame) = decoder.next_frame(&mut framed.input).map_err(Outcome::Framing)? {
             deliver(py, conn, py_conn, &frame)?;
-            if conn.io().close_requested {
+            let io = conn.io();
+            if io.close_requested || io.awaiting {
                 break;
             }
         }
@@ -413,19 +496,25 @@ struct Framed {
 
 /// Serves one connection until it ends, then reports the end to the application.
 async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn: Py<Connection>) {
-    let server = conn.server.clone();
-    let outcome = match call_on_connect(&server, &py_conn) {
+    let outcome = match call_on_connect(&conn, &py_conn) {
         Ok(()) => connection_loop(&conn, &stream, &py_conn).await,
         Err(err) => Outcome::Handler(err),
     };
     finish_connection(&conn, py_conn, outcome);
 }
 
-fn call_on_connect(server: &ServerShared, py_conn: &Py<Connection>) -> PyResult<()> {
-    match server.handlers.on_connect.as_ref() {
-        Some(handler) => runtime::with_gil(|py| handler.bind(py).call1((py_conn.bind(py),)).map(drop)),
-        None => Ok(()),
-    }
+fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> {
+    let Some(handler) = conn.server.handlers.on_connect.as_ref() else {
+        return Ok(());
+    };
+    runtime::with_gil(|py| {
+        let result = handler.bind(py).call1((py_conn.bind(py),))?;
+        if is_awaitable(&result) {
+            // Messages wait until the async on_connect is done.
+            return hand_to_loop(py, conn, Some(py_conn), &result);
+        }
+        Ok(())
+    })
 }
 
 /// What woke a connection's task.
@@ -450,18 +539,31 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     let shutdown = server.lifecycle.shutdown.cancelled();
     tokio::pin!(shutdown);
     let mut watching_shutdown = false;
+    let mut awaiting_was = false;
     loop {
-        let (pending, close_requested) = {
-            let io = conn.io();
-            (io.pending_bytes, io.close_requested)
+        let (pending, close_requested, awaiting) = {
+            let mut io = conn.io();
+            if let Some(err) = io.failed.take() {
+                return Outcome::Handler(err);
+            }
+            (io.pending_bytes, io.close_requested, io.awaiting)
         };
-        if pending == 0 && (close_requested || !reading) {
+        if awaiting_was && !awaiting && !framed.input.is_empty() {
+            // An async handler finished: deliver the frames that arrived behind its message first.
+            awaiting_was = false;
+            if let Err(outcome) = deliver_frames(conn, py_conn, &mut framed) {
+                return outcome;
+            }
+            continue;
+        }
+        awaiting_was = awaiting;
+        if pending == 0 && !awaiting && (close_requested || !reading) {
             return Outcome::Closed;
         }
         if pending > WRITE_LIMIT {
             return Outcome::SlowReader(pending);
         }
-        let may_read = reading && !close_requested && pending < WRITE_HIGH_WATER;
+        let may_read = reading && !close_requested && !awaiting && pending < WRITE_HIGH_WATER;
         // One hand-written poll instead of select!: no future is built or dropped per wake-up.
         let event = std::future::poll_fn(|cx| {
             conn.waker.register(cx.waker());
@@ -585,8 +687,14 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
             let exc = error
                 .as_ref()
                 .map_or_else(|| py.None().into_bound(py), |e| e.value(py).clone().into_any());
-            if let Err(err) = handler.bind(py).call1((py_conn.bind(py), exc)) {
-                log::log(py, ERROR, "on_disconnect raised", Some(&err));
+            match handler.bind(py).call1((py_conn.bind(py), exc)) {
+                Ok(result) if is_awaitable(&result) => {
+                    if let Err(err) = hand_to_loop(py, conn, None, &result) {
+                        log::log(py, ERROR, "on_disconnect could not be run", Some(&err));
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => log::log(py, ERROR, "on_disconnect raised", Some(&err)),
             }
         }
         drop(py_conn);
@@ -642,6 +750,9 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             pending_bytes: 0,
             gathering: None,
             close_requested: false,
+            awaiting: false,
+            failed: None,
+            delivering: false,
         }),
         woken: AtomicBool::new(false),
         waker: AtomicWaker::new(),
@@ -743,6 +854,7 @@ impl TcpServer {
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             lifecycle: Arc::new(Lifecycle::default()),
+            async_bridge: Mutex::new(None),
         });
         Ok(TcpServer {
             shared,
@@ -750,6 +862,21 @@ impl TcpServer {
             address: local,
             state: AtomicU8::new(NEW),
         })
+    }
+
+    /// rsock.aio's hook: `bridge(awaitable, connection_or_None)` runs what async handlers return.
+    fn _set_async_bridge(&self, bridge: Py<PyAny>) {
+        *self.shared.async_bridge.lock().unwrap_or_else(|e| e.into_inner()) = Some(bridge);
+    }
+
+    /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).
+    fn _begin_stop(&self) {
+        if self.state.swap(STOPPED, Relaxed) == NEW {
+            self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.shared.lifecycle.stopped.set();
+        } else {
+            self.shared.lifecycle.begin_stop();
+        }
     }
 
     /// Starts serving in the background and returns at once.
@@ -783,12 +910,7 @@ impl TcpServer {
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
-        if self.state.swap(STOPPED, Relaxed) == NEW {
-            self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.shared.lifecycle.stopped.set();
-            return Ok(());
-        }
-        self.shared.lifecycle.begin_stop();
+        self._begin_stop();
         if runtime::on_io_thread() {
             return Ok(());
         }

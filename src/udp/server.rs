@@ -45,6 +45,49 @@ struct UdpShared {
     on_datagram: Option<Py<PyAny>>,
     stats: Stats,
     lifecycle: Arc<Lifecycle>,
+    /// Set by rsock.aio: runs an awaitable a handler returned on the caller's event loop.
+    async_bridge: Mutex<Option<Py<PyAny>>>,
+}
+
+/// Where the reply of an async `on_datagram` goes, once rsock.aio reports it done.
+#[pyclass(name = "DatagramReply", module = "rsock._rsock", frozen)]
+pub struct DatagramReply {
+    shared: Arc<UdpShared>,
+    socket: Arc<UdpSocket>,
+    target: SocketAddr,
+}
+
+#[pymethods]
+impl DatagramReply {
+    /// Sends the reply an async handler returned (nothing for None); an exception is logged.
+    #[pyo3(signature = (reply, exc=None))]
+    fn _handler_done(&self, py: Python<'_>, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let stats = &self.shared.stats;
+        let sent = match exc.filter(|e| !e.is_none()) {
+            Some(exc) => Err(PyErr::from_value(exc.clone())),
+            None if reply.is_none() => return Ok(()),
+            None => with_readable(reply, |bytes| {
+                self.socket.try_send_to(bytes, self.target).map_err(|e| io_error(&e))
+            })
+            .and_then(|r| r),
+        };
+        match sent {
+            Ok(n) => {
+                stats.datagrams_out.fetch_add(1, Relaxed);
+                stats.bytes_out.fetch_add(n as u64, Relaxed);
+            }
+            Err(err) => {
+                stats.errors.fetch_add(1, Relaxed);
+                log::log(
+                    py,
+                    ERROR,
+                    &format!("handler for a datagram from {} failed", self.target),
+                    Some(&err),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Buffers and addresses for one recvmmsg(2) batch, reused for every batch.
@@ -136,8 +179,8 @@ impl AddressCache {
 /// Runs the handler over one batch; replies the socket cannot take right now are returned.
 fn deliver_batch(
     py: Python<'_>,
-    shared: &UdpShared,
-    socket: &UdpSocket,
+    shared: &Arc<UdpShared>,
+    socket: &Arc<UdpSocket>,
     batch: &RecvBatch,
     count: usize,
     addresses: &mut AddressCache,
@@ -167,6 +210,9 @@ fn deliver_batch(
             .and_then(|address| handler.bind(py).call1((PyBytes::new(py, data), address)));
         let sent = match reply {
             Ok(reply) if reply.is_none() => continue,
+            Ok(reply) if reply.hasattr(pyo3::intern!(py, "__await__")).unwrap_or(false) => {
+                hand_to_loop(py, shared, socket, sender, &reply)
+            }
             Ok(reply) => with_readable(&reply, |bytes| match socket.try_send_to(bytes, sender) {
                 Ok(n) => {
                     stats.datagrams_out.fetch_add(1, Relaxed);
@@ -195,9 +241,37 @@ fn deliver_batch(
     unsent
 }
 
+/// Passes an awaitable `on_datagram` returned to rsock.aio's bridge; its result is sent to `target`.
+fn hand_to_loop(
+    py: Python<'_>,
+    shared: &Arc<UdpShared>,
+    socket: &Arc<UdpSocket>,
+    target: SocketAddr,
+    awaitable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let bridge = shared
+        .async_bridge
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|b| b.clone_ref(py));
+    let Some(bridge) = bridge else {
+        return Err(PyTypeError::new_err(
+            "on_datagram returned an awaitable; async handlers need rsock.aio.UdpServer, which runs them on the event loop",
+        ));
+    };
+    let reply = DatagramReply {
+        shared: shared.clone(),
+        socket: socket.clone(),
+        target,
+    };
+    bridge.bind(py).call1((awaitable, Py::new(py, reply)?))?;
+    Ok(())
+}
+
 async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _task: TaskGuard) {
     let socket = match UdpSocket::from_std(socket) {
-        Ok(socket) => socket,
+        Ok(socket) => Arc::new(socket),
         Err(err) => {
             runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot serve datagrams: {err}"), None));
             return;
@@ -286,6 +360,7 @@ impl UdpServer {
             on_datagram,
             stats: Stats::default(),
             lifecycle: Arc::new(Lifecycle::default()),
+            async_bridge: Mutex::new(None),
         });
         Ok(UdpServer {
             shared,
@@ -293,6 +368,21 @@ impl UdpServer {
             address: local,
             state: AtomicU8::new(NEW),
         })
+    }
+
+    /// rsock.aio's hook: `bridge(awaitable, reply_target)` runs what an async `on_datagram` returns.
+    fn _set_async_bridge(&self, bridge: Py<PyAny>) {
+        *self.shared.async_bridge.lock().unwrap_or_else(|e| e.into_inner()) = Some(bridge);
+    }
+
+    /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).
+    fn _begin_stop(&self) {
+        if self.state.swap(STOPPED, Relaxed) == NEW {
+            self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.shared.lifecycle.stopped.set();
+        } else {
+            self.shared.lifecycle.begin_stop();
+        }
     }
 
     /// Starts serving in the background and returns at once.
@@ -325,12 +415,7 @@ impl UdpServer {
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
-        if self.state.swap(STOPPED, Relaxed) == NEW {
-            self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.shared.lifecycle.stopped.set();
-            return Ok(());
-        }
-        self.shared.lifecycle.begin_stop();
+        self._begin_stop();
         if !runtime::on_io_thread() {
             runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))?;
         }
@@ -388,5 +473,6 @@ impl UdpServer {
 }
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<UdpServer>()
+    m.add_class::<UdpServer>()?;
+    m.add_class::<DatagramReply>()
 }

@@ -1,0 +1,588 @@
+"""rsock for asyncio: the stream API of ``asyncio`` (``open_connection``, ``start_server``, readers and
+writers) and rsock's high-level clients and servers, awaitable on whatever loop is running (the default
+loop, uvloop, a notebook's, pytest-asyncio's).
+
+The streams are driven by the running loop: it reports when a socket is ready, and rsock's native
+transport does the recv/send calls, the buffering and the framing on the loop's own thread. A read whose
+data is already buffered completes without a trip through the loop.
+
+Code written for asyncio streams runs by changing the import::
+
+    from rsock import aio as asyncio_streams
+    reader, writer = await asyncio_streams.open_connection("127.0.0.1", 8888)
+"""
+
+import asyncio
+import contextvars
+import functools
+
+from rsock import _rsock, sockets
+
+__all__ = [
+    "Server",
+    "StreamReader",
+    "StreamWriter",
+    "TcpClient",
+    "TcpServer",
+    "UdpClient",
+    "UdpServer",
+    "open_connection",
+    "start_server",
+]
+
+_DEFAULT_LIMIT = 2**16
+
+
+class StreamReader:
+    """Reads from a connection, with asyncio.StreamReader's methods (each an awaitable)."""
+
+    __slots__ = ("_transport", "at_eof", "read", "readexactly", "readline", "readuntil")
+
+    def __init__(self, transport):
+        self._transport = transport
+        # The native methods themselves, so a call costs no Python frame.
+        self.read = transport.read
+        self.readline = transport.readline
+        self.readexactly = transport.readexactly
+        self.readuntil = transport.readuntil
+        self.at_eof = transport.at_eof
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    def __repr__(self):
+        return f"<rsock.aio.StreamReader {self._transport.get_extra_info('peername')}>"
+
+
+class StreamWriter:
+    """Writes to a connection, with asyncio.StreamWriter's methods; ``drain()`` waits while the peer
+    does not keep up."""
+
+    __slots__ = (
+        "_transport",
+        "can_write_eof",
+        "close",
+        "drain",
+        "get_extra_info",
+        "is_closing",
+        "wait_closed",
+        "write",
+        "write_eof",
+        "writelines",
+    )
+
+    def __init__(self, transport):
+        self._transport = transport
+        self.write = transport.write
+        self.writelines = transport.writelines
+        self.drain = transport.drain
+        self.write_eof = transport.write_eof
+        self.can_write_eof = transport.can_write_eof
+        self.close = transport.close
+        self.is_closing = transport.is_closing
+        self.wait_closed = transport.wait_closed
+        self.get_extra_info = transport.get_extra_info
+
+    @property
+    def transport(self):
+        return self._transport
+
+    def __repr__(self):
+        return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
+
+
+def _streams(transport):
+    transport._start()
+    return StreamReader(transport), StreamWriter(transport)
+
+
+async def _connect_socket(loop, host, port, family, proto, flags, local_addr):
+    """An rsock socket connected to (host, port): each address tried in turn, as asyncio does."""
+    infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
+    if not infos:
+        raise OSError("getaddrinfo() returned empty list")
+    errors = []
+    for af, kind, protocol, _, address in infos:
+        sock = sockets.socket(af, kind, protocol)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
+            if local_addr is not None:
+                sock.bind(local_addr)
+            await loop.sock_connect(sock, address)
+            return sock
+        except OSError as exc:
+            errors.append(exc)
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+    if len(errors) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+
+
+def _adopt(sock):
+    """An rsock socket for a socket given by the caller (a stdlib one is taken over by descriptor)."""
+    if isinstance(sock, sockets.socket):
+        return sock
+    return sockets.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+
+
+async def open_connection(
+    host=None,
+    port=None,
+    *,
+    limit=_DEFAULT_LIMIT,
+    ssl=None,
+    family=0,
+    proto=0,
+    flags=0,
+    sock=None,
+    local_addr=None,
+    **kwargs,
+):
+    """Connects and returns ``(reader, writer)``, as ``asyncio.open_connection``. With ``ssl`` this hands
+    over to asyncio's own implementation (rsock's transport does not do TLS)."""
+    if ssl is not None:
+        return await asyncio.open_connection(
+            host, port, limit=limit, ssl=ssl, family=family, proto=proto, flags=flags, sock=sock,
+            local_addr=local_addr, **kwargs,
+        )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    if sock is None:
+        sock = await _connect_socket(loop, host, port, family, proto, flags, local_addr)
+    else:
+        sock = _adopt(sock)
+    return _streams(_rsock.StreamTransport(loop, sock, limit))
+
+
+class Server:
+    """What ``start_server`` returns, as asyncio.Server: listening sockets that hand each connection to
+    the callback."""
+
+    def __init__(self, loop, listeners, client_connected_cb, limit, context):
+        self._loop = loop
+        self._listeners = listeners
+        self._callback = client_connected_cb
+        self._limit = limit
+        self._context = context
+        self._serving = False
+        self._serving_forever = None
+
+    def get_loop(self):
+        return self._loop
+
+    @property
+    def sockets(self):
+        return tuple(self._listeners)
+
+    def is_serving(self):
+        return self._serving
+
+    async def start_serving(self):
+        self._start_serving()
+
+    def _start_serving(self):
+        if self._serving:
+            return
+        self._serving = True
+        for listener in self._listeners:
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def _accept(self, listener):
+        # Take every connection waiting, not just one per wake-up.
+        for _ in range(128):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._loop.call_exception_handler({"message": "accept failed", "exception": exc, "socket": listener})
+                return
+            conn.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
+            reader, writer = _streams(_rsock.StreamTransport(self._loop, conn, self._limit))
+            result = self._context.run(self._callback, reader, writer)
+            if asyncio.iscoroutine(result):
+                self._loop.create_task(result, context=self._context)
+
+    def close(self):
+        if not self._listeners:
+            return
+        for listener in self._listeners:
+            if self._serving:
+                self._loop.remove_reader(listener.fileno())
+            listener.close()
+        self._listeners = []
+        self._serving = False
+        if self._serving_forever is not None and not self._serving_forever.done():
+            self._serving_forever.cancel()
+
+    async def wait_closed(self):
+        return
+
+    async def serve_forever(self):
+        if self._serving_forever is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if not self._listeners:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever = self._loop.create_future()
+        try:
+            await self._serving_forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self):
+        return f"<rsock.aio.Server sockets={self.sockets!r}>"
+
+
+def _listening_sockets(infos, backlog, reuse_address, reuse_port):
+    listeners = []
+    try:
+        for af, kind, proto, _, address in infos:
+            sock = sockets.socket(af, kind, proto)
+            listeners.append(sock)
+            if reuse_address is not False:
+                sock.setsockopt(sockets.SOL_SOCKET, sockets.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(sockets.SOL_SOCKET, sockets.SO_REUSEPORT, 1)
+            if af == sockets.AF_INET6:
+                sock.setsockopt(sockets.IPPROTO_IPV6, sockets.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as err:
+                raise OSError(
+                    err.errno, f"error while attempting to bind on address {address!r}: {err.strerror.lower()}"
+                ) from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
+async def start_server(
+    client_connected_cb,
+    host=None,
+    port=None,
+    *,
+    limit=_DEFAULT_LIMIT,
+    family=sockets.AF_UNSPEC,
+    flags=sockets.AI_PASSIVE,
+    sock=None,
+    backlog=100,
+    ssl=None,
+    reuse_address=None,
+    reuse_port=None,
+    start_serving=True,
+    **kwargs,
+):
+    """Listens and calls ``client_connected_cb(reader, writer)`` for each connection (scheduled as a
+    task when it is a coroutine function), as ``asyncio.start_server``. With ``ssl`` this hands over to
+    asyncio's own implementation."""
+    if ssl is not None:
+        return await asyncio.start_server(
+            client_connected_cb, host, port, limit=limit, family=family, flags=flags, sock=sock,
+            backlog=backlog, ssl=ssl, reuse_address=reuse_address, reuse_port=reuse_port,
+            start_serving=start_serving, **kwargs,
+        )  # fmt: skip
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        listeners = [_adopt(sock)]
+        listeners[0].setblocking(False)
+    else:
+        infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, flags=flags)
+        # One listener per distinct address, as asyncio does for a host that resolves to several.
+        unique = list(dict.fromkeys(infos))
+        listeners = _listening_sockets(unique, backlog, reuse_address, reuse_port)
+    server = Server(loop, listeners, client_connected_cb, limit, contextvars.copy_context())
+    if start_serving:
+        server._start_serving()
+    return server
+
+
+class TcpClient:
+    """An asyncio TCP client with rsock's framing: ``await TcpClient.connect(address, framing="line")``,
+    then ``await send()``, ``recv()``, ``recv_exactly()``, ``recv_message()``, ``request()``."""
+
+    __slots__ = ("_timeout", "_transport", "recv_message", "request", "send")
+
+    def __init__(self, transport, timeout):
+        self._transport = transport
+        self._timeout = timeout
+        if timeout is None:
+            self.send = transport.write_message
+            self.recv_message = transport.read_message
+            self.request = transport.request
+        else:
+            self.send = functools.partial(self._limited, transport.write_message)
+            self.recv_message = functools.partial(self._limited, transport.read_message)
+            self.request = functools.partial(self._limited, transport.request)
+
+    async def _limited(self, call, *args):
+        return await asyncio.wait_for(call(*args), self._timeout)
+
+    @classmethod
+    async def connect(cls, address, *, timeout=None, framing=None, max_frame_size=16 * 1024 * 1024):
+        """Connects to ``address`` (a ``(host, port)`` tuple); ``timeout`` bounds the connect and each
+        later call."""
+        loop = asyncio.get_running_loop()
+        host, port = address
+        connecting = _connect_socket(loop, host, port, 0, 0, 0, None)
+        sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
+        transport = _rsock.StreamTransport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size)
+        transport._start()
+        return cls(transport, timeout)
+
+    async def recv(self, n=65536):
+        """Up to ``n`` bytes; b"" at end of stream."""
+        return await self._call(self._transport.read(n))
+
+    async def recv_exactly(self, n):
+        """Exactly ``n`` bytes; asyncio.IncompleteReadError if the connection ends first."""
+        return await self._call(self._transport.readexactly(n))
+
+    async def _call(self, awaitable):
+        if self._timeout is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, self._timeout)
+
+    async def close(self):
+        self._transport.close()
+        await self._transport.wait_closed()
+
+    @property
+    def closed(self):
+        return self._transport.is_closing()
+
+    @property
+    def peer(self):
+        return self._transport.get_extra_info("peername")
+
+    @property
+    def local(self):
+        return self._transport.get_extra_info("sockname")
+
+    @property
+    def framing(self):
+        return self._transport.framing
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<rsock.aio.TcpClient {self.peer} {state}>"
+
+
+class UdpClient:
+    """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
+    The datagrams go through rsock's socket; the loop only says when it is ready."""
+
+    def __init__(self, address=None, *, family=sockets.AF_INET):
+        if address is not None:
+            family = sockets.AF_INET6 if ":" in (address[0] or "") else sockets.AF_INET
+        self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
+        self._sock.setblocking(False)
+        if address is not None:
+            self._sock.bind(address)
+
+    async def sendto(self, data, address):
+        if len(data) > _max_datagram(self._sock.family):
+            raise OSError(
+                _errno_msgsize(),
+                f"datagram of {len(data)} bytes is larger than the largest UDP datagram "
+                f"({_max_datagram(self._sock.family)} bytes)",
+            )
+        return await asyncio.get_running_loop().sock_sendto(self._sock, data, address)
+
+    async def recvfrom(self, bufsize=65536, *, timeout=None):
+        """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
+        loop = asyncio.get_running_loop()
+        receiving = loop.sock_recvfrom(self._sock, bufsize + 1)
+        data, address = await (receiving if timeout is None else asyncio.wait_for(receiving, timeout))
+        if len(data) > bufsize:
+            raise OSError(_errno_msgsize(), f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped")
+        return data, address
+
+    async def request(self, data, address, timeout=1.0, retries=3):
+        """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``."""
+        loop = asyncio.get_running_loop()
+        for _ in range(retries + 1):
+            await self.sendto(data, address)
+            deadline = loop.time() + timeout
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    reply, sender = await self.recvfrom(timeout=left)
+                except TimeoutError:
+                    break
+                if sender[:2] == tuple(address)[:2]:
+                    return reply
+        raise TimeoutError(f"no reply from {address!r} after {retries + 1} attempts")
+
+    def close(self):
+        self._sock.close()
+
+    @property
+    def local(self):
+        return self._sock.getsockname()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+
+def _max_datagram(family):
+    return 65527 if family == sockets.AF_INET6 else 65507
+
+
+def _errno_msgsize():
+    import errno
+
+    return errno.EMSGSIZE
+
+
+class _Bridge:
+    """Runs, on the caller's event loop and in the caller's context, the awaitables that a server's
+    handlers return on rsock's I/O thread, and reports each result back to the server."""
+
+    __slots__ = ("_context", "_loop", "_server")
+
+    def __init__(self, loop, context, server):
+        self._loop = loop
+        self._context = context
+        self._server = server
+
+    def __call__(self, awaitable, reply_to):
+        try:
+            self._loop.call_soon_threadsafe(self._start, awaitable, reply_to, context=self._context)
+        except RuntimeError:
+            # The loop is closed: nothing can run handlers any more, so the server stops.
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            if reply_to is not None:
+                reply_to._handler_done(None, ConnectionAbortedError("the server's event loop is closed"))
+            self._server._begin_stop()
+
+    def _start(self, awaitable, reply_to):
+        task = asyncio.ensure_future(awaitable, loop=self._loop)
+        if reply_to is not None:
+            task.add_done_callback(functools.partial(_report, reply_to))
+
+    def __repr__(self):
+        return f"<rsock.aio bridge to {self._loop!r}>"
+
+
+def _report(reply_to, task):
+    if task.cancelled():
+        reply_to._handler_done(None, asyncio.CancelledError())
+    elif (exc := task.exception()) is not None:
+        reply_to._handler_done(None, exc)
+    else:
+        reply_to._handler_done(task.result())
+
+
+class _AsyncServer:
+    """The asyncio lifecycle over one of rsock's native servers: handlers may be ``async def`` (run on
+    the loop that started the server, with its context) or plain functions (run on rsock's I/O thread)."""
+
+    _native_type = None
+
+    def __init__(self, *args, **kwargs):
+        self._server = self._native_type(*args, **kwargs)
+        self._stopped = None
+
+    async def start(self):
+        """Starts serving in the background, bound to the running loop."""
+        loop = asyncio.get_running_loop()
+        if self._stopped is None:
+            self._server._set_async_bridge(_Bridge(loop, contextvars.copy_context(), self._server))
+            self._stopped = loop.create_future()
+        self._server.start()
+
+    async def stop(self, timeout=None):
+        """Stops, letting replies already produced (including those of async handlers still running)
+        go out; waits in a worker thread so the loop keeps running those handlers meanwhile."""
+        self._server._begin_stop()
+        await asyncio.get_running_loop().run_in_executor(None, self._server.stop, timeout)
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
+
+    async def serve_forever(self):
+        """Serves until stop() or until the task is cancelled (which stops the server)."""
+        await self.start()
+        try:
+            await asyncio.shield(self._stopped)
+        except asyncio.CancelledError:
+            await self.stop()
+            raise
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+    @property
+    def address(self):
+        return self._server.address
+
+    @property
+    def running(self):
+        return self._server.running
+
+    @property
+    def stats(self):
+        return self._server.stats
+
+    def __repr__(self):
+        return f"<rsock.aio.{type(self).__name__} {self._server!r}>"
+
+
+class TcpServer(_AsyncServer):
+    """rsock.TcpServer for asyncio: the same arguments; ``on_message``, ``on_connect`` and
+    ``on_disconnect`` may be ``async def``. ``await start()``, ``await stop()``, ``async with``."""
+
+    _native_type = _rsock.TcpServer
+
+    def broadcast(self, data, exclude=None):
+        """Sends ``data`` to every connection (but ``exclude``); returns how many it went to."""
+        return self._server.broadcast(data, exclude)
+
+    @property
+    def framing(self):
+        return self._server.framing
+
+
+class UdpServer(_AsyncServer):
+    """rsock.UdpServer for asyncio: ``on_datagram(data, address)`` may be ``async def``."""
+
+    _native_type = _rsock.UdpServer

@@ -1,0 +1,12 @@
+//! The asyncio side: `StreamTransport`, driven by the running asyncio loop.
+
+use pyo3::prelude::*;
+
+mod stream;
+mod waiter;
+
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<stream::StreamTransport>()?;
+    m.add_class::<stream::Ready>()?;
+    m.add_class::<waiter::Waiter>()
+}

@@ -1,0 +1,222 @@
+//! `Waiter`: rsock's own asyncio-compatible future, the bridge between rsock's completions and
+//! asyncio tasks.
+//!
+//! A task awaiting a `Waiter` registers its wake-up with `add_done_callback`, as for any asyncio
+//! future. When the loop's readable/writable callback completes a waiter, rsock runs those
+//! callbacks at once instead of scheduling them with `call_soon`: the task resumes inside the same
+//! loop iteration, saving a trip through the loop (a handle and a poll) per message. Completions
+//! made while user code runs (close(), cancel()) are scheduled with `call_soon` as asyncio does, so a
+//! task never starts inside another.
+
+use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+pyo3::import_exception!(asyncio, CancelledError);
+pyo3::import_exception!(asyncio, InvalidStateError);
+
+enum State {
+    Pending,
+    Done(PyResult<Py<PyAny>>),
+    Cancelled(Option<Py<PyAny>>),
+}
+
+#[pyclass(module = "rsock._rsock", name = "Waiter")]
+pub struct Waiter {
+    state: State,
+    callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
+    event_loop: Py<PyAny>,
+    /// asyncio's marker of a future-like object; a task sets it back to False when it waits on us.
+    #[pyo3(get, set)]
+    _asyncio_future_blocking: bool,
+}
+
+/// Something to complete once the transport is no longer borrowed.
+pub type Completion = (Py<Waiter>, PyResult<Py<PyAny>>);
+
+impl Waiter {
+    pub fn new(py: Python<'_>, event_loop: &Py<PyAny>) -> PyResult<Py<Waiter>> {
+        Py::new(
+            py,
+            Waiter {
+                state: State::Pending,
+                callbacks: Vec::new(),
+                event_loop: event_loop.clone_ref(py),
+                _asyncio_future_blocking: false,
+            },
+        )
+    }
+
+    pub fn is_pending(&self) -> bool {
+        matches!(self.state, State::Pending)
+    }
+
+    /// Settles a pending waiter with `outcome` and runs its callbacks: at once when `eager` (only from
+    /// the loop's own I/O callbacks), else through `call_soon`. A waiter already settled (cancelled)
+    /// is left as it is.
+    pub fn complete(py: Python<'_>, waiter: &Py<Waiter>, outcome: PyResult<Py<PyAny>>, eager: bool) -> PyResult<()> {
+        let (callbacks, event_loop) = {
+            let mut this = waiter.borrow_mut(py);
+            if !this.is_pending() {
+                return Ok(());
+            }
+            this.state = State::Done(outcome);
+            (std::mem::take(&mut this.callbacks), this.event_loop.clone_ref(py))
+        };
+        run_callbacks(py, waiter, callbacks, &event_loop, eager)
+    }
+}
+
+fn run_callbacks(
+    py: Python<'_>,
+    waiter: &Py<Waiter>,
+    callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
+    event_loop: &Py<PyAny>,
+    eager: bool,
+) -> PyResult<()> {
+    for (callback, context) in callbacks {
+        if eager {
+            let called = match &context {
+                Some(ctx) => ctx
+                    .bind(py)
+                    .call_method1(intern!(py, "run"), (callback.bind(py), waiter.bind(py))),
+                None => callback.bind(py).call1((waiter.bind(py),)),
+            };
+            if let Err(err) = called {
+                let report = PyDict::new(py);
+                report.set_item("message", "Exception in callback of an rsock waiter")?;
+                report.set_item("exception", err.into_value(py))?;
+                event_loop
+                    .bind(py)
+                    .call_method1(intern!(py, "call_exception_handler"), (report,))?;
+            }
+        } else {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("context", context)?;
+            event_loop
+                .bind(py)
+                .call_method(intern!(py, "call_soon"), (callback, waiter.bind(py)), Some(&kwargs))?;
+        }
+    }
+    Ok(())
+}
+
+#[pymethods]
+impl Waiter {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// The awaiting protocol: yields itself to the task while pending, then returns the result.
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let mut this = slf.borrow_mut();
+        match &this.state {
+            State::Pending if this._asyncio_future_blocking => {
+                Err(PyRuntimeError::new_err("await wasn't used with future"))
+            }
+            State::Pending => {
+                this._asyncio_future_blocking = true;
+                Ok(slf.clone().into_any().unbind())
+            }
+            _ => {
+                drop(this);
+                Err(PyStopIteration::new_err((Self::result(&slf.borrow(), py)?,)))
+            }
+        }
+    }
+
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::__next__(slf)
+    }
+
+    #[pyo3(signature = (exc, *_rest))]
+    fn throw(&self, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        Err(PyErr::from_value(exc.clone()))
+    }
+
+    fn get_loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.event_loop.clone_ref(py)
+    }
+
+    fn done(&self) -> bool {
+        !self.is_pending()
+    }
+
+    fn cancelled(&self) -> bool {
+        matches!(self.state, State::Cancelled(_))
+    }
+
+    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match &self.state {
+            State::Pending => Err(InvalidStateError::new_err("Result is not ready.")),
+            State::Done(Ok(value)) => Ok(value.clone_ref(py)),
+            State::Done(Err(err)) => Err(err.clone_ref(py)),
+            State::Cancelled(Some(msg)) => Err(CancelledError::new_err((msg.clone_ref(py),))),
+            State::Cancelled(None) => Err(CancelledError::new_err(())),
+        }
+    }
+
+    fn exception(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        match &self.state {
+            State::Done(Err(err)) => Ok(Some(err.value(py).clone().into_any().unbind())),
+            State::Done(Ok(_)) => Ok(None),
+            _ => self.result(py).map(|_| None),
+        }
+    }
+
+    #[pyo3(signature = (callback, *, context=None))]
+    fn add_done_callback(slf: &Bound<'_, Self>, callback: Py<PyAny>, context: Option<Py<PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let mut this = slf.borrow_mut();
+        if this.is_pending() {
+            this.callbacks.push((callback, context));
+            return Ok(());
+        }
+        let event_loop = this.event_loop.clone_ref(py);
+        drop(this);
+        run_callbacks(py, &slf.clone().unbind(), vec![(callback, context)], &event_loop, false)
+    }
+
+    fn remove_done_callback(&mut self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let before = self.callbacks.len();
+        let mut kept = Vec::with_capacity(before);
+        for (cb, ctx) in std::mem::take(&mut self.callbacks) {
+            if cb.bind(py).eq(callback)? {
+                continue;
+            }
+            kept.push((cb, ctx));
+        }
+        self.callbacks = kept;
+        Ok(before - self.callbacks.len())
+    }
+
+    #[pyo3(signature = (msg=None))]
+    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+        let py = slf.py();
+        let (callbacks, event_loop) = {
+            let mut this = slf.borrow_mut();
+            if !this.is_pending() {
+                return Ok(false);
+            }
+            this.state = State::Cancelled(msg);
+            (std::mem::take(&mut this.callbacks), this.event_loop.clone_ref(py))
+        };
+        run_callbacks(py, &slf.clone().unbind(), callbacks, &event_loop, false)?;
+        Ok(true)
+    }
+
+    fn __repr__(&self) -> String {
+        let state = match self.state {
+            State::Pending => "pending",
+            State::Done(_) => "finished",
+            State::Cancelled(_) => "cancelled",
+        };
+        format!("<rsock Waiter {state}>")
+    }
+}
