@@ -29,9 +29,15 @@ pub fn strerror(errno: i32) -> String {
     unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
+/// `OSError(errno, strerror)` as an instance, so its class is already the errno's subclass
+/// (BlockingIOError, ConnectionResetError, ...) when it is raised: C code that checks the raised type
+/// without normalising it (Cython's `except BlockingIOError`, as in uvloop) sees the right one.
 #[cold]
 pub fn os_error(errno: i32) -> PyErr {
-    PyOSError::new_err((errno, strerror(errno)))
+    Python::attach(|py| match py.get_type::<PyOSError>().call1((errno, strerror(errno))) {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(err) => err,
+    })
 }
 
 #[cold]
