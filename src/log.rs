@@ -33,7 +33,8 @@ pub fn log(py: Python<'_>, level: i32, message: &str, exc: Option<&PyErr>) {
     let result = logger(py).and_then(|logger| {
         let kwargs = PyDict::new(py);
         if let Some(exc) = exc {
-            kwargs.set_item("exc_info", exc.value(py))?;
+            // A (type, value, traceback) triple: the exception object alone may not carry its traceback.
+            kwargs.set_item("exc_info", (exc.get_type(py), exc.value(py), exc.traceback(py)))?;
         }
         logger
             .call_method("log", (level, "%s", message), Some(&kwargs))

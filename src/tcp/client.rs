@@ -134,8 +134,13 @@ impl TcpClient {
         let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
         let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
         // Request/response traffic: send small messages at once rather than waiting to coalesce.
-        sock.set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-        sock.connect_to(py, &SockAddr::from(peer))?;
+        let connected = sock
+            .set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+            .and_then(|()| sock.connect_to(py, &SockAddr::from(peer)));
+        if let Err(err) = connected {
+            sock.close_now(py)?;
+            return Err(err);
+        }
         let decoder = framing.decoder(max_frame_size);
         Ok(TcpClient {
             sock,
@@ -222,7 +227,7 @@ impl TcpClient {
     /// plugs straight in. The file goes as raw bytes, whatever the framing.
     #[pyo3(signature = (path, progress=None))]
     fn sendfile(&self, py: Python<'_>, path: &Bound<'_, PyAny>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
-        let path: std::path::PathBuf = path.extract()?;
+        let path = fs_path(path)?;
         let file = py.detach(|| std::fs::File::open(&path)).map_err(|e| io_error(&e))?;
         let size = file.metadata().map_err(|e| io_error(&e))?.len();
         let mut offset: u64 = 0;
@@ -291,6 +296,16 @@ impl TcpClient {
         let state = if self.sock.is_closed() { "closed" } else { "open" };
         format!("<TcpClient {} {state}>", self.peer)
     }
+}
+
+/// A path argument as `os.fspath()` takes it: str, bytes or an os.PathLike.
+fn fs_path(path: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = path.py().import("os")?.call_method1("fspath", (path,))?;
+    if let Ok(raw) = path.cast::<PyBytes>() {
+        return Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(raw.as_bytes())));
+    }
+    path.extract()
 }
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -466,17 +466,22 @@ fn deliver_read(conn: &ConnShared, py_conn: &Py<Connection>, data: &[u8], framed
     deliver_frames(conn, py_conn, framed)
 }
 
-/// Delivers the whole frames buffered, stopping while an async handler runs (the rest wait for it).
+/// Delivers the whole frames buffered. It stops early (leaving `framed.more` set) while an async
+/// handler runs, once a handler asked to close, or once a megabyte of replies waits to be sent: the
+/// rest are delivered when the peer has read them, so pipelined requests cannot pile up output.
 fn deliver_frames(conn: &ConnShared, py_conn: &Py<Connection>, framed: &mut Framed) -> Result<(), Outcome> {
     let Some(decoder) = framed.decoder.as_mut() else {
         return Ok(());
     };
+    framed.more = false;
     conn.start_gathering(std::mem::take(&mut framed.output));
     let delivered = runtime::with_gil(|py| {
         while let Some(frame) = decoder.next_frame(&mut framed.input).map_err(Outcome::Framing)? {
             deliver(py, conn, py_conn, &frame)?;
             let io = conn.io();
-            if io.close_requested || io.awaiting {
+            let queued = io.pending_bytes + io.gathering.as_ref().map_or(0, BytesMut::len);
+            if io.close_requested || io.awaiting || queued >= WRITE_HIGH_WATER {
+                framed.more = true;
                 break;
             }
         }
@@ -492,6 +497,8 @@ struct Framed {
     decoder: Option<FrameDecoder>,
     input: BytesMut,
     output: BytesMut,
+    /// Delivery stopped early: whole frames may still wait in `input`.
+    more: bool,
 }
 
 /// Serves one connection until it ends, then reports the end to the application.
@@ -532,14 +539,15 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
         decoder: server.framing.decoder(server.max_frame_size),
         input: BytesMut::new(),
         output: BytesMut::new(),
+        more: false,
     };
     let mut reading = true;
+    let mut peer_closed = false;
     let mut idle = server.idle_timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
     // Polled once so the token knows to wake this task; after that a flag check per wake-up suffices.
     let shutdown = server.lifecycle.shutdown.cancelled();
     tokio::pin!(shutdown);
     let mut watching_shutdown = false;
-    let mut awaiting_was = false;
     loop {
         let (pending, close_requested, awaiting) = {
             let mut io = conn.io();
@@ -548,16 +556,18 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
             (io.pending_bytes, io.close_requested, io.awaiting)
         };
-        if awaiting_was && !awaiting && !framed.input.is_empty() {
-            // An async handler finished: deliver the frames that arrived behind its message first.
-            awaiting_was = false;
+        if framed.more && !awaiting && !close_requested && pending < WRITE_HIGH_WATER {
+            // Frames that arrived behind an async handler's message, or behind a megabyte of replies.
             if let Err(outcome) = deliver_frames(conn, py_conn, &mut framed) {
                 return outcome;
             }
             continue;
         }
-        awaiting_was = awaiting;
         if pending == 0 && !awaiting && (close_requested || !reading) {
+            // A forced stop (abort) closes at once; otherwise let the peer finish sending first.
+            if !peer_closed && !conn.closed.load(Relaxed) {
+                linger(stream).await;
+            }
             return Outcome::Closed;
         }
         if pending > WRITE_LIMIT {
@@ -608,7 +618,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 let read = READ_BUFFER.with(|buffer| {
                     let mut buffer = buffer.borrow_mut();
                     match stream.try_read(&mut buffer) {
-                        Ok(0) => Ok(false),
+                        Ok(0) => {
+                            peer_closed = true;
+                            Ok(false)
+                        }
                         Ok(n) => deliver_read(conn, py_conn, &buffer[..n], &mut framed).map(|()| true),
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
                         Err(err) => Err(Outcome::Io(err)),
@@ -624,6 +637,31 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
         }
     }
+}
+
+/// How long a closing connection waits for its peer to finish sending.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Before closing a connection the peer is still sending on: shut down our side (the peer sees EOF
+/// after the last reply) and discard what it sends until it closes too. Closing with unread data
+/// would make the kernel reset the connection and throw away replies the peer has not read yet.
+async fn linger(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+    let discard = async {
+        let mut sink = [0u8; 4096];
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }
 
 /// Closes the socket, forgets the connection and tells the application why it ended.

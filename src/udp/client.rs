@@ -85,8 +85,11 @@ impl UdpClient {
             None => family,
         };
         let sock = Socket::open(py, family, libc::SOCK_DGRAM, -1)?;
-        if let Some(local) = local {
-            sock.bind_to(py, &local.into())?;
+        if let Some(local) = local
+            && let Err(err) = sock.bind_to(py, &local.into())
+        {
+            sock.close_now(py)?;
+            return Err(err);
         }
         Ok(UdpClient { sock, family })
     }

@@ -1,0 +1,429 @@
+"""rsock.TcpClient: connecting, raw and framed sending, recv / recv_exactly / recv_message and their end-of-stream
+behaviour, request, timeouts, sendfile with progress (up to a 1 GiB transfer checked by digest), closing, and argument
+checking. Peers are a stdlib listening socket (for byte-exact control of what the client receives) or a TcpServer."""
+
+import contextlib
+import gc
+import hashlib
+import os
+import pathlib
+import queue
+import resource
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+import rsock
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0
+MiB = 1 << 20
+FRAMINGS = ["line", "length", b"<END>"]
+
+
+def encode(framing, message):
+    if framing is None:
+        return message
+    if framing == "line":
+        return message + b"\n"
+    if framing == "length":
+        return struct.pack(">I", len(message)) + message
+    return message + framing
+
+
+def recv_exact(sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        if not data:
+            pytest.fail(f"connection closed after {len(buf)} of {n} bytes")
+        buf += data
+    return bytes(buf)
+
+
+@pytest.fixture
+def peer():
+    """`peer(**client_kwargs)` -> (TcpClient, the stdlib socket at the other end). Everything is closed at teardown."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind((HOST, 0))
+        listener.listen()
+        listener.settimeout(TIMEOUT)
+
+        def connect(**kwargs):
+            kwargs.setdefault("timeout", TIMEOUT)
+            client = rsock.TcpClient(listener.getsockname(), **kwargs)
+            stack.callback(client.close)
+            other, _ = listener.accept()
+            stack.enter_context(other)
+            other.settimeout(TIMEOUT)
+            return client, other
+
+        connect.address = listener.getsockname()
+        yield connect
+
+
+@pytest.fixture
+def echo_server():
+    """A started TcpServer factory: `echo_server(framing=None, handler=None)`; stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def make(framing=None, handler=None, **kwargs):
+            server = rsock.TcpServer((HOST, 0), handler or (lambda conn, data: data), framing=framing, **kwargs)
+            stack.callback(server.stop, 2.0)
+            server.start()
+            return server
+
+        yield make
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Connecting, addresses, closing
+
+
+def test_connect_addresses_and_framing(peer):
+    client, other = peer()
+    assert client.peer == peer.address
+    assert client.local == other.getpeername()
+    assert client.framing is None
+    assert not client.closed
+    assert str(peer.address[1]) in repr(client)
+
+
+def test_connect_classmethod_takes_the_same_arguments(peer):
+    with rsock.TcpClient.connect(peer.address, timeout=TIMEOUT, framing="length") as client:
+        assert isinstance(client, rsock.TcpClient)
+        assert client.framing == "length"
+        assert client.peer == peer.address
+
+
+def test_connect_to_a_closed_port_is_refused():
+    with socket.socket() as unused:
+        unused.bind((HOST, 0))  # bound, never listening: connections to it are refused
+        with pytest.raises(ConnectionRefusedError):
+            rsock.TcpClient(unused.getsockname(), timeout=TIMEOUT)
+    gc.collect()  # a socket leaked by the failed connect would warn (an error under this suite's filterwarnings)
+
+
+def test_close_and_context_manager(peer):
+    client, other = peer()
+    client.close()
+    assert client.closed
+    client.close()  # a second close does nothing
+    assert other.recv(10) == b""
+    with pytest.raises(OSError):
+        client.send(b"after close")
+
+    with rsock.TcpClient(peer.address, timeout=TIMEOUT) as client:
+        assert not client.closed
+    assert client.closed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sending
+
+
+@pytest.mark.parametrize("framing", [None, *FRAMINGS], ids=str)
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_send_frames_each_message(peer, framing, kind):
+    client, other = peer(framing=framing)
+    client.send(kind(b"hello"))
+    client.send(kind(b""))
+    client.send(kind(b"world"))
+    expected = encode(framing, b"hello") + encode(framing, b"") + encode(framing, b"world")
+    assert recv_exact(other, len(expected)) == expected
+
+
+def test_send_64_mib_arrives_intact(echo_server):
+    done = queue.Queue()
+
+    def on_connect(conn):
+        conn.state["digest"] = hashlib.sha256()
+
+    def on_message(conn, data):
+        conn.state["digest"].update(data)
+
+    server = echo_server(handler=on_message, on_connect=on_connect, on_disconnect=lambda c, e: done.put(c.state))
+    payload = os.urandom(64 * MiB)
+    with rsock.TcpClient(server.address, timeout=TIMEOUT) as client:
+        client.send(payload)
+    state = done.get(timeout=TIMEOUT)
+    assert state["digest"].hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Receiving
+
+
+def test_recv_returns_at_most_n_bytes_and_empty_at_eof(peer):
+    client, other = peer()
+    other.sendall(b"0123456789")
+    got = b""
+    while len(got) < 10:
+        chunk = client.recv(4)
+        assert 0 < len(chunk) <= 4
+        got += chunk
+    assert got == b"0123456789"
+    other.close()
+    assert client.recv() == b""
+    assert client.recv() == b""
+
+
+def test_recv_exactly_gathers_many_small_writes(peer):
+    client, other = peer()
+
+    def dribble():
+        for i in range(200):
+            other.sendall(bytes([i]))
+
+    writer = threading.Thread(target=dribble)
+    writer.start()
+    try:
+        assert client.recv_exactly(200) == bytes(range(200))
+    finally:
+        writer.join(TIMEOUT)
+
+
+def test_recv_exactly_eof_error_when_closed_early(peer):
+    client, other = peer()
+    other.sendall(b"12345")
+    other.close()
+    with pytest.raises(EOFError):
+        client.recv_exactly(10)
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_recv_message_cuts_the_stream_into_messages(peer, framing):
+    client, other = peer(framing=framing)
+    messages = [b"one", b"", b"three has more bytes", b"x" * 100_000]
+    wire = b"".join(encode(framing, m) for m in messages)
+    for i in range(0, len(wire), 7):  # in many pieces
+        other.sendall(wire[i : i + 7])
+    assert [client.recv_message() for _ in messages] == messages
+    other.close()
+    assert client.recv_message() is None
+    assert client.recv_message() is None
+
+
+def test_recv_message_line_drops_a_trailing_carriage_return(peer):
+    client, other = peer(framing="line")
+    other.sendall(b"dos\r\nunix\n")
+    assert client.recv_message() == b"dos"
+    assert client.recv_message() == b"unix"
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_recv_message_eof_error_mid_message(peer, framing):
+    client, other = peer(framing=framing)
+    other.sendall(encode(framing, b"whole") + encode(framing, b"cut short")[:-2])
+    other.close()
+    assert client.recv_message() == b"whole"
+    with pytest.raises(EOFError):
+        client.recv_message()
+
+
+def test_recv_message_without_framing_is_a_value_error(peer):
+    client, other = peer()
+    other.sendall(b"data\n")
+    with pytest.raises(ValueError):
+        client.recv_message()
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_recv_message_over_max_frame_size_fails(peer, framing):
+    client, other = peer(framing=framing, max_frame_size=100)
+    other.sendall(encode(framing, b"a" * 100))
+    assert client.recv_message() == b"a" * 100
+    other.sendall(encode(framing, b"b" * 101))
+    with pytest.raises((ValueError, OSError)):
+        client.recv_message()
+
+
+def test_recv_message_length_header_announcing_4_gib_fails_at_once(peer):
+    client, other = peer(framing="length")
+    other.sendall(b"\xff\xff\xff\xff")
+    started = time.monotonic()
+    with pytest.raises((ValueError, OSError)):
+        client.recv_message()
+    assert time.monotonic() - started < TIMEOUT / 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# request
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_request_returns_the_reply(echo_server, framing):
+    server = echo_server(framing=framing, handler=lambda conn, data: b"re: " + data)
+    with rsock.TcpClient(server.address, timeout=TIMEOUT, framing=framing) as client:
+        for i in range(100):
+            assert client.request(b"%d" % i) == b"re: %d" % i
+        assert client.request(b"") == b"re: "
+        big = b"0123456789abcdef" * (MiB // 8)  # 2 MiB holding no delimiter
+        assert client.request(big) == b"re: " + big
+
+
+def test_request_without_framing_returns_what_the_next_read_brings(echo_server):
+    server = echo_server(handler=lambda conn, data: data.upper())
+    with rsock.TcpClient(server.address, timeout=TIMEOUT) as client:
+        assert client.request(b"small") == b"SMALL"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timeouts
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda c: c.recv(), lambda c: c.recv_exactly(5), lambda c: c.recv_message(), lambda c: c.request(b"x")],
+    ids=["recv", "recv_exactly", "recv_message", "request"],
+)
+def test_timeout_raises_timeout_error(peer, call):
+    client, _other = peer(framing="line", timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        call(client)
+    assert 0.15 <= time.monotonic() - started < 5
+
+
+def test_settimeout_changes_the_timeout(peer):
+    client, other = peer(timeout=None)
+    client.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.recv()
+    client.settimeout(TIMEOUT)
+    other.sendall(b"now")
+    assert client.recv_exactly(3) == b"now"
+
+
+def test_a_partial_message_survives_a_timeout(peer):
+    client, other = peer(framing="line", timeout=0.2)
+    other.sendall(b"first ha")
+    with pytest.raises(TimeoutError):
+        client.recv_message()
+    other.sendall(b"lf\n")
+    assert client.recv_message() == b"first half"
+
+
+def test_recv_exactly_keeps_what_arrived_before_a_timeout(peer):
+    client, other = peer(timeout=0.2)
+    other.sendall(b"12345")
+    with pytest.raises(TimeoutError):
+        client.recv_exactly(10)
+    other.sendall(b"67890")
+    assert client.recv_exactly(10) == b"1234567890"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sendfile
+
+
+def digest_server(echo_server):
+    """A TcpServer that hashes everything a connection sends; the queue gets (byte count, sha256 hex) at its end."""
+    done = queue.Queue()
+
+    def on_connect(conn):
+        conn.state["digest"] = hashlib.sha256()
+        conn.state["count"] = 0
+
+    def on_message(conn, data):
+        conn.state["digest"].update(data)
+        conn.state["count"] += len(data)
+
+    def on_disconnect(conn, exc):
+        done.put((conn.state["count"], conn.state["digest"].hexdigest(), exc))
+
+    return echo_server(handler=on_message, on_connect=on_connect, on_disconnect=on_disconnect), done
+
+
+def test_sendfile_reports_progress_and_returns_the_total(echo_server, tmp_path):
+    server, done = digest_server(echo_server)
+    payload = os.urandom(20 * MiB + 12345)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(payload)
+    progress = []
+    with rsock.TcpClient(server.address, timeout=TIMEOUT) as client:
+        assert client.sendfile(path, progress=progress.append) == len(payload)
+    assert all(isinstance(n, int) and n > 0 for n in progress)
+    assert sum(progress) == len(payload)
+    assert done.get(timeout=TIMEOUT) == (len(payload), hashlib.sha256(payload).hexdigest(), None)
+
+
+@pytest.mark.parametrize("kind", [str, os.fsencode, pathlib.Path])
+def test_sendfile_accepts_any_path_kind(peer, tmp_path, kind):
+    client, other = peer()
+    path = tmp_path / "small.txt"
+    path.write_bytes(b"small file contents")
+    assert client.sendfile(kind(str(path))) == 19
+    assert recv_exact(other, 19) == b"small file contents"
+
+
+def test_sendfile_of_an_empty_file_sends_nothing(peer, tmp_path):
+    client, other = peer()
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    assert client.sendfile(path) == 0
+    client.send(b"after")
+    assert recv_exact(other, 5) == b"after"
+
+
+def test_sendfile_of_a_missing_file_raises(peer, tmp_path):
+    client, _other = peer()
+    with pytest.raises(FileNotFoundError):
+        client.sendfile(tmp_path / "missing")
+
+
+def test_one_gib_sendfile_arrives_intact(echo_server, tmp_path):
+    """1 GiB through sendfile to a server whose handler feeds a sha256: same digest, and memory stays bounded."""
+    server, done = digest_server(echo_server)
+    path = tmp_path / "gigabyte.bin"
+    block = bytearray(os.urandom(MiB))
+    expected = hashlib.sha256()
+    try:
+        with open(path, "wb") as f:
+            for i in range(1024):  # each MiB stamped with its index, so a reordering changes the digest
+                block[:8] = struct.pack(">Q", i)
+                expected.update(block)
+                f.write(block)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+        progress = []
+        with rsock.TcpClient(server.address, timeout=30) as client:
+            assert client.sendfile(str(path), progress=progress.append) == 1 << 30
+        count, digest, exc = done.get(timeout=60)
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    finally:
+        path.unlink(missing_ok=True)
+    assert exc is None
+    assert count == 1 << 30
+    assert digest == expected.hexdigest()
+    assert sum(progress) == 1 << 30
+    assert len(progress) > 1
+    assert (rss_after - rss_before) * 1024 < 256 * MiB
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"framing": "bogus"}, ValueError),
+        ({"framing": b""}, ValueError),
+        ({"framing": 3}, TypeError),
+        ({"timeout": -1}, ValueError),
+        ({"timeout": "soon"}, TypeError),
+    ],
+)
+def test_bad_arguments(peer, kwargs, error):
+    with pytest.raises(error):
+        rsock.TcpClient(peer.address, **kwargs)
+
+
+def test_bad_settimeout(peer):
+    client, _other = peer()
+    with pytest.raises(ValueError):
+        client.settimeout(-1)

@@ -1,0 +1,1242 @@
+"""rsock.TcpServer and the Connection handles its handlers receive: replies, framing and its edge cases, handlers and
+their failures, broadcast, stats, limits (max_connections, max_frame_size, idle_timeout), the faults a network brings
+(resets, half-closes, slow handlers, slow readers, stop() mid-transfer, many connections), the server's lifecycle
+(start/stop/context manager/serve_forever/Ctrl-C/fork) and argument checking.
+
+Every peer is on loopback, every server binds port 0, every client has a timeout."""
+
+import errno
+import logging
+import os
+import queue
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import rsock
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0
+MiB = 1 << 20
+FRAMINGS = ["line", "length", b"<END>"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def encode(framing, message):
+    """`message` as it goes on the wire under `framing`."""
+    if framing is None:
+        return message
+    if framing == "line":
+        return message + b"\n"
+    if framing == "length":
+        return struct.pack(">I", len(message)) + message
+    return message + framing
+
+
+def recv_exact(sock, n):
+    """Exactly `n` bytes from a stdlib socket; fails the test if the peer closes first."""
+    buf = bytearray()
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        if not data:
+            pytest.fail(f"connection closed after {len(buf)} of {n} bytes")
+        buf += data
+    return bytes(buf)
+
+
+def read_to_end(sock):
+    """Everything a stdlib socket receives until the peer closes it (a reset counts as the close)."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(MiB)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def echo(conn, data):
+    return data
+
+
+def stats_become(server, expected):
+    """Waits (with a deadline) for `server.stats` to equal `expected`: counters are updated by the io thread, which
+    may run a moment behind what a peer has already seen."""
+    deadline = time.monotonic() + TIMEOUT
+    while server.stats != expected and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert server.stats == expected
+
+
+def rsock_errors(caplog):
+    return [r for r in caplog.records if r.name == "rsock" and r.levelno >= logging.ERROR]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Replies
+
+
+def test_raw_framing_delivers_each_chunk_read_and_sends_the_reply_back(make_server, make_raw, wait_until):
+    chunks = []
+
+    def on_message(conn, data):
+        chunks.append(data)
+        return data.upper()
+
+    server = make_server(on_message)
+    assert server.framing is None
+    sock = make_raw(server.address)
+    sock.sendall(b"hello")
+    assert recv_exact(sock, 5) == b"HELLO"
+    sock.sendall(b"world!")
+    assert recv_exact(sock, 6) == b"WORLD!"
+    assert chunks == [b"hello", b"world!"]
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_any_bytes_like_reply_is_sent(make_server, make_client, kind):
+    server = make_server(lambda conn, data: kind(b"<" + data + b">"), framing="line")
+    client = make_client(server.address, framing="line")
+    assert client.request(b"abc") == b"<abc>"
+
+
+def test_none_reply_sends_nothing(make_server, make_client):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        return None if data.startswith(b"quiet") else b"reply to " + data
+
+    server = make_server(on_message, framing="line")
+    client = make_client(server.address, framing="line")
+    client.send(b"quiet 1")
+    client.send(b"quiet 2")
+    client.send(b"loud")
+    # Had either quiet message been answered, its reply would come first.
+    assert client.recv_message() == b"reply to loud"
+    assert seen == [b"quiet 1", b"quiet 2", b"loud"]
+
+
+def test_server_without_on_message_reads_and_discards(make_server, make_raw, wait_until):
+    server = make_server(None)
+    sock = make_raw(server.address)
+    sock.sendall(b"x" * 1000)
+    wait_until(lambda: server.stats["bytes_in"] == 1000, "the server to read the bytes")
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_end(sock) == b""
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_replies_are_framed_like_requests(make_server, make_raw, framing):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        return data[::-1]
+
+    server = make_server(on_message, framing=framing)
+    assert server.framing == framing
+    sock = make_raw(server.address)
+    sock.sendall(encode(framing, b"hello"))
+    expected = encode(framing, b"olleh")
+    assert recv_exact(sock, len(expected)) == expected
+    assert seen == [b"hello"]
+
+
+def test_line_framing_drops_a_trailing_carriage_return(make_server, make_raw):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        return data
+
+    server = make_server(on_message, framing="line")
+    sock = make_raw(server.address)
+    sock.sendall(b"crlf\r\nlf\n\r\n")
+    assert recv_exact(sock, len(b"crlf\nlf\n\n")) == b"crlf\nlf\n\n"
+    assert seen == [b"crlf", b"lf", b""]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Framing edge cases
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_messages_split_across_many_small_writes(make_server, make_raw, wait_until, framing):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        return b"got " + data
+
+    server = make_server(on_message, framing=framing)
+    sock = make_raw(server.address)
+    messages = [b"first", b"a somewhat longer second message", b"3\r"]
+    wire = b"".join(encode(framing, m) for m in messages)
+    # One byte per write, each read by the server before the next is sent: every frame and every delimiter
+    # (including "<END>" and a length prefix) arrives cut into pieces.
+    for i in range(len(wire)):
+        sock.sendall(wire[i : i + 1])
+        wait_until(lambda n=i + 1: server.stats["bytes_in"] == n, f"the server to read byte {i}")
+    replies = b"".join(encode(framing, b"got " + m) for m in messages)
+    if framing == "line":  # the trailing \r of the last message is dropped
+        replies = replies.replace(b"3\r", b"3")
+        messages[-1] = b"3"
+    assert recv_exact(sock, len(replies)) == replies
+    assert seen == messages
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_many_messages_in_one_write(make_server, make_raw, framing):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        return data + b"!"
+
+    server = make_server(on_message, framing=framing)
+    sock = make_raw(server.address)
+    messages = [b"message %d" % i for i in range(2000)]
+    sock.sendall(b"".join(encode(framing, m) for m in messages))
+    replies = b"".join(encode(framing, m + b"!") for m in messages)
+    assert recv_exact(sock, len(replies)) == replies
+    assert seen == messages
+    assert server.stats["messages"] == 2000
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_empty_messages_are_delivered_and_empty_replies_framed(make_server, make_raw, framing):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        return data
+
+    server = make_server(on_message, framing=framing)
+    sock = make_raw(server.address)
+    sock.sendall(encode(framing, b"") + encode(framing, b"x") + encode(framing, b""))
+    expected = encode(framing, b"") + encode(framing, b"x") + encode(framing, b"")
+    assert recv_exact(sock, len(expected)) == expected
+    assert seen == [b"", b"x", b""]
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_frame_of_exactly_max_frame_size_is_accepted(make_server, make_client, framing):
+    server = make_server(lambda conn, data: b"%d" % len(data), framing=framing, max_frame_size=1024)
+    client = make_client(server.address, framing=framing)
+    assert client.request(b"x" * 1024) == b"1024"
+    assert client.request(b"y" * 10) == b"10"
+
+
+@pytest.mark.parametrize("framing", FRAMINGS, ids=str)
+def test_frame_over_max_frame_size_closes_that_connection_only(
+    make_server, make_raw, make_client, wait_until, caplog, framing
+):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    seen = []
+    ended = queue.Queue()
+
+    def on_message(conn, data):
+        seen.append(data)
+        return data
+
+    server = make_server(
+        on_message, framing=framing, max_frame_size=1024, on_disconnect=lambda conn, exc: ended.put((conn.peer, exc))
+    )
+    bystander = make_client(server.address, framing=framing)
+    assert bystander.request(b"before") == b"before"
+
+    offender = make_raw(server.address)
+    offender.sendall(encode(framing, b"z" * 1025))
+    assert read_to_end(offender) == b""
+    peer, exc = ended.get(timeout=TIMEOUT)
+    assert peer == offender.getsockname()
+    assert exc is not None
+    assert seen == [b"before"]
+    wait_until(lambda: rsock_errors(caplog), "the oversized frame to be logged")
+    assert server.stats["errors"] == 1
+
+    assert bystander.request(b"after") == b"after"
+    assert make_client(server.address, framing=framing).request(b"new") == b"new"
+
+
+def test_length_header_announcing_4_gib_closes_the_connection_at_once(
+    make_server, make_raw, make_client, wait_until, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    ended = queue.Queue()
+    server = make_server(echo, framing="length", on_disconnect=lambda conn, exc: ended.put(exc))
+    offender = make_raw(server.address)
+    # The body never comes: the server must give up on the header alone rather than wait for (or buffer) 4 GiB.
+    offender.sendall(b"\xff\xff\xff\xff")
+    assert read_to_end(offender) == b""
+    assert ended.get(timeout=TIMEOUT) is not None
+    wait_until(lambda: rsock_errors(caplog), "the oversized frame to be logged")
+    assert server.stats["errors"] == 1
+    assert server.stats["messages"] == 0
+    assert make_client(server.address, framing="length").request(b"still fine") == b"still fine"
+
+
+def test_default_max_frame_size_is_16_mib(make_server, make_client, make_raw):
+    server = make_server(lambda conn, data: b"%d" % len(data), framing="length")
+    client = make_client(server.address, framing="length")
+    assert client.request(b"m" * (16 * MiB)) == b"%d" % (16 * MiB)
+    offender = make_raw(server.address)
+    offender.sendall(struct.pack(">I", 16 * MiB + 1))
+    assert read_to_end(offender) == b""
+    assert client.request(b"ok") == b"2"
+
+
+def test_pipelined_requests_with_large_replies_all_arrive(make_server, make_client):
+    """A client that pipelines requests faster than it reads their (large) replies, but does read them all, gets
+    every reply: the server slows down its reading rather than dropping the client."""
+    reply_size = 256 * 1024
+    count = 400  # 100 MiB of replies for 4 KiB of requests
+
+    def on_message(conn, data):
+        return data.ljust(reply_size, b".")
+
+    server = make_server(on_message, framing="length")
+    client = make_client(server.address, framing="length")
+    for i in range(count):
+        client.send(b"%d" % i)
+    for i in range(count):
+        reply = client.recv_message()
+        assert reply is not None, f"connection closed after {i} of {count} replies"
+        assert len(reply) == reply_size
+        assert reply.startswith(b"%d." % i)
+    assert server.stats["errors"] == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers and Connection
+
+
+def test_connect_message_disconnect_order_and_arguments(make_server, make_client):
+    events = []
+    done = threading.Event()
+
+    def on_connect(conn):
+        events.append(("connect", conn.id, conn.peer, conn.local, conn.closed))
+
+    def on_message(conn, data):
+        events.append(("message", conn.id, data, conn.closed))
+        return data
+
+    def on_disconnect(conn, exc):
+        events.append(("disconnect", conn.id, exc, conn.closed))
+        done.set()
+
+    server = make_server(on_message, on_connect=on_connect, on_disconnect=on_disconnect, framing="line")
+    client = make_client(server.address, framing="line")
+    assert client.request(b"one") == b"one"
+    assert client.request(b"two") == b"two"
+    local = client.local
+    client.close()
+    assert done.wait(TIMEOUT)
+    cid = events[0][1]
+    assert isinstance(cid, int)
+    assert events == [
+        ("connect", cid, local, server.address, False),
+        ("message", cid, b"one", False),
+        ("message", cid, b"two", False),
+        ("disconnect", cid, None, True),
+    ]
+
+
+def test_connection_state_is_per_connection_and_ids_unique(make_server, make_client):
+    ids = []
+    totals = queue.Queue()
+
+    def on_connect(conn):
+        ids.append(conn.id)
+        conn.state["count"] = 0
+
+    def on_message(conn, data):
+        conn.state["count"] += 1
+        return b"%d" % conn.state["count"]
+
+    def on_disconnect(conn, exc):
+        totals.put((conn.id, conn.state["count"]))
+
+    server = make_server(on_message, on_connect=on_connect, on_disconnect=on_disconnect, framing="line")
+    first = make_client(server.address, framing="line")
+    second = make_client(server.address, framing="line")
+    assert [first.request(b"a") for _ in range(3)] == [b"1", b"2", b"3"]
+    assert second.request(b"b") == b"1"
+    assert first.request(b"a") == b"4"
+    first.close()
+    second.close()
+    got = dict([totals.get(timeout=TIMEOUT), totals.get(timeout=TIMEOUT)])
+    assert len(set(ids)) == 2
+    assert got == {ids[0]: 4, ids[1]: 1}
+
+
+def test_on_message_exception_is_logged_and_closes_only_that_connection(make_server, make_client, wait_until, caplog):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    raised = []
+    ended = queue.Queue()
+
+    def on_message(conn, data):
+        if data == b"boom":
+            exc = RuntimeError("kaboom")
+            raised.append(exc)
+            raise exc
+        return data
+
+    server = make_server(on_message, framing="line", on_disconnect=lambda conn, exc: ended.put(exc))
+    victim = make_client(server.address, framing="line")
+    other = make_client(server.address, framing="line")
+    assert victim.request(b"hi") == b"hi"
+    assert other.request(b"hi") == b"hi"
+
+    victim.send(b"boom")
+    assert victim.recv_message() is None  # closed by the server, between messages
+    exc = ended.get(timeout=TIMEOUT)
+    assert exc is raised[0]
+
+    assert other.request(b"still here") == b"still here"
+    assert make_client(server.address, framing="line").request(b"new") == b"new"
+    stats = server.stats
+    assert stats["errors"] == 1
+    assert stats["accepted"] == 3
+
+    wait_until(lambda: rsock_errors(caplog), "the handler's exception to be logged")
+    [record] = rsock_errors(caplog)
+    assert record.exc_info is not None
+    assert record.exc_info[1] is raised[0]
+    traceback_text = logging.Formatter().formatException(record.exc_info)
+    assert "RuntimeError: kaboom" in traceback_text
+    assert "Traceback" in traceback_text
+    assert "in on_message" in traceback_text
+
+
+def test_on_connect_exception_is_logged_and_closes_that_connection(
+    make_server, make_raw, make_client, wait_until, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    calls = []
+
+    def on_connect(conn):
+        calls.append(conn.id)
+        if len(calls) == 1:
+            raise ValueError("refused by the application")
+
+    server = make_server(echo, framing="line", on_connect=on_connect)
+    rejected = make_raw(server.address)
+    assert read_to_end(rejected) == b""
+    assert make_client(server.address, framing="line").request(b"ok") == b"ok"
+    wait_until(lambda: server.stats["errors"] == 1 and rsock_errors(caplog), "the failure to be counted and logged")
+    [record] = rsock_errors(caplog)
+    assert isinstance(record.exc_info[1], ValueError)
+
+
+def test_on_disconnect_exception_is_logged_and_the_server_keeps_serving(make_server, make_client, wait_until, caplog):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+
+    def on_disconnect(conn, exc):
+        raise KeyError("on_disconnect failed")
+
+    server = make_server(echo, framing="line", on_disconnect=on_disconnect)
+    first = make_client(server.address, framing="line")
+    assert first.request(b"1") == b"1"
+    first.close()
+    wait_until(lambda: rsock_errors(caplog), "the on_disconnect exception to be logged")
+    [record] = rsock_errors(caplog)
+    assert isinstance(record.exc_info[1], KeyError)
+    assert make_client(server.address, framing="line").request(b"2") == b"2"
+    assert server.running
+
+
+def test_slow_handler_reply_arrives_and_other_connections_are_served_after_it(make_server, make_client):
+    order = []
+    in_slow_handler = threading.Event()
+    release = threading.Event()
+
+    def on_message(conn, data):
+        order.append(data)
+        if data == b"slow":
+            in_slow_handler.set()
+            release.wait(TIMEOUT)  # a handler that takes its time (until the test lets it finish)
+            return b"slow done"
+        return data.upper()
+
+    server = make_server(on_message, framing="line")
+    slow = make_client(server.address, framing="line")
+    others = [make_client(server.address, framing="line") for _ in range(4)]
+    try:
+        slow.send(b"slow")
+        assert in_slow_handler.wait(TIMEOUT)
+        for n, client in enumerate(others):
+            for i in range(50):
+                client.send(b"c%d-%d" % (n, i))
+        # Every request has reached the server's socket (loopback delivers on send); none is handled meanwhile.
+        assert order == [b"slow"]
+    finally:
+        release.set()
+    assert slow.recv_message() == b"slow done"
+    for n, client in enumerate(others):
+        assert [client.recv_message() for _ in range(50)] == [b"C%d-%d" % (n, i) for i in range(50)]
+    assert order[0] == b"slow"
+    assert sorted(order[1:]) == sorted(b"c%d-%d" % (n, i) for n in range(4) for i in range(50))
+
+
+def test_conn_send_from_another_thread(make_server, make_client):
+    conns = queue.Queue()
+    server = make_server(echo, framing="line", on_connect=conns.put)
+    client = make_client(server.address, framing="line")
+    conn = conns.get(timeout=TIMEOUT)
+    pusher = threading.Thread(target=conn.send, args=(b"pushed",))
+    pusher.start()
+    pusher.join(TIMEOUT)
+    assert client.recv_message() == b"pushed"
+    conn.send(bytearray(b"from the test thread"))
+    assert client.recv_message() == b"from the test thread"
+    assert client.request(b"echo") == b"echo"
+
+
+def test_conn_send_from_many_threads_keeps_each_message_whole(make_server, make_client):
+    conns = queue.Queue()
+    server = make_server(echo, framing="length", on_connect=conns.put)
+    client = make_client(server.address, framing="length")
+    conn = conns.get(timeout=TIMEOUT)
+    errors = []
+
+    def push(t):
+        try:
+            for i in range(300):
+                conn.send(b"%d:%d:" % (t, i) + b"p" * 3000)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    received = {t: [] for t in range(4)}
+    for _ in range(4 * 300):
+        message = client.recv_message()
+        t, i, padding = message.split(b":")
+        assert padding == b"p" * 3000
+        received[int(t)].append(int(i))
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert errors == []
+    assert received == {t: list(range(300)) for t in range(4)}
+
+
+def test_conn_send_from_another_thread_waits_while_the_peer_does_not_read(make_server, make_raw, wait_until):
+    conns = queue.Queue()
+    server = make_server(None, on_connect=conns.put)
+    sock = make_raw(server.address)
+    conn = conns.get(timeout=TIMEOUT)
+    chunks = 48  # 48 MiB: far more than the socket buffers and the 1 MiB of queued output allowed
+    sent = []
+    errors = []
+
+    def push():
+        try:
+            for i in range(chunks):
+                conn.send(bytes([i]) * MiB)
+                sent.append(i)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    pusher = threading.Thread(target=push)
+    pusher.start()
+    try:
+        pusher.join(1.0)
+        assert pusher.is_alive(), "conn.send() queued 48 MiB for a peer that reads nothing without ever waiting"
+        assert len(sent) < chunks
+    finally:
+        received = recv_exact(sock, chunks * MiB)
+        pusher.join(TIMEOUT)
+    assert not pusher.is_alive()
+    assert errors == []
+    for i in range(chunks):
+        assert received[i * MiB : (i + 1) * MiB] == bytes([i]) * MiB, f"chunk {i} damaged"
+    wait_until(lambda: server.stats["bytes_out"] == chunks * MiB, "bytes_out to count every byte")
+
+
+@pytest.mark.parametrize("framing", [None, "line"], ids=str)
+def test_conn_close_from_a_handler_sends_queued_output_first(make_server, make_raw, framing):
+    ended = queue.Queue()
+
+    def on_message(conn, data):
+        conn.send(b"goodbye")
+        conn.close()
+
+    server = make_server(on_message, framing=framing, on_disconnect=lambda conn, exc: ended.put((conn.closed, exc)))
+    sock = make_raw(server.address)
+    sock.sendall(encode(framing, b"quit"))
+    assert read_to_end(sock) == encode(framing, b"goodbye")
+    assert ended.get(timeout=TIMEOUT) == (True, None)
+
+
+def test_conn_close_from_a_handler_stops_further_messages(make_server, make_raw):
+    seen = []
+
+    def on_message(conn, data):
+        seen.append(data)
+        if data == b"quit":
+            conn.close()
+
+    server = make_server(on_message, framing="line")
+    sock = make_raw(server.address)
+    sock.sendall(b"a\nquit\nb\nc\n")
+    assert read_to_end(sock) == b""
+    assert seen == [b"a", b"quit"]
+
+
+def test_conn_close_from_another_thread_after_queued_output(make_server, make_raw):
+    conns = queue.Queue()
+    ended = queue.Queue()
+    server = make_server(None, on_connect=conns.put, on_disconnect=lambda conn, exc: ended.put(exc))
+    sock = make_raw(server.address)
+    conn = conns.get(timeout=TIMEOUT)
+    payload = os.urandom(4 * MiB)
+
+    def send_then_close():
+        conn.send(payload)
+        conn.close()
+
+    closer = threading.Thread(target=send_then_close)
+    closer.start()
+    received = read_to_end(sock)
+    closer.join(TIMEOUT)
+    assert received == payload
+    assert ended.get(timeout=TIMEOUT) is None
+    assert conn.closed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Broadcast
+
+
+@pytest.mark.parametrize("framing", [None, "line", "length"], ids=str)
+def test_broadcast_reaches_every_client(make_server, make_raw, wait_until, framing):
+    server = make_server(echo, framing=framing)
+    socks = [make_raw(server.address) for _ in range(50)]
+    wait_until(lambda: server.stats["active"] == 50, "50 connections")
+    assert server.broadcast(b"news") == 50
+    for sock in socks:
+        assert recv_exact(sock, len(encode(framing, b"news"))) == encode(framing, b"news")
+    socks[0].close()
+    wait_until(lambda: server.stats["active"] == 49, "a connection to go")
+    assert server.broadcast(memoryview(b"more")) == 49
+    for sock in socks[1:]:
+        assert recv_exact(sock, len(encode(framing, b"more"))) == encode(framing, b"more")
+
+
+def test_broadcast_with_exclude(make_server, make_client, wait_until):
+    conns = {}
+    server = make_server(echo, framing="line", on_connect=lambda conn: conns.__setitem__(conn.peer, conn))
+    clients = [make_client(server.address, framing="line") for _ in range(20)]
+    wait_until(lambda: len(conns) == 20, "20 connections")
+
+    skipped = clients[3]
+    assert server.broadcast(b"one", exclude=conns[skipped.local]) == 19
+    for client in clients:
+        if client is not skipped:
+            assert client.recv_message() == b"one"
+    # Had the broadcast reached it, it would arrive before this reply.
+    assert skipped.request(b"ping") == b"ping"
+
+    skipped = [clients[i] for i in (0, 5, 7)]
+    assert server.broadcast(b"two", exclude=[conns[c.local] for c in skipped]) == 17
+    assert server.broadcast(b"three", exclude=(conns[c.local] for c in skipped)) == 17
+    assert server.broadcast(b"four", exclude=None) == 20
+    for client in clients:
+        expected = [b"four"] if client in skipped else [b"two", b"three", b"four"]
+        assert [client.recv_message() for _ in expected] == expected
+        assert client.request(b"ping") == b"ping"
+
+
+def test_broadcast_without_connections_returns_zero(make_server):
+    server = make_server(echo)
+    assert server.broadcast(b"nobody") == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Stats and limits
+
+
+def test_stats_count_connections_messages_and_bytes(make_server, make_raw, make_client, wait_until):
+    def on_message(conn, data):
+        if data == b"boom":
+            raise RuntimeError("expected by the test")
+        return data
+
+    server = make_server(on_message, framing="line")
+    assert server.stats == {
+        "accepted": 0,
+        "active": 0,
+        "refused": 0,
+        "messages": 0,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "errors": 0,
+    }
+    a = make_raw(server.address)
+    b = make_raw(server.address)
+    a.sendall(b"hello\n")
+    assert recv_exact(a, 6) == b"hello\n"
+    a.sendall(b"x\n")
+    assert recv_exact(a, 2) == b"x\n"
+    b.sendall(b"abc\r\n")
+    assert recv_exact(b, 4) == b"abc\n"
+    stats_become(
+        server,
+        {
+            "accepted": 2,
+            "active": 2,
+            "refused": 0,
+            "messages": 3,
+            "bytes_in": 6 + 2 + 5,
+            "bytes_out": 6 + 2 + 4,
+            "errors": 0,
+        },
+    )
+    a.close()
+    wait_until(lambda: server.stats["active"] == 1, "the closed connection to go")
+    b.sendall(b"boom\n")
+    assert read_to_end(b) == b""
+    stats_become(
+        server,
+        {
+            "accepted": 2,
+            "active": 0,
+            "refused": 0,
+            "messages": 4,
+            "bytes_in": 6 + 2 + 5 + 5,
+            "bytes_out": 6 + 2 + 4,
+            "errors": 1,
+        },
+    )
+
+
+def test_connections_beyond_max_connections_are_accepted_and_closed(make_server, make_client, make_raw, wait_until):
+    connected = []
+    server = make_server(echo, framing="line", max_connections=2, on_connect=lambda conn: connected.append(conn.id))
+    first = make_client(server.address, framing="line")
+    second = make_client(server.address, framing="line")
+    assert first.request(b"1") == b"1"
+    assert second.request(b"2") == b"2"
+
+    extra = make_raw(server.address)
+    extra.sendall(b"let me in\n")
+    assert read_to_end(extra) == b""
+    wait_until(lambda: server.stats["refused"] == 1, "the refusal to be counted")
+    stats = server.stats
+    assert (stats["accepted"], stats["active"], stats["refused"]) == (3, 2, 1)
+    assert len(connected) == 2
+    assert first.request(b"still 1") == b"still 1"
+    assert second.request(b"still 2") == b"still 2"
+
+    first.close()
+    wait_until(lambda: server.stats["active"] == 1, "a slot to free up")
+    assert make_client(server.address, framing="line").request(b"3") == b"3"
+    assert server.stats["refused"] == 1
+
+
+def test_idle_timeout_closes_a_client_that_never_sends(make_server, make_raw, make_client):
+    ended = queue.Queue()
+    server = make_server(echo, framing="line", idle_timeout=0.3, on_disconnect=lambda c, e: ended.put((c.peer, e)))
+    started = time.monotonic()
+    silent = make_raw(server.address)
+    assert read_to_end(silent) == b""
+    elapsed = time.monotonic() - started
+    peer, exc = ended.get(timeout=TIMEOUT)
+    assert peer == silent.getsockname()
+    assert isinstance(exc, TimeoutError)
+    assert 0.25 <= elapsed < 5
+    assert server.stats["active"] == 0
+    assert make_client(server.address, framing="line").request(b"alive") == b"alive"
+
+
+def test_traffic_resets_the_idle_timeout(make_server, make_client):
+    ended = queue.Queue()
+    server = make_server(echo, framing="line", idle_timeout=0.6, on_disconnect=lambda c, e: ended.put(e))
+    client = make_client(server.address, framing="line")
+    started = time.monotonic()
+    while time.monotonic() - started < 1.8:  # three idle periods, with a request every 0.1 s
+        assert client.request(b"tick") == b"tick"
+        time.sleep(0.1)
+    assert ended.empty()
+    assert client.recv_message() is None  # then silent: closed by the idle timeout
+    assert isinstance(ended.get(timeout=TIMEOUT), TimeoutError)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faults: resets, half-closes, stop() mid-transfer, many connections
+
+
+def test_peer_reset_mid_message(make_server, make_raw, make_client, wait_until):
+    seen = []
+    ended = queue.Queue()
+
+    def on_message(conn, data):
+        seen.append(data)
+        return data
+
+    server = make_server(on_message, framing="length", on_disconnect=lambda conn, exc: ended.put(exc))
+    sock = make_raw(server.address)
+    sock.sendall(struct.pack(">I", 100) + b"only ten!!")
+    wait_until(lambda: server.stats["bytes_in"] == 14, "the partial message to be read")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST
+    exc = ended.get(timeout=TIMEOUT)
+    assert isinstance(exc, ConnectionResetError)
+    assert seen == []
+    wait_until(lambda: server.stats["active"] == 0, "the connection to go")
+    assert make_client(server.address, framing="length").request(b"healthy") == b"healthy"
+
+
+def test_peer_reset_while_the_server_is_writing(make_server, make_raw, make_client, wait_until):
+    ended = queue.Queue()
+    server = make_server(
+        lambda conn, data: b"r" * (8 * MiB) if data == b"big" else data,
+        framing="line",
+        on_disconnect=lambda conn, exc: ended.put(exc),
+    )
+    sock = make_raw(server.address)
+    sock.sendall(b"big\n")
+    wait_until(lambda: server.stats["bytes_out"] > 0, "the reply to start going out")
+    sock.recv(1000)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert isinstance(ended.get(timeout=TIMEOUT), OSError)
+    wait_until(lambda: server.stats["active"] == 0, "the connection to go")
+    assert make_client(server.address, framing="line").request(b"healthy") == b"healthy"
+
+
+@pytest.mark.parametrize("framing", [None, "line", "length", b"<END>"], ids=str)
+def test_half_close_all_replies_arrive_then_eof(make_server, make_raw, framing):
+    ended = queue.Queue()
+    server = make_server(lambda conn, data: data.upper(), framing=framing, on_disconnect=lambda c, e: ended.put(e))
+    sock = make_raw(server.address)
+    messages = [b"request %d" % i for i in range(500)]
+    sock.sendall(b"".join(encode(framing, m) for m in messages))
+    sock.shutdown(socket.SHUT_WR)
+    assert read_to_end(sock) == b"".join(encode(framing, m.upper()) for m in messages)
+    assert ended.get(timeout=TIMEOUT) is None
+
+
+def test_half_close_with_a_slow_handler_still_gets_the_reply(make_server, make_raw):
+    release = threading.Event()
+
+    def on_message(conn, data):
+        release.wait(TIMEOUT)
+        return b"late " + data
+
+    server = make_server(on_message, framing="line")
+    sock = make_raw(server.address)
+    try:
+        sock.sendall(b"q\n")
+        sock.shutdown(socket.SHUT_WR)
+    finally:
+        release.set()
+    assert read_to_end(sock) == b"late q\n"
+
+
+def test_stop_mid_pipeline_delivers_every_reply_already_produced(make_server, make_client, wait_until):
+    """A client pipelines many framed requests without reading; stop() comes mid-way. Every reply the handler
+    produced before the stop arrives, in order, then the connection ends."""
+    produced = []
+    enough = threading.Event()
+
+    def on_message(conn, data):
+        produced.append(int(data[:8]))
+        if len(produced) == 50:
+            enough.set()
+        return data[:8] + b"r" * (16 * 1024)
+
+    server = make_server(on_message, framing="length")
+    client = make_client(server.address, framing="length")
+
+    def send_requests():
+        try:
+            for i in range(3000):
+                client.send(b"%08d" % i + b"." * 1016)
+        except OSError:
+            pass  # the server stopped and closed the connection
+
+    sender = threading.Thread(target=send_requests)
+    sender.start()
+    stopper = threading.Thread(target=server.stop, args=(TIMEOUT,))
+    try:
+        assert enough.wait(TIMEOUT)
+        stopper.start()
+        wait_until(lambda: not server.running, "stop() to begin")
+        received = []
+        ending = None
+        while True:
+            try:
+                reply = client.recv_message()
+            except (ConnectionResetError, EOFError) as exc:
+                ending = exc
+                break
+            if reply is None:
+                break
+            assert reply == reply[:8] + b"r" * (16 * 1024)
+            received.append(int(reply[:8]))
+            time.sleep(0.002)  # a slow reader: the server's output backs up until the very end
+    finally:
+        stopper.join(TIMEOUT + 5)
+        sender.join(TIMEOUT + 5)
+    assert produced == list(range(len(produced)))
+    assert len(received) == len(produced), f"{len(produced) - len(received)} replies lost; the stream ended {ending!r}"
+    assert received == produced
+
+
+def test_stop_lets_replies_out_then_ends_idle_connections_cleanly(make_server, make_client):
+    ended = queue.Queue()
+    server = make_server(echo, framing="line", on_disconnect=lambda conn, exc: ended.put(exc))
+    clients = [make_client(server.address, framing="line") for _ in range(3)]
+    for client in clients:
+        assert client.request(b"hi") == b"hi"
+    server.stop()
+    assert not server.running
+    for client in clients:
+        assert client.recv_message() is None
+    assert [ended.get(timeout=TIMEOUT) for _ in clients] == [None, None, None]
+    assert server.stats["active"] == 0
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=TIMEOUT).close()
+
+
+def test_stop_force_closes_connections_after_the_timeout(make_server, make_raw, wait_until):
+    server = make_server(lambda conn, data: b"x" * (32 * MiB), framing="line")
+    sock = make_raw(server.address)
+    sock.sendall(b"give me a lot\n")
+    wait_until(lambda: server.stats["bytes_out"] > 0, "the reply to start going out")
+    started = time.monotonic()
+    server.stop(timeout=0.5)  # the peer reads nothing, so the reply can never be flushed
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 3
+    assert server.stats["active"] == 0
+    assert len(read_to_end(sock)) < 32 * MiB
+
+
+@pytest.fixture
+def fd_room():
+    """Raises the RLIMIT_NOFILE soft limit to at least 4096 (as far as the hard limit allows) for the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    yield max(soft, want)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_thousand_connections_at_once_each_get_their_echo(make_server, fd_room, wait_until):
+    assert fd_room >= 2 * 1000 + 100
+    server = make_server(lambda conn, data: b"echo " + data, framing="line")
+    socks = []
+    try:
+        for _ in range(1000):
+            socks.append(socket.create_connection(server.address, timeout=TIMEOUT))
+        for i, sock in enumerate(socks):
+            sock.sendall(b"%d\n" % i)
+        for i, sock in enumerate(socks):
+            expected = b"echo %d\n" % i
+            assert recv_exact(sock, len(expected)) == expected
+        stats = server.stats
+        assert (stats["accepted"], stats["active"], stats["messages"], stats["errors"]) == (1000, 1000, 1000, 0)
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: server.stats["active"] == 0, "every connection to go")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lifecycle
+
+
+def test_address_reports_the_real_port(make_server):
+    server = make_server(echo, start=False)
+    host, port = server.address
+    assert host == HOST
+    assert port != 0
+    server.start()
+    assert server.address == (host, port)
+    with socket.create_connection((HOST, port), timeout=TIMEOUT) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+
+
+def test_default_address_is_loopback_on_a_free_port():
+    server = rsock.TcpServer()
+    try:
+        host, port = server.address
+        assert host == HOST and port != 0
+    finally:
+        server.stop()
+
+
+def test_running_and_repr_follow_the_lifecycle(make_server):
+    server = make_server(echo, start=False)
+    port = str(server.address[1])
+    assert not server.running
+    assert "TcpServer" in repr(server) and port in repr(server)
+    server.start()
+    assert server.running
+    assert "running" in repr(server)
+    server.stop()
+    assert not server.running
+    assert "stopped" in repr(server) and port in repr(server)
+
+
+def test_start_twice_and_stop_twice(make_server, make_client):
+    server = make_server(echo, framing="line")
+    server.start()
+    assert server.running
+    assert make_client(server.address, framing="line").request(b"x") == b"x"
+    server.stop()
+    server.stop()
+    assert not server.running
+
+
+def test_start_after_stop_raises(make_server):
+    server = make_server(echo)
+    server.stop()
+    with pytest.raises(RuntimeError):
+        server.start()
+    never_started = make_server(echo, start=False)
+    never_started.stop()
+    with pytest.raises(RuntimeError):
+        never_started.start()
+    with pytest.raises(RuntimeError):
+        never_started.serve_forever()
+
+
+def test_context_manager_starts_and_stops(make_client):
+    with rsock.TcpServer((HOST, 0), echo, framing="line") as server:
+        assert isinstance(server, rsock.TcpServer)
+        assert server.running
+        client = make_client(server.address, framing="line")
+        assert client.request(b"inside") == b"inside"
+    assert not server.running
+    assert client.recv_message() is None
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=TIMEOUT).close()
+
+
+def test_context_manager_propagates_exceptions_and_still_stops():
+    with pytest.raises(ZeroDivisionError), rsock.TcpServer((HOST, 0), echo) as server:
+        1 / 0  # noqa: B018
+    assert not server.running
+
+
+def test_serve_forever_serves_until_stop(make_server, make_client, wait_until):
+    server = make_server(echo, framing="line", start=False)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        wait_until(lambda: server.running, "serve_forever to start")
+        assert make_client(server.address, framing="line").request(b"x") == b"x"
+    finally:
+        server.stop()
+        serving.join(TIMEOUT)
+    assert not serving.is_alive()
+
+
+CTRL_C_CHILD = textwrap.dedent(
+    """
+    import socket
+    import rsock
+
+    server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+    port = server.address[1]
+    print(port, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("interrupted", server.running, flush=True)
+        probe = socket.socket()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+        probe.listen()
+        probe.close()
+        print("port free", flush=True)
+        raise
+    """
+)
+
+
+def _lines(proc):
+    """A queue fed with the child's stdout lines by a daemon thread (None at EOF)."""
+    lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def run_ctrl_c_child(script, probe):
+    """Runs `script`; once it prints its port and `probe(port)` has checked it serves, sends SIGINT. Returns
+    (stdout lines after the port, stderr, returncode, seconds from SIGINT to exit)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    try:
+        lines = _lines(proc)
+        port = int(lines.get(timeout=TIMEOUT))
+        probe(port)
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        proc.wait(timeout=TIMEOUT)
+        took = time.monotonic() - sent
+        out = []
+        while (line := lines.get(timeout=TIMEOUT)) is not None:
+            out.append(line)
+        return out, proc.stderr.read(), proc.returncode, took, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_ctrl_c_stops_serve_forever_and_frees_the_port():
+    held = []
+
+    def probe(port):
+        sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
+        held.append(sock)
+        sock.sendall(b"ping")
+        assert recv_exact(sock, 4) == b"ping"
+
+    try:
+        out, err, code, took, port = run_ctrl_c_child(CTRL_C_CHILD, probe)
+        assert out == ["interrupted False", "port free"]
+        assert "KeyboardInterrupt" in err
+        assert code != 0
+        assert took < 5
+        assert read_to_end(held[0]) == b""  # the open connection was closed
+    finally:
+        for sock in held:
+            sock.close()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, port))
+
+
+def test_fork_child_starts_its_own_server(make_server, make_client):
+    parent = make_server(lambda conn, data: b"parent " + data, framing="line")
+    client = make_client(parent.address, framing="line")
+    assert client.request(b"before") == b"parent before"  # the parent's runtime is up
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        status = 1
+        try:
+            os.close(r)
+            with rsock.TcpServer((HOST, 0), lambda conn, data: b"child " + data, framing="line") as server:
+                with rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as c:
+                    reply = c.request(b"hello")
+            os.write(w, reply)
+            status = 0
+        except BaseException as exc:
+            os.write(w, b"error " + repr(exc).encode())
+        finally:
+            os._exit(status)
+    os.close(w)
+    try:
+        deadline = time.monotonic() + TIMEOUT * 2
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung")
+            time.sleep(0.01)
+        reply = os.read(r, 1000)
+    finally:
+        os.close(r)
+    assert reply == b"child hello"
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert client.request(b"after") == b"parent after"
+
+
+def test_reuse_port_lets_two_servers_share_a_port(make_server, make_client):
+    first = make_server(lambda conn, data: b"first", framing="line", reuse_port=True)
+    second = make_server(lambda conn, data: b"second", framing="line", reuse_port=True, address=first.address)
+    assert second.address == first.address
+    replies = {make_client(first.address, framing="line").request(b"who") for _ in range(40)}
+    assert replies == {b"first", b"second"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+@pytest.mark.parametrize("name", ["on_message", "on_connect", "on_disconnect"])
+@pytest.mark.parametrize("value", [5, "handler", b"x"])
+def test_non_callable_handler_is_a_type_error(name, value):
+    with pytest.raises(TypeError, match=name):
+        rsock.TcpServer((HOST, 0), **{name: value})
+
+
+@pytest.mark.parametrize(
+    ("framing", "error"),
+    [("bogus", ValueError), ("", ValueError), (b"", ValueError), (4, TypeError), (["line"], TypeError)],
+)
+def test_bad_framing(framing, error):
+    with pytest.raises(error):
+        rsock.TcpServer((HOST, 0), echo, framing=framing)
+
+
+def test_framing_property_reports_the_framing():
+    for framing in [None, "line", "length", b"\r\n\r\n"]:
+        server = rsock.TcpServer((HOST, 0), echo, framing=framing)
+        try:
+            assert server.framing == framing
+        finally:
+            server.stop()
+
+
+def test_max_connections_zero_is_a_value_error():
+    with pytest.raises(ValueError):
+        rsock.TcpServer((HOST, 0), echo, max_connections=0)
+
+
+@pytest.mark.parametrize("idle_timeout", [-1, -0.5, float("nan")])
+def test_bad_idle_timeout_is_a_value_error(idle_timeout):
+    with pytest.raises(ValueError):
+        rsock.TcpServer((HOST, 0), echo, idle_timeout=idle_timeout)
+
+
+def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
+    holder = make_server(echo)
+    port = holder.address[1]
+    with pytest.raises(OSError) as info:
+        rsock.TcpServer((HOST, port), echo)
+    assert info.value.errno == errno.EADDRINUSE
+    assert HOST in str(info.value) and str(port) in str(info.value)
+
+    with socket.socket() as listener:
+        listener.bind((HOST, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(OSError) as info:
+            rsock.TcpServer((HOST, port), echo)
+        assert info.value.errno == errno.EADDRINUSE
+        assert HOST in str(info.value) and str(port) in str(info.value)

@@ -1,0 +1,198 @@
+"""rsock.UdpClient: binding and addresses, sendto and its size check, recvfrom and its truncation report and timeout,
+request with retries (against a server that drops datagrams) and its filtering of strangers, closing."""
+
+import errno
+import socket
+import threading
+import time
+
+import pytest
+
+import rsock
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0
+MAX_V4 = 65507
+MAX_V6 = 65527
+
+
+def test_unbound_client_gets_a_port_on_first_send(make_client, make_udp):
+    client = make_client()
+    assert client.local[1] == 0
+    receiver = make_udp()
+    assert client.sendto(b"hello", receiver.getsockname()) == 5
+    port = client.local[1]
+    assert port != 0
+    data, sender = receiver.recvfrom(100)
+    assert data == b"hello"
+    assert sender[1] == port
+
+
+def test_bound_client_and_recvfrom(make_client, make_udp):
+    client = make_client((HOST, 0))
+    host, port = client.local
+    assert host == HOST and port != 0
+    sender = make_udp()
+    sender.sendto(b"to you", client.local)
+    assert client.recvfrom(timeout=TIMEOUT) == (b"to you", sender.getsockname())
+    sender.sendto(b"again", client.local)
+    assert client.recvfrom(100, timeout=TIMEOUT) == (b"again", sender.getsockname())
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_sendto_takes_bytes_like(make_client, make_udp, kind):
+    client = make_client()
+    receiver = make_udp()
+    assert client.sendto(kind(b"abc"), receiver.getsockname()) == 3
+    assert receiver.recv(10) == b"abc"
+
+
+def test_largest_ipv4_datagram_is_sent_and_received(make_client, make_udp):
+    client = make_client((HOST, 0))
+    peer = make_udp()
+    payload = bytes(range(256)) * (MAX_V4 // 256) + bytes(MAX_V4 % 256)
+    assert client.sendto(payload, peer.getsockname()) == MAX_V4
+    assert peer.recv(65536) == payload
+    peer.sendto(payload, client.local)
+    assert client.recvfrom(timeout=TIMEOUT) == (payload, peer.getsockname())
+
+
+def test_oversized_datagram_is_refused_before_sending(make_client, make_udp):
+    client = make_client()
+    receiver = make_udp()
+    with pytest.raises(OSError) as info:
+        client.sendto(b"x" * (MAX_V4 + 1), receiver.getsockname())
+    assert info.value.errno == errno.EMSGSIZE
+    client.sendto(b"marker", receiver.getsockname())
+    assert receiver.recv(65536) == b"marker"  # nothing went out before it
+
+
+def test_ipv6_limits(make_client, make_udp):
+    client = make_client(family=socket.AF_INET6)
+    receiver = make_udp("::1", socket.AF_INET6)
+    with pytest.raises(OSError) as info:
+        client.sendto(b"x" * (MAX_V6 + 1), receiver.getsockname()[:2])
+    assert info.value.errno == errno.EMSGSIZE
+    assert client.sendto(b"y" * MAX_V6, receiver.getsockname()[:2]) == MAX_V6
+    assert receiver.recv(65536) == b"y" * MAX_V6
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT], ids=["blocking", "timeout"])
+def test_datagram_larger_than_bufsize_is_reported_not_cut(make_client, make_udp, timeout):
+    client = make_client((HOST, 0))
+    sender = make_udp()
+    sender.sendto(b"z" * 1000, client.local)
+    sender.sendto(b"next", client.local)
+    with pytest.raises(OSError) as info:
+        client.recvfrom(100, timeout=timeout)
+    assert info.value.errno == errno.EMSGSIZE
+    assert client.recvfrom(100, timeout=timeout) == (b"next", sender.getsockname())
+    sender.sendto(b"q" * 100, client.local)
+    assert client.recvfrom(100, timeout=timeout) == (b"q" * 100, sender.getsockname())  # exactly bufsize fits
+
+
+def test_recvfrom_timeout(make_client):
+    client = make_client((HOST, 0))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        client.recvfrom(timeout=0.2)
+    assert 0.15 <= time.monotonic() - started < 5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# request
+
+
+def dropping_server(make_server, drop):
+    """A UdpServer that ignores the first `drop` datagrams and answers the rest, and the list of what it got."""
+    got = []
+
+    def on_datagram(data, addr):
+        got.append(data)
+        return None if len(got) <= drop else b"reply to " + data
+
+    return make_server(on_datagram), got
+
+
+@pytest.mark.parametrize("drop", [0, 1, 2, 3])
+def test_request_resends_until_a_reply_comes(make_server, make_client, drop):
+    server, got = dropping_server(make_server, drop)
+    client = make_client()
+    assert client.request(b"q", server.address, timeout=0.2, retries=3) == b"reply to q"
+    assert got == [b"q"] * (drop + 1)
+
+
+def test_request_times_out_after_every_attempt(make_server, make_client, wait_until):
+    server, got = dropping_server(make_server, 4)
+    client = make_client()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        client.request(b"q", server.address, timeout=0.2, retries=3)
+    elapsed = time.monotonic() - started
+    assert 0.7 <= elapsed < 5
+    wait_until(lambda: len(got) == 4, "the four attempts to reach the server")
+    assert got == [b"q"] * 4
+
+
+def test_request_with_no_retries_sends_once(make_server, make_client, wait_until):
+    server, got = dropping_server(make_server, 1)
+    client = make_client()
+    with pytest.raises(TimeoutError):
+        client.request(b"once", server.address, timeout=0.2, retries=0)
+    wait_until(lambda: len(got) == 1, "the attempt to reach the server")
+    assert client.request(b"twice", server.address, timeout=1.0, retries=0) == b"reply to twice"
+
+
+def test_request_ignores_datagrams_from_other_senders(make_client, make_udp):
+    client = make_client((HOST, 0))
+    server = make_udp()
+    stranger = make_udp()
+    errors = []
+
+    def serve():
+        try:
+            data, addr = server.recvfrom(100)
+            # A stranger's datagram reaches the client first, then the real reply.
+            stranger.sendto(b"spam", addr)
+            server.sendto(b"real reply to " + data, addr)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert client.request(b"q", server.getsockname(), timeout=TIMEOUT, retries=0) == b"real reply to q"
+    finally:
+        thread.join(TIMEOUT)
+    assert errors == []
+
+
+def test_request_ignores_strangers_until_it_times_out(make_client, make_udp):
+    client = make_client((HOST, 0))
+    silent = make_udp()
+    stranger = make_udp()
+    stranger.sendto(b"spam", client.local)
+    with pytest.raises(TimeoutError):
+        client.request(b"q", silent.getsockname(), timeout=0.2, retries=1)
+    assert silent.recv(10) == b"q"
+    assert silent.recv(10) == b"q"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closing
+
+
+def test_close_and_context_manager(make_udp):
+    receiver = make_udp()
+    client = rsock.UdpClient()
+    try:
+        client.sendto(b"x", receiver.getsockname())
+    finally:
+        client.close()
+    assert client.closed
+    client.close()
+    with pytest.raises(OSError):
+        client.sendto(b"y", receiver.getsockname())
+    with rsock.UdpClient() as client:
+        assert not client.closed
+    assert client.closed

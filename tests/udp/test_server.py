@@ -1,0 +1,362 @@
+"""rsock.UdpServer: replies, None replies, handler exceptions, the largest datagrams, many clients, stats, the server's
+lifecycle (start/stop/context manager/serve_forever/Ctrl-C), reuse_port and argument checking."""
+
+import errno
+import logging
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import rsock
+
+HOST = "127.0.0.1"
+TIMEOUT = 10.0
+MAX_V4 = 65507  # the largest UDP payload over IPv4
+
+
+def reverse(data, addr):
+    return data[::-1]
+
+
+def stats_become(server, expected):
+    """Waits (with a deadline) for `server.stats` to equal `expected`: counters are updated by the io thread, which
+    may run a moment behind what a peer has already seen."""
+    deadline = time.monotonic() + TIMEOUT
+    while server.stats != expected and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert server.stats == expected
+
+
+def rsock_errors(caplog):
+    return [r for r in caplog.records if r.name == "rsock" and r.levelno >= logging.ERROR]
+
+
+def test_echo_reaches_the_sender_with_its_address(make_server, make_udp):
+    seen = []
+
+    def on_datagram(data, addr):
+        seen.append((data, addr))
+        return data.upper()
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    sock.sendto(b"hello", server.address)
+    assert sock.recvfrom(65536) == (b"HELLO", server.address)
+    assert seen == [(b"hello", sock.getsockname())]
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_any_bytes_like_reply_is_sent(make_server, make_udp, kind):
+    server = make_server(lambda data, addr: kind(b"<" + data + b">"))
+    sock = make_udp()
+    sock.sendto(b"x", server.address)
+    assert sock.recv(100) == b"<x>"
+
+
+def test_none_reply_sends_nothing(make_server, make_udp):
+    seen = []
+
+    def on_datagram(data, addr):
+        seen.append(data)
+        return None if data.startswith(b"quiet") else b"reply to " + data
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    sock.sendto(b"quiet 1", server.address)
+    sock.sendto(b"quiet 2", server.address)
+    sock.sendto(b"loud", server.address)
+    assert sock.recv(100) == b"reply to loud"  # a reply to either quiet datagram would have come first
+    assert seen == [b"quiet 1", b"quiet 2", b"loud"]
+    stats_become(server, {"datagrams_in": 3, "datagrams_out": 1, "bytes_in": 18, "bytes_out": 13, "errors": 0})
+
+
+def test_empty_datagram_and_empty_reply(make_server, make_udp):
+    seen = []
+
+    def on_datagram(data, addr):
+        seen.append(data)
+        return b""
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    sock.sendto(b"", server.address)
+    assert sock.recvfrom(100) == (b"", server.address)
+    assert seen == [b""]
+
+
+def test_handler_exception_is_logged_and_the_server_keeps_serving(make_server, make_udp, wait_until, caplog):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    raised = []
+
+    def on_datagram(data, addr):
+        if data == b"boom":
+            exc = RuntimeError("kaboom")
+            raised.append(exc)
+            raise exc
+        return data
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    sock.sendto(b"boom", server.address)
+    sock.sendto(b"after", server.address)
+    assert sock.recv(100) == b"after"
+    assert server.running
+    wait_until(lambda: server.stats["errors"] == 1, "the failure to be counted")
+    wait_until(lambda: rsock_errors(caplog), "the exception to be logged")
+    [record] = rsock_errors(caplog)
+    assert record.exc_info is not None
+    assert record.exc_info[1] is raised[0]
+    traceback_text = logging.Formatter().formatException(record.exc_info)
+    assert "RuntimeError: kaboom" in traceback_text
+    assert "Traceback" in traceback_text
+    assert "in on_datagram" in traceback_text
+
+
+def test_largest_datagrams_go_both_ways_intact(make_server, make_udp):
+    sizes = []
+
+    def on_datagram(data, addr):
+        sizes.append(len(data))
+        return data[::-1]
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    payload = bytes(range(256)) * (MAX_V4 // 256) + bytes(MAX_V4 % 256)
+    assert len(payload) == MAX_V4
+    sock.sendto(payload, server.address)
+    assert sock.recv(65536) == payload[::-1]
+    sock.sendto(payload[: 65536 - 1024], server.address)  # 64 KiB less 1 KiB
+    assert sock.recv(65536) == payload[: 65536 - 1024][::-1]
+    assert sizes == [MAX_V4, 65536 - 1024]
+
+
+def test_many_clients(make_server, make_client):
+    server = make_server(lambda data, addr: b"%s:%d" % (data, addr[1]))
+    clients = [make_client() for _ in range(20)]
+    for i in range(10):
+        for n, client in enumerate(clients):
+            reply = client.request(b"%d-%d" % (n, i), server.address, timeout=1.0)
+            assert reply == b"%d-%d:%d" % (n, i, client.local[1])
+    assert server.stats["datagrams_in"] >= 200
+
+
+def test_stats_count_datagrams_and_bytes(make_server, make_udp):
+    def on_datagram(data, addr):
+        if data == b"boom":
+            raise ValueError("expected by the test")
+        return None if data == b"quiet" else data * 2
+
+    server = make_server(on_datagram)
+    assert server.stats == {"datagrams_in": 0, "datagrams_out": 0, "bytes_in": 0, "bytes_out": 0, "errors": 0}
+    sock = make_udp()
+    for data in [b"abc", b"quiet", b"boom", b"xy"]:
+        sock.sendto(data, server.address)
+    assert sock.recv(100) == b"abcabc"
+    assert sock.recv(100) == b"xyxy"
+    stats_become(
+        server,
+        {
+            "datagrams_in": 4,
+            "datagrams_out": 2,
+            "bytes_in": 3 + 5 + 4 + 2,
+            "bytes_out": 6 + 4,
+            "errors": 1,
+        },
+    )
+
+
+def test_server_without_handler_counts_and_sends_nothing(make_server, make_udp, wait_until):
+    server = make_server(None)
+    sock = make_udp()
+    sock.sendto(b"anyone?", server.address)
+    wait_until(lambda: server.stats["datagrams_in"] == 1, "the datagram to be counted")
+    sock.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sock.recv(100)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lifecycle
+
+
+def test_address_running_and_repr(make_server):
+    server = make_server(reverse, start=False)
+    host, port = server.address
+    assert host == HOST and port != 0
+    assert not server.running
+    assert "UdpServer" in repr(server) and str(port) in repr(server)
+    server.start()
+    assert server.running
+    assert "running" in repr(server)
+    assert server.address == (host, port)
+    server.stop()
+    assert not server.running
+    assert "stopped" in repr(server)
+
+
+def test_default_address_is_loopback_on_a_free_port():
+    server = rsock.UdpServer()
+    try:
+        host, port = server.address
+        assert host == HOST and port != 0
+    finally:
+        server.stop()
+
+
+def test_start_twice_stop_twice_and_start_after_stop(make_server, make_udp):
+    server = make_server(reverse)
+    server.start()
+    sock = make_udp()
+    sock.sendto(b"ab", server.address)
+    assert sock.recv(10) == b"ba"
+    server.stop()
+    server.stop()
+    with pytest.raises(RuntimeError):
+        server.start()
+    never_started = make_server(reverse, start=False)
+    never_started.stop()
+    with pytest.raises(RuntimeError):
+        never_started.start()
+
+
+def test_stop_stops_handling_and_frees_the_port(make_server, make_udp):
+    seen = []
+
+    def on_datagram(data, addr):
+        seen.append(data)
+        return data
+
+    server = make_server(on_datagram)
+    sender = make_udp()
+    sender.sendto(b"before", server.address)
+    assert sender.recv(10) == b"before"
+    server.stop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as successor:
+        successor.settimeout(TIMEOUT)
+        successor.bind(server.address)
+        sender.sendto(b"after", server.address)
+        assert successor.recv(10) == b"after"
+    assert seen == [b"before"]
+
+
+def test_context_manager_starts_and_stops(make_udp):
+    sock = make_udp()
+    with rsock.UdpServer((HOST, 0), reverse) as server:
+        assert isinstance(server, rsock.UdpServer)
+        assert server.running
+        sock.sendto(b"abc", server.address)
+        assert sock.recv(10) == b"cba"
+    assert not server.running
+    with pytest.raises(ZeroDivisionError), rsock.UdpServer((HOST, 0), reverse) as server:
+        1 / 0  # noqa: B018
+    assert not server.running
+
+
+def test_serve_forever_serves_until_stop(make_server, make_udp, wait_until):
+    server = make_server(reverse, start=False)
+    serving = threading.Thread(target=server.serve_forever)
+    serving.start()
+    try:
+        wait_until(lambda: server.running, "serve_forever to start")
+        sock = make_udp()
+        sock.sendto(b"xyz", server.address)
+        assert sock.recv(10) == b"zyx"
+    finally:
+        server.stop()
+        serving.join(TIMEOUT)
+    assert not serving.is_alive()
+
+
+CTRL_C_CHILD = textwrap.dedent(
+    """
+    import socket
+    import rsock
+
+    server = rsock.UdpServer(("127.0.0.1", 0), lambda data, addr: data)
+    port = server.address[1]
+    print(port, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("interrupted", server.running, flush=True)
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", port))
+        probe.close()
+        print("port free", flush=True)
+        raise
+    """
+)
+
+
+def test_ctrl_c_stops_serve_forever_and_frees_the_port(make_udp):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        port = int(lines.get(timeout=TIMEOUT))
+        sock = make_udp()
+        sock.sendto(b"ping", (HOST, port))
+        assert sock.recv(10) == b"ping"  # serving
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        proc.wait(timeout=TIMEOUT)
+        took = time.monotonic() - sent
+        out = []
+        while (line := lines.get(timeout=TIMEOUT)) is not None:
+            out.append(line)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert out == ["interrupted False", "port free"]
+    assert "KeyboardInterrupt" in err
+    assert proc.returncode != 0
+    assert took < 5
+
+
+def test_reuse_port_lets_two_servers_share_a_port(make_server):
+    first = make_server(lambda data, addr: b"first", reuse_port=True)
+    second = make_server(lambda data, addr: b"second", reuse_port=True, address=first.address)
+    assert second.address == first.address
+    replies = set()
+    for _ in range(40):
+        with rsock.UdpClient() as client:
+            replies.add(client.request(b"who", first.address, timeout=1.0))
+    assert replies == {b"first", b"second"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+@pytest.mark.parametrize("value", [5, "handler", b"x"])
+def test_non_callable_handler_is_a_type_error(value):
+    with pytest.raises(TypeError, match="on_datagram"):
+        rsock.UdpServer((HOST, 0), value)
+
+
+def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
+    holder = make_server(reverse)
+    port = holder.address[1]
+    with pytest.raises(OSError) as info:
+        rsock.UdpServer((HOST, port), reverse)
+    assert info.value.errno == errno.EADDRINUSE
+    assert HOST in str(info.value) and str(port) in str(info.value)
