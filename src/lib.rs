@@ -9,6 +9,7 @@ mod aio;
 mod ancillary;
 mod args;
 mod buffer;
+mod display;
 mod errors;
 mod framing;
 mod log;

@@ -1,14 +1,31 @@
 """``python -m rsock demo``: the socket tutorial's TCP and UDP round trips on rsock, then the same
-exchange timed on rsock and on the stdlib side by side. Loopback only; a few seconds at most."""
+exchange timed on rsock and on the stdlib side by side, then rsock's TcpServer against the stdlib's
+thread-per-connection server. Loopback only, everything in this one process; a few seconds at most.
+
+The measuring functions here are shared with ``python -m rsock bench``, which runs more of them for longer.
+"""
 
 import socket as stdlib_socket
+import socketserver
+import statistics
 import threading
 import time
+from contextlib import contextmanager
 
 import rsock
 
 ROUND_TRIPS = 5_000
 MESSAGE = b"hello, rsock"
+
+# The server comparison: SERVER_REQUESTS request/reply exchanges of SERVER_MESSAGE spread over SERVER_CONNECTIONS
+# client threads, each run cut short after SERVER_TIME_LIMIT seconds, the median of SERVER_REPS interleaved runs.
+SERVER_CONNECTIONS = 8
+SERVER_REQUESTS = 4_000
+SERVER_TIME_LIMIT = 2.0
+SERVER_REPS = 3
+SERVER_MESSAGE = b"x" * 64
+
+CLIENT_TIMEOUT = 5.0  # seconds: every client socket's timeout, so nothing here can hang
 
 
 def _tcp_echo_server(mod, ready):
@@ -27,8 +44,14 @@ def _udp_echo_server(mod, ready, count):
     with mod.socket(mod.AF_INET, mod.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
         ready.append(server.getsockname())
+        server.settimeout(CLIENT_TIMEOUT)
         for _ in range(count):
-            data, addr = server.recvfrom(2048)
+            try:
+                data, addr = server.recvfrom(2048)
+            except TimeoutError:
+                return  # the client is gone
+            if data == b"":  # the client's "no more" marker (see udp_round_trips)
+                return
             server.sendto(data, addr)
 
 
@@ -44,39 +67,227 @@ def _start(target, *args):
     return thread, ready[0]
 
 
-def tcp_round_trips(mod, count):
-    """Connects to an echo server and makes `count` round trips; returns (first reply, trips per second)."""
+def tcp_round_trips(mod, count, time_limit=None):
+    """Connects to an echo server and makes `count` round trips, or as many as fit in `time_limit` seconds;
+    returns (first reply, trips per second)."""
     thread, address = _start(_tcp_echo_server, mod)
-    with mod.create_connection(address, timeout=5) as client:
+    with mod.create_connection(address, timeout=CLIENT_TIMEOUT) as client:
         client.setsockopt(mod.IPPROTO_TCP, mod.TCP_NODELAY, 1)
         client.sendall(MESSAGE)
         first = client.recv(1024)
         started = time.perf_counter()
-        for _ in range(count):
+        deadline = started + time_limit if time_limit else float("inf")
+        done = 0
+        while done < count and time.perf_counter() < deadline:
             client.sendall(MESSAGE)
             client.recv(1024)
-        rate = count / (time.perf_counter() - started)
+            done += 1
+        rate = done / (time.perf_counter() - started)
     thread.join(5)
     return first, rate
 
 
-def udp_round_trips(mod, count):
-    """Sends `count` + 1 datagrams to an echo server, each waiting for its echo; returns (first reply, rate)."""
+def udp_round_trips(mod, count, time_limit=None):
+    """Sends `count` + 1 datagrams to an echo server (fewer if `time_limit` seconds run out), each waiting for
+    its echo; returns (first reply, rate)."""
     thread, address = _start(_udp_echo_server, mod, count + 1)
     with mod.socket(mod.AF_INET, mod.SOCK_DGRAM) as client:
-        client.settimeout(5)
+        client.settimeout(CLIENT_TIMEOUT)
         client.sendto(MESSAGE, address)
         first, _ = client.recvfrom(2048)
         started = time.perf_counter()
-        for _ in range(count):
+        deadline = started + time_limit if time_limit else float("inf")
+        done = 0
+        while done < count and time.perf_counter() < deadline:
             client.sendto(MESSAGE, address)
             client.recvfrom(2048)
-        rate = count / (time.perf_counter() - started)
+            done += 1
+        rate = done / (time.perf_counter() - started)
+        if done < count:
+            client.sendto(b"", address)  # tells the server to stop waiting for the rest
     thread.join(5)
     return first, rate
 
 
+# --- servers: rsock.TcpServer / UdpServer against the stdlib's -----------------------------------------
+
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    """socketserver's way to echo: one handler (and, in ThreadingTCPServer, one thread) per connection."""
+
+    def handle(self):
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+class _ThreadingEchoServer(socketserver.ThreadingTCPServer):
+    """The stdlib's thread-per-connection server; server_close() joins the connection threads."""
+
+    daemon_threads = False
+    block_on_close = True
+
+
+@contextmanager
+def rsock_tcp_echo_server():
+    """An rsock.TcpServer echoing every chunk it reads, started on 127.0.0.1; yields its address."""
+    server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+    server.start()
+    try:
+        yield server.address
+    finally:
+        server.stop(5)
+
+
+@contextmanager
+def stdlib_tcp_echo_server():
+    """socketserver.ThreadingTCPServer with an echo handler, served from a thread; yields its address."""
+    server = _ThreadingEchoServer(("127.0.0.1", 0), _EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@contextmanager
+def rsock_udp_echo_server():
+    """An rsock.UdpServer sending every datagram back, started on 127.0.0.1; yields its address."""
+    server = rsock.UdpServer(("127.0.0.1", 0), lambda data, address: data)
+    server.start()
+    try:
+        yield server.address
+    finally:
+        server.stop(5)
+
+
+@contextmanager
+def stdlib_udp_echo_server():
+    """The tutorial's UDP echo loop (recvfrom, sendto) on a stdlib socket in a thread; yields its address."""
+    stop = threading.Event()
+    sock = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.05)
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, address = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            sock.sendto(data, address)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+
+
+def _run_clients(connections, exchange):
+    """Runs `exchange(i, barrier)` in `connections` threads; re-raises the first exception one of them raised."""
+    errors = []
+    barrier = threading.Barrier(connections + 1, timeout=CLIENT_TIMEOUT)
+
+    def client(i):
+        try:
+            exchange(i, barrier)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass  # a client failed before the start: its error is raised below
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def tcp_server_rate(server, connections, requests, time_limit, message=SERVER_MESSAGE):
+    """Makes up to `requests` request/reply exchanges with the TCP echo server `server` (a context manager
+    yielding its address), spread over `connections` stdlib client threads, stopping after `time_limit`
+    seconds; returns (exchanges done, exchanges whose reply differed from the request, exchanges per second)."""
+    done = [0] * connections
+    wrong = [0] * connections
+    per_connection = -(-requests // connections)
+    with server as address:
+
+        def exchange(i, barrier):
+            with stdlib_socket.create_connection(address, timeout=CLIENT_TIMEOUT) as sock:
+                sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+                barrier.wait()
+                deadline = time.perf_counter() + time_limit
+                while done[i] < per_connection and time.perf_counter() < deadline:
+                    sock.sendall(message)
+                    reply = b""
+                    while len(reply) < len(message):  # TCP may deliver the echo in pieces
+                        chunk = sock.recv(65536)
+                        if not chunk:
+                            raise ConnectionError("the echo server closed the connection")
+                        reply += chunk
+                    done[i] += 1
+                    wrong[i] += reply != message
+
+        elapsed = _run_clients(connections, exchange)
+    return sum(done), sum(wrong), sum(done) / elapsed
+
+
+def udp_server_rate(server, clients, requests, time_limit, message=SERVER_MESSAGE):
+    """Like tcp_server_rate() for a UDP echo server: each of `clients` threads sends a datagram and waits for
+    its echo; a datagram lost (no echo within 1 s) counts as a wrong reply."""
+    done = [0] * clients
+    wrong = [0] * clients
+    per_client = -(-requests // clients)
+    with server as address:
+
+        def exchange(i, barrier):
+            with stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as sock:
+                sock.settimeout(1.0)
+                sock.connect(address)
+                barrier.wait()
+                deadline = time.perf_counter() + time_limit
+                while done[i] < per_client and time.perf_counter() < deadline:
+                    sock.send(message)
+                    try:
+                        reply = sock.recv(65536)
+                    except TimeoutError:
+                        reply = None
+                    done[i] += 1
+                    wrong[i] += reply != message
+
+        elapsed = _run_clients(clients, exchange)
+    return sum(done), sum(wrong), sum(done) / elapsed
+
+
+def compare_servers(rate_function, servers, reps, *args):
+    """Runs `rate_function(server(), *args)` for each server factory in `servers`, `reps` times over,
+    interleaved; returns ([median rate for each server], total wrong replies)."""
+    rates = [[] for _ in servers]
+    wrong = 0
+    for _ in range(reps):
+        for i, server in enumerate(servers):
+            _, bad, rate = rate_function(server(), *args)
+            rates[i].append(rate)
+            wrong += bad
+    return [statistics.median(r) for r in rates], wrong
+
+
 def run():
+    """Runs the demo; returns the exit code (0 when every reply matched what was sent, else 1)."""
     print(f"rsock {rsock.__version__}: the socket tutorial with `import rsock as socket`\n")
     ok = True
     rows = []
@@ -90,5 +301,23 @@ def run():
     print(f"  {'':4} {'rsock':>14} {'stdlib socket':>14} {'ratio':>6}")
     for name, rsock_rate, stdlib_rate in rows:
         print(f"  {name:4} {rsock_rate:>12,.0f}/s {stdlib_rate:>12,.0f}/s {rsock_rate / stdlib_rate:>6.2f}")
+
+    (rsock_rate, stdlib_rate), wrong = compare_servers(
+        tcp_server_rate,
+        [rsock_tcp_echo_server, stdlib_tcp_echo_server],
+        SERVER_REPS,
+        SERVER_CONNECTIONS,
+        SERVER_REQUESTS,
+        SERVER_TIME_LIMIT,
+    )
+    ok &= wrong == 0
+    print(
+        f"\nEcho servers: {SERVER_REQUESTS:,} requests of {len(SERVER_MESSAGE)} bytes over {SERVER_CONNECTIONS} "
+        f"connections (stdlib client threads, median of {SERVER_REPS}):"
+    )
+    print(f"  {'server':<48} {'requests':>14} {'ratio':>6}")
+    print(f"  {'rsock.TcpServer (one Rust I/O loop)':<48} {rsock_rate:>12,.0f}/s {rsock_rate / stdlib_rate:>6.2f}")
+    print(f"  {'socketserver.ThreadingTCPServer (a thread each)':<48} {stdlib_rate:>12,.0f}/s {1:>6.2f}")
+    print("  (clients and servers share this process and its GIL; `python -m rsock bench` measures more)")
     print("\n" + ("all round trips matched" if ok else "MISMATCH: a reply differed from what was sent"))
     return 0 if ok else 1

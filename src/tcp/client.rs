@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use pyo3::exceptions::{PyConnectionError, PyEOFError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyBytes, PyTuple, PyType};
+use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
 
 use crate::buffer::{BytesWriter, with_readable};
@@ -96,6 +96,28 @@ impl TcpClient {
                 )));
             }
         }
+    }
+
+    fn send_file(
+        &self,
+        py: Python<'_>,
+        file: &std::fs::File,
+        size: u64,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<u64> {
+        let mut offset: u64 = 0;
+        while offset < size {
+            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as usize;
+            let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
+            if sent == 0 {
+                break;
+            }
+            offset += sent as u64;
+            if let Some(progress) = progress {
+                progress.call1((sent,))?;
+            }
+        }
+        Ok(offset)
     }
 
     fn send_framed(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -224,27 +246,35 @@ impl TcpClient {
 
     /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent.
     /// `progress(n)` is called after each chunk with the bytes just sent, so `tqdm(...).update`
-    /// plugs straight in. The file goes as raw bytes, whatever the framing.
+    /// plugs straight in; `progress=True` draws a tqdm bar itself. The file goes as raw bytes,
+    /// whatever the framing.
     #[pyo3(signature = (path, progress=None))]
     fn sendfile(&self, py: Python<'_>, path: &Bound<'_, PyAny>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
         let path = fs_path(path)?;
         let file = py.detach(|| std::fs::File::open(&path)).map_err(|e| io_error(&e))?;
         let size = file.metadata().map_err(|e| io_error(&e))?.len();
-        let mut offset: u64 = 0;
-        while offset < size {
-            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as usize;
-            let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
-            if sent == 0 {
-                break;
-            }
-            offset += sent as u64;
-            if let Some(progress) = progress {
-                progress.call1((sent,))?;
-            }
+        let bar = match progress {
+            Some(flag) if flag.is_instance_of::<PyBool>() && flag.is_truthy()? => Some(progress_bar(
+                py,
+                size,
+                &path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )?),
+            _ => None,
+        };
+        let progress = match (&bar, progress) {
+            (Some(bar), _) => Some(bar.getattr("update")?),
+            (None, Some(p)) if !p.is_instance_of::<PyBool>() => Some(p.clone()),
+            _ => None,
+        };
+        let sent = self.send_file(py, &file, size, progress.as_ref());
+        if let Some(bar) = bar {
+            bar.call_method0("close")?;
         }
-        Ok(offset)
+        sent
     }
-
     /// Sets the timeout (seconds, or None to block) for every later call.
     fn settimeout(&self, timeout: &Bound<'_, PyAny>) -> PyResult<()> {
         self.sock.set_timeout_ns(parse_timeout(timeout)?)
@@ -296,6 +326,22 @@ impl TcpClient {
         let state = if self.sock.is_closed() { "closed" } else { "open" };
         format!("<TcpClient {} {state}>", self.peer)
     }
+
+    fn _repr_html_(&self, py: Python<'_>) -> String {
+        let state = if self.sock.is_closed() { "closed" } else { "open" };
+        let local = self
+            .local(py)
+            .and_then(|l| l.str().map(|s| s.to_string()))
+            .unwrap_or_default();
+        crate::display::table(
+            &format!("TcpClient {}", self.peer),
+            &[
+                ("state", state.to_string()),
+                ("local", local),
+                ("framing", self.framing(py).to_string()),
+            ],
+        )
+    }
 }
 
 /// A path argument as `os.fspath()` takes it: str, bytes or an os.PathLike.
@@ -306,6 +352,20 @@ fn fs_path(path: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
         return Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(raw.as_bytes())));
     }
     path.extract()
+}
+
+/// A tqdm progress bar counting `total` bytes.
+fn progress_bar<'py>(py: Python<'py>, total: u64, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    let tqdm = py.import("tqdm.auto").map_err(|_| {
+        pyo3::exceptions::PyImportError::new_err("progress=True draws a progress bar with tqdm: pip install tqdm")
+    })?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("total", total)?;
+    kwargs.set_item("unit", "B")?;
+    kwargs.set_item("unit_scale", true)?;
+    kwargs.set_item("unit_divisor", 1024)?;
+    kwargs.set_item("desc", name)?;
+    tqdm.getattr("tqdm")?.call((), Some(&kwargs))
 }
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {

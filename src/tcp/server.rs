@@ -331,6 +331,20 @@ impl Connection {
         format!("<Connection id={} peer={} {state}>", self.shared.id, self.shared.peer)
     }
 
+    fn _repr_html_(&self) -> String {
+        let state = if self.closed() { "closed" } else { "open" };
+        let queued = self.shared.io().pending_bytes;
+        crate::display::table(
+            &format!("Connection {}", self.shared.id),
+            &[
+                ("peer", self.shared.peer.to_string()),
+                ("local", self.shared.local.to_string()),
+                ("state", state.to_string()),
+                ("bytes queued", queued.to_string()),
+            ],
+        )
+    }
+
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if let Ok(state) = self.state.try_lock()
             && let Some(dict) = state.as_ref()
@@ -1035,18 +1049,48 @@ impl TcpServer {
         Ok(stats)
     }
 
-    fn __repr__(&self) -> String {
-        let state = match self.state.load(Relaxed) {
-            NEW => "not started",
-            RUNNING if self.running() => "running",
-            _ => "stopped",
+    fn _repr_html_(&self) -> String {
+        let s = &self.shared.stats;
+        let framing = match &self.shared.framing {
+            Framing::Raw => "none".to_string(),
+            Framing::Line => "line".to_string(),
+            Framing::Length => "length".to_string(),
+            Framing::Delimiter(d) => format!("{:?}", String::from_utf8_lossy(d)),
         };
+        crate::display::table(
+            &format!("TcpServer {}", self.address),
+            &[
+                ("state", self.state_name().to_string()),
+                ("framing", framing),
+                ("connections", self.shared.connections().len().to_string()),
+                ("accepted", s.accepted.load(Relaxed).to_string()),
+                ("refused", s.refused.load(Relaxed).to_string()),
+                ("messages", s.messages.load(Relaxed).to_string()),
+                ("bytes in", s.bytes_in.load(Relaxed).to_string()),
+                ("bytes out", s.bytes_out.load(Relaxed).to_string()),
+                ("errors", s.errors.load(Relaxed).to_string()),
+            ],
+        )
+    }
+
+    fn __repr__(&self) -> String {
+        let state = self.state_name();
         format!(
             "<TcpServer {} {state}, {} connections, {} messages>",
             self.address,
             self.shared.connections().len(),
             self.shared.stats.messages.load(Relaxed)
         )
+    }
+}
+
+impl TcpServer {
+    fn state_name(&self) -> &'static str {
+        match self.state.load(Relaxed) {
+            NEW => "not started",
+            RUNNING if self.running() => "running",
+            _ => "stopped",
+        }
     }
 }
 

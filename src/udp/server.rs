@@ -458,17 +458,38 @@ impl UdpServer {
         Ok(stats)
     }
 
+    fn _repr_html_(&self) -> String {
+        let s = &self.shared.stats;
+        crate::display::table(
+            &format!("UdpServer {}", self.address),
+            &[
+                ("state", self.state_name().to_string()),
+                ("datagrams in", s.datagrams_in.load(Relaxed).to_string()),
+                ("datagrams out", s.datagrams_out.load(Relaxed).to_string()),
+                ("bytes in", s.bytes_in.load(Relaxed).to_string()),
+                ("bytes out", s.bytes_out.load(Relaxed).to_string()),
+                ("errors", s.errors.load(Relaxed).to_string()),
+            ],
+        )
+    }
+
     fn __repr__(&self) -> String {
-        let state = match self.state.load(Relaxed) {
-            NEW => "not started",
-            RUNNING if self.running() => "running",
-            _ => "stopped",
-        };
+        let state = self.state_name();
         format!(
             "<UdpServer {} {state}, {} datagrams>",
             self.address,
             self.shared.stats.datagrams_in.load(Relaxed)
         )
+    }
+}
+
+impl UdpServer {
+    fn state_name(&self) -> &'static str {
+        match self.state.load(Relaxed) {
+            NEW => "not started",
+            RUNNING if self.running() => "running",
+            _ => "stopped",
+        }
     }
 }
 

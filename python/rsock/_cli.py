@@ -1,0 +1,878 @@
+"""The ``rsock`` command line: ``python -m rsock <command>`` (or the ``rsock`` console script).
+
+Commands: ``demo``, ``echo-server``, ``chat-server``, ``connect``, ``send-file``, ``recv-file`` and ``bench``;
+``rsock <command> --help`` describes each. Exit codes, the same for every command (see ``EXIT_CODES``):
+
+- 0: success, including a server stopped with Ctrl-C (SIGINT) or SIGTERM, which is how servers end;
+- 1: a runtime failure, reported in one line on stderr: address already in use, connection refused, a file
+  that did not arrive intact, ...;
+- 2: a usage error (unknown command, bad or missing argument), reported by argparse with the usage line;
+- 130: a command with a finite job (``connect``, ``send-file``, ``demo``, ``bench``) interrupted with Ctrl-C.
+
+The file transfer protocol of ``send-file`` and ``recv-file`` (the one of ``examples/file_send.py`` and
+``examples/file_receive.py``), one file per connection:
+
+1. the sender sends one line of JSON, ``{"name": "photo.jpg", "size": 5242880}``, and a newline;
+2. then exactly ``size`` bytes, the file's content, as they are;
+3. the receiver answers one line, ``ok SIZE SHA256`` (the SHA-256 of what it wrote, in hex) or
+   ``error: WHY``, and closes the connection.
+"""
+
+import argparse
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import signal
+import socket as stdlib_socket
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import rsock
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 65432  # the examples' port
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = """\
+exit codes:
+  0    success; servers exit 0 when stopped with Ctrl-C (SIGINT) or SIGTERM
+  1    runtime failure, explained on stderr (address in use, connection refused, transfer not intact, ...)
+  2    usage error: unknown command, bad or missing argument
+  130  interrupted with Ctrl-C: connect, send-file, demo, bench"""
+
+MAX_HEADER = 4096  # bytes: the file transfer header line is never longer
+MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
+
+
+class CommandError(Exception):
+    """A runtime failure: main() prints it as ``rsock COMMAND: error: MESSAGE`` and exits with code 1."""
+
+
+# --- arguments ---------------------------------------------------------------------------------------
+
+
+def _port(text):
+    """argparse type: a port to listen on, 0-65535 (0: any free port)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number from 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected a number from 0 to 65535")
+    return port
+
+
+def _peer_port(text):
+    """argparse type: a port to connect to, 1-65535."""
+    port = _port(text)
+    if port == 0:
+        raise argparse.ArgumentTypeError("invalid port '0': a peer's port is a number from 1 to 65535")
+    return port
+
+
+def _positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: expected a whole number of at least 1")
+    return value
+
+
+def _seconds(text):
+    """argparse type: a duration in seconds, > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected a number of seconds above 0")
+    return value
+
+
+def _framing(text):
+    """argparse type: none, line, length or delimiter:TEXT (backslash escapes allowed, e.g. delimiter:\\r\\n)."""
+    if text in ("none", "line", "length"):
+        return None if text == "none" else text
+    kind, colon, delimiter = text.partition(":")
+    if kind == "delimiter" and colon:
+        try:
+            value = delimiter.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
+        except (UnicodeError, ValueError):
+            value = b""
+        if value:
+            return value
+    raise argparse.ArgumentTypeError(
+        f"invalid framing {text!r}: expected none, line, length or delimiter:TEXT (e.g. delimiter:;)"
+    )
+
+
+def _show(address):
+    """``HOST:PORT`` for an address tuple, ``[HOST]:PORT`` for IPv6."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- shared by the servers -----------------------------------------------------------------------------
+
+
+def _listen(make_server, host, port, udp=False):
+    """Calls `make_server()` (which binds); turns a failure to bind into a CommandError that says which address
+    and what to do about it."""
+    where = _show((host, port))
+    proto = "UDP" if udp else "TCP"
+    try:
+        return make_server()
+    except stdlib_socket.gaierror as exc:
+        raise CommandError(f"cannot listen on {where}: unknown host {host!r} ({exc.strerror})") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            why = f"{proto} address already in use (another program is listening there)"
+            hint = "choose another port, e.g. --port 0 for any free one"
+        elif exc.errno == errno.EACCES:
+            why = "permission denied (ports below 1024 need privileges)"
+            hint = "choose a port above 1023, e.g. --port 0 for any free one"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            why = f"{host} is not an address of this machine"
+            hint = "use 127.0.0.1, 0.0.0.0 (every interface) or one of this machine's addresses"
+        else:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            hint = ""
+        raise CommandError(f"cannot listen on {where}: {why}" + (f"; {hint}" if hint else "")) from None
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While inside, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so `kill PID` stops a server cleanly."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(server):
+    """Prints ``listening on HOST:PORT`` and serves until the server stops or Ctrl-C / SIGTERM, after which it
+    says so on stderr. Returns normally either way."""
+    print(f"listening on {_show(server.address)}", flush=True)
+    with _sigterm_interrupts():
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            server.stop()
+            print("interrupted, shutting down", file=sys.stderr, flush=True)
+
+
+# --- echo-server ----------------------------------------------------------------------------------------
+
+
+def cmd_echo_server(args):
+    """Runs a TCP (TcpServer) or UDP (UdpServer) echo server until Ctrl-C."""
+    if args.udp:
+        server = _listen(
+            lambda: rsock.UdpServer((args.host, args.port), lambda data, address: data), args.host, args.port, udp=True
+        )
+    else:
+        server = _listen(
+            lambda: rsock.TcpServer((args.host, args.port), lambda conn, data: data, framing=args.framing),
+            args.host,
+            args.port,
+        )
+    _serve(server)
+    stats = server.stats
+    print("stats: " + ", ".join(f"{key} {value}" for key, value in stats.items()), file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
+# --- chat-server ----------------------------------------------------------------------------------------
+
+
+def cmd_chat_server(args):
+    """Runs a line-framed chat room (examples/chat_server.py's) until Ctrl-C."""
+
+    def on_connect(conn):
+        nick = conn.state["nick"] = f"guest{conn.id}"
+        print(f"{nick} joined from {_show(conn.peer)}", flush=True)
+        others = server.stats["active"] - 1
+        conn.send(f"* welcome, {nick}! others here: {others}. /nick NAME renames you, /quit leaves".encode())
+        server.broadcast(f"* {nick} joined".encode(), exclude=conn)
+
+    def on_message(conn, data):
+        nick = conn.state["nick"]
+        text = data.decode("utf-8", errors="replace").strip()
+        command, _, argument = text.partition(" ")
+        if command == "/nick":
+            new_nick = argument.strip()
+            if not new_nick or " " in new_nick:
+                return b"* usage: /nick NAME (one word)"
+            conn.state["nick"] = new_nick
+            print(f"{nick} is now {new_nick}", flush=True)
+            server.broadcast(f"* {nick} is now {new_nick}".encode(), exclude=conn)
+            return f"* you are now {new_nick}".encode()
+        if command == "/quit":
+            conn.close()
+            return None
+        if text:
+            server.broadcast(f"{nick}: {text}".encode(), exclude=conn)
+        return None
+
+    def on_disconnect(conn, exc):
+        nick = conn.state.get("nick", f"guest{conn.id}")
+        reason = "" if exc is None else f" ({exc})"
+        print(f"{nick} left{reason}", flush=True)
+        server.broadcast(f"* {nick} left".encode())
+
+    server = _listen(
+        lambda: rsock.TcpServer(
+            (args.host, args.port),
+            on_message=on_message,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            framing="line",
+        ),
+        args.host,
+        args.port,
+    )
+    _serve(server)
+    return EXIT_OK
+
+
+# --- connect --------------------------------------------------------------------------------------------
+
+
+def _connect_error(exc, where, proto):
+    """A CommandError explaining why connecting (or talking) to `where` failed."""
+    if isinstance(exc, stdlib_socket.gaierror):
+        return CommandError(f"cannot connect to {where}: unknown host ({exc.strerror})")
+    if isinstance(exc, ConnectionRefusedError):
+        return CommandError(f"cannot connect to {where}: connection refused (is a {proto} server listening there?)")
+    if isinstance(exc, TimeoutError):
+        return CommandError(f"cannot connect to {where}: timed out")
+    if isinstance(exc, ConnectionResetError):
+        return CommandError(f"connection to {where} reset by the peer")
+    return CommandError(f"connection to {where} failed: {os.strerror(exc.errno) if exc.errno else exc}")
+
+
+def _write_stdout(data):
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _read_stdin():
+    """The next chunk of stdin, unbuffered (b"" at its end, or when there is no stdin)."""
+    try:
+        return os.read(0, 65536)
+    except OSError:
+        return b""
+
+
+def _connect_tcp(args, where):
+    try:
+        sock = rsock.create_connection((args.host, args.port), timeout=args.timeout)
+    except OSError as exc:
+        raise _connect_error(exc, where, "TCP") from None
+    sock.settimeout(None)
+    failures = []
+    closing = threading.Event()
+
+    def pump_stdin():
+        # Unbuffered os.read: a daemon thread blocked in sys.stdin's buffered reader can abort interpreter exit.
+        try:
+            while data := _read_stdin():
+                sock.sendall(data)
+            sock.shutdown(rsock.SHUT_WR)  # end of input: the peer reads end-of-file, and may answer and close
+        except OSError as exc:
+            if not closing.is_set():  # a send cut short because we are exiting is no failure
+                failures.append(exc)
+
+    with sock:
+        threading.Thread(target=pump_stdin, daemon=True, name="rsock-connect-stdin").start()
+        try:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except OSError as exc:
+                    raise _connect_error(exc, where, "TCP") from None
+                if not data:  # the peer closed the connection
+                    break
+                _write_stdout(data)
+        finally:
+            closing.set()
+    if failures:
+        raise _connect_error(failures[0], where, "TCP")
+    return EXIT_OK
+
+
+def _udp_refused(where):
+    return CommandError(f"{where} refused the datagram (ICMP port unreachable): is a UDP server listening there?")
+
+
+def _receive_datagrams(sock, args, where, failures, stdin_done):
+    """Writes each datagram from the (connected, short-timeout) `sock` to stdout until sending failed, or stdin has
+    ended and --wait seconds have passed since then without a datagram."""
+    quiet_since = None  # when stdin ended or, after that, the last datagram came
+    while not failures:
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            if stdin_done.is_set():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= args.wait:
+                    return
+            continue
+        except ConnectionRefusedError:
+            raise _udp_refused(where) from None
+        except OSError as exc:
+            raise _connect_error(exc, where, "UDP") from None
+        _write_stdout(data)
+        if stdin_done.is_set():
+            quiet_since = time.monotonic()
+
+
+def _connect_udp(args, where):
+    try:
+        family, kind, proto, _, address = rsock.getaddrinfo(args.host, args.port, 0, rsock.SOCK_DGRAM)[0]
+        sock = rsock.socket(family, kind, proto)
+    except OSError as exc:
+        raise _connect_error(exc, where, "UDP") from None
+    failures = []
+    closing = threading.Event()
+    stdin_done = threading.Event()
+
+    def pump_stdin():
+        pending = b""
+        try:
+            while data := _read_stdin():
+                *lines, pending = (pending + data).split(b"\n")
+                for line in lines:
+                    sock.send(line + b"\n")
+                if len(pending) > MAX_DATAGRAM:
+                    raise OSError(errno.EMSGSIZE, "Message too long")
+            if pending:
+                sock.send(pending)
+        except OSError as exc:
+            if not closing.is_set():
+                failures.append(exc)
+        finally:
+            stdin_done.set()
+
+    with sock:
+        try:
+            sock.connect(address)  # only replies from `address` arrive; an ICMP "port unreachable" is reported
+        except OSError as exc:
+            raise _connect_error(exc, where, "UDP") from None
+        sock.settimeout(0.05)
+        threading.Thread(target=pump_stdin, daemon=True, name="rsock-connect-stdin").start()
+        try:
+            _receive_datagrams(sock, args, where, failures, stdin_done)
+        finally:
+            closing.set()
+    if failures:
+        exc = failures[0]
+        if exc.errno == errno.EMSGSIZE:
+            raise CommandError(f"a line of input is too long for one datagram (at most {MAX_DATAGRAM} bytes)")
+        if isinstance(exc, ConnectionRefusedError):
+            raise _udp_refused(where)
+        raise _connect_error(exc, where, "UDP")
+    return EXIT_OK
+
+
+def cmd_connect(args):
+    """netcat-like: stdin to the peer, the peer's bytes to stdout."""
+    where = _show((args.host, args.port))
+    return _connect_udp(args, where) if args.udp else _connect_tcp(args, where)
+
+
+# --- send-file / recv-file ------------------------------------------------------------------------------
+
+
+class Progress:
+    """A progress display for one transfer, on stderr: a tqdm bar when tqdm is importable, else a line
+    ``NAME: 42% of 1234 bytes`` rewritten in place. ``update(n)`` adds `n` bytes; ``close()`` ends it."""
+
+    def __init__(self, name, total, enabled=True):
+        self.name, self.total, self.done = name, total, 0
+        self.bar = None
+        self.shown = -1  # the percentage last printed, without tqdm
+        self.enabled = enabled
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            self._print()
+        else:
+            self.bar = tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+
+    def _print(self):
+        percent = 100 * self.done // self.total if self.total else 100
+        if percent != self.shown:
+            self.shown = percent
+            print(f"\r{self.name}: {percent}% of {self.total} bytes", end="", file=sys.stderr, flush=True)
+
+    def update(self, n):
+        """Counts `n` more bytes transferred."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.enabled:
+            self._print()
+
+    def close(self):
+        """Ends the display (the bar or line stays on screen)."""
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            print(file=sys.stderr, flush=True)
+        self.enabled = False
+
+
+def cmd_send_file(args):
+    """Sends one file with TcpClient.sendfile() and checks the receiver's SHA-256."""
+    path = args.path
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    name = args.name or path.name
+    where = _show((args.host, args.port))
+    try:
+        with rsock.TcpClient((args.host, args.port), framing="line", timeout=args.timeout) as client:
+            client.send(json.dumps({"name": name, "size": size}).encode())
+            progress = Progress(name, size, enabled=not args.quiet)
+            try:
+                sent = client.sendfile(path, progress=progress.update)
+            finally:
+                progress.close()
+            reply = client.recv_message()
+    except OSError as exc:
+        raise _connect_error(exc, where, "TCP (rsock recv-file)") from None
+    print(f"sent {name}: {sent} bytes, sha256 {digest}", flush=True)
+    if reply is None:
+        raise CommandError(f"{where} closed the connection without confirming the file")
+    answer = reply.decode("utf-8", errors="replace")
+    if answer != f"ok {size} {digest}":
+        raise CommandError(f"the receiver did not get the file intact; it answered: {answer}")
+    print(f"receiver: {answer}", flush=True)
+    return EXIT_OK
+
+
+def _unused_path(directory, name):
+    """directory/name, or directory/STEM-N.SUFFIX with the smallest N that names no existing file."""
+    target = directory / name
+    stem, suffix = Path(name).stem, Path(name).suffix
+    n = 0
+    while target.exists():
+        n += 1
+        target = directory / f"{stem}-{n}{suffix}"
+    return target
+
+
+def cmd_recv_file(args):
+    """Receives files (one per connection) into --output-dir until Ctrl-C or --count transfers."""
+    output_dir = args.output_dir
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create the output directory {output_dir}: {exc.strerror}") from None
+    results = {"ok": 0, "failed": 0}
+
+    def refuse(conn, why):
+        print(f"refused {_show(conn.peer)}: {why}", file=sys.stderr, flush=True)
+        conn.state["error"] = why
+        conn.send(f"error: {why}\n".encode())
+        conn.close()
+
+    def start_file(conn, header_line):
+        try:
+            header = json.loads(header_line)
+            name, size = header["name"], header["size"]
+        except (ValueError, TypeError, KeyError):
+            return "the header must be a JSON object with a name and a size"
+        name = Path(name).name if isinstance(name, str) else ""  # never outside the output directory
+        if name in ("", ".", "..") or name.startswith(".") or not isinstance(size, int) or size < 0:
+            return "bad name or size in the header"
+        temporary = output_dir / f".{name}.{os.getpid()}.{conn.id}.part"
+        try:
+            file = temporary.open("wb")
+        except OSError as exc:
+            return f"cannot write {temporary}: {exc.strerror}"
+        conn.state.update(
+            name=name,
+            temporary=temporary,
+            file=file,
+            size=size,
+            got=0,
+            sha=hashlib.sha256(),
+            progress=Progress(name, size, enabled=not args.quiet),
+        )
+        return None
+
+    def finish_file(conn):
+        state = conn.state
+        state["file"].close()
+        state["progress"].close()
+        target = _unused_path(output_dir, state["name"])
+        os.replace(state["temporary"], target)
+        digest = state["sha"].hexdigest()
+        print(f"received {target} ({state['size']} bytes) from {_show(conn.peer)}, sha256 {digest}", flush=True)
+        state["done"] = True
+        return f"ok {state['size']} {digest}\n".encode()
+
+    def on_message(conn, data):
+        state = conn.state
+        if "error" in state:
+            return None
+        if "file" not in state:  # still reading the header line
+            buffered = state.get("header", b"") + data
+            header_line, newline, data = buffered.partition(b"\n")
+            if not newline:
+                if len(buffered) > MAX_HEADER:
+                    refuse(conn, "no header line")
+                else:
+                    state["header"] = buffered
+                return None
+            error = start_file(conn, header_line)
+            if error:
+                refuse(conn, error)
+                return None
+        if state.get("done") or state["got"] + len(data) > state["size"]:
+            refuse(conn, "more data than the header announced")
+            return None
+        state["file"].write(data)
+        state["sha"].update(data)
+        state["got"] += len(data)
+        state["progress"].update(len(data))
+        if state["got"] == state["size"]:
+            return finish_file(conn)
+        return None
+
+    def on_disconnect(conn, exc):
+        state = conn.state
+        if state.get("done"):
+            results["ok"] += 1
+        else:
+            results["failed"] += 1
+            if "file" in state:  # the sender went away before the end, or sent too much
+                state["file"].close()
+                state["progress"].close()
+                state["temporary"].unlink(missing_ok=True)
+                print(
+                    f"incomplete: {state['name']} from {_show(conn.peer)}, {state['got']} of {state['size']} bytes",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif "error" not in state:
+                print(f"{_show(conn.peer)} closed the connection before sending a file", file=sys.stderr, flush=True)
+        if args.count and results["ok"] + results["failed"] >= args.count:
+            server.stop()
+
+    server = _listen(
+        lambda: rsock.TcpServer((args.host, args.port), on_message=on_message, on_disconnect=on_disconnect),
+        args.host,
+        args.port,
+    )
+    _serve(server)
+    if results["failed"]:
+        print(f"{results['failed']} transfer(s) failed, {results['ok']} succeeded", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# --- demo / bench ---------------------------------------------------------------------------------------
+
+
+def cmd_demo(args):
+    """The README's demo (rsock._demo)."""
+    from rsock import _demo
+
+    return _demo.run()
+
+
+def cmd_bench(args):
+    """A side-by-side comparison of rsock and the stdlib, everything in this process."""
+    from rsock import _demo
+
+    reps, duration = (1, 0.25) if args.quick else (3, 0.6)
+    unlimited = 10**9
+    print(
+        f"rsock {rsock.__version__} bench{' --quick' if args.quick else ''}: loopback, clients and servers in this "
+        f"process ({os.cpu_count()} CPUs)"
+    )
+    print(
+        f"each run {duration} s, median of {reps} interleaved run(s); ratio = rsock / stdlib, above 1 = rsock faster\n"
+    )
+    print(f"  {'':<38} {'rsock':>14} {'stdlib':>14} {'ratio':>6}")
+    wrong_total = 0
+
+    def row(label, rsock_rate, stdlib_rate):
+        ratio = rsock_rate / stdlib_rate if stdlib_rate else float("nan")
+        print(f"  {label:<38} {rsock_rate:>12,.0f}/s {stdlib_rate:>12,.0f}/s {ratio:>6.2f}", flush=True)
+
+    print("socket API (`import rsock as socket` vs `import socket`), one client thread:")
+    for label, exchange in (("TCP round trips", _demo.tcp_round_trips), ("UDP round trips", _demo.udp_round_trips)):
+        rates = {rsock: [], stdlib_socket: []}
+        for _ in range(reps):
+            for mod in rates:
+                reply, rate = exchange(mod, unlimited, time_limit=duration)
+                wrong_total += reply != _demo.MESSAGE
+                rates[mod].append(rate)
+        row(label, sorted(rates[rsock])[reps // 2], sorted(rates[stdlib_socket])[reps // 2])
+
+    print("\nservers, stdlib clients in threads, 64-byte requests:")
+    print("  (TCP: rsock.TcpServer vs socketserver.ThreadingTCPServer; UDP: rsock.UdpServer vs a recvfrom loop)")
+    cells = [
+        ("TCP echo, 1 connection", _demo.tcp_server_rate, _demo.rsock_tcp_echo_server, _demo.stdlib_tcp_echo_server, 1),
+        (
+            "TCP echo, 8 connections",
+            _demo.tcp_server_rate,
+            _demo.rsock_tcp_echo_server,
+            _demo.stdlib_tcp_echo_server,
+            8,
+        ),
+        (
+            "TCP echo, 32 connections",
+            _demo.tcp_server_rate,
+            _demo.rsock_tcp_echo_server,
+            _demo.stdlib_tcp_echo_server,
+            32,
+        ),
+        ("UDP echo, 8 clients", _demo.udp_server_rate, _demo.rsock_udp_echo_server, _demo.stdlib_udp_echo_server, 8),
+    ]
+    for label, rate_function, rsock_server, stdlib_server, connections in cells:
+        (rsock_rate, stdlib_rate), wrong = _demo.compare_servers(
+            rate_function, [rsock_server, stdlib_server], reps, connections, unlimited, duration
+        )
+        wrong_total += wrong
+        row(label, rsock_rate, stdlib_rate)
+    if wrong_total:
+        print(f"\nMISMATCH: {wrong_total} replies differed from what was sent (or were lost)")
+        return EXIT_FAILURE
+    print("\nevery reply matched what was sent")
+    return EXIT_OK
+
+
+# --- the parser -----------------------------------------------------------------------------------------
+
+
+def _server_options(parser, what):
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"{what} port to listen on; 0 picks any free port (default: %(default)s)",
+    )
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description or epilog to the terminal, but leaves a paragraph with indented lines
+    (examples, the exit codes) as written."""
+
+    def _fill_text(self, text, width, indent):
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith(" ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(
+                    textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n\n".join(paragraphs)
+
+
+def build_parser():
+    """The argparse parser for every command (each subparser's defaults hold its function as ``run``)."""
+    formatter = _HelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="rsock",
+        description="Python sockets with a Rust core: a demo, servers, a netcat-like client, file transfer and a "
+        "benchmark, all on rsock.",
+        epilog=f"Run 'rsock COMMAND --help' for a command's options.\n\n{EXIT_CODES}",
+        formatter_class=formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"rsock {rsock.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    def command(name, summary, description, epilog, run):
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=f"{epilog}\n\n{EXIT_CODES}".strip(),
+            formatter_class=formatter,
+        )
+        sub.set_defaults(run=run, subparser=sub)
+        return sub
+
+    command(
+        "demo",
+        "the tutorial's TCP and UDP round trips on rsock, then rsock and the stdlib side by side",
+        "Runs the socket tutorial's TCP and UDP echo round trips with `import rsock as socket`, times the same "
+        "exchange on rsock and on the stdlib, then compares rsock.TcpServer with socketserver.ThreadingTCPServer. "
+        "Loopback only, a few seconds. Exits 1 if a reply differed from what was sent.",
+        "",
+        cmd_demo,
+    )
+
+    sub = command(
+        "echo-server",
+        "a TCP (rsock.TcpServer) or UDP (rsock.UdpServer) echo server",
+        "Sends back whatever arrives: each chunk read (or each message, with --framing) on TCP, each datagram with "
+        "--udp. Prints 'listening on HOST:PORT' (the real port with --port 0), then serves until Ctrl-C or SIGTERM, "
+        "after which it prints the server's counters on stderr and exits 0.",
+        "example:\n  rsock echo-server --port 0\n  echo hello | rsock connect 127.0.0.1 PORT",
+        cmd_echo_server,
+    )
+    _server_options(sub, "TCP (or UDP)")
+    sub.add_argument(
+        "--framing",
+        type=_framing,
+        default=None,
+        metavar="{none,line,length,delimiter:TEXT}",
+        help="TCP only: how messages are cut from the stream: none (every chunk read), line, length (4-byte "
+        "big-endian prefix) or delimiter:TEXT (backslash escapes allowed) (default: none)",
+    )
+    sub.add_argument("--udp", action="store_true", help="serve UDP datagrams instead of TCP")
+
+    sub = command(
+        "chat-server",
+        "a line-framed chat room: each line goes to every other member",
+        "A chat room on rsock.TcpServer with framing='line': every line a member sends goes to every other member as "
+        "'NAME: line'; '/nick NAME' renames the sender, '/quit' leaves. Joins, renames and departures are logged on "
+        "stdout after the 'listening on HOST:PORT' line. Serves until Ctrl-C or SIGTERM (exit 0).",
+        "example:\n  rsock chat-server --port 0\n  rsock connect 127.0.0.1 PORT     (in two other terminals)",
+        cmd_chat_server,
+    )
+    _server_options(sub, "TCP")
+
+    sub = command(
+        "connect",
+        "netcat-like client: stdin to the peer, the peer to stdout",
+        "Connects to HOST PORT and copies stdin to the peer and what the peer sends to stdout, as bytes. TCP: when "
+        "stdin ends, the sending side is shut down (the peer reads end-of-file) and connect waits for the peer to "
+        "close, then exits 0; it also exits 0 when the peer closes first. UDP (--udp): each line of stdin is sent as "
+        "one datagram (with its newline) and each datagram received is written out; after stdin ends, connect waits "
+        "until --wait seconds pass without a datagram, then exits 0. Ctrl-C exits 130.",
+        "examples:\n  echo hello | rsock connect 127.0.0.1 65432\n"
+        "  printf 'a\\nb\\n' | rsock connect --udp 127.0.0.1 65432",
+        cmd_connect,
+    )
+    sub.add_argument("host", metavar="HOST", help="the peer's host name or address")
+    sub.add_argument("port", metavar="PORT", type=_peer_port, help="the peer's port")
+    sub.add_argument("--udp", action="store_true", help="send and receive UDP datagrams instead of a TCP stream")
+    sub.add_argument(
+        "--timeout", type=_seconds, default=10.0, metavar="SECONDS", help="TCP connect timeout (default: %(default)s)"
+    )
+    sub.add_argument(
+        "--wait",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="UDP: how long to wait for more replies after stdin ends (default: %(default)s)",
+    )
+
+    sub = command(
+        "send-file",
+        "send a file to 'rsock recv-file', with a progress bar, checking its SHA-256",
+        "Sends PATH to an 'rsock recv-file' with TcpClient.sendfile() (sendfile(2)), drawing progress on stderr (a "
+        "tqdm bar when tqdm is installed, else a percentage), then checks the SHA-256 the receiver reports against "
+        "the file's. Prints 'sent NAME: N bytes, sha256 HEX' and the receiver's answer; exits 1 if the receiver did "
+        'not confirm the file intact.\n\nProtocol: one JSON header line {"name": NAME, "size": N}, then the N '
+        "bytes, then the receiver's answer line 'ok N SHA256' or 'error: WHY'.",
+        "example:\n  rsock recv-file --port 0 --output-dir inbox\n  rsock send-file photo.jpg --port PORT",
+        cmd_send_file,
+    )
+    sub.add_argument("path", metavar="PATH", type=Path, help="the file to send")
+    sub.add_argument("--host", default=DEFAULT_HOST, help="the receiver's address (default: %(default)s)")
+    sub.add_argument("--port", type=_peer_port, default=DEFAULT_PORT, help="the receiver's port (default: %(default)s)")
+    sub.add_argument("--name", help="the name to send the file under (default: PATH's file name)")
+    sub.add_argument(
+        "--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="network timeout (default: %(default)s)"
+    )
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    sub = command(
+        "recv-file",
+        "receive files sent by 'rsock send-file' into a directory",
+        "Listens for 'rsock send-file' (one file per connection, any number at once), writing each into "
+        "--output-dir under the name the sender gives (without any directory part; an existing file is never "
+        "overwritten: NAME-1, NAME-2, ... are used instead). A file is written to a temporary '.NAME....part' file "
+        "and renamed once complete. Prints 'listening on HOST:PORT', then 'received PATH (N bytes) from HOST:PORT, "
+        "sha256 HEX' for each file; progress goes to stderr. Serves until Ctrl-C or SIGTERM (exit 0), or until "
+        "--count transfers have ended (exit 1 if any of them failed).",
+        "example:\n  rsock recv-file --port 0 --output-dir inbox --count 1",
+        cmd_recv_file,
+    )
+    _server_options(sub, "TCP")
+    sub.add_argument(
+        "--output-dir", type=Path, default=Path("."), metavar="DIR", help="where files go (default: the current one)"
+    )
+    sub.add_argument(
+        "--count", type=_positive_int, metavar="N", help="exit after N transfers (successful or not) have ended"
+    )
+    sub.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    sub = command(
+        "bench",
+        "a quick in-process benchmark of rsock against the stdlib (under 30 s; --quick: a few seconds)",
+        "Times request/reply exchanges on loopback, rsock against the stdlib, everything in this process: the socket "
+        "API (TCP and UDP round trips) and the servers (rsock.TcpServer against socketserver.ThreadingTCPServer with "
+        "1, 8 and 32 connections, rsock.UdpServer against a recvfrom loop). Prints a table with rates and ratios "
+        "(rsock / stdlib). Clients and servers share one process and its GIL, so these numbers are indicative; "
+        "exits 1 if a reply differed from what was sent.",
+        "",
+        cmd_bench,
+    )
+    sub.add_argument("--quick", action="store_true", help="one short run per measurement (a few seconds in all)")
+    return parser
+
+
+def _check(args):
+    """Usage checks argparse cannot express; calls subparser.error() (exit 2) on a bad combination."""
+    sub = args.subparser
+    if args.command == "echo-server" and args.udp and args.framing is not None:
+        sub.error("--framing applies to TCP only, not with --udp")
+    if args.command == "send-file" and not args.path.is_file():
+        sub.error(f"{args.path} is not a file" if args.path.exists() else f"{args.path}: no such file")
+    if args.command == "send-file" and not os.access(args.path, os.R_OK):
+        sub.error(f"{args.path}: permission denied")
+    if args.command == "recv-file" and args.output_dir.exists() and not args.output_dir.is_dir():
+        sub.error(f"--output-dir {args.output_dir} is not a directory")
+
+
+def main(argv=None):
+    """Runs ``rsock`` with `argv` (default: sys.argv[1:]); returns the exit code. Usage errors and --help raise
+    SystemExit (2 and 0), as argparse does."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check(args)
+    try:
+        return args.run(args)
+    except CommandError as exc:
+        print(f"rsock {args.command}: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command in ("echo-server", "chat-server", "recv-file") else EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout went away (e.g. `rsock connect ... | head -1`): exit quietly, without a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
