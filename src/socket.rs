@@ -532,14 +532,23 @@ impl Drop for Socket {
     /// Python subclass warns from `__del__` with the object as the warning's source and closes it
     /// there, so this only speaks for bare native sockets.)
     fn drop(&mut self) {
-        let fd = *self.fd.get_mut();
+        let description = self.__repr__();
+        self.close_unclosed(&description);
+    }
+}
+
+impl Socket {
+    /// For an owner being collected: if the descriptor is still open, warn that `owner` was left
+    /// unclosed (as CPython's socket finalizer does), then close it.
+    pub(crate) fn close_unclosed(&self, owner: &str) {
+        let fd = self.fd.swap(-1, Relaxed);
         if fd < 0 {
             return;
         }
-        let text = format!("unclosed {}", self.__repr__());
         Python::attach(|py| {
             let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-            if let Err(err) = PyErr::warn(py, &category, &std::ffi::CString::new(text).unwrap_or_default(), 1) {
+            let text = std::ffi::CString::new(format!("unclosed {owner}")).unwrap_or_default();
+            if let Err(err) = PyErr::warn(py, &category, &text, 1) {
                 err.write_unraisable(py, None);
             }
         });

@@ -368,6 +368,13 @@ fn progress_bar<'py>(py: Python<'py>, total: u64, name: &str) -> PyResult<Bound<
     tqdm.getattr("tqdm")?.call((), Some(&kwargs))
 }
 
+impl Drop for TcpClient {
+    fn drop(&mut self) {
+        let description = self.__repr__();
+        self.sock.close_unclosed(&description);
+    }
+}
+
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TcpClient>()
 }

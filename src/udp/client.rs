@@ -185,6 +185,13 @@ impl UdpClient {
     }
 }
 
+impl Drop for UdpClient {
+    fn drop(&mut self) {
+        let description = self.__repr__();
+        self.sock.close_unclosed(&description);
+    }
+}
+
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UdpClient>()
 }
