@@ -138,6 +138,10 @@ impl ConnShared {
     /// Writes `data` after everything written before it: at once if nothing is queued, else (or
     /// for what the socket does not take) queued for the task to flush. `shared`, when given, holds
     /// the same bytes and is queued without a copy.
+    ///
+    /// Output for other connections produced on the io thread (broadcasts, sends from a handler) is
+    /// only queued: each connection's task flushes it when polled later in the same pass, so several
+    /// messages for one peer go out in one writev instead of one write each.
     fn write(&self, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         let mut io = self.io();
         if io.close_requested && !io.delivering {
@@ -151,7 +155,8 @@ impl ConnShared {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         };
         let mut written = 0;
-        if io.pending.is_empty() {
+        let defer = !io.delivering && runtime::on_io_thread();
+        if io.pending.is_empty() && !defer {
             match stream.try_write(data) {
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
