@@ -197,9 +197,8 @@ def main():
                 f"{result['server_us_per_delivery']:6.2f} us server CPU per delivery",
                 flush=True,
             )
-    print(
-        f"\n{args.clients} clients, {args.rate:.0f} lines/s offered ({args.rate * (args.clients - 1):,.0f} deliveries/s)"
-    )
+    offered = args.rate * (args.clients - 1)
+    print(f"\n{args.clients} clients, {args.rate:.0f} lines/s offered ({offered:,.0f} deliveries/s)")
     print("| server | deliveries/s | server CPU µs per delivery |")
     print("|---|---|---|")
     medians = {}
