@@ -24,6 +24,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import socket as stdlib_socket
 import sys
@@ -101,18 +102,26 @@ def _seconds(text):
     return value
 
 
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"0": b"\0", b"\\": b"\\"}
+
+
+def _unescape(text):
+    """`text` as UTF-8 bytes, with the escapes \\n \\r \\t \\0 \\\\ and \\xHH replaced by the bytes they stand for."""
+
+    def replace(match):
+        code = match[1]
+        return bytes([int(code[1:], 16)]) if code.startswith(b"x") else _ESCAPES[code]
+
+    return re.sub(rb"\\(x[0-9a-fA-F]{2}|[nrt0\\])", replace, text.encode())
+
+
 def _framing(text):
-    """argparse type: none, line, length or delimiter:TEXT (backslash escapes allowed, e.g. delimiter:\\r\\n)."""
+    """argparse type: none, line, length or delimiter:TEXT (escapes allowed, e.g. delimiter:\\r\\n)."""
     if text in ("none", "line", "length"):
         return None if text == "none" else text
     kind, colon, delimiter = text.partition(":")
-    if kind == "delimiter" and colon:
-        try:
-            value = delimiter.encode("latin-1", "backslashreplace").decode("unicode_escape").encode("latin-1")
-        except (UnicodeError, ValueError):
-            value = b""
-        if value:
-            return value
+    if kind == "delimiter" and colon and delimiter:
+        return _unescape(delimiter)
     raise argparse.ArgumentTypeError(
         f"invalid framing {text!r}: expected none, line, length or delimiter:TEXT (e.g. delimiter:;)"
     )
@@ -172,9 +181,9 @@ def _sigterm_interrupts():
 def _serve(server):
     """Prints ``listening on HOST:PORT`` and serves until the server stops or Ctrl-C / SIGTERM, after which it
     says so on stderr. Returns normally either way."""
-    print(f"listening on {_show(server.address)}", flush=True)
     with _sigterm_interrupts():
         try:
+            print(f"listening on {_show(server.address)}", flush=True)
             server.serve_forever()
         except KeyboardInterrupt:
             server.stop()
@@ -610,7 +619,7 @@ def cmd_bench(args):
     """A side-by-side comparison of rsock and the stdlib, everything in this process."""
     from rsock import _demo
 
-    reps, duration = (1, 0.25) if args.quick else (3, 0.6)
+    reps, duration = (1, 0.25) if args.quick else (3, 0.4)
     unlimited = 10**9
     print(
         f"rsock {rsock.__version__} bench{' --quick' if args.quick else ''}: loopback, clients and servers in this "
@@ -749,7 +758,7 @@ def build_parser():
         default=None,
         metavar="{none,line,length,delimiter:TEXT}",
         help="TCP only: how messages are cut from the stream: none (every chunk read), line, length (4-byte "
-        "big-endian prefix) or delimiter:TEXT (backslash escapes allowed) (default: none)",
+        "big-endian prefix) or delimiter:TEXT (escapes \\n \\r \\t \\0 \\\\ \\xHH allowed) (default: none)",
     )
     sub.add_argument("--udp", action="store_true", help="serve UDP datagrams instead of TCP")
 
@@ -817,8 +826,8 @@ def build_parser():
         "--output-dir under the name the sender gives (without any directory part; an existing file is never "
         "overwritten: NAME-1, NAME-2, ... are used instead). A file is written to a temporary '.NAME....part' file "
         "and renamed once complete. Prints 'listening on HOST:PORT', then 'received PATH (N bytes) from HOST:PORT, "
-        "sha256 HEX' for each file; progress goes to stderr. Serves until Ctrl-C or SIGTERM (exit 0), or until "
-        "--count transfers have ended (exit 1 if any of them failed).",
+        "sha256 HEX' for each file; progress and failed transfers go to stderr. Serves until Ctrl-C or SIGTERM, or "
+        "until --count transfers have ended; exits 0 if every transfer it saw succeeded, else 1.",
         "example:\n  rsock recv-file --port 0 --output-dir inbox --count 1",
         cmd_recv_file,
     )

@@ -10,7 +10,7 @@ import socketserver
 import statistics
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import rsock
 
@@ -35,7 +35,7 @@ def _tcp_echo_server(mod, ready):
         server.listen()
         ready.append(server.getsockname())
         conn, _ = server.accept()
-        with conn:
+        with conn, suppress(ConnectionError):  # a client gone mid-exchange (Ctrl-C) ends it quietly
             while data := conn.recv(1024):
                 conn.sendall(data)
 

@@ -7,11 +7,11 @@ Constants, enums, exceptions and the helpers that touch no socket (``htons``, ``
 resolves a name is rsock's native code.
 """
 
-import errno
-import io
-import os
+import errno as _errno
+import io as _io
+import os as _os
 import socket as _stdlib
-import warnings
+import warnings as _warnings
 from socket import *  # noqa: F403 - the constants, enums and pure helpers are the stdlib's own
 from socket import (  # noqa: F401 - AddressInfo and MsgFlag are outside the stdlib's __all__ but public
     AF_INET,
@@ -57,9 +57,8 @@ _GLOBAL_DEFAULT_TIMEOUT = _stdlib._GLOBAL_DEFAULT_TIMEOUT
 SocketType = _rsock.socket
 
 # send_fds() and recv_fds() are the stdlib's own: they only call the socket's sendmsg()/recvmsg().
-__all__ = list(_stdlib.__all__)
 
-_BLOCKING_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK}
+_BLOCKING_ERRNOS = {_errno.EAGAIN, _errno.EWOULDBLOCK}
 
 
 def _as_enum(value, enum_class):
@@ -121,7 +120,7 @@ class socket(_rsock.socket):
         # warning turned into an error propagates, so Python reports it instead of losing it.
         if self.fileno() >= 0:
             try:
-                warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+                _warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
             finally:
                 _rsock.socket.close(self)
 
@@ -151,20 +150,20 @@ class socket(_rsock.socket):
         raw = SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))
         self._io_refs += 1
         if buffering is None or buffering < 0:
-            buffering = io.DEFAULT_BUFFER_SIZE
+            buffering = _io.DEFAULT_BUFFER_SIZE
         if buffering == 0:
             if not binary:
                 raise ValueError("unbuffered streams must be binary")
             return raw
         if reading and writing:
-            buffer = io.BufferedRWPair(raw, raw, buffering)
+            buffer = _io.BufferedRWPair(raw, raw, buffering)
         elif reading:
-            buffer = io.BufferedReader(raw, buffering)
+            buffer = _io.BufferedReader(raw, buffering)
         else:
-            buffer = io.BufferedWriter(raw, buffering)
+            buffer = _io.BufferedWriter(raw, buffering)
         if binary:
             return buffer
-        text = io.TextIOWrapper(buffer, io.text_encoding(encoding), errors, newline)
+        text = _io.TextIOWrapper(buffer, _io.text_encoding(encoding), errors, newline)
         text.mode = mode
         return text
 
@@ -221,8 +220,8 @@ class socket(_rsock.socket):
         self._check_sendfile_params(file, offset, count)
         try:
             file_fd = file.fileno()
-            size = os.fstat(file_fd).st_size
-        except (AttributeError, io.UnsupportedOperation, OSError) as err:
+            size = _os.fstat(file_fd).st_size
+        except (AttributeError, _io.UnsupportedOperation, OSError) as err:
             raise _GiveupOnSendfile(err) from None
         if not size:
             return 0
@@ -287,7 +286,7 @@ class socket(_rsock.socket):
                 file.seek(offset + total)
 
 
-class SocketIO(io.RawIOBase):
+class SocketIO(_io.RawIOBase):
     """The raw I/O object under makefile(): readinto() and write() over recv_into() and send()."""
 
     __module__ = "rsock"
@@ -482,4 +481,3 @@ def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False, du
         raise
 
 
-__all__ += ["SocketIO"]
