@@ -515,7 +515,10 @@ pub fn endpoint(
     let host = if host_obj.is_none() {
         None
     } else {
-        Some(CString::new(host_bytes(&host_obj)?).expect("host_bytes rejects NUL"))
+        // "" means every interface, as it does for socket.bind().
+        let name = host_bytes(&host_obj)?;
+        let name = if name.is_empty() { b"0.0.0.0".to_vec() } else { name };
+        Some(CString::new(name).expect("host_bytes rejects NUL"))
     };
     let port: i64 = pair.get_item(1)?.extract()?;
     let port = u16::try_from(port).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;

@@ -3,12 +3,12 @@
 //! A current-thread runtime on its own thread ("rsock-io") does all accept/read/write/framing work
 //! and calls Python handlers inline, so only that one thread ever takes the GIL on rsock's behalf:
 //! no hand-off between threads per message, and no contention among tokio workers for the GIL.
-//! The io thread takes the GIL when a handler first needs it and keeps it until the runtime has
-//! nothing left to do and parks, so a burst of messages pays for one acquisition, not one each.
+//! The io thread holds a Python thread state for its whole life, so entering Python for a handler
+//! only takes the GIL, and gives it back as soon as the handler returns: other Python threads (a
+//! client in the same process, a notebook) never wait on rsock's I/O.
 //! It is created on first use, never at import. tokio does not survive fork(), so a forked child
 //! that uses rsock gets a fresh runtime of its own (the parent's is left untouched).
 
-use std::cell::Cell;
 use std::future::Future;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
@@ -30,12 +30,6 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static CREATING: AtomicBool = AtomicBool::new(false);
 static CURRENT: AtomicPtr<Runtime> = AtomicPtr::new(ptr::null_mut());
 static REGISTER_FORK_HANDLER: Once = Once::new();
-
-thread_local! {
-    /// On the io thread: its Python thread state while it does not hold the GIL, null while it does.
-    /// Elsewhere: always null and unused.
-    static IO_THREAD_STATE: Cell<*mut pyo3::ffi::PyThreadState> = const { Cell::new(ptr::null_mut()) };
-}
 
 struct Runtime {
     handle: Handle,
@@ -76,7 +70,6 @@ fn start_runtime() -> &'static Runtime {
     let generation = FORK_GENERATION.load(Ordering::Acquire);
     let built = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(release_gil)
         .build()
         .expect("building the tokio runtime failed");
     let handle = built.handle().clone();
@@ -90,7 +83,7 @@ fn start_runtime() -> &'static Runtime {
             // acquired once and the GIL released straight away, leaving the thread detached.
             unsafe {
                 pyo3::ffi::PyGILState_Ensure();
-                IO_THREAD_STATE.set(pyo3::ffi::PyEval_SaveThread());
+                pyo3::ffi::PyEval_SaveThread();
             }
             built.block_on(std::future::pending::<()>())
         })
@@ -113,26 +106,9 @@ where
     runtime().handle.spawn(future)
 }
 
-/// Runs `f` with the GIL. On the io thread the GIL is taken if it is not held already and kept
-/// until the runtime parks; elsewhere this is `Python::attach`.
+/// Runs `f` with the GIL, taken for the call and released after it.
 pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-    let state = IO_THREAD_STATE.get();
-    if !state.is_null() {
-        // SAFETY: this is the io thread, detached; state is its own thread state, saved when it
-        // released the GIL.
-        unsafe { pyo3::ffi::PyEval_RestoreThread(state) };
-        IO_THREAD_STATE.set(ptr::null_mut());
-    }
     Python::attach(f)
-}
-
-/// The io thread's park hook: it is about to wait for events, so let other threads have the GIL.
-fn release_gil() {
-    if IO_THREAD_STATE.get().is_null() {
-        // SAFETY: the io thread holds the GIL here (taken by with_gil, or at thread start), with no
-        // Python::attach scope open, since parking happens between task polls.
-        IO_THREAD_STATE.set(unsafe { pyo3::ffi::PyEval_SaveThread() });
-    }
 }
 
 /// Whether the caller is the rsock-io thread (a handler), which must never block waiting on itself.

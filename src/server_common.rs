@@ -19,6 +19,9 @@ use crate::runtime::{self, Latch};
 
 /// How long stop() lets connections finish before closing them.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long stop() waits, after closing the connections still open at its timeout, for their tasks
+/// to end.
+pub const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How long accepting pauses when the process is out of descriptors or memory.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

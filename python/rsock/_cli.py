@@ -616,14 +616,15 @@ def cmd_demo(args):
 
 
 def cmd_bench(args):
-    """A side-by-side comparison of rsock and the stdlib, everything in this process."""
+    """A side-by-side comparison of rsock and the stdlib: the socket API in this process, the servers each
+    in a process of their own with client threads here."""
     from rsock import _demo
 
     reps, duration = (1, 0.25) if args.quick else (3, 0.4)
     unlimited = 10**9
     print(
-        f"rsock {rsock.__version__} bench{' --quick' if args.quick else ''}: loopback, clients and servers in this "
-        f"process ({os.cpu_count()} CPUs)"
+        f"rsock {rsock.__version__} bench{' --quick' if args.quick else ''}: loopback, servers in their own "
+        f"processes ({os.cpu_count()} CPUs)"
     )
     print(
         f"each run {duration} s, median of {reps} interleaved run(s); ratio = rsock / stdlib, above 1 = rsock faster\n"
@@ -631,9 +632,10 @@ def cmd_bench(args):
     print(f"  {'':<38} {'rsock':>14} {'stdlib':>14} {'ratio':>6}")
     wrong_total = 0
 
-    def row(label, rsock_rate, stdlib_rate):
+    def row(label, rsock_rate, stdlib_rate, cpu=None):
         ratio = rsock_rate / stdlib_rate if stdlib_rate else float("nan")
-        print(f"  {label:<38} {rsock_rate:>12,.0f}/s {stdlib_rate:>12,.0f}/s {ratio:>6.2f}", flush=True)
+        cpu_text = f"   server CPU µs/req {cpu[0]:.1f} vs {cpu[1]:.1f}" if cpu else ""
+        print(f"  {label:<38} {rsock_rate:>12,.0f}/s {stdlib_rate:>12,.0f}/s {ratio:>6.2f}{cpu_text}", flush=True)
 
     print("socket API (`import rsock as socket` vs `import socket`), one client thread:")
     for label, exchange in (("TCP round trips", _demo.tcp_round_trips), ("UDP round trips", _demo.udp_round_trips)):
@@ -666,11 +668,11 @@ def cmd_bench(args):
         ("UDP echo, 8 clients", _demo.udp_server_rate, _demo.rsock_udp_echo_server, _demo.stdlib_udp_echo_server, 8),
     ]
     for label, rate_function, rsock_server, stdlib_server, connections in cells:
-        (rsock_rate, stdlib_rate), wrong = _demo.compare_servers(
+        ((rsock_rate, rsock_cpu), (stdlib_rate, stdlib_cpu)), wrong = _demo.compare_servers(
             rate_function, [rsock_server, stdlib_server], reps, connections, unlimited, duration
         )
         wrong_total += wrong
-        row(label, rsock_rate, stdlib_rate)
+        row(label, rsock_rate, stdlib_rate, (rsock_cpu, stdlib_cpu))
     if wrong_total:
         print(f"\nMISMATCH: {wrong_total} replies differed from what was sent (or were lost)")
         return EXIT_FAILURE

@@ -5,9 +5,11 @@ thread-per-connection server. Loopback only, everything in this one process; a f
 The measuring functions here are shared with ``python -m rsock bench``, which runs more of them for longer.
 """
 
+import os
 import socket as stdlib_socket
-import socketserver
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager, suppress
@@ -110,83 +112,115 @@ def udp_round_trips(mod, count, time_limit=None):
 
 
 # --- servers: rsock.TcpServer / UdpServer against the stdlib's -----------------------------------------
+# Each server runs in a process of its own, as a real server would, so the comparison is the servers'
+# and not how well they share one interpreter with the clients. Its CPU time is read from /proc.
 
+_RSOCK_TCP = """
+import sys, rsock
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+server.start()
+print(server.address[1], flush=True)
+sys.stdin.read()
+server.stop(5)
+"""
 
-class _EchoHandler(socketserver.BaseRequestHandler):
-    """socketserver's way to echo: one handler (and, in ThreadingTCPServer, one thread) per connection."""
+_STDLIB_TCP = """
+import socketserver, sys, threading
 
+class Echo(socketserver.BaseRequestHandler):
     def handle(self):
         while data := self.request.recv(65536):
             self.request.sendall(data)
 
+class Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
 
-class _ThreadingEchoServer(socketserver.ThreadingTCPServer):
-    """The stdlib's thread-per-connection server; server_close() joins the connection threads."""
+server = Server(("127.0.0.1", 0), Echo)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(server.server_address[1], flush=True)
+sys.stdin.read()
+server.shutdown()
+server.server_close()
+"""
 
-    daemon_threads = False
-    block_on_close = True
+_RSOCK_UDP = """
+import sys, rsock
+server = rsock.UdpServer(("127.0.0.1", 0), lambda data, address: data)
+server.start()
+print(server.address[1], flush=True)
+sys.stdin.read()
+server.stop(5)
+"""
+
+_STDLIB_UDP = """
+import socket, sys, threading
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+
+def serve():
+    while True:
+        data, address = sock.recvfrom(65536)
+        sock.sendto(data, address)
+
+threading.Thread(target=serve, daemon=True).start()
+print(sock.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+class _Served:
+    """A server process: its address and its CPU time so far."""
+
+    def __init__(self, address, pid):
+        self.address = address
+        self.pid = pid
+
+    def cpu_seconds(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
+def _server_process(script):
+    """Runs `script` (which prints its port, then serves until its stdin closes) in a child process."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = proc.stdout.readline().strip()
+        if not port:
+            raise RuntimeError("the demo server did not start")
+        yield _Served(("127.0.0.1", int(port)), proc.pid)
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(CLIENT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
 def rsock_tcp_echo_server():
-    """An rsock.TcpServer echoing every chunk it reads, started on 127.0.0.1; yields its address."""
-    server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
-    server.start()
-    try:
-        yield server.address
-    finally:
-        server.stop(5)
+    """An rsock.TcpServer echoing every chunk it reads, in a process of its own."""
+    return _server_process(_RSOCK_TCP)
 
 
-@contextmanager
 def stdlib_tcp_echo_server():
-    """socketserver.ThreadingTCPServer with an echo handler, served from a thread; yields its address."""
-    server = _ThreadingEchoServer(("127.0.0.1", 0), _EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    """socketserver.ThreadingTCPServer with an echo handler, in a process of its own."""
+    return _server_process(_STDLIB_TCP)
 
 
-@contextmanager
 def rsock_udp_echo_server():
-    """An rsock.UdpServer sending every datagram back, started on 127.0.0.1; yields its address."""
-    server = rsock.UdpServer(("127.0.0.1", 0), lambda data, address: data)
-    server.start()
-    try:
-        yield server.address
-    finally:
-        server.stop(5)
+    """An rsock.UdpServer sending every datagram back, in a process of its own."""
+    return _server_process(_RSOCK_UDP)
 
 
-@contextmanager
 def stdlib_udp_echo_server():
-    """The tutorial's UDP echo loop (recvfrom, sendto) on a stdlib socket in a thread; yields its address."""
-    stop = threading.Event()
-    sock = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.05)
-
-    def serve():
-        while not stop.is_set():
-            try:
-                data, address = sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            sock.sendto(data, address)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield sock.getsockname()
-    finally:
-        stop.set()
-        thread.join(5)
-        sock.close()
+    """The tutorial's UDP echo loop (recvfrom, sendto) on a stdlib socket, in a process of its own."""
+    return _server_process(_STDLIB_UDP)
 
 
 def _run_clients(connections, exchange):
@@ -220,11 +254,14 @@ def _run_clients(connections, exchange):
 def tcp_server_rate(server, connections, requests, time_limit, message=SERVER_MESSAGE):
     """Makes up to `requests` request/reply exchanges with the TCP echo server `server` (a context manager
     yielding its address), spread over `connections` stdlib client threads, stopping after `time_limit`
-    seconds; returns (exchanges done, exchanges whose reply differed from the request, exchanges per second)."""
+    seconds; returns (exchanges done, exchanges whose reply differed from the request, exchanges per second,
+    server CPU microseconds per exchange)."""
     done = [0] * connections
     wrong = [0] * connections
     per_connection = -(-requests // connections)
-    with server as address:
+    with server as served:
+        address = served.address
+        cpu_before = served.cpu_seconds()
 
         def exchange(i, barrier):
             with stdlib_socket.create_connection(address, timeout=CLIENT_TIMEOUT) as sock:
@@ -243,7 +280,8 @@ def tcp_server_rate(server, connections, requests, time_limit, message=SERVER_ME
                     wrong[i] += reply != message
 
         elapsed = _run_clients(connections, exchange)
-    return sum(done), sum(wrong), sum(done) / elapsed
+        cpu = served.cpu_seconds() - cpu_before
+    return sum(done), sum(wrong), sum(done) / elapsed, cpu / max(sum(done), 1) * 1e6
 
 
 def udp_server_rate(server, clients, requests, time_limit, message=SERVER_MESSAGE):
@@ -252,7 +290,9 @@ def udp_server_rate(server, clients, requests, time_limit, message=SERVER_MESSAG
     done = [0] * clients
     wrong = [0] * clients
     per_client = -(-requests // clients)
-    with server as address:
+    with server as served:
+        address = served.address
+        cpu_before = served.cpu_seconds()
 
         def exchange(i, barrier):
             with stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as sock:
@@ -270,20 +310,24 @@ def udp_server_rate(server, clients, requests, time_limit, message=SERVER_MESSAG
                     wrong[i] += reply != message
 
         elapsed = _run_clients(clients, exchange)
-    return sum(done), sum(wrong), sum(done) / elapsed
+        cpu = served.cpu_seconds() - cpu_before
+    return sum(done), sum(wrong), sum(done) / elapsed, cpu / max(sum(done), 1) * 1e6
 
 
 def compare_servers(rate_function, servers, reps, *args):
     """Runs `rate_function(server(), *args)` for each server factory in `servers`, `reps` times over,
-    interleaved; returns ([median rate for each server], total wrong replies)."""
+    interleaved; returns ([(median rate, median server CPU µs per exchange) for each server], total wrong
+    replies)."""
     rates = [[] for _ in servers]
+    cpus = [[] for _ in servers]
     wrong = 0
     for _ in range(reps):
         for i, server in enumerate(servers):
-            _, bad, rate = rate_function(server(), *args)
+            _, bad, rate, cpu = rate_function(server(), *args)
             rates[i].append(rate)
+            cpus[i].append(cpu)
             wrong += bad
-    return [statistics.median(r) for r in rates], wrong
+    return [(statistics.median(r), statistics.median(c)) for r, c in zip(rates, cpus, strict=True)], wrong
 
 
 def run():
@@ -302,7 +346,7 @@ def run():
     for name, rsock_rate, stdlib_rate in rows:
         print(f"  {name:4} {rsock_rate:>12,.0f}/s {stdlib_rate:>12,.0f}/s {rsock_rate / stdlib_rate:>6.2f}")
 
-    (rsock_rate, stdlib_rate), wrong = compare_servers(
+    ((rsock_rate, rsock_cpu), (stdlib_rate, stdlib_cpu)), wrong = compare_servers(
         tcp_server_rate,
         [rsock_tcp_echo_server, stdlib_tcp_echo_server],
         SERVER_REPS,
@@ -312,12 +356,15 @@ def run():
     )
     ok &= wrong == 0
     print(
-        f"\nEcho servers: {SERVER_REQUESTS:,} requests of {len(SERVER_MESSAGE)} bytes over {SERVER_CONNECTIONS} "
-        f"connections (stdlib client threads, median of {SERVER_REPS}):"
+        f"\nEcho servers, each in its own process: {SERVER_REQUESTS:,} requests of {len(SERVER_MESSAGE)} bytes over "
+        f"{SERVER_CONNECTIONS} connections (median of {SERVER_REPS}):"
     )
-    print(f"  {'server':<48} {'requests':>14} {'ratio':>6}")
-    print(f"  {'rsock.TcpServer (one Rust I/O loop)':<48} {rsock_rate:>12,.0f}/s {rsock_rate / stdlib_rate:>6.2f}")
-    print(f"  {'socketserver.ThreadingTCPServer (a thread each)':<48} {stdlib_rate:>12,.0f}/s {1:>6.2f}")
-    print("  (clients and servers share this process and its GIL; `python -m rsock bench` measures more)")
+    print(f"  {'server':<48} {'requests':>14} {'server CPU':>12} {'ratio':>6}")
+    for label, rate, cpu in (
+        ("rsock.TcpServer (one Rust I/O loop)", rsock_rate, rsock_cpu),
+        ("socketserver.ThreadingTCPServer (a thread each)", stdlib_rate, stdlib_cpu),
+    ):
+        print(f"  {label:<48} {rate:>12,.0f}/s {cpu:>8.1f} µs/req {rate / stdlib_rate:>6.2f}")
+    print("  (the clients are Python threads in this process; `python -m rsock bench` measures more)")
     print("\n" + ("all round trips matched" if ok else "MISMATCH: a reply differed from what was sent"))
     return 0 if ok else 1

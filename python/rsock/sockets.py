@@ -479,5 +479,3 @@ def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False, du
     except OSError:
         sock.close()
         raise
-
-

@@ -963,7 +963,8 @@ impl TcpServer {
     }
 
     /// Stops accepting, lets every connection send the replies already produced, then closes them.
-    /// Connections still open after `timeout` seconds are closed at once.
+    /// Connections still open after `timeout` seconds (default 5) are closed at once; stop() then
+    /// waits at most one second more (a handler still running finishes on its own).
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
@@ -974,7 +975,7 @@ impl TcpServer {
         if !runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))? {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
             open.iter().for_each(|conn| conn.abort());
-            runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))?;
+            runtime::wait(py, &self.shared.lifecycle.stopped, Some(server_common::ABORT_GRACE))?;
         }
         Ok(())
     }

@@ -1,0 +1,504 @@
+"""Runs the ``rsock`` command line for real: each command as a subprocess (``python -m rsock ...``) on loopback,
+checking what it prints, what arrives and its exit code (0 ok, 1 runtime failure, 2 usage error, 130 Ctrl-C
+for commands with a finite job; servers exit 0 on Ctrl-C / SIGTERM).
+
+Servers are started with ``--port 0`` and the port read back from their ``listening on`` line. Every subprocess
+call and every wait for output has a deadline, and any process a test started that is still running when the
+test ends is killed, by its pid.
+"""
+
+import hashlib
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+
+import rsock
+from rsock import _cli
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 30  # seconds, for every subprocess call, every wait for output and every socket the tests open
+COMMANDS = ["demo", "echo-server", "chat-server", "connect", "send-file", "recv-file", "bench"]
+LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+# Runs `python -m rsock ARGS` as if tqdm were not installed (importing it raises ImportError).
+WITHOUT_TQDM = "import runpy, sys; sys.modules['tqdm'] = None; sys.argv[0] = 'rsock'; runpy.run_module('rsock', run_name='__main__')"  # noqa: E501
+
+
+def rsock_cmd(*args, prefix=None):
+    return [*(prefix or [sys.executable, "-m", "rsock"]), *map(str, args)]
+
+
+def run(*args, input=b"", prefix=None, timeout=TIMEOUT):
+    """Runs a command to completion (stdin `input`, bytes); returns the CompletedProcess (bytes output)."""
+    return subprocess.run(rsock_cmd(*args, prefix=prefix), cwd=ROOT, input=input, capture_output=True, timeout=timeout)
+
+
+def default_sigint():
+    # A shell that starts pytest in the background hands it SIGINT ignored, and an ignored signal stays ignored
+    # across exec: give the child the default disposition so that Ctrl-C (SIGINT) raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+class Lines:
+    """The lines a process writes to stdout, read as they arrive and never waited for past a deadline."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.lines = []  # every complete line read so far
+        self.position = 0  # lines before this one were returned by next() or skipped by expect()
+        self.partial = b""
+        self.eof = False
+
+    def _read(self, deadline):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self.proc.stdout], [], [], remaining)[0]:
+            raise AssertionError(f"no output within {TIMEOUT}s; lines so far: {self.lines}")
+        chunk = os.read(self.proc.stdout.fileno(), 65536)
+        if not chunk:
+            self.eof = True
+            if self.partial:
+                self.lines.append(self.partial.decode())
+                self.partial = b""
+            return
+        *complete, self.partial = (self.partial + chunk).split(b"\n")
+        self.lines.extend(line.decode() for line in complete)
+
+    def next(self):
+        """The next line, or None at end of output."""
+        deadline = time.monotonic() + TIMEOUT
+        while self.position == len(self.lines) and not self.eof:
+            self._read(deadline)
+        if self.position == len(self.lines):
+            return None
+        self.position += 1
+        return self.lines[self.position - 1]
+
+    def expect(self, wanted):
+        """Skips lines until one equal to `wanted` (a str) or fully matching it (a compiled pattern); returns the
+        line, or its match."""
+        while (line := self.next()) is not None:
+            if isinstance(wanted, str) and line == wanted:
+                return line
+            if isinstance(wanted, re.Pattern) and (match := wanted.fullmatch(line)):
+                return match
+        raise AssertionError(f"output ended without {wanted!r}; lines: {self.lines}")
+
+    def rest(self):
+        """Reads to the end of the output; returns every line."""
+        while self.next() is not None:
+            pass
+        return self.lines
+
+
+@contextmanager
+def started(*args, stdin=subprocess.DEVNULL, prefix=None):
+    """A Popen of ``rsock ARGS`` (binary pipes for stdout and stderr, SIGINT at its default), killed on the way out
+    if still running."""
+    with subprocess.Popen(
+        rsock_cmd(*args, prefix=prefix),
+        cwd=ROOT,
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=default_sigint,
+    ) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # only this process, which the test started, by its pid
+
+
+@contextmanager
+def server(*args):
+    """Starts ``rsock ARGS --port 0``; yields ``(proc, port, lines)`` once it says it is listening."""
+    with started(*args, "--port", "0") as proc:
+        lines = Lines(proc)
+        first = lines.next()
+        match = LISTENING.fullmatch(first or "")
+        if match is None:
+            proc.kill()
+            raise AssertionError(f"unexpected first line {first!r} from {args}; stderr:\n{proc.stderr.read()}")
+        port = int(match[1])
+        assert port != 0, "the server printed the port it asked for, not the one it got"
+        yield proc, port, lines
+
+
+def stop(proc, lines, sig=signal.SIGINT):
+    """Sends `sig` to a server this test started; returns (its remaining stdout lines, its stderr) once it has
+    exited, which it must do with code 0."""
+    proc.send_signal(sig)
+    out = lines.rest()
+    proc.wait(timeout=TIMEOUT)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 0, f"exit code {proc.returncode} after {sig!r}; stderr:\n{err}"
+    return out, err
+
+
+def finish(proc, lines):
+    """Waits for a process to exit by itself with code 0; returns (all its stdout lines, its stderr)."""
+    out = lines.rest()
+    proc.wait(timeout=TIMEOUT)
+    err = proc.stderr.read().decode()
+    assert proc.returncode == 0, f"exit code {proc.returncode}; stderr:\n{err}"
+    return out, err
+
+
+def assert_no_traceback(stderr):
+    assert "Traceback" not in stderr, stderr
+
+
+@contextmanager
+def port_taken(udp=False):
+    """A port on 127.0.0.1 held by a stdlib socket (listening, for TCP) for the duration; yields the port."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        if not udp:
+            holder.listen()
+        yield holder.getsockname()[1]
+
+
+@contextmanager
+def closed_port(udp=False):
+    """A port on 127.0.0.1 where nothing answers: for TCP, bound by a socket that does not listen (connecting is
+    refused); for UDP, bound and closed again at once."""
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as holder:
+        holder.bind(("127.0.0.1", 0))
+        port = holder.getsockname()[1]
+        if udp:
+            holder.close()
+        yield port
+
+
+# --- help, usage errors -----------------------------------------------------------------------------------
+
+
+def test_console_script_target_is_main():
+    """``python -m rsock`` and the ``rsock`` console script (rsock.__main__:main) run the same function."""
+    from rsock import __main__
+
+    assert __main__.main is _cli.main
+
+
+def test_installed_console_script():
+    """Once rsock is installed with its console script, ``rsock`` runs the same command line."""
+    script = Path(sys.executable).parent / "rsock"
+    if not script.exists():
+        pytest.skip("the rsock console script is not installed yet")
+    result = subprocess.run([script, "--version"], capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"rsock {rsock.__version__}\n"
+    assert subprocess.run([script, "nosuch"], capture_output=True, timeout=TIMEOUT).returncode == 2
+
+
+def test_top_level_help_lists_every_command_and_the_exit_codes():
+    result = run("--help")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert out.startswith("usage: rsock ")
+    for command in COMMANDS:
+        assert re.search(rf"^    {re.escape(command)}\b", out, re.MULTILINE), (command, out)
+    assert "exit codes:" in out and "130" in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help(command):
+    """Each command's --help exits 0 with its own usage line, a description and the exit codes."""
+    result = run(command, "--help")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.decode()
+    assert out.startswith(f"usage: rsock {command} ")
+    assert "exit codes:" in out
+    assert len(out.split("\n\n")[1]) > 40, "the description is missing"
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode() == f"rsock {rsock.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["nosuch"], "invalid choice: 'nosuch'"),
+        (["echo-server", "--port", "abc"], "argument --port: invalid port 'abc'"),
+        (["echo-server", "--port", "70000"], "argument --port: invalid port '70000'"),
+        (["echo-server", "--framing", "bogus"], "invalid framing 'bogus'"),
+        (["echo-server", "--udp", "--framing", "line"], "--framing applies to TCP only"),
+        (["chat-server", "--port", "-1"], "argument --port: invalid port '-1'"),
+        (["connect", "127.0.0.1"], "the following arguments are required: PORT"),
+        (["connect", "127.0.0.1", "0"], "argument PORT: invalid port '0'"),
+        (["connect", "--timeout", "0", "127.0.0.1", "80"], "argument --timeout: invalid duration '0'"),
+        (["send-file"], "the following arguments are required: PATH"),
+        (["send-file", "{tmp}/missing.bin"], "missing.bin: no such file"),
+        (["send-file", "{tmp}"], "is not a file"),
+        (["recv-file", "--count", "0"], "argument --count: invalid count '0'"),
+        (["recv-file", "--output-dir", "{tmp}/a-file"], "is not a directory"),
+        (["bench", "--fast"], "unrecognized arguments: --fast"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(tmp_path, args, message):
+    """A usage error exits 2 before doing anything, printing the command's usage line and what was wrong."""
+    (tmp_path / "a-file").write_text("not a directory")
+    result = run(*(arg.format(tmp=tmp_path) for arg in args))
+    err = result.stderr.decode()
+    assert result.returncode == 2, (result.returncode, err)
+    assert err.startswith("usage: rsock"), err
+    assert message in err, err
+    assert result.stdout == b""
+    assert_no_traceback(err)
+
+
+# --- runtime failures: exit 1 with a clear message ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "udp"),
+    [(["echo-server"], False), (["echo-server", "--udp"], True), (["chat-server"], False), (["recv-file"], False)],
+)
+def test_port_in_use(args, udp):
+    """A server whose port is taken says which address, suggests --port 0 and exits 1, printing no listening line."""
+    with port_taken(udp) as port:
+        result = run(*args, "--port", port)
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, err)
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "already in use" in err and "--port 0" in err
+    assert err.count("\n") == 1, err  # one line
+    assert result.stdout == b""
+
+
+@pytest.mark.parametrize("udp", [False, True])
+def test_connect_refused(udp):
+    """Nothing listening: connect names the address, says it was refused and exits 1."""
+    with closed_port(udp) as port:
+        result = run("connect", *(["--udp"] if udp else []), "127.0.0.1", port, input=b"anyone there?\n")
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, err)
+    assert err.startswith("rsock connect: error: ") and f"127.0.0.1:{port}" in err and "refused" in err, err
+    assert_no_traceback(err)
+
+
+def test_send_file_with_no_receiver(tmp_path):
+    source = tmp_path / "data.bin"
+    source.write_bytes(b"x" * 1000)
+    with closed_port() as port:
+        result = run("send-file", source, "--port", port, "-q")
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, err)
+    assert f"cannot connect to 127.0.0.1:{port}: connection refused" in err
+
+
+# --- echo-server and connect ---------------------------------------------------------------------------------
+
+
+def test_tcp_echo_server_and_connect():
+    """Everything connect reads from stdin (several lines, binary, more than one read's worth) comes back on its
+    stdout; connect exits 0 once stdin has ended and the server has closed. The server then stops on Ctrl-C with
+    exit code 0 and counters that add up."""
+    data = b"hello\nworld\n" + bytes(range(256)) * 1024
+    with server("echo-server") as (proc, port, lines):
+        result = run("connect", "127.0.0.1", port, input=data)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == data
+        assert result.stderr == b""
+        out, err = stop(proc, lines)
+    assert out == [f"listening on 127.0.0.1:{port}"]
+    assert "interrupted, shutting down" in err
+    assert f"bytes_in {len(data)}, bytes_out {len(data)}" in err and "accepted 1," in err, err
+
+
+@pytest.mark.parametrize(
+    ("framing", "data"), [("line", b"one\ntwo\nthree\n"), ("delimiter:\\r\\n", b"one\r\ntwo\r\nthree\r\n")]
+)
+def test_tcp_echo_server_framing_and_sigterm(framing, data):
+    """--framing: each line (or delimited message) is one message, echoed with its delimiter; SIGTERM stops the
+    server cleanly (exit 0)."""
+    with server("echo-server", "--framing", framing) as (proc, port, lines):
+        result = run("connect", "127.0.0.1", port, input=data)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == data
+        _, err = stop(proc, lines, signal.SIGTERM)
+    assert "messages 3," in err, err
+
+
+def test_udp_echo_server_and_connect():
+    """--udp: each line goes as one datagram and each echo is printed; connect exits 0 --wait seconds after stdin
+    ends. The server counted one datagram per line."""
+    with server("echo-server", "--udp") as (proc, port, lines):
+        started_at = time.monotonic()
+        result = run("connect", "--udp", "--wait", "0.5", "127.0.0.1", port, input=b"hello\nworld\nno newline")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"hello\nworld\nno newline"
+        assert time.monotonic() - started_at < 10
+        _, err = stop(proc, lines)
+    assert "datagrams_in 3, datagrams_out 3" in err, err
+
+
+def test_connect_ctrl_c_exits_130():
+    """connect with stdin still open waits for the peer; Ctrl-C ends it with exit code 130 and no traceback."""
+    with server("echo-server") as (srv, port, srv_lines):
+        with started("connect", "127.0.0.1", port, stdin=subprocess.PIPE) as proc:
+            lines = Lines(proc)
+            proc.stdin.write(b"ping\n")
+            proc.stdin.flush()
+            assert lines.next() == "ping"  # connected, and waiting for more from the peer
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=TIMEOUT)
+            err = proc.stderr.read().decode()
+            assert proc.returncode == 130, (proc.returncode, err)
+            assert_no_traceback(err)
+        stop(srv, srv_lines)
+
+
+# --- chat-server --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def chat_member(port, nick):
+    """A ``connect`` to the chat room with stdin a pipe, renamed to `nick`; yields (proc, lines, guest name)."""
+    with started("connect", "127.0.0.1", port, stdin=subprocess.PIPE) as proc:
+        lines = Lines(proc)
+        guest = lines.expect(re.compile(r"\* welcome, (guest\d+)! others here: \d+\. .*"))[1]
+        say(proc, f"/nick {nick}")
+        lines.expect(f"* you are now {nick}")
+        yield proc, lines, guest
+
+
+def say(proc, text):
+    proc.stdin.write(text.encode() + b"\n")
+    proc.stdin.flush()
+
+
+def test_chat_server_with_two_connect_clients():
+    """Alice and Bob join with ``rsock connect``, each sees the other's lines (and never their own); Bob leaves
+    with /quit, stdin still open, and his connect exits 0; Alice leaves by ending her input and exits 0. The
+    server logs it all and stops on Ctrl-C with exit code 0."""
+    with ExitStack() as stack:
+        srv, port, srv_lines = stack.enter_context(server("chat-server"))
+        alice, alice_lines, alice_guest = stack.enter_context(chat_member(port, "alice"))
+        bob, bob_lines, bob_guest = stack.enter_context(chat_member(port, "bob"))
+        alice_lines.expect(f"* {bob_guest} is now bob")
+
+        say(alice, "hello bob")
+        bob_lines.expect("alice: hello bob")
+        say(bob, "hi alice")
+        alice_lines.expect("bob: hi alice")
+
+        say(bob, "/quit")  # the server closes the connection: connect exits although its stdin is open
+        bob_out, _ = finish(bob, bob_lines)
+        alice_lines.expect("* bob left")
+        alice.stdin.close()  # end of input: connect half-closes, the server ends the connection
+        alice_out, _ = finish(alice, alice_lines)
+        srv_lines.expect("alice left")
+        _, server_err = stop(srv, srv_lines)
+
+    assert not [line for line in alice_out if line.startswith("alice: ")], alice_out
+    assert not [line for line in bob_out if line.startswith("bob: ")], bob_out
+    assert "alice: hello bob" in bob_out and "bob: hi alice" in alice_out
+    assert srv_lines.lines[:1] == [f"listening on 127.0.0.1:{port}"]
+    log = "\n".join(srv_lines.lines)
+    for line in [f"{alice_guest} is now alice", f"{bob_guest} is now bob", "bob left", "alice left"]:
+        assert line in log, log
+    assert "interrupted, shutting down" in server_err
+
+
+# --- send-file and recv-file --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("progress", ["tqdm", "percentage"])
+def test_send_file_and_recv_file(tmp_path, progress):
+    """A few MiB of random data arrive intact: the received file has the same SHA-256 (checked here, and by
+    send-file against the receiver's answer), an existing file of the same name is left alone (the new one is
+    NAME-1), progress reaches 100% on stderr, no temporary file remains and recv-file --count 1 exits 0."""
+    if progress == "tqdm":
+        pytest.importorskip("tqdm")
+        prefix = None
+    else:
+        prefix = [sys.executable, "-c", WITHOUT_TQDM]
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    digest = hashlib.sha256(data).hexdigest()
+    source = tmp_path / "random.bin"
+    source.write_bytes(data)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "random.bin").write_bytes(b"already here")
+
+    with server("recv-file", "--output-dir", inbox, "--count", "1") as (proc, port, lines):
+        result = run("send-file", source, "--port", port, prefix=prefix)
+        assert result.returncode == 0, result.stderr
+        received_out, _ = finish(proc, lines)
+
+    assert result.stdout.decode().splitlines() == [
+        f"sent random.bin: {len(data)} bytes, sha256 {digest}",
+        f"receiver: ok {len(data)} {digest}",
+    ]
+    progress_text = result.stderr.decode()
+    assert "100%" in progress_text, progress_text
+    if progress == "percentage":
+        assert f"random.bin: 100% of {len(data)} bytes" in progress_text
+    assert re.fullmatch(
+        rf"received {re.escape(str(inbox / 'random-1.bin'))} \({len(data)} bytes\) from 127\.0\.0\.1:\d+, "
+        rf"sha256 {digest}",
+        received_out[1],
+    ), received_out
+    assert hashlib.sha256((inbox / "random-1.bin").read_bytes()).hexdigest() == digest
+    assert (inbox / "random.bin").read_bytes() == b"already here"
+    assert sorted(p.name for p in inbox.iterdir()) == ["random-1.bin", "random.bin"]
+
+
+def test_recv_file_reports_an_incomplete_transfer(tmp_path):
+    """A sender that announces 100 bytes and hangs up after 10: recv-file says so on stderr, keeps no file (nor
+    its temporary) and, with --count 1, exits 1."""
+    with server("recv-file", "--output-dir", tmp_path, "--count", "1", "-q") as (proc, port, lines):
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as conn:
+            conn.sendall(b'{"name": "short.bin", "size": 100}\n' + b"x" * 10)
+        lines.rest()
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert "incomplete: short.bin" in err and "10 of 100 bytes" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- demo and bench -----------------------------------------------------------------------------------------
+
+
+def test_demo():
+    """The README's command: exits 0 within 30 s, its first lines the tutorial's round trips, then the tables."""
+    started_at = time.monotonic()
+    result = run("demo")
+    elapsed = time.monotonic() - started_at
+    out = result.stdout.decode()
+    assert result.returncode == 0, (out, result.stderr)
+    assert elapsed < 30
+    lines = out.splitlines()
+    assert lines[0] == f"rsock {rsock.__version__}: the socket tutorial with `import rsock as socket`"
+    assert lines[2] == "TCP echo on 127.0.0.1: sent b'hello, rsock', got back b'hello, rsock'"
+    assert lines[3] == "UDP echo on 127.0.0.1: sent b'hello, rsock', got back b'hello, rsock'"
+    assert re.search(r"^  rsock\.TcpServer .* [\d,]+/s +[\d.]+ µs/req +[\d.]+$", out, re.MULTILINE), out
+    assert re.search(r"^  socketserver\.ThreadingTCPServer .* [\d,]+/s +[\d.]+ µs/req +1\.00$", out, re.MULTILINE), out
+    assert lines[-1] == "all round trips matched"
+
+
+def test_bench_quick():
+    """bench --quick exits 0 within 30 s with a rate and a ratio for each measurement."""
+    result = run("bench", "--quick")
+    out = result.stdout.decode()
+    assert result.returncode == 0, (out, result.stderr)
+    rows = re.findall(r"^  (TCP|UDP) .*? +[\d,]+/s +[\d,]+/s +[\d.]+(?:   server CPU .*)?$", out, re.MULTILINE)
+    assert len(rows) == 6, out
+    assert out.splitlines()[-1] == "every reply matched what was sent"
