@@ -9,11 +9,11 @@
 //! It is created on first use, never at import. tokio does not survive fork(), so a forked child
 //! that uses rsock gets a fresh runtime of its own (the parent's is left untouched).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, Once};
-use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
@@ -34,7 +34,13 @@ static REGISTER_FORK_HANDLER: Once = Once::new();
 struct Runtime {
     handle: Handle,
     generation: u64,
-    thread: ThreadId,
+}
+
+thread_local! {
+    /// The io thread's own Python thread state, kept for the thread's life; null on other threads.
+    static IO_THREAD_STATE: Cell<*mut pyo3::ffi::PyThreadState> = const { Cell::new(ptr::null_mut()) };
+    /// Whether the io thread holds the GIL through `with_gil` right now.
+    static IO_THREAD_ATTACHED: Cell<bool> = const { Cell::new(false) };
 }
 
 extern "C" fn after_fork_in_child() {
@@ -83,16 +89,13 @@ fn start_runtime() -> &'static Runtime {
             // acquired once and the GIL released straight away, leaving the thread detached.
             unsafe {
                 pyo3::ffi::PyGILState_Ensure();
-                pyo3::ffi::PyEval_SaveThread();
+                IO_THREAD_STATE.set(pyo3::ffi::PyEval_SaveThread());
             }
             built.block_on(std::future::pending::<()>())
         })
         .expect("starting the rsock-io thread failed");
-    let rt = Box::leak(Box::new(Runtime {
-        handle,
-        generation,
-        thread: thread.thread().id(),
-    }));
+    drop(thread);
+    let rt = Box::leak(Box::new(Runtime { handle, generation }));
     CURRENT.store(rt, Ordering::Release);
     rt
 }
@@ -106,14 +109,34 @@ where
     runtime().handle.spawn(future)
 }
 
-/// Runs `f` with the GIL, taken for the call and released after it.
+/// Runs `f` with the GIL, taken for the call and released after it. On the io thread this restores
+/// and saves its own thread state directly, skipping the PyGILState bookkeeping of `Python::attach`:
+/// it runs for every message.
 pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-    Python::attach(f)
+    let tstate = IO_THREAD_STATE.get();
+    if tstate.is_null() || IO_THREAD_ATTACHED.get() {
+        return Python::attach(f);
+    }
+    /// Gives the GIL back when the call ends, even by a panic.
+    struct Detach;
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            IO_THREAD_ATTACHED.set(false);
+            // SAFETY: the io thread attached in with_gil below and is detaching exactly once.
+            unsafe { pyo3::ffi::PyEval_SaveThread() };
+        }
+    }
+    // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
+    unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
+    IO_THREAD_ATTACHED.set(true);
+    let _detach = Detach;
+    // SAFETY: the GIL is held by this thread until _detach is dropped.
+    f(unsafe { Python::assume_attached() })
 }
 
 /// Whether the caller is the rsock-io thread (a handler), which must never block waiting on itself.
 pub fn on_io_thread() -> bool {
-    current().is_some_and(|rt| rt.thread == std::thread::current().id())
+    !IO_THREAD_STATE.get().is_null()
 }
 
 /// A flag one side sets and others wait for, from any thread.
