@@ -14,6 +14,7 @@ Code written for asyncio streams runs by changing the import::
 
 import asyncio
 import contextvars
+import errno as _errno
 import functools
 
 from rsock import _rsock, sockets
@@ -97,8 +98,18 @@ class StreamWriter:
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
 
 
+def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024):
+    """A started native transport over `sock`; the socket is closed if that fails."""
+    try:
+        transport = _rsock.StreamTransport(loop, sock, limit, framing, max_frame_size)
+        transport._start()
+    except BaseException:
+        sock.close()
+        raise
+    return transport
+
+
 def _streams(transport):
-    transport._start()
     return StreamReader(transport), StreamWriter(transport)
 
 
@@ -160,16 +171,17 @@ async def open_connection(
         sock = await _connect_socket(loop, host, port, family, proto, flags, local_addr)
     else:
         sock = _adopt(sock)
-    return _streams(_rsock.StreamTransport(loop, sock, limit))
+    return _streams(_transport(loop, sock, limit))
 
 
 class Server:
     """What ``start_server`` returns, as asyncio.Server: listening sockets that hand each connection to
     the callback."""
 
-    def __init__(self, loop, listeners, client_connected_cb, limit, context):
+    def __init__(self, loop, listeners, client_connected_cb, limit, context, backlog):
         self._loop = loop
         self._listeners = listeners
+        self._backlog = backlog
         self._callback = client_connected_cb
         self._limit = limit
         self._context = context
@@ -194,6 +206,8 @@ class Server:
             return
         self._serving = True
         for listener in self._listeners:
+            # Listening starts here, not at bind: until start_serving() connections are refused.
+            listener.listen(self._backlog)
             self._loop.add_reader(listener.fileno(), self._accept, listener)
 
     def _accept(self, listener):
@@ -207,7 +221,7 @@ class Server:
                 self._loop.call_exception_handler({"message": "accept failed", "exception": exc, "socket": listener})
                 return
             conn.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
-            reader, writer = _streams(_rsock.StreamTransport(self._loop, conn, self._limit))
+            reader, writer = _streams(_transport(self._loop, conn, self._limit))
             result = self._context.run(self._callback, reader, writer)
             if asyncio.iscoroutine(result):
                 self._loop.create_task(result, context=self._context)
@@ -256,7 +270,7 @@ class Server:
         return f"<rsock.aio.Server sockets={self.sockets!r}>"
 
 
-def _listening_sockets(infos, backlog, reuse_address, reuse_port):
+def _listening_sockets(infos, reuse_address, reuse_port):
     listeners = []
     try:
         for af, kind, proto, _, address in infos:
@@ -274,7 +288,6 @@ def _listening_sockets(infos, backlog, reuse_address, reuse_port):
                 raise OSError(
                     err.errno, f"error while attempting to bind on address {address!r}: {err.strerror.lower()}"
                 ) from None
-            sock.listen(backlog)
             sock.setblocking(False)
     except BaseException:
         for sock in listeners:
@@ -316,8 +329,8 @@ async def start_server(
         infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, flags=flags)
         # One listener per distinct address, as asyncio does for a host that resolves to several.
         unique = list(dict.fromkeys(infos))
-        listeners = _listening_sockets(unique, backlog, reuse_address, reuse_port)
-    server = Server(loop, listeners, client_connected_cb, limit, contextvars.copy_context())
+        listeners = _listening_sockets(unique, reuse_address, reuse_port)
+    server = Server(loop, listeners, client_connected_cb, limit, contextvars.copy_context(), backlog)
     if start_serving:
         server._start_serving()
     return server
@@ -352,9 +365,7 @@ class TcpClient:
         host, port = address
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
-        transport = _rsock.StreamTransport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size)
-        transport._start()
-        return cls(transport, timeout)
+        return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
 
     async def recv(self, n=65536):
         """Up to ``n`` bytes; b"" at end of stream."""
@@ -400,6 +411,18 @@ class TcpClient:
         return f"<rsock.aio.TcpClient {self.peer} {state}>"
 
 
+async def _ready(loop, fd, writing):
+    """Waits until `fd` is readable (or writable): the loop's add_reader/add_writer, which every loop has
+    (uvloop has no sock_sendto/sock_recvfrom)."""
+    waiter = loop.create_future()
+    add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+    add(fd, lambda: waiter.done() or waiter.set_result(None))
+    try:
+        await waiter
+    finally:
+        remove(fd)
+
+
 class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
     The datagrams go through rsock's socket; the loop only says when it is ready."""
@@ -408,27 +431,45 @@ class UdpClient:
         if address is not None:
             family = sockets.AF_INET6 if ":" in (address[0] or "") else sockets.AF_INET
         self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
-        self._sock.setblocking(False)
-        if address is not None:
-            self._sock.bind(address)
+        try:
+            self._sock.setblocking(False)
+            if address is not None:
+                self._sock.bind(address)
+        except BaseException:
+            self._sock.close()
+            raise
 
     async def sendto(self, data, address):
-        if len(data) > _max_datagram(self._sock.family):
+        """Sends one datagram; OSError(EMSGSIZE) for one larger than a UDP datagram can be."""
+        limit = _max_datagram(self._sock.family)
+        if len(data) > limit:
             raise OSError(
-                _errno_msgsize(),
-                f"datagram of {len(data)} bytes is larger than the largest UDP datagram "
-                f"({_max_datagram(self._sock.family)} bytes)",
+                _errno.EMSGSIZE,
+                f"datagram of {len(data)} bytes is larger than the largest UDP datagram ({limit} bytes)",
             )
-        return await asyncio.get_running_loop().sock_sendto(self._sock, data, address)
+        while True:
+            try:
+                return self._sock.sendto(data, address)
+            except (BlockingIOError, InterruptedError):
+                await _ready(asyncio.get_running_loop(), self._sock.fileno(), writing=True)
 
     async def recvfrom(self, bufsize=65536, *, timeout=None):
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
-        loop = asyncio.get_running_loop()
-        receiving = loop.sock_recvfrom(self._sock, bufsize + 1)
-        data, address = await (receiving if timeout is None else asyncio.wait_for(receiving, timeout))
-        if len(data) > bufsize:
-            raise OSError(_errno_msgsize(), f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped")
-        return data, address
+        receiving = self._receive(bufsize)
+        return await (receiving if timeout is None else asyncio.wait_for(receiving, timeout))
+
+    async def _receive(self, bufsize):
+        while True:
+            try:
+                data, address = self._sock.recvfrom(bufsize + 1)
+            except (BlockingIOError, InterruptedError):
+                await _ready(asyncio.get_running_loop(), self._sock.fileno(), writing=False)
+                continue
+            if len(data) > bufsize:
+                raise OSError(
+                    _errno.EMSGSIZE, f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped"
+                )
+            return data, address
 
     async def request(self, data, address, timeout=1.0, retries=3):
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``."""
@@ -461,12 +502,6 @@ class UdpClient:
 
 def _max_datagram(family):
     return 65527 if family == sockets.AF_INET6 else 65507
-
-
-def _errno_msgsize():
-    import errno
-
-    return errno.EMSGSIZE
 
 
 class _Bridge:

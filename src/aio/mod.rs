@@ -8,5 +8,7 @@ mod waiter;
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::StreamTransport>()?;
     m.add_class::<stream::Ready>()?;
-    m.add_class::<waiter::Waiter>()
+    m.add_class::<stream::ReadOp>()?;
+    m.add_class::<waiter::Waiter>()?;
+    m.add_class::<waiter::Pending>()
 }

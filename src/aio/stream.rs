@@ -10,12 +10,12 @@ use std::collections::VecDeque;
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyo3::exceptions::{PyEOFError, PyRuntimeError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyConnectionResetError, PyEOFError, PyRuntimeError, PyStopIteration, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
-use super::waiter::{Completion, Waiter};
+use super::waiter::{Completion, Pending, Waiter};
 use crate::buffer::with_readable;
 use crate::errors::os_error;
 use crate::framing::{FrameDecoder, Framing};
@@ -71,6 +71,80 @@ fn ready(py: Python<'_>, outcome: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
     Ok(Py::new(py, Ready { outcome: Some(outcome) })?.into_any())
 }
 
+/// A read, as the coroutine asyncio's StreamReader methods return: nothing happens until it is
+/// awaited (or run as a task), so a read cancelled before it starts takes no data. Its first step
+/// completes at once when the buffer decides it; otherwise it yields a `Waiter` to the task.
+#[pyclass(module = "rsock._rsock", name = "ReadOp")]
+pub struct ReadOp {
+    transport: Py<StreamTransport>,
+    want: Want,
+    waiter: Option<Py<Waiter>>,
+}
+
+impl ReadOp {
+    fn new(transport: &Bound<'_, StreamTransport>, want: Want) -> Self {
+        ReadOp {
+            transport: transport.clone().unbind(),
+            want,
+            waiter: None,
+        }
+    }
+}
+
+#[pymethods]
+impl ReadOp {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let mut op = slf.borrow_mut();
+        if let Some(waiter) = &op.waiter {
+            let waiter = waiter.bind(py);
+            if waiter.borrow().is_pending() {
+                waiter.borrow_mut()._asyncio_future_blocking = true;
+                return Ok(waiter.clone().into_any().unbind());
+            }
+            return Err(PyStopIteration::new_err((waiter.borrow().result(py)?,)));
+        }
+        let transport = op.transport.clone_ref(py);
+        let begun = transport.bind(py).borrow_mut().begin_read(py, &op.want)?;
+        match begun {
+            Ok(outcome) => Err(PyStopIteration::new_err((outcome?,))),
+            Err(waiter) => {
+                waiter.borrow_mut(py)._asyncio_future_blocking = true;
+                op.waiter = Some(waiter.clone_ref(py));
+                Ok(waiter.into_any())
+            }
+        }
+    }
+
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::__next__(slf)
+    }
+
+    /// The awaiting task was cancelled (or the exception is thrown in for another reason): give up
+    /// the wait, leaving any data for the next read.
+    #[pyo3(signature = (exc, *_rest))]
+    fn throw(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, PyTuple>) -> PyResult<()> {
+        Self::close(slf)?;
+        let exc = if exc.is_instance_of::<pyo3::types::PyType>() {
+            exc.call0()?
+        } else {
+            exc.clone()
+        };
+        Err(PyErr::from_value(exc))
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if let Some(waiter) = slf.borrow_mut().waiter.take() {
+            Waiter::cancel(waiter.bind(slf.py()), None)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a pending read waits for.
 #[derive(Clone)]
 enum Want {
@@ -103,6 +177,8 @@ pub struct StreamTransport {
     pending_bytes: usize,
     drain_waiters: Vec<Py<Waiter>>,
     eof_after_flush: bool,
+    /// write_eof() was called: writing again is an error, as in asyncio.
+    eof_written: bool,
     closing: bool,
     closed: bool,
     close_waiters: Vec<Py<Waiter>>,
@@ -164,11 +240,10 @@ impl StreamTransport {
         PyBytes::new(py, &self.buffer.split_to(n)).into_any().unbind()
     }
 
-    /// The outcome of `want` if it can be decided with what is buffered now, else None.
+    /// The outcome of `want` if it can be decided with what is buffered now, else None. A broken
+    /// connection raises its error whatever is still buffered, as asyncio's StreamReader does.
     fn try_satisfy(&mut self, py: Python<'_>, want: &Want) -> Option<PyResult<Py<PyAny>>> {
-        if let Some(err) = &self.error
-            && self.buffer.is_empty()
-        {
+        if let Some(err) = &self.error {
             return Some(Err(err.clone_ref(py)));
         }
         let len = self.buffer.len();
@@ -180,44 +255,61 @@ impl StreamTransport {
                 let partial = self.take(py, len);
                 Err(IncompleteReadError::new_err((partial, *n)))
             }),
-            Want::Until(separator) => self.until(py, separator, false),
-            Want::Line => self.until(py, b"\n", true),
+            Want::Until(separator) => self.until(py, separator),
+            Want::Line => self.line(py),
             Want::Message => self.next_message(py),
         }
     }
 
-    /// readuntil()/readline(): through the separator; at end of stream an error (readuntil) or the
-    /// rest (readline); over the limit without a separator, LimitOverrunError (ValueError for readline).
-    fn until(&mut self, py: Python<'_>, separator: &[u8], line: bool) -> Option<PyResult<Py<PyAny>>> {
-        let found = self.buffer.windows(separator.len()).position(|w| w == separator);
+    /// readuntil(), exactly as asyncio's: the limit bounds where the separator starts.
+    fn until(&mut self, py: Python<'_>, separator: &[u8]) -> Option<PyResult<Py<PyAny>>> {
+        let seplen = separator.len();
+        let found = self.buffer.windows(seplen).position(|w| w == separator);
         match found {
-            Some(at) if at + separator.len() <= self.limit || line => {
-                if at > self.limit {
-                    self.buffer.advance(at + separator.len());
-                    return Some(Err(PyValueError::new_err(
-                        "Separator is found, but chunk is longer than limit",
-                    )));
-                }
-                Some(Ok(self.take(py, at + separator.len())))
-            }
-            Some(at) => Some(Err(LimitOverrunError::new_err((
+            Some(at) if at > self.limit => Some(Err(LimitOverrunError::new_err((
                 "Separator is found, but chunk is longer than limit",
                 at,
             )))),
-            None if self.buffer.len() > self.limit => {
-                let message = "Separator is not found, and chunk exceed the limit";
-                if line {
-                    self.buffer.clear();
-                    return Some(Err(PyValueError::new_err(message)));
+            Some(at) => Some(Ok(self.take(py, at + seplen))),
+            None => {
+                let searched = (self.buffer.len() + 1).saturating_sub(seplen);
+                if self.buffer.len() >= seplen && searched > self.limit {
+                    return Some(Err(LimitOverrunError::new_err((
+                        "Separator is not found, and chunk exceed the limit",
+                        searched,
+                    ))));
                 }
-                Some(Err(LimitOverrunError::new_err((message, self.buffer.len()))))
+                self.eof.then(|| {
+                    let partial = self.take(py, self.buffer.len());
+                    Err(IncompleteReadError::new_err((partial, py.None())))
+                })
             }
-            None if self.eof && line => Some(Ok(self.take(py, self.buffer.len()))),
-            None if self.eof => {
-                let partial = self.take(py, self.buffer.len());
-                Some(Err(IncompleteReadError::new_err((partial, py.None()))))
+        }
+    }
+
+    /// readline(), exactly as asyncio's: the rest at end of stream; over the limit, the line (or
+    /// everything buffered) is dropped and ValueError raised.
+    fn line(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
+        match self.until(py, b"\n")? {
+            Ok(line) => Some(Ok(line)),
+            Err(err) if err.is_instance_of::<IncompleteReadError>(py) => {
+                Some(err.value(py).getattr("partial").map(Bound::unbind))
             }
-            None => None,
+            Err(err) if err.is_instance_of::<LimitOverrunError>(py) => {
+                let consumed: usize = err.value(py).getattr("consumed").and_then(|c| c.extract()).unwrap_or(0);
+                if self.buffer.get(consumed) == Some(&b'\n') {
+                    self.buffer.advance(consumed + 1);
+                } else {
+                    self.buffer.clear();
+                }
+                let message = err
+                    .value(py)
+                    .getattr("args")
+                    .and_then(|a| a.get_item(0))
+                    .map(Bound::unbind);
+                Some(Err(PyValueError::new_err(message.unwrap_or_else(|_| py.None()))))
+            }
+            Err(err) => Some(Err(err)),
         }
     }
 
@@ -239,12 +331,12 @@ impl StreamTransport {
         }
     }
 
-    /// An awaitable for `want`: ready at once if the buffer decides it, else a future the readable
-    /// callback completes.
-    fn wait_for(&mut self, py: Python<'_>, want: Want) -> PyResult<Py<PyAny>> {
-        if let Some(outcome) = self.try_satisfy(py, &want) {
+    /// The first step of a read: its outcome if the buffer decides it now, else the waiter the
+    /// readable callback will complete.
+    fn begin_read(&mut self, py: Python<'_>, want: &Want) -> PyResult<Result<PyResult<Py<PyAny>>, Py<Waiter>>> {
+        if let Some(outcome) = self.try_satisfy(py, want) {
             self.resume_reading_if_drained(py)?;
-            return ready(py, outcome);
+            return Ok(Ok(outcome));
         }
         if let Some((waiter, _)) = &self.waiter
             && waiter.borrow(py).is_pending()
@@ -254,9 +346,9 @@ impl StreamTransport {
             ));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
-        self.waiter = Some((waiter.clone_ref(py), want));
+        self.waiter = Some((waiter.clone_ref(py), want.clone()));
         self.add_reader(py)?;
-        Ok(waiter.into_any())
+        Ok(Err(waiter))
     }
 
     /// Completes the pending read if what arrived decides it (into `done`); a cancelled one is
@@ -281,19 +373,20 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// The connection broke: remember why, stop watching it, and wake everyone waiting.
+    /// The connection broke: remember why and close it, as asyncio's transports do; everyone waiting
+    /// is woken (readers and drain() with the error).
     fn fail(&mut self, py: Python<'_>, errno: i32, done: &mut Vec<Completion>) -> PyResult<()> {
         if self.error.is_none() {
             self.error = Some(os_error(errno));
         }
-        self.eof = true;
         self.pending.clear();
         self.pending_bytes = 0;
-        self.remove_reader(py)?;
-        self.remove_writer(py)?;
-        self.wake_drainers(py, done);
-        self.serve_waiter(py, done);
-        Ok(())
+        self.closing = true;
+        if self.closed {
+            Ok(())
+        } else {
+            self.finish_close(py, done)
+        }
     }
 
     fn wake_drainers(&mut self, py: Python<'_>, done: &mut Vec<Completion>) {
@@ -380,16 +473,36 @@ impl StreamTransport {
         Ok(())
     }
 
+    /// Sends one framed message for the message API (TcpClient), which refuses a closed connection.
+    fn send_message(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.closing {
+            return Err(os_error(libc::EBADF));
+        }
+        let framed = with_readable(data, |bytes| self.framing.encoded(bytes))?
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        self.send_bytes(py, &framed)
+    }
+
     fn drain_awaitable(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Some(err) = &self.error {
             return ready(py, Err(err.clone_ref(py)));
+        }
+        if self.closing {
+            return ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
         }
         if self.pending_bytes <= HIGH_WATER {
             return ready(py, Ok(py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.drain_waiters.push(waiter.clone_ref(py));
-        Ok(waiter.into_any())
+        Pending::wrap(py, waiter)
+    }
+
+    fn check_writable(&self) -> PyResult<()> {
+        if self.eof_written {
+            return Err(PyRuntimeError::new_err("Cannot call write() after write_eof()"));
+        }
+        Ok(())
     }
 
     fn shutdown_write(&mut self) {
@@ -512,6 +625,7 @@ impl StreamTransport {
             pending_bytes: 0,
             drain_waiters: Vec::new(),
             eof_after_flush: false,
+            eof_written: false,
             closing: false,
             closed: false,
             close_waiters: Vec::new(),
@@ -550,29 +664,30 @@ impl StreamTransport {
 
     /// `await read(n=-1)`: up to n bytes (everything until EOF when n < 0); b"" at EOF.
     #[pyo3(signature = (n=-1))]
-    fn read(&mut self, py: Python<'_>, n: isize) -> PyResult<Py<PyAny>> {
+    fn read(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
         if n == 0 {
             return ready(py, Ok(PyBytes::new(py, b"").into_any().unbind()));
         }
-        self.wait_for(py, Want::Some(n))
+        Ok(Py::new(py, ReadOp::new(slf, Want::Some(n)))?.into_any())
     }
 
     /// `await readline()`: through the next b"\n", or the rest at EOF.
-    fn readline(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.wait_for(py, Want::Line)
+    fn readline(slf: &Bound<'_, Self>) -> PyResult<ReadOp> {
+        Ok(ReadOp::new(slf, Want::Line))
     }
 
     /// `await readexactly(n)`: exactly n bytes, or IncompleteReadError at EOF.
-    fn readexactly(&mut self, py: Python<'_>, n: isize) -> PyResult<Py<PyAny>> {
+    fn readexactly(slf: &Bound<'_, Self>, n: isize) -> PyResult<ReadOp> {
         if n < 0 {
             return Err(PyValueError::new_err("readexactly size can not be less than zero"));
         }
-        self.wait_for(py, Want::Exactly(n as usize))
+        Ok(ReadOp::new(slf, Want::Exactly(n as usize)))
     }
 
     /// `await readuntil(separator=b"\n")`: through the separator.
     #[pyo3(signature = (separator=None))]
-    fn readuntil(&mut self, py: Python<'_>, separator: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> PyResult<ReadOp> {
         let separator = match separator {
             Some(sep) => with_readable(sep, <[u8]>::to_vec)?,
             None => b"\n".to_vec(),
@@ -580,12 +695,15 @@ impl StreamTransport {
         if separator.is_empty() {
             return Err(PyValueError::new_err("Separator should be at least one-byte string"));
         }
-        self.wait_for(py, Want::Until(separator))
+        Ok(ReadOp::new(slf, Want::Until(separator)))
     }
 
     /// `await read_message()`: the next whole message under the transport's framing; None at a clean EOF.
-    fn read_message(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.wait_for(py, Want::Message)
+    fn read_message(slf: &Bound<'_, Self>) -> PyResult<ReadOp> {
+        if slf.borrow().closing {
+            return Err(os_error(libc::EBADF));
+        }
+        Ok(ReadOp::new(slf, Want::Message))
     }
 
     /// Whether the peer has closed and everything it sent has been read.
@@ -595,10 +713,12 @@ impl StreamTransport {
 
     /// Sends `data` (queued if the socket cannot take it now); `await drain()` to respect backpressure.
     fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_writable()?;
         with_readable(data, |bytes| self.send_bytes(py, bytes))?
     }
 
     fn writelines(&mut self, py: Python<'_>, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.check_writable()?;
         let mut joined = Vec::new();
         for line in lines.try_iter()? {
             with_readable(&line?, |bytes| joined.extend_from_slice(bytes))?;
@@ -608,21 +728,23 @@ impl StreamTransport {
 
     /// `await write_message(data)`: sends `data` framed as a message, then drains.
     fn write_message(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let framed = with_readable(data, |bytes| self.framing.encoded(bytes))?
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        self.send_bytes(py, &framed)?;
+        self.send_message(py, data)?;
         self.drain_awaitable(py)
     }
 
     /// `await request(data)`: sends a message and returns the reply message.
-    fn request(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let framed = with_readable(data, |bytes| self.framing.encoded(bytes))?
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        self.send_bytes(py, &framed)?;
-        if self.framing == Framing::Raw {
-            return self.wait_for(py, Want::Some(READ_CHUNK as isize));
-        }
-        self.wait_for(py, Want::Message)
+    fn request(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<ReadOp> {
+        let py = slf.py();
+        let want = {
+            let mut this = slf.borrow_mut();
+            this.send_message(py, data)?;
+            if this.framing == Framing::Raw {
+                Want::Some(READ_CHUNK as isize)
+            } else {
+                Want::Message
+            }
+        };
+        Ok(ReadOp::new(slf, want))
     }
 
     /// `await drain()`: returns once the queued output is small enough (at once if it already is).
@@ -632,6 +754,7 @@ impl StreamTransport {
 
     /// Half-closes: no more writes; the peer sees EOF once the queue is sent.
     fn write_eof(&mut self) {
+        self.eof_written = true;
         if self.pending.is_empty() {
             self.shutdown_write();
         } else {
@@ -682,7 +805,7 @@ impl StreamTransport {
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.close_waiters.push(waiter.clone_ref(py));
-        Ok(waiter.into_any())
+        Pending::wrap(py, waiter)
     }
 
     /// "peername", "sockname" or "socket", as asyncio transports answer them.

@@ -29,7 +29,7 @@ pub struct Waiter {
     event_loop: Py<PyAny>,
     /// asyncio's marker of a future-like object; a task sets it back to False when it waits on us.
     #[pyo3(get, set)]
-    _asyncio_future_blocking: bool,
+    pub _asyncio_future_blocking: bool,
 }
 
 /// Something to complete once the transport is no longer borrowed.
@@ -152,7 +152,7 @@ impl Waiter {
         matches!(self.state, State::Cancelled(_))
     }
 
-    fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    pub fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         match &self.state {
             State::Pending => Err(InvalidStateError::new_err("Result is not ready.")),
             State::Done(Ok(value)) => Ok(value.clone_ref(py)),
@@ -197,7 +197,7 @@ impl Waiter {
     }
 
     #[pyo3(signature = (msg=None))]
-    fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
+    pub fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         let (callbacks, event_loop) = {
             let mut this = slf.borrow_mut();
@@ -218,5 +218,54 @@ impl Waiter {
             State::Cancelled(_) => "cancelled",
         };
         format!("<rsock Waiter {state}>")
+    }
+}
+
+/// The coroutine face of a `Waiter`, for the awaitables asyncio's own API gives as coroutines
+/// (`drain()`, `wait_closed()`): awaiting it waits for the waiter, and `create_task()` takes it.
+#[pyclass(module = "rsock._rsock", name = "Pending")]
+pub struct Pending {
+    waiter: Py<Waiter>,
+}
+
+impl Pending {
+    pub fn wrap(py: Python<'_>, waiter: Py<Waiter>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, Pending { waiter })?.into_any())
+    }
+}
+
+#[pymethods]
+impl Pending {
+    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let waiter = self.waiter.bind(py);
+        if waiter.borrow().is_pending() {
+            waiter.borrow_mut()._asyncio_future_blocking = true;
+            return Ok(waiter.clone().into_any().unbind());
+        }
+        Err(PyStopIteration::new_err((waiter.borrow().result(py)?,)))
+    }
+
+    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.__next__(py)
+    }
+
+    #[pyo3(signature = (exc, *_rest))]
+    fn throw(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        self.close(py)?;
+        let exc = if exc.is_instance_of::<pyo3::types::PyType>() {
+            exc.call0()?
+        } else {
+            exc.clone()
+        };
+        Err(PyErr::from_value(exc))
+    }
+
+    /// Gives up the wait (the awaiting task was cancelled).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        Waiter::cancel(self.waiter.bind(py), None).map(drop)
     }
 }

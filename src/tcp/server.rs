@@ -312,6 +312,12 @@ impl Connection {
     #[pyo3(signature = (reply, exc=None))]
     fn _handler_done(&self, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let shared = &self.shared;
+        if shared.closed.load(Relaxed) {
+            // The connection was closed meanwhile (a forced stop): the reply has nowhere to go.
+            return Ok(());
+        }
+        // The reply goes out even if the handler itself called close(), as a sync handler's does.
+        shared.io().delivering = true;
         let failure = match exc.filter(|e| !e.is_none()) {
             Some(exc) => Some(PyErr::from_value(exc.clone())),
             None if reply.is_none() => None,
@@ -322,6 +328,7 @@ impl Connection {
             },
         };
         let mut io = shared.io();
+        io.delivering = false;
         io.awaiting = false;
         if failure.is_some() {
             io.failed = failure;
@@ -499,7 +506,7 @@ fn deliver_frames(conn: &ConnShared, py_conn: &Py<Connection>, framed: &mut Fram
             deliver(py, conn, py_conn, &frame)?;
             let io = conn.io();
             let queued = io.pending_bytes + io.gathering.as_ref().map_or(0, BytesMut::len);
-            if io.close_requested || io.awaiting || queued >= WRITE_HIGH_WATER {
+            if io.close_requested || io.awaiting || io.failed.is_some() || queued >= WRITE_HIGH_WATER {
                 framed.more = true;
                 break;
             }
@@ -526,6 +533,11 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
         Ok(()) => connection_loop(&conn, &stream, &py_conn).await,
         Err(err) => Outcome::Handler(err),
     };
+    if matches!(outcome, Outcome::Handler(_) | Outcome::Framing(_)) && !conn.closed.load(Relaxed) {
+        // A handler failed or the peer broke the framing: replies produced before still go out.
+        flush_queued(&conn, &stream).await;
+        linger(&stream, ERROR_LINGER).await;
+    }
     finish_connection(&conn, py_conn, outcome);
 }
 
@@ -573,6 +585,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             if let Some(err) = io.failed.take() {
                 return Outcome::Handler(err);
             }
+            if conn.closed.load(Relaxed) {
+                // Closed at once by a forced stop, even with an async handler still running.
+                return Outcome::Closed;
+            }
             (io.pending_bytes, io.close_requested, io.awaiting)
         };
         if framed.more && !awaiting && !close_requested && pending < WRITE_HIGH_WATER {
@@ -585,7 +601,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
         if pending == 0 && !awaiting && (close_requested || !reading) {
             // A forced stop (abort) closes at once; otherwise let the peer finish sending first.
             if !peer_closed && !conn.closed.load(Relaxed) {
-                linger(stream).await;
+                linger(stream, LINGER).await;
             }
             return Outcome::Closed;
         }
@@ -658,13 +674,27 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     }
 }
 
+/// Writes the queued output out (for at most LINGER) before a connection closes on an error.
+async fn flush_queued(conn: &ConnShared, stream: &TcpStream) {
+    let flushing = async {
+        while conn.io().pending_bytes > 0 {
+            if stream.writable().await.is_err() || conn.flush().is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, flushing).await;
+}
+
 /// How long a closing connection waits for its peer to finish sending.
 const LINGER: Duration = Duration::from_secs(2);
+/// The same, for a connection closed because of an error: its peer is told sooner.
+const ERROR_LINGER: Duration = Duration::from_millis(500);
 
 /// Before closing a connection the peer is still sending on: shut down our side (the peer sees EOF
 /// after the last reply) and discard what it sends until it closes too. Closing with unread data
 /// would make the kernel reset the connection and throw away replies the peer has not read yet.
-async fn linger(stream: &TcpStream) {
+async fn linger(stream: &TcpStream, limit: Duration) {
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let discard = async {
         let mut sink = [0u8; 4096];
@@ -680,7 +710,7 @@ async fn linger(stream: &TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER, discard).await;
+    let _ = tokio::time::timeout(limit, discard).await;
 }
 
 /// Closes the socket, forgets the connection and tells the application why it ended.
@@ -713,6 +743,15 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
             Outcome::Idle => {
                 log::log(py, INFO, &format!("closing idle connection from {peer}"), None);
                 Some(PyTimeoutError::new_err("idle timeout"))
+            }
+            Outcome::Handler(err) if is_loop_shutdown(py, err) => {
+                log::log(
+                    py,
+                    INFO,
+                    &format!("closing connection from {peer}: its handler's event loop is gone"),
+                    None,
+                );
+                Some(err.clone_ref(py))
             }
             Outcome::Handler(err) => {
                 log::log(
@@ -756,6 +795,14 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
         }
         drop(py_conn);
     });
+}
+
+pyo3::import_exception!(asyncio, CancelledError);
+
+/// Whether an async handler "failed" only because its event loop shut down (its task cancelled, or
+/// the loop closed): not the handler's fault, so not logged as an error.
+fn is_loop_shutdown(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<CancelledError>(py) || err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py)
 }
 
 /// Accepts until the server stops; each connection gets a task of its own.

@@ -1,0 +1,1051 @@
+"""rsock.aio's streams (open_connection, start_server, StreamReader, StreamWriter, Server) next to asyncio's.
+
+Most tests run over both implementations (the `kit` fixture: `stdlib` is asyncio's streams, `rsock` is rsock.aio's)
+and assert asyncio's behaviour, so a failure only on the `rsock` side is a difference from asyncio. Every test also
+runs on both event loops (asyncio's and uvloop). The far end of each connection is a plain stdlib socket (`Peer`).
+"""
+
+import asyncio
+import contextvars
+import errno
+import gc
+import hashlib
+import random
+import resource
+import socket
+import ssl
+import warnings
+from pathlib import Path
+
+import pytest
+
+from rsock import _rsock, aio, sockets
+from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+
+pytestmark = pytest.mark.asyncio
+
+MiB = 1 << 20
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def payload(n, seed=0):
+    return random.Random(seed).randbytes(n)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+async def test_read_returns_what_arrived(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"hello")
+    assert await bounded(reader.read(100)) == b"hello"
+
+
+async def test_read_n_smaller_than_buffered_leaves_the_rest(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"abcdef")
+    assert await bounded(reader.readexactly(1)) == b"a"
+    assert await bounded(reader.read(2)) == b"bc"
+    assert await bounded(reader.read(100)) == b"def"
+
+
+async def test_read_minus_one_reads_to_eof(kit):
+    reader, _, peer = await kit.pair()
+    reading = asyncio.ensure_future(bounded(reader.read(-1)))
+    for chunk in (b"one ", b"two ", b"three"):
+        await peer.send(chunk)
+        assert await still_pending(reading, 0.01)
+    peer.shutdown_write()
+    assert await reading == b"one two three"
+    assert await bounded(reader.read()) == b""
+    assert await bounded(reader.read(10)) == b""
+    assert reader.at_eof()
+
+
+async def test_read_zero_returns_empty_without_consuming(kit):
+    reader, _, peer = await kit.pair()
+    assert await bounded(reader.read(0)) == b""
+    await peer.send(b"xy")
+    assert await bounded(reader.readexactly(1)) == b"x"
+    assert await bounded(reader.read(0)) == b""
+    assert await bounded(reader.read(5)) == b"y"
+
+
+async def test_readexactly_across_segments(kit):
+    reader, _, peer = await kit.pair()
+    reading = asyncio.ensure_future(bounded(reader.readexactly(5)))
+    for chunk in (b"ab", b"cd", b"ef"):
+        assert await still_pending(reading, 0.01)
+        await peer.send(chunk)
+    assert await reading == b"abcde"
+    assert await bounded(reader.readexactly(1)) == b"f"
+
+
+async def test_readexactly_at_eof_raises_incomplete_read_with_partial(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"hello")
+    peer.shutdown_write()
+    with pytest.raises(asyncio.IncompleteReadError) as excinfo:
+        await bounded(reader.readexactly(10))
+    assert excinfo.value.partial == b"hello"
+    assert excinfo.value.expected == 10
+    assert isinstance(excinfo.value, EOFError)
+    assert reader.at_eof()
+    with pytest.raises(asyncio.IncompleteReadError) as excinfo:
+        await bounded(reader.readexactly(1))
+    assert (excinfo.value.partial, excinfo.value.expected) == (b"", 1)
+
+
+async def test_readexactly_zero_and_negative(kit):
+    reader, _, _ = await kit.pair()
+    assert await bounded(reader.readexactly(0)) == b""
+    with pytest.raises(ValueError):
+        await bounded(reader.readexactly(-1))
+
+
+async def test_readline_and_partial_last_line_at_eof(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"a\nb\r\nc")
+    peer.shutdown_write()
+    assert [await bounded(reader.readline()) for _ in range(4)] == [b"a\n", b"b\r\n", b"c", b""]
+    assert reader.at_eof()
+
+
+async def test_readline_waits_for_the_newline(kit):
+    reader, _, peer = await kit.pair()
+    reading = asyncio.ensure_future(bounded(reader.readline()))
+    await peer.send(b"par")
+    assert await still_pending(reading)
+    await peer.send(b"tial\nnext")
+    assert await reading == b"partial\n"
+    assert await bounded(reader.read(100)) == b"next"
+
+
+async def test_readuntil_multibyte_separator_split_across_segments(kit):
+    reader, _, peer = await kit.pair()
+    reading = asyncio.ensure_future(bounded(reader.readuntil(b"\r\n\r\n")))
+    for chunk in (b"one\r\n", b"\r", b"\ntwo\r\n\r"):
+        await peer.send(chunk)
+        await asyncio.sleep(0.01)  # separate segments, so the separator really is split between reads
+    assert await reading == b"one\r\n\r\n"
+    reading = asyncio.ensure_future(bounded(reader.readuntil(b"\r\n\r\n")))
+    assert await still_pending(reading)
+    await peer.send(b"\nrest")
+    assert await reading == b"two\r\n\r\n"
+    peer.shutdown_write()
+    with pytest.raises(asyncio.IncompleteReadError) as excinfo:
+        await bounded(reader.readuntil(b"\r\n\r\n"))
+    assert (excinfo.value.partial, excinfo.value.expected) == (b"rest", None)
+    assert reader.at_eof()
+
+
+async def test_readuntil_default_separator_is_newline(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"x\ny")
+    assert await bounded(reader.readuntil()) == b"x\n"
+
+
+async def test_readuntil_empty_separator_raises_value_error(kit):
+    reader, _, _ = await kit.pair()
+    with pytest.raises(ValueError):
+        await bounded(reader.readuntil(b""))
+
+
+async def test_readuntil_over_limit_without_separator_raises_and_keeps_data(kit):
+    reader, _, peer = await kit.pair(limit=16)
+    await peer.send(b"x" * 30)
+    with pytest.raises(asyncio.LimitOverrunError) as excinfo:
+        await bounded(reader.readuntil(b"\n"))
+    assert excinfo.value.consumed == 30
+    assert excinfo.value.args[0] == "Separator is not found, and chunk exceed the limit"
+    assert await bounded(reader.readexactly(30)) == b"x" * 30
+
+
+async def test_readuntil_over_limit_multibyte_separator_consumed(kit):
+    """asyncio reports how far it searched: the buffer less a separator's length plus one."""
+    reader, _, peer = await kit.pair(limit=16)
+    await peer.send(b"x" * 30)
+    with pytest.raises(asyncio.LimitOverrunError) as excinfo:
+        await bounded(reader.readuntil(b"\r\n"))
+    assert excinfo.value.consumed == 29
+    assert await bounded(reader.readexactly(30)) == b"x" * 30
+
+
+async def test_readuntil_separator_found_beyond_limit(kit):
+    reader, _, peer = await kit.pair(limit=16)
+    await peer.send(b"x" * 20 + b"\nrest")
+    with pytest.raises(asyncio.LimitOverrunError) as excinfo:
+        await bounded(reader.readuntil(b"\n"))
+    assert excinfo.value.consumed == 20
+    assert excinfo.value.args[0] == "Separator is found, but chunk is longer than limit"
+    assert await bounded(reader.readexactly(21)) == b"x" * 20 + b"\n"
+
+
+@pytest.mark.parametrize("separator", [b"\n", b"\r\n", b"<END>"])
+async def test_readuntil_chunk_of_exactly_limit_bytes_before_separator(kit, separator):
+    """asyncio's limit bounds where the separator starts, not where it ends."""
+    reader, _, peer = await kit.pair(limit=10)
+    await peer.send(b"0123456789" + separator)
+    assert await bounded(reader.readuntil(separator)) == b"0123456789" + separator
+
+
+async def test_readline_of_exactly_limit_bytes(kit):
+    reader, _, peer = await kit.pair(limit=10)
+    await peer.send(b"0123456789\n")
+    assert await bounded(reader.readline()) == b"0123456789\n"
+
+
+async def test_readline_over_limit_discards_the_line(kit):
+    reader, _, peer = await kit.pair(limit=16)
+    await peer.send(b"x" * 40 + b"\nnext\n")
+    with pytest.raises(ValueError) as excinfo:
+        await bounded(reader.readline())
+    assert not isinstance(excinfo.value, asyncio.LimitOverrunError)
+    assert await bounded(reader.readline()) == b"next\n"
+
+
+async def test_readline_over_limit_without_newline_clears_the_buffer(kit):
+    reader, _, peer = await kit.pair(limit=16)
+    await peer.send(b"y" * 40)
+    with pytest.raises(ValueError):
+        await bounded(reader.readline())
+    await peer.send(b"z\n")
+    assert await bounded(reader.readline()) == b"z\n"
+
+
+async def test_at_eof(kit):
+    reader, _, peer = await kit.pair()
+    assert not reader.at_eof()
+    await peer.send(b"ab")
+    assert await bounded(reader.readexactly(1)) == b"a"
+    assert not reader.at_eof()
+    peer.shutdown_write()
+    assert await bounded(reader.read()) == b"b"
+    assert reader.at_eof()
+
+
+async def test_async_for_iterates_lines(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"first\nsecond\r\n")
+    await peer.send(b"third\nno newline")
+    peer.shutdown_write()
+    lines = []
+    async with asyncio.timeout(TIMEOUT):
+        async for line in reader:
+            lines.append(line)
+    assert lines == [b"first\n", b"second\r\n", b"third\n", b"no newline"]
+
+
+async def test_limit_zero_is_rejected_without_leaking_a_socket(kit):
+    listener = kit.track_sock(socket.create_server((HOST, 0)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError):
+            await bounded(kit.mod.open_connection(*listener.getsockname(), limit=0))
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+async def test_write_accepts_bytes_like_and_writelines(kit):
+    _, writer, peer = await kit.pair()
+    writer.write(b"ab")
+    writer.write(bytearray(b"cd"))
+    writer.write(memoryview(b"xefx")[1:3])
+    writer.writelines([b"gh", bytearray(b"ij"), memoryview(b"kl")])
+    writer.writelines([])
+    writer.write(b"")
+    await bounded(writer.drain())
+    assert await peer.recv_exactly(12) == b"abcdefghijkl"
+
+
+async def test_write_str_raises_type_error(kit):
+    _, writer, _ = await kit.pair()
+    with pytest.raises(TypeError):
+        writer.write("text")
+
+
+async def test_write_eof_half_closes(kit):
+    reader, writer, peer = await kit.pair()
+    assert writer.can_write_eof()
+    writer.write(b"request")
+    writer.write_eof()
+    assert await peer.recv_to_eof() == b"request"
+    await peer.send(b"response")
+    peer.shutdown_write()
+    assert await bounded(reader.read()) == b"response"
+    assert not writer.is_closing()
+
+
+async def test_write_eof_after_queued_output_is_sent_after_it(kit):
+    _, writer, peer = await kit.pair()
+    data = payload(16 * MiB)
+    writer.write(data)
+    writer.write_eof()
+    assert await peer.recv_to_eof() == data
+
+
+async def test_write_after_write_eof_raises_and_reading_goes_on(kit):
+    reader, writer, peer = await kit.pair()
+    writer.write_eof()
+    with pytest.raises(RuntimeError):
+        writer.write(b"too late")
+    await peer.send(b"still readable")
+    peer.shutdown_write()
+    assert await bounded(reader.read()) == b"still readable"
+
+
+async def test_close(kit):
+    _, writer, peer = await kit.pair()
+    writer.write(b"bye")
+    assert not writer.is_closing()
+    writer.close()
+    assert writer.is_closing()
+    await bounded(writer.wait_closed())
+    writer.close()
+    await bounded(writer.wait_closed())
+    assert await peer.recv_to_eof() == b"bye"
+
+
+async def test_close_sends_queued_output_first(kit):
+    _, writer, peer = await kit.pair()
+    data = payload(16 * MiB)
+    writer.write(data)
+    writer.close()
+    closing = asyncio.ensure_future(bounded(writer.wait_closed()))
+    assert await peer.recv_to_eof() == data
+    await closing
+
+
+async def test_close_wakes_a_pending_read(kit):
+    reader, writer, _ = await kit.pair()
+    reading = asyncio.ensure_future(bounded(reader.read(10)))
+    assert await still_pending(reading, 0.01)
+    writer.close()
+    assert await reading == b""
+
+
+async def test_drain_after_close_raises_connection_reset(kit):
+    _, writer, _ = await kit.pair()
+    writer.close()
+    with pytest.raises(ConnectionResetError):
+        await bounded(writer.drain())
+
+
+async def test_get_extra_info_client_side(kit):
+    _, writer, peer = await kit.pair()
+    assert writer.get_extra_info("peername") == peer.sock.getsockname()
+    assert writer.get_extra_info("sockname") == peer.sock.getpeername()
+    sock = writer.get_extra_info("socket")
+    assert sock.getsockname() == writer.get_extra_info("sockname")
+    assert sock.getpeername() == writer.get_extra_info("peername")
+    assert sock.fileno() >= 0
+    assert writer.get_extra_info("no such thing") is None
+    assert writer.get_extra_info("no such thing", 42) == 42
+    assert writer.get_extra_info("peername", "default") == peer.sock.getsockname()
+
+
+async def test_get_extra_info_server_side(kit):
+    _, writer, peer = await kit.server_pair()
+    assert writer.get_extra_info("peername") == peer.sock.getsockname()
+    assert writer.get_extra_info("sockname") == peer.sock.getpeername()
+    assert writer.get_extra_info("socket").getsockname() == peer.sock.getpeername()
+
+
+async def test_writer_transport(kit):
+    _, writer, peer = await kit.pair()
+    transport = writer.transport
+    assert transport is not None
+    assert transport.get_write_buffer_size() == 0
+    assert not transport.is_closing()
+    assert transport.get_extra_info("peername") == peer.sock.getsockname()
+
+
+async def test_transport_abort_drops_queued_output_and_closes(kit):
+    _, writer, peer = await kit.pair()
+    writer.write(payload(16 * MiB))
+    assert writer.transport.get_write_buffer_size() > 0
+    writer.transport.abort()
+    assert writer.is_closing()
+    await bounded(writer.wait_closed())
+    received = len(await peer.recv_to_eof())
+    assert received < 16 * MiB
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backpressure
+
+
+async def test_drain_returns_at_once_below_high_water(kit):
+    _, writer, peer = await kit.pair()
+    writer.write(b"x" * 1024)
+    await asyncio.wait_for(writer.drain(), 0.5)
+    assert await peer.recv_exactly(1024) == b"x" * 1024
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+async def test_drain_waits_while_the_peer_does_not_read(kit, side):
+    _, writer, peer = await (kit.pair() if side == "client" else kit.server_pair())
+    data = payload(32 * MiB)
+    writer.write(data)
+    assert writer.transport.get_write_buffer_size() > 64 * 1024
+    draining = asyncio.ensure_future(writer.drain())
+    assert await still_pending(draining, 0.2), "drain() returned although the peer reads nothing"
+    received = await peer.recv_exactly(len(data), timeout=3 * TIMEOUT)
+    await bounded(draining)
+    assert writer.transport.get_write_buffer_size() <= 64 * 1024
+    assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
+
+
+async def test_cancelled_drain_loses_nothing(kit):
+    _, writer, peer = await kit.pair()
+    data = payload(32 * MiB, seed=1)
+    writer.write(data)
+    draining = asyncio.ensure_future(writer.drain())
+    assert await still_pending(draining, 0.1)
+    draining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await draining
+    writer.write(b"tail")
+    received = await peer.recv_exactly(len(data) + 4, timeout=3 * TIMEOUT)
+    await bounded(writer.drain())
+    assert received == data + b"tail"
+
+
+async def test_wait_for_timing_out_on_drain_then_drain_again(kit):
+    _, writer, peer = await kit.pair()
+    data = payload(32 * MiB, seed=2)
+    writer.write(data)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(writer.drain(), 0.1)
+    receiving = asyncio.ensure_future(peer.recv_exactly(len(data), timeout=3 * TIMEOUT))
+    await bounded(writer.drain())
+    assert await receiving == data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Concurrent readers, cancellation
+
+
+READS = {
+    "read": lambda r: r.read(100),
+    "readexactly": lambda r: r.readexactly(3),
+    "readline": lambda r: r.readline(),
+    "readuntil": lambda r: r.readuntil(b"\r\n"),
+}
+
+
+@pytest.mark.parametrize("second", list(READS))
+async def test_second_concurrent_reader_raises_runtime_error(kit, second):
+    reader, _, peer = await kit.pair()
+
+    async def first():
+        return await reader.read(100)
+
+    waiting = asyncio.ensure_future(bounded(first()))
+    assert await still_pending(waiting, 0.01)
+    with pytest.raises(RuntimeError):
+        await bounded(READS[second](reader))
+    await peer.send(b"for the first\r\n")
+    assert await waiting == b"for the first\r\n"
+
+
+async def test_create_task_of_a_read(kit):
+    """asyncio's reads are coroutines, so `asyncio.create_task(reader.read(n))` is common code."""
+    reader, _, peer = await kit.pair()
+    task = asyncio.create_task(reader.read(100))
+    try:
+        await peer.send(b"data")
+        assert await bounded(task) == b"data"
+    finally:
+        task.cancel()
+
+
+async def test_create_task_of_drain_and_wait_closed(kit):
+    _, writer, _ = await kit.pair()
+    writer.write(b"x")
+    await bounded(asyncio.create_task(writer.drain()))
+    writer.close()
+    await bounded(asyncio.create_task(writer.wait_closed()))
+
+
+@pytest.mark.parametrize("method", list(READS))
+async def test_cancelling_a_blocked_read_keeps_later_data(kit, method):
+    reader, _, peer = await kit.pair()
+
+    async def blocked():
+        return await READS[method](reader)
+
+    task = asyncio.ensure_future(blocked())
+    assert await still_pending(task, 0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await peer.send(b"abc\r\n")
+    assert await bounded(reader.readexactly(5)) == b"abc\r\n"
+
+
+@pytest.mark.parametrize("method", ["readexactly", "readline", "readuntil"])
+async def test_cancelling_a_read_with_partial_data_keeps_it(kit, method):
+    reader, _, peer = await kit.pair()
+    calls = {
+        "readexactly": lambda: reader.readexactly(9),
+        "readline": lambda: reader.readline(),
+        "readuntil": lambda: reader.readuntil(b"\r\n"),
+    }
+
+    async def blocked():
+        return await calls[method]()
+
+    task = asyncio.ensure_future(blocked())
+    await peer.send(b"par")
+    assert await still_pending(task)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await peer.send(b"tial\r\n")
+    assert await bounded(calls[method]()) == b"partial\r\n"
+
+
+@pytest.mark.parametrize("method", ["read", "readexactly", "readline", "readuntil"])
+async def test_wait_for_timeout_keeps_data_that_arrives_later(kit, method):
+    reader, _, peer = await kit.pair()
+    calls = {
+        "read": lambda: reader.read(100),
+        "readexactly": lambda: reader.readexactly(6),
+        "readline": lambda: reader.readline(),
+        "readuntil": lambda: reader.readuntil(b"\r\n"),
+    }
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(calls[method](), 0.05)
+    if method != "read":
+        await peer.send(b"ab")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(calls[method](), 0.05)
+    await peer.send(b"cd\r\n" if method != "read" else b"abcd\r\n")
+    assert await bounded(calls[method]()) == b"abcd\r\n"
+
+
+@pytest.mark.parametrize("method", ["read", "readexactly", "readline", "readuntil"])
+async def test_wait_for_with_zero_timeout_loses_no_buffered_data(kit, method):
+    """wait_for(..., 0) cancels the read before it runs; the data it would have read stays for the next read."""
+    reader, _, peer = await kit.pair()
+    calls = {
+        "read": lambda: reader.read(100),
+        "readexactly": lambda: reader.readexactly(6),
+        "readline": lambda: reader.readline(),
+        "readuntil": lambda: reader.readuntil(b"\r\n"),
+    }
+    await peer.send(b"-abcd\r\n")
+    assert await bounded(reader.readexactly(1)) == b"-"  # the rest is buffered now
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(calls[method](), 0)
+    assert await bounded(reader.read(100), 1.0) == b"abcd\r\n"
+
+
+async def test_cancelling_a_task_between_two_reads(kit):
+    reader, _, peer = await kit.pair()
+
+    async def two_lines():
+        return [await reader.readline(), await reader.readline()]
+
+    task = asyncio.ensure_future(two_lines())
+    await peer.send(b"one\n")
+    assert await still_pending(task)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await peer.send(b"two\n")
+    assert await bounded(reader.readline()) == b"two\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Resets and half-closes
+
+
+@pytest.mark.parametrize("method", list(READS))
+async def test_peer_reset_during_a_read_raises_connection_reset(kit, method):
+    reader, _, peer = await kit.pair()
+
+    async def blocked():
+        return await READS[method](reader)
+
+    task = asyncio.ensure_future(bounded(blocked()))
+    if method != "read":
+        await peer.send(b"x")  # a partial message, then the reset
+    assert await still_pending(task)
+    peer.reset()
+    with pytest.raises(ConnectionResetError):
+        await task
+
+
+async def test_peer_reset_with_unread_data_raises_on_the_next_read(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"0123456789")
+    assert await bounded(reader.readexactly(1)) == b"0"
+    peer.reset()
+    with pytest.raises(ConnectionResetError):
+        await bounded(reader.readexactly(100))
+    with pytest.raises(ConnectionResetError):
+        await bounded(reader.read(5))
+
+
+async def test_after_a_reset_the_transport_is_closing_and_drain_raises(kit):
+    reader, writer, peer = await kit.pair()
+    reading = asyncio.ensure_future(bounded(reader.read(10)))
+    assert await still_pending(reading, 0.01)
+    peer.reset()
+    with pytest.raises(ConnectionResetError):
+        await reading
+    with pytest.raises(ConnectionResetError):
+        await bounded(writer.drain())
+    assert writer.is_closing()
+
+
+async def test_server_reads_to_eof_then_replies(kit):
+    async def handler(reader, writer):
+        request = await reader.read()
+        writer.write(b"got " + request)
+        await writer.drain()
+
+    _, address = await kit.serve(handler)
+    peer = await raw_client(kit, address)
+    await peer.send(b"the request")
+    peer.shutdown_write()
+    assert await peer.recv_to_eof() == b"got the request"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Servers
+
+
+async def echo_lines(reader, writer):
+    async for line in reader:
+        writer.write(line)
+        await writer.drain()
+
+
+async def raw_client(kit, address):
+    raw = kit.track_sock(socket.socket())
+    raw.setblocking(False)
+    await bounded(asyncio.get_running_loop().sock_connect(raw, address))
+    return Peer(raw)
+
+
+async def assert_refused(address):
+    raw = socket.socket()
+    raw.setblocking(False)
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            await bounded(asyncio.get_running_loop().sock_connect(raw, address))
+    finally:
+        raw.close()
+
+
+async def test_start_server_echo(kit):
+    _, address = await kit.serve(echo_lines)
+    peer = await raw_client(kit, address)
+    for i in range(20):
+        await peer.send(b"line %d\n" % i)
+        assert await peer.recv_exactly(len(b"line %d\n" % i)) == b"line %d\n" % i
+    peer.shutdown_write()
+    assert await peer.recv_to_eof() == b""
+
+
+async def test_server_attributes(kit):
+    server, address = await kit.serve(echo_lines)
+    assert len(server.sockets) == 1
+    assert server.sockets[0].getsockname()[:2] == address
+    assert server.get_loop() is asyncio.get_running_loop()
+    assert server.is_serving()
+    assert isinstance(repr(server), str)
+    server.close()
+    assert not server.is_serving()
+    assert len(server.sockets) == 0
+    await bounded(server.wait_closed())
+    server.close()
+
+
+async def test_start_serving_false_then_start_serving(kit):
+    served = asyncio.Event()
+
+    async def handler(reader, writer):
+        served.set()
+        await echo_lines(reader, writer)
+
+    server, address = await kit.serve(handler, start_serving=False)
+    assert not server.is_serving()
+    await server.start_serving()
+    assert server.is_serving()
+    peer = await raw_client(kit, address)
+    await peer.send(b"hi\n")
+    assert await peer.recv_exactly(3) == b"hi\n"
+    assert served.is_set()
+
+
+async def test_connection_before_start_serving_is_refused(kit):
+    _, address = await kit.serve(echo_lines, start_serving=False)
+    await assert_refused(address)
+
+
+async def test_serve_forever_cancelled_closes_the_server(kit):
+    server, address = await kit.serve(echo_lines, start_serving=False)
+    serving = asyncio.ensure_future(server.serve_forever())
+    async with asyncio.timeout(TIMEOUT):
+        while not server.is_serving():
+            await asyncio.sleep(0)
+    peer = await raw_client(kit, address)
+    await peer.send(b"ping\n")
+    assert await peer.recv_exactly(5) == b"ping\n"
+    assert server.is_serving()
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(serving)
+    assert not server.is_serving()
+    await assert_refused(address)
+
+
+async def test_serve_forever_twice_raises(kit):
+    server, _ = await kit.serve(echo_lines)
+    serving = asyncio.ensure_future(server.serve_forever())
+    assert await still_pending(serving, 0.01)
+    with pytest.raises(RuntimeError):
+        await bounded(server.serve_forever())
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(serving)
+    with pytest.raises(RuntimeError):
+        await bounded(server.serve_forever())
+
+
+async def test_server_close_ends_serve_forever(rkit):
+    """As asyncio.Server.close() does (uvloop's own Server leaves serve_forever() waiting, so this is checked against
+    asyncio's behaviour only)."""
+    server, address = await rkit.serve(echo_lines)
+    serving = asyncio.ensure_future(server.serve_forever())
+    assert await still_pending(serving, 0.01)
+    server.close()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(serving)
+    with pytest.raises(RuntimeError):
+        await bounded(server.serve_forever())
+    await assert_refused(address)
+
+
+async def test_server_async_with(kit):
+    server, address = await kit.serve(echo_lines)
+    async with server as entered:
+        assert entered is server
+        peer = await raw_client(kit, address)
+        await peer.send(b"in\n")
+        assert await peer.recv_exactly(3) == b"in\n"
+    assert not server.is_serving()
+    await assert_refused(address)
+
+
+async def test_server_close_keeps_connected_clients(kit):
+    server, address = await kit.serve(echo_lines)
+    peers = [await raw_client(kit, address) for _ in range(3)]
+    for peer in peers:
+        await peer.send(b"before\n")
+        assert await peer.recv_exactly(7) == b"before\n"
+    server.close()
+    await bounded(server.wait_closed())
+    await assert_refused(address)
+    for peer in peers:
+        await peer.send(b"after\n")
+        assert await peer.recv_exactly(6) == b"after\n"
+        peer.shutdown_write()
+        assert await peer.recv_to_eof() == b""
+
+
+async def test_start_server_on_a_port_in_use_raises_address_in_use(kit):
+    taken = kit.track_sock(socket.create_server((HOST, 0)))
+    with pytest.raises(OSError) as excinfo:
+        await kit.serve(echo_lines, port=taken.getsockname()[1])
+    assert excinfo.value.errno == errno.EADDRINUSE
+
+
+async def test_start_server_reuse_port(kit):
+    _, address = await kit.serve(echo_lines, reuse_port=True)
+    second, _ = await kit.serve(echo_lines, port=address[1], reuse_port=True)
+    assert second.sockets[0].getsockname()[:2] == address
+    peer = await raw_client(kit, address)
+    await peer.send(b"x\n")
+    assert await peer.recv_exactly(2) == b"x\n"
+
+
+async def test_callback_runs_in_the_context_of_start_server(kit):
+    var = contextvars.ContextVar("var", default="unset")
+    seen = asyncio.Queue()
+
+    async def handler(reader, writer):
+        seen.put_nowait(var.get())
+
+    var.set("at start_server")
+    _, address = await kit.serve(handler)
+    var.set("later")
+    await raw_client(kit, address)
+    assert await bounded(seen.get()) == "at start_server"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# open_connection's and start_server's other arguments
+
+
+async def test_open_connection_refused(kit):
+    unused = socket.socket()
+    unused.bind((HOST, 0))
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            await bounded(kit.mod.open_connection(*unused.getsockname()))
+    finally:
+        unused.close()
+
+
+async def test_open_connection_local_addr_and_family(kit):
+    listener = kit.track_sock(socket.create_server((HOST, 0)))
+    _, writer = await kit.connect(("localhost", listener.getsockname()[1]), family=socket.AF_INET, local_addr=(HOST, 0))
+    assert writer.get_extra_info("peername") == listener.getsockname()
+    assert writer.get_extra_info("sockname")[0] == HOST
+
+
+async def test_open_connection_with_a_stdlib_sock(kit):
+    listener = kit.track_sock(socket.create_server((HOST, 0)))
+    sock = socket.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    peer = Peer(kit.track_sock(conn))
+    reader, writer = await bounded(kit.mod.open_connection(sock=sock))
+    kit.track(writer)
+    assert writer.get_extra_info("peername") == listener.getsockname()
+    writer.write(b"via sock")
+    await peer.send(b"back")
+    assert await peer.recv_exactly(8) == b"via sock"
+    assert await bounded(reader.readexactly(4)) == b"back"
+    writer.close()
+    await bounded(writer.wait_closed())
+    assert await peer.recv_to_eof() == b""
+    sock.close()  # detached or closed by now: must not raise
+
+
+async def test_open_connection_with_an_rsock_sock(rkit):
+    listener = rkit.track_sock(socket.create_server((HOST, 0)))
+    sock = sockets.create_connection(listener.getsockname())
+    conn, _ = listener.accept()
+    peer = Peer(rkit.track_sock(conn))
+    reader, writer = await bounded(aio.open_connection(sock=sock))
+    rkit.track(writer)
+    assert writer.get_extra_info("socket") is sock
+    writer.write(b"via rsock")
+    assert await peer.recv_exactly(9) == b"via rsock"
+    await peer.send(b"back")
+    assert await bounded(reader.readexactly(4)) == b"back"
+    writer.close()
+    await bounded(writer.wait_closed())
+    assert sock.fileno() == -1
+
+
+async def check_server_on_given_sock(kit, listener):
+    address = listener.getsockname()
+    server, _ = await kit.serve(echo_lines, host=None, port=None, sock=listener)
+    assert server.sockets[0].getsockname() == address
+    peer = await raw_client(kit, address)
+    await peer.send(b"through sock\n")
+    assert await peer.recv_exactly(13) == b"through sock\n"
+    server.close()
+    await bounded(server.wait_closed())
+    await assert_refused(address)
+    listener.close()
+
+
+async def test_start_server_with_a_stdlib_listening_sock(kit):
+    await check_server_on_given_sock(kit, socket.create_server((HOST, 0)))
+
+
+async def test_start_server_with_an_rsock_listening_sock(rkit):
+    await check_server_on_given_sock(rkit, sockets.create_server((HOST, 0)))
+
+
+async def test_ssl_hands_over_to_asyncio(rkit):
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(DATA_DIR / "localhost-cert.pem", DATA_DIR / "localhost-key.pem")
+    client_ctx = ssl.create_default_context(cafile=DATA_DIR / "localhost-cert.pem")
+    server, address = await rkit.serve(echo_lines, ssl=server_ctx)
+    assert not isinstance(server, aio.Server)
+    reader, writer = await rkit.connect(address, ssl=client_ctx, server_hostname="localhost")
+    assert isinstance(reader, asyncio.StreamReader)
+    assert writer.get_extra_info("ssl_object") is not None
+    writer.write(b"secret\n")
+    assert await bounded(reader.readline()) == b"secret\n"
+    writer.close()
+    await bounded(writer.wait_closed())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rsock.aio only: Ready and Waiter, large transfers, many connections
+
+
+async def test_buffered_read_is_ready_and_pending_read_is_a_waiter(rkit):
+    reader, _, peer = await rkit.pair()
+    # A read is a coroutine-like operation; its first step, with nothing buffered, yields rsock's future.
+    pending = reader.read(10).send(None)
+    assert isinstance(pending, _rsock.Waiter)
+    assert asyncio.isfuture(pending)
+    assert pending.get_loop() is asyncio.get_running_loop()
+    assert not pending.done()
+    called = asyncio.Event()
+    results = []
+
+    def callback(fut):
+        results.append(fut.result())
+        called.set()
+
+    pending.add_done_callback(callback)
+    await peer.send(b"0123456789abc")
+    await bounded(called.wait())
+    assert results == [b"0123456789"]
+    assert pending.done() and not pending.cancelled() and pending.exception() is None
+    ready = reader.read(10)
+    assert isinstance(ready, _rsock.ReadOp)
+    with pytest.raises(StopIteration) as stopped:
+        ready.send(None)  # buffered: the first step completes it at once
+    assert stopped.value.value == b"abc"
+
+
+async def test_waiter_cancel_keeps_data_for_the_next_read(rkit):
+    reader, _, peer = await rkit.pair()
+    pending = reader.readexactly(4).send(None)
+    assert pending.cancel("no longer")
+    assert pending.cancelled()
+    assert not pending.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        pending.result()
+    await peer.send(b"kept")
+    assert await bounded(reader.readexactly(4)) == b"kept"
+
+
+async def test_waiter_callback_removed_is_not_called(rkit):
+    reader, _, peer = await rkit.pair()
+    pending = reader.read(10).send(None)
+    calls = []
+    pending.add_done_callback(calls.append)
+    assert pending.remove_done_callback(calls.append) == 1
+    done = asyncio.Event()
+    pending.add_done_callback(lambda _: done.set())
+    await peer.send(b"x")
+    await bounded(done.wait())
+    assert calls == []
+    assert pending.result() == b"x"
+
+
+async def test_waiter_callbacks_error_context_and_late_registration(rkit):
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    var = contextvars.ContextVar("var", default="default")
+    context = contextvars.copy_context()
+    context.run(var.set, "in the given context")
+    reader, _, peer = await rkit.pair()
+    pending = reader.read(10).send(None)
+    seen = []
+    finished = asyncio.Event()
+
+    def raising(fut):
+        raise RuntimeError("a callback failed")
+
+    pending.add_done_callback(raising)
+    pending.add_done_callback(lambda fut: seen.append(var.get()), context=context)
+    pending.add_done_callback(lambda fut: finished.set())
+    await peer.send(b"x")
+    await bounded(finished.wait())
+    assert seen == ["in the given context"]
+    assert [type(report.get("exception")) for report in reported] == [RuntimeError]
+    late = []
+    pending.add_done_callback(late.append)
+    assert late == []  # scheduled with call_soon, as asyncio does for a finished future
+    await asyncio.sleep(0)
+    assert late == [pending]
+
+
+async def test_large_transfer_through_readexactly_chunks(rkit):
+    total = 64 * MiB
+    chunk = MiB + 7
+
+    async def sink(reader, writer):
+        digest = hashlib.sha256()
+        left = total
+        while left:
+            piece = await reader.readexactly(min(chunk, left))
+            digest.update(piece)
+            left -= len(piece)
+        writer.write(digest.hexdigest().encode() + b"\n")
+        await writer.drain()
+
+    _, address = await rkit.serve(sink)
+    reader, writer = await rkit.connect(address)
+    expected = hashlib.sha256()
+    rng = random.Random(7)
+    async with asyncio.timeout(6 * TIMEOUT):
+        sent = 0
+        while sent < total:
+            block = rng.randbytes(min(4 * MiB, total - sent))
+            expected.update(block)
+            writer.write(block)
+            await writer.drain()
+            sent += len(block)
+        assert await reader.readline() == expected.hexdigest().encode() + b"\n"
+
+
+async def test_large_transfer_to_the_client(rkit):
+    data = payload(64 * MiB, seed=3)
+
+    async def source(reader, writer):
+        view = memoryview(data)
+        for start in range(0, len(data), 3 * MiB):
+            writer.write(view[start : start + 3 * MiB])
+            await writer.drain()
+
+    _, address = await rkit.serve(source)
+    reader, _ = await rkit.connect(address)
+    digest = hashlib.sha256()
+    async with asyncio.timeout(6 * TIMEOUT):
+        left = len(data)
+        while left:
+            piece = await reader.readexactly(min(65536 + 3, left))
+            digest.update(piece)
+            left -= len(piece)
+        assert await reader.read() == b""
+    assert digest.digest() == hashlib.sha256(data).digest()
+
+
+def ensure_fd_limit(needed):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.fail(f"the test needs {needed} descriptors; the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+async def test_thousand_concurrent_connections_echo(rkit):
+    count = 1000
+    ensure_fd_limit(3 * count + 256)
+    _, address = await rkit.serve(echo_lines, backlog=count)
+
+    async def client(i):
+        reader, writer = await aio.open_connection(*address)
+        rkit.track(writer)
+        line = b"client %d says hello\n" % i
+        writer.write(line)
+        await writer.drain()
+        echoed = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        return echoed == line
+
+    async with asyncio.timeout(6 * TIMEOUT):
+        results = await asyncio.gather(*(client(i) for i in range(count)))
+    assert all(results)
