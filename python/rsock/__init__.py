@@ -5,7 +5,12 @@ by rsock's native code. ``TcpServer`` and ``UdpServer`` serve every connection f
 thread, entering Python only to run your handlers; ``TcpClient`` and ``UdpClient`` are their clients.
 """
 
+# `threading` takes the thread that first imports it for the main thread. rsock's I/O thread logs through
+# `logging`, which imports `threading`: were that the first import, interpreter exit would wait for the I/O
+# thread as if it were the main thread, for ever. Importing both here keeps the real main thread the main one.
 import atexit
+import logging as _logging  # noqa: F401
+import threading as _threading  # noqa: F401
 
 from rsock import _rsock
 from rsock import sockets as _sockets

@@ -880,8 +880,30 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     let task = server.lifecycle.task();
     tokio::spawn(async move {
         let _task = task;
+        let _registered = Registered(conn.clone());
         serve_connection(conn, stream, py_conn).await;
     });
+}
+
+/// Forgets a connection when its task ends, however it ends: a bug that panics in a connection's task
+/// ends that connection (tokio contains the panic) without leaving it counted as open.
+struct Registered(Arc<ConnShared>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        if conn.server.connections().remove(&conn.id).is_some() && std::thread::panicking() {
+            conn.abort();
+            runtime::with_gil(|py| {
+                log::log(
+                    py,
+                    ERROR,
+                    &format!("internal error: the task of the connection from {} panicked", conn.peer),
+                    None,
+                );
+            });
+        }
+    }
 }
 
 /// A TCP server whose accept, read, write and framing loop runs in Rust for every connection at

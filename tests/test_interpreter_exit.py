@@ -1,0 +1,36 @@
+"""A script that only imports rsock exits normally after its server has served: rsock's I/O thread
+must never be taken for the main thread (threading would then wait for it at exit, for ever)."""
+
+import os
+import subprocess
+import sys
+
+import rsock
+
+SCRIPT = """
+import sys
+assert "threading" not in sys.modules  # the check below is only meaningful if rsock imports it first
+import rsock, socket
+
+def on_disconnect(conn, exc):
+    server.stop()
+
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data, on_disconnect=on_disconnect)
+server.start()
+with socket.create_connection(server.address, timeout=5) as client:
+    client.sendall(b"hi")
+    assert client.recv(10) == b"hi"
+server.serve_forever()
+import threading
+assert threading.main_thread().ident == threading.get_ident(), "the I/O thread was taken for the main thread"
+print("done")
+"""
+
+
+def test_script_with_a_server_exits_by_itself():
+    # -S: no site-packages .pth files, which could import threading first and hide the problem; rsock's
+    # own location is put on the path instead.
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(rsock.__file__))}
+    result = subprocess.run([sys.executable, "-S", "-c", SCRIPT], capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "done\n"
