@@ -12,15 +12,12 @@ import sys
 assert "threading" not in sys.modules  # the check below is only meaningful if rsock imports it first
 import rsock, socket
 
-def on_disconnect(conn, exc):
-    server.stop()
-
-server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data, on_disconnect=on_disconnect)
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
 server.start()
 with socket.create_connection(server.address, timeout=5) as client:
     client.sendall(b"hi")
     assert client.recv(10) == b"hi"
-server.serve_forever()
+server.stop()
 import threading
 assert threading.main_thread().ident == threading.get_ident(), "the I/O thread was taken for the main thread"
 print("done")
