@@ -3,11 +3,11 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyFloat;
 use socket2::{Domain, Socket, Type};
@@ -31,6 +31,8 @@ pub struct Lifecycle {
     pub shutdown: CancellationToken,
     pub stopped: Latch,
     tasks: AtomicUsize,
+    /// `shutdown.is_cancelled()` without its lock, for the checks on every wake-up of a connection.
+    stopping: AtomicBool,
 }
 
 /// Held by each of a server's tasks; the last to go after shutdown sets `stopped`.
@@ -44,16 +46,22 @@ impl Lifecycle {
 
     /// Tells every task to finish; sets `stopped` at once if none is running.
     pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.shutdown.cancel();
         if self.tasks.load(Ordering::Acquire) == 0 {
             self.stopped.set();
         }
     }
+
+    /// Whether begin_stop() has been called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.shutdown.is_cancelled() {
+        if self.0.tasks.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.is_stopping() {
             self.0.stopped.set();
         }
     }
@@ -177,4 +185,104 @@ pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)
+}
+
+const NEW: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// A server's run: not started (holding its bound socket `S`), running, or stopped; what start(),
+/// serve_forever(), stop() and the state in reprs mean, the same for every server.
+pub struct Runner<S> {
+    state: AtomicU8,
+    socket: Mutex<Option<S>>,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl<S: Send + 'static> Runner<S> {
+    pub fn new(socket: S) -> Self {
+        Runner {
+            state: AtomicU8::new(NEW),
+            socket: Mutex::new(Some(socket)),
+            lifecycle: Arc::default(),
+        }
+    }
+
+    /// Starts the server's task (`serve(socket, guard)`) on the io thread; a running server is left
+    /// as it is, a stopped one cannot start again.
+    pub fn start<F>(&self, serve: impl FnOnce(S, TaskGuard) -> F) -> PyResult<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match self
+            .state
+            .compare_exchange(NEW, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let socket = socket.ok_or_else(|| PyRuntimeError::new_err("server has no socket"))?;
+                register(&self.lifecycle);
+                runtime::spawn(serve(socket, self.lifecycle.task()));
+                Ok(())
+            }
+            Err(RUNNING) => Ok(()),
+            Err(_) => Err(PyRuntimeError::new_err("server is stopped")),
+        }
+    }
+
+    /// Tells the server to stop without waiting; a server never started just closes its socket.
+    pub fn begin_stop(&self) {
+        if self.state.swap(STOPPED, Ordering::Relaxed) == NEW {
+            self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.lifecycle.stopped.set();
+        } else {
+            self.lifecycle.begin_stop();
+        }
+    }
+
+    /// stop(timeout): begins the stop and waits up to `timeout` (default 5 s) for the server's tasks;
+    /// if some are still going, `force()` closes what is left and stop() waits at most ABORT_GRACE more.
+    /// From the io thread (a handler) it only begins the stop: waiting there would wait on itself.
+    pub fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>, force: impl FnOnce()) -> PyResult<()> {
+        let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(DEFAULT_STOP_TIMEOUT);
+        self.begin_stop();
+        if runtime::on_io_thread() {
+            return Ok(());
+        }
+        if !runtime::wait(py, &self.lifecycle.stopped, Some(timeout))? {
+            force();
+            runtime::wait(py, &self.lifecycle.stopped, Some(ABORT_GRACE))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server if needed and blocks until it stops; Ctrl-C (or any exception a signal
+    /// handler raises) stops it with `stop` and propagates.
+    pub fn serve_forever(
+        &self,
+        py: Python<'_>,
+        start: impl FnOnce() -> PyResult<()>,
+        stop: impl FnOnce() -> PyResult<()>,
+    ) -> PyResult<()> {
+        start()?;
+        if let Err(err) = runtime::wait(py, &self.lifecycle.stopped, None) {
+            stop()?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Whether the server is serving.
+    pub fn running(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == RUNNING && !self.lifecycle.is_stopping()
+    }
+
+    /// "not started", "running" or "stopped", for reprs.
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            NEW => "not started",
+            RUNNING if self.running() => "running",
+            _ => "stopped",
+        }
+    }
 }

@@ -6,14 +6,14 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Poll;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes, BytesMut};
-use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
@@ -25,13 +25,14 @@ use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, TaskGuard, parse_timeout_arg};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard, parse_timeout_arg};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 const DEFAULT_BACKLOG: i32 = 1024;
 /// One read buffer of this size serves every connection: the io thread reads one socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
+/// 256 KiB, as asyncio and uvloop read: a 100 KiB message then usually arrives in one handler call.
+const READ_CHUNK: usize = 256 * 1024;
 /// Output queued on a connection beyond which it stops reading requests and other threads' send()
 /// waits: a peer that does not read slows its own requests down rather than growing the queue.
 const WRITE_HIGH_WATER: usize = 1 << 20;
@@ -616,7 +617,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 watching_shutdown = true;
                 let _ = shutdown.as_mut().poll(cx);
             }
-            if reading && server.lifecycle.shutdown.is_cancelled() {
+            if reading && server.lifecycle.is_stopping() {
                 return Poll::Ready(Event::Shutdown);
             }
             if conn.woken.swap(false, Acquire) {
@@ -911,14 +912,9 @@ impl Drop for Registered {
 #[pyclass(name = "TcpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct TcpServer {
     shared: Arc<ServerShared>,
-    listener: Mutex<Option<std::net::TcpListener>>,
+    runner: Runner<std::net::TcpListener>,
     address: SocketAddr,
-    state: AtomicU8,
 }
-
-const NEW: u8 = 0;
-const RUNNING: u8 = 1;
-const STOPPED: u8 = 2;
 
 fn callable_or_none(name: &str, value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
     match value.filter(|v| !v.is_none()) {
@@ -970,6 +966,7 @@ impl TcpServer {
         })?;
         let listener = std::net::TcpListener::from(listener);
         let local = listener.local_addr().map_err(|e| io_error(&e))?;
+        let runner = Runner::new(listener);
         let shared = Arc::new(ServerShared {
             handlers,
             framing,
@@ -979,14 +976,13 @@ impl TcpServer {
             stats: Stats::default(),
             connections: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            lifecycle: Arc::new(Lifecycle::default()),
+            lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
         });
         Ok(TcpServer {
             shared,
-            listener: Mutex::new(Some(listener)),
+            runner,
             address: local,
-            state: AtomicU8::new(NEW),
         })
     }
 
@@ -997,38 +993,18 @@ impl TcpServer {
 
     /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).
     fn _begin_stop(&self) {
-        if self.state.swap(STOPPED, Relaxed) == NEW {
-            self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.shared.lifecycle.stopped.set();
-        } else {
-            self.shared.lifecycle.begin_stop();
-        }
+        self.runner.begin_stop();
     }
 
     /// Starts serving in the background and returns at once.
     fn start(&self) -> PyResult<()> {
-        match self.state.compare_exchange(NEW, RUNNING, Relaxed, Relaxed) {
-            Ok(_) => {
-                let listener = self.listener.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let listener = listener.ok_or_else(|| PyRuntimeError::new_err("server has no listening socket"))?;
-                server_common::register(&self.shared.lifecycle);
-                let task = self.shared.lifecycle.task();
-                runtime::spawn(accept_loop(self.shared.clone(), listener, task));
-                Ok(())
-            }
-            Err(RUNNING) => Ok(()),
-            Err(_) => Err(PyRuntimeError::new_err("server is stopped")),
-        }
+        self.runner
+            .start(|listener, task| accept_loop(self.shared.clone(), listener, task))
     }
 
     /// Serves until stop() is called or Ctrl-C, which stops the server cleanly and propagates.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.start()?;
-        if let Err(err) = runtime::wait(py, &self.shared.lifecycle.stopped, None) {
-            self.stop(py, None)?;
-            return Err(err);
-        }
-        Ok(())
+        self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
     /// Stops accepting, lets every connection send the replies already produced, then closes them.
@@ -1036,17 +1012,10 @@ impl TcpServer {
     /// waits at most one second more (a handler still running finishes on its own).
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
-        self._begin_stop();
-        if runtime::on_io_thread() {
-            return Ok(());
-        }
-        if !runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))? {
+        self.runner.stop(py, timeout, || {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
             open.iter().for_each(|conn| conn.abort());
-            runtime::wait(py, &self.shared.lifecycle.stopped, Some(server_common::ABORT_GRACE))?;
-        }
-        Ok(())
+        })
     }
 
     /// Sends `data` (framed as the server frames messages) to every connection but those in
@@ -1100,7 +1069,7 @@ impl TcpServer {
     /// Whether the server is accepting connections.
     #[getter]
     fn running(&self) -> bool {
-        self.state.load(Relaxed) == RUNNING && !self.shared.lifecycle.shutdown.is_cancelled()
+        self.runner.running()
     }
 
     /// The framing messages are cut and sent with: None, "line", "length" or the delimiter.
@@ -1135,7 +1104,7 @@ impl TcpServer {
         crate::display::table(
             &format!("TcpServer {}", self.address),
             &[
-                ("state", self.state_name().to_string()),
+                ("state", self.runner.state_name().to_string()),
                 ("framing", framing),
                 ("connections", self.shared.connections().len().to_string()),
                 ("accepted", s.accepted.load(Relaxed).to_string()),
@@ -1149,33 +1118,13 @@ impl TcpServer {
     }
 
     fn __repr__(&self) -> String {
-        let state = self.state_name();
+        let state = self.runner.state_name();
         format!(
             "<TcpServer {} {state}, {} connections, {} messages>",
             self.address,
             self.shared.connections().len(),
             self.shared.stats.messages.load(Relaxed)
         )
-    }
-}
-
-impl TcpServer {
-    fn state_name(&self) -> &'static str {
-        match self.state.load(Relaxed) {
-            NEW => "not started",
-            RUNNING if self.running() => "running",
-            _ => "stopped",
-        }
-    }
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        // A server never started holds only its listening socket, which closes here; a running one
-        // keeps serving until stopped (or until the interpreter exits).
-        if *self.state.get_mut() == NEW {
-            self.shared.lifecycle.stopped.set();
-        }
     }
 }
 

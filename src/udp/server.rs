@@ -6,12 +6,12 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::Bytes;
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use tokio::io::Interest;
@@ -23,7 +23,7 @@ use crate::errors::io_error;
 use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, TaskGuard, parse_timeout_arg};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard};
 
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
@@ -317,18 +317,13 @@ async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _t
     }
 }
 
-const NEW: u8 = 0;
-const RUNNING: u8 = 1;
-const STOPPED: u8 = 2;
-
 /// A UDP server: `on_datagram(data, address)` runs for every datagram, and what it returns
 /// (bytes-like) is sent back to the sender. Receiving is batched in Rust.
 #[pyclass(name = "UdpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct UdpServer {
     shared: Arc<UdpShared>,
-    socket: Mutex<Option<std::net::UdpSocket>>,
+    runner: Runner<std::net::UdpSocket>,
     address: SocketAddr,
-    state: AtomicU8,
 }
 
 #[pymethods]
@@ -356,17 +351,17 @@ impl UdpServer {
         let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |_| Ok(()))?;
         let socket = std::net::UdpSocket::from(socket);
         let local = socket.local_addr().map_err(|e| io_error(&e))?;
+        let runner = Runner::new(socket);
         let shared = Arc::new(UdpShared {
             on_datagram,
             stats: Stats::default(),
-            lifecycle: Arc::new(Lifecycle::default()),
+            lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
         });
         Ok(UdpServer {
             shared,
-            socket: Mutex::new(Some(socket)),
+            runner,
             address: local,
-            state: AtomicU8::new(NEW),
         })
     }
 
@@ -377,49 +372,24 @@ impl UdpServer {
 
     /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).
     fn _begin_stop(&self) {
-        if self.state.swap(STOPPED, Relaxed) == NEW {
-            self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.shared.lifecycle.stopped.set();
-        } else {
-            self.shared.lifecycle.begin_stop();
-        }
+        self.runner.begin_stop();
     }
 
     /// Starts serving in the background and returns at once.
     fn start(&self) -> PyResult<()> {
-        match self.state.compare_exchange(NEW, RUNNING, Relaxed, Relaxed) {
-            Ok(_) => {
-                let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let socket = socket.ok_or_else(|| PyRuntimeError::new_err("server has no socket"))?;
-                server_common::register(&self.shared.lifecycle);
-                let task = self.shared.lifecycle.task();
-                runtime::spawn(serve_datagrams(self.shared.clone(), socket, task));
-                Ok(())
-            }
-            Err(RUNNING) => Ok(()),
-            Err(_) => Err(PyRuntimeError::new_err("server is stopped")),
-        }
+        self.runner
+            .start(|socket, task| serve_datagrams(self.shared.clone(), socket, task))
     }
 
     /// Serves until stop() is called or Ctrl-C, which stops the server and propagates.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.start()?;
-        if let Err(err) = runtime::wait(py, &self.shared.lifecycle.stopped, None) {
-            self.stop(py, None)?;
-            return Err(err);
-        }
-        Ok(())
+        self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
-    /// Stops receiving; waits up to `timeout` seconds for the handler in progress to finish.
+    /// Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(server_common::DEFAULT_STOP_TIMEOUT);
-        self._begin_stop();
-        if !runtime::on_io_thread() {
-            runtime::wait(py, &self.shared.lifecycle.stopped, Some(timeout))?;
-        }
-        Ok(())
+        self.runner.stop(py, timeout, || {})
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
@@ -442,7 +412,7 @@ impl UdpServer {
     /// Whether the server is receiving.
     #[getter]
     fn running(&self) -> bool {
-        self.state.load(Relaxed) == RUNNING && !self.shared.lifecycle.shutdown.is_cancelled()
+        self.runner.running()
     }
 
     /// Counters: datagrams_in, datagrams_out, bytes_in, bytes_out, errors.
@@ -463,7 +433,7 @@ impl UdpServer {
         crate::display::table(
             &format!("UdpServer {}", self.address),
             &[
-                ("state", self.state_name().to_string()),
+                ("state", self.runner.state_name().to_string()),
                 ("datagrams in", s.datagrams_in.load(Relaxed).to_string()),
                 ("datagrams out", s.datagrams_out.load(Relaxed).to_string()),
                 ("bytes in", s.bytes_in.load(Relaxed).to_string()),
@@ -474,22 +444,12 @@ impl UdpServer {
     }
 
     fn __repr__(&self) -> String {
-        let state = self.state_name();
+        let state = self.runner.state_name();
         format!(
             "<UdpServer {} {state}, {} datagrams>",
             self.address,
             self.shared.stats.datagrams_in.load(Relaxed)
         )
-    }
-}
-
-impl UdpServer {
-    fn state_name(&self) -> &'static str {
-        match self.state.load(Relaxed) {
-            NEW => "not started",
-            RUNNING if self.running() => "running",
-            _ => "stopped",
-        }
     }
 }
 
