@@ -19,6 +19,10 @@ build-dev: ## rebuild the native module in place; the rename keeps running proce
 test: ## run the test suite
 	$(PYTHON) -m pytest
 
+.PHONY: stress
+stress: ## the stress tests at full size (tests/stress; the figures README.md reports)
+	RSOCK_STRESS=full $(PYTHON) -m pytest tests/stress -v -s -p no:cacheprovider --timeout 3600
+
 .PHONY: lint
 lint: ## the lints CI runs
 	cargo fmt --check
