@@ -183,6 +183,17 @@ pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
     Ok(Some(Duration::from_secs_f64(seconds)))
 }
 
+/// Whether a handler's result is awaitable: its type defines `__await__`. Read from the type's slot
+/// rather than with hasattr, which for every plain bytes reply would build and discard an
+/// AttributeError (a third of a microsecond per message).
+pub fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `value` is alive, so its type and the type's async slots table are too.
+    unsafe {
+        let slots = (*pyo3::ffi::Py_TYPE(value.as_ptr())).tp_as_async;
+        !slots.is_null() && (*slots).am_await.is_some()
+    }
+}
+
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)
 }

@@ -25,7 +25,7 @@ use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard, parse_timeout_arg};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard, is_awaitable, parse_timeout_arg};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -446,10 +446,6 @@ fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message:
         Ok(Err(err)) => Err(Outcome::Io(err)),
         Err(err) => Err(Outcome::Handler(err)),
     }
-}
-
-fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
-    value.hasattr(pyo3::intern!(value.py(), "__await__")).unwrap_or(false)
 }
 
 /// Hands an awaitable a handler returned to rsock.aio's bridge, which runs it on the caller's event

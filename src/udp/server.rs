@@ -23,7 +23,7 @@ use crate::errors::io_error;
 use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard, is_awaitable};
 
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
@@ -210,9 +210,7 @@ fn deliver_batch(
             .and_then(|address| handler.bind(py).call1((PyBytes::new(py, data), address)));
         let sent = match reply {
             Ok(reply) if reply.is_none() => continue,
-            Ok(reply) if reply.hasattr(pyo3::intern!(py, "__await__")).unwrap_or(false) => {
-                hand_to_loop(py, shared, socket, sender, &reply)
-            }
+            Ok(reply) if is_awaitable(&reply) => hand_to_loop(py, shared, socket, sender, &reply),
             Ok(reply) => with_readable(&reply, |bytes| match socket.try_send_to(bytes, sender) {
                 Ok(n) => {
                     stats.datagrams_out.fetch_add(1, Relaxed);
