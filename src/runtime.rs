@@ -110,8 +110,11 @@ where
 }
 
 /// Runs `f` with the GIL, taken for the call and released after it. On the io thread this restores
-/// and saves its own thread state directly, skipping the PyGILState bookkeeping of `Python::attach`:
-/// it runs for every message.
+/// and saves its own thread state directly, skipping PyGILState's thread-state lookup and release:
+/// it runs for every message. Inside, `Python::attach` still runs, as a nested attach that costs
+/// only counters, so pyo3 knows the thread is attached: a `Py` dropped in `f` is released at once
+/// rather than queued for the next attach from Python (with nothing calling rsock from Python, as
+/// under serve_forever, that queue grew by every closed connection).
 pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     let tstate = IO_THREAD_STATE.get();
     if tstate.is_null() || IO_THREAD_ATTACHED.get() {
@@ -130,8 +133,7 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
     IO_THREAD_ATTACHED.set(true);
     let _detach = Detach;
-    // SAFETY: the GIL is held by this thread until _detach is dropped.
-    f(unsafe { Python::assume_attached() })
+    Python::attach(f)
 }
 
 /// Whether the caller is the rsock-io thread (a handler), which must never block waiting on itself.
