@@ -6,6 +6,7 @@ their failures, broadcast, stats, limits (max_connections, max_frame_size, idle_
 Every peer is on loopback, every server binds port 0, every client has a timeout."""
 
 import errno
+import gc
 import logging
 import os
 import queue
@@ -960,6 +961,26 @@ def test_a_thousand_connections_at_once_each_get_their_echo(make_server, fd_room
         for sock in socks:
             sock.close()
     wait_until(lambda: server.stats["active"] == 0, "every connection to go")
+
+
+def test_closed_connections_are_freed_without_calls_from_python(make_server):
+    """A server left alone (as under serve_forever) frees each Connection when it closes. The io thread once entered
+    Python behind pyo3's back, so the references it dropped waited for the next call into rsock from Python: a
+    server nobody touched kept every closed connection."""
+    def connections_alive():
+        gc.collect()
+        return sum(1 for obj in gc.get_objects() if type(obj) is rsock.Connection)
+
+    server = make_server(lambda conn, data: data, framing="line")
+    before = connections_alive()
+    for _ in range(50):  # stdlib clients: nothing here calls into rsock until the end
+        with socket.create_connection(server.address, timeout=TIMEOUT) as client:
+            client.sendall(b"ping\n")
+            assert client.recv(16) == b"ping\n"
+    deadline = time.monotonic() + 5.0
+    while connections_alive() > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert connections_alive() == before
 
 
 # ---------------------------------------------------------------------------------------------------------------
