@@ -967,6 +967,7 @@ def test_closed_connections_are_freed_without_calls_from_python(make_server):
     """A server left alone (as under serve_forever) frees each Connection when it closes. The io thread once entered
     Python behind pyo3's back, so the references it dropped waited for the next call into rsock from Python: a
     server nobody touched kept every closed connection."""
+
     def connections_alive():
         gc.collect()
         return sum(1 for obj in gc.get_objects() if type(obj) is rsock.Connection)
