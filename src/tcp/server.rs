@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -17,6 +17,7 @@ use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::buffer::shared_bytes;
@@ -649,7 +650,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             Event::Readable(Ok(())) => {
                 let read = READ_BUFFER.with(|buffer| {
                     let mut buffer = buffer.borrow_mut();
-                    match stream.try_read(&mut buffer) {
+                    match read_available(stream, &mut buffer) {
                         Ok(0) => {
                             peer_closed = true;
                             Ok(false)
@@ -668,6 +669,25 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 }
             }
         }
+    }
+}
+
+/// Reads what the socket holds. A read that does not fill `buffer` has emptied the socket, so its
+/// readiness is cleared too: the task then waits for the next epoll event instead of making a
+/// recv(2) that can only say EAGAIN (tokio clears readiness only on EAGAIN itself). The clearing is
+/// tick-checked by tokio: data that arrived meanwhile is not missed, and an EOF stays visible.
+fn read_available(stream: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut received = 0;
+    let outcome = stream.try_io(Interest::READABLE, || {
+        received = (&*socket2::SockRef::from(stream)).read(buffer)?;
+        if received > 0 && received < buffer.len() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(received)
+    });
+    match outcome {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
+        other => other,
     }
 }
 

@@ -90,70 +90,79 @@ impl DatagramReply {
     }
 }
 
-/// Buffers and addresses for one recvmmsg(2) batch, reused for every batch.
+/// Buffers, addresses and message headers for one recvmmsg(2) batch, built once and reused for
+/// every batch. The headers point into `buffers`, `iovecs` and `names`, whose heap storage never
+/// moves or resizes after `new`.
 struct RecvBatch {
     buffers: Vec<MaybeUninit<u8>>,
+    /// Never read here: the headers point at these.
+    _iovecs: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
-    lengths: [usize; BATCH],
-    flags: [i32; BATCH],
+    messages: Vec<libc::mmsghdr>,
 }
+
+// SAFETY: the raw pointers in `iovecs` and `messages` point only into this value's own heap
+// storage, so moving the value to another thread moves everything they point at with it.
+unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
     fn new() -> Self {
-        RecvBatch {
-            buffers: vec![MaybeUninit::uninit(); BATCH * DATAGRAM_ROOM],
-            // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
-            names: vec![unsafe { std::mem::zeroed() }; BATCH],
-            lengths: [0; BATCH],
-            flags: [0; BATCH],
-        }
-    }
-
-    /// One recvmmsg(2): how many datagrams arrived.
-    fn receive(&mut self, fd: i32) -> io::Result<usize> {
-        let mut iovecs: Vec<libc::iovec> = self
-            .buffers
+        let mut buffers = vec![MaybeUninit::<u8>::uninit(); BATCH * DATAGRAM_ROOM];
+        let mut iovecs: Vec<libc::iovec> = buffers
             .chunks_mut(DATAGRAM_ROOM)
             .map(|chunk| libc::iovec {
                 iov_base: chunk.as_mut_ptr().cast(),
                 iov_len: chunk.len(),
             })
             .collect();
-        let mut messages: Vec<libc::mmsghdr> = iovecs
+        // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
+        let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
+        let messages = iovecs
             .iter_mut()
-            .zip(self.names.iter_mut())
+            .zip(names.iter_mut())
             .map(|(iov, name)| {
-                // SAFETY: an all-zero mmsghdr is valid; the pointers set here outlive the call below.
+                // SAFETY: an all-zero mmsghdr is valid; the pointers set here live as long as the batch.
                 let mut msg: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 msg.msg_hdr.msg_iov = iov;
                 msg.msg_hdr.msg_iovlen = 1;
                 msg.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-                msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 msg
             })
             .collect();
-        // SAFETY: every message points at a buffer and an address slot that live until it returns.
-        let received = unsafe { libc::recvmmsg(fd, messages.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut()) };
+        RecvBatch {
+            buffers,
+            _iovecs: iovecs,
+            names,
+            messages,
+        }
+    }
+
+    /// One recvmmsg(2): how many datagrams arrived.
+    fn receive(&mut self, fd: i32) -> io::Result<usize> {
+        for msg in &mut self.messages {
+            // The kernel overwrote both in the last call: the room for the address, and the flags.
+            msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            msg.msg_hdr.msg_flags = 0;
+        }
+        // SAFETY: every message points at a buffer and an address slot owned by this batch.
+        let received = unsafe { libc::recvmmsg(fd, self.messages.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut()) };
         if received < 0 {
             return Err(io::Error::last_os_error());
-        }
-        for (i, msg) in messages.iter().take(received as usize).enumerate() {
-            self.lengths[i] = msg.msg_len as usize;
-            self.flags[i] = msg.msg_hdr.msg_flags;
         }
         Ok(received as usize)
     }
 
     /// Datagram `i` of the last batch: its bytes, its sender, and whether the kernel cut it short.
     fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
+        let message = &self.messages[i];
         let start = i * DATAGRAM_ROOM;
-        let len = self.lengths[i].min(DATAGRAM_ROOM);
+        let len = (message.msg_len as usize).min(DATAGRAM_ROOM);
         // SAFETY: recvmmsg wrote `len` bytes at the start of this datagram's buffer.
         let data = unsafe { std::slice::from_raw_parts(self.buffers[start..start + len].as_ptr().cast::<u8>(), len) };
         (
             data,
             socket_addr_from_storage(&self.names[i]),
-            self.flags[i] & libc::MSG_TRUNC != 0,
+            message.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         )
     }
 }
@@ -267,6 +276,25 @@ fn hand_to_loop(
     Ok(())
 }
 
+/// One recvmmsg(2) batch. A batch that is not full has emptied the socket, so its readiness is
+/// cleared too: the task then waits for the next epoll event instead of making a recvmmsg(2) that can
+/// only say EAGAIN (tokio clears readiness only on EAGAIN itself, and checks it saw no newer event).
+fn receive_available(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+    let fd = socket.as_raw_fd();
+    let mut received = 0;
+    let outcome = socket.try_io(Interest::READABLE, || {
+        received = batch.receive(fd)?;
+        if received < BATCH {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(received)
+    });
+    match outcome {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
+        other => other,
+    }
+}
+
 async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _task: TaskGuard) {
     let socket = match UdpSocket::from_std(socket) {
         Ok(socket) => Arc::new(socket),
@@ -295,8 +323,7 @@ async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _t
             }
             Some(Ok(())) => {}
         }
-        let fd = socket.as_raw_fd();
-        match socket.try_io(Interest::READABLE, || batch.receive(fd)) {
+        match receive_available(&socket, &mut batch) {
             Ok(count) => {
                 let unsent = runtime::with_gil(|py| deliver_batch(py, &shared, &socket, &batch, count, &mut addresses));
                 for (reply, target) in unsent {
