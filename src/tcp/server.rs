@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Poll;
@@ -426,12 +427,23 @@ fn frame_message(framing: &Framing, data: &Bound<'_, PyAny>) -> PyResult<Bytes> 
 
 /// Runs `on_message` for one message and sends its reply.
 fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message: &[u8]) -> Result<(), Outcome> {
-    let server = &conn.server;
-    server.stats.messages.fetch_add(1, Relaxed);
-    let Some(handler) = server.handlers.on_message.as_ref() else {
+    conn.server.stats.messages.fetch_add(1, Relaxed);
+    if conn.server.handlers.on_message.is_none() {
+        return Ok(());
+    }
+    deliver_bytes(py, conn, py_conn, PyBytes::new(py, message))
+}
+
+/// `deliver` for a message already in a bytes object (and already counted).
+fn deliver_bytes(
+    py: Python<'_>,
+    conn: &ConnShared,
+    py_conn: &Py<Connection>,
+    data: Bound<'_, PyBytes>,
+) -> Result<(), Outcome> {
+    let Some(handler) = conn.server.handlers.on_message.as_ref() else {
         return Ok(());
     };
-    let data = PyBytes::new(py, message);
     let reply = handler
         .bind(py)
         .call1((py_conn.bind(py), data))
@@ -572,6 +584,8 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     };
     let mut reading = true;
     let mut peer_closed = false;
+    let direct_capable = framed.decoder.is_none() && server.handlers.on_message.is_some();
+    let mut direct_reads = false;
     let mut idle = server.idle_timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
     // Polled once so the token knows to wake this task; after that a flag check per wake-up suffices.
     let shutdown = server.lifecycle.shutdown.cancelled();
@@ -648,20 +662,18 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
             Event::Readable(Err(err)) => return Outcome::Io(err),
             Event::Readable(Ok(())) => {
-                let read = READ_BUFFER.with(|buffer| {
-                    let mut buffer = buffer.borrow_mut();
-                    match read_available(stream, &mut buffer) {
-                        Ok(0) => {
-                            peer_closed = true;
-                            Ok(false)
-                        }
-                        Ok(n) => deliver_read(conn, py_conn, &buffer[..n], &mut framed).map(|()| true),
-                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
-                        Err(err) => Err(Outcome::Io(err)),
-                    }
-                });
+                let read = if direct_reads {
+                    read_direct(conn, stream, py_conn, &mut framed)
+                } else {
+                    read_buffered(conn, stream, py_conn, &mut framed)
+                };
                 match read {
-                    Ok(open) => reading = open,
+                    Ok(Some(0)) => {}
+                    Ok(Some(n)) => direct_reads = direct_capable && n >= DIRECT_READ_MIN,
+                    Ok(None) => {
+                        peer_closed = true;
+                        reading = false;
+                    }
                     Err(outcome) => return outcome,
                 }
                 if let (Some(idle), Some(limit)) = (idle.as_mut(), server.idle_timeout) {
@@ -672,15 +684,79 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     }
 }
 
-/// Reads what the socket holds. A read that does not fill `buffer` has emptied the socket, so its
-/// readiness is cleared too: the task then waits for the next epoll event instead of making a
-/// recv(2) that can only say EAGAIN (tokio clears readiness only on EAGAIN itself). The clearing is
-/// tick-checked by tokio: data that arrived meanwhile is not missed, and an EOF stays visible.
-fn read_available(stream: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
+/// A raw connection whose reads reach this size switches to reading straight into a bytes object
+/// (`read_direct`); smaller reads go through the io thread's buffer, which costs no extra syscall.
+const DIRECT_READ_MIN: usize = 32 * 1024;
+
+/// What one read did: how many bytes it delivered (0: nothing was there after all), or None at EOF.
+type ReadResult = Result<Option<usize>, Outcome>;
+
+/// Reads into the io thread's buffer and delivers what came.
+fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
+    READ_BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        let full = buffer.len();
+        match read_available(stream, &mut buffer, full) {
+            Ok(0) => Ok(None),
+            Ok(n) => deliver_read(conn, py_conn, &buffer[..n], framed).map(|()| Some(n)),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
+            Err(err) => Err(Outcome::Io(err)),
+        }
+    })
+}
+
+/// Reads straight into a new bytes object sized by FIONREAD and hands that to the handler: for a raw
+/// connection moving large messages this saves copying every byte out of the io thread's buffer.
+/// With nothing to read (an EOF or an error is pending) it falls back to `read_buffered`.
+fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
+    let mut available: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one int at the pointer.
+    let asked = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut available) };
+    if asked < 0 || available <= 0 {
+        return read_buffered(conn, stream, py_conn, framed);
+    }
+    let available = available as usize;
+    let len = available.min(READ_CHUNK);
+    // Reading all FIONREAD reported leaves nothing that arrived before the last epoll event.
+    let drained_below = if available > READ_CHUNK { len } else { len + 1 };
+    conn.io().delivering = true;
+    let delivered = runtime::with_gil(|py| {
+        // SAFETY: a new bytes object with room for `len` bytes and contents not yet set; nothing else
+        // holds it until the read below has filled it.
+        let data = unsafe {
+            Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as isize))
+                .map_err(Outcome::Handler)?
+                .cast_into_unchecked::<PyBytes>()
+        };
+        // SAFETY: the object's `len` bytes of storage, which only this function touches until then.
+        let buffer =
+            unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(data.as_ptr()).cast::<u8>(), len) };
+        match read_available(stream, buffer, drained_below) {
+            Ok(0) => Ok(None),
+            Ok(n) => {
+                conn.server.stats.bytes_in.fetch_add(n as u64, Relaxed);
+                conn.server.stats.messages.fetch_add(1, Relaxed);
+                let message = if n == len { data } else { PyBytes::new(py, &buffer[..n]) };
+                deliver_bytes(py, conn, py_conn, message).map(|()| Some(n))
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
+            Err(err) => Err(Outcome::Io(err)),
+        }
+    });
+    conn.io().delivering = false;
+    delivered
+}
+
+/// Reads what the socket holds. A read of fewer than `drained_below` bytes (for a plain read, one
+/// that does not fill `buffer`) has emptied the socket, so its readiness is cleared too: the task
+/// then waits for the next epoll event instead of making a recv(2) that can only say EAGAIN (tokio
+/// clears readiness only on EAGAIN itself). Data that arrives later raises a new edge-triggered
+/// event, and tokio clears nothing if one came meanwhile; an EOF stays visible.
+fn read_available(stream: &TcpStream, buffer: &mut [u8], drained_below: usize) -> io::Result<usize> {
     let mut received = 0;
     let outcome = stream.try_io(Interest::READABLE, || {
         received = (&*socket2::SockRef::from(stream)).read(buffer)?;
-        if received > 0 && received < buffer.len() {
+        if received > 0 && received < drained_below {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(received)
