@@ -177,7 +177,22 @@ class Connection:
 
 @disjoint_base
 class TcpServer:
-    """A TCP server whose I/O loop runs in Rust for every connection; Python runs only the handlers."""
+    """A TCP server whose I/O loop runs in Rust for every connection; Python runs only the handlers.
+
+    - `address`: where to listen; None (the default) is 127.0.0.1 on a free port, "" every interface.
+    - `on_message(conn, data)`: runs for each chunk received, or each whole message when `framing` is
+      set; a bytes-like return value is sent back on that connection, None sends nothing.
+    - `on_connect(conn)`, `on_disconnect(conn, exc)`: `exc` is None for a clean close, else why the
+      connection ended: the exception a handler raised, an OSError (reset, or ENOBUFS for a peer that
+      stopped reading while broadcasts piled up), TimeoutError("idle timeout"), ValueError for broken
+      framing (a frame over `max_frame_size`), EOFError for a peer that ended mid-message.
+    - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
+    - `max_connections` (default 10,000): connections beyond it are refused and counted.
+    - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
+    - `idle_timeout`: seconds after which a connection that has neither received anything nor sent
+      queued output is closed.
+    - `backlog` (default 1024), `reuse_port` (SO_REUSEPORT).
+    """
 
     def __new__(
         cls,

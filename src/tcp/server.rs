@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io::{self, IoSlice, Read};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Poll;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes, BytesMut};
-use pyo3::exceptions::{PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyEOFError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
@@ -32,6 +33,8 @@ use crate::server_common::{self, Lifecycle, Runner, TaskGuard, is_awaitable, par
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 const DEFAULT_BACKLOG: i32 = 1024;
+/// A connection's framing buffers are kept for reuse up to this capacity, and freed beyond it.
+const KEEP_BUFFER: usize = 64 * 1024;
 /// One read buffer of this size serves every connection: the io thread reads one socket at a time.
 /// 256 KiB, as asyncio and uvloop read: a 100 KiB message then usually arrives in one handler call.
 const READ_CHUNK: usize = 256 * 1024;
@@ -126,6 +129,8 @@ enum Outcome {
     Io(io::Error),
     Framing(io::Error),
     SlowReader(usize),
+    /// The peer ended its stream in the middle of a frame: this many bytes of it were never delivered.
+    Truncated(usize),
 }
 
 impl ConnShared {
@@ -524,7 +529,16 @@ fn deliver_frames(conn: &ConnShared, py_conn: &Py<Connection>, framed: &mut Fram
         Ok(())
     });
     let (written, buffer) = conn.end_gathering();
-    framed.output = buffer;
+    // Reuse the buffer for the next read's replies, unless one large reply grew it: an idle
+    // connection should not keep a big message's memory.
+    framed.output = if buffer.capacity() > KEEP_BUFFER {
+        BytesMut::new()
+    } else {
+        buffer
+    };
+    if framed.input.is_empty() && framed.input.capacity() > KEEP_BUFFER {
+        framed.input = BytesMut::new();
+    }
     delivered.and(written.map_err(Outcome::Io))
 }
 
@@ -546,7 +560,7 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
     if matches!(outcome, Outcome::Handler(_) | Outcome::Framing(_)) && !conn.closed.load(Relaxed) {
         // A handler failed or the peer broke the framing: replies produced before still go out.
         flush_queued(&conn, &stream).await;
-        linger(&stream, ERROR_LINGER).await;
+        linger(&conn, &stream, ERROR_LINGER).await;
     }
     finish_connection(&conn, py_conn, outcome);
 }
@@ -613,7 +627,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
         if pending == 0 && !awaiting && (close_requested || !reading) {
             // A forced stop (abort) closes at once; otherwise let the peer finish sending first.
             if !peer_closed && !conn.closed.load(Relaxed) {
-                linger(stream, LINGER).await;
+                linger(conn, stream, LINGER).await;
+            }
+            if peer_closed && !close_requested && framed.decoder.is_some() && !framed.input.is_empty() {
+                return Outcome::Truncated(framed.input.len());
             }
             return Outcome::Closed;
         }
@@ -659,6 +676,8 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 if let Err(err) = ready.and_then(|()| conn.flush()) {
                     return Outcome::Io(err);
                 }
+                // A peer still taking a long reply is not idle.
+                rearm(&mut idle, server.idle_timeout);
             }
             Event::Readable(Err(err)) => return Outcome::Io(err),
             Event::Readable(Ok(())) => {
@@ -676,9 +695,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                     }
                     Err(outcome) => return outcome,
                 }
-                if let (Some(idle), Some(limit)) = (idle.as_mut(), server.idle_timeout) {
-                    idle.as_mut().reset(tokio::time::Instant::now() + limit);
-                }
+                rearm(&mut idle, server.idle_timeout);
             }
         }
     }
@@ -767,6 +784,13 @@ fn read_available(stream: &TcpStream, buffer: &mut [u8], drained_below: usize) -
     }
 }
 
+/// Restarts the idle timer, if the server has one.
+fn rearm(idle: &mut Option<Pin<Box<tokio::time::Sleep>>>, limit: Option<Duration>) {
+    if let (Some(idle), Some(limit)) = (idle.as_mut(), limit) {
+        idle.as_mut().reset(tokio::time::Instant::now() + limit);
+    }
+}
+
 /// Writes the queued output out (for at most LINGER) before a connection closes on an error.
 async fn flush_queued(conn: &ConnShared, stream: &TcpStream) {
     let flushing = async {
@@ -776,7 +800,21 @@ async fn flush_queued(conn: &ConnShared, stream: &TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER, flushing).await;
+    let _ = tokio::time::timeout(LINGER, unless_aborted(conn, flushing)).await;
+}
+
+/// Runs `work` to its end, or until a forced stop closes the connection at once (`abort` sets
+/// `closed` and wakes the task).
+async fn unless_aborted(conn: &ConnShared, work: impl Future<Output = ()>) {
+    tokio::pin!(work);
+    std::future::poll_fn(|cx| {
+        conn.waker.register(cx.waker());
+        if conn.closed.load(Relaxed) {
+            return Poll::Ready(());
+        }
+        work.as_mut().poll(cx)
+    })
+    .await;
 }
 
 /// How long a closing connection waits for its peer to finish sending.
@@ -787,7 +825,7 @@ const ERROR_LINGER: Duration = Duration::from_millis(500);
 /// Before closing a connection the peer is still sending on: shut down our side (the peer sees EOF
 /// after the last reply) and discard what it sends until it closes too. Closing with unread data
 /// would make the kernel reset the connection and throw away replies the peer has not read yet.
-async fn linger(stream: &TcpStream, limit: Duration) {
+async fn linger(conn: &ConnShared, stream: &TcpStream, limit: Duration) {
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let discard = async {
         let mut sink = [0u8; 4096];
@@ -803,7 +841,7 @@ async fn linger(stream: &TcpStream, limit: Duration) {
             }
         }
     };
-    let _ = tokio::time::timeout(limit, discard).await;
+    let _ = tokio::time::timeout(limit, unless_aborted(conn, discard)).await;
 }
 
 /// Closes the socket, forgets the connection and tells the application why it ended.
@@ -862,6 +900,11 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
             Outcome::Framing(err) => {
                 log::log(py, ERROR, &format!("closing connection from {peer}: {err}"), None);
                 Some(PyValueError::new_err(err.to_string()))
+            }
+            Outcome::Truncated(unread) => {
+                let text = format!("connection from {peer} ended in the middle of a message ({unread} bytes of it)");
+                log::log(py, INFO, &text, None);
+                Some(PyEOFError::new_err(text))
             }
             Outcome::SlowReader(queued) => {
                 let text = format!("closing connection from {peer}: it does not read ({queued} bytes queued)");
