@@ -828,12 +828,13 @@ const ERROR_LINGER: Duration = Duration::from_millis(500);
 async fn linger(conn: &ConnShared, stream: &TcpStream, limit: Duration) {
     let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let discard = async {
-        let mut sink = [0u8; 4096];
         loop {
             if stream.readable().await.is_err() {
                 return;
             }
-            match stream.try_read(&mut sink) {
+            // Into the io thread's read buffer: a buffer of its own would make every connection's
+            // task state (allocated for its whole life) that much larger.
+            match READ_BUFFER.with(|buffer| stream.try_read(&mut buffer.borrow_mut())) {
                 Ok(0) => return,
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
