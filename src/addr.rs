@@ -94,9 +94,15 @@ fn parse_ip_tuple(family: i32, tuple: &Bound<'_, PyTuple>) -> PyResult<IpTuple> 
 }
 
 /// An `int` argument as C's `unsigned int`, wrapped like `PyArg_Parse`'s "I" (no overflow check).
-fn c_uint_masked(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
-    let value: i128 = obj.extract()?;
-    Ok(value as u32)
+pub fn c_uint_masked(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
+    match obj.extract::<i128>() {
+        Ok(value) => Ok(value as u32),
+        // Beyond i128: Python masks the int itself, whatever its size.
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
+            obj.bitand(0xFFFF_FFFFu32)?.extract()
+        }
+        Err(err) => Err(err),
+    }
 }
 
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {

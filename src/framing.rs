@@ -1,14 +1,16 @@
-//! Message framing for the high-level types, on tokio-util codecs: `"line"` (newline-terminated),
+//! Message framing for the high-level types, as tokio-util decoders: `"line"` (newline-terminated),
 //! `"length"` (4-byte big-endian length prefix) or any delimiter bytes. Every frame is bounded by
-//! `max_frame_size`, so a peer cannot make a reader buffer without limit.
+//! `max_frame_size`, so a peer cannot make a reader buffer without limit. A decoder takes bytes out
+//! of the buffer only with a whole frame, so bytes left at the end of a stream mean it ended
+//! mid-message.
 
 use std::io;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
-use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+use tokio_util::codec::Decoder;
 
 use crate::buffer::read_bytes;
 
@@ -67,13 +69,7 @@ impl Framing {
                 false,
                 max_frame_size,
             ))),
-            Framing::Length => Some(FrameDecoder::Length(
-                LengthDelimitedCodec::builder()
-                    .length_field_length(4)
-                    .big_endian()
-                    .max_frame_length(max_frame_size)
-                    .new_codec(),
-            )),
+            Framing::Length => Some(FrameDecoder::Length(LengthCodec { max_frame_size })),
         }
     }
 
@@ -124,7 +120,7 @@ impl Framing {
 /// A stream's decoder: one of the framings' codecs.
 pub enum FrameDecoder {
     Delimited(DelimiterCodec),
-    Length(LengthDelimitedCodec),
+    Length(LengthCodec),
 }
 
 impl FrameDecoder {
@@ -185,12 +181,43 @@ impl Decoder for DelimiterCodec {
                 }
                 Ok(Some(frame))
             }
-            None if buf.len() > self.max_frame_size => Err(frame_too_large(self.max_frame_size)),
+            // Too long only once even a frame of the largest size and all but the last byte of its
+            // delimiter could not account for what is buffered.
+            None if buf.len() > self.max_frame_size + dlen - 1 => Err(frame_too_large(self.max_frame_size)),
             None => {
                 self.searched = buf.len();
                 Ok(None)
             }
         }
+    }
+}
+
+/// Cuts a stream into frames each preceded by its length, 4 bytes big-endian. The header stays in the
+/// buffer until its whole frame has arrived (a header announcing more than `max_frame_size` is
+/// refused at once).
+pub struct LengthCodec {
+    max_frame_size: usize,
+}
+
+impl Decoder for LengthCodec {
+    type Item = BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        let Some(header) = buf.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if len > self.max_frame_size {
+            return Err(frame_too_large(self.max_frame_size));
+        }
+        if buf.len() < 4 + len {
+            // Room for the rest at once, rather than growing by each read.
+            buf.reserve(4 + len - buf.len());
+            return Ok(None);
+        }
+        buf.advance(4);
+        Ok(Some(buf.split_to(len)))
     }
 }
 
@@ -237,6 +264,22 @@ mod tests {
         let wire = [framing.encoded(b"hello").unwrap(), framing.encoded(b"").unwrap()].concat();
         let got = frames(&framing, &[&wire[..3], &wire[3..]], 100).unwrap();
         assert_eq!(got, vec![b"hello".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
+    fn a_frame_of_the_largest_size_passes_however_its_delimiter_is_split() {
+        let framing = Framing::Delimiter(b"END".to_vec());
+        let got = frames(&framing, &[b"0123456789EN", b"D"], 10).unwrap();
+        assert_eq!(got, vec![b"0123456789".to_vec()]);
+        assert!(frames(&framing, &[b"0123456789xEN"], 10).is_err());
+    }
+
+    #[test]
+    fn a_length_header_stays_buffered_until_its_frame_is_whole() {
+        let mut decoder = Framing::Length.decoder(100).unwrap();
+        let mut buf = BytesMut::from(&[0, 0, 0, 5][..]);
+        assert!(decoder.next_frame(&mut buf).unwrap().is_none());
+        assert_eq!(buf.len(), 4);
     }
 
     #[test]

@@ -130,7 +130,10 @@ pub fn host_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     } else if let Ok(b) = obj.cast::<PyByteArray>() {
         b.to_vec()
     } else if let Ok(s) = obj.cast::<PyString>() {
-        let text = s.to_cow()?;
+        // A str that is not valid UTF-8 (a lone surrogate) cannot be a host name either.
+        let text = s
+            .to_cow()
+            .map_err(|_| PyTypeError::new_err("encoding of hostname failed"))?;
         if text.is_ascii() {
             text.as_bytes().to_vec()
         } else {
@@ -505,12 +508,17 @@ pub fn endpoint(
     socktype: i32,
     passive: bool,
 ) -> PyResult<std::net::SocketAddr> {
-    let pair = address.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-        PyTypeError::new_err(format!(
-            "address must be a (host, port) tuple, not {}",
-            type_name(address)
-        ))
-    })?;
+    // (host, port), or IPv6's (host, port, flowinfo, scope_id) as servers report their address.
+    let pair = address
+        .cast::<PyTuple>()
+        .ok()
+        .filter(|t| t.len() == 2 || t.len() == 4)
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {}",
+                type_name(address)
+            ))
+        })?;
     let host_obj = pair.get_item(0)?;
     let host = if host_obj.is_none() {
         None
@@ -532,10 +540,17 @@ pub fn endpoint(
     let found = py
         .detach(|| lookup(host.as_deref(), Some(&service), hints))
         .map_err(GaiFailure::into_pyerr)?;
-    found
+    let mut found = found
         .iter()
         .find_map(|ai| ai.addr.as_socket())
-        .ok_or_else(|| gai_error(libc::EAI_NONAME, 0))
+        .ok_or_else(|| gai_error(libc::EAI_NONAME, 0))?;
+    if pair.len() == 4
+        && let std::net::SocketAddr::V6(v6) = &mut found
+    {
+        v6.set_flowinfo(crate::addr::c_uint_masked(&pair.get_item(2)?)?);
+        v6.set_scope_id(crate::addr::c_uint_masked(&pair.get_item(3)?)?);
+    }
+    Ok(found)
 }
 
 /// The Python form of an IP socket address: `(host, port)` or `(host, port, flowinfo, scope_id)`.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyFloat;
 use socket2::{Domain, Socket, Type};
@@ -179,6 +179,11 @@ pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
         return Err(PyValueError::new_err(format!(
             "{name} must be a non-negative number of seconds, not {seconds}"
         )));
+    }
+    // The range of CPython's timeouts (nanoseconds in an i64, about 292 years): deadlines computed
+    // from it cannot overflow.
+    if seconds * 1e9 >= i64::MAX as f64 {
+        return Err(PyOverflowError::new_err(format!("{name} too large: {seconds:e} seconds")));
     }
     Ok(Some(Duration::from_secs_f64(seconds)))
 }

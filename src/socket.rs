@@ -131,8 +131,16 @@ fn attempt<T>(fd: RawFd, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> 
             Ok(value) => return Step::Done(value),
             Err(err) => match err.raw_os_error().unwrap_or(libc::EIO) {
                 libc::EINTR => return Step::Interrupted,
-                // poll said ready but the data went elsewhere: wait again.
-                libc::EWOULDBLOCK if !matches!(wait, Wait::No) => continue,
+                // poll said ready but the data went elsewhere (or poll and the call disagree, as
+                // for MSG_ERRQUEUE): wait again, but not past the deadline.
+                libc::EWOULDBLOCK if !matches!(wait, Wait::No) => {
+                    if let Wait::Until(deadline) = wait
+                        && Instant::now() >= deadline
+                    {
+                        return Step::TimedOut;
+                    }
+                    continue;
+                }
                 errno => return Step::Failed(errno),
             },
         }
@@ -177,7 +185,13 @@ fn timeout_object(py: Python<'_>, ns: i64) -> Py<PyAny> {
     if ns < 0 {
         py.None()
     } else {
-        PyFloat::new(py, ns as f64 / 1e9).into_any().unbind()
+        // Whole seconds exactly, as CPython's _PyTime_AsSecondsDouble: ns as f64 rounds above 2**53.
+        let seconds = if ns % 1_000_000_000 == 0 {
+            (ns / 1_000_000_000) as f64
+        } else {
+            ns as f64 / 1e9
+        };
+        PyFloat::new(py, seconds).into_any().unbind()
     }
 }
 
