@@ -311,7 +311,7 @@ fn getnameinfo<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<(St
     let port = c_int(&tuple.get_item(1)?)?;
     let unsigned = |i: usize| -> PyResult<u32> {
         if tuple.len() > i {
-            Ok(tuple.get_item(i)?.extract::<i128>()? as u32)
+            crate::addr::c_uint_masked(&tuple.get_item(i)?)
         } else {
             Ok(0)
         }
@@ -547,7 +547,8 @@ pub fn endpoint(
     if pair.len() == 4
         && let std::net::SocketAddr::V6(v6) = &mut found
     {
-        v6.set_flowinfo(crate::addr::c_uint_masked(&pair.get_item(2)?)?);
+        // std keeps flowinfo as it sits in the sockaddr, in network order.
+        v6.set_flowinfo(crate::addr::c_uint_masked(&pair.get_item(2)?)?.to_be());
         v6.set_scope_id(crate::addr::c_uint_masked(&pair.get_item(3)?)?);
     }
     Ok(found)

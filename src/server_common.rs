@@ -183,7 +183,9 @@ pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
     // The range of CPython's timeouts (nanoseconds in an i64, about 292 years): deadlines computed
     // from it cannot overflow.
     if seconds * 1e9 >= i64::MAX as f64 {
-        return Err(PyOverflowError::new_err(format!("{name} too large: {seconds:e} seconds")));
+        return Err(PyOverflowError::new_err(format!(
+            "{name} too large: {seconds:e} seconds"
+        )));
     }
     Ok(Some(Duration::from_secs_f64(seconds)))
 }
