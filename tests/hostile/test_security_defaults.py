@@ -10,6 +10,8 @@
   only).
 - A handler raising any exception, BaseException subclasses included (KeyboardInterrupt and SystemExit
   aside), ends only that connection (or datagram): the server keeps serving the others and new ones.
+- The crate unwinds on panic in every profile, so pyo3 can turn a panic into pyo3_runtime.PanicException and
+  tokio can contain one in a connection's task: a panic never aborts the process.
 """
 
 import asyncio
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -416,3 +419,13 @@ def test_udp_handler_exception_leaves_the_server_serving(error, quiet_rsock_log)
         assert peer.recvfrom(100)[0] == b"still there?"
         assert server.running
         wait_until(lambda: server.stats["errors"] >= 1, "the error to be counted")
+
+
+def test_no_build_profile_aborts_on_panic():
+    """panic = "abort" in any profile would turn every panic (which pyo3 raises as PanicException, and which
+    tokio contains in the task it happens in) into the end of the user's process."""
+    manifest = tomllib.loads((SOURCE.parent / "Cargo.toml").read_text())
+    profiles = manifest.get("profile", {})
+    assert "release" in profiles, "the release profile the wheel is built with is configured in Cargo.toml"
+    aborting = {name: p.get("panic") for name, p in profiles.items() if p.get("panic", "unwind") != "unwind"}
+    assert not aborting, f"profiles that abort on panic: {aborting}"
