@@ -764,24 +764,14 @@ fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, 
     delivered
 }
 
-/// Reads what the socket holds. A read of fewer than `drained_below` bytes (for a plain read, one
-/// that does not fill `buffer`) has emptied the socket, so its readiness is cleared too: the task
-/// then waits for the next epoll event instead of making a recv(2) that can only say EAGAIN (tokio
-/// clears readiness only on EAGAIN itself). Data that arrives later raises a new edge-triggered
-/// event, and tokio clears nothing if one came meanwhile; an EOF stays visible.
+/// Reads what the socket holds into `buffer`; a read of fewer than `drained_below` bytes (for a
+/// plain read, one that does not fill `buffer`) has emptied the socket.
 fn read_available(stream: &TcpStream, buffer: &mut [u8], drained_below: usize) -> io::Result<usize> {
-    let mut received = 0;
-    let outcome = stream.try_io(Interest::READABLE, || {
-        received = (&*socket2::SockRef::from(stream)).read(buffer)?;
-        if received > 0 && received < drained_below {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(received)
-    });
-    match outcome {
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
-        other => other,
-    }
+    server_common::read_clearing_readiness(
+        |read| stream.try_io(Interest::READABLE, read),
+        drained_below,
+        || (&*socket2::SockRef::from(stream)).read(buffer),
+    )
 }
 
 /// Restarts the idle timer, if the server has one.

@@ -276,23 +276,14 @@ fn hand_to_loop(
     Ok(())
 }
 
-/// One recvmmsg(2) batch. A batch that is not full has emptied the socket, so its readiness is
-/// cleared too: the task then waits for the next epoll event instead of making a recvmmsg(2) that can
-/// only say EAGAIN (tokio clears readiness only on EAGAIN itself, and checks it saw no newer event).
+/// One recvmmsg(2) batch; a batch that is not full has emptied the socket.
 fn receive_available(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
     let fd = socket.as_raw_fd();
-    let mut received = 0;
-    let outcome = socket.try_io(Interest::READABLE, || {
-        received = batch.receive(fd)?;
-        if received < BATCH {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(received)
-    });
-    match outcome {
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
-        other => other,
-    }
+    server_common::read_clearing_readiness(
+        |read| socket.try_io(Interest::READABLE, read),
+        BATCH,
+        || batch.receive(fd),
+    )
 }
 
 async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _task: TaskGuard) {
