@@ -10,7 +10,6 @@ test ends is killed, by its pid.
 import hashlib
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -23,11 +22,10 @@ import pytest
 
 import rsock
 from rsock import _cli
+from tests import subprocesses
+from tests.subprocesses import ROOT, TIMEOUT, Lines, default_sigint, finish, listening_port, say
 
-ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 30  # seconds, for every subprocess call, every wait for output and every socket the tests open
 COMMANDS = ["demo", "echo-server", "chat-server", "connect", "send-file", "recv-file", "bench"]
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 # Runs `python -m rsock ARGS` as if tqdm were not installed (importing it raises ImportError).
 WITHOUT_TQDM = "import runpy, sys; sys.modules['tqdm'] = None; sys.argv[0] = 'rsock'; runpy.run_module('rsock', run_name='__main__')"  # noqa: E501
@@ -42,80 +40,12 @@ def run(*args, input=b"", prefix=None, timeout=TIMEOUT):
     return subprocess.run(rsock_cmd(*args, prefix=prefix), cwd=ROOT, input=input, capture_output=True, timeout=timeout)
 
 
-def default_sigint():
-    # A shell that starts pytest in the background hands it SIGINT ignored, and an ignored signal stays ignored
-    # across exec: give the child the default disposition so that Ctrl-C (SIGINT) raises KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-class Lines:
-    """The lines a process writes to stdout, read as they arrive and never waited for past a deadline."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.lines = []  # every complete line read so far
-        self.position = 0  # lines before this one were returned by next() or skipped by expect()
-        self.partial = b""
-        self.eof = False
-
-    def _read(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([self.proc.stdout], [], [], remaining)[0]:
-            raise AssertionError(f"no output within {TIMEOUT}s; lines so far: {self.lines}")
-        chunk = os.read(self.proc.stdout.fileno(), 65536)
-        if not chunk:
-            self.eof = True
-            if self.partial:
-                self.lines.append(self.partial.decode())
-                self.partial = b""
-            return
-        *complete, self.partial = (self.partial + chunk).split(b"\n")
-        self.lines.extend(line.decode() for line in complete)
-
-    def next(self):
-        """The next line, or None at end of output."""
-        deadline = time.monotonic() + TIMEOUT
-        while self.position == len(self.lines) and not self.eof:
-            self._read(deadline)
-        if self.position == len(self.lines):
-            return None
-        self.position += 1
-        return self.lines[self.position - 1]
-
-    def expect(self, wanted):
-        """Skips lines until one equal to `wanted` (a str) or fully matching it (a compiled pattern); returns the
-        line, or its match."""
-        while (line := self.next()) is not None:
-            if isinstance(wanted, str) and line == wanted:
-                return line
-            if isinstance(wanted, re.Pattern) and (match := wanted.fullmatch(line)):
-                return match
-        raise AssertionError(f"output ended without {wanted!r}; lines: {self.lines}")
-
-    def rest(self):
-        """Reads to the end of the output; returns every line."""
-        while self.next() is not None:
-            pass
-        return self.lines
-
-
 @contextmanager
 def started(*args, stdin=subprocess.DEVNULL, prefix=None):
     """A Popen of ``rsock ARGS`` (binary pipes for stdout and stderr, SIGINT at its default), killed on the way out
     if still running."""
-    with subprocess.Popen(
-        rsock_cmd(*args, prefix=prefix),
-        cwd=ROOT,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=default_sigint,
-    ) as proc:
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()  # only this process, which the test started, by its pid
+    with subprocesses.started(rsock_cmd(*args, prefix=prefix), stdin=stdin, preexec_fn=default_sigint) as proc:
+        yield proc
 
 
 @contextmanager
@@ -123,14 +53,7 @@ def server(*args):
     """Starts ``rsock ARGS --port 0``; yields ``(proc, port, lines)`` once it says it is listening."""
     with started(*args, "--port", "0") as proc:
         lines = Lines(proc)
-        first = lines.next()
-        match = LISTENING.fullmatch(first or "")
-        if match is None:
-            proc.kill()
-            raise AssertionError(f"unexpected first line {first!r} from {args}; stderr:\n{proc.stderr.read()}")
-        port = int(match[1])
-        assert port != 0, "the server printed the port it asked for, not the one it got"
-        yield proc, port, lines
+        yield proc, listening_port(proc, lines, args), lines
 
 
 def stop(proc, lines, sig=signal.SIGINT):
@@ -141,15 +64,6 @@ def stop(proc, lines, sig=signal.SIGINT):
     proc.wait(timeout=TIMEOUT)
     err = proc.stderr.read().decode()
     assert proc.returncode == 0, f"exit code {proc.returncode} after {sig!r}; stderr:\n{err}"
-    return out, err
-
-
-def finish(proc, lines):
-    """Waits for a process to exit by itself with code 0; returns (all its stdout lines, its stderr)."""
-    out = lines.rest()
-    proc.wait(timeout=TIMEOUT)
-    err = proc.stderr.read().decode()
-    assert proc.returncode == 0, f"exit code {proc.returncode}; stderr:\n{err}"
     return out, err
 
 
@@ -376,11 +290,6 @@ def chat_member(port, nick):
         say(proc, f"/nick {nick}")
         lines.expect(f"* you are now {nick}")
         yield proc, lines, guest
-
-
-def say(proc, text):
-    proc.stdin.write(text.encode() + b"\n")
-    proc.stdin.flush()
 
 
 def test_chat_server_with_two_connect_clients():

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
@@ -18,17 +17,16 @@ import sys
 import time
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import subprocesses
+from tests.subprocesses import ROOT, TIMEOUT, Lines, default_sigint, listening_port, say, started
+
 EXAMPLES = ROOT / "examples"
-TIMEOUT = 30  # seconds, for every subprocess call, every wait for output and every socket the tests open
 
 SERVERS = ["echo_server.py", "chat_server.py", "file_receive.py", "udp_time_server.py"]
 CLIENTS = ["chat_client.py", "file_send.py", "udp_time_client.py"]
-LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 INTERRUPTED = "interrupted, shutting down"
 
 # Runs the example named by argv[1] as if tqdm were not installed (importing it raises ImportError).
@@ -36,12 +34,6 @@ WITHOUT_TQDM = (
     "import runpy, sys; sys.modules['tqdm'] = None; sys.argv = sys.argv[1:]; "
     "runpy.run_path(sys.argv[0], run_name='__main__')"
 )
-
-
-def default_sigint():
-    # A shell that starts pytest in the background hands it SIGINT ignored, and an ignored signal stays
-    # ignored across exec: give the server the default disposition so that Ctrl-C raises KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def command(script, *args):
@@ -54,90 +46,17 @@ def run(script, *args, prefix=None):
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
 
 
-class Lines:
-    """The lines a process writes to stdout, read as they arrive and never waited for past a deadline."""
-
-    def __init__(self, proc):
-        self.proc = proc
-        self.lines = []  # every complete line read so far
-        self.position = 0  # lines before this one were returned by next() or skipped by expect()
-        self.partial = b""
-        self.eof = False
-
-    def _read(self, deadline):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([self.proc.stdout], [], [], remaining)[0]:
-            raise AssertionError(f"no output within {TIMEOUT}s; lines so far: {self.lines}")
-        chunk = os.read(self.proc.stdout.fileno(), 65536)
-        if not chunk:
-            self.eof = True
-            if self.partial:
-                self.lines.append(self.partial.decode())
-                self.partial = b""
-            return
-        *complete, self.partial = (self.partial + chunk).split(b"\n")
-        self.lines.extend(line.decode() for line in complete)
-
-    def next(self, deadline=None):
-        """The next line, or None at end of output."""
-        deadline = deadline or time.monotonic() + TIMEOUT
-        while self.position == len(self.lines) and not self.eof:
-            self._read(deadline)
-        if self.position == len(self.lines):
-            return None
-        self.position += 1
-        return self.lines[self.position - 1]
-
-    def expect(self, wanted):
-        """Skips lines until one equal to `wanted` (a str) or matching it (a compiled pattern); returns
-        the line, or its match."""
-        deadline = time.monotonic() + TIMEOUT
-        while (line := self.next(deadline)) is not None:
-            if isinstance(wanted, str) and line == wanted:
-                return line
-            if isinstance(wanted, re.Pattern) and (match := wanted.fullmatch(line)):
-                return match
-        raise AssertionError(f"output ended without {wanted!r}; lines: {self.lines}")
-
-    def rest(self):
-        """Reads to the end of the output; returns every line."""
-        while self.next() is not None:
-            pass
-        return self.lines
-
-
-@contextmanager
-def started(cmd, **popen_args):
-    """A Popen of `cmd` (binary pipes for stdout and stderr), killed on the way out if still running."""
-    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen_args) as proc:
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()  # only this process, which the test started, by its pid
-
-
 @contextmanager
 def server(script, *args):
     """Starts examples/`script` on port 0; yields ``(proc, port, lines)`` once it says it is listening."""
     with started(command(script, "--port", "0", *args), preexec_fn=default_sigint) as proc:
         lines = Lines(proc)
-        first = lines.next()
-        match = LISTENING.fullmatch(first or "")
-        if match is None:
-            proc.kill()
-            raise AssertionError(f"unexpected first line {first!r} from {script}; stderr:\n{proc.stderr.read()}")
-        port = int(match[1])
-        assert port != 0, "the server printed the port it asked for, not the one it got"
-        yield proc, port, lines
+        yield proc, listening_port(proc, lines, script), lines
 
 
 def finish(proc, lines):
     """Waits for a process to exit by itself with code 0 and nothing on stderr; returns all its lines."""
-    output = lines.rest()
-    proc.wait(timeout=TIMEOUT)
-    err = proc.stderr.read().decode()
-    assert proc.returncode == 0, f"exit code {proc.returncode}; stderr:\n{err}"
+    output, err = subprocesses.finish(proc, lines)
     assert err == ""
     return output
 
@@ -237,11 +156,6 @@ def chat_client(port, nick):
         welcome = lines.expect(re.compile(r"\* welcome, (guest\d+)! others here: (\d+)\. .*"))
         lines.expect(f"* you are now {nick}")
         yield proc, lines, welcome[1]
-
-
-def say(proc, text):
-    proc.stdin.write(text.encode() + b"\n")
-    proc.stdin.flush()
 
 
 def leave(proc, lines):
