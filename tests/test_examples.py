@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.subprocesses import started
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 30  # seconds, for every subprocess call and every socket the tests open
@@ -69,17 +71,6 @@ def read_line(proc, deadline):
             break
         line += byte
     return line.decode()
-
-
-@contextmanager
-def started(cmd, **popen_args):
-    """A Popen of `cmd` (binary pipes for stdout and stderr), killed on the way out if still running."""
-    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen_args) as proc:
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()  # only this process, which the test started, by its pid
 
 
 @contextmanager
