@@ -1,5 +1,5 @@
 """What the hostile-input tests share: the count of inputs each test tried, printed as FIGURE lines (shown even
-under pytest's output capture) for the README's table."""
+under pytest's output capture) for the README's table, and the int-like argument their strategies build."""
 
 import contextlib
 
@@ -29,3 +29,16 @@ def _count_module(request):
     TRIED["module"] = 0
     yield
     _emit(request, f"FIGURE: hostile inputs tried: {TRIED['module']} [{request.node.nodeid} total]")
+
+
+class Index:
+    """An int-like object: what operator.index() accepts."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"Index({self.value!r})"

@@ -51,7 +51,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rsock
-from tests.hostile.conftest import TRIED
+from tests.hostile.conftest import TRIED, Index
 from tests.stress.conftest import scale
 
 # On a failure hypothesis imports its patch writer (libcst), whose import raises a DeprecationWarning that
@@ -213,19 +213,6 @@ def as_int(value):
 
 
 # --- strategies ------------------------------------------------------------------------------------------------
-
-
-class Index:
-    """An int-like object: what operator.index() accepts."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def __index__(self):
-        return self.value
-
-    def __repr__(self):
-        return f"Index({self.value!r})"
 
 
 class RaisingIndex:

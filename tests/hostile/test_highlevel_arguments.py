@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import rsock
-from tests.hostile.conftest import TRIED
+from tests.hostile.conftest import TRIED, Index
 from tests.stress.conftest import scale
 
 # See test_dropin_arguments.py: keeps hypothesis's failure reports readable under filterwarnings=error.
@@ -99,17 +99,6 @@ def ok(result):
 
 
 # --- strategies ------------------------------------------------------------------------------------------------
-
-
-class Index:
-    def __init__(self, value):
-        self.value = value
-
-    def __index__(self):
-        return self.value
-
-    def __repr__(self):
-        return f"Index({self.value!r})"
 
 
 class Sentinel:
