@@ -8,6 +8,7 @@ runs on both event loops (asyncio's and uvloop). The far end of each connection 
 import asyncio
 import contextvars
 import errno
+import functools
 import gc
 import hashlib
 import random
@@ -511,15 +512,19 @@ async def test_cancelling_a_read_with_partial_data_keeps_it(kit, method):
     assert await bounded(calls[method]()) == b"partial\r\n"
 
 
+# Each way of reading the line b"abcd\r\n" (six bytes), given the reader.
+LINE_READS = {
+    "read": lambda reader: reader.read(100),
+    "readexactly": lambda reader: reader.readexactly(6),
+    "readline": lambda reader: reader.readline(),
+    "readuntil": lambda reader: reader.readuntil(b"\r\n"),
+}
+
+
 @pytest.mark.parametrize("method", ["read", "readexactly", "readline", "readuntil"])
 async def test_wait_for_timeout_keeps_data_that_arrives_later(kit, method):
     reader, _, peer = await kit.pair()
-    calls = {
-        "read": lambda: reader.read(100),
-        "readexactly": lambda: reader.readexactly(6),
-        "readline": lambda: reader.readline(),
-        "readuntil": lambda: reader.readuntil(b"\r\n"),
-    }
+    calls = {method: functools.partial(read, reader) for method, read in LINE_READS.items()}
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(calls[method](), 0.05)
     if method != "read":
@@ -534,12 +539,7 @@ async def test_wait_for_timeout_keeps_data_that_arrives_later(kit, method):
 async def test_wait_for_with_zero_timeout_loses_no_buffered_data(kit, method):
     """wait_for(..., 0) cancels the read before it runs; the data it would have read stays for the next read."""
     reader, _, peer = await kit.pair()
-    calls = {
-        "read": lambda: reader.read(100),
-        "readexactly": lambda: reader.readexactly(6),
-        "readline": lambda: reader.readline(),
-        "readuntil": lambda: reader.readuntil(b"\r\n"),
-    }
+    calls = {method: functools.partial(read, reader) for method, read in LINE_READS.items()}
     await peer.send(b"-abcd\r\n")
     assert await bounded(reader.readexactly(1)) == b"-"  # the rest is buffered now
     with pytest.raises(TimeoutError):
