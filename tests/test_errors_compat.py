@@ -15,6 +15,8 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
+from tests.loopback import ipv6_loopback_available
+
 TIMEOUT = 10.0  # seconds: the bound on any wait in these tests
 SHORT = 0.2  # seconds: the timeout of calls that are meant to time out
 BIG = 64 << 20  # bytes: more than the kernel buffers of a loopback connection hold
@@ -23,19 +25,7 @@ BIG = 64 << 20  # bytes: more than the kernel buffers of a loopback connection h
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def _ipv6_loopback_available():
-    """Whether ::1 can be bound here (a machine may have IPv6 support but no loopback address)."""
-    if not stdlib_socket.has_ipv6:
-        return False
-    try:
-        with stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6_LOOPBACK = _ipv6_loopback_available()
+HAS_IPV6_LOOPBACK = ipv6_loopback_available()
 LOOPBACK = {"AF_INET": "127.0.0.1", "AF_INET6": "::1"}
 
 

@@ -15,6 +15,8 @@ import warnings
 
 import pytest
 
+from tests.loopback import ipv6_loopback_available
+
 TIMEOUT = 5.0
 
 
@@ -34,15 +36,6 @@ def error_outcome(call):
     except Exception as exc:
         return type(exc), getattr(exc, "errno", None)
     return None
-
-
-def ipv6_loopback_available():
-    try:
-        with stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback here")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import pytest
 
 import rsock
+from tests.loopback import ipv6_loopback_available
 
 TIMEOUT = 10.0  # seconds: the bound on any wait in these tests
 PAYLOAD = b"hello, rsock"
@@ -29,19 +30,7 @@ PAYLOAD = b"hello, rsock"
 # --- helpers -----------------------------------------------------------------------------------------------
 
 
-def _ipv6_loopback_available():
-    """Whether ::1 can be bound here (a machine may have IPv6 support but no loopback address)."""
-    if not stdlib_socket.has_ipv6:
-        return False
-    try:
-        with stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6_LOOPBACK = _ipv6_loopback_available()
+HAS_IPV6_LOOPBACK = ipv6_loopback_available()
 
 
 def skip_without_ipv6_loopback(family_name):

@@ -8,6 +8,8 @@ import socket as stdlib_socket
 
 import pytest
 
+from tests.loopback import ipv6_loopback_available
+
 # Every blocking call in this file has a deadline, so a missing datagram fails a test instead of hanging it.
 TIMEOUT = 5.0
 
@@ -15,15 +17,6 @@ TIMEOUT = 5.0
 # field (65535) covers the UDP header only.
 MAX_UDP_IPV4 = 65507
 MAX_UDP_IPV6 = 65527
-
-
-def ipv6_loopback_available():
-    try:
-        with stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 class Datagrams:

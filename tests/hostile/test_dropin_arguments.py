@@ -52,6 +52,7 @@ from hypothesis import strategies as st
 
 import rsock
 from tests.hostile.conftest import TRIED, Index
+from tests.loopback import ipv6_loopback_available
 from tests.stress.conftest import scale
 
 # On a failure hypothesis imports its patch writer (libcst), whose import raises a DeprecationWarning that
@@ -74,16 +75,7 @@ pytestmark = pytest.mark.timeout(scale(300, 7200))
 S = stdlib_socket  # constants: the same values in both modules
 
 
-def _ipv6_loopback_available():
-    try:
-        with S.socket(S.AF_INET6, S.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _ipv6_loopback_available()
+HAS_IPV6 = ipv6_loopback_available()
 _HARD_FD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 # Above the hard descriptor limit, so never an open descriptor, whatever the soft limit is raised to.
 UNUSED_FD = min(_HARD_FD_LIMIT + 17, 2**31 - 1001) if _HARD_FD_LIMIT >= 0 else 2**31 - 1001

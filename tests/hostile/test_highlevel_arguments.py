@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import rsock
 from tests.hostile.conftest import TRIED, Index
+from tests.loopback import ipv6_loopback_available
 from tests.stress.conftest import scale
 
 # See test_dropin_arguments.py: keeps hypothesis's failure reports readable under filterwarnings=error.
@@ -50,16 +51,7 @@ DATA_ALLOWED = (*ALLOWED, BufferError)  # a non-contiguous buffer: the stdlib's 
 pytestmark = pytest.mark.timeout(scale(300, 7200))
 
 
-def _ipv6_loopback_available():
-    try:
-        with stdlib_socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAS_IPV6 = _ipv6_loopback_available()
+HAS_IPV6 = ipv6_loopback_available()
 
 # --- the FIGURE lines -----------------------------------------------------------------------------------------
 
