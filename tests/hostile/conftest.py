@@ -1,9 +1,31 @@
 """What the hostile-input tests share: the count of inputs each test tried, printed as FIGURE lines (shown even
-under pytest's output capture) for the README's table, and the int-like argument their strategies build."""
+under pytest's output capture) for the README's table, hypothesis settings, and the int-like argument their
+strategies build."""
 
 import contextlib
+import sys
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.stress.conftest import scale
+
+# On a failure hypothesis imports its patch writer (libcst), whose import raises a DeprecationWarning that
+# pytest's filterwarnings=error turns into an INTERNALERROR hiding the failure; it would also write patch
+# files under .hypothesis/. Without it hypothesis just reports the failing example.
+sys.modules.setdefault("hypothesis.extra._patching", None)
+
+
+def property_settings(quick_examples, *health_checks):
+    """hypothesis settings for a property: `quick_examples` examples (5,000 under RSOCK_STRESS=full), no deadline,
+    no example database, and HealthCheck.too_slow plus `health_checks` suppressed."""
+    return settings(
+        max_examples=scale(quick_examples, 5000),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, *health_checks],
+    )
+
 
 # Each test adds to TRIED["test"] per input it tries; the fixtures below report and total the counts.
 TRIED = {"test": 0, "module": 0}

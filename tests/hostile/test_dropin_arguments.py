@@ -40,33 +40,21 @@ import os
 import resource
 import socket as stdlib_socket
 import struct
-import sys
 import threading
 import warnings
 from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 import rsock
-from tests.hostile.conftest import TRIED, Index
+from tests.hostile.conftest import TRIED, Index, property_settings
 from tests.loopback import ipv6_loopback_available
 from tests.stress.conftest import scale
 
-# On a failure hypothesis imports its patch writer (libcst), whose import raises a DeprecationWarning that
-# pytest's filterwarnings=error turns into an INTERNALERROR hiding the failure; it would also write patch
-# files under .hypothesis/. Without it hypothesis just reports the failing example.
-sys.modules.setdefault("hypothesis.extra._patching", None)
-
-EXAMPLES = scale(150, 5000)
-PROPERTY = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+PROPERTY = property_settings(150, HealthCheck.filter_too_much)
 TIMEOUT = 5.0  # seconds: the timeout of every socket a property opens
 SHORT = 0.1  # seconds: the timeout of sockets whose call may legitimately wait for nothing
 

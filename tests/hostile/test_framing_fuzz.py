@@ -32,31 +32,21 @@ import contextlib
 import json
 import os
 import socket as stdlib_socket
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
 import rsock
-from tests.hostile.conftest import TRIED
+from tests.hostile.conftest import TRIED, property_settings
 from tests.stress.conftest import scale
 
-# See test_dropin_arguments.py: keeps hypothesis's failure reports readable under filterwarnings=error.
-sys.modules.setdefault("hypothesis.extra._patching", None)
-
-EXAMPLES = scale(150, 5000)
-PROPERTY = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+PROPERTY = property_settings(150, HealthCheck.data_too_large, HealthCheck.large_base_example)
 WAIT = 5.0  # seconds: the bound on every wait
 GAP = 0.002  # seconds between chunks when a case asks for separate reads
 CORPUS = Path(__file__).parent / "corpus"

@@ -19,30 +19,20 @@ import contextlib
 import math
 import select
 import socket as stdlib_socket
-import sys
 import tempfile
 import time
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, given
 from hypothesis import strategies as st
 
 import rsock
-from tests.hostile.conftest import TRIED, Index
+from tests.hostile.conftest import TRIED, Index, property_settings
 from tests.loopback import ipv6_loopback_available
 from tests.stress.conftest import scale
 
-# See test_dropin_arguments.py: keeps hypothesis's failure reports readable under filterwarnings=error.
-sys.modules.setdefault("hypothesis.extra._patching", None)
-
-EXAMPLES = scale(100, 5000)
-PROPERTY = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)
+PROPERTY = property_settings(100, HealthCheck.filter_too_much)
 WAIT = 2.0  # seconds: the bound on any wait the test itself does
 ALLOWED = (TypeError, ValueError, OverflowError, OSError)
 SIZE_ALLOWED = (*ALLOWED, MemoryError)  # recv(2**40) cannot be allocated
