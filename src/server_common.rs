@@ -3,11 +3,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use pyo3::call::PyCallArgs;
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::PyFloat;
 use socket2::{Domain, Socket, Type};
@@ -225,7 +228,25 @@ pub fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
     }
 }
 
+/// Calls a handler (or the async bridge) from a server's task. A PanicException reaching us from
+/// Python (rsock panicked inside a call the handler made, and the handler let it through) makes pyo3
+/// resume that panic here; it is caught and becomes a PanicException again, so the server treats it
+/// as any failed handler (logged, that connection closed) instead of losing the task.
+pub fn call_handler<'py, A: PyCallArgs<'py>>(handler: &Bound<'py, PyAny>, args: A) -> PyResult<Bound<'py, PyAny>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| handler.call1(args))).unwrap_or_else(|payload| {
+        let text = match payload.downcast::<String>() {
+            Ok(text) => *text,
+            Err(payload) => payload
+                .downcast_ref::<&str>()
+                .map_or_else(|| "panic in Rust code".to_owned(), |text| (*text).to_owned()),
+        };
+        Err(PanicException::new_err(text))
+    })
+}
+
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // What a Rust panic inside rsock becomes in Python; exported so applications can name it.
+    m.add("PanicException", m.py().get_type::<PanicException>())?;
     m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)
 }
 

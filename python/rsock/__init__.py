@@ -14,12 +14,12 @@ import threading as _threading  # noqa: F401
 
 from rsock import _rsock
 from rsock import sockets as _sockets
-from rsock._rsock import Connection, TcpClient, TcpServer, UdpClient, UdpServer, __version__
+from rsock._rsock import Connection, PanicException, TcpClient, TcpServer, UdpClient, UdpServer, __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
 from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - code passes socket._GLOBAL_DEFAULT_TIMEOUT along
 
 # The socket-module surface is every public name of rsock.sockets (the stdlib's __all__ and more).
-__all__ = ["Connection", "TcpClient", "TcpServer", "UdpClient", "UdpServer", "__version__"]
+__all__ = ["Connection", "PanicException", "TcpClient", "TcpServer", "UdpClient", "UdpServer", "__version__"]
 __all__ += [name for name in vars(_sockets) if not name.startswith("_")]
 
 # Stop running servers before the interpreter tears down, so no handler is entered during shutdown.

@@ -10,6 +10,7 @@ from typing_extensions import Buffer, disjoint_base
 __all__ = [
     "Connection",
     "DatagramReply",
+    "PanicException",
     "Pending",
     "ReadOp",
     "Ready",
@@ -147,6 +148,10 @@ def gethostbyname(hostname: str | bytes | bytearray) -> str: ...
 def gethostbyname_ex(hostname: str | bytes | bytearray) -> tuple[str, list[str], list[str]]: ...
 def gethostbyaddr(ip_address: str | bytes | bytearray) -> tuple[str, list[str], list[str]]: ...
 def _stop_all_servers(timeout: float) -> None: ...
+
+class PanicException(BaseException):
+    """A panic in rsock's Rust code, surfaced as a Python exception (never an abort). A handler that lets
+    one through is treated as any failed handler: logged, its connection closed, the server serving on."""
 
 _Framing = str | bytes | None
 

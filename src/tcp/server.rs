@@ -28,7 +28,7 @@ use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard, is_awaitable, parse_timeout_arg};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard, call_handler, is_awaitable, parse_timeout_arg};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -449,10 +449,7 @@ fn deliver_bytes(
     let Some(handler) = conn.server.handlers.on_message.as_ref() else {
         return Ok(());
     };
-    let reply = handler
-        .bind(py)
-        .call1((py_conn.bind(py), data))
-        .map_err(Outcome::Handler)?;
+    let reply = call_handler(handler.bind(py), (py_conn.bind(py), data)).map_err(Outcome::Handler)?;
     if reply.is_none() {
         return Ok(());
     }
@@ -489,7 +486,7 @@ fn hand_to_loop(
     if py_conn.is_some() {
         conn.io().awaiting = true;
     }
-    bridge.bind(py).call1((awaitable, py_conn.map(|c| c.bind(py))))?;
+    call_handler(bridge.bind(py), (awaitable, py_conn.map(|c| c.bind(py))))?;
     Ok(())
 }
 
@@ -570,7 +567,7 @@ fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> 
         return Ok(());
     };
     runtime::with_gil(|py| {
-        let result = handler.bind(py).call1((py_conn.bind(py),))?;
+        let result = call_handler(handler.bind(py), (py_conn.bind(py),))?;
         if is_awaitable(&result) {
             // Messages wait until the async on_connect is done.
             return hand_to_loop(py, conn, Some(py_conn), &result);
@@ -910,7 +907,7 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
             let exc = error
                 .as_ref()
                 .map_or_else(|| py.None().into_bound(py), |e| e.value(py).clone().into_any());
-            match handler.bind(py).call1((py_conn.bind(py), exc)) {
+            match call_handler(handler.bind(py), (py_conn.bind(py), exc)) {
                 Ok(result) if is_awaitable(&result) => {
                     if let Err(err) = hand_to_loop(py, conn, None, &result) {
                         log::log(py, ERROR, "on_disconnect could not be run", Some(&err));

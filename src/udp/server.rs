@@ -23,7 +23,7 @@ use crate::errors::io_error;
 use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard, is_awaitable};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard, call_handler, is_awaitable};
 
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
@@ -216,7 +216,7 @@ fn deliver_batch(
         };
         let reply = addresses
             .get(py, sender)
-            .and_then(|address| handler.bind(py).call1((PyBytes::new(py, data), address)));
+            .and_then(|address| call_handler(handler.bind(py), (PyBytes::new(py, data), address)));
         let sent = match reply {
             Ok(reply) if reply.is_none() => continue,
             Ok(reply) if is_awaitable(&reply) => hand_to_loop(py, shared, socket, sender, &reply),
@@ -272,7 +272,7 @@ fn hand_to_loop(
         socket: socket.clone(),
         target,
     };
-    bridge.bind(py).call1((awaitable, Py::new(py, reply)?))?;
+    call_handler(bridge.bind(py), (awaitable, Py::new(py, reply)?))?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ import time
 import pytest
 import pytest_asyncio
 
+import rsock
 from rsock import aio
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
 
@@ -195,7 +196,8 @@ async def test_async_handler_sees_the_context_of_start(servers):
 
 
 @pytest.mark.asyncio
-async def test_async_handler_that_raises_closes_its_connection_and_is_logged(servers, caplog):
+@pytest.mark.parametrize("error", [ValueError, rsock.PanicException])  # a BaseException, not an Exception
+async def test_async_handler_that_raises_closes_its_connection_and_is_logged(servers, caplog, error):
     caplog.set_level(logging.DEBUG, logger="rsock")
     ended = asyncio.Queue()
 
@@ -204,7 +206,7 @@ async def test_async_handler_that_raises_closes_its_connection_and_is_logged(ser
     async def on_message(conn, data):
         handled.append(data)
         if data == b"bad":
-            raise ValueError("boom from the handler")
+            raise error("boom from the handler")
         return b"fine " + data
 
     async def on_disconnect(conn, exc):
@@ -217,10 +219,10 @@ async def test_async_handler_that_raises_closes_its_connection_and_is_logged(ser
     assert await victim.recv_to_eof() == b"fine good\n"
     assert handled == [b"good", b"bad"]
     _, exc = await bounded(ended.get())
-    assert isinstance(exc, ValueError)
+    assert isinstance(exc, error)
     assert str(exc) == "boom from the handler"
     records = rsock_records(caplog)
-    assert any(r.exc_info and isinstance(r.exc_info[1], ValueError) for r in records), records
+    assert any(r.exc_info and isinstance(r.exc_info[1], error) for r in records), records
     await bystander.send(b"still here\n")
     assert await recv_lines(bystander, 1) == [b"fine still here"]
     assert server.stats["errors"] == 1

@@ -463,6 +463,59 @@ def test_on_disconnect_exception_is_logged_and_the_server_keeps_serving(make_ser
     assert server.running
 
 
+@pytest.mark.parametrize("failing", ["on_message", "on_connect", "on_disconnect"])
+def test_a_panic_through_a_handler_becomes_a_python_exception_and_the_server_survives(
+    make_server, make_client, wait_until, caplog, failing
+):
+    """A PanicException coming back from a handler (an rsock call inside it panicked, and it let the exception
+    through) makes pyo3 resume that panic inside the server's task. It must end as that one connection's error."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    ended = queue.Queue()
+    connects = []
+
+    def on_connect(conn):
+        connects.append(conn.id)
+        if failing == "on_connect" and len(connects) == 1:
+            raise rsock.PanicException("panicked in on_connect")
+
+    def on_message(conn, data):
+        if failing == "on_message" and data == b"panic":
+            raise rsock.PanicException("panicked in on_message")
+        return data
+
+    def on_disconnect(conn, exc):
+        ended.put(exc)
+        if failing == "on_disconnect":
+            raise rsock.PanicException("panicked in on_disconnect")
+
+    server = make_server(on_message, framing="line", on_connect=on_connect, on_disconnect=on_disconnect)
+    victim = make_client(server.address, framing="line")
+    if failing == "on_message":
+        assert victim.request(b"hi") == b"hi"
+        victim.send(b"panic")
+    if failing == "on_disconnect":
+        victim.close()
+    else:
+        assert victim.recv_message() is None  # closed by the server
+    exc = ended.get(timeout=TIMEOUT)
+    if failing == "on_disconnect":
+        assert exc is None
+    else:
+        assert isinstance(exc, rsock.PanicException)
+        assert str(exc) == f"panicked in {failing}"
+
+    other = make_client(server.address, framing="line")
+    assert other.request(b"still serving") == b"still serving"
+    assert server.running
+    wait_until(lambda: rsock_errors(caplog), "the panic to be logged")
+    [record] = rsock_errors(caplog)
+    assert isinstance(record.exc_info[1], rsock.PanicException)
+    assert str(record.exc_info[1]) == f"panicked in {failing}"
+    other.close()
+    wait_until(lambda: server.stats["active"] == 0, "both connections to be forgotten")
+    assert server.stats["errors"] == (0 if failing == "on_disconnect" else 1)
+
+
 def test_slow_handler_reply_arrives_and_other_connections_are_served_after_it(make_server, make_client):
     order = []
     in_slow_handler = threading.Event()
