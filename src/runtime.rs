@@ -1,8 +1,9 @@
 //! The one tokio runtime behind rsock's servers, and the ways Python waits on it.
 //!
 //! A current-thread runtime on its own thread ("rsock-io") does all accept/read/write/framing work
-//! and calls Python handlers inline, so only that one thread ever takes the GIL on rsock's behalf:
-//! no hand-off between threads per message, and no contention among tokio workers for the GIL.
+//! and calls Python handlers inline: no hand-off between threads per message, and no contention
+//! among tokio workers for the GIL. (A UdpServer, one socket and no connections, receives on a
+//! thread of its own instead; see udp/server.rs.)
 //! The io thread holds a Python thread state for its whole life, so entering Python for a handler
 //! only takes the GIL, and gives it back as soon as the handler returns: other Python threads (a
 //! client in the same process, a notebook) never wait on rsock's I/O.
@@ -37,10 +38,13 @@ struct Runtime {
 }
 
 thread_local! {
-    /// The io thread's own Python thread state, kept for the thread's life; null on other threads.
+    /// The Python thread state an rsock thread (the io thread, a UDP receive thread) keeps for its
+    /// whole life; null on other threads.
     static IO_THREAD_STATE: Cell<*mut pyo3::ffi::PyThreadState> = const { Cell::new(ptr::null_mut()) };
-    /// Whether the io thread holds the GIL through `with_gil` right now.
+    /// Whether that thread holds the GIL through `with_gil` right now.
     static IO_THREAD_ATTACHED: Cell<bool> = const { Cell::new(false) };
+    /// Whether this is the rsock-io thread, which runs the tokio runtime.
+    static ON_IO_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
 extern "C" fn after_fork_in_child() {
@@ -82,15 +86,8 @@ fn start_runtime() -> &'static Runtime {
     let thread = std::thread::Builder::new()
         .name("rsock-io".into())
         .spawn(move || {
-            // Give this thread a Python thread state for its whole life. Without one, every
-            // Python::attach would create a thread state and the matching release destroy it again;
-            // with one, attaching only takes the GIL.
-            // SAFETY: the interpreter is initialised (rsock is an extension module); the state is
-            // acquired once and the GIL released straight away, leaving the thread detached.
-            unsafe {
-                pyo3::ffi::PyGILState_Ensure();
-                IO_THREAD_STATE.set(pyo3::ffi::PyEval_SaveThread());
-            }
+            ON_IO_THREAD.set(true);
+            hold_python_thread_state();
             built.block_on(std::future::pending::<()>())
         })
         .expect("starting the rsock-io thread failed");
@@ -98,6 +95,38 @@ fn start_runtime() -> &'static Runtime {
     let rt = Box::leak(Box::new(Runtime { handle, generation }));
     CURRENT.store(rt, Ordering::Release);
     rt
+}
+
+/// Gives the calling thread a Python thread state for its whole life, and leaves it detached. Without
+/// one, every Python::attach would create a thread state and the matching release destroy it again;
+/// with one, `with_gil` only takes the GIL. Returns the PyGILState handle that releases it.
+fn hold_python_thread_state() -> pyo3::ffi::PyGILState_STATE {
+    // SAFETY: the interpreter is initialised (rsock is an extension module); the state is acquired
+    // once and the GIL released straight away.
+    unsafe {
+        let gil = pyo3::ffi::PyGILState_Ensure();
+        IO_THREAD_STATE.set(pyo3::ffi::PyEval_SaveThread());
+        gil
+    }
+}
+
+/// Runs `work` on a thread of its own that, like the io thread, keeps a Python thread state while
+/// it runs, so its `with_gil` calls only take the GIL. What `work` returns is dropped only after the
+/// thread state is released: a guard whose drop lets stop() (or interpreter exit) go on.
+pub fn spawn_python_thread<R: 'static>(name: &str, work: impl FnOnce() -> R + Send + 'static) -> std::io::Result<()> {
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
+        let gil = hold_python_thread_state();
+        let done = work();
+        let tstate = IO_THREAD_STATE.replace(ptr::null_mut());
+        // SAFETY: takes back this thread's own state, then releases and deletes it.
+        unsafe {
+            pyo3::ffi::PyEval_RestoreThread(tstate);
+            pyo3::ffi::PyGILState_Release(gil);
+        }
+        drop(done);
+    })?;
+    drop(thread);
+    Ok(())
 }
 
 /// Runs `future` on the rsock-io thread.
@@ -136,8 +165,14 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     Python::attach(f)
 }
 
-/// Whether the caller is the rsock-io thread (a handler), which must never block waiting on itself.
+/// Whether the caller is the rsock-io thread: its writes are flushed by tasks it runs itself.
 pub fn on_io_thread() -> bool {
+    ON_IO_THREAD.get()
+}
+
+/// Whether the caller is a thread of rsock's that runs handlers, which must never block waiting on
+/// a server it serves.
+pub fn on_handler_thread() -> bool {
     !IO_THREAD_STATE.get().is_null()
 }
 

@@ -36,6 +36,9 @@ pub struct Lifecycle {
     tasks: AtomicUsize,
     /// `shutdown.is_cancelled()` without its lock, for the checks on every wake-up of a connection.
     stopping: AtomicBool,
+    /// A socket a server's own thread waits on in a blocking receive, shut down for reading at stop
+    /// to wake it. Weak, so a socket already closed is never touched (its descriptor may be reused).
+    blocking: Mutex<Weak<std::net::UdpSocket>>,
 }
 
 /// Held by each of a server's tasks; the last to go after shutdown sets `stopped`.
@@ -47,10 +50,20 @@ impl Lifecycle {
         TaskGuard(self.clone())
     }
 
+    /// Has begin_stop() wake a thread that waits for datagrams on `socket`.
+    pub fn wake_at_stop(&self, socket: &Arc<std::net::UdpSocket>) {
+        *self.blocking.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(socket);
+    }
+
     /// Tells every task to finish; sets `stopped` at once if none is running.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.shutdown.cancel();
+        if let Some(socket) = self.blocking.lock().unwrap_or_else(|e| e.into_inner()).upgrade() {
+            // Linux wakes a datagram socket's waiting receivers on shutdown even when it reports
+            // ENOTCONN (the socket is not connected), so the result says nothing.
+            let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Read);
+        }
         if self.tasks.load(Ordering::Acquire) == 0 {
             self.stopped.set();
         }
@@ -277,6 +290,15 @@ impl<S: Send + 'static> Runner<S> {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        self.start_with(|socket, task| {
+            runtime::spawn(serve(socket, task));
+            Ok(())
+        })
+    }
+
+    /// start() with the server's work launched by `launch(socket, guard)`, which holds the guard
+    /// for as long as the server serves.
+    pub fn start_with(&self, launch: impl FnOnce(S, TaskGuard) -> PyResult<()>) -> PyResult<()> {
         match self
             .state
             .compare_exchange(NEW, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
@@ -285,8 +307,11 @@ impl<S: Send + 'static> Runner<S> {
                 let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
                 let socket = socket.ok_or_else(|| PyRuntimeError::new_err("server has no socket"))?;
                 register(&self.lifecycle);
-                runtime::spawn(serve(socket, self.lifecycle.task()));
-                Ok(())
+                let launched = launch(socket, self.lifecycle.task());
+                if launched.is_err() {
+                    self.begin_stop();
+                }
+                launched
             }
             Err(RUNNING) => Ok(()),
             Err(_) => Err(PyRuntimeError::new_err("server is stopped")),
@@ -305,11 +330,12 @@ impl<S: Send + 'static> Runner<S> {
 
     /// stop(timeout): begins the stop and waits up to `timeout` (default 5 s) for the server's tasks;
     /// if some are still going, `force()` closes what is left and stop() waits at most ABORT_GRACE more.
-    /// From the io thread (a handler) it only begins the stop: waiting there would wait on itself.
+    /// From a handler (on one of rsock's threads) it only begins the stop: waiting there could wait on
+    /// itself.
     pub fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>, force: impl FnOnce()) -> PyResult<()> {
         let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(DEFAULT_STOP_TIMEOUT);
         self.begin_stop();
-        if runtime::on_io_thread() {
+        if runtime::on_handler_thread() {
             return Ok(());
         }
         if !runtime::wait(py, &self.lifecycle.stopped, Some(timeout))? {

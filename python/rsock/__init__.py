@@ -1,8 +1,9 @@
 """rsock: Python sockets with a Rust core.
 
 ``import rsock as socket`` gives the standard ``socket`` module's API, with every socket operation done
-by rsock's native code. ``TcpServer`` and ``UdpServer`` serve every connection from one Rust (tokio)
-thread, entering Python only to run your handlers; ``TcpClient`` and ``UdpClient`` are their clients.
+by rsock's native code. ``TcpServer`` serves every connection from one Rust (tokio) thread and
+``UdpServer`` receives in batches on a Rust thread of its own, each entering Python only to run your
+handlers; ``TcpClient`` and ``UdpClient`` are their clients.
 """
 
 # `threading` takes the thread that first imports it for the main thread. rsock's I/O thread logs through

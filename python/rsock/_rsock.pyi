@@ -295,7 +295,10 @@ class TcpClient:
 
 @disjoint_base
 class UdpServer:
-    """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns is sent back."""
+    """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns is sent back.
+
+    Datagrams are received in batches (recvmmsg) on a thread of the server's own, which runs the handler.
+    """
 
     def __new__(
         cls,

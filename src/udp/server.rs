@@ -1,21 +1,23 @@
-//! `UdpServer`: receives datagrams in batches (recvmmsg) on the rsock-io thread and runs the
-//! Python handler for each, sending back what it returns.
+//! `UdpServer`: receives datagrams in batches on a thread of its own and runs the Python handler for
+//! each, sending back what it returns.
+//!
+//! One datagram socket needs no event loop: the thread blocks in recvmmsg(2) with MSG_WAITFORONE,
+//! which sleeps until a datagram comes and then takes every one already queued. That is one
+//! syscall per batch, where waiting on tokio's epoll cost an epoll_wait besides every recvmmsg.
 
 use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use crate::addr::socket_addr_from_storage;
 use crate::buffer::with_readable;
@@ -23,7 +25,7 @@ use crate::errors::io_error;
 use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard, call_handler, is_awaitable};
+use crate::server_common::{self, Lifecycle, Runner, call_handler, is_awaitable};
 
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
@@ -67,7 +69,7 @@ impl DatagramReply {
             Some(exc) => Err(PyErr::from_value(exc.clone())),
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
-                self.socket.try_send_to(bytes, self.target).map_err(|e| io_error(&e))
+                send_now(&self.socket, bytes, self.target).map_err(|e| io_error(&e))
             })
             .and_then(|r| r),
         };
@@ -137,7 +139,8 @@ impl RecvBatch {
         }
     }
 
-    /// One recvmmsg(2): how many datagrams arrived.
+    /// One recvmmsg(2) that waits for the first datagram, then takes those already queued: how many
+    /// arrived.
     fn receive(&mut self, fd: i32) -> io::Result<usize> {
         for msg in &mut self.messages {
             // The kernel overwrote both in the last call: the room for the address, and the flags.
@@ -145,25 +148,35 @@ impl RecvBatch {
             msg.msg_hdr.msg_flags = 0;
         }
         // SAFETY: every message points at a buffer and an address slot owned by this batch.
-        let received = unsafe { libc::recvmmsg(fd, self.messages.as_mut_ptr(), BATCH as u32, 0, std::ptr::null_mut()) };
+        let received = unsafe {
+            libc::recvmmsg(
+                fd,
+                self.messages.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
         if received < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(received as usize)
     }
 
-    /// Datagram `i` of the last batch: its bytes, its sender, and whether the kernel cut it short.
+    /// Datagram `i` of the last batch: its bytes, its sender (None for the empty entry a socket shut
+    /// down for reading returns, which has no sender), and whether the kernel cut it short.
     fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
         let message = &self.messages[i];
         let start = i * DATAGRAM_ROOM;
         let len = (message.msg_len as usize).min(DATAGRAM_ROOM);
         // SAFETY: recvmmsg wrote `len` bytes at the start of this datagram's buffer.
         let data = unsafe { std::slice::from_raw_parts(self.buffers[start..start + len].as_ptr().cast::<u8>(), len) };
-        (
-            data,
-            socket_addr_from_storage(&self.names[i]),
-            message.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        )
+        let sender = if message.msg_hdr.msg_namelen == 0 {
+            None
+        } else {
+            socket_addr_from_storage(&self.names[i])
+        };
+        (data, sender, message.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
     }
 }
 
@@ -198,9 +211,9 @@ fn deliver_batch(
     let mut unsent = Vec::new();
     for i in 0..count {
         let (data, sender, truncated) = batch.datagram(i);
+        let Some(sender) = sender else { continue };
         stats.datagrams_in.fetch_add(1, Relaxed);
         stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
-        let Some(sender) = sender else { continue };
         if truncated {
             stats.errors.fetch_add(1, Relaxed);
             log::log(
@@ -220,7 +233,7 @@ fn deliver_batch(
         let sent = match reply {
             Ok(reply) if reply.is_none() => continue,
             Ok(reply) if is_awaitable(&reply) => hand_to_loop(py, shared, socket, sender, &reply),
-            Ok(reply) => with_readable(&reply, |bytes| match socket.try_send_to(bytes, sender) {
+            Ok(reply) => with_readable(&reply, |bytes| match send_now(socket, bytes, sender) {
                 Ok(n) => {
                     stats.datagrams_out.fetch_add(1, Relaxed);
                     stats.bytes_out.fetch_add(n as u64, Relaxed);
@@ -276,61 +289,42 @@ fn hand_to_loop(
     Ok(())
 }
 
-/// One recvmmsg(2) batch; a batch that is not full has emptied the socket.
-fn receive_available(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
-    let fd = socket.as_raw_fd();
-    server_common::read_clearing_readiness(
-        |read| socket.try_io(Interest::READABLE, read),
-        BATCH,
-        || batch.receive(fd),
-    )
+/// Sends one datagram without waiting for room in the socket's buffer.
+fn send_now(socket: &UdpSocket, data: &[u8], target: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(socket).send_to_with_flags(data, &target.into(), libc::MSG_DONTWAIT)
 }
 
-async fn serve_datagrams(shared: Arc<UdpShared>, socket: std::net::UdpSocket, _task: TaskGuard) {
-    let socket = match UdpSocket::from_std(socket) {
-        Ok(socket) => Arc::new(socket),
-        Err(err) => {
-            runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot serve datagrams: {err}"), None));
-            return;
-        }
-    };
+/// The receive thread's loop, until the server stops: stop() shuts the socket down for reading,
+/// which wakes a recvmmsg waiting for datagrams.
+fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
+    if let Err(err) = socket.set_nonblocking(false) {
+        runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot serve datagrams: {err}"), None));
+        return;
+    }
+    shared.lifecycle.wake_at_stop(socket);
+    let fd = socket.as_raw_fd();
     let mut batch = RecvBatch::new();
     let mut addresses = AddressCache::default();
-    let shutdown = shared.lifecycle.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    loop {
-        let ready = std::future::poll_fn(|cx| {
-            if shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            socket.poll_recv_ready(cx).map(Some)
-        })
-        .await;
-        match ready {
-            None => return,
-            Some(Err(err)) => {
-                runtime::with_gil(|py| log::log(py, ERROR, &format!("datagram socket failed: {err}"), None));
-                return;
-            }
-            Some(Ok(())) => {}
-        }
-        match receive_available(&socket, &mut batch) {
+    while !shared.lifecycle.is_stopping() {
+        match batch.receive(fd) {
             Ok(count) => {
-                let unsent = runtime::with_gil(|py| deliver_batch(py, &shared, &socket, &batch, count, &mut addresses));
+                let unsent = runtime::with_gil(|py| deliver_batch(py, shared, socket, &batch, count, &mut addresses));
                 for (reply, target) in unsent {
-                    if let Ok(n) = socket.send_to(&reply, target).await {
+                    if let Ok(n) = socket.send_to(&reply, target) {
                         shared.stats.datagrams_out.fetch_add(1, Relaxed);
                         shared.stats.bytes_out.fetch_add(n as u64, Relaxed);
                     }
                 }
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
                 shared.stats.errors.fetch_add(1, Relaxed);
                 runtime::with_gil(|py| log::log(py, ERROR, &format!("receiving datagrams failed: {err}"), None));
             }
         }
     }
+    // The cached addresses are Python objects: released here, with the GIL.
+    runtime::with_gil(|_| drop(addresses));
 }
 
 /// A UDP server: `on_datagram(data, address)` runs for every datagram, and what it returns
@@ -393,8 +387,14 @@ impl UdpServer {
 
     /// Starts serving in the background and returns at once.
     fn start(&self) -> PyResult<()> {
-        self.runner
-            .start(|socket, task| serve_datagrams(self.shared.clone(), socket, task))
+        let shared = self.shared.clone();
+        self.runner.start_with(|socket, task| {
+            runtime::spawn_python_thread("rsock-udp", move || {
+                serve_datagrams(&shared, &Arc::new(socket));
+                task
+            })
+            .map_err(|e| io_error(&e))
+        })
     }
 
     /// Serves until stop() is called or Ctrl-C, which stops the server and propagates.

@@ -1,8 +1,10 @@
 """rsock.UdpServer: replies, None replies, handler exceptions, the largest datagrams, many clients, stats, the server's
 lifecycle (start/stop/context manager/serve_forever/Ctrl-C), reuse_port and argument checking."""
 
+import contextlib
 import errno
 import logging
+import os
 import queue
 import signal
 import socket
@@ -250,6 +252,47 @@ def test_stop_stops_handling_and_frees_the_port(make_server, make_udp):
         sender.sendto(b"after", server.address)
         assert successor.recv(10) == b"after"
     assert seen == [b"before"]
+
+
+def receive_threads():
+    """The threads of this process that receive for a UdpServer."""
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return names.count("rsock-udp")
+
+
+def test_each_server_receives_on_its_own_thread_which_stop_ends_while_it_waits(make_server, make_udp, wait_until):
+    before = receive_threads()
+    servers = [make_server(reverse) for _ in range(3)]
+    assert receive_threads() == before + 3
+    sock = make_udp()
+    for server in servers:
+        sock.sendto(b"ab", server.address)
+        assert sock.recv(10) == b"ba"
+    for server in servers:
+        server.stop()  # each thread is blocked waiting for a datagram: stop must wake it
+        assert not server.running
+    wait_until(lambda: receive_threads() == before, "the receive threads to end")
+    assert [server.stats["datagrams_in"] for server in servers] == [1, 1, 1]
+
+
+def test_a_handler_can_stop_its_own_server(make_server, make_udp, wait_until):
+    """stop() from the handler only begins the stop: waiting there would wait on the handler's own thread."""
+    stopped_inside = []
+
+    def on_datagram(data, addr):
+        server.stop()
+        stopped_inside.append(server.running)
+        return data
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    sock.sendto(b"last", server.address)
+    assert sock.recv(10) == b"last"
+    wait_until(lambda: not server.running, "the server to stop")
+    assert stopped_inside == [False]
 
 
 def test_context_manager_starts_and_stops(make_udp):
