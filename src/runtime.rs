@@ -52,6 +52,16 @@ extern "C" fn after_fork_in_child() {
     CREATING.store(false, Ordering::SeqCst);
 }
 
+/// Which process this is: 0 in the one that loaded rsock, one more in each forked child (counted
+/// from the first call on).
+pub fn fork_generation() -> u64 {
+    REGISTER_FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only touches atomics, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    FORK_GENERATION.load(Ordering::Acquire)
+}
+
 fn current() -> Option<&'static Runtime> {
     let rt = CURRENT.load(Ordering::Acquire);
     // SAFETY: runtimes are leaked, never freed, so a published pointer stays valid.
@@ -63,10 +73,7 @@ fn runtime() -> &'static Runtime {
     if let Some(rt) = current() {
         return rt;
     }
-    REGISTER_FORK_HANDLER.call_once(|| {
-        // SAFETY: registers a handler that only touches atomics, which is async-signal-safe.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    fork_generation();
     while CREATING.swap(true, Ordering::AcqRel) {
         std::hint::spin_loop();
         std::thread::yield_now();

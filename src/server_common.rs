@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct Lifecycle {
     /// A socket a server's own thread waits on in a blocking receive, shut down for reading at stop
     /// to wake it. Weak, so a socket already closed is never touched (its descriptor may be reused).
     blocking: Mutex<Weak<std::net::UdpSocket>>,
+    /// The fork generation of the process that started the server (see `runs_here`).
+    started_in: AtomicU64,
 }
 
 /// Held by each of a server's tasks; the last to go after shutdown sets `stopped`.
@@ -55,9 +57,20 @@ impl Lifecycle {
         *self.blocking.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(socket);
     }
 
+    /// Whether the server's tasks run in this process: not in a child forked after it started, where
+    /// they live on only in the parent, which still serves on the socket both processes share.
+    fn runs_here(&self) -> bool {
+        self.started_in.load(Ordering::Acquire) == runtime::fork_generation()
+    }
+
     /// Tells every task to finish; sets `stopped` at once if none is running.
     pub fn begin_stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        if !self.runs_here() {
+            // Nothing to wait for here, and the shared socket must stay as the parent uses it.
+            self.stopped.set();
+            return;
+        }
         self.shutdown.cancel();
         if let Some(socket) = self.blocking.lock().unwrap_or_else(|e| e.into_inner()).upgrade() {
             // Linux wakes a datagram socket's waiting receivers on shutdown even when it reports
@@ -87,6 +100,9 @@ impl Drop for TaskGuard {
 static STARTED: Mutex<Vec<Weak<Lifecycle>>> = Mutex::new(Vec::new());
 
 pub fn register(lifecycle: &Arc<Lifecycle>) {
+    lifecycle
+        .started_in
+        .store(runtime::fork_generation(), Ordering::Release);
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     started.retain(|s| s.strong_count() > 0);
     started.push(Arc::downgrade(lifecycle));

@@ -877,6 +877,41 @@ def test_fork_child_serves_on_inherited_listener(sockmod):
         assert replies == [b"ONE", b"TWO", b"THREE"]
 
 
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_a_forked_child_stopping_the_parents_server_leaves_it_serving(kind):
+    """A child forked while a server runs shares its socket but not its tasks or threads. Stopping the server
+    there, directly or at the child's interpreter exit, must neither wait for tasks that are not in the child
+    (stop()'s 5 s timeout) nor touch the socket the parent still serves on."""
+    import rsock
+
+    if kind == "tcp":
+        server = rsock.TcpServer((HOST, 0), lambda conn, data: data, framing="line")
+    else:
+        server = rsock.UdpServer((HOST, 0), lambda data, addr: data)
+
+    def ask(word):
+        if kind == "tcp":
+            with rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as client:
+                return client.request(word)
+        with rsock.UdpClient() as client:
+            return client.request(word, server.address, timeout=TIMEOUT, retries=0)
+
+    with server:
+        assert ask(b"before") == b"before"
+
+        def child():
+            started = time.monotonic()
+            server.stop()
+            rsock._rsock._stop_all_servers(1.0)  # what the child's interpreter exit runs
+            assert not server.running
+            assert time.monotonic() - started < 4.0, "stop() waited for tasks that run only in the parent"
+
+        code = _reap(_run_in_fork(child))
+        assert code == 0
+        assert server.running
+        assert ask(b"after") == b"after"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 5. ResourceWarning for a socket collected while open
 
