@@ -118,19 +118,30 @@ fn hold_python_thread_state() -> pyo3::ffi::PyGILState_STATE {
 }
 
 /// Runs `work` on a thread of its own that, like the io thread, keeps a Python thread state while
-/// it runs, so its `with_gil` calls only take the GIL. What `work` returns is dropped only after the
-/// thread state is released: a guard whose drop lets stop() (or interpreter exit) go on.
-pub fn spawn_python_thread<R: 'static>(name: &str, work: impl FnOnce() -> R + Send + 'static) -> std::io::Result<()> {
+/// it runs, so its `with_gil` calls only take the GIL. `keep` is dropped only after the thread
+/// state is released: a guard whose drop lets stop() (or interpreter exit) go on. A panic in `work`
+/// is logged and ends only this thread.
+pub fn spawn_python_thread<K: Send + 'static>(
+    name: &str,
+    keep: K,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    let thread_name = name.to_owned();
     let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
         let gil = hold_python_thread_state();
-        let done = work();
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).is_err() {
+            with_gil(|py| {
+                let text = format!("internal error: rsock's {thread_name} thread panicked and stopped");
+                crate::log::log(py, crate::log::ERROR, &text, None);
+            });
+        }
         let tstate = IO_THREAD_STATE.replace(ptr::null_mut());
         // SAFETY: takes back this thread's own state, then releases and deletes it.
         unsafe {
             pyo3::ffi::PyEval_RestoreThread(tstate);
             pyo3::ffi::PyGILState_Release(gil);
         }
-        drop(done);
+        drop(keep);
     })?;
     drop(thread);
     Ok(())

@@ -912,6 +912,57 @@ def test_a_forked_child_stopping_the_parents_server_leaves_it_serving(kind):
         assert ask(b"after") == b"after"
 
 
+def test_udp_server_made_before_fork_and_started_in_two_children_survives_one_stopping():
+    """Pre-fork workers: the socket is made once and each child serves on it. One worker stopping (or exiting)
+    must not shut the shared socket down under the other."""
+    import rsock
+
+    server = rsock.UdpServer((HOST, 0), lambda data, addr: str(os.getpid()).encode())  # never started here
+    children = []
+    with contextlib.ExitStack() as pipes:
+        pipes.callback(server.stop)
+
+        def pipe():
+            r, w = os.pipe()
+            pipes.callback(os.close, r)
+            pipes.callback(os.close, w)
+            return r, w
+
+        for _ in range(2):
+            ready, go = pipe(), pipe()
+
+            def worker(ready=ready, go=go):
+                server.start()
+                os.write(ready[1], b"started")
+                os.read(go[0], 1)
+                server.stop()
+                rsock._rsock._stop_all_servers(1.0)  # what the worker's interpreter exit runs
+
+            pid = _run_in_fork(worker)
+            assert os.read(ready[0], 100) == b"started"
+            children.append((pid, go[1]))
+
+        (first, stop_first), (second, stop_second) = children
+        os.write(stop_first, b"x")
+        assert _reap(first) == 0
+        busy = _cpu_seconds(second)
+        time.sleep(0.5)
+        busy = _cpu_seconds(second) - busy  # an idle worker blocks in recvmmsg; one that spins uses it all
+        with rsock.UdpClient() as client:
+            replies = {client.request(b"who", server.address, timeout=TIMEOUT, retries=0) for _ in range(5)}
+        os.write(stop_second, b"x")
+        assert _reap(second) == 0
+    assert replies == {str(second).encode()}
+    assert busy < 0.25, f"the remaining worker spun: {busy:.2f} s of CPU in 0.5 s while idle"
+
+
+def _cpu_seconds(pid):
+    """CPU time (user + system) process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 5. ResourceWarning for a socket collected while open
 

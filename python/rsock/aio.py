@@ -506,7 +506,7 @@ def _max_datagram(family):
 
 class _Bridge:
     """Runs, on the caller's event loop and in the caller's context, the awaitables that a server's
-    handlers return on rsock's I/O thread, and reports each result back to the server."""
+    handlers return on rsock's threads, and reports each result back to the server."""
 
     __slots__ = ("_context", "_loop", "_server")
 
@@ -546,7 +546,7 @@ def _report(reply_to, task):
 
 class _AsyncServer:
     """The asyncio lifecycle over one of rsock's native servers: handlers may be ``async def`` (run on
-    the loop that started the server, with its context) or plain functions (run on rsock's I/O thread)."""
+    the loop that started the server, with its context) or plain functions (run on rsock's own thread)."""
 
     _native_type = None
 

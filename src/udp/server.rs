@@ -33,6 +33,10 @@ const BATCH: usize = 32;
 const DATAGRAM_ROOM: usize = 65536;
 /// Peer addresses kept as Python objects, so a busy client's address is built once, not per datagram.
 const ADDRESS_CACHE: usize = 4096;
+/// How long a receive waits before looking for stop(), on a socket another process may share.
+const SHARED_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long receiving pauses after an error it cannot wait out (as accepting does).
+const RECEIVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Default)]
 struct Stats {
@@ -45,6 +49,8 @@ struct Stats {
 
 struct UdpShared {
     on_datagram: Option<Py<PyAny>>,
+    /// The fork generation of the process that made the socket.
+    made_in: u64,
     stats: Stats,
     lifecycle: Arc<Lifecycle>,
     /// Set by rsock.aio: runs an awaitable a handler returned on the caller's event loop.
@@ -163,6 +169,12 @@ impl RecvBatch {
         Ok(received as usize)
     }
 
+    /// Whether the last batch (of `count`) ends in the empty, sender-less entry that a socket shut
+    /// down for reading returns.
+    fn shut_down(&self, count: usize) -> bool {
+        count > 0 && self.messages[count - 1].msg_hdr.msg_namelen == 0
+    }
+
     /// Datagram `i` of the last batch: its bytes, its sender (None for the empty entry a socket shut
     /// down for reading returns, which has no sender), and whether the kernel cut it short.
     fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
@@ -210,6 +222,10 @@ fn deliver_batch(
     let stats = &shared.stats;
     let mut unsent = Vec::new();
     for i in 0..count {
+        if shared.lifecycle.is_stopping() {
+            // stop() waits for the handler in progress, not for the rest of the batch.
+            break;
+        }
         let (data, sender, truncated) = batch.datagram(i);
         let Some(sender) = sender else { continue };
         stats.datagrams_in.fetch_add(1, Relaxed);
@@ -294,14 +310,23 @@ fn send_now(socket: &UdpSocket, data: &[u8], target: SocketAddr) -> io::Result<u
     socket2::SockRef::from(socket).send_to_with_flags(data, &target.into(), libc::MSG_DONTWAIT)
 }
 
-/// The receive thread's loop, until the server stops: stop() shuts the socket down for reading,
-/// which wakes a recvmmsg waiting for datagrams.
+/// The receive thread's loop, until the server stops. stop() wakes a recvmmsg waiting for datagrams
+/// by shutting the socket down for reading. That acts on the socket itself, which a process forked
+/// after the server was made shares: where the socket may be shared (this process did not make it),
+/// the wait is cut into slices instead, between which the loop looks for stop().
 fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
-    if let Err(err) = socket.set_nonblocking(false) {
+    let prepared = socket.set_nonblocking(false).and_then(|()| {
+        if shared.made_in == runtime::fork_generation() {
+            shared.lifecycle.wake_at_stop(socket);
+            Ok(())
+        } else {
+            socket.set_read_timeout(Some(SHARED_WAIT_SLICE))
+        }
+    });
+    if let Err(err) = prepared {
         runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot serve datagrams: {err}"), None));
         return;
     }
-    shared.lifecycle.wake_at_stop(socket);
     let fd = socket.as_raw_fd();
     let mut batch = RecvBatch::new();
     let mut addresses = AddressCache::default();
@@ -310,16 +335,34 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
             Ok(count) => {
                 let unsent = runtime::with_gil(|py| deliver_batch(py, shared, socket, &batch, count, &mut addresses));
                 for (reply, target) in unsent {
-                    if let Ok(n) = socket.send_to(&reply, target) {
-                        shared.stats.datagrams_out.fetch_add(1, Relaxed);
-                        shared.stats.bytes_out.fetch_add(n as u64, Relaxed);
+                    match socket.send_to(&reply, target) {
+                        Ok(n) => {
+                            shared.stats.datagrams_out.fetch_add(1, Relaxed);
+                            shared.stats.bytes_out.fetch_add(n as u64, Relaxed);
+                        }
+                        Err(_) => {
+                            shared.stats.errors.fetch_add(1, Relaxed);
+                        }
                     }
                 }
+                if batch.shut_down(count) && !shared.lifecycle.is_stopping() {
+                    // Another process sharing the socket shut it down: nothing can be received on it.
+                    runtime::with_gil(|py| {
+                        log::log(
+                            py,
+                            ERROR,
+                            "the datagram socket was shut down for reading; not serving",
+                            None,
+                        );
+                    });
+                    break;
+                }
             }
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
             Err(err) => {
                 shared.stats.errors.fetch_add(1, Relaxed);
                 runtime::with_gil(|py| log::log(py, ERROR, &format!("receiving datagrams failed: {err}"), None));
+                std::thread::sleep(RECEIVE_BACKOFF);
             }
         }
     }
@@ -364,6 +407,7 @@ impl UdpServer {
         let runner = Runner::new(socket);
         let shared = Arc::new(UdpShared {
             on_datagram,
+            made_in: runtime::fork_generation(),
             stats: Stats::default(),
             lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
@@ -389,11 +433,8 @@ impl UdpServer {
     fn start(&self) -> PyResult<()> {
         let shared = self.shared.clone();
         self.runner.start_with(|socket, task| {
-            runtime::spawn_python_thread("rsock-udp", move || {
-                serve_datagrams(&shared, &Arc::new(socket));
-                task
-            })
-            .map_err(|e| io_error(&e))
+            runtime::spawn_python_thread("rsock-udp", task, move || serve_datagrams(&shared, &Arc::new(socket)))
+                .map_err(|e| io_error(&e))
         })
     }
 
