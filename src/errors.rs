@@ -18,6 +18,17 @@ unsafe extern "C" {
 }
 
 /// The text `strerror(3)` gives for `errno`, as CPython puts it in `OSError.strerror`.
+/// The PanicException a caught panic becomes, with the panic's message.
+pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    let text = match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "panic in Rust code".to_owned(), |text| (*text).to_owned()),
+    };
+    pyo3::panic::PanicException::new_err(text)
+}
+
 pub fn strerror(errno: i32) -> String {
     let mut buf = [0 as c_char; 256];
     // SAFETY: the buffer is valid for its length and strerror_r NUL-terminates what it writes.

@@ -16,7 +16,7 @@ use pyo3::types::PyFloat;
 use socket2::{Domain, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::strerror;
+use crate::errors::{panic_error, strerror};
 use crate::log::{self, ERROR};
 use crate::runtime::{self, Latch};
 
@@ -262,15 +262,8 @@ pub fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
 /// resume that panic here; it is caught and becomes a PanicException again, so the server treats it
 /// as any failed handler (logged, that connection closed) instead of losing the task.
 pub fn call_handler<'py, A: PyCallArgs<'py>>(handler: &Bound<'py, PyAny>, args: A) -> PyResult<Bound<'py, PyAny>> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| handler.call1(args))).unwrap_or_else(|payload| {
-        let text = match payload.downcast::<String>() {
-            Ok(text) => *text,
-            Err(payload) => payload
-                .downcast_ref::<&str>()
-                .map_or_else(|| "panic in Rust code".to_owned(), |text| (*text).to_owned()),
-        };
-        Err(PanicException::new_err(text))
-    })
+    std::panic::catch_unwind(AssertUnwindSafe(|| handler.call1(args)))
+        .unwrap_or_else(|payload| Err(panic_error(payload)))
 }
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {

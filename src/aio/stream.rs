@@ -10,11 +10,13 @@ use std::collections::VecDeque;
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyo3::exceptions::{PyConnectionResetError, PyEOFError, PyRuntimeError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyConnectionResetError, PyEOFError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 
+use super::step::{Awaitable, Step};
 use super::waiter::{Completion, Pending, Waiter};
 use crate::buffer::with_readable;
 use crate::errors::os_error;
@@ -38,22 +40,28 @@ pub struct Ready {
     outcome: Option<PyResult<Py<PyAny>>>,
 }
 
+impl Awaitable for Ready {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        match slf.borrow_mut().outcome.take() {
+            Some(Ok(value)) => Ok(Step::Return(value)),
+            Some(Err(err)) => Err(err),
+            None => Ok(Step::Return(slf.py().None())),
+        }
+    }
+}
+
 #[pymethods]
 impl Ready {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
-    fn __next__(&mut self) -> PyResult<()> {
-        match self.outcome.take() {
-            Some(Ok(value)) => Err(PyStopIteration::new_err((value,))),
-            Some(Err(err)) => Err(err),
-            None => Err(PyStopIteration::new_err(())),
-        }
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::step(slf)?.into_next()
     }
 
-    fn send(&mut self, _value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.__next__()
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::step(slf)?.into_next()
     }
 
     #[pyo3(signature = (exc, *_rest))]
@@ -67,7 +75,15 @@ impl Ready {
     }
 }
 
+/// A `Ready` that returns None, shared: one with no outcome left always returns None, so the common
+/// `await drain()` with room in the buffer allocates nothing.
+static DONE: PyOnceLock<Py<Ready>> = PyOnceLock::new();
+
 fn ready(py: Python<'_>, outcome: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    if matches!(&outcome, Ok(value) if value.is_none(py)) {
+        let done = DONE.get_or_try_init(py, || Py::new(py, Ready { outcome: None }))?;
+        return Ok(done.clone_ref(py).into_any());
+    }
     Ok(Py::new(py, Ready { outcome: Some(outcome) })?.into_any())
 }
 
@@ -91,6 +107,31 @@ impl ReadOp {
     }
 }
 
+impl Awaitable for ReadOp {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let py = slf.py();
+        let mut op = slf.borrow_mut();
+        if let Some(waiter) = &op.waiter {
+            let waiter = waiter.bind(py);
+            if waiter.borrow().is_pending() {
+                waiter.borrow_mut()._asyncio_future_blocking = true;
+                return Ok(Step::Yield(waiter.clone().into_any().unbind()));
+            }
+            return Ok(Step::Return(waiter.borrow().result(py)?));
+        }
+        let transport = op.transport.clone_ref(py);
+        let begun = transport.bind(py).borrow_mut().begin_read(py, &op.want)?;
+        match begun {
+            Ok(outcome) => Ok(Step::Return(outcome?)),
+            Err(waiter) => {
+                waiter.borrow_mut(py)._asyncio_future_blocking = true;
+                op.waiter = Some(waiter.clone_ref(py));
+                Ok(Step::Yield(waiter.into_any()))
+            }
+        }
+    }
+}
+
 #[pymethods]
 impl ReadOp {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -98,30 +139,11 @@ impl ReadOp {
     }
 
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let mut op = slf.borrow_mut();
-        if let Some(waiter) = &op.waiter {
-            let waiter = waiter.bind(py);
-            if waiter.borrow().is_pending() {
-                waiter.borrow_mut()._asyncio_future_blocking = true;
-                return Ok(waiter.clone().into_any().unbind());
-            }
-            return Err(PyStopIteration::new_err((waiter.borrow().result(py)?,)));
-        }
-        let transport = op.transport.clone_ref(py);
-        let begun = transport.bind(py).borrow_mut().begin_read(py, &op.want)?;
-        match begun {
-            Ok(outcome) => Err(PyStopIteration::new_err((outcome?,))),
-            Err(waiter) => {
-                waiter.borrow_mut(py)._asyncio_future_blocking = true;
-                op.waiter = Some(waiter.clone_ref(py));
-                Ok(waiter.into_any())
-            }
-        }
+        Self::step(slf)?.into_next()
     }
 
     fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Self::__next__(slf)
+        Self::step(slf)?.into_next()
     }
 
     /// The awaiting task was cancelled (or the exception is thrown in for another reason): give up

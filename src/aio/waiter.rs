@@ -8,7 +8,9 @@
 //! made while user code runs (close(), cancel()) are scheduled with `call_soon` as asyncio does, so a
 //! task never starts inside another.
 
-use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
+use pyo3::exceptions::PyRuntimeError;
+
+use super::step::{Awaitable, Step};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -102,6 +104,23 @@ fn run_callbacks(
     Ok(())
 }
 
+/// The awaiting protocol: yields itself to the task while pending, then returns the result.
+impl Awaitable for Waiter {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let mut this = slf.borrow_mut();
+        match &this.state {
+            State::Pending if this._asyncio_future_blocking => {
+                Err(PyRuntimeError::new_err("await wasn't used with future"))
+            }
+            State::Pending => {
+                this._asyncio_future_blocking = true;
+                Ok(Step::Yield(slf.clone().into_any().unbind()))
+            }
+            _ => Ok(Step::Return(this.result(slf.py())?)),
+        }
+    }
+}
+
 #[pymethods]
 impl Waiter {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -112,27 +131,12 @@ impl Waiter {
         slf
     }
 
-    /// The awaiting protocol: yields itself to the task while pending, then returns the result.
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let mut this = slf.borrow_mut();
-        match &this.state {
-            State::Pending if this._asyncio_future_blocking => {
-                Err(PyRuntimeError::new_err("await wasn't used with future"))
-            }
-            State::Pending => {
-                this._asyncio_future_blocking = true;
-                Ok(slf.clone().into_any().unbind())
-            }
-            _ => {
-                drop(this);
-                Err(PyStopIteration::new_err((Self::result(&slf.borrow(), py)?,)))
-            }
-        }
+        Self::step(slf)?.into_next()
     }
 
     fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Self::__next__(slf)
+        Self::step(slf)?.into_next()
     }
 
     #[pyo3(signature = (exc, *_rest))]
@@ -234,23 +238,31 @@ impl Pending {
     }
 }
 
+impl Awaitable for Pending {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let py = slf.py();
+        let waiter = slf.borrow().waiter.clone_ref(py);
+        let waiter = waiter.bind(py);
+        if waiter.borrow().is_pending() {
+            waiter.borrow_mut()._asyncio_future_blocking = true;
+            return Ok(Step::Yield(waiter.clone().into_any().unbind()));
+        }
+        Ok(Step::Return(waiter.borrow().result(py)?))
+    }
+}
+
 #[pymethods]
 impl Pending {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let waiter = self.waiter.bind(py);
-        if waiter.borrow().is_pending() {
-            waiter.borrow_mut()._asyncio_future_blocking = true;
-            return Ok(waiter.clone().into_any().unbind());
-        }
-        Err(PyStopIteration::new_err((waiter.borrow().result(py)?,)))
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        Self::step(slf)?.into_next()
     }
 
-    fn send(&self, py: Python<'_>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.__next__(py)
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::step(slf)?.into_next()
     }
 
     #[pyo3(signature = (exc, *_rest))]

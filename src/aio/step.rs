@@ -1,0 +1,76 @@
+//! The `am_send` slot of rsock's awaitables (`Ready`, `ReadOp`, `Waiter`, `Pending`).
+//!
+//! An awaitable driven through `__next__` ends by raising StopIteration(value), which the awaiting
+//! coroutine then catches and unpacks: an exception object made and taken apart on every await that
+//! returns. CPython (3.10+) drives an awaitable through its type's `am_send` slot when there is one,
+//! which returns the value directly. pyo3 has no way to declare that slot, so `install` sets it on
+//! each type once the type exists; `__next__` stays for callers that use the iterator protocol.
+
+use std::panic::AssertUnwindSafe;
+
+use pyo3::exceptions::PyStopIteration;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::{PyClass, PyTypeInfo};
+
+use crate::errors::panic_error;
+
+/// One step of an awaitable: a value to yield to the task driving it, or the value it returns.
+pub enum Step {
+    Yield(Py<PyAny>),
+    Return(Py<PyAny>),
+}
+
+impl Step {
+    /// The step as `__next__` gives it: yielded, or returned by raising StopIteration.
+    pub fn into_next(self) -> PyResult<Py<PyAny>> {
+        match self {
+            Step::Yield(value) => Ok(value),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
+}
+
+pub trait Awaitable: PyClass {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step>;
+}
+
+unsafe extern "C" fn am_send<T: Awaitable>(
+    iter: *mut ffi::PyObject,
+    _sent: *mut ffi::PyObject,
+    result: *mut *mut ffi::PyObject,
+) -> ffi::PySendResult {
+    // SAFETY: CPython calls a type's am_send holding the GIL.
+    let py = unsafe { Python::assume_attached() };
+    let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `iter` is a live object borrowed for the call: the instance whose type has this slot.
+        let any = unsafe { Bound::from_borrowed_ptr(py, iter) };
+        T::step(any.cast::<T>()?)
+    }))
+    .unwrap_or_else(|payload| Err(panic_error(payload)));
+    let (value, status) = match stepped {
+        Ok(Step::Yield(value)) => (value.into_ptr(), ffi::PySendResult::PYGEN_NEXT),
+        Ok(Step::Return(value)) => (value.into_ptr(), ffi::PySendResult::PYGEN_RETURN),
+        Err(err) => {
+            err.restore(py);
+            (std::ptr::null_mut(), ffi::PySendResult::PYGEN_ERROR)
+        }
+    };
+    // SAFETY: CPython passes where the result goes.
+    unsafe { *result = value };
+    status
+}
+
+/// Gives `T`'s type the am_send slot.
+pub fn install<T: Awaitable + PyTypeInfo>(py: Python<'_>) {
+    let ty = T::type_object(py);
+    // SAFETY: a heap type's async-methods table is its own (never null, never shared), and
+    // nothing has awaited an instance yet while the module is being initialised.
+    unsafe {
+        let methods = (*ty.as_type_ptr()).tp_as_async;
+        if !methods.is_null() {
+            (*methods).am_send = Some(am_send::<T>);
+            ffi::PyType_Modified(ty.as_type_ptr());
+        }
+    }
+}
