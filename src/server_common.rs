@@ -222,30 +222,6 @@ pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
     Ok(Some(Duration::from_secs_f64(seconds)))
 }
 
-/// One read of a server's socket through its tokio `try_io` (given as `try_io`), which also clears
-/// the socket's readiness when the read emptied it: a read that returned fewer than `drained_below`
-/// bytes (or datagrams). The task then waits for the next epoll event instead of making a read that
-/// can only say EAGAIN (tokio clears readiness only on EAGAIN itself). Data that arrives later raises
-/// a new edge-triggered event, tokio clears nothing if one came meanwhile, and an EOF stays visible.
-pub fn read_clearing_readiness(
-    try_io: impl FnOnce(&mut dyn FnMut() -> io::Result<usize>) -> io::Result<usize>,
-    drained_below: usize,
-    mut read: impl FnMut() -> io::Result<usize>,
-) -> io::Result<usize> {
-    let mut received = 0;
-    let outcome = try_io(&mut || {
-        received = read()?;
-        if received > 0 && received < drained_below {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(received)
-    });
-    match outcome {
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
-        other => other,
-    }
-}
-
 /// Whether a handler's result is awaitable: its type defines `__await__`. Read from the type's slot
 /// rather than with hasattr, which for every plain bytes reply would build and discard an
 /// AttributeError (a third of a microsecond per message).

@@ -762,13 +762,23 @@ fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, 
 }
 
 /// Reads what the socket holds into `buffer`; a read of fewer than `drained_below` bytes (for a
-/// plain read, one that does not fill `buffer`) has emptied the socket.
+/// plain read, one that does not fill `buffer`) has emptied the socket. Such a read also clears the
+/// socket's readiness, so the task waits for the next epoll event instead of making a read that can
+/// only say EAGAIN (tokio clears readiness only on EAGAIN itself). Data that arrives later raises a
+/// new edge-triggered event, tokio clears nothing if one came meanwhile, and an EOF stays visible.
 fn read_available(stream: &TcpStream, buffer: &mut [u8], drained_below: usize) -> io::Result<usize> {
-    server_common::read_clearing_readiness(
-        |read| stream.try_io(Interest::READABLE, read),
-        drained_below,
-        || (&*socket2::SockRef::from(stream)).read(buffer),
-    )
+    let mut received = 0;
+    let outcome = stream.try_io(Interest::READABLE, || {
+        received = (&*socket2::SockRef::from(stream)).read(buffer)?;
+        if received > 0 && received < drained_below {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(received)
+    });
+    match outcome {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
+        other => other,
+    }
 }
 
 /// Restarts the idle timer, if the server has one.
