@@ -2,9 +2,11 @@
 //!
 //! An awaitable driven through `__next__` ends by raising StopIteration(value), which the awaiting
 //! coroutine then catches and unpacks: an exception object made and taken apart on every await that
-//! returns. CPython (3.10+) drives an awaitable through its type's `am_send` slot when there is one,
-//! which returns the value directly. pyo3 has no way to declare that slot, so `install` sets it on
-//! each type once the type exists; `__next__` stays for callers that use the iterator protocol.
+//! returns. CPython 3.11's `await` drives an awaitable through its type's `am_send` slot when there is
+//! one, which returns the value directly. pyo3 has no way to declare that slot, so `install` sets it
+//! on each type once the type exists. From 3.12 `await` calls `__next__` (tp_iternext) again; there
+//! an end with None, the common case of `drain()`, is still exception-free: `__next__` returns no
+//! value and sets no exception, which means "returned None".
 
 use std::panic::AssertUnwindSafe;
 
@@ -22,10 +24,12 @@ pub enum Step {
 }
 
 impl Step {
-    /// The step as `__next__` gives it: yielded, or returned by raising StopIteration.
-    pub fn into_next(self) -> PyResult<Py<PyAny>> {
+    /// The step as `__next__` gives it: yielded (Some), returned None (None: the iterator ends with no
+    /// exception), or another value returned by raising StopIteration.
+    pub fn into_next(self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         match self {
-            Step::Yield(value) => Ok(value),
+            Step::Yield(value) => Ok(Some(value)),
+            Step::Return(value) if value.is_none(py) => Ok(None),
             Step::Return(value) => Err(PyStopIteration::new_err((value,))),
         }
     }

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Mutex;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::{PyConnectionResetError, PyEOFError, PyRuntimeError, PyValueError};
@@ -34,15 +35,22 @@ const READ_CHUNK: usize = 64 * 1024;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 
 /// An awaitable whose outcome is already known: awaiting it returns the value (or raises) without
-/// going through the event loop.
-#[pyclass(module = "rsock._rsock", name = "Ready")]
+/// going through the event loop. Frozen, its outcome behind a lock: the shared done `Ready` may be
+/// awaited from several threads at once where there is no GIL.
+#[pyclass(module = "rsock._rsock", name = "Ready", frozen)]
 pub struct Ready {
-    outcome: Option<PyResult<Py<PyAny>>>,
+    outcome: Mutex<Option<PyResult<Py<PyAny>>>>,
+}
+
+impl Ready {
+    fn take(&self) -> Option<PyResult<Py<PyAny>>> {
+        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Awaitable for Ready {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
-        match slf.borrow_mut().outcome.take() {
+        match slf.get().take() {
             Some(Ok(value)) => Ok(Step::Return(value)),
             Some(Err(err)) => Err(err),
             None => Ok(Step::Return(slf.py().None())),
@@ -56,22 +64,26 @@ impl Ready {
         slf
     }
 
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
     }
 
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
+    }
+
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
     }
 
     #[pyo3(signature = (exc, *_rest))]
-    fn throw(&mut self, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.outcome = None;
+    fn throw(&self, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, PyTuple>) -> PyResult<()> {
+        self.take();
         Err(PyErr::from_value(exc.clone()))
     }
 
-    fn close(&mut self) {
-        self.outcome = None;
+    fn close(&self) {
+        self.take();
     }
 }
 
@@ -81,10 +93,23 @@ static DONE: PyOnceLock<Py<Ready>> = PyOnceLock::new();
 
 fn ready(py: Python<'_>, outcome: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
     if matches!(&outcome, Ok(value) if value.is_none(py)) {
-        let done = DONE.get_or_try_init(py, || Py::new(py, Ready { outcome: None }))?;
+        let done = DONE.get_or_try_init(py, || {
+            Py::new(
+                py,
+                Ready {
+                    outcome: Mutex::new(None),
+                },
+            )
+        })?;
         return Ok(done.clone_ref(py).into_any());
     }
-    Ok(Py::new(py, Ready { outcome: Some(outcome) })?.into_any())
+    Ok(Py::new(
+        py,
+        Ready {
+            outcome: Mutex::new(Some(outcome)),
+        },
+    )?
+    .into_any())
 }
 
 /// A read, as the coroutine asyncio's StreamReader methods return: nothing happens until it is
@@ -138,12 +163,16 @@ impl ReadOp {
         slf
     }
 
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
     }
 
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
+    }
+
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
     }
 
     /// The awaiting task was cancelled (or the exception is thrown in for another reason): give up

@@ -131,12 +131,12 @@ impl Waiter {
         slf
     }
 
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
     }
 
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
     }
 
     #[pyo3(signature = (exc, *_rest))]
@@ -257,12 +257,16 @@ impl Pending {
         slf
     }
 
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
     }
 
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        Self::step(slf)?.into_next()
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
+    }
+
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
+        Self::step(slf)?.into_next(slf.py())
     }
 
     #[pyo3(signature = (exc, *_rest))]

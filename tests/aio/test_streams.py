@@ -15,6 +15,7 @@ import random
 import resource
 import socket
 import ssl
+import types
 import warnings
 from pathlib import Path
 
@@ -386,6 +387,29 @@ async def test_drain_returns_at_once_below_high_water(kit):
     writer.write(b"x" * 1024)
     await asyncio.wait_for(writer.drain(), 0.5)
     assert await peer.recv_exactly(1024) == b"x" * 1024
+
+
+async def test_many_tasks_awaiting_drain_at_once_all_get_none(kit):
+    _, writer, peer = await kit.pair()
+    writer.write(b"y" * 100)
+    assert await bounded(asyncio.gather(*(writer.drain() for _ in range(200)))) == [None] * 200
+    assert await peer.recv_exactly(100) == b"y" * 100
+
+
+async def test_generator_based_coroutines_can_yield_from_reads_and_drain(kit):
+    """@types.coroutine generators (older libraries) drive awaitables with `yield from`, which needs __iter__."""
+    reader, writer, peer = await kit.pair()
+
+    @types.coroutine
+    def exchange():
+        writer.write(b"ping")
+        yield from writer.drain()
+        return (yield from reader.readexactly(4))
+
+    answering = asyncio.ensure_future(exchange())
+    assert await peer.recv_exactly(4) == b"ping"
+    await peer.send(b"pong")
+    assert await bounded(answering) == b"pong"
 
 
 @pytest.mark.parametrize("side", ["client", "server"])
