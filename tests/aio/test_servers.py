@@ -1,5 +1,5 @@
 """rsock.aio.TcpServer and rsock.aio.UdpServer: async handlers (run on the loop that started the server, in the
-context current at start(), one message at a time per connection), plain handlers (run on rsock's I/O thread), the
+context current at start(), one message at a time per connection), plain handlers (run on rsock's own thread), the
 asyncio lifecycle (start, stop, serve_forever, async with), stop() with handlers in flight, and a server whose loop
 closes under it. Async tests run on both event loops; the loop-closing ones run a loop of each kind themselves."""
 

@@ -28,7 +28,7 @@ def reverse(data, addr):
 
 
 def stats_become(server, expected):
-    """Waits (with a deadline) for `server.stats` to equal `expected`: counters are updated by the io thread, which
+    """Waits (with a deadline) for `server.stats` to equal `expected`: counters are updated by the receive thread, which
     may run a moment behind what a peer has already seen."""
     deadline = time.monotonic() + TIMEOUT
     while server.stats != expected and time.monotonic() < deadline:
