@@ -194,19 +194,32 @@ impl RecvBatch {
 
 /// Python `(host, port)` objects for recent senders.
 #[derive(Default)]
-struct AddressCache(HashMap<SocketAddr, Py<PyAny>>);
+struct AddressCache {
+    /// The sender of the last datagram: a client sending a stream of them is found without hashing.
+    last: Option<(SocketAddr, Py<PyAny>)>,
+    recent: HashMap<SocketAddr, Py<PyAny>>,
+}
 
 impl AddressCache {
     fn get<'py>(&mut self, py: Python<'py>, addr: SocketAddr) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(found) = self.0.get(&addr) {
+        if let Some((last, found)) = &self.last
+            && *last == addr
+        {
             return Ok(found.bind(py).clone());
         }
-        if self.0.len() >= ADDRESS_CACHE {
-            self.0.clear();
-        }
-        let made = socket_address_to_py(py, &addr)?;
-        self.0.insert(addr, made.clone().unbind());
-        Ok(made)
+        let found = match self.recent.get(&addr) {
+            Some(found) => found.bind(py).clone(),
+            None => {
+                if self.recent.len() >= ADDRESS_CACHE {
+                    self.recent.clear();
+                }
+                let made = socket_address_to_py(py, &addr)?;
+                self.recent.insert(addr, made.clone().unbind());
+                made
+            }
+        };
+        self.last = Some((addr, found.clone().unbind()));
+        Ok(found)
     }
 }
 
