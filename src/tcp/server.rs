@@ -324,8 +324,10 @@ impl Connection {
             // The connection was closed meanwhile (a forced stop): the reply has nowhere to go.
             return Ok(());
         }
-        // The reply goes out even if the handler itself called close(), as a sync handler's does.
-        shared.io().delivering = true;
+        // The reply goes out even if the handler itself called close(), as a sync handler's does. The
+        // io thread may still be in the delivery pass that started this handler, gathering replies it
+        // has yet to write (this one among them): its `delivering` is left as it was.
+        let was_delivering = std::mem::replace(&mut shared.io().delivering, true);
         let failure = match exc.filter(|e| !e.is_none()) {
             Some(exc) => Some(PyErr::from_value(exc.clone())),
             None if reply.is_none() => None,
@@ -336,7 +338,7 @@ impl Connection {
             },
         };
         let mut io = shared.io();
-        io.delivering = false;
+        io.delivering = was_delivering;
         io.awaiting = false;
         if failure.is_some() {
             io.failed = failure;
