@@ -151,7 +151,11 @@ impl ConnShared {
     /// only queued: each connection's task flushes it when polled later in the same pass, so several
     /// messages for one peer go out in one writev instead of one write each.
     fn write(&self, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
-        let mut io = self.io();
+        self.write_locked(self.io(), data, shared)
+    }
+
+    /// `write` with the connection's state already locked by the caller.
+    fn write_locked(&self, mut io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         if io.close_requested && !io.delivering {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
@@ -227,15 +231,19 @@ impl ConnShared {
         io.delivering = true;
     }
 
-    /// Writes what was gathered and hands the (emptied) buffer back for reuse.
+    /// Writes what was gathered and hands the (emptied) buffer back for reuse. The buffer is taken
+    /// and written under one lock: a reply written meanwhile from another thread (an async handler's)
+    /// must not overtake the replies gathered before it.
     fn end_gathering(&self) -> (io::Result<()>, BytesMut) {
-        let Some(mut gathered) = self.io().gathering.take() else {
+        let mut io = self.io();
+        let Some(mut gathered) = io.gathering.take() else {
             return (Ok(()), BytesMut::new());
         };
         let result = if gathered.is_empty() {
+            drop(io);
             Ok(())
         } else {
-            self.write(&gathered, None)
+            self.write_locked(io, &gathered, None)
         };
         self.io().delivering = false;
         gathered.clear();

@@ -183,6 +183,30 @@ async def test_pipelined_messages_are_handled_one_at_a_time_and_replied_in_order
 
 
 @pytest.mark.asyncio
+async def test_plain_and_async_replies_to_one_read_keep_their_order(servers):
+    """A read holding three messages: the plain replies around an async one are gathered by the io thread while
+    the async one is written from the loop's thread, and none may overtake another."""
+
+    async def shout(data):
+        return data.upper()
+
+    def on_message(conn, data):
+        return shout(data) if data == b"b" else data
+
+    server = await servers.tcp(on_message)
+
+    async def exchange():
+        peer = await servers.connect(server.address)
+        await peer.send(b"a\nb\nc\n")
+        return await recv_lines(peer, 3)
+
+    replies = []
+    for _ in range(5):
+        replies += await bounded(asyncio.gather(*(exchange() for _ in range(20))))
+    assert replies == [[b"a", b"B", b"c"]] * 100
+
+
+@pytest.mark.asyncio
 async def test_async_handler_sees_the_context_of_start(servers):
     async def on_message(conn, data):
         return request_id.get().encode()
