@@ -120,6 +120,8 @@ pub struct ReadOp {
     transport: Py<StreamTransport>,
     want: Want,
     waiter: Option<Py<Waiter>>,
+    /// It has returned, raised or been closed: awaiting it again is an error, as for a coroutine.
+    finished: bool,
 }
 
 impl ReadOp {
@@ -128,15 +130,13 @@ impl ReadOp {
             transport: transport.clone().unbind(),
             want,
             waiter: None,
+            finished: false,
         }
     }
-}
 
-impl Awaitable for ReadOp {
-    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
-        let py = slf.py();
-        let mut op = slf.borrow_mut();
-        if let Some(waiter) = &op.waiter {
+    /// One step of the read: served from the buffer, or waiting on (then returning) its waiter.
+    fn advance(&mut self, py: Python<'_>) -> PyResult<Step> {
+        if let Some(waiter) = &self.waiter {
             let waiter = waiter.bind(py);
             if waiter.borrow().is_pending() {
                 waiter.borrow_mut()._asyncio_future_blocking = true;
@@ -144,16 +144,28 @@ impl Awaitable for ReadOp {
             }
             return Ok(Step::Return(waiter.borrow().result(py)?));
         }
-        let transport = op.transport.clone_ref(py);
-        let begun = transport.bind(py).borrow_mut().begin_read(py, &op.want)?;
+        let transport = self.transport.clone_ref(py);
+        let begun = transport.bind(py).borrow_mut().begin_read(py, &self.want)?;
         match begun {
             Ok(outcome) => Ok(Step::Return(outcome?)),
             Err(waiter) => {
                 waiter.borrow_mut(py)._asyncio_future_blocking = true;
-                op.waiter = Some(waiter.clone_ref(py));
+                self.waiter = Some(waiter.clone_ref(py));
                 Ok(Step::Yield(waiter.into_any()))
             }
         }
+    }
+}
+
+impl Awaitable for ReadOp {
+    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
+        let mut op = slf.borrow_mut();
+        if op.finished {
+            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+        }
+        let stepped = op.advance(slf.py());
+        op.finished = !matches!(stepped, Ok(Step::Yield(_)));
+        stepped
     }
 }
 
@@ -189,7 +201,12 @@ impl ReadOp {
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        if let Some(waiter) = slf.borrow_mut().waiter.take() {
+        let waiter = {
+            let mut op = slf.borrow_mut();
+            op.finished = true;
+            op.waiter.take()
+        };
+        if let Some(waiter) = waiter {
             Waiter::cancel(waiter.bind(slf.py()), None)?;
         }
         Ok(())

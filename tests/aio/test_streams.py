@@ -65,6 +65,19 @@ async def test_read_minus_one_reads_to_eof(kit):
     assert reader.at_eof()
 
 
+async def test_awaiting_a_finished_read_again_raises_runtime_error(kit):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"xy")
+    read = reader.read(10)
+    assert await bounded(read) == b"xy"
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await read
+    closed = reader.read(10)
+    closed.close()
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await closed
+
+
 async def test_read_zero_returns_empty_without_consuming(kit):
     reader, _, peer = await kit.pair()
     assert await bounded(reader.read(0)) == b""
