@@ -137,12 +137,7 @@ impl ReadOp {
     /// One step of the read: served from the buffer, or waiting on (then returning) its waiter.
     fn advance(&mut self, py: Python<'_>) -> PyResult<Step> {
         if let Some(waiter) = &self.waiter {
-            let waiter = waiter.bind(py);
-            if waiter.borrow().is_pending() {
-                waiter.borrow_mut()._asyncio_future_blocking = true;
-                return Ok(Step::Yield(waiter.clone().into_any().unbind()));
-            }
-            return Ok(Step::Return(waiter.borrow().result(py)?));
+            return Waiter::step_awaiting(waiter.bind(py));
         }
         let transport = self.transport.clone_ref(py);
         let begun = transport.bind(py).borrow_mut().begin_read(py, &self.want)?;

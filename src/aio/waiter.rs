@@ -50,6 +50,16 @@ impl Waiter {
         )
     }
 
+    /// A step of an awaitable that waits on `waiter`: the waiter yielded to the task (marked as
+    /// awaited, as asyncio's futures are) while pending, then its result.
+    pub fn step_awaiting(waiter: &Bound<'_, Waiter>) -> PyResult<Step> {
+        if waiter.borrow().is_pending() {
+            waiter.borrow_mut()._asyncio_future_blocking = true;
+            return Ok(Step::Yield(waiter.clone().into_any().unbind()));
+        }
+        Ok(Step::Return(waiter.borrow().result(waiter.py())?))
+    }
+
     pub fn is_pending(&self) -> bool {
         matches!(self.state, State::Pending)
     }
@@ -242,12 +252,7 @@ impl Awaitable for Pending {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
         let py = slf.py();
         let waiter = slf.borrow().waiter.clone_ref(py);
-        let waiter = waiter.bind(py);
-        if waiter.borrow().is_pending() {
-            waiter.borrow_mut()._asyncio_future_blocking = true;
-            return Ok(Step::Yield(waiter.clone().into_any().unbind()));
-        }
-        Ok(Step::Return(waiter.borrow().result(py)?))
+        Waiter::step_awaiting(waiter.bind(py))
     }
 }
 

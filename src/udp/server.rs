@@ -47,6 +47,14 @@ struct Stats {
     errors: AtomicU64,
 }
 
+impl Stats {
+    /// Counts a reply of `len` bytes sent.
+    fn sent(&self, len: usize) {
+        self.datagrams_out.fetch_add(1, Relaxed);
+        self.bytes_out.fetch_add(len as u64, Relaxed);
+    }
+}
+
 struct UdpShared {
     on_datagram: Option<Py<PyAny>>,
     /// The fork generation of the process that made the socket.
@@ -80,10 +88,7 @@ impl DatagramReply {
             .and_then(|r| r),
         };
         match sent {
-            Ok(n) => {
-                stats.datagrams_out.fetch_add(1, Relaxed);
-                stats.bytes_out.fetch_add(n as u64, Relaxed);
-            }
+            Ok(n) => stats.sent(n),
             Err(err) => {
                 stats.errors.fetch_add(1, Relaxed);
                 log::log(
@@ -264,8 +269,7 @@ fn deliver_batch(
             Ok(reply) if is_awaitable(&reply) => hand_to_loop(py, shared, socket, sender, &reply),
             Ok(reply) => with_readable(&reply, |bytes| match send_now(socket, bytes, sender) {
                 Ok(n) => {
-                    stats.datagrams_out.fetch_add(1, Relaxed);
-                    stats.bytes_out.fetch_add(n as u64, Relaxed);
+                    stats.sent(n);
                     Ok(())
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -349,10 +353,7 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
                 let unsent = runtime::with_gil(|py| deliver_batch(py, shared, socket, &batch, count, &mut addresses));
                 for (reply, target) in unsent {
                     match socket.send_to(&reply, target) {
-                        Ok(n) => {
-                            shared.stats.datagrams_out.fetch_add(1, Relaxed);
-                            shared.stats.bytes_out.fetch_add(n as u64, Relaxed);
-                        }
+                        Ok(n) => shared.stats.sent(n),
                         Err(_) => {
                             shared.stats.errors.fetch_add(1, Relaxed);
                         }
