@@ -118,21 +118,25 @@ def _full_backlog_listener(mod):
                 filler.close()
 
 
-def _thread_state(tid):
-    """The scheduler state letter of thread `tid` of this process ('R', 'S', ...), or None once it is gone."""
+def _stat_fields(path):
+    """The fields of a /proc .../stat file after the command name (the state letter first), or None once the
+    process or thread is gone."""
     try:
-        with open(f"/proc/self/task/{tid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
+        with open(path) as f:
+            return f.read().rpartition(")")[2].split()
     except FileNotFoundError:
         return None
+
+
+def _thread_state(tid):
+    """The scheduler state letter of thread `tid` of this process ('R', 'S', ...), or None once it is gone."""
+    fields = _stat_fields(f"/proc/self/task/{tid}/stat")
+    return fields and fields[0]
 
 
 def _process_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return None
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    return fields and fields[0]
 
 
 def _count_for(seconds):
@@ -958,8 +962,7 @@ def test_udp_server_made_before_fork_and_started_in_two_children_survives_one_st
 
 def _cpu_seconds(pid):
     """CPU time (user + system) process `pid` has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
+    fields = _stat_fields(f"/proc/{pid}/stat")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
