@@ -134,6 +134,15 @@ impl FrameDecoder {
     }
 }
 
+/// Takes the first `n` bytes of a stream's buffer for a raw read (recv, readexactly, ...), telling
+/// the decoder that cuts the same buffer into messages: what it had searched is no longer there.
+pub fn take_front(buf: &mut BytesMut, decoder: &mut Option<FrameDecoder>, n: usize) -> BytesMut {
+    if let Some(FrameDecoder::Delimited(codec)) = decoder {
+        codec.searched = 0;
+    }
+    buf.split_to(n)
+}
+
 /// Cuts a stream at a delimiter of one or more bytes, remembering how far it has searched so a long
 /// frame arriving in pieces is scanned once.
 pub struct DelimiterCodec {
@@ -249,6 +258,17 @@ mod tests {
     fn lines_split_across_reads_and_crlf() {
         let got = frames(&Framing::Line, &[b"ab", b"c\r\nde", b"f\n\n"], 100).unwrap();
         assert_eq!(got, vec![b"abc".to_vec(), b"def".to_vec(), b"".to_vec()]);
+    }
+
+    #[test]
+    fn raw_read_between_searches_restarts_the_search() {
+        let mut decoder = Framing::Line.decoder(100);
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        assert!(decoder.as_mut().unwrap().next_frame(&mut buf).unwrap().is_none());
+        assert_eq!(&take_front(&mut buf, &mut decoder, 4)[..], b"abcd");
+        buf.extend_from_slice(b"x\n");
+        let frame = decoder.as_mut().unwrap().next_frame(&mut buf).unwrap();
+        assert_eq!(frame.as_deref(), Some(&b"efx"[..]));
     }
 
     #[test]

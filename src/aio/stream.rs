@@ -21,7 +21,7 @@ use super::step::{Awaitable, Step};
 use super::waiter::{Completion, Pending, Waiter};
 use crate::buffer::with_readable;
 use crate::errors::os_error;
-use crate::framing::{FrameDecoder, Framing};
+use crate::framing::{FrameDecoder, Framing, take_front};
 
 pyo3::import_exception!(asyncio, IncompleteReadError);
 pyo3::import_exception!(asyncio, LimitOverrunError);
@@ -300,7 +300,9 @@ impl StreamTransport {
     }
 
     fn take(&mut self, py: Python<'_>, n: usize) -> Py<PyAny> {
-        PyBytes::new(py, &self.buffer.split_to(n)).into_any().unbind()
+        PyBytes::new(py, &take_front(&mut self.buffer, &mut self.decoder, n))
+            .into_any()
+            .unbind()
     }
 
     /// The outcome of `want` if it can be decided with what is buffered now, else None. A broken
@@ -360,11 +362,12 @@ impl StreamTransport {
             }
             Err(err) if err.is_instance_of::<LimitOverrunError>(py) => {
                 let consumed: usize = err.value(py).getattr("consumed").and_then(|c| c.extract()).unwrap_or(0);
-                if self.buffer.get(consumed) == Some(&b'\n') {
-                    self.buffer.advance(consumed + 1);
+                let dropped = if self.buffer.get(consumed) == Some(&b'\n') {
+                    consumed + 1
                 } else {
-                    self.buffer.clear();
-                }
+                    self.buffer.len()
+                };
+                take_front(&mut self.buffer, &mut self.decoder, dropped);
                 let message = err
                     .value(py)
                     .getattr("args")

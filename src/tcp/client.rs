@@ -16,7 +16,7 @@ use socket2::SockAddr;
 
 use crate::buffer::{BytesWriter, with_readable};
 use crate::errors::io_error;
-use crate::framing::{FrameDecoder, Framing};
+use crate::framing::{FrameDecoder, Framing, take_front};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
 
@@ -195,10 +195,14 @@ impl TcpClient {
     /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
     #[pyo3(signature = (n=65536))]
     fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let mut reader = self.reader(py);
+        let mut guard = self.reader(py);
+        let reader = &mut *guard;
         if !reader.buffer.is_empty() {
             let take = n.min(reader.buffer.len());
-            return Ok(PyBytes::new(py, &reader.buffer.split_to(take)));
+            return Ok(PyBytes::new(
+                py,
+                &take_front(&mut reader.buffer, &mut reader.decoder, take),
+            ));
         }
         if reader.eof || n == 0 {
             return Ok(PyBytes::new(py, b""));
@@ -221,7 +225,10 @@ impl TcpClient {
                 )));
             }
         }
-        Ok(PyBytes::new(py, &reader.buffer.split_to(n)))
+        Ok(PyBytes::new(
+            py,
+            &take_front(&mut reader.buffer, &mut reader.decoder, n),
+        ))
     }
 
     /// The next whole message, or None when the peer closed between messages.

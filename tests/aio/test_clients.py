@@ -220,6 +220,19 @@ async def test_tcp_client_timeout_then_data_is_not_lost(opened):
         await client.recv()
 
 
+@pytest.mark.parametrize("raw_read", ["recv", "recv_exactly"])
+async def test_tcp_client_raw_reads_between_message_reads(opened, raw_read):
+    """A raw read that takes bytes a message read had already searched leaves the next message intact."""
+    client, peer = await opened.tcp(framing="line", timeout=0.05)
+    await peer.send(b"abcdef")
+    with pytest.raises(TimeoutError):
+        await client.recv_message()
+    assert await getattr(client, raw_read)(4) == b"abcd"
+    await peer.send(b"x\nnext\n")
+    assert await client.recv_message() == b"efx"
+    assert await client.recv_message() == b"next"
+
+
 async def test_tcp_client_request_timeout(opened):
     client, peer = await opened.tcp(framing="line", timeout=0.05)
     with pytest.raises(TimeoutError):

@@ -308,6 +308,19 @@ def test_a_partial_message_survives_a_timeout(peer):
     assert client.recv_message() == b"first half"
 
 
+@pytest.mark.parametrize("raw_read", ["recv", "recv_exactly"])
+def test_raw_reads_between_message_reads(peer, raw_read):
+    """A raw read that takes bytes a message read had already searched leaves the next message intact."""
+    client, other = peer(framing="line", timeout=0.2)
+    other.sendall(b"abcdef")
+    with pytest.raises(TimeoutError):
+        client.recv_message()
+    assert getattr(client, raw_read)(4) == b"abcd"
+    other.sendall(b"x\nnext\n")
+    assert client.recv_message() == b"efx"
+    assert client.recv_message() == b"next"
+
+
 def test_recv_exactly_keeps_what_arrived_before_a_timeout(peer):
     client, other = peer(timeout=0.2)
     other.sendall(b"12345")
