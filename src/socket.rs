@@ -560,10 +560,16 @@ impl Socket {
             return;
         }
         Python::attach(|py| {
+            // The owner may be collected while an exception is on its way up (a client made and
+            // dropped in one failing call): warning must not replace or clear it.
+            let in_flight = PyErr::take(py);
             let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
             let text = std::ffi::CString::new(format!("unclosed {owner}")).unwrap_or_default();
             if let Err(err) = PyErr::warn(py, &category, &text, 1) {
                 err.write_unraisable(py, None);
+            }
+            if let Some(err) = in_flight {
+                err.restore(py);
             }
         });
         let _ = close_fd(fd);

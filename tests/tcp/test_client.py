@@ -232,6 +232,13 @@ def test_recv_message_without_framing_is_a_value_error(peer):
         client.recv_message()
 
 
+def test_a_client_dropped_unclosed_inside_a_failing_call_keeps_the_error(peer):
+    """The ResourceWarning of a client collected while its call's exception is on the way up must not replace
+    that exception (it used to become SystemError)."""
+    with pytest.warns(ResourceWarning), pytest.raises(ValueError):
+        rsock.TcpClient(peer.address).recv_message()
+
+
 @pytest.mark.parametrize("framing", FRAMINGS, ids=str)
 def test_recv_message_over_max_frame_size_fails(peer, framing):
     client, other = peer(framing=framing, max_frame_size=100)

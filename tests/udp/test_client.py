@@ -196,3 +196,13 @@ def test_close_and_context_manager(make_udp):
     with rsock.UdpClient() as client:
         assert not client.closed
     assert client.closed
+
+
+
+def test_a_client_dropped_unclosed_inside_a_failing_call_keeps_the_error():
+    """The ResourceWarning of a client collected while its call's exception is on the way up must not replace
+    that exception (it used to become SystemError). Each client here lives only as long as its call."""
+    with pytest.warns(ResourceWarning), pytest.raises(TypeError):
+        rsock.UdpClient().sendto(b"x", "not an address")
+    with pytest.warns(ResourceWarning), pytest.raises(TimeoutError):
+        rsock.UdpClient().request(b"x", (HOST, 9), timeout=0.01, retries=0)
