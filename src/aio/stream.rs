@@ -16,6 +16,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use super::step::{Awaitable, Step};
 use super::waiter::{Completion, Pending, Waiter};
@@ -195,6 +196,15 @@ impl ReadOp {
         Err(PyErr::from_value(exc))
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.transport)?;
+        visit.call(&self.waiter)
+    }
+
+    fn __clear__(&mut self) {
+        self.waiter = None;
+    }
+
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let waiter = {
             let mut op = slf.borrow_mut();
@@ -229,8 +239,10 @@ pub struct StreamTransport {
     decoder: Option<FrameDecoder>,
     buffer: BytesMut,
     eof: bool,
-    /// A failed recv/send: every later read and drain raises it.
-    error: Option<PyErr>,
+    /// The errno of a failed recv/send: every later read and drain raises it, each time as a new
+    /// exception (one kept and raised again would hold its traceback's frames, and through them
+    /// this transport, in a cycle).
+    failed: Option<i32>,
     waiter: Option<(Py<Waiter>, Want)>,
     on_readable: Option<Py<PyAny>>,
     on_writable: Option<Py<PyAny>>,
@@ -308,8 +320,8 @@ impl StreamTransport {
     /// The outcome of `want` if it can be decided with what is buffered now, else None. A broken
     /// connection raises its error whatever is still buffered, as asyncio's StreamReader does.
     fn try_satisfy(&mut self, py: Python<'_>, want: &Want) -> Option<PyResult<Py<PyAny>>> {
-        if let Some(err) = &self.error {
-            return Some(Err(err.clone_ref(py)));
+        if let Some(errno) = self.failed {
+            return Some(Err(os_error(errno)));
         }
         let len = self.buffer.len();
         match want {
@@ -433,7 +445,7 @@ impl StreamTransport {
     }
 
     fn resume_reading_if_drained(&mut self, py: Python<'_>) -> PyResult<()> {
-        if !self.reading && !self.eof && self.error.is_none() && self.buffer.len() <= self.limit {
+        if !self.reading && !self.eof && self.failed.is_none() && self.buffer.len() <= self.limit {
             self.add_reader(py)?;
         }
         Ok(())
@@ -442,9 +454,7 @@ impl StreamTransport {
     /// The connection broke: remember why and close it, as asyncio's transports do; everyone waiting
     /// is woken (readers and drain() with the error).
     fn fail(&mut self, py: Python<'_>, errno: i32, done: &mut Vec<Completion>) -> PyResult<()> {
-        if self.error.is_none() {
-            self.error = Some(os_error(errno));
-        }
+        self.failed.get_or_insert(errno);
         self.pending.clear();
         self.pending_bytes = 0;
         self.closing = true;
@@ -457,8 +467,8 @@ impl StreamTransport {
 
     fn wake_drainers(&mut self, py: Python<'_>, done: &mut Vec<Completion>) {
         for waiter in std::mem::take(&mut self.drain_waiters) {
-            let outcome = match &self.error {
-                Some(err) => Err(err.clone_ref(py)),
+            let outcome = match self.failed {
+                Some(errno) => Err(os_error(errno)),
                 None => Ok(py.None()),
             };
             done.push((waiter, outcome));
@@ -515,7 +525,7 @@ impl StreamTransport {
     }
 
     fn send_now(&mut self, py: Python<'_>, data: &[u8], done: &mut Vec<Completion>) -> PyResult<()> {
-        if self.closing || self.error.is_some() || data.is_empty() {
+        if self.closing || self.failed.is_some() || data.is_empty() {
             return Ok(());
         }
         let mut sent = 0;
@@ -550,8 +560,8 @@ impl StreamTransport {
     }
 
     fn drain_awaitable(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(err) = &self.error {
-            return ready(py, Err(err.clone_ref(py)));
+        if let Some(errno) = self.failed {
+            return ready(py, Err(os_error(errno)));
         }
         if self.closing {
             return ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
@@ -681,7 +691,7 @@ impl StreamTransport {
             framing,
             buffer: BytesMut::new(),
             eof: false,
-            error: None,
+            failed: None,
             waiter: None,
             on_readable: None,
             on_writable: None,
@@ -895,5 +905,29 @@ impl StreamTransport {
     #[getter]
     fn framing<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
         self.framing.to_py(py)
+    }
+
+    /// What the transport holds, for the cycle collector: its own loop callbacks and the tasks
+    /// waiting on it make cycles through it, and a transport its owner never closed must still be
+    /// collected (its socket then closes with a ResourceWarning, as asyncio's transports do).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.sock)?;
+        visit.call(&self.event_loop)?;
+        visit.call(self.waiter.as_ref().map(|(waiter, _)| waiter))?;
+        visit.call(&self.on_readable)?;
+        visit.call(&self.on_writable)?;
+        for waiter in self.drain_waiters.iter().chain(&self.close_waiters) {
+            visit.call(waiter)?;
+        }
+        visit.call(&self.peername)?;
+        visit.call(&self.sockname)
+    }
+
+    fn __clear__(&mut self) {
+        self.waiter = None;
+        self.on_readable = None;
+        self.on_writable = None;
+        self.drain_waiters.clear();
+        self.close_waiters.clear();
     }
 }

@@ -14,6 +14,7 @@ use super::step::{Awaitable, Step};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 
 pyo3::import_exception!(asyncio, CancelledError);
 pyo3::import_exception!(asyncio, InvalidStateError);
@@ -225,6 +226,25 @@ impl Waiter {
         Ok(true)
     }
 
+    /// The task callbacks, the loop and the result, for the cycle collector: a waiting task and
+    /// the transport it waits on refer to each other through the waiter.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for (callback, context) in &self.callbacks {
+            visit.call(callback)?;
+            visit.call(context)?;
+        }
+        visit.call(&self.event_loop)?;
+        match &self.state {
+            State::Done(Ok(value)) => visit.call(value),
+            State::Cancelled(msg) => visit.call(msg),
+            _ => Ok(()),
+        }
+    }
+
+    fn __clear__(&mut self) {
+        self.callbacks.clear();
+    }
+
     fn __repr__(&self) -> String {
         let state = match self.state {
             State::Pending => "pending",
@@ -283,6 +303,10 @@ impl Pending {
             exc.clone()
         };
         Err(PyErr::from_value(exc))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.waiter)
     }
 
     /// Gives up the wait (the awaiting task was cancelled).

@@ -11,6 +11,7 @@ import errno
 import functools
 import gc
 import hashlib
+import os
 import random
 import resource
 import socket
@@ -654,6 +655,40 @@ async def test_server_reads_to_eof_then_replies(kit):
     await peer.send(b"the request")
     peer.shutdown_write()
     assert await peer.recv_to_eof() == b"got the request"
+
+
+async def test_a_connection_its_handler_never_closed_is_collected(rkit):
+    """A handler that returns without closing its writer: once the peer has gone and nothing refers to the
+    connection, the garbage collector frees it and its socket is closed with a ResourceWarning, as asyncio's
+    transports are on its default loop (rsock's used to stay open for good, a reference cycle the collector could
+    not see). uvloop's own transports stay open until closed, so this is not compared with asyncio."""
+    kit = rkit
+    finished = asyncio.Queue()
+
+    async def forgetful(reader, writer):
+        await reader.read()
+        finished.put_nowait(None)
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    server = await bounded(kit.mod.start_server(forgetful, HOST, 0))
+    try:
+        address = server.sockets[0].getsockname()
+        before = open_fds()
+        # The whole run: a collection may come at any allocation, not only at the explicit one.
+        with pytest.warns(ResourceWarning, match="unclosed"):
+            for _ in range(20):
+                peer = await raw_client(kit, address)
+                peer.sock.close()
+                await bounded(finished.get())
+            for _ in range(3):
+                await asyncio.sleep(0)  # the finished handler tasks leave the loop's queue
+            gc.collect()
+        assert open_fds() <= before
+    finally:
+        server.close()
+        await bounded(server.wait_closed())
 
 
 # ---------------------------------------------------------------------------------------------------------------
