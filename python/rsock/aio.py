@@ -13,6 +13,7 @@ Code written for asyncio streams runs by changing the import::
 """
 
 import asyncio
+import contextlib
 import contextvars
 import errno as _errno
 import functools
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 _DEFAULT_LIMIT = 2**16
+# accept() errors that mean the process is out of something; the listener is retried after a pause.
+_OUT_OF_RESOURCES = frozenset((_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS, _errno.ENOMEM))
+_ACCEPT_RETRY_DELAY = 1.0
 
 
 class StreamReader:
@@ -187,6 +191,7 @@ class Server:
         self._context = context
         self._serving = False
         self._serving_forever = None
+        self._closed = loop.create_future()
 
     def get_loop(self):
         return self._loop
@@ -215,16 +220,30 @@ class Server:
         for _ in range(128):
             try:
                 conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError):
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return
             except OSError as exc:
                 self._loop.call_exception_handler({"message": "accept failed", "exception": exc, "socket": listener})
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # The listener stays readable while the process is out of descriptors or memory: stop
+                    # watching it for a while instead of spinning, as asyncio does.
+                    self._loop.remove_reader(listener.fileno())
+                    self._loop.call_later(_ACCEPT_RETRY_DELAY, self._resume_accepting, listener)
                 return
             conn.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
-            reader, writer = _streams(_transport(self._loop, conn, self._limit))
-            result = self._context.run(self._callback, reader, writer)
+            transport = _transport(self._loop, conn, self._limit)
+            reader, writer = _streams(transport)
+            # Each connection runs in its own copy of the server's context, as asyncio's do: what one
+            # handler sets in a ContextVar is not seen by the others.
+            context = self._context.copy()
+            result = context.run(self._callback, reader, writer)
             if asyncio.iscoroutine(result):
-                self._loop.create_task(result, context=self._context)
+                task = self._loop.create_task(result, context=context)
+                task.add_done_callback(functools.partial(_report_callback_failure, transport))
+
+    def _resume_accepting(self, listener):
+        if self._serving and listener in self._listeners:
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
 
     def close(self):
         if not self._listeners:
@@ -235,11 +254,15 @@ class Server:
             listener.close()
         self._listeners = []
         self._serving = False
+        if not self._closed.done():
+            self._closed.set_result(None)
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
 
     async def wait_closed(self):
-        return
+        """Returns once the server is closed (at once if it is already), as asyncio's Server does on
+        Python 3.11; it does not wait for the connections still open to end."""
+        await asyncio.shield(self._closed)
 
     async def serve_forever(self):
         if self._serving_forever is not None:
@@ -268,6 +291,20 @@ class Server:
 
     def __repr__(self):
         return f"<rsock.aio.Server sockets={self.sockets!r}>"
+
+
+def _report_callback_failure(transport, task):
+    """A connection's handler task ended with an exception: reported to the loop and the connection
+    closed, as asyncio's start_server does (the peer would otherwise wait for good)."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        loop = task.get_loop()
+        loop.call_exception_handler(
+            {"message": "Unhandled exception in client_connected_cb", "exception": exc, "transport": transport}
+        )
+        transport.close()
 
 
 def _listening_sockets(infos, reuse_address, reuse_port):
@@ -382,7 +419,9 @@ class TcpClient:
 
     async def close(self):
         self._transport.close()
-        await self._transport.wait_closed()
+        # A connection that broke is closed all the same; its error was for the calls that met it.
+        with contextlib.suppress(OSError):
+            await self._transport.wait_closed()
 
     @property
     def closed(self):

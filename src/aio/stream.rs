@@ -563,7 +563,8 @@ impl StreamTransport {
         if let Some(errno) = self.failed {
             return ready(py, Err(os_error(errno)));
         }
-        if self.closing {
+        // Closing with output still queued: drain() waits for it like any other (asyncio's does).
+        if self.closed {
             return ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
         }
         if self.pending_bytes <= HIGH_WATER {
@@ -581,7 +582,18 @@ impl StreamTransport {
         Ok(())
     }
 
+    fn close_outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.failed {
+            Some(errno) => Err(os_error(errno)),
+            None => Ok(py.None()),
+        }
+    }
+
     fn shutdown_write(&mut self) {
+        // Once closed, the descriptor number may already belong to another socket.
+        if self.closed {
+            return;
+        }
         // SAFETY: shutdown(2) takes plain integers.
         unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
     }
@@ -596,7 +608,7 @@ impl StreamTransport {
         self.serve_waiter(py, done);
         self.wake_drainers(py, done);
         for waiter in std::mem::take(&mut self.close_waiters) {
-            done.push((waiter, Ok(py.None())));
+            done.push((waiter, self.close_outcome(py)));
         }
         self.on_readable = None;
         self.on_writable = None;
@@ -828,8 +840,12 @@ impl StreamTransport {
         self.drain_awaitable(py)
     }
 
-    /// Half-closes: no more writes; the peer sees EOF once the queue is sent.
+    /// Half-closes: no more writes; the peer sees EOF once the queue is sent. Nothing to do once
+    /// closing, as in asyncio.
     fn write_eof(&mut self) {
+        if self.closing {
+            return;
+        }
         self.eof_written = true;
         if self.pending.is_empty() {
             self.shutdown_write();
@@ -874,10 +890,11 @@ impl StreamTransport {
         self.closing
     }
 
-    /// `await wait_closed()`: returns once the socket is closed.
+    /// `await wait_closed()`: returns once the socket is closed, raising what broke the connection
+    /// if it broke, as asyncio's does.
     fn wait_closed(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.closed {
-            return ready(py, Ok(py.None()));
+            return ready(py, self.close_outcome(py));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.close_waiters.push(waiter.clone_ref(py));

@@ -6,6 +6,7 @@ runs on both event loops (asyncio's and uvloop). The far end of each connection 
 """
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import functools
@@ -16,14 +17,18 @@ import random
 import resource
 import socket
 import ssl
+import subprocess
+import sys
 import types
 import warnings
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from rsock import _rsock, aio, sockets
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+from tests.subprocesses import Lines, finish, listening_port, say, started
 
 pytestmark = pytest.mark.asyncio
 
@@ -632,7 +637,7 @@ async def test_peer_reset_with_unread_data_raises_on_the_next_read(kit):
         await bounded(reader.read(5))
 
 
-async def test_after_a_reset_the_transport_is_closing_and_drain_raises(kit):
+async def test_after_a_reset_the_transport_is_closing_and_drain_and_wait_closed_raise(kit):
     reader, writer, peer = await kit.pair()
     reading = asyncio.ensure_future(bounded(reader.read(10)))
     assert await still_pending(reading, 0.01)
@@ -642,6 +647,35 @@ async def test_after_a_reset_the_transport_is_closing_and_drain_raises(kit):
     with pytest.raises(ConnectionResetError):
         await bounded(writer.drain())
     assert writer.is_closing()
+    writer.close()
+    with pytest.raises(ConnectionResetError):
+        await bounded(writer.wait_closed())
+
+
+async def test_drain_after_close_waits_for_the_queued_output(kit):
+    """close() with output still queued sends it before closing; drain() meanwhile waits for it, as for any write,
+    rather than failing."""
+    data = payload(4 * 1024 * 1024)
+    _, writer, peer = await kit.pair()
+    writer.write(data)
+    writer.close()
+    receiving = asyncio.ensure_future(peer.recv_to_eof())
+    assert await bounded(writer.drain()) is None
+    assert await receiving == data
+    await bounded(writer.wait_closed())
+
+
+async def test_write_eof_after_close_leaves_a_later_connection_alone(rkit):
+    """A connection made after another was closed may get its descriptor number: write_eof() on the closed one
+    must not shut that one down."""
+    _, first, _ = await rkit.pair()
+    first.close()
+    await bounded(first.wait_closed())
+    _, second, peer = await rkit.pair()
+    first.write_eof()
+    second.write(b"to the second")
+    second.write_eof()
+    assert await peer.recv_to_eof() == b"to the second"
 
 
 async def test_server_reads_to_eof_then_replies(kit):
@@ -863,6 +897,113 @@ async def test_callback_runs_in_the_context_of_start_server(kit):
     var.set("later")
     await raw_client(kit, address)
     assert await bounded(seen.get()) == "at start_server"
+
+
+async def test_each_connection_has_its_own_context(kit):
+    """What one connection's handler sets in a ContextVar is not seen by the others (request ids, tracing)."""
+    var = contextvars.ContextVar("var", default="unset")
+    seen = asyncio.Queue()
+
+    async def handler(reader, writer):
+        name = (await reader.readline()).strip().decode()
+        before = var.get()
+        var.set(name)
+        await reader.read()
+        seen.put_nowait((name, before, var.get()))
+
+    _, address = await kit.serve(handler)
+    peers = []
+    for name in ("a", "b", "c"):
+        peer = await raw_client(kit, address)
+        await peer.send(name.encode() + b"\n")
+        peers.append(peer)
+        await asyncio.sleep(0.02)  # each handler sets its variable before the next connects
+    for peer in peers:
+        peer.shutdown_write()
+    results = sorted([await bounded(seen.get()) for _ in peers])
+    assert results == [("a", "unset", "a"), ("b", "unset", "b"), ("c", "unset", "c")]
+
+
+async def test_a_handler_that_raises_is_reported_and_its_connection_closed(kit):
+    reported = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: reported.put_nowait(context))
+    try:
+
+        async def handler(reader, writer):
+            await reader.readline()
+            raise ValueError("boom")
+
+        server = await bounded(kit.mod.start_server(handler, HOST, 0))
+        try:
+            peer = await raw_client(kit, server.sockets[0].getsockname())
+            await peer.send(b"hello\n")
+            assert await peer.recv_to_eof() == b""
+            context = await bounded(reported.get())
+            assert context["message"] == "Unhandled exception in client_connected_cb"
+            assert isinstance(context["exception"], ValueError)
+        finally:
+            server.close()
+            await bounded(server.wait_closed())
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_server_wait_closed_waits_for_close(kit):
+    server, _, _ = await kit.accepted()
+    waiting = asyncio.ensure_future(server.wait_closed())
+    assert await still_pending(waiting)
+    server.close()
+    await bounded(waiting)
+    await bounded(server.wait_closed())
+
+
+# A server that runs out of descriptors: it keeps every connection, with room for only a few, prints its port,
+# and after the clients have come reports how many it holds, how many accept failures were reported and the CPU
+# time it used in the next second.
+OUT_OF_DESCRIPTORS_SERVER = """
+import asyncio, os, resource, sys, time
+import uvloop
+from rsock import aio
+
+async def main():
+    kept, failures = [], []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: failures.append(context))
+    server = await aio.start_server(lambda reader, writer: kept.append(writer), "127.0.0.1", 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+    print("listening on 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+    sys.stdin.readline()
+    await asyncio.sleep(0.2)
+    started = time.process_time()
+    await asyncio.sleep(1.0)
+    print(len(kept), len(failures), time.process_time() - started, flush=True)
+
+(uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())
+"""
+
+
+async def test_a_server_out_of_descriptors_backs_off_instead_of_spinning():
+    """accept() failing with EMFILE leaves the listener readable: the server stops watching it for a while, as
+    asyncio does, rather than failing again at every turn of the loop (it used to take a whole core). The server
+    runs in a process of its own, on the same kind of loop as this test."""
+    loop = "uvloop" if isinstance(asyncio.get_running_loop(), uvloop.Loop) else "asyncio"
+
+    def run():
+        with started([sys.executable, "-c", OUT_OF_DESCRIPTORS_SERVER, loop], stdin=subprocess.PIPE) as proc:
+            lines = Lines(proc)
+            port = listening_port(proc, lines, "the server")
+            with contextlib.ExitStack() as clients:
+                for _ in range(12):
+                    clients.enter_context(socket.create_connection((HOST, port), timeout=TIMEOUT))
+                say(proc, "connected")
+                return finish(proc, lines)
+
+    out, err = await asyncio.to_thread(run)
+    kept, failures, cpu = out[-1].split()
+    assert 0 < int(kept) < 12
+    assert 1 <= int(failures) <= 5, err
+    assert float(cpu) < 0.3
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -198,7 +198,6 @@ def test_close_and_context_manager(make_udp):
     assert client.closed
 
 
-
 def test_a_client_dropped_unclosed_inside_a_failing_call_keeps_the_error():
     """The ResourceWarning of a client collected while its call's exception is on the way up must not replace
     that exception (it used to become SystemError). Each client here lives only as long as its call."""
