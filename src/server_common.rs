@@ -313,6 +313,14 @@ impl<S: Send + 'static> Runner<S> {
         }
     }
 
+    /// rsock.aio's stop(timeout), which waits in a worker thread: the timeout is checked as stop()
+    /// checks it before the stop begins, so a bad one leaves the server running.
+    pub fn begin_stop_checked(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        parse_timeout_arg("timeout", timeout)?;
+        self.begin_stop();
+        Ok(())
+    }
+
     /// stop(timeout): begins the stop and waits up to `timeout` (default 5 s) for the server's tasks;
     /// if some are still going, `force()` closes what is left and stop() waits at most ABORT_GRACE more.
     /// From a handler (on one of rsock's threads) it only begins the stop: waiting there could wait on

@@ -450,18 +450,6 @@ class TcpClient:
         return f"<rsock.aio.TcpClient {self.peer} {state}>"
 
 
-async def _ready(loop, fd, writing):
-    """Waits until `fd` is readable (or writable): the loop's add_reader/add_writer, which every loop has
-    (uvloop has no sock_sendto/sock_recvfrom)."""
-    waiter = loop.create_future()
-    add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
-    add(fd, lambda: waiter.done() or waiter.set_result(None))
-    try:
-        await waiter
-    finally:
-        remove(fd)
-
-
 class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
     The datagrams go through rsock's socket; the loop only says when it is ready."""
@@ -469,6 +457,7 @@ class UdpClient:
     def __init__(self, address=None, *, family=sockets.AF_INET):
         if address is not None:
             family = sockets.AF_INET6 if ":" in (address[0] or "") else sockets.AF_INET
+        self._waits = {}  # future -> the loop's remove_reader/remove_writer, for each call waiting on the socket
         self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -490,7 +479,7 @@ class UdpClient:
             try:
                 return self._sock.sendto(data, address)
             except (BlockingIOError, InterruptedError):
-                await _ready(asyncio.get_running_loop(), self._sock.fileno(), writing=True)
+                await self._ready(writing=True)
 
     async def recvfrom(self, bufsize=65536, *, timeout=None):
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
@@ -502,7 +491,7 @@ class UdpClient:
             try:
                 data, address = self._sock.recvfrom(bufsize + 1)
             except (BlockingIOError, InterruptedError):
-                await _ready(asyncio.get_running_loop(), self._sock.fileno(), writing=False)
+                await self._ready(writing=False)
                 continue
             if len(data) > bufsize:
                 raise OSError(
@@ -510,23 +499,73 @@ class UdpClient:
                 )
             return data, address
 
-    async def request(self, data, address, timeout=1.0, retries=3):
-        """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``."""
+    async def _ready(self, writing):
+        """Waits until the socket is readable (or writable): the loop's add_reader/add_writer, which every
+        loop has (uvloop has no sock_sendto/sock_recvfrom). close() ends the wait with EBADF."""
         loop = asyncio.get_running_loop()
+        fd = self._sock.fileno()
+        waiter = loop.create_future()
+        add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+        add(fd, lambda: waiter.done() or waiter.set_result(None))
+        self._waits[waiter] = functools.partial(remove, fd)
+        try:
+            await waiter
+        finally:
+            if (unwatch := self._waits.pop(waiter, None)) is not None:
+                unwatch()
+
+    async def request(self, data, address, timeout=1.0, retries=3):
+        """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
+        Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
+        reply is one that came after this request was sent; so are datagrams from other senders."""
+        loop = asyncio.get_running_loop()
+        target = await self._resolve(loop, address)
+        self._discard_waiting()
         for _ in range(retries + 1):
-            await self.sendto(data, address)
+            await self.sendto(data, target)
             deadline = loop.time() + timeout
             while (left := deadline - loop.time()) > 0:
                 try:
                     reply, sender = await self.recvfrom(timeout=left)
                 except TimeoutError:
                     break
-                if sender[:2] == tuple(address)[:2]:
+                if sender[:2] == target[:2]:
                     return reply
         raise TimeoutError(f"no reply from {address!r} after {retries + 1} attempts")
 
+    async def _resolve(self, loop, address):
+        """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its
+        canonical spelling); numeric hosts without a trip to the resolver's thread."""
+        host, port = address[:2]
+        kind = {"family": self._sock.family, "type": sockets.SOCK_DGRAM}
+        try:
+            infos = sockets.getaddrinfo(host, port, **kind, flags=sockets.AI_NUMERICHOST)
+        except sockets.gaierror:
+            infos = await loop.getaddrinfo(host, port, **kind)
+        return infos[0][4][:2] + tuple(address[2:])
+
+    def _discard_waiting(self):
+        while True:
+            try:
+                self._sock.recvfrom(1)
+            except (BlockingIOError, InterruptedError):
+                return
+
     def close(self):
+        """Closes the socket; calls waiting on it raise OSError(EBADF)."""
+        waits, self._waits = self._waits, {}
+        for waiter, unwatch in waits.items():
+            unwatch()
+            if not waiter.done():
+                waiter.set_exception(OSError(_errno.EBADF, "the client was closed"))
         self._sock.close()
+
+    @property
+    def closed(self):
+        return self._sock.fileno() == -1
+
+    def fileno(self):
+        return self._sock.fileno()
 
     @property
     def local(self):
@@ -541,6 +580,10 @@ class UdpClient:
 
 def _max_datagram(family):
     return 65527 if family == sockets.AF_INET6 else 65507
+
+
+# The native server whose async handlers run in this context: set in the context the bridge runs them in.
+_SERVING = contextvars.ContextVar("rsock.aio serving")
 
 
 class _Bridge:
@@ -592,19 +635,31 @@ class _AsyncServer:
     def __init__(self, *args, **kwargs):
         self._server = self._native_type(*args, **kwargs)
         self._stopped = None
+        self._stopping = None
 
     async def start(self):
         """Starts serving in the background, bound to the running loop."""
         loop = asyncio.get_running_loop()
         if self._stopped is None:
-            self._server._set_async_bridge(_Bridge(loop, contextvars.copy_context(), self._server))
+            context = contextvars.copy_context()
+            context.run(_SERVING.set, self._server)
+            self._server._set_async_bridge(_Bridge(loop, context, self._server))
             self._stopped = loop.create_future()
         self._server.start()
 
     async def stop(self, timeout=None):
         """Stops, letting replies already produced (including those of async handlers still running)
-        go out; waits in a worker thread so the loop keeps running those handlers meanwhile."""
-        self._server._begin_stop()
+        go out; waits in a worker thread so the loop keeps running those handlers meanwhile. Called
+        from one of the server's own handlers, it returns at once and the stop goes on in the
+        background (waiting for it there would wait for that very handler)."""
+        self._server._begin_stop(timeout)
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._finish_stop(timeout))
+        if _SERVING.get(None) is self._server:
+            return
+        await asyncio.shield(self._stopping)
+
+    async def _finish_stop(self, timeout):
         await asyncio.get_running_loop().run_in_executor(None, self._server.stop, timeout)
         if self._stopped is not None and not self._stopped.done():
             self._stopped.set_result(None)

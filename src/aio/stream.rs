@@ -11,7 +11,7 @@ use std::io;
 use std::sync::Mutex;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyo3::exceptions::{PyConnectionResetError, PyEOFError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyConnectionResetError, PyEOFError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -227,6 +227,9 @@ enum Want {
     Until(Vec<u8>),
     Line,
     Message,
+    /// request()'s reply: a message, or with no framing what the next read brings; the connection
+    /// ending first is an error, not an empty reply.
+    Reply,
 }
 
 #[pyclass(module = "rsock._rsock", name = "StreamTransport")]
@@ -335,6 +338,7 @@ impl StreamTransport {
             Want::Until(separator) => self.until(py, separator),
             Want::Line => self.line(py),
             Want::Message => self.next_message(py),
+            Want::Reply => self.reply(py),
         }
     }
 
@@ -389,6 +393,22 @@ impl StreamTransport {
             }
             Err(err) => Some(Err(err)),
         }
+    }
+
+    fn reply(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
+        let (outcome, ended) = if self.framing == Framing::Raw {
+            let outcome = self.try_satisfy(py, &Want::Some(READ_CHUNK as isize))?;
+            let ended = matches!(&outcome, Ok(data) if data.bind(py).len().is_ok_and(|n| n == 0));
+            (outcome, ended)
+        } else {
+            let outcome = self.next_message(py)?;
+            let ended = matches!(&outcome, Ok(message) if message.is_none(py));
+            (outcome, ended)
+        };
+        if ended {
+            return Some(Err(PyConnectionError::new_err("connection closed before the reply")));
+        }
+        Some(outcome)
     }
 
     fn next_message(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
@@ -822,17 +842,8 @@ impl StreamTransport {
 
     /// `await request(data)`: sends a message and returns the reply message.
     fn request(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<ReadOp> {
-        let py = slf.py();
-        let want = {
-            let mut this = slf.borrow_mut();
-            this.send_message(py, data)?;
-            if this.framing == Framing::Raw {
-                Want::Some(READ_CHUNK as isize)
-            } else {
-                Want::Message
-            }
-        };
-        Ok(ReadOp::new(slf, want))
+        slf.borrow_mut().send_message(slf.py(), data)?;
+        Ok(ReadOp::new(slf, Want::Reply))
     }
 
     /// `await drain()`: returns once the queued output is small enough (at once if it already is).

@@ -439,8 +439,9 @@ impl UdpServer {
     }
 
     /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).
-    fn _begin_stop(&self) {
-        self.runner.begin_stop();
+    #[pyo3(signature = (timeout=None))]
+    fn _begin_stop(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        self.runner.begin_stop_checked(timeout)
     }
 
     /// Starts serving in the background and returns at once.

@@ -233,6 +233,15 @@ async def test_tcp_client_raw_reads_between_message_reads(opened, raw_read):
     assert await client.recv_message() == b"next"
 
 
+@pytest.mark.parametrize("framing", [None, "line"])
+async def test_tcp_client_request_when_the_peer_closes_first(opened, framing):
+    """The connection ending before the reply is an error, as for the sync client, not an empty reply."""
+    client, peer = await opened.tcp(framing=framing)
+    peer.close()
+    with pytest.raises(ConnectionError, match="before the reply"):
+        await bounded(client.request(b"anyone"))
+
+
 async def test_tcp_client_request_timeout(opened):
     client, peer = await opened.tcp(framing="line", timeout=0.05)
     with pytest.raises(TimeoutError):
@@ -441,6 +450,46 @@ async def test_udp_request_gives_up_after_retries(opened):
     with pytest.raises(TimeoutError):
         await udp(client.request(b"anyone?", responder.address, timeout=0.05, retries=2))
     assert [data for data, _ in responder.received] == [b"anyone?"] * 3
+
+
+async def test_udp_request_discards_late_replies_to_earlier_requests(opened):
+    """A reply that comes after its request timed out is not taken for the reply to the next request."""
+    answer_later = []
+
+    def slow_first(data, addr):
+        if not answer_later:
+            answer_later.append((data, addr))
+            return None
+        return b"re: " + data
+
+    responder = await opened.responder(slow_first)
+    client = opened.udp()
+    with pytest.raises(TimeoutError):
+        await udp(client.request(b"first", responder.address, timeout=0.05, retries=0))
+    late, addr = answer_later[0]
+    responder.transport.sendto(b"re: " + late, addr)  # the first reply, late
+    await asyncio.sleep(0.05)
+    assert await udp(client.request(b"second", responder.address, retries=0)) == b"re: second"
+
+
+async def test_udp_request_to_a_host_name(opened):
+    responder = await opened.responder()
+    client = opened.udp()
+    address = ("localhost", responder.address[1])
+    assert await udp(client.request(b"by name", address, timeout=TIMEOUT, retries=0)) == b"re: by name"
+
+
+async def test_udp_close_ends_a_waiting_recvfrom(opened):
+    client = opened.udp()
+    fd = client.fileno()
+    assert fd >= 0 and not client.closed
+    waiting = asyncio.ensure_future(client.recvfrom())
+    assert await still_pending(waiting)
+    client.close()
+    with pytest.raises(OSError) as excinfo:
+        await bounded(waiting)
+    assert excinfo.value.errno == errno.EBADF
+    assert client.closed
 
 
 async def test_udp_request_ignores_datagrams_from_others(opened):

@@ -553,6 +553,43 @@ async def test_tcp_serve_forever_returns_after_stop(servers):
 
 
 @pytest.mark.asyncio
+async def test_stop_from_an_async_handler_returns_at_once_and_its_reply_goes_out(servers):
+    """stop() waits for the handlers in flight: awaited in one of them, it returns at once (the stop goes on in
+    the background) instead of waiting for that very handler until the stop timeout."""
+    server = None
+    stop_took = []
+
+    async def on_message(conn, data):
+        started = time.monotonic()
+        await server.stop()
+        stop_took.append(time.monotonic() - started)
+        return b"bye"
+
+    server = await servers.tcp(on_message)
+    serving = asyncio.ensure_future(server.serve_forever())
+    peer = await servers.connect(server.address)
+    await peer.send(b"stop\n")
+    assert await recv_lines(peer, 1) == [b"bye"]
+    assert stop_took[0] < 1.0
+    peer.close()
+    assert await bounded(serving) is None
+    assert not server.running
+
+
+@pytest.mark.asyncio
+async def test_stop_with_a_bad_timeout_raises_and_keeps_serving(servers):
+    server = await servers.tcp(lambda conn, data: data)
+    with pytest.raises(ValueError):
+        await server.stop(-1)
+    with pytest.raises(TypeError):
+        await server.stop("soon")
+    assert server.running
+    peer = await servers.connect(server.address)
+    await peer.send(b"still here\n")
+    assert await recv_lines(peer, 1) == [b"still here"]
+
+
+@pytest.mark.asyncio
 async def test_stop_delivers_replies_of_async_handlers_in_flight(servers):
     entered = asyncio.Event()
     release = asyncio.Event()
