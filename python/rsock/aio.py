@@ -17,6 +17,7 @@ import contextlib
 import contextvars
 import errno as _errno
 import functools
+import inspect
 
 from rsock import _rsock, sockets
 
@@ -117,7 +118,7 @@ def _streams(transport):
     return StreamReader(transport), StreamWriter(transport)
 
 
-async def _connect_socket(loop, host, port, family, proto, flags, local_addr):
+async def _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors=False):
     """An rsock socket connected to (host, port): each address tried in turn, as asyncio does."""
     infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
     if not infos:
@@ -138,9 +139,31 @@ async def _connect_socket(loop, host, port, family, proto, flags, local_addr):
         except BaseException:
             sock.close()
             raise
+    if all_errors:
+        raise ExceptionGroup("create_connection failed", errors)
     if len(errors) == 1:
         raise errors[0]
     raise OSError(f"Multiple exceptions: {', '.join(str(e) for e in errors)}")
+
+
+# The keyword arguments asyncio's open_connection() and start_server() pass on to the loop's
+# create_connection() and create_server(), in this Python's version of them.
+_CONNECTION_OPTIONS = frozenset(inspect.signature(asyncio.AbstractEventLoop.create_connection).parameters)
+_SERVER_OPTIONS = frozenset(inspect.signature(asyncio.AbstractEventLoop.create_server).parameters)
+_TLS_ONLY_OPTIONS = ("server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout")
+
+
+def _check_options(method, options, known):
+    """The errors asyncio gives for `options` passed on to the loop's `method` without ssl: TypeError for
+    an unknown one, ValueError for one that only means something with TLS. Those accepted and not listed
+    here (happy_eyeballs_delay, interleave) change only how addresses are tried in parallel: rsock tries
+    them one after the other. (keep_alive, from Python 3.13, is honoured by the server.)"""
+    for name in options:
+        if name not in known or name in ("self", "protocol_factory"):
+            raise TypeError(f"{method}() got an unexpected keyword argument {name!r}")
+    for name in _TLS_ONLY_OPTIONS:
+        if options.get(name) is not None:
+            raise ValueError(f"{name} is only meaningful with ssl")
 
 
 def _adopt(sock):
@@ -170,9 +193,11 @@ async def open_connection(
             host, port, limit=limit, ssl=ssl, family=family, proto=proto, flags=flags, sock=sock,
             local_addr=local_addr, **kwargs,
         )  # fmt: skip
+    _check_options("create_connection", kwargs, _CONNECTION_OPTIONS)
     loop = asyncio.get_running_loop()
     if sock is None:
-        sock = await _connect_socket(loop, host, port, family, proto, flags, local_addr)
+        all_errors = kwargs.get("all_errors", False)
+        sock = await _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors)
     else:
         sock = _adopt(sock)
     return _streams(_transport(loop, sock, limit))
@@ -182,8 +207,9 @@ class Server:
     """What ``start_server`` returns, as asyncio.Server: listening sockets that hand each connection to
     the callback."""
 
-    def __init__(self, loop, listeners, client_connected_cb, limit, context, backlog):
+    def __init__(self, loop, listeners, client_connected_cb, limit, context, backlog, keep_alive=None):
         self._loop = loop
+        self._keep_alive = keep_alive
         self._listeners = listeners
         self._backlog = backlog
         self._callback = client_connected_cb
@@ -231,6 +257,8 @@ class Server:
                     self._loop.call_later(_ACCEPT_RETRY_DELAY, self._resume_accepting, listener)
                 return
             conn.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
+            if self._keep_alive:
+                conn.setsockopt(sockets.SOL_SOCKET, sockets.SO_KEEPALIVE, 1)
             transport = _transport(self._loop, conn, self._limit)
             reader, writer = _streams(transport)
             # Each connection runs in its own copy of the server's context, as asyncio's do: what one
@@ -358,6 +386,7 @@ async def start_server(
             backlog=backlog, ssl=ssl, reuse_address=reuse_address, reuse_port=reuse_port,
             start_serving=start_serving, **kwargs,
         )  # fmt: skip
+    _check_options("create_server", kwargs, _SERVER_OPTIONS)
     loop = asyncio.get_running_loop()
     if sock is not None:
         listeners = [_adopt(sock)]
@@ -367,7 +396,8 @@ async def start_server(
         # One listener per distinct address, as asyncio does for a host that resolves to several.
         unique = list(dict.fromkeys(infos))
         listeners = _listening_sockets(unique, reuse_address, reuse_port)
-    server = Server(loop, listeners, client_connected_cb, limit, contextvars.copy_context(), backlog)
+    context = contextvars.copy_context()
+    server = Server(loop, listeners, client_connected_cb, limit, context, backlog, kwargs.get("keep_alive"))
     if start_serving:
         server._start_serving()
     return server

@@ -1010,6 +1010,20 @@ async def test_a_server_out_of_descriptors_backs_off_instead_of_spinning():
 # open_connection's and start_server's other arguments
 
 
+async def test_unknown_and_tls_only_options_are_refused(kit):
+    async def on_client(reader, writer):
+        writer.close()
+
+    with pytest.raises(TypeError, match="bogus"):
+        await bounded(kit.mod.open_connection(HOST, 9, bogus=1))
+    with pytest.raises(ValueError, match="server_hostname is only meaningful with ssl"):
+        await bounded(kit.mod.open_connection(HOST, 9, server_hostname="example.org"))
+    with pytest.raises(TypeError, match="bogus"):
+        await bounded(kit.mod.start_server(on_client, HOST, 0, bogus=1))
+    with pytest.raises(ValueError, match="ssl_handshake_timeout is only meaningful with ssl"):
+        await bounded(kit.mod.start_server(on_client, HOST, 0, ssl_handshake_timeout=5))
+
+
 async def test_open_connection_refused(kit):
     unused = socket.socket()
     unused.bind((HOST, 0))
