@@ -42,7 +42,7 @@ _ACCEPT_RETRY_DELAY = 1.0
 class StreamReader:
     """Reads from a connection, with asyncio.StreamReader's methods (each an awaitable)."""
 
-    __slots__ = ("_transport", "at_eof", "read", "readexactly", "readline", "readuntil")
+    __slots__ = ("_transport", "at_eof", "exception", "read", "readexactly", "readline", "readuntil")
 
     def __init__(self, transport):
         self._transport = transport
@@ -52,6 +52,7 @@ class StreamReader:
         self.readexactly = transport.readexactly
         self.readuntil = transport.readuntil
         self.at_eof = transport.at_eof
+        self.exception = transport.exception
 
     def __aiter__(self):
         return self
@@ -194,6 +195,9 @@ async def open_connection(
             local_addr=local_addr, **kwargs,
         )  # fmt: skip
     _check_options("create_connection", kwargs, _CONNECTION_OPTIONS)
+    if limit <= 0:
+        # Before connecting, as asyncio's reader is made first.
+        raise ValueError("Limit cannot be <= 0")
     loop = asyncio.get_running_loop()
     if sock is None:
         all_errors = kwargs.get("all_errors", False)

@@ -28,10 +28,11 @@ pyo3::import_exception!(asyncio, IncompleteReadError);
 pyo3::import_exception!(asyncio, LimitOverrunError);
 
 /// asyncio's default StreamReader limit (a line or separator-terminated chunk may not exceed it).
-const DEFAULT_LIMIT: usize = 64 * 1024;
+const DEFAULT_LIMIT: isize = 64 * 1024;
 /// asyncio's default write buffer limits: drain() waits above the high mark until below the low one.
+/// asyncio's default write buffer limits: drain() waits while more than HIGH_WATER bytes are
+/// queued, until at most a quarter of that is.
 const HIGH_WATER: usize = 64 * 1024;
-const LOW_WATER: usize = 16 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 
@@ -250,7 +251,11 @@ pub struct StreamTransport {
     on_readable: Option<Py<PyAny>>,
     on_writable: Option<Py<PyAny>>,
     reading: bool,
+    /// pause_reading() was called: nothing is read until resume_reading().
+    paused: bool,
     writing: bool,
+    high_water: usize,
+    low_water: usize,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
     drain_waiters: Vec<Py<Waiter>>,
@@ -272,6 +277,7 @@ impl StreamTransport {
     fn add_reader(&mut self, py: Python<'_>) -> PyResult<()> {
         if !self.reading
             && !self.closing
+            && !self.paused
             && let Some(callback) = &self.on_readable
         {
             self.event_loop
@@ -587,7 +593,7 @@ impl StreamTransport {
         if self.closed {
             return ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
         }
-        if self.pending_bytes <= HIGH_WATER {
+        if self.pending_bytes <= self.high_water {
             return ready(py, Ok(py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
@@ -669,7 +675,7 @@ impl StreamTransport {
 
     fn send_queued(&mut self, py: Python<'_>, done: &mut Vec<Completion>) -> PyResult<()> {
         let empty = self.flush(py, done)?;
-        if self.pending_bytes <= LOW_WATER {
+        if self.pending_bytes <= self.low_water {
             self.wake_drainers(py, done);
         }
         if empty {
@@ -701,14 +707,15 @@ impl StreamTransport {
     fn new(
         event_loop: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
-        limit: usize,
+        limit: isize,
         framing: Option<&Bound<'_, PyAny>>,
         max_frame_size: usize,
     ) -> PyResult<Self> {
         let py = sock.py();
-        if limit == 0 {
+        if limit <= 0 {
             return Err(PyValueError::new_err("Limit cannot be <= 0"));
         }
+        let limit = limit as usize;
         let framing = Framing::from_py(framing)?;
         sock.call_method1(intern!(py, "setblocking"), (false,))?;
         let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
@@ -728,7 +735,10 @@ impl StreamTransport {
             on_readable: None,
             on_writable: None,
             reading: false,
+            paused: false,
             writing: false,
+            high_water: HIGH_WATER,
+            low_water: HIGH_WATER / 4,
             pending: VecDeque::new(),
             pending_bytes: 0,
             drain_waiters: Vec::new(),
@@ -817,6 +827,61 @@ impl StreamTransport {
     /// Whether the peer has closed and everything it sent has been read.
     fn at_eof(&self) -> bool {
         self.eof && self.buffer.is_empty()
+    }
+
+    /// What broke the connection (a new exception each time), or None: StreamReader.exception().
+    fn exception(&self) -> Option<PyErr> {
+        self.failed.map(os_error)
+    }
+
+    /// Stops reading from the socket until resume_reading(); reads meanwhile wait.
+    fn pause_reading(&mut self, py: Python<'_>) -> PyResult<()> {
+        if !self.closing {
+            self.paused = true;
+            self.remove_reader(py)?;
+        }
+        Ok(())
+    }
+
+    fn resume_reading(&mut self, py: Python<'_>) -> PyResult<()> {
+        if !self.paused {
+            return Ok(());
+        }
+        self.paused = false;
+        if self.waiter.is_some() {
+            self.add_reader(py)?;
+        }
+        self.resume_reading_if_drained(py)
+    }
+
+    fn is_reading(&self) -> bool {
+        !self.paused && !self.closing
+    }
+
+    /// (low, high), as asyncio's transports give them.
+    fn get_write_buffer_limits(&self) -> (usize, usize) {
+        (self.low_water, self.high_water)
+    }
+
+    /// drain() waits while more than `high` bytes are queued, until at most `low` are; the defaults
+    /// as asyncio computes them (64 KiB, or four times `low`; `low` a quarter of `high`).
+    #[pyo3(signature = (high=None, low=None))]
+    fn set_write_buffer_limits(&mut self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
+        let high = high.unwrap_or_else(|| low.map_or(HIGH_WATER as i64, |low| low.saturating_mul(4)));
+        let low = low.unwrap_or(high / 4);
+        if !(high >= low && low >= 0) {
+            return Err(PyValueError::new_err(format!(
+                "high ({high}) must be >= low ({low}) must be >= 0"
+            )));
+        }
+        self.high_water = high as usize;
+        self.low_water = low as usize;
+        if self.pending_bytes <= self.low_water {
+            let mut done = Vec::new();
+            self.wake_drainers(py, &mut done);
+            fire(py, done, false)?;
+        }
+        Ok(())
     }
 
     /// Sends `data` (queued if the socket cannot take it now); `await drain()` to respect backpressure.

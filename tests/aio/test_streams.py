@@ -678,6 +678,69 @@ async def test_write_eof_after_close_leaves_a_later_connection_alone(rkit):
     assert await peer.recv_to_eof() == b"to the second"
 
 
+async def test_reader_exception_after_a_reset(kit):
+    reader, _, peer = await kit.pair()
+    assert reader.exception() is None
+    reading = asyncio.ensure_future(bounded(reader.read(10)))
+    assert await still_pending(reading, 0.01)
+    peer.reset()
+    with pytest.raises(ConnectionResetError):
+        await reading
+    assert isinstance(reader.exception(), ConnectionResetError)
+
+
+async def test_transport_pause_and_resume_reading(kit):
+    reader, writer, peer = await kit.pair()
+    transport = writer.transport
+    assert transport.is_reading()
+    transport.pause_reading()
+    assert not transport.is_reading()
+    await peer.send(b"held back")
+    reading = asyncio.ensure_future(bounded(reader.read(100)))
+    assert await still_pending(reading, 0.05)
+    transport.resume_reading()
+    assert transport.is_reading()
+    assert await reading == b"held back"
+    writer.close()
+    assert not transport.is_reading()
+
+
+async def test_transport_write_buffer_limits(kit):
+    _, writer, _ = await kit.pair()
+    transport = writer.transport
+    transport.set_write_buffer_limits(high=1000)
+    assert transport.get_write_buffer_limits() == (250, 1000)
+    transport.set_write_buffer_limits(low=100)
+    assert transport.get_write_buffer_limits() == (100, 400)
+    transport.set_write_buffer_limits(high=10, low=5)
+    assert transport.get_write_buffer_limits() == (5, 10)
+    with pytest.raises(ValueError, match="must be >= low"):
+        transport.set_write_buffer_limits(high=1, low=2)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        transport.set_write_buffer_limits(high=-1)
+
+
+async def test_drain_waits_by_the_write_buffer_limits(kit):
+    """With a high mark above what is queued, drain() returns at once even though the peer does not read."""
+    _, writer, peer = await kit.pair()
+    writer.transport.set_write_buffer_limits(high=64 * 1024 * 1024)
+    writer.write(payload(8 * 1024 * 1024))
+    assert await bounded(writer.drain()) is None
+    assert writer.transport.get_write_buffer_size() > 0
+    writer.transport.set_write_buffer_limits(high=1024)
+    draining = asyncio.ensure_future(bounded(writer.drain()))
+    assert await still_pending(draining, 0.05)
+    received = asyncio.ensure_future(peer.recv_exactly(8 * 1024 * 1024))
+    await draining
+    await received
+
+
+async def test_limit_must_be_positive(kit):
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match="Limit cannot be <= 0"):
+            await kit.pair(limit=limit)
+
+
 async def test_server_reads_to_eof_then_replies(kit):
     async def handler(reader, writer):
         request = await reader.read()
