@@ -1,9 +1,10 @@
 //! Borrowed views of Python bytes-like objects, taken as the stdlib's `y*` (read) and `w*` (write)
 //! argument formats take them: any contiguous buffer, whatever its item format.
 
+use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyMemoryError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -88,6 +89,22 @@ pub fn with_writable<R>(obj: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&mut 
 /// A copy of a bytes-like object's contents.
 pub fn read_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     with_readable(obj, <[u8]>::to_vec)
+}
+
+/// `len` zero bytes, or a MemoryError if they cannot be had (`vec![0; len]` would abort). Zeroed
+/// by the allocator (calloc), so a large buffer costs no memory until it is written.
+pub fn zeroed_vec(len: usize) -> PyResult<Vec<u8>> {
+    let layout = Layout::array::<u8>(len).map_err(|_| PyMemoryError::new_err(()))?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(PyMemoryError::new_err(()));
+    }
+    // SAFETY: ptr is a global-allocator block of `len` initialised bytes with u8's alignment.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 /// A `bytes` object under construction (`PyBytesWriter`): filled in place, then shrunk to what was

@@ -2,6 +2,8 @@
 
 import array
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -72,3 +74,53 @@ def test_bad_arguments_raise_what_the_stdlib_raises(sockmod, call, exc_type):
     a, b = sockmod.socketpair()
     with a, b, pytest.raises(exc_type):
         call(a)
+
+
+@pytest.mark.parametrize("ancbufsize", [-1, 2**31, 2**40])
+@pytest.mark.parametrize("method", ["recvmsg", "recvmsg_into"])
+def test_ancillary_buffer_length_beyond_socklen_t_is_a_value_error(sockmod, method, ancbufsize):
+    a, b = sockmod.socketpair()
+    b.setblocking(False)
+    first = 1 if method == "recvmsg" else [bytearray(1)]
+    with a, b, pytest.raises(ValueError, match=r"^invalid ancillary data buffer length$"):
+        getattr(b, method)(first, ancbufsize)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.recvmsg(-1, 0, "flags"),
+        lambda s: s.recvmsg(1, -1, "flags"),
+        lambda s: s.recvmsg_into(5, "ancbufsize"),
+    ],
+)
+def test_recvmsg_converts_every_argument_before_checking_any(sockmod, call):
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        call(b)
+
+
+# An address-space limit below the largest ancillary buffer allowed (2**31 - 1 bytes) makes it unobtainable.
+UNOBTAINABLE_ANCILLARY_BUFFER = """
+import resource, sys
+sockmod = __import__(sys.argv[1])
+a, b = sockmod.socketpair()
+b.setblocking(False)
+with open("/proc/self/statm") as statm:
+    in_use = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (in_use + (1 << 30), resource.RLIM_INFINITY))
+try:
+    b.recvmsg(1, 2**31 - 1)
+except MemoryError:
+    print("MemoryError")
+"""
+
+
+def test_ancillary_buffer_that_cannot_be_allocated_is_a_memory_error(sockmod):
+    result = subprocess.run(
+        [sys.executable, "-c", UNOBTAINABLE_ANCILLARY_BUFFER, sockmod.__name__],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "MemoryError\n", "")
