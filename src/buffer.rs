@@ -131,8 +131,11 @@ impl<'py> BytesWriter<'py> {
         unsafe { std::slice::from_raw_parts_mut(ffi::compat::PyBytesWriter_GetData(self.raw).cast(), self.len) }
     }
 
-    /// The `bytes` object holding the first `filled` bytes, which the caller has written.
+    /// The `bytes` object holding the first `filled` bytes, which the caller has written. A count
+    /// past the storage (recv(2) with MSG_TRUNC reports a datagram's full length) is cut to it: the
+    /// writer would otherwise copy or expose bytes it does not hold.
     pub fn finish(self, filled: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let filled = filled.min(self.len);
         let raw = self.raw;
         let py = self.py;
         std::mem::forget(self);
@@ -144,6 +147,26 @@ impl<'py> BytesWriter<'py> {
             )
             .map(|b| b.cast_into_unchecked())
         }
+    }
+
+    /// As `finish`, but a count past the storage gives a `bytes` of that length, as CPython's recv()
+    /// and recvfrom() grow theirs for MSG_TRUNC's full datagram length. CPython leaves the grown
+    /// part as the allocator found it; here it is zero.
+    ///
+    /// # Safety
+    /// If `filled` exceeds the storage, all of the storage must have been initialised.
+    pub unsafe fn finish_padded(mut self, filled: usize) -> PyResult<Bound<'py, PyBytes>> {
+        if filled <= self.len {
+            return self.finish(filled);
+        }
+        let storage = self.space();
+        // SAFETY: the caller vouches that the storage is initialised.
+        let storage = unsafe { std::slice::from_raw_parts(storage.as_ptr().cast::<u8>(), storage.len()) };
+        // new_with hands over its bytes zeroed.
+        PyBytes::new_with(self.py, filled, |bytes| {
+            bytes[..storage.len()].copy_from_slice(storage);
+            Ok(())
+        })
     }
 }
 

@@ -231,6 +231,17 @@ fn descriptor(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     RawFd::try_from(fd).or_else(|_| if fd < 0 { Ok(-1) } else { Err(os_error(libc::EBADF)) })
 }
 
+/// Storage for the result of a receive with `flags`. Under MSG_TRUNC recv(2) may report bytes it never
+/// wrote there (a stream socket discards them, a datagram's full length runs past the storage), so the
+/// storage starts zeroed: no result shows memory that was not received.
+fn recv_storage(py: Python<'_>, len: usize, flags: c_int) -> PyResult<BytesWriter<'_>> {
+    let mut writer = BytesWriter::new(py, len)?;
+    if flags & libc::MSG_TRUNC != 0 {
+        writer.space().fill(MaybeUninit::new(0));
+    }
+    Ok(writer)
+}
+
 /// An initialised buffer as the uninitialised kind recv(2) fills.
 fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // SAFETY: initialised bytes are valid MaybeUninit bytes, and recv only ever writes bytes into them.
@@ -837,9 +848,10 @@ impl Socket {
             // As CPython: nothing asked for, nothing read, no waiting.
             return Ok(PyBytes::new(py, b""));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let mut writer = recv_storage(py, bufsize as usize, flags)?;
         let received = self.recv_into_slice(py, writer.space(), flags)?;
-        writer.finish(received)
+        // SAFETY: only MSG_TRUNC reports more than the storage holds, and it is zeroed for MSG_TRUNC.
+        unsafe { writer.finish_padded(received) }
     }
 
     #[pyo3(signature = (buffer, nbytes=None, flags=None))]
@@ -877,10 +889,11 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let mut writer = recv_storage(py, bufsize as usize, flags)?;
         let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
         let address = from_sockaddr(py, &addr)?;
-        Ok((writer.finish(received)?, address))
+        // SAFETY: only MSG_TRUNC reports more than the storage holds, and it is zeroed for MSG_TRUNC.
+        Ok((unsafe { writer.finish_padded(received) }?, address))
     }
 
     #[pyo3(signature = (buffer, nbytes=None, flags=None))]
@@ -964,7 +977,8 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let mut writer = recv_storage(py, bufsize as usize, flags)?;
+        // As CPython's, the result holds at most bufsize bytes whatever MSG_TRUNC reports.
         let (received, ancdata, msg_flags, addr) =
             self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags)?;
         (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
