@@ -59,6 +59,51 @@ def test_sendmsg_to_an_address_on_udp(sockmod):
         assert address[1] == client.getsockname()[1]
 
 
+class Triple:
+    """A sequence by the protocol only (__len__ and __getitem__), not a registered collections.abc.Sequence."""
+
+    def __init__(self, *items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+@pytest.mark.parametrize("shape", [tuple, list, lambda items: Triple(*items)])
+def test_sendmsg_takes_any_sequence_of_three_as_an_ancillary_item(sockmod, shape):
+    a, b = sockmod.socketpair()
+    passed = os.dup(0)
+    with a, b:
+        item = shape([sockmod.SOL_SOCKET, sockmod.SCM_RIGHTS, array.array("i", [passed])])
+        assert a.sendmsg([b"x"], [item]) == 1
+        msg, fds, flags, _ = sockmod.recv_fds(b, 16, 1)
+    os.close(passed)
+    for fd in fds:
+        os.close(fd)
+    assert (msg, len(fds), flags) == (b"x", 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ([1, 1], "must be sequence of length 3, not 2"),
+        ((1, 1, b"", 0), "must be sequence of length 3, not 4"),
+        (5, "must be 3-item sequence, not int"),
+        (None, "must be 3-item sequence, not None"),
+        (b"abc", "must be 3-item sequence, not bytes"),
+        (iter([1, 1, b""]), "must be 3-item sequence, not list_iterator"),
+    ],
+)
+def test_sendmsg_ancillary_item_of_another_shape_is_a_type_error(sockmod, item, message):
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(TypeError) as raised:
+        a.sendmsg([b"x"], [item])
+    assert str(raised.value) == f"[sendmsg() ancillary data items]() argument {message}"
+
+
 @pytest.mark.parametrize(
     ("call", "exc_type"),
     [
