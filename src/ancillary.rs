@@ -2,9 +2,11 @@
 //! `[(level, type, data), ...]` lists the stdlib uses.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList};
 
+use crate::addr::type_name;
 use crate::args::c_int;
 use crate::buffer::read_bytes;
 
@@ -16,18 +18,31 @@ pub fn parse(ancdata: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
     let iter = ancdata
         .try_iter()
         .map_err(|_| PyTypeError::new_err("sendmsg() argument 2 must be an iterable"))?;
-    iter.map(|item| {
-        let item = item?;
-        let tuple = item.cast::<PyTuple>().ok().filter(|t| t.len() == 3).ok_or_else(|| {
-            PyTypeError::new_err("[sendmsg() ancillary data items]() argument must be sequence of length 3")
-        })?;
-        Ok((
-            c_int(&tuple.get_item(0)?)?,
-            c_int(&tuple.get_item(1)?)?,
-            read_bytes(&tuple.get_item(2)?)?,
-        ))
-    })
-    .collect()
+    iter.map(|item| parse_item(&item?)).collect()
+}
+
+/// One item, as CPython's `PyArg_Parse(item, "(iiy*)")` takes it: any sequence but `bytes` (a list as
+/// well as a tuple) of exactly three, with its messages.
+fn parse_item(item: &Bound<'_, PyAny>) -> PyResult<Message> {
+    const WHAT: &str = "[sendmsg() ancillary data items]() argument";
+    // SAFETY: item is a live object; PySequence_Check only inspects its type.
+    if unsafe { ffi::PySequence_Check(item.as_ptr()) } == 0 || item.is_instance_of::<PyBytes>() {
+        let name = if item.is_none() { "None".into() } else { type_name(item) };
+        return Err(PyTypeError::new_err(format!(
+            "{WHAT} must be 3-item sequence, not {name}"
+        )));
+    }
+    let len = item.len()?;
+    if len != 3 {
+        return Err(PyTypeError::new_err(format!(
+            "{WHAT} must be sequence of length 3, not {len}"
+        )));
+    }
+    Ok((
+        c_int(&item.get_item(0)?)?,
+        c_int(&item.get_item(1)?)?,
+        read_bytes(&item.get_item(2)?)?,
+    ))
 }
 
 /// `parse` for an optional argument.

@@ -1,9 +1,10 @@
 //! Borrowed views of Python bytes-like objects, taken as the stdlib's `y*` (read) and `w*` (write)
 //! argument formats take them: any contiguous buffer, whatever its item format.
 
+use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyMemoryError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -90,6 +91,22 @@ pub fn read_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     with_readable(obj, <[u8]>::to_vec)
 }
 
+/// `len` zero bytes, or a MemoryError if they cannot be had (`vec![0; len]` would abort). Zeroed
+/// by the allocator (calloc), so a large buffer costs no memory until it is written.
+pub fn zeroed_vec(len: usize) -> PyResult<Vec<u8>> {
+    let layout = Layout::array::<u8>(len).map_err(|_| PyMemoryError::new_err(()))?;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(PyMemoryError::new_err(()));
+    }
+    // SAFETY: ptr is a global-allocator block of `len` initialised bytes with u8's alignment.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}
+
 /// A `bytes` object under construction (`PyBytesWriter`): filled in place, then shrunk to what was
 /// written, the way CPython's own `recv` builds its result. Discarded if dropped unfinished.
 pub struct BytesWriter<'py> {
@@ -114,8 +131,11 @@ impl<'py> BytesWriter<'py> {
         unsafe { std::slice::from_raw_parts_mut(ffi::compat::PyBytesWriter_GetData(self.raw).cast(), self.len) }
     }
 
-    /// The `bytes` object holding the first `filled` bytes, which the caller has written.
+    /// The `bytes` object holding the first `filled` bytes, which the caller has written. A count
+    /// past the storage (recv(2) with MSG_TRUNC reports a datagram's full length) is cut to it: the
+    /// writer would otherwise copy or expose bytes it does not hold.
     pub fn finish(self, filled: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let filled = filled.min(self.len);
         let raw = self.raw;
         let py = self.py;
         std::mem::forget(self);
@@ -127,6 +147,26 @@ impl<'py> BytesWriter<'py> {
             )
             .map(|b| b.cast_into_unchecked())
         }
+    }
+
+    /// As `finish`, but a count past the storage gives a `bytes` of that length, as CPython's recv()
+    /// and recvfrom() grow theirs for MSG_TRUNC's full datagram length. CPython leaves the grown
+    /// part as the allocator found it; here it is zero.
+    ///
+    /// # Safety
+    /// If `filled` exceeds the storage, all of the storage must have been initialised.
+    pub unsafe fn finish_padded(mut self, filled: usize) -> PyResult<Bound<'py, PyBytes>> {
+        if filled <= self.len {
+            return self.finish(filled);
+        }
+        let storage = self.space();
+        // SAFETY: the caller vouches that the storage is initialised.
+        let storage = unsafe { std::slice::from_raw_parts(storage.as_ptr().cast::<u8>(), storage.len()) };
+        // new_with hands over its bytes zeroed.
+        PyBytes::new_with(self.py, filled, |bytes| {
+            bytes[..storage.len()].copy_from_slice(storage);
+            Ok(())
+        })
     }
 }
 

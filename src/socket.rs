@@ -21,7 +21,7 @@ use socket2::SockAddr;
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, ssize, ssize_or};
-use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable};
+use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error};
 
 /// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
@@ -229,6 +229,17 @@ fn getsockopt_int(fd: RawFd, level: c_int, option: c_int) -> io::Result<c_int> {
 fn descriptor(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let fd = c_long(obj)?;
     RawFd::try_from(fd).or_else(|_| if fd < 0 { Ok(-1) } else { Err(os_error(libc::EBADF)) })
+}
+
+/// Storage for the result of a receive with `flags`. Under MSG_TRUNC recv(2) may report bytes it never
+/// wrote there (a stream socket discards them, a datagram's full length runs past the storage), so the
+/// storage starts zeroed: no result shows memory that was not received.
+fn recv_storage(py: Python<'_>, len: usize, flags: c_int) -> PyResult<BytesWriter<'_>> {
+    let mut writer = BytesWriter::new(py, len)?;
+    if flags & libc::MSG_TRUNC != 0 {
+        writer.space().fill(MaybeUninit::new(0));
+    }
+    Ok(writer)
 }
 
 /// An initialised buffer as the uninitialised kind recv(2) fills.
@@ -450,22 +461,21 @@ impl Socket {
         })
     }
 
-    /// recvmsg(2) into `spaces`; returns the byte count, the control messages, the flags and the
-    /// sender's address.
+    /// recvmsg(2) into `spaces` with room for `ancbufsize` bytes of control messages; returns the
+    /// byte count, the control messages, the flags and the sender's address.
     fn recvmsg_into_slices<'py>(
         &self,
         py: Python<'py>,
         spaces: &mut [&mut [MaybeUninit<u8>]],
-        ancbufsize: Option<&Bound<'py, PyAny>>,
-        flags: Option<&Bound<'py, PyAny>>,
-        caller: &str,
+        ancbufsize: isize,
+        flags: c_int,
     ) -> PyResult<(usize, Bound<'py, PyList>, i32, Bound<'py, PyAny>)> {
-        let ancbufsize = ssize_or(ancbufsize, 0)?;
-        if ancbufsize < 0 {
-            return Err(PyValueError::new_err(format!("negative buffer size in {caller}()")));
-        }
-        let flags = c_int_or(flags, 0)?;
-        let mut control = vec![0u8; ancbufsize as usize];
+        // CPython's bound: msg_controllen must fit a socklen_t (INT_MAX on Linux).
+        let ancbufsize = usize::try_from(ancbufsize)
+            .ok()
+            .filter(|&n| n <= i32::MAX as usize)
+            .ok_or_else(|| PyValueError::new_err("invalid ancillary data buffer length"))?;
+        let mut control = zeroed_vec(ancbufsize)?;
         let ((received, msg_flags, control_len), addr) = self.call(py, POLLIN, self.io_wait(), |fd| {
             with_sockaddr(|name, name_len| {
                 let mut iov: Vec<libc::iovec> = spaces
@@ -838,9 +848,10 @@ impl Socket {
             // As CPython: nothing asked for, nothing read, no waiting.
             return Ok(PyBytes::new(py, b""));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let mut writer = recv_storage(py, bufsize as usize, flags)?;
         let received = self.recv_into_slice(py, writer.space(), flags)?;
-        writer.finish(received)
+        // SAFETY: only MSG_TRUNC reports more than the storage holds, and it is zeroed for MSG_TRUNC.
+        unsafe { writer.finish_padded(received) }
     }
 
     #[pyo3(signature = (buffer, nbytes=None, flags=None))]
@@ -878,10 +889,11 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let mut writer = recv_storage(py, bufsize as usize, flags)?;
         let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
         let address = from_sockaddr(py, &addr)?;
-        Ok((writer.finish(received)?, address))
+        // SAFETY: only MSG_TRUNC reports more than the storage holds, and it is zeroed for MSG_TRUNC.
+        Ok((unsafe { writer.finish_padded(received) }?, address))
     }
 
     #[pyo3(signature = (buffer, nbytes=None, flags=None))]
@@ -960,13 +972,15 @@ impl Socket {
         ancbufsize: Option<&Bound<'py, PyAny>>,
         flags: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let bufsize = ssize(bufsize)?;
+        // All three are converted before any is checked, as CPython parses its arguments first.
+        let (bufsize, ancbufsize, flags) = (ssize(bufsize)?, ssize_or(ancbufsize, 0)?, c_int_or(flags, 0)?);
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        let mut writer = recv_storage(py, bufsize as usize, flags)?;
+        // As CPython's, the result holds at most bufsize bytes whatever MSG_TRUNC reports.
         let (received, ancdata, msg_flags, addr) =
-            self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags, "recvmsg")?;
+            self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags)?;
         (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
     }
 
@@ -979,6 +993,7 @@ impl Socket {
         ancbufsize: Option<&Bound<'py, PyAny>>,
         flags: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyTuple>> {
+        let (ancbufsize, flags) = (ssize_or(ancbufsize, 0)?, c_int_or(flags, 0)?);
         let iter = buffers
             .try_iter()
             .map_err(|_| PyTypeError::new_err("recvmsg_into() argument 1 must be an iterable"))?;
@@ -986,8 +1001,7 @@ impl Socket {
             .map(|b| WritableView::new(&b?, "recvmsg_into() argument 1 items"))
             .collect::<PyResult<Vec<_>>>()?;
         let mut spaces: Vec<&mut [MaybeUninit<u8>]> = views.iter_mut().map(WritableView::space).collect();
-        let (received, ancdata, msg_flags, addr) =
-            self.recvmsg_into_slices(py, &mut spaces, ancbufsize, flags, "recvmsg_into")?;
+        let (received, ancdata, msg_flags, addr) = self.recvmsg_into_slices(py, &mut spaces, ancbufsize, flags)?;
         (received, ancdata, msg_flags, addr).into_pyobject(py)
     }
 

@@ -1075,6 +1075,28 @@ def test_unclosed_socket_with_warnings_as_errors_is_reported_unraisable(sockmod)
     assert reported == [(ResourceWarning, expected)]
 
 
+@pytest.mark.parametrize("action", ["always", "error", "ignore"])
+def test_socket_whose_descriptor_was_closed_elsewhere_warns_but_reports_no_close_error(sockmod, action):
+    """The socket was never closed, so collecting it warns as usual; what its close(2) then reports (EBADF)
+    goes nowhere, as in the stdlib's finalizer."""
+    reported = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: reported.append((unraisable.exc_type, str(unraisable.exc_value)))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter(action, ResourceWarning)
+            sock = sockmod.socket()
+            os.close(sock.fileno())
+            expected = [(ResourceWarning, f"unclosed {sock!r}")]
+            del sock
+            gc.collect()
+        warned = [(w.category, str(w.message)) for w in caught]
+        caught.clear()
+    finally:
+        sys.unraisablehook = old_hook
+    assert (warned, reported) == {"always": (expected, []), "error": ([], expected), "ignore": ([], [])}[action]
+
+
 def test_closed_socket_does_not_warn(sockmod):
     with _recorded_warnings() as caught:
         sock = sockmod.socket()

@@ -2,6 +2,8 @@
 
 import array
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -57,6 +59,51 @@ def test_sendmsg_to_an_address_on_udp(sockmod):
         assert address[1] == client.getsockname()[1]
 
 
+class Triple:
+    """A sequence by the protocol only (__len__ and __getitem__), not a registered collections.abc.Sequence."""
+
+    def __init__(self, *items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+@pytest.mark.parametrize("shape", [tuple, list, lambda items: Triple(*items)])
+def test_sendmsg_takes_any_sequence_of_three_as_an_ancillary_item(sockmod, shape):
+    a, b = sockmod.socketpair()
+    passed = os.dup(0)
+    with a, b:
+        item = shape([sockmod.SOL_SOCKET, sockmod.SCM_RIGHTS, array.array("i", [passed])])
+        assert a.sendmsg([b"x"], [item]) == 1
+        msg, fds, flags, _ = sockmod.recv_fds(b, 16, 1)
+    os.close(passed)
+    for fd in fds:
+        os.close(fd)
+    assert (msg, len(fds), flags) == (b"x", 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ([1, 1], "must be sequence of length 3, not 2"),
+        ((1, 1, b"", 0), "must be sequence of length 3, not 4"),
+        (5, "must be 3-item sequence, not int"),
+        (None, "must be 3-item sequence, not None"),
+        (b"abc", "must be 3-item sequence, not bytes"),
+        (iter([1, 1, b""]), "must be 3-item sequence, not list_iterator"),
+    ],
+)
+def test_sendmsg_ancillary_item_of_another_shape_is_a_type_error(sockmod, item, message):
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(TypeError) as raised:
+        a.sendmsg([b"x"], [item])
+    assert str(raised.value) == f"[sendmsg() ancillary data items]() argument {message}"
+
+
 @pytest.mark.parametrize(
     ("call", "exc_type"),
     [
@@ -72,3 +119,53 @@ def test_bad_arguments_raise_what_the_stdlib_raises(sockmod, call, exc_type):
     a, b = sockmod.socketpair()
     with a, b, pytest.raises(exc_type):
         call(a)
+
+
+@pytest.mark.parametrize("ancbufsize", [-1, 2**31, 2**40])
+@pytest.mark.parametrize("method", ["recvmsg", "recvmsg_into"])
+def test_ancillary_buffer_length_beyond_socklen_t_is_a_value_error(sockmod, method, ancbufsize):
+    a, b = sockmod.socketpair()
+    b.setblocking(False)
+    first = 1 if method == "recvmsg" else [bytearray(1)]
+    with a, b, pytest.raises(ValueError, match=r"^invalid ancillary data buffer length$"):
+        getattr(b, method)(first, ancbufsize)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.recvmsg(-1, 0, "flags"),
+        lambda s: s.recvmsg(1, -1, "flags"),
+        lambda s: s.recvmsg_into(5, "ancbufsize"),
+    ],
+)
+def test_recvmsg_converts_every_argument_before_checking_any(sockmod, call):
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(TypeError, match="cannot be interpreted as an integer"):
+        call(b)
+
+
+# An address-space limit below the largest ancillary buffer allowed (2**31 - 1 bytes) makes it unobtainable.
+UNOBTAINABLE_ANCILLARY_BUFFER = """
+import resource, sys
+sockmod = __import__(sys.argv[1])
+a, b = sockmod.socketpair()
+b.setblocking(False)
+with open("/proc/self/statm") as statm:
+    in_use = int(statm.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (in_use + (1 << 30), resource.RLIM_INFINITY))
+try:
+    b.recvmsg(1, 2**31 - 1)
+except MemoryError:
+    print("MemoryError")
+"""
+
+
+def test_ancillary_buffer_that_cannot_be_allocated_is_a_memory_error(sockmod):
+    result = subprocess.run(
+        [sys.executable, "-c", UNOBTAINABLE_ANCILLARY_BUFFER, sockmod.__name__],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "MemoryError\n", "")

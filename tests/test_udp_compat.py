@@ -8,6 +8,7 @@ import socket as stdlib_socket
 
 import pytest
 
+import rsock
 from tests.loopback import ipv6_loopback_available
 
 # Every blocking call in this file has a deadline, so a missing datagram fails a test instead of hanging it.
@@ -304,6 +305,46 @@ def test_recv_into_with_msg_trunc_reports_full_datagram_length(udp4):
     buffer = bytearray(4)
     assert receiver.recv_into(buffer, 2, udp4.mod.MSG_TRUNC) == 10
     assert buffer == b"01\0\0"
+
+
+# Past both sizes of a result's storage: the inline 256 bytes and a separately allocated buffer.
+@pytest.mark.parametrize("bufsize", [16, 300])
+def test_recvmsg_with_msg_trunc_returns_at_most_bufsize(udp4, bufsize):
+    sender, receiver = udp4.bound(), udp4.bound()
+    sender.sendto(b"A" * 5000, receiver.getsockname())
+    data, ancdata, flags, _ = receiver.recvmsg(bufsize, 0, udp4.mod.MSG_TRUNC)
+    assert (data, ancdata, flags & udp4.mod.MSG_TRUNC) == (b"A" * bufsize, [], udp4.mod.MSG_TRUNC)
+
+
+@pytest.mark.parametrize("bufsize", [0, 16, 300])
+@pytest.mark.parametrize("method", ["recv", "recvfrom"])
+def test_recv_with_msg_trunc_returns_bytes_of_the_full_datagram_length(udp4, method, bufsize):
+    sender, receiver = udp4.bound(), udp4.bound()
+    sender.sendto(b"A" * 5000, receiver.getsockname())
+    data = getattr(receiver, method)(bufsize, udp4.mod.MSG_TRUNC)
+    if method == "recvfrom":
+        data, address = data
+        assert address == sender.getsockname()
+    # recv(0) reads nothing; otherwise the result has the datagram's length, the part past bufsize
+    # unspecified (CPython's is whatever memory its grown buffer held).
+    expected_length = 0 if (method, bufsize) == ("recv", 0) else 5000
+    assert (len(data), data[:bufsize]) == (expected_length, b"A" * min(bufsize, expected_length))
+    if udp4.mod is rsock:
+        # rsock's never shows memory it did not receive.
+        assert data[bufsize:] == bytes(len(data[bufsize:]))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, flags: s.recvfrom_into(bytearray(16), 0, flags)[0],
+        lambda s, flags: s.recvmsg_into([bytearray(16)], 0, flags)[0],
+    ],
+)
+def test_receiving_into_a_buffer_with_msg_trunc_reports_full_datagram_length(udp4, call):
+    sender, receiver = udp4.bound(), udp4.bound()
+    sender.sendto(b"A" * 5000, receiver.getsockname())
+    assert call(receiver, udp4.mod.MSG_TRUNC) == 5000
 
 
 def test_msg_peek_leaves_datagram_queued(dgram):

@@ -7,6 +7,7 @@ Constants, enums, exceptions and the helpers that touch no socket (``htons``, ``
 resolves a name is rsock's native code.
 """
 
+import contextlib as _contextlib
 import errno as _errno
 import io as _io
 import os as _os
@@ -122,7 +123,10 @@ class socket(_rsock.socket):
             try:
                 _warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
             finally:
-                _rsock.socket.close(self)
+                # The stdlib's finalizer ignores what close(2) reports: the descriptor may have been
+                # closed behind the socket's back (EBADF), and a finalizer has no caller to tell.
+                with _contextlib.suppress(OSError):
+                    _rsock.socket.close(self)
 
     def dup(self):
         """A new socket on a duplicate of this socket's descriptor."""
