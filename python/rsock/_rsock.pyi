@@ -170,7 +170,7 @@ class Connection:
         """A number unique among the server's connections."""
     @property
     def closed(self) -> bool:
-        """Whether the connection has ended."""
+        """Whether the connection has ended or is ending: True from the moment close() is called."""
     @property
     def state(self) -> dict[Any, Any]:
         """A dict for the application's own per-connection data."""

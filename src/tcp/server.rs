@@ -296,10 +296,11 @@ impl Connection {
         self.shared.id
     }
 
-    /// Whether the connection has ended.
+    /// Whether the connection has ended or is ending: True from the moment close() is called, while
+    /// the queued output still goes out and the peer is given time to close its side.
     #[getter]
     fn closed(&self) -> bool {
-        self.shared.closed.load(Relaxed)
+        self.shared.closed.load(Relaxed) || self.shared.io().close_requested
     }
 
     /// A dict for the application's own per-connection data.

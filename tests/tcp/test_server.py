@@ -629,15 +629,20 @@ def test_conn_send_from_another_thread_waits_while_the_peer_does_not_read(make_s
 def test_conn_close_from_a_handler_sends_queued_output_first(make_server, make_raw, framing):
     ended = queue.Queue()
 
+    closed_after_close = []
+
     def on_message(conn, data):
         conn.send(b"goodbye")
+        assert not conn.closed
         conn.close()
+        closed_after_close.append(conn.closed)  # at once, though the output and the peer's close are yet to come
 
     server = make_server(on_message, framing=framing, on_disconnect=lambda conn, exc: ended.put((conn.closed, exc)))
     sock = make_raw(server.address)
     sock.sendall(encode(framing, b"quit"))
     assert read_to_end(sock) == encode(framing, b"goodbye")
     assert ended.get(timeout=TIMEOUT) == (True, None)
+    assert closed_after_close == [True]
 
 
 def test_conn_close_from_a_handler_stops_further_messages(make_server, make_raw):
