@@ -785,7 +785,12 @@ impl StreamTransport {
     fn read(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         if n == 0 {
-            return ready(py, Ok(PyBytes::new(py, b"").into_any().unbind()));
+            // As asyncio's: a broken connection's error first, even for nothing.
+            let outcome = match slf.borrow().failed {
+                Some(errno) => Err(os_error(errno)),
+                None => Ok(PyBytes::new(py, b"").into_any().unbind()),
+            };
+            return ready(py, outcome);
         }
         Ok(Py::new(py, ReadOp::new(slf, Want::Some(n)))?.into_any())
     }

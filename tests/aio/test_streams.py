@@ -635,6 +635,8 @@ async def test_peer_reset_with_unread_data_raises_on_the_next_read(kit):
         await bounded(reader.readexactly(100))
     with pytest.raises(ConnectionResetError):
         await bounded(reader.read(5))
+    with pytest.raises(ConnectionResetError):
+        await bounded(reader.read(0))
 
 
 async def test_after_a_reset_the_transport_is_closing_and_drain_and_wait_closed_raise(kit):
