@@ -18,6 +18,7 @@ import contextvars
 import errno as _errno
 import functools
 import inspect
+import sys
 
 from rsock import _rsock, sockets
 
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _DEFAULT_LIMIT = 2**16
+_WAIT_CLOSED_WAITS_FOR_CONNECTIONS = sys.version_info >= (3, 12, 1)
 # accept() errors that mean the process is out of something; the listener is retried after a pause.
 _OUT_OF_RESOURCES = frozenset((_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS, _errno.ENOMEM))
 _ACCEPT_RETRY_DELAY = 1.0
@@ -221,7 +223,8 @@ class Server:
         self._context = context
         self._serving = False
         self._serving_forever = None
-        self._closed = loop.create_future()
+        self._active = 0  # connections accepted and not yet closed
+        self._closed = loop.create_future()  # done once wait_closed() has nothing more to wait for
 
     def get_loop(self):
         return self._loop
@@ -264,6 +267,8 @@ class Server:
             if self._keep_alive:
                 conn.setsockopt(sockets.SOL_SOCKET, sockets.SO_KEEPALIVE, 1)
             transport = _transport(self._loop, conn, self._limit)
+            self._active += 1
+            transport._notify_closed(self._detach)
             reader, writer = _streams(transport)
             # Each connection runs in its own copy of the server's context, as asyncio's do: what one
             # handler sets in a ContextVar is not seen by the others.
@@ -272,6 +277,17 @@ class Server:
             if asyncio.iscoroutine(result):
                 task = self._loop.create_task(result, context=context)
                 task.add_done_callback(functools.partial(_report_callback_failure, transport))
+
+    def _detach(self):
+        self._active -= 1
+        self._wake_if_closed()
+
+    def _wake_if_closed(self):
+        if self._listeners or self._closed.done():
+            return
+        if _WAIT_CLOSED_WAITS_FOR_CONNECTIONS and self._active:
+            return
+        self._closed.set_result(None)
 
     def _resume_accepting(self, listener):
         if self._serving and listener in self._listeners:
@@ -286,14 +302,13 @@ class Server:
             listener.close()
         self._listeners = []
         self._serving = False
-        if not self._closed.done():
-            self._closed.set_result(None)
+        self._wake_if_closed()
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
 
     async def wait_closed(self):
-        """Returns once the server is closed (at once if it is already), as asyncio's Server does on
-        Python 3.11; it does not wait for the connections still open to end."""
+        """Returns once the server is closed and, from Python 3.12.1 on, every connection it accepted has
+        been closed too, as asyncio's Server does on the same Python (3.11's waits for close() only)."""
         await asyncio.shield(self._closed)
 
     async def serve_forever(self):

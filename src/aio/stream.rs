@@ -265,6 +265,8 @@ pub struct StreamTransport {
     closing: bool,
     closed: bool,
     close_waiters: Vec<Py<Waiter>>,
+    /// Called (through the loop) once the socket is closed: the server counting its connections.
+    on_closed: Option<Py<PyAny>>,
     peername: Option<Py<PyAny>>,
     sockname: Option<Py<PyAny>>,
 }
@@ -636,6 +638,11 @@ impl StreamTransport {
         for waiter in std::mem::take(&mut self.close_waiters) {
             done.push((waiter, self.close_outcome(py)));
         }
+        if let Some(callback) = self.on_closed.take() {
+            self.event_loop
+                .bind(py)
+                .call_method1(intern!(py, "call_soon"), (callback,))?;
+        }
         self.on_readable = None;
         self.on_writable = None;
         Ok(())
@@ -747,9 +754,15 @@ impl StreamTransport {
             closing: false,
             closed: false,
             close_waiters: Vec::new(),
+            on_closed: None,
             peername,
             sockname,
         })
+    }
+
+    /// Has `callback()` called through the loop once the socket is closed.
+    fn _notify_closed(&mut self, callback: Py<PyAny>) {
+        self.on_closed = Some(callback);
     }
 
     /// Starts watching the socket: called once, right after construction.
@@ -1017,6 +1030,7 @@ impl StreamTransport {
         for waiter in self.drain_waiters.iter().chain(&self.close_waiters) {
             visit.call(waiter)?;
         }
+        visit.call(&self.on_closed)?;
         visit.call(&self.peername)?;
         visit.call(&self.sockname)
     }
@@ -1027,5 +1041,6 @@ impl StreamTransport {
         self.on_writable = None;
         self.drain_waiters.clear();
         self.close_waiters.clear();
+        self.on_closed = None;
     }
 }

@@ -1023,6 +1023,20 @@ async def test_server_wait_closed_waits_for_close(kit):
     await bounded(server.wait_closed())
 
 
+async def test_server_wait_closed_and_the_connections_still_open(kit):
+    """After close(), wait_closed() waits for the connections still open from Python 3.12.1 on, as asyncio's does
+    there (3.11's returns at once)."""
+    server, address, accepted = await kit.accepted()
+    await raw_client(kit, address)
+    _, writer = await bounded(accepted.get())
+    server.close()
+    waiting = asyncio.ensure_future(server.wait_closed())
+    if sys.version_info >= (3, 12, 1):
+        assert await still_pending(waiting)
+        writer.close()
+    await bounded(waiting)
+
+
 # A server that runs out of descriptors: it keeps every connection, with room for only a few, prints its port,
 # and after the clients have come reports how many it holds, how many accept failures were reported and the CPU
 # time it used in the next second.
