@@ -249,6 +249,16 @@ def test_recv_message_over_max_frame_size_fails(peer, framing):
         client.recv_message()
 
 
+def test_recv_message_crlf_line_of_exactly_max_frame_size(peer):
+    """The \r of a \r\n is part of the terminator: it does not count toward max_frame_size."""
+    client, other = peer(framing="line", max_frame_size=4)
+    other.sendall(b"abcd\r\n")
+    assert client.recv_message() == b"abcd"
+    other.sendall(b"abcde\r\n")
+    with pytest.raises(ValueError):
+        client.recv_message()
+
+
 def test_recv_message_length_header_announcing_4_gib_fails_at_once(peer):
     client, other = peer(framing="length")
     other.sendall(b"\xff\xff\xff\xff")

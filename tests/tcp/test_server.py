@@ -243,6 +243,19 @@ def test_frame_of_exactly_max_frame_size_is_accepted(make_server, make_client, f
     assert client.request(b"y" * 10) == b"10"
 
 
+@pytest.mark.parametrize("pieces", [[b"abcd\r\n"], [b"abcd\r", b"\n"]], ids=["whole", "split-before-lf"])
+def test_crlf_line_of_exactly_max_frame_size_is_accepted(make_server, make_raw, pieces):
+    """The \r of a \r\n is part of the terminator: it does not count toward max_frame_size."""
+    server = make_server(lambda conn, data: b"[" + data + b"]", framing="line", max_frame_size=4)
+    sock = make_raw(server.address)
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(0.05)
+    assert recv_exact(sock, len(b"[abcd]\n")) == b"[abcd]\n"
+    sock.sendall(b"abcde\r\n")
+    assert read_to_end(sock) == b""
+
+
 @pytest.mark.parametrize("framing", FRAMINGS, ids=str)
 def test_frame_over_max_frame_size_closes_that_connection_only(
     make_server, make_raw, make_client, wait_until, caplog, framing
