@@ -689,6 +689,30 @@ def test_conn_close_from_another_thread_after_queued_output(make_server, make_ra
     assert conn.closed
 
 
+@pytest.mark.parametrize("hook", ["on_message", "on_connect", "on_disconnect"])
+def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_closed(
+    make_server, make_raw, wait_until, caplog, hook
+):
+    """The coroutine the handler returned is closed when it is refused: left to be collected, it would warn
+    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception)."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+
+    async def handler(*args):
+        pytest.fail("never awaited")
+
+    handlers = {"on_message": echo, hook: handler}
+    server = make_server(handlers.pop("on_message"), framing="line", **handlers)
+    sock = make_raw(server.address)
+    sock.sendall(b"hi\n")
+    sock.shutdown(socket.SHUT_WR)
+    read_to_end(sock)
+    wait_until(lambda: rsock_errors(caplog), "the TypeError to be logged")
+    [record] = rsock_errors(caplog)
+    assert isinstance(record.exc_info[1], TypeError)
+    assert "rsock.aio.TcpServer" in str(record.exc_info[1])
+    gc.collect()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Broadcast
 
