@@ -406,6 +406,30 @@ def test_sendfile_of_a_missing_file_raises(peer, tmp_path):
         client.sendfile(tmp_path / "missing")
 
 
+def test_sendfile_of_a_directory_is_an_is_a_directory_error(peer, tmp_path):
+    client, other = peer()
+    with pytest.raises(IsADirectoryError):
+        client.sendfile(tmp_path)
+    client.send(b"still usable")
+    assert recv_exact(other, 12) == b"still usable"
+
+
+@pytest.mark.parametrize("progress", [0, 1.5, "bar", b"x"], ids=repr)
+def test_sendfile_with_a_progress_that_is_not_callable_sends_nothing(peer, tmp_path, progress):
+    client, other = peer()
+    path = tmp_path / "small.txt"
+    path.write_bytes(b"file contents")
+    with pytest.raises(TypeError, match="progress"):
+        client.sendfile(path, progress=progress)
+    client.send(b"only this")
+    client.close()
+    other.settimeout(TIMEOUT)
+    received = b""
+    while chunk := other.recv(100):
+        received += chunk
+    assert received == b"only this"
+
+
 def test_one_gib_sendfile_arrives_intact(echo_server, tmp_path):
     """1 GiB through sendfile to a server whose handler feeds a sha256: same digest, and memory stays bounded."""
     server, done = digest_server(echo_server)
