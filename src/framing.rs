@@ -180,19 +180,27 @@ impl Decoder for DelimiterCodec {
             Some(offset) => {
                 let end = start + offset;
                 self.searched = 0;
-                if end > self.max_frame_size {
+                // A `\r` dropped before the delimiter is part of the terminator, not of the frame.
+                let len = if self.strip_cr && end > 0 && buf[end - 1] == b'\r' {
+                    end - 1
+                } else {
+                    end
+                };
+                if len > self.max_frame_size {
                     return Err(frame_too_large(self.max_frame_size));
                 }
                 let mut frame = buf.split_to(end + dlen);
-                frame.truncate(end);
-                if self.strip_cr && frame.last() == Some(&b'\r') {
-                    frame.truncate(end - 1);
-                }
+                frame.truncate(len);
                 Ok(Some(frame))
             }
             // Too long only once even a frame of the largest size and all but the last byte of its
-            // delimiter could not account for what is buffered.
-            None if buf.len() > self.max_frame_size + dlen - 1 => Err(frame_too_large(self.max_frame_size)),
+            // delimiter (or, for lines, a trailing `\r` that may be the start of `\r\n`) could not
+            // account for what is buffered.
+            None if buf.len().saturating_sub(self.max_frame_size)
+                > dlen - 1 + usize::from(self.strip_cr && buf.last() == Some(&b'\r')) =>
+            {
+                Err(frame_too_large(self.max_frame_size))
+            }
             None => {
                 self.searched = buf.len();
                 Ok(None)
@@ -292,6 +300,16 @@ mod tests {
         let got = frames(&framing, &[b"0123456789EN", b"D"], 10).unwrap();
         assert_eq!(got, vec![b"0123456789".to_vec()]);
         assert!(frames(&framing, &[b"0123456789xEN"], 10).is_err());
+    }
+
+    #[test]
+    fn a_line_of_the_largest_size_passes_with_crlf_however_it_is_split() {
+        for chunks in [&[&b"abcd\r\n"[..]][..], &[b"abcd\r", b"\n"], &[b"abcd", b"\r", b"\n"]] {
+            assert_eq!(frames(&Framing::Line, chunks, 4).unwrap(), vec![b"abcd".to_vec()]);
+        }
+        assert!(frames(&Framing::Line, &[b"abcde\r\n"], 4).is_err());
+        assert!(frames(&Framing::Line, &[b"abcde"], 4).is_err());
+        assert!(frames(&Framing::Line, &[b"abcd\rx"], 4).is_err());
     }
 
     #[test]

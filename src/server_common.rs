@@ -233,6 +233,18 @@ pub fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
     }
 }
 
+/// Closes an awaitable a sync server refuses (it has no event loop to run it on): a coroutine
+/// collected unclosed warns "coroutine ... was never awaited" long after the error reporting it. An
+/// awaitable without close() is left as it is; an error from close() is reported as unraisable, as
+/// Python does for errors nothing can catch.
+pub fn close_refused_awaitable(py: Python<'_>, awaitable: &Bound<'_, PyAny>) {
+    if let Ok(close) = awaitable.getattr(pyo3::intern!(py, "close"))
+        && let Err(err) = close.call0()
+    {
+        err.write_unraisable(py, Some(awaitable));
+    }
+}
+
 /// Calls a handler (or the async bridge) from a server's task. A PanicException reaching us from
 /// Python (rsock panicked inside a call the handler made, and the handler let it through) makes pyo3
 /// resume that panic here; it is caught and becomes a PanicException again, so the server treats it

@@ -8,14 +8,14 @@ use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use pyo3::exceptions::{PyConnectionError, PyEOFError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyEOFError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
 
 use crate::buffer::{BytesWriter, with_readable};
-use crate::errors::io_error;
+use crate::errors::{io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
@@ -257,9 +257,25 @@ impl TcpClient {
     /// whatever the framing.
     #[pyo3(signature = (path, progress=None))]
     fn sendfile(&self, py: Python<'_>, path: &Bound<'_, PyAny>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
+        // Checked before anything is sent: a bad `progress` found after the first chunk would leave
+        // part of the file on the wire.
+        if let Some(p) = progress
+            && !(p.is_instance_of::<PyBool>() || p.is_callable())
+        {
+            return Err(PyTypeError::new_err(format!(
+                "progress must be None, a bool or a callable, not {}",
+                crate::addr::type_name(p)
+            )));
+        }
         let path = fs_path(path)?;
         let file = py.detach(|| std::fs::File::open(&path)).map_err(|e| io_error(&e))?;
-        let size = file.metadata().map_err(|e| io_error(&e))?.len();
+        let metadata = file.metadata().map_err(|e| io_error(&e))?;
+        // open(2) accepts a directory for reading; sendfile(2) would then fail with EINVAL. Report
+        // it as open() does in Python.
+        if metadata.is_dir() {
+            return Err(os_error(libc::EISDIR));
+        }
+        let size = metadata.len();
         let bar = match progress {
             Some(flag) if flag.is_instance_of::<PyBool>() && flag.is_truthy()? => Some(progress_bar(
                 py,

@@ -28,7 +28,9 @@ use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard, call_handler, is_awaitable, parse_timeout_arg};
+use crate::server_common::{
+    self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable, parse_timeout_arg,
+};
 
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -490,6 +492,7 @@ fn hand_to_loop(
         .as_ref()
         .map(|b| b.clone_ref(py));
     let Some(bridge) = bridge else {
+        close_refused_awaitable(py, awaitable);
         return Err(PyTypeError::new_err(
             "a handler returned an awaitable; async handlers need rsock.aio.TcpServer, which runs them on the event loop",
         ));

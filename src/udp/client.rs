@@ -66,6 +66,19 @@ impl UdpClient {
         }
         Ok((writer.finish(length)?, sender))
     }
+
+    /// Reads and drops every datagram already queued, so that a reply that came too late for an
+    /// earlier request (or answered one of its resends) is not taken for the reply to the next one.
+    fn discard_queued(&self, py: Python<'_>) -> PyResult<()> {
+        loop {
+            // An empty buffer still takes the whole datagram off the queue.
+            match self.sock.recvfrom_within(py, &mut [], Some(Duration::ZERO)) {
+                Ok(_) => {}
+                Err(err) if err.is_instance_of::<PyTimeoutError>(py) => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -116,6 +129,8 @@ impl UdpClient {
 
     /// Sends `data` to `address` and returns the first datagram that comes back from there, sending
     /// again after each `timeout` seconds without one, `retries` times; then raises TimeoutError.
+    /// Datagrams already queued before the first send (such as late replies to an earlier request)
+    /// are discarded, so the reply returned is one that arrived after this request was sent.
     #[pyo3(signature = (data, address, timeout=1.0, retries=3))]
     fn request<'py>(
         &self,
@@ -129,6 +144,7 @@ impl UdpClient {
         let target = to_sockaddr(py, self.family, address, "request")?;
         let expected = target.as_socket();
         let payload = with_readable(data, <[u8]>::to_vec)?;
+        self.discard_queued(py)?;
         for _ in 0..=retries {
             self.send(py, &payload, &target)?;
             let deadline = Instant::now() + wait;

@@ -25,7 +25,7 @@ use crate::errors::io_error;
 use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, call_handler, is_awaitable};
+use crate::server_common::{self, Lifecycle, Runner, call_handler, close_refused_awaitable, is_awaitable};
 
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
@@ -309,6 +309,7 @@ fn hand_to_loop(
         .as_ref()
         .map(|b| b.clone_ref(py));
     let Some(bridge) = bridge else {
+        close_refused_awaitable(py, awaitable);
         return Err(PyTypeError::new_err(
             "on_datagram returned an awaitable; async handlers need rsock.aio.UdpServer, which runs them on the event loop",
         ));

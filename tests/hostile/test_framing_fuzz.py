@@ -9,12 +9,13 @@ which implements the semantics of src/framing.rs:
 
 - "line": frames end at b"\\n"; one b"\\r" before it is dropped from the message. "length": a 4-byte
   big-endian length, then that many bytes. A delimiter: frames end at the first occurrence of it.
-- max_frame_size bounds a frame's bytes before its delimiter (the "\\r" of a line included) or the length a
-  header announces. A frame over it breaks the stream: the messages before it are delivered and the
-  connection ends with an error (the server's on_disconnect gets ValueError, recv_message() raises
-  ValueError and closes the client). Bytes without a delimiter are over it once there are more than
-  max_frame_size + len(delimiter) - 1 of them (the most a frame within the limit and all but the last byte
-  of its delimiter can take), even if the stream ends there.
+- max_frame_size bounds a message's bytes (for a line, the "\\r" dropped before its "\\n" is not counted: it
+  belongs to the terminator) or the length a header announces. A frame over it breaks the stream: the
+  messages before it are delivered and the connection ends with an error (the server's on_disconnect gets
+  ValueError, recv_message() raises ValueError and closes the client). Bytes without a delimiter are over it
+  once there are more than max_frame_size + len(delimiter) - 1 of them (the most a frame within the limit
+  and all but the last byte of its delimiter can take; one more for a line that ends in "\\r", which may be
+  the start of its "\\r\\n"), even if the stream ends there.
 - A stream that ends inside a frame (a length header included) ends in the middle of a message: the
   server's on_disconnect gets EOFError (after the whole frames before it), the client's recv_message()
   raises EOFError. A stream that ends between frames is a clean close: on_disconnect gets None,
@@ -100,13 +101,14 @@ def reference(framing, max_frame_size, stream):
         at = stream.find(delimiter, pos)
         if at < 0:
             rest = len(stream) - pos
-            end = "clean" if rest == 0 else "oversize" if rest > max_frame_size + width - 1 else "partial"
+            allowance = width - 1 + (framing == "line" and stream.endswith(b"\r"))
+            end = "clean" if rest == 0 else "oversize" if rest > max_frame_size + allowance else "partial"
             return Expected(messages, end)
-        if at - pos > max_frame_size:
-            return Expected(messages, "oversize")
         frame = stream[pos:at]
         if framing == "line" and frame.endswith(b"\r"):
             frame = frame[:-1]
+        if len(frame) > max_frame_size:
+            return Expected(messages, "oversize")
         messages.append(frame)
         pos = at + width
 
@@ -417,7 +419,10 @@ def test_random_bytes_decode_like_the_reference(listener, framing, max_frame_siz
     [
         ("line", 10, b"abc\r\ndef\n\n", [b"abc", b"def", b""], "clean"),
         ("line", 10, b"a\r\r\n", [b"a\r"], "clean"),
-        ("line", 3, b"abc\r\n", [], "oversize"),  # the \r counts towards the limit
+        ("line", 3, b"abc\r\n", [b"abc"], "clean"),  # the \r belongs to the terminator, not the limit
+        ("line", 3, b"abcd\r\n", [], "oversize"),
+        ("line", 3, b"abc\r", [], "partial"),  # the \r may start the terminator
+        ("line", 3, b"abc\rd", [], "oversize"),
         ("line", 3, b"abc\nde", [b"abc"], "partial"),
         ("line", 3, b"abc\ndefg", [b"abc"], "oversize"),  # a cut frame already over the limit
         (b"END", 3, b"abcEN", [], "partial"),  # within max_frame_size + 2: it could still end in "D"

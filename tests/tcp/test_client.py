@@ -249,6 +249,16 @@ def test_recv_message_over_max_frame_size_fails(peer, framing):
         client.recv_message()
 
 
+def test_recv_message_crlf_line_of_exactly_max_frame_size(peer):
+    """The \r of a \r\n is part of the terminator: it does not count toward max_frame_size."""
+    client, other = peer(framing="line", max_frame_size=4)
+    other.sendall(b"abcd\r\n")
+    assert client.recv_message() == b"abcd"
+    other.sendall(b"abcde\r\n")
+    with pytest.raises(ValueError):
+        client.recv_message()
+
+
 def test_recv_message_length_header_announcing_4_gib_fails_at_once(peer):
     client, other = peer(framing="length")
     other.sendall(b"\xff\xff\xff\xff")
@@ -394,6 +404,30 @@ def test_sendfile_of_a_missing_file_raises(peer, tmp_path):
     client, _other = peer()
     with pytest.raises(FileNotFoundError):
         client.sendfile(tmp_path / "missing")
+
+
+def test_sendfile_of_a_directory_is_an_is_a_directory_error(peer, tmp_path):
+    client, other = peer()
+    with pytest.raises(IsADirectoryError):
+        client.sendfile(tmp_path)
+    client.send(b"still usable")
+    assert recv_exact(other, 12) == b"still usable"
+
+
+@pytest.mark.parametrize("progress", [0, 1.5, "bar", b"x"], ids=repr)
+def test_sendfile_with_a_progress_that_is_not_callable_sends_nothing(peer, tmp_path, progress):
+    client, other = peer()
+    path = tmp_path / "small.txt"
+    path.write_bytes(b"file contents")
+    with pytest.raises(TypeError, match="progress"):
+        client.sendfile(path, progress=progress)
+    client.send(b"only this")
+    client.close()
+    other.settimeout(TIMEOUT)
+    received = b""
+    while chunk := other.recv(100):
+        received += chunk
+    assert received == b"only this"
 
 
 def test_one_gib_sendfile_arrives_intact(echo_server, tmp_path):

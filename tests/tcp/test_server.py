@@ -243,6 +243,19 @@ def test_frame_of_exactly_max_frame_size_is_accepted(make_server, make_client, f
     assert client.request(b"y" * 10) == b"10"
 
 
+@pytest.mark.parametrize("pieces", [[b"abcd\r\n"], [b"abcd\r", b"\n"]], ids=["whole", "split-before-lf"])
+def test_crlf_line_of_exactly_max_frame_size_is_accepted(make_server, make_raw, pieces):
+    """The \r of a \r\n is part of the terminator: it does not count toward max_frame_size."""
+    server = make_server(lambda conn, data: b"[" + data + b"]", framing="line", max_frame_size=4)
+    sock = make_raw(server.address)
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(0.05)
+    assert recv_exact(sock, len(b"[abcd]\n")) == b"[abcd]\n"
+    sock.sendall(b"abcde\r\n")
+    assert read_to_end(sock) == b""
+
+
 @pytest.mark.parametrize("framing", FRAMINGS, ids=str)
 def test_frame_over_max_frame_size_closes_that_connection_only(
     make_server, make_raw, make_client, wait_until, caplog, framing
@@ -679,6 +692,30 @@ def test_conn_close_from_another_thread_after_queued_output(make_server, make_ra
     assert received == payload
     assert ended.get(timeout=TIMEOUT) is None
     assert conn.closed
+
+
+@pytest.mark.parametrize("hook", ["on_message", "on_connect", "on_disconnect"])
+def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_closed(
+    make_server, make_raw, wait_until, caplog, hook
+):
+    """The coroutine the handler returned is closed when it is refused: left to be collected, it would warn
+    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception)."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+
+    async def handler(*args):
+        pytest.fail("never awaited")
+
+    handlers = {"on_message": echo, hook: handler}
+    server = make_server(handlers.pop("on_message"), framing="line", **handlers)
+    sock = make_raw(server.address)
+    sock.sendall(b"hi\n")
+    sock.shutdown(socket.SHUT_WR)
+    read_to_end(sock)
+    wait_until(lambda: rsock_errors(caplog), "the TypeError to be logged")
+    [record] = rsock_errors(caplog)
+    assert isinstance(record.exc_info[1], TypeError)
+    assert "rsock.aio.TcpServer" in str(record.exc_info[1])
+    gc.collect()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 request with retries (against a server that drops datagrams) and its filtering of strangers, closing."""
 
 import errno
+import select
 import socket
 import threading
 import time
@@ -176,6 +177,40 @@ def test_request_ignores_strangers_until_it_times_out(make_client, make_udp):
         client.request(b"q", silent.getsockname(), timeout=0.2, retries=1)
     assert silent.recv(10) == b"q"
     assert silent.recv(10) == b"q"
+
+
+def test_request_discards_a_late_reply_to_an_earlier_request(make_server, make_client, wait_until):
+    def slow_for_late(data, addr):
+        if data == b"late":
+            time.sleep(0.5)
+        return b"reply to " + data
+
+    server = make_server(slow_for_late)
+    client = make_client()
+    with pytest.raises(TimeoutError):
+        client.request(b"late", server.address, timeout=0.2, retries=0)
+    wait_until(lambda: server.stats["datagrams_out"] == 1, "the late reply to be sent")
+    assert select.select([client], [], [], TIMEOUT)[0], "the late reply is queued on the client"
+    assert client.request(b"next", server.address, timeout=TIMEOUT, retries=0) == b"reply to next"
+
+
+def test_request_discards_the_replies_to_its_earlier_resends(make_server, make_client, wait_until):
+    calls = []
+
+    def slow_first_call(data, addr):
+        calls.append(data)
+        if len(calls) == 1:
+            time.sleep(0.7)
+        return b"reply to " + data
+
+    server = make_server(slow_first_call)
+    client = make_client()
+    # The first call holds its reply 0.7 s, past the 0.5 s timeout: the request is sent twice and answered twice.
+    assert client.request(b"first", server.address, timeout=0.5, retries=3) == b"reply to first"
+    wait_until(lambda: server.stats["datagrams_out"] == 2, "both replies to be sent")
+    assert select.select([client], [], [], TIMEOUT)[0], "the second reply is queued on the client"
+    assert client.request(b"second", server.address, timeout=TIMEOUT, retries=0) == b"reply to second"
+    assert calls == [b"first", b"first", b"second"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ lifecycle (start/stop/context manager/serve_forever/Ctrl-C), reuse_port and argu
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import queue
@@ -125,6 +126,26 @@ def test_handler_exception_is_logged_and_the_server_keeps_serving(make_server, m
     assert "RuntimeError: kaboom" in traceback_text
     assert "Traceback" in traceback_text
     assert "in on_datagram" in traceback_text
+
+
+def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_closed(
+    make_server, make_udp, wait_until, caplog
+):
+    """The coroutine the handler returned is closed when it is refused: left to be collected, it would warn
+    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception)."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+
+    async def on_datagram(data, addr):
+        pytest.fail("never awaited")
+
+    server = make_server(on_datagram)
+    make_udp().sendto(b"x", server.address)
+    wait_until(lambda: rsock_errors(caplog), "the TypeError to be logged")
+    [record] = rsock_errors(caplog)
+    assert isinstance(record.exc_info[1], TypeError)
+    assert "rsock.aio.UdpServer" in str(record.exc_info[1])
+    assert server.stats["errors"] == 1
+    gc.collect()
 
 
 def test_largest_datagrams_go_both_ways_intact(make_server, make_udp):
