@@ -231,17 +231,6 @@ fn descriptor(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     RawFd::try_from(fd).or_else(|_| if fd < 0 { Ok(-1) } else { Err(os_error(libc::EBADF)) })
 }
 
-/// Storage for the result of a receive with `flags`. Under MSG_TRUNC recv(2) may report bytes it never
-/// wrote there (a stream socket discards them, a datagram's full length runs past the storage), so the
-/// storage starts zeroed: no result shows memory that was not received.
-fn recv_storage(py: Python<'_>, len: usize, flags: c_int) -> PyResult<BytesWriter<'_>> {
-    let mut writer = BytesWriter::new(py, len)?;
-    if flags & libc::MSG_TRUNC != 0 {
-        writer.space().fill(MaybeUninit::new(0));
-    }
-    Ok(writer)
-}
-
 /// An initialised buffer as the uninitialised kind recv(2) fills.
 fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
     // SAFETY: initialised bytes are valid MaybeUninit bytes, and recv only ever writes bytes into them.
@@ -562,6 +551,16 @@ impl Drop for Socket {
 }
 
 impl Socket {
+    /// Under MSG_TRUNC a stream socket's recv(2) discards the bytes it reports without writing them:
+    /// that part of fresh storage is zeroed, so no result shows memory that was never received. (A
+    /// datagram socket writes what fits and reports the datagram's full length.)
+    fn hide_unwritten(&self, storage: &mut [MaybeUninit<u8>], received: usize, flags: c_int) {
+        if flags & libc::MSG_TRUNC != 0 && self.kind.load(Relaxed) & 0xf == libc::SOCK_STREAM {
+            let reported = received.min(storage.len());
+            storage[..reported].fill(MaybeUninit::new(0));
+        }
+    }
+
     /// For an owner being collected: if the descriptor is still open, warn that `owner` was left
     /// unclosed (as CPython's socket finalizer does), then close it.
     pub(crate) fn close_unclosed(&self, owner: &str) {
@@ -848,9 +847,10 @@ impl Socket {
             // As CPython: nothing asked for, nothing read, no waiting.
             return Ok(PyBytes::new(py, b""));
         }
-        let mut writer = recv_storage(py, bufsize as usize, flags)?;
+        let mut writer = BytesWriter::new(py, bufsize as usize)?;
         let received = self.recv_into_slice(py, writer.space(), flags)?;
-        // SAFETY: only MSG_TRUNC reports more than the storage holds, and it is zeroed for MSG_TRUNC.
+        self.hide_unwritten(writer.space(), received, flags);
+        // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         unsafe { writer.finish_padded(received) }
     }
 
@@ -889,10 +889,11 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
-        let mut writer = recv_storage(py, bufsize as usize, flags)?;
+        let mut writer = BytesWriter::new(py, bufsize as usize)?;
         let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
+        self.hide_unwritten(writer.space(), received, flags);
         let address = from_sockaddr(py, &addr)?;
-        // SAFETY: only MSG_TRUNC reports more than the storage holds, and it is zeroed for MSG_TRUNC.
+        // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         Ok((unsafe { writer.finish_padded(received) }?, address))
     }
 
@@ -977,10 +978,11 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
-        let mut writer = recv_storage(py, bufsize as usize, flags)?;
+        let mut writer = BytesWriter::new(py, bufsize as usize)?;
         // As CPython's, the result holds at most bufsize bytes whatever MSG_TRUNC reports.
         let (received, ancdata, msg_flags, addr) =
             self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags)?;
+        self.hide_unwritten(writer.space(), received, flags);
         (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
     }
 

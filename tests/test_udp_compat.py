@@ -4,6 +4,7 @@ module and over `rsock`: every result, exception type, errno and user-visible me
 import contextlib
 import errno
 import pathlib
+import resource
 import socket as stdlib_socket
 
 import pytest
@@ -332,6 +333,19 @@ def test_recv_with_msg_trunc_returns_bytes_of_the_full_datagram_length(udp4, met
     if udp4.mod is rsock:
         # rsock's never shows memory it did not receive.
         assert data[bufsize:] == bytes(len(data[bufsize:]))
+
+
+@pytest.mark.parametrize("method", ["recv", "recvfrom"])
+def test_recv_with_msg_trunc_and_a_huge_bufsize_takes_only_the_datagram(udp4, method):
+    """A buffer of 8 GiB asked for is never touched beyond the datagram (it used to be zeroed whole under
+    MSG_TRUNC: seconds of work and gigabytes of memory)."""
+    sender, receiver = udp4.bound(), udp4.bound()
+    sender.sendto(b"small", receiver.getsockname())
+    receiver.settimeout(TIMEOUT)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    data = getattr(receiver, method)(8 << 30, udp4.mod.MSG_TRUNC)
+    assert (data[0] if method == "recvfrom" else data) == b"small"
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 1 << 20
 
 
 @pytest.mark.parametrize(
