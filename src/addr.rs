@@ -1,13 +1,16 @@
 //! Socket addresses between Python and C: the tuples and paths the stdlib takes and returns
-//! (`(host, port)` for AF_INET, `(host, port, flowinfo, scope_id)` for AF_INET6, a path for AF_UNIX)
-//! and `socket2::SockAddr`, with the stdlib's exceptions for malformed ones.
+//! (`(host, port)` for AF_INET, `(host, port, flowinfo, scope_id)` for AF_INET6, a path for AF_UNIX,
+//! `(pid, groups)` for AF_NETLINK, `(ifname, proto, pkttype, hatype, addr)` for AF_PACKET) and
+//! `socket2::SockAddr`, with the stdlib's exceptions for malformed ones.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
 
-use libc::{AF_INET, AF_INET6, AF_UNIX, sockaddr_in, sockaddr_in6, sockaddr_un};
-use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError};
+use libc::{
+    AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX, sockaddr_in, sockaddr_in6, sockaddr_ll, sockaddr_nl, sockaddr_un,
+};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use socket2::SockAddr;
@@ -33,12 +36,7 @@ pub fn to_sockaddr(py: Python<'_>, family: i32, addr: &Bound<'_, PyAny>, caller:
     match family {
         AF_INET | AF_INET6 => {
             let family_name = if family == AF_INET { "AF_INET" } else { "AF_INET6" };
-            let tuple = addr.cast::<PyTuple>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "{caller}(): {family_name} address must be tuple, not {}",
-                    type_name(addr)
-                ))
-            })?;
+            let tuple = address_tuple(addr, family_name, caller)?;
             let (host, port, flowinfo, scope_id) = parse_ip_tuple(family, tuple).map_err(|err| {
                 // CPython words any overflow while parsing the tuple (the port's) as a port error.
                 if err.is_instance_of::<PyOverflowError>(py) {
@@ -58,8 +56,24 @@ pub fn to_sockaddr(py: Python<'_>, family: i32, addr: &Bound<'_, PyAny>, caller:
             Ok(ip_sockaddr(ip, port, flowinfo, scope_id))
         }
         AF_UNIX => unix_sockaddr(addr),
+        AF_NETLINK => netlink_sockaddr(address_tuple(addr, "AF_NETLINK", caller)?),
+        AF_PACKET => packet_sockaddr(py, address_tuple(addr, "AF_PACKET", caller)?, caller),
         _ => Err(PyOSError::new_err(format!("{caller}(): bad family"))),
     }
+}
+
+/// The address as a tuple, which every family but AF_UNIX takes; anything else is CPython's TypeError.
+fn address_tuple<'a, 'py>(
+    addr: &'a Bound<'py, PyAny>,
+    family_name: &str,
+    caller: &str,
+) -> PyResult<&'a Bound<'py, PyTuple>> {
+    addr.cast::<PyTuple>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{caller}(): {family_name} address must be tuple, not {}",
+            type_name(addr)
+        ))
+    })
 }
 
 type IpTuple = (Vec<u8>, i64, u32, u32);
@@ -175,6 +189,114 @@ fn unix_sockaddr(addr: &Bound<'_, PyAny>) -> PyResult<SockAddr> {
     Ok(sockaddr)
 }
 
+/// `(pid, groups)`, each taken as C's `unsigned int` without a range check, as CPython's "II" does.
+fn netlink_sockaddr(tuple: &Bound<'_, PyTuple>) -> PyResult<SockAddr> {
+    if tuple.len() != 2 {
+        return Err(PyTypeError::new_err("AF_NETLINK address must be a pair (pid, groups)"));
+    }
+    let pid = c_uint_masked(&tuple.get_item(0)?)?;
+    let groups = c_uint_masked(&tuple.get_item(1)?)?;
+    // SAFETY: the storage is zeroed and larger than sockaddr_nl; the closure writes its fields and length.
+    let ((), sockaddr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let nl = &mut *storage.cast::<sockaddr_nl>();
+            nl.nl_family = AF_NETLINK as libc::sa_family_t;
+            nl.nl_pid = pid;
+            nl.nl_groups = groups;
+            *len = size_of::<sockaddr_nl>() as libc::socklen_t;
+            Ok(())
+        })
+    }
+    .expect("building an AF_NETLINK sockaddr cannot fail");
+    Ok(sockaddr)
+}
+
+/// `(ifname, proto[, pkttype[, hatype[, addr]]])`, checked in CPython's order: the tuple's shape and
+/// items, then the interface name, then the hardware address's length, then the protocol's range.
+fn packet_sockaddr(py: Python<'_>, tuple: &Bound<'_, PyTuple>, caller: &str) -> PyResult<SockAddr> {
+    let (ifname, proto, pkttype, hatype, haddr) = parse_packet_tuple(tuple).map_err(|err| {
+        // CPython words any overflow while parsing the tuple as one error about the whole address.
+        if err.is_instance_of::<PyOverflowError>(py) {
+            PyOverflowError::new_err(format!("{caller}(): address argument out of range"))
+        } else {
+            err
+        }
+    })?;
+    let ifindex = interface_index(&ifname)?;
+    if haddr.len() > 8 {
+        return Err(PyValueError::new_err("Hardware address must be 8 bytes or less"));
+    }
+    let proto =
+        u16::try_from(proto).map_err(|_| PyOverflowError::new_err(format!("{caller}(): proto must be 0-65535.")))?;
+    // SAFETY: the storage is zeroed and larger than sockaddr_ll; haddr fits in sll_addr (checked above).
+    let ((), sockaddr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let ll = &mut *storage.cast::<sockaddr_ll>();
+            ll.sll_family = AF_PACKET as libc::sa_family_t;
+            ll.sll_protocol = proto.to_be();
+            ll.sll_ifindex = ifindex;
+            // CPython stores these ints into the C fields unchecked, so they wrap the same way.
+            ll.sll_pkttype = pkttype as u8;
+            ll.sll_hatype = hatype as u16;
+            ll.sll_halen = haddr.len() as u8;
+            ll.sll_addr[..haddr.len()].copy_from_slice(&haddr);
+            *len = size_of::<sockaddr_ll>() as libc::socklen_t;
+            Ok(())
+        })
+    }
+    .expect("building an AF_PACKET sockaddr cannot fail");
+    Ok(sockaddr)
+}
+
+type PacketTuple = (String, i32, i32, i32, Vec<u8>);
+
+/// CPython's `PyArg_ParseTuple(addr, "si|iiy*")`: pkttype defaults to PACKET_HOST, hatype to 0, the
+/// hardware address to none.
+fn parse_packet_tuple(tuple: &Bound<'_, PyTuple>) -> PyResult<PacketTuple> {
+    let shape_error = || PyTypeError::new_err("AF_PACKET address must be a tuple of two to five elements");
+    let len = tuple.len();
+    if !(2..=5).contains(&len) {
+        return Err(shape_error());
+    }
+    let ifname = tuple.get_item(0)?;
+    let ifname = ifname
+        .cast::<PyString>()
+        .map_err(|_| shape_error())?
+        .to_str()?
+        .to_owned();
+    if ifname.contains('\0') {
+        return Err(PyValueError::new_err("embedded null character"));
+    }
+    let item = |index: usize, default: i32| -> PyResult<i32> {
+        if index < len {
+            crate::args::c_int(&tuple.get_item(index)?)
+        } else {
+            Ok(default)
+        }
+    };
+    let proto = item(1, 0)?;
+    let pkttype = item(2, i32::from(libc::PACKET_HOST))?;
+    let hatype = item(3, 0)?;
+    let haddr = if len > 4 {
+        buffer::read_bytes(&tuple.get_item(4)?)?
+    } else {
+        Vec::new()
+    };
+    Ok((ifname, proto, pkttype, hatype, haddr))
+}
+
+/// The index of the interface named `name`. CPython asks SIOCGIFINDEX with the name cut to
+/// IFNAMSIZ - 1 bytes; if_nametoindex(3) asks the same but refuses longer names, so cut it here too.
+fn interface_index(name: &str) -> PyResult<i32> {
+    let cut = &name.as_bytes()[..name.len().min(libc::IFNAMSIZ - 1)];
+    let name = CString::new(cut).expect("the name has no NUL (checked by the parser)");
+    // SAFETY: name is a NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(crate::errors::os_error(crate::errors::last_errno())),
+        index => Ok(index as i32),
+    }
+}
+
 /// `os.fsencode(path)`: the bytes the OS sees for a str path.
 pub fn fs_encode<'py>(path: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
     // SAFETY: path is a str; PyUnicode_EncodeFSDefault returns a new reference or NULL with an exception set.
@@ -222,6 +344,31 @@ pub fn from_sockaddr<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'p
             let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
             fs_decode(py, &raw[..end])
         }
+        AF_NETLINK => {
+            // SAFETY: the family says the storage holds a sockaddr_nl.
+            let nl = unsafe { &*storage.cast::<sockaddr_nl>() };
+            Ok((nl.nl_pid, nl.nl_groups).into_pyobject(py)?.into_any())
+        }
+        AF_PACKET => {
+            // SAFETY: the family says the storage holds a sockaddr_ll.
+            let ll = unsafe { &*storage.cast::<sockaddr_ll>() };
+            // sll_halen bytes of hardware address, which may run past sll_addr (InfiniBand's 20), within
+            // what the kernel wrote and the storage holds.
+            let start = offset_of!(sockaddr_ll, sll_addr);
+            let end = (addr.len() as usize).min(size_of::<libc::sockaddr_storage>());
+            let halen = usize::from(ll.sll_halen).min(end.saturating_sub(start));
+            // SAFETY: start + halen is within the storage (bounded above).
+            let haddr = unsafe { std::slice::from_raw_parts(storage.add(start), halen) };
+            Ok((
+                interface_name(py, ll.sll_ifindex)?,
+                u16::from_be(ll.sll_protocol),
+                ll.sll_pkttype,
+                ll.sll_hatype,
+                PyBytes::new(py, haddr),
+            )
+                .into_pyobject(py)?
+                .into_any())
+        }
         family => {
             // SAFETY: every sockaddr starts with the family followed by at least 14 bytes of sa_data.
             let sa = unsafe { &*storage.cast::<libc::sockaddr>() };
@@ -229,6 +376,19 @@ pub fn from_sockaddr<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'p
             Ok((family, PyBytes::new(py, &data)).into_pyobject(py)?.into_any())
         }
     }
+}
+
+/// The name of interface `index`, decoded as CPython decodes it (strict UTF-8); "" when there is no
+/// such interface (index 0: an unbound packet socket), as CPython gives when SIOCGIFNAME fails.
+fn interface_name(py: Python<'_>, index: i32) -> PyResult<Bound<'_, PyAny>> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf holds IF_NAMESIZE bytes, as if_indextoname(3) requires.
+    if unsafe { libc::if_indextoname(index as libc::c_uint, buf.as_mut_ptr()) }.is_null() {
+        return Ok(PyString::new(py, "").into_any());
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf; the call returns a new reference or
+    // NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyUnicode_FromString(buf.as_ptr())) }
 }
 
 fn fs_decode<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyAny>> {
