@@ -19,6 +19,7 @@ import errno as _errno
 import functools
 import inspect
 import sys
+import weakref
 
 from rsock import _rsock, sockets
 
@@ -224,6 +225,7 @@ class Server:
         self._serving = False
         self._serving_forever = None
         self._active = 0  # connections accepted and not yet closed
+        self._clients = weakref.WeakSet()  # their transports, for close_clients() and abort_clients()
         self._closed = loop.create_future()  # done once wait_closed() has nothing more to wait for
 
     def get_loop(self):
@@ -268,6 +270,7 @@ class Server:
                 conn.setsockopt(sockets.SOL_SOCKET, sockets.SO_KEEPALIVE, 1)
             transport = _transport(self._loop, conn, self._limit)
             self._active += 1
+            self._clients.add(transport)
             transport._notify_closed(self._detach)
             reader, writer = _streams(transport)
             # Each connection runs in its own copy of the server's context, as asyncio's do: what one
@@ -305,6 +308,17 @@ class Server:
         self._wake_if_closed()
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
+
+    def close_clients(self):
+        """Closes every connection still open (each once its queued output is sent), as asyncio's Server
+        does from Python 3.13."""
+        for transport in list(self._clients):
+            transport.close()
+
+    def abort_clients(self):
+        """Closes every connection still open at once, dropping queued output."""
+        for transport in list(self._clients):
+            transport.abort()
 
     async def wait_closed(self):
         """Returns once the server is closed and, from Python 3.12.1 on, every connection it accepted has

@@ -225,7 +225,8 @@ enum Want {
     /// Up to n bytes (n < 0: everything until end of stream).
     Some(isize),
     Exactly(usize),
-    Until(Vec<u8>),
+    /// Through the first of these separators (shortest first) to end in the buffer.
+    Until(Vec<Vec<u8>>),
     Line,
     Message,
     /// request()'s reply: a message, or with no framing what the next read brings; the connection
@@ -233,7 +234,7 @@ enum Want {
     Reply,
 }
 
-#[pyclass(module = "rsock._rsock", name = "StreamTransport")]
+#[pyclass(module = "rsock._rsock", name = "StreamTransport", weakref)]
 pub struct StreamTransport {
     fd: i32,
     sock: Py<PyAny>,
@@ -343,26 +344,36 @@ impl StreamTransport {
                 let partial = self.take(py, len);
                 Err(IncompleteReadError::new_err((partial, *n)))
             }),
-            Want::Until(separator) => self.until(py, separator),
+            Want::Until(separators) => self.until(py, separators),
             Want::Line => self.line(py),
             Want::Message => self.next_message(py),
             Want::Reply => self.reply(py),
         }
     }
 
-    /// readuntil(), exactly as asyncio's: the limit bounds where the separator starts.
-    fn until(&mut self, py: Python<'_>, separator: &[u8]) -> Option<PyResult<Py<PyAny>>> {
-        let seplen = separator.len();
-        let found = self.buffer.windows(seplen).position(|w| w == separator);
+    /// readuntil(), exactly as asyncio's: the limit bounds where the separator starts. Of several
+    /// separators (sorted shortest first), the one whose match ends first wins, the shorter on a tie.
+    fn until<S: AsRef<[u8]>>(&mut self, py: Python<'_>, separators: &[S]) -> Option<PyResult<Py<PyAny>>> {
+        let mut found: Option<(usize, usize)> = None;
+        for separator in separators.iter().map(AsRef::as_ref) {
+            if let Some(at) = self.buffer.windows(separator.len()).position(|w| w == separator) {
+                let end = at + separator.len();
+                if found.is_none_or(|(_, first_end)| end < first_end) {
+                    found = Some((at, end));
+                }
+            }
+        }
         match found {
-            Some(at) if at > self.limit => Some(Err(LimitOverrunError::new_err((
+            Some((at, _)) if at > self.limit => Some(Err(LimitOverrunError::new_err((
                 "Separator is found, but chunk is longer than limit",
                 at,
             )))),
-            Some(at) => Some(Ok(self.take(py, at + seplen))),
+            Some((_, end)) => Some(Ok(self.take(py, end))),
             None => {
-                let searched = (self.buffer.len() + 1).saturating_sub(seplen);
-                if self.buffer.len() >= seplen && searched > self.limit {
+                let shortest = separators.first().map_or(1, |s| s.as_ref().len());
+                let longest = separators.last().map_or(1, |s| s.as_ref().len());
+                let searched = (self.buffer.len() + 1).saturating_sub(longest);
+                if self.buffer.len() >= shortest && searched > self.limit {
                     return Some(Err(LimitOverrunError::new_err((
                         "Separator is not found, and chunk exceed the limit",
                         searched,
@@ -379,7 +390,7 @@ impl StreamTransport {
     /// readline(), exactly as asyncio's: the rest at end of stream; over the limit, the line (or
     /// everything buffered) is dropped and ValueError raised.
     fn line(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
-        match self.until(py, b"\n")? {
+        match self.until(py, &[b"\n"])? {
             Ok(line) => Some(Ok(line)),
             Err(err) if err.is_instance_of::<IncompleteReadError>(py) => {
                 Some(err.value(py).getattr("partial").map(Bound::unbind))
@@ -821,17 +832,27 @@ impl StreamTransport {
         Ok(ReadOp::new(slf, Want::Exactly(n as usize)))
     }
 
-    /// `await readuntil(separator=b"\n")`: through the separator.
+    /// `await readuntil(separator=b"\n")`: through the separator; from Python 3.13, as asyncio's, a
+    /// tuple of separators too.
     #[pyo3(signature = (separator=None))]
     fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> PyResult<ReadOp> {
-        let separator = match separator {
-            Some(sep) => with_readable(sep, <[u8]>::to_vec)?,
-            None => b"\n".to_vec(),
+        let py = slf.py();
+        let mut separators = match separator {
+            None => vec![b"\n".to_vec()],
+            Some(tuple) if tuple.is_instance_of::<PyTuple>() && py.version_info() >= (3, 13) => tuple
+                .try_iter()?
+                .map(|sep| with_readable(&sep?, <[u8]>::to_vec))
+                .collect::<PyResult<_>>()?,
+            Some(sep) => vec![with_readable(sep, <[u8]>::to_vec)?],
         };
-        if separator.is_empty() {
+        if separators.is_empty() {
+            return Err(PyValueError::new_err("Separator should contain at least one element"));
+        }
+        separators.sort_by_key(Vec::len);
+        if separators[0].is_empty() {
             return Err(PyValueError::new_err("Separator should be at least one-byte string"));
         }
-        Ok(ReadOp::new(slf, Want::Until(separator)))
+        Ok(ReadOp::new(slf, Want::Until(separators)))
     }
 
     /// `await read_message()`: the next whole message under the transport's framing; None at a clean EOF.

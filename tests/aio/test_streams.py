@@ -161,6 +161,27 @@ async def test_readuntil_multibyte_separator_split_across_segments(kit):
     assert reader.at_eof()
 
 
+async def test_readuntil_with_a_tuple_of_separators(kit):
+    """From Python 3.13 the match that ends first wins (the shorter separator on a tie); before, a tuple is a
+    TypeError."""
+    reader, _, peer = await kit.pair()
+    await peer.send(b"key: value\r\n\r\nbody")
+    if sys.version_info < (3, 13):
+        with pytest.raises(TypeError):
+            await bounded(reader.readuntil((b"\r\n\r\n", b"\n")))
+        return
+    assert await bounded(reader.readuntil((b"\r\n\r\n", b"\n"))) == b"key: value\r\n"
+    assert await bounded(reader.readuntil((b"\r\n", b"\n"))) == b"\r\n"
+    with pytest.raises(ValueError, match="at least one element"):
+        await bounded(reader.readuntil(()))
+    with pytest.raises(ValueError, match="at least one-byte"):
+        await bounded(reader.readuntil((b"x", b"")))
+    peer.shutdown_write()
+    with pytest.raises(asyncio.IncompleteReadError) as excinfo:
+        await bounded(reader.readuntil((b"!", b"?")))
+    assert excinfo.value.partial == b"body"
+
+
 async def test_readuntil_default_separator_is_newline(kit):
     reader, _, peer = await kit.pair()
     await peer.send(b"x\ny")
@@ -873,6 +894,7 @@ async def test_serve_forever_cancelled_closes_the_server(kit):
     await peer.send(b"ping\n")
     assert await peer.recv_exactly(5) == b"ping\n"
     assert server.is_serving()
+    peer.close()  # the cancelled serve_forever() waits for the connections to end from Python 3.12.1 on
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await bounded(serving)
@@ -914,6 +936,7 @@ async def test_server_async_with(kit):
         peer = await raw_client(kit, address)
         await peer.send(b"in\n")
         assert await peer.recv_exactly(3) == b"in\n"
+        peer.close()  # leaving the block waits for the connections to end from Python 3.12.1 on
     assert not server.is_serving()
     await assert_refused(address)
 
@@ -925,13 +948,18 @@ async def test_server_close_keeps_connected_clients(kit):
         await peer.send(b"before\n")
         assert await peer.recv_exactly(7) == b"before\n"
     server.close()
-    await bounded(server.wait_closed())
+    waiting = asyncio.ensure_future(server.wait_closed())
+    if sys.version_info >= (3, 12, 1):
+        assert await still_pending(waiting)  # for the connections still open
+    else:
+        await bounded(waiting)
     await assert_refused(address)
     for peer in peers:
         await peer.send(b"after\n")
         assert await peer.recv_exactly(6) == b"after\n"
         peer.shutdown_write()
         assert await peer.recv_to_eof() == b""
+    await bounded(waiting)
 
 
 async def test_start_server_on_a_port_in_use_raises_address_in_use(kit):
@@ -1020,6 +1048,26 @@ async def test_server_wait_closed_waits_for_close(kit):
     assert await still_pending(waiting)
     server.close()
     await bounded(waiting)
+    await bounded(server.wait_closed())
+
+
+async def test_server_close_clients_and_abort_clients(kit):
+    if kit.name == "stdlib" and sys.version_info < (3, 13):
+        pytest.skip("asyncio's Server has close_clients() and abort_clients() from Python 3.13")
+    server, address, accepted = await kit.accepted()
+    peers = [await raw_client(kit, address) for _ in range(3)]
+    writers = [(await bounded(accepted.get()))[1] for _ in peers]
+    writers[0].write(b"last words")
+    server.close_clients()
+    assert all(writer.is_closing() for writer in writers)
+    for peer, sent in zip(peers, [b"last words", b"", b""], strict=True):
+        assert await peer.recv_to_eof() == sent
+    server.abort_clients()  # nothing left to abort: harmless
+    _, late = await raw_client(kit, address), (await bounded(accepted.get()))[1]
+    late.write(b"x" * 1024)
+    server.abort_clients()
+    assert late.is_closing()
+    server.close()
     await bounded(server.wait_closed())
 
 
@@ -1162,6 +1210,7 @@ async def check_server_on_given_sock(kit, listener):
     peer = await raw_client(kit, address)
     await peer.send(b"through sock\n")
     assert await peer.recv_exactly(13) == b"through sock\n"
+    peer.close()
     server.close()
     await bounded(server.wait_closed())
     await assert_refused(address)
