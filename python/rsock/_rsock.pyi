@@ -219,8 +219,9 @@ class TcpServer:
         """Serves until stop() or Ctrl-C."""
     def stop(self, timeout: float | None = None) -> None:
         """Stops accepting, lets replies already produced go out, then closes every connection. A connection
-        closes gracefully: after its last reply the peer sees EOF, and it is given up to 2 s to close its side
-        (so that nothing it still sends turns into a reset that could lose those replies); `timeout`
+        closes gracefully: after its last reply the peer sees EOF, and unless it has already acknowledged
+        everything and sent nothing more, it is given up to 2 s to close its side (so that nothing it still
+        sends turns into a reset that could lose those replies); `timeout`
         (default 5 s) bounds the whole stop, after which what is left is closed at once."""
     def _set_async_bridge(self, bridge: Callable[[Any, Any], object]) -> None: ...
     def _begin_stop(self, timeout: float | None = None) -> None: ...

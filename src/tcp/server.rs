@@ -636,8 +636,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             continue;
         }
         if pending == 0 && !awaiting && (close_requested || !reading) {
-            // A forced stop (abort) closes at once; otherwise let the peer finish sending first.
-            if !peer_closed && !conn.closed.load(Relaxed) {
+            // A forced stop (abort) closes at once; otherwise let the peer finish sending first. A
+            // stopping server need not wait for an idle peer that has everything already.
+            let settled = server.lifecycle.is_stopping() && nothing_in_flight(stream);
+            if !peer_closed && !conn.closed.load(Relaxed) && !settled {
                 linger(conn, stream, LINGER).await;
             }
             if peer_closed && !close_requested && framed.decoder.is_some() && !framed.input.is_empty() {
@@ -832,6 +834,19 @@ async fn unless_aborted(conn: &ConnShared, work: impl Future<Output = ()>) {
 const LINGER: Duration = Duration::from_secs(2);
 /// The same, for a connection closed because of an error: its peer is told sooner.
 const ERROR_LINGER: Duration = Duration::from_millis(500);
+
+/// Whether the peer has acknowledged everything sent to it and sent nothing unread: closing then
+/// resets nothing, and a reset caused by what it sends later cannot cost it a reply it has already
+/// received (Linux hands over received data before reporting a reset).
+fn nothing_in_flight(stream: &TcpStream) -> bool {
+    let queued = |request| {
+        let mut bytes: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ and FIONREAD store one int at the pointer.
+        let asked = unsafe { libc::ioctl(stream.as_raw_fd(), request, &mut bytes) };
+        asked == 0 && bytes == 0
+    };
+    queued(libc::TIOCOUTQ) && queued(libc::FIONREAD)
+}
 
 /// Before closing a connection the peer is still sending on: shut down our side (the peer sees EOF
 /// after the last reply) and discard what it sends until it closes too. Closing with unread data

@@ -1014,6 +1014,22 @@ def test_stop_lets_replies_out_then_ends_idle_connections_cleanly(make_server, m
         socket.create_connection(server.address, timeout=TIMEOUT).close()
 
 
+def test_stop_does_not_wait_for_idle_peers_that_have_everything(make_server, make_raw):
+    """A peer that has acknowledged every reply and sends nothing is closed at once by stop(), not given the 2 s
+    a closing connection otherwise waits for its peer to close first."""
+    server = make_server(echo, framing="line")
+    socks = [make_raw(server.address) for _ in range(3)]
+    for sock in socks:
+        sock.sendall(b"hi\n")
+        assert sock.recv(100) == b"hi\n"
+    time.sleep(0.05)  # the replies' acknowledgements come back
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 1.0
+    for sock in socks:
+        assert sock.recv(100) == b""
+
+
 def test_stop_force_closes_connections_after_the_timeout(make_server, make_raw, wait_until):
     server = make_server(lambda conn, data: b"x" * (32 * MiB), framing="line")
     sock = make_raw(server.address)
