@@ -92,3 +92,15 @@ pub fn h_error(code: i32) -> PyErr {
         .into_owned();
     herror::new_err((code, text))
 }
+
+/// Runs `f` with the exception on its way up (if any) set aside, then restored: for Python code run
+/// while an object is being collected, which may happen as an exception propagates (calling into
+/// Python with one set, or replacing it, would lose it).
+pub fn keeping_exception<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    let in_flight = PyErr::take(py);
+    let result = f();
+    if let Some(err) = in_flight {
+        err.restore(py);
+    }
+    result
+}

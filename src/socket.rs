@@ -22,7 +22,7 @@ use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, ssize, ssize_or};
 use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable, zeroed_vec};
-use crate::errors::{last_errno, os_error, timeout_error};
+use crate::errors::{keeping_exception, last_errno, os_error, timeout_error};
 
 /// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
 static DEFAULT_TIMEOUT_NS: AtomicI64 = AtomicI64::new(-1);
@@ -570,16 +570,14 @@ impl Socket {
         }
         Python::attach(|py| {
             // The owner may be collected while an exception is on its way up (a client made and
-            // dropped in one failing call): warning must not replace or clear it.
-            let in_flight = PyErr::take(py);
-            let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-            let text = std::ffi::CString::new(format!("unclosed {owner}")).unwrap_or_default();
-            if let Err(err) = PyErr::warn(py, &category, &text, 1) {
-                err.write_unraisable(py, None);
-            }
-            if let Some(err) = in_flight {
-                err.restore(py);
-            }
+            // dropped in one failing call).
+            keeping_exception(py, || {
+                let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
+                let text = std::ffi::CString::new(format!("unclosed {owner}")).unwrap_or_default();
+                if let Err(err) = PyErr::warn(py, &category, &text, 1) {
+                    err.write_unraisable(py, None);
+                }
+            })
         });
         let _ = close_fd(fd);
     }

@@ -226,7 +226,7 @@ class Server:
         self._serving_forever = None
         self._active = 0  # connections accepted and not yet closed
         self._clients = weakref.WeakSet()  # their transports, for close_clients() and abort_clients()
-        self._closed = loop.create_future()  # done once wait_closed() has nothing more to wait for
+        self._closed = loop.create_future()  # done once closed with every connection closed
 
     def get_loop(self):
         return self._loop
@@ -286,9 +286,7 @@ class Server:
         self._wake_if_closed()
 
     def _wake_if_closed(self):
-        if self._listeners or self._closed.done():
-            return
-        if _WAIT_CLOSED_WAITS_FOR_CONNECTIONS and self._active:
+        if self._listeners or self._active or self._closed.done():
             return
         self._closed.set_result(None)
 
@@ -321,8 +319,11 @@ class Server:
             transport.abort()
 
     async def wait_closed(self):
-        """Returns once the server is closed and, from Python 3.12.1 on, every connection it accepted has
-        been closed too, as asyncio's Server does on the same Python (3.11's waits for close() only)."""
+        """Returns once the server is closed and every connection it accepted has been closed too, as
+        asyncio's Server does; before Python 3.12.1, as there, a call made once the server is closed
+        returns at once."""
+        if not self._listeners and not _WAIT_CLOSED_WAITS_FOR_CONNECTIONS:
+            return
         await asyncio.shield(self._closed)
 
     async def serve_forever(self):
@@ -520,7 +521,9 @@ class UdpClient:
     def __init__(self, address=None, *, family=sockets.AF_INET):
         if address is not None:
             family = sockets.AF_INET6 if ":" in (address[0] or "") else sockets.AF_INET
-        self._waits = {}  # future -> the loop's remove_reader/remove_writer, for each call waiting on the socket
+        # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.
+        self._waiting = {False: set(), True: set()}
+        self._unwatch = {}
         self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -564,18 +567,30 @@ class UdpClient:
 
     async def _ready(self, writing):
         """Waits until the socket is readable (or writable): the loop's add_reader/add_writer, which every
-        loop has (uvloop has no sock_sendto/sock_recvfrom). close() ends the wait with EBADF."""
+        loop has (uvloop has no sock_sendto/sock_recvfrom). The loop holds one callback per direction,
+        which wakes every call waiting (a loop keeps only one per descriptor); close() ends the waits
+        with EBADF."""
         loop = asyncio.get_running_loop()
         fd = self._sock.fileno()
+        waiting = self._waiting[writing]
         waiter = loop.create_future()
-        add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
-        add(fd, lambda: waiter.done() or waiter.set_result(None))
-        self._waits[waiter] = functools.partial(remove, fd)
+        if writing not in self._unwatch:
+            add, remove = (loop.add_writer, loop.remove_writer) if writing else (loop.add_reader, loop.remove_reader)
+            add(fd, self._wake, waiting)
+            self._unwatch[writing] = functools.partial(remove, fd)
+        waiting.add(waiter)
         try:
             await waiter
         finally:
-            if (unwatch := self._waits.pop(waiter, None)) is not None:
+            waiting.discard(waiter)
+            if not waiting and (unwatch := self._unwatch.pop(writing, None)) is not None:
                 unwatch()
+
+    @staticmethod
+    def _wake(waiting):
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def request(self, data, address, timeout=1.0, retries=3):
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
@@ -616,11 +631,13 @@ class UdpClient:
 
     def close(self):
         """Closes the socket; calls waiting on it raise OSError(EBADF)."""
-        waits, self._waits = self._waits, {}
-        for waiter, unwatch in waits.items():
-            unwatch()
-            if not waiter.done():
-                waiter.set_exception(OSError(_errno.EBADF, "the client was closed"))
+        unwatch, self._unwatch = self._unwatch, {}
+        for stop_watching in unwatch.values():
+            stop_watching()
+        for waiting in self._waiting.values():
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_exception(OSError(_errno.EBADF, "the client was closed"))
         self._sock.close()
 
     @property

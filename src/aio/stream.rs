@@ -21,7 +21,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::step::{Awaitable, Step};
 use super::waiter::{Completion, Pending, Waiter};
 use crate::buffer::with_readable;
-use crate::errors::os_error;
+use crate::errors::{keeping_exception, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
 
 pyo3::import_exception!(asyncio, IncompleteReadError);
@@ -266,10 +266,30 @@ pub struct StreamTransport {
     closing: bool,
     closed: bool,
     close_waiters: Vec<Py<Waiter>>,
-    /// Called (through the loop) once the socket is closed: the server counting its connections.
+    /// Called (through the loop) once the socket is closed, or the transport is collected unclosed:
+    /// the server counting its connections. It refers to nothing that refers back here, so the cycle
+    /// collector leaves it for the drop.
     on_closed: Option<Py<PyAny>>,
     peername: Option<Py<PyAny>>,
     sockname: Option<Py<PyAny>>,
+}
+
+impl Drop for StreamTransport {
+    /// A transport collected without being closed (its socket closes with a ResourceWarning as the
+    /// socket goes) still counts as closed for the server that accepted it, as asyncio's do.
+    fn drop(&mut self) {
+        if let Some(callback) = self.on_closed.take() {
+            Python::attach(|py| {
+                keeping_exception(py, || {
+                    // A closed loop has nobody left to tell.
+                    let _ = self
+                        .event_loop
+                        .bind(py)
+                        .call_method1(intern!(py, "call_soon"), (callback,));
+                })
+            });
+        }
+    }
 }
 
 fn errno_of(err: &io::Error) -> i32 {
@@ -1062,6 +1082,5 @@ impl StreamTransport {
         self.on_writable = None;
         self.drain_waiters.clear();
         self.close_waiters.clear();
-        self.on_closed = None;
     }
 }

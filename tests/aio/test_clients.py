@@ -479,6 +479,18 @@ async def test_udp_request_to_a_host_name(opened):
     assert await udp(client.request(b"by name", address, timeout=TIMEOUT, retries=0)) == b"re: by name"
 
 
+async def test_udp_two_calls_waiting_at_once(opened):
+    """A call that gives up waiting (a timeout) leaves another waiting call of the same client watching the socket."""
+    client = opened.udp()
+    sender = opened.udp()
+    first = asyncio.ensure_future(client.recvfrom())
+    assert await still_pending(first)
+    with pytest.raises(TimeoutError):
+        await udp(client.recvfrom(timeout=0.05))
+    await udp(sender.sendto(b"for the first", client.local))
+    assert await bounded(first) == (b"for the first", sender.local)
+
+
 async def test_udp_close_ends_a_waiting_recvfrom(opened):
     client = opened.udp()
     fd = client.fileno()

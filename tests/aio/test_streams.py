@@ -793,6 +793,7 @@ async def test_a_connection_its_handler_never_closed_is_collected(rkit):
         return len(os.listdir("/proc/self/fd"))
 
     server = await bounded(kit.mod.start_server(forgetful, HOST, 0))
+    closed = asyncio.ensure_future(server.wait_closed())
     try:
         address = server.sockets[0].getsockname()
         before = open_fds()
@@ -806,6 +807,8 @@ async def test_a_connection_its_handler_never_closed_is_collected(rkit):
                 await asyncio.sleep(0)  # the finished handler tasks leave the loop's queue
             gc.collect()
         assert open_fds() <= before
+        server.close()
+        await bounded(closed)  # the connections collected count as closed
     finally:
         server.close()
         await bounded(server.wait_closed())
@@ -1072,17 +1075,23 @@ async def test_server_close_clients_and_abort_clients(kit):
 
 
 async def test_server_wait_closed_and_the_connections_still_open(kit):
-    """After close(), wait_closed() waits for the connections still open from Python 3.12.1 on, as asyncio's does
-    there (3.11's returns at once)."""
+    """wait_closed() called before close() waits for the connections still open too; one called after close()
+    does so from Python 3.12.1 on, as asyncio's does there (before, it returns at once)."""
     server, address, accepted = await kit.accepted()
     await raw_client(kit, address)
     _, writer = await bounded(accepted.get())
+    early = asyncio.ensure_future(server.wait_closed())
+    assert await still_pending(early)
     server.close()
-    waiting = asyncio.ensure_future(server.wait_closed())
+    late = asyncio.ensure_future(server.wait_closed())
+    assert await still_pending(early)
     if sys.version_info >= (3, 12, 1):
-        assert await still_pending(waiting)
-        writer.close()
-    await bounded(waiting)
+        assert await still_pending(late)
+    else:
+        await bounded(late)
+    writer.close()
+    await bounded(early)
+    await bounded(late)
 
 
 # A server that runs out of descriptors: it keeps every connection, with room for only a few, prints its port,
