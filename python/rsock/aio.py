@@ -357,8 +357,10 @@ class Server:
 
 def _report_callback_failure(transport, task):
     """A connection's handler task ended with an exception: reported to the loop and the connection
-    closed, as asyncio's start_server does (the peer would otherwise wait for good)."""
+    closed, as asyncio's start_server does (the peer would otherwise wait for good); a cancelled one's
+    connection is closed too, as from Python 3.13."""
     if task.cancelled():
+        transport.close()
         return
     exc = task.exception()
     if exc is not None:

@@ -1045,6 +1045,25 @@ async def test_a_handler_that_raises_is_reported_and_its_connection_closed(kit):
         loop.set_exception_handler(None)
 
 
+async def test_a_cancelled_handler_closes_its_connection(rkit):
+    """As asyncio's start_server from Python 3.13 (before, its done callback fails on the cancelled task and the
+    connection stays open)."""
+    handlers = asyncio.Queue()
+
+    async def handler(reader, writer):
+        handlers.put_nowait(asyncio.current_task())
+        await reader.read()
+
+    server = await bounded(aio.start_server(handler, HOST, 0))
+    try:
+        peer = await raw_client(rkit, server.sockets[0].getsockname())
+        (await bounded(handlers.get())).cancel()
+        assert await peer.recv_to_eof() == b""
+    finally:
+        server.close()
+        await bounded(server.wait_closed())
+
+
 async def test_server_wait_closed_waits_for_close(kit):
     server, _, _ = await kit.accepted()
     waiting = asyncio.ensure_future(server.wait_closed())
