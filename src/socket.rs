@@ -741,7 +741,13 @@ impl Socket {
     }
 
     fn setblocking(&self, flag: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set_timeout_ns(if c_long(flag)? != 0 { -1 } else { 0 })
+        // From 3.12 CPython takes the flag's truth value; before, it required an int that fits a C long.
+        let blocking = if flag.py().version_info() >= (3, 12) {
+            flag.is_truthy()?
+        } else {
+            c_long(flag)? != 0
+        };
+        self.set_timeout_ns(if blocking { -1 } else { 0 })
     }
 
     fn getblocking(&self) -> bool {
