@@ -466,9 +466,18 @@ def test_getaddrinfo_bad_host_type_raises_type_error(sockmod, host):
         sockmod.getaddrinfo(host, 80)
 
 
-def test_getaddrinfo_port_too_large_for_c_long_raises_overflow_error(sockmod):
-    with pytest.raises(OverflowError, match=r"^Python int too large to convert to C long$"):
-        sockmod.getaddrinfo("127.0.0.1", 2**70)
+@pytest.mark.parametrize("port", [2**70, -(2**63) - 1], ids=repr)
+def test_getaddrinfo_port_too_large_for_c_long(sockmod, port):
+    if sys.version_info < (3, 12):  # 3.11 converts the port to a C long first
+        with pytest.raises(OverflowError, match=r"^Python int too large to convert to C long$"):
+            sockmod.getaddrinfo("127.0.0.1", port)
+    else:  # from 3.12 the C library is given the port's decimal text, and refuses it
+        with pytest.raises(sockmod.gaierror) as excinfo:
+            sockmod.getaddrinfo("127.0.0.1", port)
+        assert excinfo.value.errno == sockmod.EAI_SERVICE
+        assert outcome(lambda: sockmod.getaddrinfo("127.0.0.1", port)) == outcome(
+            lambda: stdlib_socket.getaddrinfo("127.0.0.1", port)
+        )
 
 
 @pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b"])
