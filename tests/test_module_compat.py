@@ -771,6 +771,9 @@ def test_setdefaulttimeout_applies_to_accepted_and_paired_sockets(sockmod):
         assert (first.gettimeout(), second.gettimeout()) == (2.0, 2.0)
 
 
+PYTIME_T = "PyTime_t" if sys.version_info >= (3, 13) else "_PyTime_t"  # 3.13 made CPython's time type public
+
+
 @pytest.mark.usefixtures("restore_default_timeout")
 @pytest.mark.parametrize(
     "value, exc_type, message",
@@ -779,7 +782,7 @@ def test_setdefaulttimeout_applies_to_accepted_and_paired_sockets(sockmod):
         (-0.5, ValueError, "Timeout value out of range"),
         (float("nan"), ValueError, "Invalid value NaN (not a number)"),
         ("1", TypeError, "'str' object cannot be interpreted as an integer"),
-        (2**100, OverflowError, "timestamp too large to convert to C _PyTime_t"),
+        (2**100, OverflowError, f"timestamp too large to convert to C {PYTIME_T}"),
         (1e300, OverflowError, "timestamp out of range for platform time_t"),
     ],
     ids=repr,
