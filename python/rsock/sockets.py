@@ -296,6 +296,8 @@ class SocketIO(_io.RawIOBase):
     __module__ = "rsock"
 
     def __init__(self, sock, mode):
+        # The finaliser calls close() even when the mode is refused: it must find no socket to release.
+        self._sock = None
         if mode not in ("r", "w", "rw", "rb", "wb", "rwb"):
             raise ValueError(f"invalid mode: {mode!r}")
         super().__init__()
@@ -364,8 +366,9 @@ class SocketIO(_io.RawIOBase):
         if self.closed:
             return
         super().close()
-        self._sock._decref_socketios()
-        self._sock = None
+        if self._sock is not None:
+            self._sock._decref_socketios()
+            self._sock = None
 
 
 def fromfd(fd, family, type, proto=0):
