@@ -480,9 +480,17 @@ def test_getaddrinfo_port_too_large_for_c_long(sockmod, port):
         )
 
 
-@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b"])
+# Names the idna codec refuses, with its complaint from 3.13 on; 3.11 and 3.12 say "label empty or too long".
+IDNA_REFUSED = {"a" * 64 + ".example": "label too long", "a..b": "label empty"}
+
+
+def idna_complaint(name):
+    return IDNA_REFUSED[name] if sys.version_info >= (3, 13) else "label empty or too long"
+
+
+@pytest.mark.parametrize("host", IDNA_REFUSED)
 def test_getaddrinfo_host_rejected_by_idna_raises_unicode_error(sockmod, host):
-    with pytest.raises(UnicodeError, match="label empty or too long"):
+    with pytest.raises(UnicodeError, match=idna_complaint(host)):
         sockmod.getaddrinfo(host, 80)
 
 
@@ -610,11 +618,11 @@ def test_gethostbyname_null_character_raises_stdlib_type_error(sockmod):
         sockmod.gethostbyname("local\0host")
 
 
-@pytest.mark.parametrize("name", ["a" * 64 + ".example", "a..b"])
+@pytest.mark.parametrize("name", IDNA_REFUSED)
 def test_gethostbyname_encodes_name_with_idna(sockmod, name):
     # Like getaddrinfo(), gethostbyname() encodes every str host with the idna codec, which refuses
     # empty labels and labels over 63 characters before any lookup.
-    with pytest.raises(UnicodeError, match="label empty or too long"):
+    with pytest.raises(UnicodeError, match=idna_complaint(name)):
         sockmod.gethostbyname(name)
 
 
