@@ -11,6 +11,7 @@ import gc
 import os
 import socket as stdlib_socket
 import sys
+import types
 import warnings
 
 import pytest
@@ -115,6 +116,19 @@ def test_every_int_constant_in_stdlib_all_has_the_same_value(sockmod):
 def test_every_name_in_stdlib_all_exists(sockmod):
     missing = [name for name in stdlib_socket.__all__ if not hasattr(sockmod, name)]
     assert missing == []
+
+
+def test_every_public_name_of_the_stdlib_module_exists(sockmod):
+    # Public names beyond __all__ too (SocketIO; EAGAIN, EBADF, EWOULDBLOCK from errno), but not the modules
+    # and enum bases socket.py imports for its own use.
+    own_imports = {"IntEnum", "IntFlag"}
+    public = [
+        name
+        for name, value in vars(stdlib_socket).items()
+        if not name.startswith("_") and name not in own_imports and not isinstance(value, types.ModuleType)
+    ]
+    assert [name for name in public if not hasattr(sockmod, name)] == []
+    assert (sockmod.EAGAIN, sockmod.EBADF, sockmod.EWOULDBLOCK) == (errno.EAGAIN, errno.EBADF, errno.EWOULDBLOCK)
 
 
 def test_socket_type_is_the_base_of_socket(sockmod):
