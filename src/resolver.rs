@@ -257,10 +257,13 @@ fn getaddrinfo<'py>(
         return Err(PyTypeError::new_err("getaddrinfo() argument 1 must be string or None"));
     };
     let port_text: Option<Bound<'py, PyAny>> = if port.is_exact_instance_of::<PyInt>() {
-        let value: i64 = port
-            .extract()
-            .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))?;
-        Some(PyBytes::new(py, value.to_string().as_bytes()).into_any())
+        // Before 3.12 CPython converts the port to a C long first; from 3.12 it hands any int's
+        // decimal text to the C library, which judges it (gaierror EAI_SERVICE, or a wrapped port).
+        if py.version_info() < (3, 12) {
+            port.extract::<i64>()
+                .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))?;
+        }
+        Some(PyBytes::new(py, port.str()?.to_str()?.as_bytes()).into_any())
     } else if let Ok(s) = port.cast::<PyString>() {
         Some(PyBytes::new(py, s.to_str()?.as_bytes()).into_any())
     } else if port.is_instance_of::<PyBytes>() {

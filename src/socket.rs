@@ -165,7 +165,13 @@ pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>) -> PyResult<i64> {
         }
         ns as i64
     } else {
-        let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
+        // 3.13 made the type public as PyTime_t, and its message names it so.
+        let message = if value.py().version_info() >= (3, 13) {
+            "timestamp too large to convert to C PyTime_t"
+        } else {
+            "timestamp too large to convert to C _PyTime_t"
+        };
+        let too_large = || PyOverflowError::new_err(message);
         let seconds: i64 = value.extract().map_err(|e: PyErr| {
             if e.is_instance_of::<PyOverflowError>(value.py()) {
                 too_large()
@@ -739,7 +745,13 @@ impl Socket {
     }
 
     fn setblocking(&self, flag: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.set_timeout_ns(if c_long(flag)? != 0 { -1 } else { 0 })
+        // From 3.12 CPython takes the flag's truth value; before, it required an int that fits a C long.
+        let blocking = if flag.py().version_info() >= (3, 12) {
+            flag.is_truthy()?
+        } else {
+            c_long(flag)? != 0
+        };
+        self.set_timeout_ns(if blocking { -1 } else { 0 })
     }
 
     fn getblocking(&self) -> bool {

@@ -11,6 +11,7 @@ import os
 import select
 import socket as stdlib_socket
 import struct
+import sys
 from contextlib import ExitStack, contextmanager
 
 import pytest
@@ -711,16 +712,41 @@ def test_setdefaulttimeout_with_a_bad_value_raises(sockmod, restore_default_time
 
 
 @pytest.mark.parametrize(
-    ("flag", "exc_type"),
-    [("yes", TypeError), (None, TypeError), (1.5, TypeError), (2**70, OverflowError)],
-    ids=["str", "None", "float", "huge"],
+    ("flag", "exc_type", "blocking"),
+    [
+        ("yes", TypeError, True),
+        (None, TypeError, False),
+        (1.5, TypeError, True),
+        (0.0, TypeError, False),
+        ([], TypeError, False),
+        (2**70, OverflowError, True),
+    ],
+    ids=["str", "None", "float", "zero-float", "list", "huge"],
 )
-def test_setblocking_with_a_non_integer_raises(sockmod, flag, exc_type):
+def test_setblocking_with_a_non_integer_flag(sockmod, flag, exc_type, blocking):
     def scenario(mod):
         with mod.socket() as sock:
+            sock.settimeout(2.5)
             sock.setblocking(flag)
+            return sock.getblocking(), sock.gettimeout()
 
-    assert_same_error(sockmod, scenario, exc_type)
+    if sys.version_info < (3, 12):  # 3.11 requires an int that fits a C long
+        assert_same_error(sockmod, scenario, exc_type)
+    else:  # from 3.12, the flag's truth value
+        assert scenario(sockmod) == scenario(stdlib_socket) == (blocking, None if blocking else 0.0)
+
+
+def test_setblocking_propagates_the_flag_s_bool_error(sockmod):
+    class Unjudgeable:
+        def __bool__(self):
+            raise ZeroDivisionError("no truth value")
+
+    def scenario(mod):
+        with mod.socket() as sock:
+            sock.setblocking(Unjudgeable())
+
+    # 3.11 asks for an int (TypeError); from 3.12 the error of bool(flag) propagates.
+    assert_same_error(sockmod, scenario, TypeError if sys.version_info < (3, 12) else ZeroDivisionError)
 
 
 # --- bad input: arguments ----------------------------------------------------------------------------------

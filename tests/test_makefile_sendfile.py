@@ -2,11 +2,13 @@
 module and over `rsock`: same objects, same data, same errors, same file positions."""
 
 import contextlib
+import gc
 import hashlib
 import io
 import os
 import socket as stdlib_socket
 import struct
+import sys
 import threading
 
 import pytest
@@ -148,8 +150,19 @@ def test_makefile_unbuffered_text_raises_value_error(tcp_pair, mode):
 
 def test_socketio_rejects_invalid_mode(tcp_pair, sockmod):
     client, _ = tcp_pair
-    with pytest.raises(ValueError, match=r"^invalid mode: 'x'$"):
-        sockmod.SocketIO(client, "x")
+    reported = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: reported.append(unraisable.exc_type)
+    try:
+        with pytest.raises(ValueError, match=r"^invalid mode: 'x'$"):
+            sockmod.SocketIO(client, "x")
+        gc.collect()  # finalises the half-built object, which calls its close()
+    finally:
+        sys.unraisablehook = old_hook
+    # The stdlib's close() then fails (AttributeError: no '_sock'), a CPython bug that 3.13 reports as
+    # unraisable (3.11 and 3.12 only in dev mode); hence only rsock's is checked.
+    if sockmod is not stdlib_socket:
+        assert reported == []
 
 
 # --- makefile(): reading and writing ------------------------------------------------------------------------

@@ -8,11 +8,11 @@ resolves a name is rsock's native code.
 """
 
 import contextlib as _contextlib
-import errno as _errno
 import io as _io
 import os as _os
 import socket as _stdlib
 import warnings as _warnings
+from errno import EAGAIN, EBADF, EWOULDBLOCK  # noqa: F401 - the stdlib's socket module has them too
 from socket import *  # noqa: F403 - the constants, enums and pure helpers are the stdlib's own
 from socket import (  # noqa: F401 - AddressInfo and MsgFlag are outside the stdlib's __all__ but public
     AF_INET,
@@ -59,7 +59,7 @@ SocketType = _rsock.socket
 
 # send_fds() and recv_fds() are the stdlib's own: they only call the socket's sendmsg()/recvmsg().
 
-_BLOCKING_ERRNOS = {_errno.EAGAIN, _errno.EWOULDBLOCK}
+_BLOCKING_ERRNOS = {EAGAIN, EWOULDBLOCK}
 
 
 def _as_enum(value, enum_class):
@@ -296,6 +296,8 @@ class SocketIO(_io.RawIOBase):
     __module__ = "rsock"
 
     def __init__(self, sock, mode):
+        # The finaliser calls close() even when the mode is refused: it must find no socket to release.
+        self._sock = None
         if mode not in ("r", "w", "rw", "rb", "wb", "rwb"):
             raise ValueError(f"invalid mode: {mode!r}")
         super().__init__()
@@ -364,8 +366,9 @@ class SocketIO(_io.RawIOBase):
         if self.closed:
             return
         super().close()
-        self._sock._decref_socketios()
-        self._sock = None
+        if self._sock is not None:
+            self._sock._decref_socketios()
+            self._sock = None
 
 
 def fromfd(fd, family, type, proto=0):
