@@ -70,7 +70,7 @@ class socket:
         """None blocks, 0 makes calls non-blocking, a number of seconds bounds each call."""
     def gettimeout(self) -> float | None:
         """The timeout in seconds, or None."""
-    def setblocking(self, flag: SupportsIndex) -> None:
+    def setblocking(self, flag: bool) -> None:
         """setblocking(True) is settimeout(None), setblocking(False) is settimeout(0)."""
     def getblocking(self) -> bool:
         """Whether calls may block (timeout not 0)."""
