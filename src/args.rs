@@ -63,3 +63,11 @@ pub fn as_int_or(obj: Option<&Bound<'_, PyAny>>, default: i32) -> PyResult<i32> 
 pub fn c_long(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     obj.extract()
 }
+
+/// Whether the running Python is 3.`minor` or later, for arguments whose meaning changed between
+/// versions. Read once: pyo3's version_info() parses the version string at every call, which showed
+/// in setblocking()'s cost.
+pub fn python_at_least(py: Python<'_>, minor: u8) -> bool {
+    static MINOR: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *MINOR.get_or_init(|| py.version_info().minor) >= minor
+}

@@ -12,7 +12,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString, PyTuple};
 use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, ip_sockaddr, ip_string, type_name};
-use crate::args::{c_int, c_int_or};
+use crate::args::{c_int, c_int_or, python_at_least};
 use crate::errors::{gai_error, h_error, os_error};
 
 /// Room for a `hostent`'s strings, as CPython gives `gethostbyname_r`.
@@ -259,7 +259,7 @@ fn getaddrinfo<'py>(
     let port_text: Option<Bound<'py, PyAny>> = if port.is_exact_instance_of::<PyInt>() {
         // Before 3.12 CPython converts the port to a C long first; from 3.12 it hands any int's
         // decimal text to the C library, which judges it (gaierror EAI_SERVICE, or a wrapped port).
-        if py.version_info() < (3, 12) {
+        if !python_at_least(py, 12) {
             port.extract::<i64>()
                 .map_err(|_| PyOverflowError::new_err("Python int too large to convert to C long"))?;
         }

@@ -20,7 +20,7 @@ use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
-use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, ssize, ssize_or};
+use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
 use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable, zeroed_vec};
 use crate::errors::{keeping_exception, last_errno, os_error, timeout_error};
 
@@ -166,7 +166,7 @@ pub(crate) fn parse_timeout(value: &Bound<'_, PyAny>) -> PyResult<i64> {
         ns as i64
     } else {
         // 3.13 made the type public as PyTime_t, and its message names it so.
-        let message = if value.py().version_info() >= (3, 13) {
+        let message = if python_at_least(value.py(), 13) {
             "timestamp too large to convert to C PyTime_t"
         } else {
             "timestamp too large to convert to C _PyTime_t"
@@ -746,7 +746,7 @@ impl Socket {
 
     fn setblocking(&self, flag: &Bound<'_, PyAny>) -> PyResult<()> {
         // From 3.12 CPython takes the flag's truth value; before, it required an int that fits a C long.
-        let blocking = if flag.py().version_info() >= (3, 12) {
+        let blocking = if python_at_least(flag.py(), 12) {
             flag.is_truthy()?
         } else {
             c_long(flag)? != 0

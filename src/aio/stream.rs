@@ -20,6 +20,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::step::{Awaitable, Step};
 use super::waiter::{Completion, Pending, Waiter};
+use crate::args::python_at_least;
 use crate::buffer::with_readable;
 use crate::errors::{keeping_exception, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
@@ -859,7 +860,7 @@ impl StreamTransport {
         let py = slf.py();
         let mut separators = match separator {
             None => vec![b"\n".to_vec()],
-            Some(tuple) if tuple.is_instance_of::<PyTuple>() && py.version_info() >= (3, 13) => tuple
+            Some(tuple) if tuple.is_instance_of::<PyTuple>() && python_at_least(py, 13) => tuple
                 .try_iter()?
                 .map(|sep| with_readable(&sep?, <[u8]>::to_vec))
                 .collect::<PyResult<_>>()?,
