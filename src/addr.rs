@@ -119,11 +119,14 @@ pub fn c_uint_masked(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     }
 }
 
+/// A type's name as CPython's C code words it in error messages: its `tp_name`, module-qualified for
+/// a type defined in C (`collections.OrderedDict`), the bare name for a class defined in Python.
 pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "object".into())
+    // SAFETY: a type's tp_name is a NUL-terminated string that lives as long as the type, which `obj`
+    // keeps alive.
+    unsafe { std::ffi::CStr::from_ptr((*pyo3::ffi::Py_TYPE(obj.as_ptr())).tp_name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn ip_sockaddr(ip: IpAddr, port: u16, flowinfo: u32, scope_id: u32) -> SockAddr {

@@ -1,6 +1,7 @@
 """Datagram sockets (UDP over IPv4 and IPv6 loopback, AF_UNIX SOCK_DGRAM), over the stdlib's `socket`
 module and over `rsock`: every result, exception type, errno and user-visible message is the stdlib's."""
 
+import collections
 import contextlib
 import errno
 import pathlib
@@ -169,6 +170,15 @@ def test_sendto_rejects_str_data(udp4):
     sock = udp4.unbound()
     with pytest.raises(TypeError, match=r"^a bytes-like object is required, not 'str'$"):
         sock.sendto("text", ("127.0.0.1", 9))
+
+
+def test_type_errors_name_a_c_type_with_its_module(udp4):
+    """CPython's messages print a type's tp_name: module-qualified for a type defined in C."""
+    sock = udp4.unbound()
+    with pytest.raises(TypeError, match=r"^a bytes-like object is required, not 'collections\.OrderedDict'$"):
+        sock.sendto(collections.OrderedDict(), ("127.0.0.1", 9))
+    with pytest.raises(TypeError, match=r"^sendto\(\): AF_INET address must be tuple, not collections\.OrderedDict$"):
+        sock.sendto(b"x", collections.OrderedDict())
 
 
 def test_sendto_checks_data_before_flags(udp4):
