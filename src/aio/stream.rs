@@ -190,12 +190,8 @@ impl ReadOp {
     #[pyo3(signature = (exc, *_rest))]
     fn throw(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, PyTuple>) -> PyResult<()> {
         Self::close(slf)?;
-        let exc = if exc.is_instance_of::<pyo3::types::PyType>() {
-            exc.call0()?
-        } else {
-            exc.clone()
-        };
-        Err(PyErr::from_value(exc))
+        // An exception class is instantiated as raising it would (PyErr::from_value does).
+        Err(PyErr::from_value(exc.clone()))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -353,8 +349,8 @@ impl StreamTransport {
     /// The outcome of `want` if it can be decided with what is buffered now, else None. A broken
     /// connection raises its error whatever is still buffered, as asyncio's StreamReader does.
     fn try_satisfy(&mut self, py: Python<'_>, want: &Want) -> Option<PyResult<Py<PyAny>>> {
-        if let Some(errno) = self.failed {
-            return Some(Err(os_error(errno)));
+        if let Err(err) = self.check_failed() {
+            return Some(Err(err));
         }
         let len = self.buffer.len();
         match want {
@@ -527,11 +523,7 @@ impl StreamTransport {
 
     fn wake_drainers(&mut self, py: Python<'_>, done: &mut Vec<Completion>) {
         for waiter in std::mem::take(&mut self.drain_waiters) {
-            let outcome = match self.failed {
-                Some(errno) => Err(os_error(errno)),
-                None => Ok(py.None()),
-            };
-            done.push((waiter, outcome));
+            done.push((waiter, self.check_failed().map(|()| py.None())));
         }
     }
 
@@ -620,8 +612,8 @@ impl StreamTransport {
     }
 
     fn drain_awaitable(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(errno) = self.failed {
-            return ready(py, Err(os_error(errno)));
+        if let Err(err) = self.check_failed() {
+            return ready(py, Err(err));
         }
         // Closing with output still queued: drain() waits for it like any other (asyncio's does).
         if self.closed {
@@ -642,10 +634,11 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn close_outcome(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// What broke the connection, raised as a new exception each time, if it broke.
+    fn check_failed(&self) -> PyResult<()> {
         match self.failed {
             Some(errno) => Err(os_error(errno)),
-            None => Ok(py.None()),
+            None => Ok(()),
         }
     }
 
@@ -668,7 +661,7 @@ impl StreamTransport {
         self.serve_waiter(py, done);
         self.wake_drainers(py, done);
         for waiter in std::mem::take(&mut self.close_waiters) {
-            done.push((waiter, self.close_outcome(py)));
+            done.push((waiter, self.check_failed().map(|()| py.None())));
         }
         if let Some(callback) = self.on_closed.take() {
             self.event_loop
@@ -831,11 +824,11 @@ impl StreamTransport {
         let py = slf.py();
         if n == 0 {
             // As asyncio's: a broken connection's error first, even for nothing.
-            let outcome = match slf.borrow().failed {
-                Some(errno) => Err(os_error(errno)),
-                None => Ok(PyBytes::new(py, b"").into_any().unbind()),
-            };
-            return ready(py, outcome);
+            let nothing = slf
+                .borrow()
+                .check_failed()
+                .map(|()| PyBytes::new(py, b"").into_any().unbind());
+            return ready(py, nothing);
         }
         Ok(Py::new(py, ReadOp::new(slf, Want::Some(n)))?.into_any())
     }
@@ -891,7 +884,7 @@ impl StreamTransport {
 
     /// What broke the connection (a new exception each time), or None: StreamReader.exception().
     fn exception(&self) -> Option<PyErr> {
-        self.failed.map(os_error)
+        self.check_failed().err()
     }
 
     /// Stops reading from the socket until resume_reading(); reads meanwhile wait.
@@ -1030,7 +1023,7 @@ impl StreamTransport {
     /// if it broke, as asyncio's does.
     fn wait_closed(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.closed {
-            return ready(py, self.close_outcome(py));
+            return ready(py, self.check_failed().map(|()| py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.close_waiters.push(waiter.clone_ref(py));

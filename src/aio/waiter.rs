@@ -297,12 +297,8 @@ impl Pending {
     #[pyo3(signature = (exc, *_rest))]
     fn throw(&self, py: Python<'_>, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
         self.close(py)?;
-        let exc = if exc.is_instance_of::<pyo3::types::PyType>() {
-            exc.call0()?
-        } else {
-            exc.clone()
-        };
-        Err(PyErr::from_value(exc))
+        // An exception class is instantiated as raising it would (PyErr::from_value does).
+        Err(PyErr::from_value(exc.clone()))
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
