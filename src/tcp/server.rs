@@ -739,13 +739,10 @@ fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>
 /// connection moving large messages this saves copying every byte out of the io thread's buffer.
 /// With nothing to read (an EOF or an error is pending) it falls back to `read_buffered`.
 fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
-    let mut available: libc::c_int = 0;
-    // SAFETY: FIONREAD stores one int at the pointer.
-    let asked = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut available) };
-    if asked < 0 || available <= 0 {
-        return read_buffered(conn, stream, py_conn, framed);
-    }
-    let available = available as usize;
+    let available = match queued_bytes(stream, libc::FIONREAD) {
+        Some(available) if available > 0 => available,
+        _ => return read_buffered(conn, stream, py_conn, framed),
+    };
     let len = available.min(READ_CHUNK);
     // Reading all FIONREAD reported leaves nothing that arrived before the last epoll event.
     let drained_below = if available > READ_CHUNK { len } else { len + 1 };
@@ -839,13 +836,16 @@ const ERROR_LINGER: Duration = Duration::from_millis(500);
 /// resets nothing, and a reset caused by what it sends later cannot cost it a reply it has already
 /// received (Linux hands over received data before reporting a reset).
 fn nothing_in_flight(stream: &TcpStream) -> bool {
-    let queued = |request| {
-        let mut bytes: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ and FIONREAD store one int at the pointer.
-        let asked = unsafe { libc::ioctl(stream.as_raw_fd(), request, &mut bytes) };
-        asked == 0 && bytes == 0
-    };
-    queued(libc::TIOCOUTQ) && queued(libc::FIONREAD)
+    queued_bytes(stream, libc::TIOCOUTQ) == Some(0) && queued_bytes(stream, libc::FIONREAD) == Some(0)
+}
+
+/// Bytes the kernel holds for the socket: FIONREAD, received and unread; TIOCOUTQ, sent and not yet
+/// acknowledged. None if the ioctl fails.
+fn queued_bytes(stream: &TcpStream, request: libc::Ioctl) -> Option<usize> {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD and TIOCOUTQ store one int at the pointer.
+    let asked = unsafe { libc::ioctl(stream.as_raw_fd(), request, &mut bytes) };
+    (asked == 0).then_some(bytes.max(0) as usize)
 }
 
 /// Before closing a connection the peer is still sending on: shut down our side (the peer sees EOF
