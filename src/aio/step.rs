@@ -1,4 +1,4 @@
-//! The `am_send` slot of rsock's awaitables (`Ready`, `ReadOp`, `Waiter`, `Pending`).
+//! The `am_send` slot of rsock's awaitables (`Op`, `Waiter`).
 //!
 //! An awaitable driven through `__next__` ends by raising StopIteration(value), which the awaiting
 //! coroutine then catches and unpacks: an exception object made and taken apart on every await that

@@ -3,23 +3,21 @@
 //! writable (`add_reader` / `add_writer`); the recv/send calls, the buffering, the framing and the
 //! waiting all happen here, on the loop's own thread, so no message crosses threads.
 //!
-//! A read whose data is already buffered completes at once (a `Ready` awaitable, no future); only a
-//! read that must wait creates one asyncio future, completed by the readable callback.
+//! Its awaitable methods return an `Op`: a read whose data is already buffered completes at once, with
+//! no future; only a read that must wait creates one (a `Waiter`), completed by the readable callback.
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::Mutex;
 
 use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::{PyConnectionError, PyConnectionResetError, PyEOFError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::step::{Awaitable, Step};
-use super::waiter::{Completion, Pending, Waiter};
+use super::op::Op;
+use super::waiter::{Completion, Waiter};
 use crate::args::python_at_least;
 use crate::buffer::with_readable;
 use crate::errors::{keeping_exception, os_error};
@@ -37,188 +35,9 @@ const HIGH_WATER: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 
-/// An awaitable whose outcome is already known: awaiting it returns the value (or raises) without
-/// going through the event loop. Frozen, its outcome behind a lock: the shared done `Ready` may be
-/// awaited from several threads at once where there is no GIL.
-#[pyclass(module = "rsock._rsock", name = "Ready", frozen)]
-pub struct Ready {
-    outcome: Mutex<Option<PyResult<Py<PyAny>>>>,
-}
-
-impl Ready {
-    fn take(&self) -> Option<PyResult<Py<PyAny>>> {
-        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-impl Awaitable for Ready {
-    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
-        match slf.get().take() {
-            Some(Ok(value)) => Ok(Step::Return(value)),
-            Some(Err(err)) => Err(err),
-            None => Ok(Step::Return(slf.py().None())),
-        }
-    }
-}
-
-#[pymethods]
-impl Ready {
-    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
-        Self::step(slf)?.into_next(slf.py())
-    }
-
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        Self::step(slf)?.into_next(slf.py())
-    }
-
-    #[pyo3(signature = (exc, *_rest))]
-    fn throw(&self, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, PyTuple>) -> PyResult<()> {
-        self.take();
-        Err(PyErr::from_value(exc.clone()))
-    }
-
-    fn close(&self) {
-        self.take();
-    }
-}
-
-/// A `Ready` that returns None, shared: one with no outcome left always returns None, so the common
-/// `await drain()` with room in the buffer allocates nothing.
-static DONE: PyOnceLock<Py<Ready>> = PyOnceLock::new();
-
-fn ready(py: Python<'_>, outcome: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-    if matches!(&outcome, Ok(value) if value.is_none(py)) {
-        let done = DONE.get_or_try_init(py, || {
-            Py::new(
-                py,
-                Ready {
-                    outcome: Mutex::new(None),
-                },
-            )
-        })?;
-        return Ok(done.clone_ref(py).into_any());
-    }
-    Ok(Py::new(
-        py,
-        Ready {
-            outcome: Mutex::new(Some(outcome)),
-        },
-    )?
-    .into_any())
-}
-
-/// A read, as the coroutine asyncio's StreamReader methods return: nothing happens until it is
-/// awaited (or run as a task), so a read cancelled before it starts takes no data. Its first step
-/// completes at once when the buffer decides it; otherwise it yields a `Waiter` to the task.
-#[pyclass(module = "rsock._rsock", name = "ReadOp")]
-pub struct ReadOp {
-    transport: Py<StreamTransport>,
-    want: Want,
-    waiter: Option<Py<Waiter>>,
-    /// It has returned, raised or been closed: awaiting it again is an error, as for a coroutine.
-    finished: bool,
-}
-
-impl ReadOp {
-    fn new(transport: &Bound<'_, StreamTransport>, want: Want) -> Self {
-        ReadOp {
-            transport: transport.clone().unbind(),
-            want,
-            waiter: None,
-            finished: false,
-        }
-    }
-
-    /// One step of the read: served from the buffer, or waiting on (then returning) its waiter.
-    fn advance(&mut self, py: Python<'_>) -> PyResult<Step> {
-        if let Some(waiter) = &self.waiter {
-            return Waiter::step_awaiting(waiter.bind(py));
-        }
-        let transport = self.transport.clone_ref(py);
-        let begun = transport.bind(py).borrow_mut().begin_read(py, &self.want)?;
-        match begun {
-            Ok(outcome) => Ok(Step::Return(outcome?)),
-            Err(waiter) => {
-                waiter.borrow_mut(py)._asyncio_future_blocking = true;
-                self.waiter = Some(waiter.clone_ref(py));
-                Ok(Step::Yield(waiter.into_any()))
-            }
-        }
-    }
-}
-
-impl Awaitable for ReadOp {
-    fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
-        let mut op = slf.borrow_mut();
-        if op.finished {
-            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
-        }
-        let stepped = op.advance(slf.py());
-        op.finished = !matches!(stepped, Ok(Step::Yield(_)));
-        stepped
-    }
-}
-
-#[pymethods]
-impl ReadOp {
-    fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
-        Self::step(slf)?.into_next(slf.py())
-    }
-
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        Self::step(slf)?.into_next(slf.py())
-    }
-
-    /// The awaiting task was cancelled (or the exception is thrown in for another reason): give up
-    /// the wait, leaving any data for the next read.
-    #[pyo3(signature = (exc, *_rest))]
-    fn throw(slf: &Bound<'_, Self>, exc: &Bound<'_, PyAny>, _rest: &Bound<'_, PyTuple>) -> PyResult<()> {
-        Self::close(slf)?;
-        // An exception class is instantiated as raising it would (PyErr::from_value does).
-        Err(PyErr::from_value(exc.clone()))
-    }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        visit.call(&self.transport)?;
-        visit.call(&self.waiter)
-    }
-
-    fn __clear__(&mut self) {
-        self.waiter = None;
-    }
-
-    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let waiter = {
-            let mut op = slf.borrow_mut();
-            op.finished = true;
-            op.waiter.take()
-        };
-        if let Some(waiter) = waiter {
-            Waiter::cancel(waiter.bind(slf.py()), None)?;
-        }
-        Ok(())
-    }
-}
-
 /// What a pending read waits for.
 #[derive(Clone)]
-enum Want {
+pub enum Want {
     /// Up to n bytes (n < 0: everything until end of stream).
     Some(isize),
     Exactly(usize),
@@ -467,7 +286,7 @@ impl StreamTransport {
 
     /// The first step of a read: its outcome if the buffer decides it now, else the waiter the
     /// readable callback will complete.
-    fn begin_read(&mut self, py: Python<'_>, want: &Want) -> PyResult<Result<PyResult<Py<PyAny>>, Py<Waiter>>> {
+    pub fn begin_read(&mut self, py: Python<'_>, want: &Want) -> PyResult<Result<PyResult<Py<PyAny>>, Py<Waiter>>> {
         if let Some(outcome) = self.try_satisfy(py, want) {
             self.resume_reading_if_drained(py)?;
             return Ok(Ok(outcome));
@@ -613,18 +432,18 @@ impl StreamTransport {
 
     fn drain_awaitable(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Err(err) = self.check_failed() {
-            return ready(py, Err(err));
+            return Op::ready(py, Err(err));
         }
         // Closing with output still queued: drain() waits for it like any other (asyncio's does).
         if self.closed {
-            return ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
+            return Op::ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
         }
         if self.pending_bytes <= self.high_water {
-            return ready(py, Ok(py.None()));
+            return Op::ready(py, Ok(py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.drain_waiters.push(waiter.clone_ref(py));
-        Pending::wrap(py, waiter)
+        Op::waiting(py, waiter)
     }
 
     fn check_writable(&self) -> PyResult<()> {
@@ -828,28 +647,28 @@ impl StreamTransport {
                 .borrow()
                 .check_failed()
                 .map(|()| PyBytes::new(py, b"").into_any().unbind());
-            return ready(py, nothing);
+            return Op::ready(py, nothing);
         }
-        Ok(Py::new(py, ReadOp::new(slf, Want::Some(n)))?.into_any())
+        Ok(Py::new(py, Op::read(slf, Want::Some(n)))?.into_any())
     }
 
     /// `await readline()`: through the next b"\n", or the rest at EOF.
-    fn readline(slf: &Bound<'_, Self>) -> PyResult<ReadOp> {
-        Ok(ReadOp::new(slf, Want::Line))
+    fn readline(slf: &Bound<'_, Self>) -> PyResult<Op> {
+        Ok(Op::read(slf, Want::Line))
     }
 
     /// `await readexactly(n)`: exactly n bytes, or IncompleteReadError at EOF.
-    fn readexactly(slf: &Bound<'_, Self>, n: isize) -> PyResult<ReadOp> {
+    fn readexactly(slf: &Bound<'_, Self>, n: isize) -> PyResult<Op> {
         if n < 0 {
             return Err(PyValueError::new_err("readexactly size can not be less than zero"));
         }
-        Ok(ReadOp::new(slf, Want::Exactly(n as usize)))
+        Ok(Op::read(slf, Want::Exactly(n as usize)))
     }
 
     /// `await readuntil(separator=b"\n")`: through the separator; from Python 3.13, as asyncio's, a
     /// tuple of separators too.
     #[pyo3(signature = (separator=None))]
-    fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> PyResult<ReadOp> {
+    fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> PyResult<Op> {
         let py = slf.py();
         let mut separators = match separator {
             None => vec![b"\n".to_vec()],
@@ -866,15 +685,15 @@ impl StreamTransport {
         if separators[0].is_empty() {
             return Err(PyValueError::new_err("Separator should be at least one-byte string"));
         }
-        Ok(ReadOp::new(slf, Want::Until(separators)))
+        Ok(Op::read(slf, Want::Until(separators)))
     }
 
     /// `await read_message()`: the next whole message under the transport's framing; None at a clean EOF.
-    fn read_message(slf: &Bound<'_, Self>) -> PyResult<ReadOp> {
+    fn read_message(slf: &Bound<'_, Self>) -> PyResult<Op> {
         if slf.borrow().closing {
             return Err(os_error(libc::EBADF));
         }
-        Ok(ReadOp::new(slf, Want::Message))
+        Ok(Op::read(slf, Want::Message))
     }
 
     /// Whether the peer has closed and everything it sent has been read.
@@ -959,9 +778,9 @@ impl StreamTransport {
     }
 
     /// `await request(data)`: sends a message and returns the reply message.
-    fn request(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<ReadOp> {
+    fn request(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<Op> {
         slf.borrow_mut().send_message(slf.py(), data)?;
-        Ok(ReadOp::new(slf, Want::Reply))
+        Ok(Op::read(slf, Want::Reply))
     }
 
     /// `await drain()`: returns once the queued output is small enough (at once if it already is).
@@ -1023,11 +842,11 @@ impl StreamTransport {
     /// if it broke, as asyncio's does.
     fn wait_closed(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.closed {
-            return ready(py, self.check_failed().map(|()| py.None()));
+            return Op::ready(py, self.check_failed().map(|()| py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.close_waiters.push(waiter.clone_ref(py));
-        Pending::wrap(py, waiter)
+        Op::waiting(py, waiter)
     }
 
     /// "peername", "sockname" or "socket", as asyncio transports answer them.

@@ -82,6 +82,10 @@ async def test_awaiting_a_finished_read_again_raises_runtime_error(kit):
     closed.close()
     with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
         await closed
+    nothing = reader.read(0)
+    assert await nothing == b""
+    with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+        await nothing
 
 
 async def test_read_zero_returns_empty_without_consuming(kit):
@@ -1282,7 +1286,7 @@ async def test_ssl_hands_over_to_asyncio(rkit):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# rsock.aio only: Ready and Waiter, large transfers, many connections
+# rsock.aio only: Op and Waiter, large transfers, many connections
 
 
 async def test_buffered_read_is_ready_and_pending_read_is_a_waiter(rkit):
@@ -1306,7 +1310,7 @@ async def test_buffered_read_is_ready_and_pending_read_is_a_waiter(rkit):
     assert results == [b"0123456789"]
     assert pending.done() and not pending.cancelled() and pending.exception() is None
     ready = reader.read(10)
-    assert isinstance(ready, _rsock.ReadOp)
+    assert isinstance(ready, _rsock.Op)
     with pytest.raises(StopIteration) as stopped:
         ready.send(None)  # buffered: the first step completes it at once
     assert stopped.value.value == b"abc"
