@@ -7,6 +7,7 @@
 use std::ffi::{CStr, c_char, c_int};
 use std::io;
 
+use pyo3::PyTypeInfo;
 use pyo3::exceptions::{PyOSError, PyTimeoutError};
 use pyo3::prelude::*;
 
@@ -103,4 +104,16 @@ pub fn keeping_exception<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
         err.restore(py);
     }
     result
+}
+
+/// Issues a warning of `category` from an object being collected (an unclosed socket, a read never
+/// awaited), keeping any exception on its way up; a warning turned into an error is reported as
+/// unraisable, as CPython's finalizers do.
+pub fn warn_from_finalizer<W: PyTypeInfo>(py: Python<'_>, text: &str) {
+    keeping_exception(py, || {
+        let text = std::ffi::CString::new(text).unwrap_or_default();
+        if let Err(err) = PyErr::warn(py, &py.get_type::<W>(), &text, 1) {
+            err.write_unraisable(py, None);
+        }
+    })
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI32, AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
-use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyResourceWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
@@ -22,7 +22,7 @@ use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
 use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable, zeroed_vec};
-use crate::errors::{keeping_exception, last_errno, os_error, timeout_error};
+use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 
 /// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
 static DEFAULT_TIMEOUT_NS: AtomicI64 = AtomicI64::new(-1);
@@ -574,17 +574,9 @@ impl Socket {
         if fd < 0 {
             return;
         }
-        Python::attach(|py| {
-            // The owner may be collected while an exception is on its way up (a client made and
-            // dropped in one failing call).
-            keeping_exception(py, || {
-                let category = py.get_type::<pyo3::exceptions::PyResourceWarning>();
-                let text = std::ffi::CString::new(format!("unclosed {owner}")).unwrap_or_default();
-                if let Err(err) = PyErr::warn(py, &category, &text, 1) {
-                    err.write_unraisable(py, None);
-                }
-            })
-        });
+        // The owner may be collected while an exception is on its way up (a client made and dropped
+        // in one failing call).
+        Python::attach(|py| warn_from_finalizer::<PyResourceWarning>(py, &format!("unclosed {owner}")));
         let _ = close_fd(fd);
     }
 }

@@ -10,7 +10,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
@@ -19,6 +19,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::step::{Awaitable, Step};
 use super::stream::{StreamTransport, Want};
 use super::waiter::Waiter;
+use crate::errors::warn_from_finalizer;
 
 enum State {
     /// Known already: awaiting returns (or raises) it.
@@ -82,6 +83,18 @@ impl Op {
             return State::Done;
         }
         std::mem::replace(&mut *state, State::Finished)
+    }
+}
+
+impl Drop for Op {
+    /// A read made and never awaited is almost always a missing `await`: warn as Python does for a
+    /// coroutine never awaited.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let State::Read { want, .. } = state {
+            let text = format!("coroutine '{}' was never awaited", want.method_name());
+            Python::attach(|py| warn_from_finalizer::<PyRuntimeWarning>(py, &text));
+        }
     }
 }
 

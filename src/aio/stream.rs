@@ -50,6 +50,20 @@ pub enum Want {
     Reply,
 }
 
+impl Want {
+    /// The method that made this read, as Python names the coroutine.
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            Want::Some(_) => "StreamReader.read",
+            Want::Exactly(_) => "StreamReader.readexactly",
+            Want::Until(_) => "StreamReader.readuntil",
+            Want::Line => "StreamReader.readline",
+            Want::Message => "TcpClient.recv_message",
+            Want::Reply => "TcpClient.request",
+        }
+    }
+}
+
 #[pyclass(module = "rsock._rsock", name = "StreamTransport", weakref)]
 pub struct StreamTransport {
     fd: i32,

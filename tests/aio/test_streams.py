@@ -88,6 +88,23 @@ async def test_awaiting_a_finished_read_again_raises_runtime_error(kit):
         await nothing
 
 
+@pytest.mark.parametrize(
+    ("method", "args"), [("read", (10,)), ("readline", ()), ("readexactly", (4,)), ("readuntil", (b"!",))]
+)
+async def test_a_read_never_awaited_warns_as_a_coroutine_does(kit, method, args):
+    reader, _, peer = await kit.pair()
+    await peer.send(b"data")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        getattr(reader, method)(*args)
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is RuntimeWarning] == [
+        f"coroutine 'StreamReader.{method}' was never awaited"
+    ]
+    # Nothing was taken from the stream.
+    assert await bounded(reader.read(10)) == b"data"
+
+
 async def test_read_zero_returns_empty_without_consuming(kit):
     reader, _, peer = await kit.pair()
     assert await bounded(reader.read(0)) == b""
