@@ -129,6 +129,12 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .into_owned()
 }
 
+/// What CPython's argument parsers name in "argument 1 must be ..., not X": the type's name, except
+/// None, which they call "None".
+pub fn argument_type_name(obj: &Bound<'_, PyAny>) -> String {
+    if obj.is_none() { "None".into() } else { type_name(obj) }
+}
+
 pub fn ip_sockaddr(ip: IpAddr, port: u16, flowinfo: u32, scope_id: u32) -> SockAddr {
     // SAFETY: each arm writes a complete sockaddr of the family it sets and reports its exact length.
     let ((), addr) = unsafe {

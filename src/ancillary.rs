@@ -6,8 +6,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::addr::type_name;
-use crate::args::c_int;
+use crate::addr::argument_type_name;
+use crate::args::{Opt, c_int};
 use crate::buffer::read_bytes;
 
 /// One control message: level, type and data.
@@ -27,7 +27,7 @@ fn parse_item(item: &Bound<'_, PyAny>) -> PyResult<Message> {
     const WHAT: &str = "[sendmsg() ancillary data items]() argument";
     // SAFETY: item is a live object; PySequence_Check only inspects its type.
     if unsafe { ffi::PySequence_Check(item.as_ptr()) } == 0 || item.is_instance_of::<PyBytes>() {
-        let name = if item.is_none() { "None".into() } else { type_name(item) };
+        let name = argument_type_name(item);
         return Err(PyTypeError::new_err(format!(
             "{WHAT} must be 3-item sequence, not {name}"
         )));
@@ -46,8 +46,8 @@ fn parse_item(item: &Bound<'_, PyAny>) -> PyResult<Message> {
 }
 
 /// `parse` for an optional argument.
-pub fn parse_or_empty(ancdata: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Message>> {
-    ancdata.map_or(Ok(Vec::new()), parse)
+pub fn parse_or_empty(ancdata: &Opt<'_>) -> PyResult<Vec<Message>> {
+    ancdata.given().map_or(Ok(Vec::new()), parse)
 }
 
 /// The control buffer for `messages`, each header and payload aligned as CMSG_SPACE lays them out.

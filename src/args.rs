@@ -6,6 +6,31 @@
 use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
 
+/// An optional argument as the caller gave it: absent, or the object passed, None included. The
+/// stdlib refuses None where it wants an int (`recv(10, None)` is a TypeError), and pyo3's `Option`
+/// would take None for "absent"; a parameter of this type has the default `Opt::Absent`.
+pub enum Opt<'py> {
+    Absent,
+    Given(Bound<'py, PyAny>),
+}
+
+impl<'py> FromPyObject<'_, 'py> for Opt<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'_, 'py, PyAny>) -> PyResult<Self> {
+        Ok(Opt::Given(obj.to_owned()))
+    }
+}
+
+impl<'py> Opt<'py> {
+    pub fn given(&self) -> Option<&Bound<'py, PyAny>> {
+        match self {
+            Opt::Absent => None,
+            Opt::Given(obj) => Some(obj),
+        }
+    }
+}
+
 /// `PyArg_Parse`'s "i": an object with `__index__`, range-checked into a C int.
 pub fn c_int(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     let value: i64 = obj.extract()?;
@@ -19,8 +44,8 @@ pub fn c_int(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
 }
 
 /// "i" for an optional argument.
-pub fn c_int_or(obj: Option<&Bound<'_, PyAny>>, default: i32) -> PyResult<i32> {
-    obj.map_or(Ok(default), c_int)
+pub fn c_int_or(obj: &Opt<'_>, default: i32) -> PyResult<i32> {
+    obj.given().map_or(Ok(default), c_int)
 }
 
 /// `PyArg_Parse`'s "n": an object with `__index__` as a Py_ssize_t.
@@ -37,8 +62,8 @@ pub fn ssize(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
 }
 
 /// "n" for an optional argument.
-pub fn ssize_or(obj: Option<&Bound<'_, PyAny>>, default: isize) -> PyResult<isize> {
-    obj.map_or(Ok(default), ssize)
+pub fn ssize_or(obj: &Opt<'_>, default: isize) -> PyResult<isize> {
+    obj.given().map_or(Ok(default), ssize)
 }
 
 /// `_PyLong_AsInt` (argument clinic's `int`): any value outside a C int is "too large".
@@ -55,8 +80,8 @@ pub fn as_int(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
 }
 
 /// `_PyLong_AsInt` for an optional argument.
-pub fn as_int_or(obj: Option<&Bound<'_, PyAny>>, default: i32) -> PyResult<i32> {
-    obj.map_or(Ok(default), as_int)
+pub fn as_int_or(obj: &Opt<'_>, default: i32) -> PyResult<i32> {
+    obj.given().map_or(Ok(default), as_int)
 }
 
 /// `PyLong_AsLong`: any object with `__index__`, as a C long.

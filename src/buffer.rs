@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::addr::type_name;
+use crate::addr::argument_type_name;
 
 /// Releases a filled `Py_buffer` when dropped, so an early return or a panic cannot leak the export.
 struct View(MaybeUninit<ffi::Py_buffer>);
@@ -48,7 +48,7 @@ impl WritableView {
         View::get(obj, ffi::PyBUF_WRITABLE).map(WritableView).map_err(|_| {
             PyTypeError::new_err(format!(
                 "{what} must be read-write bytes-like object, not {}",
-                type_name(obj)
+                argument_type_name(obj)
             ))
         })
     }
@@ -78,7 +78,7 @@ pub fn with_writable<R>(obj: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&mut 
     let mut view = View::get(obj, ffi::PyBUF_WRITABLE).map_err(|_| {
         PyTypeError::new_err(format!(
             "{what} must be read-write bytes-like object, not {}",
-            type_name(obj)
+            argument_type_name(obj)
         ))
     })?;
     let (ptr, len) = view.raw();

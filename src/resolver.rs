@@ -11,8 +11,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyString, PyTuple};
 use socket2::SockAddr;
 
-use crate::addr::{from_sockaddr, ip_sockaddr, ip_string, type_name};
-use crate::args::{c_int, c_int_or, python_at_least};
+use crate::addr::{argument_type_name, from_sockaddr, ip_sockaddr, ip_string, type_name};
+use crate::args::{Opt, c_int, c_int_or, python_at_least};
 use crate::errors::{gai_error, h_error, os_error};
 
 /// Room for a `hostent`'s strings, as CPython gives `gethostbyname_r`.
@@ -237,15 +237,15 @@ fn c_string_arg(obj: Option<&Bound<'_, PyAny>>) -> Option<CString> {
 }
 
 #[pyfunction]
-#[pyo3(signature = (host, port, family=None, r#type=None, proto=None, flags=None))]
+#[pyo3(signature = (host, port, family=Opt::Absent, r#type=Opt::Absent, proto=Opt::Absent, flags=Opt::Absent))]
 fn getaddrinfo<'py>(
     py: Python<'py>,
     host: &Bound<'py, PyAny>,
     port: &Bound<'py, PyAny>,
-    family: Option<&Bound<'py, PyAny>>,
-    r#type: Option<&Bound<'py, PyAny>>,
-    proto: Option<&Bound<'py, PyAny>>,
-    flags: Option<&Bound<'py, PyAny>>,
+    family: Opt<'py>,
+    r#type: Opt<'py>,
+    proto: Opt<'py>,
+    flags: Opt<'py>,
 ) -> PyResult<Bound<'py, PyList>> {
     let host_encoded = if host.is_none() {
         None
@@ -276,10 +276,10 @@ fn getaddrinfo<'py>(
     let c_host = c_string_arg(host_encoded.as_ref());
     let c_port = c_string_arg(port_text.as_ref());
     let hints = Hints {
-        family: c_int_or(family, 0)?,
-        socktype: c_int_or(r#type, 0)?,
-        protocol: c_int_or(proto, 0)?,
-        flags: c_int_or(flags, 0)?,
+        family: c_int_or(&family, 0)?,
+        socktype: c_int_or(&r#type, 0)?,
+        protocol: c_int_or(&proto, 0)?,
+        flags: c_int_or(&flags, 0)?,
     };
     let found = py
         .detach(|| lookup(c_host.as_deref(), c_port.as_deref(), hints))
@@ -387,7 +387,7 @@ fn hostname_arg(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Vec<u8>> {
     } else {
         return Err(PyTypeError::new_err(format!(
             "{func}() argument 1 must be str, bytes or bytearray, not {}",
-            type_name(obj)
+            argument_type_name(obj)
         )));
     };
     if bytes.contains(&0) {
@@ -400,6 +400,7 @@ fn hostname_arg(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Vec<u8>> {
 }
 
 #[pyfunction]
+#[pyo3(signature = (hostname, /))]
 fn gethostbyname(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<String> {
     let name = hostname_arg(hostname, "gethostbyname")?;
     Ok(resolve_host(py, &name, AF_INET)?.to_string())
@@ -454,6 +455,7 @@ fn host_triple(entry: Result<HostEntry, i32>, family: i32) -> PyResult<(String, 
 }
 
 #[pyfunction]
+#[pyo3(signature = (hostname, /))]
 fn gethostbyname_ex(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<(String, Vec<String>, Vec<String>)> {
     let name = hostname_arg(hostname, "gethostbyname_ex")?;
     resolve_host(py, &name, AF_INET)?;
@@ -468,6 +470,7 @@ fn gethostbyname_ex(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<(St
 }
 
 #[pyfunction]
+#[pyo3(signature = (ip_address, /))]
 fn gethostbyaddr(py: Python<'_>, ip_address: &Bound<'_, PyAny>) -> PyResult<(String, Vec<String>, Vec<String>)> {
     let name = hostname_arg(ip_address, "gethostbyaddr")?;
     let (family, raw): (i32, Vec<u8>) = match resolve_host(py, &name, AF_UNSPEC)? {

@@ -20,7 +20,7 @@ use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
-use crate::args::{as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
+use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
 use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 
@@ -597,18 +597,18 @@ impl Socket {
         }
     }
 
-    #[pyo3(signature = (family=None, r#type=None, proto=None, fileno=None))]
+    #[pyo3(signature = (family=Opt::Absent, r#type=Opt::Absent, proto=Opt::Absent, fileno=None))]
     fn __init__(
         &self,
         py: Python<'_>,
-        family: Option<&Bound<'_, PyAny>>,
-        r#type: Option<&Bound<'_, PyAny>>,
-        proto: Option<&Bound<'_, PyAny>>,
+        family: Opt<'_>,
+        r#type: Opt<'_>,
+        proto: Opt<'_>,
         fileno: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        let mut family = as_int_or(family, -1)?;
-        let mut r#type = as_int_or(r#type, -1)?;
-        let mut proto = as_int_or(proto, -1)?;
+        let mut family = as_int_or(&family, -1)?;
+        let mut r#type = as_int_or(&r#type, -1)?;
+        let mut proto = as_int_or(&proto, -1)?;
         let fd = match fileno.filter(|f| !f.is_none()) {
             Some(fileno) => {
                 let fd = descriptor(fileno)?;
@@ -728,6 +728,7 @@ impl Socket {
         self.fd.swap(-1, Relaxed)
     }
 
+    #[pyo3(signature = (value, /))]
     fn settimeout(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         self.set_timeout_ns(parse_timeout(value)?)
     }
@@ -736,6 +737,7 @@ impl Socket {
         timeout_object(py, self.timeout_ns.load(Relaxed))
     }
 
+    #[pyo3(signature = (flag, /))]
     fn setblocking(&self, flag: &Bound<'_, PyAny>) -> PyResult<()> {
         // From 3.12 CPython takes the flag's truth value; before, it required an int that fits a C long.
         let blocking = if python_at_least(flag.py(), 12) {
@@ -750,14 +752,15 @@ impl Socket {
         self.timeout_ns.load(Relaxed) != 0
     }
 
+    #[pyo3(signature = (address, /))]
     fn bind(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
         let addr = self.sockaddr_arg(py, address, "bind")?;
         self.bind_to(py, &addr)
     }
 
-    #[pyo3(signature = (backlog=None, /))]
-    fn listen(&self, py: Python<'_>, backlog: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let backlog = c_int_or(backlog, DEFAULT_BACKLOG)?;
+    #[pyo3(signature = (backlog=Opt::Absent, /))]
+    fn listen(&self, py: Python<'_>, backlog: Opt<'_>) -> PyResult<()> {
+        let backlog = c_int_or(&backlog, DEFAULT_BACKLOG)?;
         let fd = self.raw_fd();
         // SAFETY: listen(2) takes plain integers.
         let rc = py.detach(|| unsafe { libc::listen(fd, backlog.max(0)) });
@@ -782,27 +785,29 @@ impl Socket {
         }
     }
 
+    #[pyo3(signature = (address, /))]
     fn connect(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
         let addr = self.sockaddr_arg(py, address, "connect")?;
         self.connect_impl(py, &addr, true).map(drop)
     }
 
+    #[pyo3(signature = (address, /))]
     fn connect_ex(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<i32> {
         let addr = self.sockaddr_arg(py, address, "connect_ex")?;
         self.connect_impl(py, &addr, false)
     }
 
-    #[pyo3(signature = (data, flags=None, /))]
-    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+    #[pyo3(signature = (data, flags=Opt::Absent, /))]
+    fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Opt<'_>) -> PyResult<usize> {
         with_readable(data, |bytes| {
-            self.send_once(py, bytes, c_int_or(flags, 0)?, self.io_wait())
+            self.send_once(py, bytes, c_int_or(&flags, 0)?, self.io_wait())
         })?
     }
 
     /// send(2) until every byte is out; with a timeout, the deadline covers the whole call.
-    #[pyo3(signature = (data, flags=None, /))]
-    fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        with_readable(data, |bytes| self.send_all(py, bytes, c_int_or(flags, 0)?))?
+    #[pyo3(signature = (data, flags=Opt::Absent, /))]
+    fn sendall(&self, py: Python<'_>, data: &Bound<'_, PyAny>, flags: Opt<'_>) -> PyResult<()> {
+        with_readable(data, |bytes| self.send_all(py, bytes, c_int_or(&flags, 0)?))?
     }
 
     /// `sendto(data, address)` or `sendto(data, flags, address)`.
@@ -834,14 +839,14 @@ impl Socket {
         })?
     }
 
-    #[pyo3(signature = (bufsize, flags=None, /))]
+    #[pyo3(signature = (bufsize, flags=Opt::Absent, /))]
     fn recv<'py>(
         &self,
         py: Python<'py>,
         bufsize: &Bound<'py, PyAny>,
-        flags: Option<&Bound<'py, PyAny>>,
+        flags: Opt<'py>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let (bufsize, flags) = (ssize(bufsize)?, c_int_or(flags, 0)?);
+        let (bufsize, flags) = (ssize(bufsize)?, c_int_or(&flags, 0)?);
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recv"));
         }
@@ -856,16 +861,10 @@ impl Socket {
         unsafe { writer.finish_padded(received) }
     }
 
-    #[pyo3(signature = (buffer, nbytes=None, flags=None))]
-    fn recv_into(
-        &self,
-        py: Python<'_>,
-        buffer: &Bound<'_, PyAny>,
-        nbytes: Option<&Bound<'_, PyAny>>,
-        flags: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<usize> {
+    #[pyo3(signature = (buffer, nbytes=Opt::Absent, flags=Opt::Absent))]
+    fn recv_into(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, nbytes: Opt<'_>, flags: Opt<'_>) -> PyResult<usize> {
         with_writable(buffer, "recv_into() argument 1", |buf| {
-            let (nbytes, flags) = (ssize_or(nbytes, 0)?, c_int_or(flags, 0)?);
+            let (nbytes, flags) = (ssize_or(&nbytes, 0)?, c_int_or(&flags, 0)?);
             if nbytes < 0 {
                 return Err(PyValueError::new_err("negative buffersize in recv_into"));
             }
@@ -880,14 +879,14 @@ impl Socket {
         })?
     }
 
-    #[pyo3(signature = (bufsize, flags=None, /))]
+    #[pyo3(signature = (bufsize, flags=Opt::Absent, /))]
     fn recvfrom<'py>(
         &self,
         py: Python<'py>,
         bufsize: &Bound<'py, PyAny>,
-        flags: Option<&Bound<'py, PyAny>>,
+        flags: Opt<'py>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
-        let (bufsize, flags) = (ssize(bufsize)?, c_int_or(flags, 0)?);
+        let (bufsize, flags) = (ssize(bufsize)?, c_int_or(&flags, 0)?);
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
@@ -899,16 +898,16 @@ impl Socket {
         Ok((unsafe { writer.finish_padded(received) }?, address))
     }
 
-    #[pyo3(signature = (buffer, nbytes=None, flags=None))]
+    #[pyo3(signature = (buffer, nbytes=Opt::Absent, flags=Opt::Absent))]
     fn recvfrom_into<'py>(
         &self,
         py: Python<'py>,
         buffer: &Bound<'py, PyAny>,
-        nbytes: Option<&Bound<'py, PyAny>>,
-        flags: Option<&Bound<'py, PyAny>>,
+        nbytes: Opt<'py>,
+        flags: Opt<'py>,
     ) -> PyResult<(usize, Bound<'py, PyAny>)> {
         with_writable(buffer, "recvfrom_into() argument 1", |buf| {
-            let (nbytes, flags) = (ssize_or(nbytes, 0)?, c_int_or(flags, 0)?);
+            let (nbytes, flags) = (ssize_or(&nbytes, 0)?, c_int_or(&flags, 0)?);
             if nbytes < 0 {
                 return Err(PyValueError::new_err("negative buffersize in recvfrom_into"));
             }
@@ -923,13 +922,13 @@ impl Socket {
 
     /// `sendmsg(buffers[, ancdata[, flags[, address]]])`: gathers the buffers and the control
     /// messages into one sendmsg(2).
-    #[pyo3(signature = (buffers, ancdata=None, flags=None, address=None, /))]
+    #[pyo3(signature = (buffers, ancdata=Opt::Absent, flags=Opt::Absent, address=None, /))]
     fn sendmsg(
         &self,
         py: Python<'_>,
         buffers: &Bound<'_, PyAny>,
-        ancdata: Option<&Bound<'_, PyAny>>,
-        flags: Option<&Bound<'_, PyAny>>,
+        ancdata: Opt<'_>,
+        flags: Opt<'_>,
         address: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let iter = buffers
@@ -938,8 +937,8 @@ impl Socket {
         let chunks = iter
             .map(|b| crate::buffer::read_bytes(&b?))
             .collect::<PyResult<Vec<_>>>()?;
-        let control = ancillary::pack(&ancillary::parse_or_empty(ancdata)?);
-        let flags = c_int_or(flags, 0)?;
+        let control = ancillary::pack(&ancillary::parse_or_empty(&ancdata)?);
+        let flags = c_int_or(&flags, 0)?;
         let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
         self.call(py, POLLOUT, self.io_wait(), |fd| {
             let mut iov: Vec<libc::iovec> = chunks
@@ -967,16 +966,16 @@ impl Socket {
     }
 
     /// `recvmsg(bufsize[, ancbufsize[, flags]])` → `(data, ancdata, msg_flags, address)`.
-    #[pyo3(signature = (bufsize, ancbufsize=None, flags=None, /))]
+    #[pyo3(signature = (bufsize, ancbufsize=Opt::Absent, flags=Opt::Absent, /))]
     fn recvmsg<'py>(
         &self,
         py: Python<'py>,
         bufsize: &Bound<'py, PyAny>,
-        ancbufsize: Option<&Bound<'py, PyAny>>,
-        flags: Option<&Bound<'py, PyAny>>,
+        ancbufsize: Opt<'py>,
+        flags: Opt<'py>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         // All three are converted before any is checked, as CPython parses its arguments first.
-        let (bufsize, ancbufsize, flags) = (ssize(bufsize)?, ssize_or(ancbufsize, 0)?, c_int_or(flags, 0)?);
+        let (bufsize, ancbufsize, flags) = (ssize(bufsize)?, ssize_or(&ancbufsize, 0)?, c_int_or(&flags, 0)?);
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
@@ -989,15 +988,15 @@ impl Socket {
     }
 
     /// `recvmsg_into(buffers[, ancbufsize[, flags]])` → `(nbytes, ancdata, msg_flags, address)`.
-    #[pyo3(signature = (buffers, ancbufsize=None, flags=None, /))]
+    #[pyo3(signature = (buffers, ancbufsize=Opt::Absent, flags=Opt::Absent, /))]
     fn recvmsg_into<'py>(
         &self,
         py: Python<'py>,
         buffers: &Bound<'py, PyAny>,
-        ancbufsize: Option<&Bound<'py, PyAny>>,
-        flags: Option<&Bound<'py, PyAny>>,
+        ancbufsize: Opt<'py>,
+        flags: Opt<'py>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let (ancbufsize, flags) = (ssize_or(ancbufsize, 0)?, c_int_or(flags, 0)?);
+        let (ancbufsize, flags) = (ssize_or(&ancbufsize, 0)?, c_int_or(&flags, 0)?);
         let iter = buffers
             .try_iter()
             .map_err(|_| PyTypeError::new_err("recvmsg_into() argument 1 must be an iterable"))?;
@@ -1009,6 +1008,7 @@ impl Socket {
         (received, ancdata, msg_flags, addr).into_pyobject(py)
     }
 
+    #[pyo3(signature = (how, /))]
     fn shutdown(&self, py: Python<'_>, how: &Bound<'_, PyAny>) -> PyResult<()> {
         let how = as_int(how)?;
         let fd = self.raw_fd();
@@ -1080,15 +1080,15 @@ impl Socket {
         })?
     }
 
-    #[pyo3(signature = (level, option, buflen=None, /))]
+    #[pyo3(signature = (level, option, buflen=Opt::Absent, /))]
     fn getsockopt(
         &self,
         py: Python<'_>,
         level: &Bound<'_, PyAny>,
         option: &Bound<'_, PyAny>,
-        buflen: Option<&Bound<'_, PyAny>>,
+        buflen: Opt<'_>,
     ) -> PyResult<Py<PyAny>> {
-        let (level, option, buflen) = (c_int(level)?, c_int(option)?, c_int_or(buflen, 0)?);
+        let (level, option, buflen) = (c_int(level)?, c_int(option)?, c_int_or(&buflen, 0)?);
         let fd = self.raw_fd();
         if buflen == 0 {
             let value = getsockopt_int(fd, level, option).map_err(|e| crate::errors::io_error(&e))?;
@@ -1172,15 +1172,11 @@ fn close(py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// socketpair(2): two connected descriptors; `socketpair()` wraps them in sockets.
 #[pyfunction]
-#[pyo3(signature = (family=None, r#type=None, proto=None, /))]
-fn socketpair(
-    family: Option<&Bound<'_, PyAny>>,
-    r#type: Option<&Bound<'_, PyAny>>,
-    proto: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(RawFd, RawFd)> {
-    let family = c_int_or(family, libc::AF_UNIX)?;
-    let r#type = c_int_or(r#type, libc::SOCK_STREAM)?;
-    let proto = c_int_or(proto, 0)?;
+#[pyo3(signature = (family=Opt::Absent, r#type=Opt::Absent, proto=Opt::Absent, /))]
+fn socketpair(family: Opt<'_>, r#type: Opt<'_>, proto: Opt<'_>) -> PyResult<(RawFd, RawFd)> {
+    let family = c_int_or(&family, libc::AF_UNIX)?;
+    let r#type = c_int_or(&r#type, libc::SOCK_STREAM)?;
+    let proto = c_int_or(&proto, 0)?;
     let mut fds = [-1 as RawFd; 2];
     // SAFETY: fds has room for the two descriptors.
     if unsafe { libc::socketpair(family, r#type | libc::SOCK_CLOEXEC, proto, fds.as_mut_ptr()) } < 0 {

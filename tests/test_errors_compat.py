@@ -828,3 +828,129 @@ def test_int_argument_beyond_c_int_raises_overflowerror(sockmod, method, args):
             getattr(client, method)(*args)
 
     assert_same_error(sockmod, scenario, OverflowError)
+
+
+# An optional integer argument given as None is a TypeError (CPython's parsers want an int), not the default.
+NONE_FOR_AN_INT_ARGUMENT = {
+    "recv(1, None)": ("recv", (1, None)),
+    "recvfrom(1, None)": ("recvfrom", (1, None)),
+    "recv_into(buf, None)": ("recv_into", (bytearray(1), None)),
+    "recv_into(buf, 0, None)": ("recv_into", (bytearray(1), 0, None)),
+    "recvfrom_into(buf, None)": ("recvfrom_into", (bytearray(1), None)),
+    "recvmsg(1, None)": ("recvmsg", (1, None)),
+    "recvmsg(1, 0, None)": ("recvmsg", (1, 0, None)),
+    "recvmsg_into([buf], None)": ("recvmsg_into", ([bytearray(1)], None)),
+    "send(b'x', None)": ("send", (b"x", None)),
+    "sendall(b'x', None)": ("sendall", (b"x", None)),
+    "sendmsg([b'x'], [], None)": ("sendmsg", ([b"x"], [], None)),
+    "getsockopt(SOL_SOCKET, SO_TYPE, None)": ("getsockopt", (stdlib_socket.SOL_SOCKET, stdlib_socket.SO_TYPE, None)),
+}
+
+
+@pytest.mark.parametrize(("method", "args"), NONE_FOR_AN_INT_ARGUMENT.values(), ids=NONE_FOR_AN_INT_ARGUMENT.keys())
+def test_none_for_an_optional_int_argument_raises_typeerror(sockmod, method, args):
+    def scenario(mod):
+        with connection(mod) as (client, conn):
+            conn.sendall(b"data")
+            getattr(client, method)(*args)
+
+    assert_same_error(sockmod, scenario, TypeError)
+
+
+def test_listen_none_raises_typeerror(sockmod):
+    def scenario(mod):
+        with mod.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(None)
+
+    assert_same_error(sockmod, scenario, TypeError)
+
+
+def test_sendmsg_with_none_for_ancillary_data_raises_typeerror(sockmod):
+    def scenario(mod):
+        with connection(mod) as (client, _):
+            client.sendmsg([b"x"], None)
+
+    assert_same_error(sockmod, scenario, TypeError)
+
+
+def test_sendmsg_with_none_for_the_address_sends(sockmod):
+    with connection(sockmod) as (client, conn):
+        assert client.sendmsg([b"x"], [], 0, None) == 1
+        assert conn.recv(1) == b"x"
+
+
+NONE_FOR_A_MODULE_INT_ARGUMENT = {
+    "socket(None)": lambda mod: mod.socket(None).close(),
+    "socket(AF_INET, None, None)": lambda mod: mod.socket(mod.AF_INET, None, None).close(),
+    "socketpair(AF_UNIX, None)": lambda mod: mod.socketpair(mod.AF_UNIX, None),
+    "getaddrinfo(host, port, None)": lambda mod: mod.getaddrinfo("127.0.0.1", 80, None),
+    "getaddrinfo(host, port, 0, 0, 0, None)": lambda mod: mod.getaddrinfo("127.0.0.1", 80, 0, 0, 0, None),
+}
+
+
+@pytest.mark.parametrize("scenario", NONE_FOR_A_MODULE_INT_ARGUMENT.values(), ids=NONE_FOR_A_MODULE_INT_ARGUMENT.keys())
+def test_none_for_a_module_function_s_int_argument_raises_typeerror(sockmod, scenario):
+    assert_same_error(sockmod, scenario, TypeError)
+
+
+def test_fromfd_with_none_for_family_and_type_raises_typeerror(sockmod):
+    def scenario(mod):
+        with mod.socket() as sock:
+            mod.fromfd(sock.fileno(), None, None)
+
+    assert_same_error_type(sockmod, scenario, TypeError)
+
+
+POSITIONAL_ONLY = {
+    "shutdown(how=...)": ("shutdown", {"how": stdlib_socket.SHUT_RDWR}),
+    "settimeout(value=...)": ("settimeout", {"value": 1.0}),
+    "setblocking(flag=...)": ("setblocking", {"flag": False}),
+    "bind(address=...)": ("bind", {"address": ("127.0.0.1", 0)}),
+    "connect(address=...)": ("connect", {"address": ("127.0.0.1", 9)}),
+    "connect_ex(address=...)": ("connect_ex", {"address": ("127.0.0.1", 9)}),
+}
+
+
+@pytest.mark.parametrize(("method", "kwargs"), POSITIONAL_ONLY.values(), ids=POSITIONAL_ONLY.keys())
+def test_positional_only_argument_given_by_keyword_raises_typeerror(sockmod, method, kwargs):
+    def scenario(mod):
+        with mod.socket() as sock:
+            getattr(sock, method)(**kwargs)
+
+    assert_same_error_type(sockmod, scenario, TypeError)
+
+
+@pytest.mark.parametrize("function", ["gethostbyname", "gethostbyname_ex"])
+def test_resolver_argument_given_by_keyword_raises_typeerror(sockmod, function):
+    assert_same_error_type(sockmod, lambda mod: getattr(mod, function)(hostname="localhost"), TypeError)
+
+
+def test_gethostbyaddr_argument_given_by_keyword_raises_typeerror(sockmod):
+    assert_same_error_type(sockmod, lambda mod: mod.gethostbyaddr(ip_address="127.0.0.1"), TypeError)
+
+
+def on_a_socket(method, *args):
+    """A scenario calling `method(*args)` on a fresh TCP socket of the module it is given."""
+
+    def scenario(mod):
+        with mod.socket() as sock:
+            getattr(sock, method)(*args)
+
+    return scenario
+
+
+NONE_WHERE_A_BUFFER_OR_NAME_IS_WANTED = {
+    "recv_into(None)": on_a_socket("recv_into", None),
+    "recvfrom_into(None)": on_a_socket("recvfrom_into", None),
+    "gethostbyname(None)": lambda mod: mod.gethostbyname(None),
+    "gethostbyname_ex(None)": lambda mod: mod.gethostbyname_ex(None),
+    "gethostbyaddr(None)": lambda mod: mod.gethostbyaddr(None),
+}
+
+
+@pytest.mark.parametrize(
+    "scenario", NONE_WHERE_A_BUFFER_OR_NAME_IS_WANTED.values(), ids=NONE_WHERE_A_BUFFER_OR_NAME_IS_WANTED.keys()
+)
+def test_none_is_named_none_in_argument_type_errors(sockmod, scenario):
+    assert_same_error(sockmod, scenario, TypeError)

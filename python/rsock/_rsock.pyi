@@ -64,21 +64,21 @@ class socket:
         """Closes the descriptor (once; a reset peer is not an error)."""
     def detach(self) -> int:
         """Gives up the descriptor without closing it and returns it."""
-    def settimeout(self, value: float | None) -> None:
+    def settimeout(self, value: float | None, /) -> None:
         """None blocks, 0 makes calls non-blocking, a number of seconds bounds each call."""
     def gettimeout(self) -> float | None:
         """The timeout in seconds, or None."""
-    def setblocking(self, flag: bool) -> None:
+    def setblocking(self, flag: bool, /) -> None:
         """setblocking(True) is settimeout(None), setblocking(False) is settimeout(0)."""
     def getblocking(self) -> bool:
         """Whether calls may block (timeout not 0)."""
-    def bind(self, address: _Address) -> None:
+    def bind(self, address: _Address, /) -> None:
         """Binds to `address` ((host, port) for IP, a path for AF_UNIX)."""
     def listen(self, backlog: SupportsIndex | None = ..., /) -> None: ...
     def _accept(self) -> tuple[int, _Address]: ...
-    def connect(self, address: _Address) -> None:
+    def connect(self, address: _Address, /) -> None:
         """Connects to `address`, within the timeout."""
-    def connect_ex(self, address: _Address) -> int:
+    def connect_ex(self, address: _Address, /) -> int:
         """connect() returning the errno (0 on success) instead of raising."""
     def send(self, data: Buffer, flags: SupportsIndex | None = ..., /) -> int:
         """Sends what the socket takes of `data`; returns the count."""
@@ -109,7 +109,7 @@ class socket:
     def recvmsg_into(
         self, buffers: Iterable[Buffer], ancbufsize: SupportsIndex | None = ..., flags: SupportsIndex | None = ..., /
     ) -> tuple[int, _AncData, int, _Address]: ...
-    def shutdown(self, how: SupportsIndex) -> None:
+    def shutdown(self, how: SupportsIndex, /) -> None:
         """Shuts down reading (SHUT_RD), writing (SHUT_WR) or both (SHUT_RDWR)."""
     def getsockname(self) -> _Address:
         """This socket's own address."""
@@ -142,9 +142,9 @@ def getaddrinfo(
     flags: SupportsIndex | None = ...,
 ) -> list[tuple[int, int, int, str, _Address]]: ...
 def getnameinfo(*args: Any) -> tuple[str, str]: ...
-def gethostbyname(hostname: str | bytes | bytearray) -> str: ...
-def gethostbyname_ex(hostname: str | bytes | bytearray) -> tuple[str, list[str], list[str]]: ...
-def gethostbyaddr(ip_address: str | bytes | bytearray) -> tuple[str, list[str], list[str]]: ...
+def gethostbyname(hostname: str | bytes | bytearray, /) -> str: ...
+def gethostbyname_ex(hostname: str | bytes | bytearray, /) -> tuple[str, list[str], list[str]]: ...
+def gethostbyaddr(ip_address: str | bytes | bytearray, /) -> tuple[str, list[str], list[str]]: ...
 def _stop_all_servers(timeout: float) -> None: ...
 
 class PanicException(BaseException):
