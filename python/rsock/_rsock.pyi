@@ -193,7 +193,7 @@ class TcpServer:
     - `max_connections` (default 10,000): connections beyond it are refused and counted.
     - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
     - `idle_timeout`: seconds after which a connection that has neither received anything nor sent
-      queued output is closed.
+      queued output, and has no async handler running, is closed.
     - `backlog` (default 1024), `reuse_port` (SO_REUSEPORT).
     """
 

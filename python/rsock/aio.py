@@ -18,6 +18,7 @@ import contextvars
 import errno as _errno
 import functools
 import inspect
+import logging
 import sys
 import weakref
 
@@ -118,12 +119,20 @@ def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024)
     return transport
 
 
+def _check_port(port, caller):
+    """The range check the socket would make, made before the resolver, which wraps a port beyond
+    65535 round to a wrong one."""
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise OverflowError(f"{caller}(): port must be 0-65535.")
+
+
 def _streams(transport):
     return StreamReader(transport), StreamWriter(transport)
 
 
 async def _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors=False):
     """An rsock socket connected to (host, port): each address tried in turn, as asyncio does."""
+    _check_port(port, "connect")
     infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
@@ -443,19 +452,18 @@ class TcpClient:
     """An asyncio TCP client with rsock's framing: ``await TcpClient.connect(address, framing="line")``,
     then ``await send()``, ``recv()``, ``recv_exactly()``, ``recv_message()``, ``request()``."""
 
-    __slots__ = ("_timeout", "_transport", "recv_message", "request", "send")
+    __slots__ = ("_requesting", "_timeout", "_transport", "recv_message", "send")
 
     def __init__(self, transport, timeout):
         self._transport = transport
         self._timeout = timeout
+        self._requesting = asyncio.Lock()
         if timeout is None:
             self.send = transport.write_message
             self.recv_message = transport.read_message
-            self.request = transport.request
         else:
             self.send = functools.partial(self._limited, transport.write_message)
             self.recv_message = functools.partial(self._limited, transport.read_message)
-            self.request = functools.partial(self._limited, transport.request)
 
     async def _limited(self, call, *args):
         return await asyncio.wait_for(call(*args), self._timeout)
@@ -465,10 +473,22 @@ class TcpClient:
         """Connects to ``address`` (a ``(host, port)`` tuple); ``timeout`` bounds the connect and each
         later call."""
         loop = asyncio.get_running_loop()
-        host, port = address
+        host, port = address[:2]
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
+
+    async def request(self, data):
+        """Sends ``data`` as a message and returns the reply message. Requests on one client take turns,
+        so each gets its own reply. One cancelled or timed out after it was sent closes the connection:
+        its reply may still come, and would be taken for the reply to the next request."""
+        async with self._requesting:
+            reply = self._transport.request(data)
+            try:
+                return await self._call(reply)
+            except BaseException:
+                self._transport.abort()
+                raise
 
     async def recv(self, n=65536):
         """Up to ``n`` bytes; b"" at end of stream."""
@@ -484,10 +504,15 @@ class TcpClient:
         return await asyncio.wait_for(awaitable, self._timeout)
 
     async def close(self):
+        """Closes once the queued output is sent; with a ``timeout``, output still queued after it is
+        dropped."""
         self._transport.close()
         # A connection that broke is closed all the same; its error was for the calls that met it.
         with contextlib.suppress(OSError):
-            await self._transport.wait_closed()
+            try:
+                await self._call(self._transport.wait_closed())
+            except TimeoutError:
+                self._transport.abort()
 
     @property
     def closed(self):
@@ -526,6 +551,7 @@ class UdpClient:
         # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.
         self._waiting = {False: set(), True: set()}
         self._unwatch = {}
+        self._requesting = asyncio.Lock()
         self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -597,9 +623,14 @@ class UdpClient:
     async def request(self, data, address, timeout=1.0, retries=3):
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
         Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
-        reply is one that came after this request was sent; so are datagrams from other senders."""
+        reply is one that came after this request was sent; so are datagrams from other senders. Requests
+        on one client take turns, so that each gets its own reply."""
         loop = asyncio.get_running_loop()
         target = await self._resolve(loop, address)
+        async with self._requesting:
+            return await self._exchange(loop, data, address, target, timeout, retries)
+
+    async def _exchange(self, loop, data, address, target, timeout, retries):
         self._discard_waiting()
         for _ in range(retries + 1):
             await self.sendto(data, target)
@@ -617,6 +648,7 @@ class UdpClient:
         """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its
         canonical spelling); numeric hosts without a trip to the resolver's thread."""
         host, port = address[:2]
+        _check_port(port, "sendto")
         kind = {"family": self._sock.family, "type": sockets.SOCK_DGRAM}
         try:
             infos = sockets.getaddrinfo(host, port, **kind, flags=sockets.AI_NUMERICHOST)
@@ -664,24 +696,24 @@ def _max_datagram(family):
     return 65527 if family == sockets.AF_INET6 else 65507
 
 
-# The native server whose async handlers run in this context: set in the context the bridge runs them in.
-_SERVING = contextvars.ContextVar("rsock.aio serving")
-
-
 class _Bridge:
     """Runs, on the caller's event loop and in the caller's context, the awaitables that a server's
     handlers return on rsock's threads, and reports each result back to the server."""
 
-    __slots__ = ("_context", "_loop", "_server")
+    __slots__ = ("_context", "_loop", "_server", "tasks")
 
     def __init__(self, loop, context, server):
         self._loop = loop
         self._context = context
         self._server = server
+        # The handler tasks running: stop() called from one of them must not wait for itself.
+        self.tasks = set()
 
-    def __call__(self, awaitable, reply_to):
+    def __call__(self, awaitable, reply_to, role="reply"):
+        """Runs `awaitable`, an async handler's; `role` says what its outcome is for: "reply" (sent to
+        `reply_to`), "connect" (`reply_to` waits for it, the result ignored) or "disconnect"."""
         try:
-            self._loop.call_soon_threadsafe(self._start, awaitable, reply_to, context=self._context)
+            self._loop.call_soon_threadsafe(self._start, awaitable, reply_to, role, context=self._context)
         except RuntimeError:
             # The loop is closed: nothing can run handlers any more, so the server stops.
             if asyncio.iscoroutine(awaitable):
@@ -690,22 +722,32 @@ class _Bridge:
                 reply_to._handler_done(None, ConnectionAbortedError("the server's event loop is closed"))
             self._server._begin_stop()
 
-    def _start(self, awaitable, reply_to):
+    def _start(self, awaitable, reply_to, role):
         task = asyncio.ensure_future(awaitable, loop=self._loop)
-        if reply_to is not None:
-            task.add_done_callback(functools.partial(_report, reply_to))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if reply_to is None:
+            task.add_done_callback(_log_failure)
+        else:
+            task.add_done_callback(functools.partial(_report, reply_to, role == "reply"))
 
     def __repr__(self):
         return f"<rsock.aio bridge to {self._loop!r}>"
 
 
-def _report(reply_to, task):
+def _report(reply_to, replies, task):
     if task.cancelled():
         reply_to._handler_done(None, asyncio.CancelledError())
     elif (exc := task.exception()) is not None:
         reply_to._handler_done(None, exc)
     else:
-        reply_to._handler_done(task.result())
+        reply_to._handler_done(task.result() if replies else None)
+
+
+def _log_failure(task):
+    """Logs an async on_disconnect's failure as the server logs a plain one's."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logging.getLogger("rsock").error("on_disconnect raised", exc_info=exc)
 
 
 class _AsyncServer:
@@ -716,16 +758,17 @@ class _AsyncServer:
 
     def __init__(self, *args, **kwargs):
         self._server = self._native_type(*args, **kwargs)
+        self._bridge = None
         self._stopped = None
         self._stopping = None
 
     async def start(self):
-        """Starts serving in the background, bound to the running loop."""
+        """Starts serving in the background, bound to the running loop (a server started under an
+        earlier loop moves to this one)."""
         loop = asyncio.get_running_loop()
-        if self._stopped is None:
-            context = contextvars.copy_context()
-            context.run(_SERVING.set, self._server)
-            self._server._set_async_bridge(_Bridge(loop, context, self._server))
+        if self._stopped is None or self._stopped.get_loop() is not loop:
+            self._bridge = _Bridge(loop, contextvars.copy_context(), self._server)
+            self._server._set_async_bridge(self._bridge)
             self._stopped = loop.create_future()
         self._server.start()
 
@@ -737,7 +780,7 @@ class _AsyncServer:
         self._server._begin_stop(timeout)
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._finish_stop(timeout))
-        if _SERVING.get(None) is self._server:
+        if self._bridge is not None and asyncio.current_task() in self._bridge.tasks:
             return
         await asyncio.shield(self._stopping)
 

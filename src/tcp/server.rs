@@ -467,7 +467,7 @@ fn deliver_bytes(
         return Ok(());
     }
     if is_awaitable(&reply) {
-        return hand_to_loop(py, conn, Some(py_conn), &reply).map_err(Outcome::Handler);
+        return hand_to_loop(py, conn, Awaited::Message(py_conn), &reply).map_err(Outcome::Handler);
     }
     match send_message(conn, &reply) {
         Ok(Ok(())) => Ok(()),
@@ -476,14 +476,19 @@ fn deliver_bytes(
     }
 }
 
+/// Which handler an awaitable came from, which says what its outcome means to the connection.
+enum Awaited<'a> {
+    /// on_message: the result is the reply, and the connection reads nothing until it is done.
+    Message(&'a Py<Connection>),
+    /// on_connect: the result is ignored, and messages wait until it is done.
+    Connect(&'a Py<Connection>),
+    /// on_disconnect: nothing waits for it.
+    Disconnect,
+}
+
 /// Hands an awaitable a handler returned to rsock.aio's bridge, which runs it on the caller's event
 /// loop and reports back through `Connection._handler_done`; meanwhile the connection reads nothing.
-fn hand_to_loop(
-    py: Python<'_>,
-    conn: &ConnShared,
-    py_conn: Option<&Py<Connection>>,
-    awaitable: &Bound<'_, PyAny>,
-) -> PyResult<()> {
+fn hand_to_loop(py: Python<'_>, conn: &ConnShared, awaited: Awaited<'_>, awaitable: &Bound<'_, PyAny>) -> PyResult<()> {
     let bridge = conn
         .server
         .async_bridge
@@ -497,10 +502,15 @@ fn hand_to_loop(
             "a handler returned an awaitable; async handlers need rsock.aio.TcpServer, which runs them on the event loop",
         ));
     };
+    let (py_conn, role) = match awaited {
+        Awaited::Message(py_conn) => (Some(py_conn), "reply"),
+        Awaited::Connect(py_conn) => (Some(py_conn), "connect"),
+        Awaited::Disconnect => (None, "disconnect"),
+    };
     if py_conn.is_some() {
         conn.io().awaiting = true;
     }
-    call_handler(bridge.bind(py), (awaitable, py_conn.map(|c| c.bind(py))))?;
+    call_handler(bridge.bind(py), (awaitable, py_conn.map(|c| c.bind(py)), role))?;
     Ok(())
 }
 
@@ -584,7 +594,7 @@ fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> 
         let result = call_handler(handler.bind(py), (py_conn.bind(py),))?;
         if is_awaitable(&result) {
             // Messages wait until the async on_connect is done.
-            return hand_to_loop(py, conn, Some(py_conn), &result);
+            return hand_to_loop(py, conn, Awaited::Connect(py_conn), &result);
         }
         Ok(())
     })
@@ -673,6 +683,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 return Poll::Ready(Event::Readable(ready));
             }
             if reading
+                && !awaiting
                 && let Some(idle) = idle.as_mut()
                 && idle.as_mut().poll(cx).is_ready()
             {
@@ -683,7 +694,9 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
         .await;
         match event {
             Event::Shutdown => reading = false,
-            Event::Woken => {}
+            // An async handler finished, or another thread sent or closed: the connection is not idle,
+            // and the time a handler took does not count.
+            Event::Woken => rearm(&mut idle, server.idle_timeout),
             Event::Idle => return Outcome::Idle,
             Event::Writable(ready) => {
                 if let Err(err) = ready.and_then(|()| conn.flush()) {
@@ -948,7 +961,7 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
                 .map_or_else(|| py.None().into_bound(py), |e| e.value(py).clone().into_any());
             match call_handler(handler.bind(py), (py_conn.bind(py), exc)) {
                 Ok(result) if is_awaitable(&result) => {
-                    if let Err(err) = hand_to_loop(py, conn, None, &result) {
+                    if let Err(err) = hand_to_loop(py, conn, Awaited::Disconnect, &result) {
                         log::log(py, ERROR, "on_disconnect could not be run", Some(&err));
                     }
                 }

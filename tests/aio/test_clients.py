@@ -14,6 +14,7 @@ import pytest_asyncio
 
 from rsock import aio
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+from tests.loopback import ipv6_loopback_available
 
 pytestmark = pytest.mark.asyncio
 
@@ -242,13 +243,81 @@ async def test_tcp_client_request_when_the_peer_closes_first(opened, framing):
         await bounded(client.request(b"anyone"))
 
 
-async def test_tcp_client_request_timeout(opened):
+async def test_tcp_client_request_timeout_closes_the_connection(opened):
+    """The reply may still come, and would be taken for the reply to the next request: a request that times out
+    after it was sent closes the connection rather than leave it answering the wrong questions."""
     client, peer = await opened.tcp(framing="line", timeout=0.05)
     with pytest.raises(TimeoutError):
         await client.request(b"unanswered")
-    assert await peer.recv_exactly(11) == b"unanswered\n"
-    await peer.send(b"late answer\n")
-    assert await client.recv_message() == b"late answer"
+    assert await peer.recv_to_eof() == b"unanswered\n"
+    assert client.closed
+    with pytest.raises(OSError):
+        await client.request(b"next")
+
+
+async def test_tcp_client_cancelled_request_closes_the_connection(opened):
+    client, peer = await opened.tcp(framing="line")
+    requesting = asyncio.ensure_future(client.request(b"question"))
+    assert await still_pending(requesting)
+    requesting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await requesting
+    assert await peer.recv_to_eof() == b"question\n"
+    assert client.closed
+
+
+async def test_tcp_client_concurrent_requests_each_get_their_own_reply(opened):
+    client, peer = await opened.tcp(framing="line")
+
+    async def answer_each_line():
+        pending = b""
+        while True:
+            pending += await peer.recv()
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                await peer.send(b"re:" + line + b"\n")
+
+    answering = asyncio.ensure_future(answer_each_line())
+    try:
+        questions = [f"q{i}".encode() for i in range(20)]
+        replies = await bounded(asyncio.gather(*(client.request(q) for q in questions)))
+        assert replies == [b"re:" + q for q in questions]
+        assert await bounded(client.request(b"after")) == b"re:after"
+    finally:
+        answering.cancel()
+
+
+async def test_tcp_client_close_with_a_timeout_drops_output_the_peer_never_reads(opened):
+    client, _ = await opened.tcp(timeout=0.2)
+    with pytest.raises(TimeoutError):
+        await client.send(bytes(64 << 20))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await bounded(client.close())
+    assert loop.time() - started < 2.0
+    assert client.closed
+
+
+async def test_tcp_client_connects_to_an_ipv6_address_of_four(opened):
+    if not ipv6_loopback_available():
+        pytest.skip("this machine has no IPv6 loopback address (::1)")
+    listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    opened.stack.callback(listener.close)
+    address = listener.getsockname()
+    assert len(address) == 4
+    client = await bounded(aio.TcpClient.connect(address))
+    opened.stack.push_async_callback(client.close)
+    assert client.peer[:2] == address[:2]
+
+
+@pytest.mark.parametrize("port", [65536 + 9, -1])
+async def test_tcp_client_port_out_of_range_raises_overflowerror(port):
+    """Not wrapped round to another port by the resolver (as uvloop's open_connection does); the sync clients
+    and asyncio's own loop raise the same."""
+    with pytest.raises(OverflowError, match="port must be 0-65535"):
+        await bounded(aio.TcpClient.connect((HOST, port)))
+    with pytest.raises(OverflowError, match="port must be 0-65535"):
+        await bounded(aio.open_connection(HOST, port))
 
 
 async def test_tcp_client_two_concurrent_receivers(opened):
@@ -470,6 +539,20 @@ async def test_udp_request_discards_late_replies_to_earlier_requests(opened):
     responder.transport.sendto(b"re: " + late, addr)  # the first reply, late
     await asyncio.sleep(0.05)
     assert await udp(client.request(b"second", responder.address, retries=0)) == b"re: second"
+
+
+async def test_udp_concurrent_requests_each_get_their_own_reply(opened):
+    responder = await opened.responder()
+    client = opened.udp()
+    questions = [f"q{i}".encode() for i in range(20)]
+    replies = await udp(asyncio.gather(*(client.request(q, responder.address) for q in questions)))
+    assert replies == [b"re: " + q for q in questions]
+
+
+async def test_udp_request_port_out_of_range_raises_overflowerror(opened):
+    client = opened.udp()
+    with pytest.raises(OverflowError, match="port must be 0-65535"):
+        await udp(client.request(b"x", (HOST, 65536 + 9)))
 
 
 async def test_udp_request_to_a_host_name(opened):

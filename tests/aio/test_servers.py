@@ -324,6 +324,56 @@ async def test_async_on_connect_finishes_before_the_first_message_is_handled(ser
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("returned", [b"not for the peer", True])
+async def test_what_an_async_on_connect_returns_is_ignored(servers, returned):
+    """As a plain on_connect's return value is: it is not a reply to anything."""
+
+    async def on_connect(conn):
+        return returned
+
+    server = await servers.tcp(lambda conn, data: b"echo " + data, on_connect=on_connect)
+    peer = await servers.connect(server.address)
+    await peer.send(b"hi\n")
+    assert await recv_lines(peer, 1) == [b"echo hi"]
+    assert server.stats["errors"] == 0
+
+
+@pytest.mark.asyncio
+async def test_idle_timeout_does_not_count_the_time_an_async_handler_takes(servers):
+    async def on_message(conn, data):
+        await asyncio.sleep(0.5)
+        return b"done " + data
+
+    server = await servers.tcp(on_message, idle_timeout=0.2)
+    peer = await servers.connect(server.address)
+    await peer.send(b"slow\n")
+    assert await recv_lines(peer, 1) == [b"done slow"]
+    # Idle again once the reply is out: closed after the timeout.
+    assert await peer.recv_to_eof() == b""
+
+
+@pytest.mark.asyncio
+async def test_a_failing_async_on_disconnect_is_logged(servers, caplog):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    ended = asyncio.Event()
+
+    async def on_disconnect(conn, exc):
+        ended.set()
+        raise RuntimeError("boom in on_disconnect")
+
+    server = await servers.tcp(lambda conn, data: data, on_disconnect=on_disconnect)
+    peer = await servers.connect(server.address)
+    await peer.send(b"x\n")
+    assert await recv_lines(peer, 1) == [b"x"]
+    peer.close()
+    await bounded(ended.wait())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    logged = [r for r in rsock_records(caplog) if r.getMessage() == "on_disconnect raised"]
+    assert [str(r.exc_info[1]) for r in logged] == ["boom in on_disconnect"]
+
+
+@pytest.mark.asyncio
 async def test_async_on_disconnect(servers):
     ended = asyncio.Queue()
 
@@ -574,6 +624,39 @@ async def test_stop_from_an_async_handler_returns_at_once_and_its_reply_goes_out
     peer.close()
     assert await bounded(serving) is None
     assert not server.running
+
+
+@pytest.mark.asyncio
+async def test_stop_awaited_in_a_task_a_handler_spawned_waits_for_the_handlers_in_flight(servers):
+    """Only a handler itself gets stop()'s early return: a task it spawns is not one of the handlers stop() waits
+    for, so it waits like any other caller, until the replies in flight are out."""
+    stopped = asyncio.Event()
+    order = []
+    spawned = []
+
+    async def shut_down():
+        await server.stop()
+        order.append("stop returned")
+        stopped.set()
+
+    async def on_message(conn, data):
+        if data == b"shutdown":
+            spawned.append(asyncio.ensure_future(shut_down()))
+            return b"shutting down"
+        await asyncio.sleep(0.3)
+        order.append("slow reply")
+        return b"slow done"
+
+    server = await servers.tcp(on_message)
+    worker = await servers.connect(server.address)
+    await worker.send(b"work\n")
+    await asyncio.sleep(0.05)
+    admin = await servers.connect(server.address)
+    await admin.send(b"shutdown\n")
+    assert await recv_lines(admin, 1) == [b"shutting down"]
+    await bounded(stopped.wait())
+    assert order == ["slow reply", "stop returned"]
+    assert await recv_lines(worker, 1) == [b"slow done"]
 
 
 @pytest.mark.asyncio
@@ -849,6 +932,28 @@ def leftover():
     yield left
     for server in left:
         server._server.stop(2.0)
+
+
+def test_a_server_started_again_under_a_later_loop_serves_there(loop_factory, leftover):
+    """Two asyncio.run() calls, or a fixture outliving a test's loop: start() under the new loop moves the server's
+    async handlers there."""
+
+    async def on_message(conn, data):
+        return b"echo " + data
+
+    server = aio.TcpServer((HOST, 0), on_message, framing="line")
+    leftover.append(server)
+
+    async def start_and_ask(question):
+        await server.start()
+        client = await aio.TcpClient.connect(server.address, framing="line", timeout=TIMEOUT)
+        async with client:
+            return await client.request(question)
+
+    for question in (b"first loop", b"second loop"):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            assert runner.run(start_and_ask(question)) == b"echo " + question
+    assert server.running
 
 
 def test_tcp_server_stops_when_a_message_arrives_after_its_loop_closed(loop_factory, leftover, caplog, capfd):
