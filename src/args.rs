@@ -3,7 +3,7 @@
 //! Methods take such arguments as plain objects and convert them here: pyo3's own conversion would
 //! word the errors differently and attach a note naming the Rust parameter.
 
-use pyo3::exceptions::PyOverflowError;
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 
 /// An optional argument as the caller gave it: absent, or the object passed, None included. The
@@ -64,6 +64,13 @@ pub fn ssize(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
 /// "n" for an optional argument.
 pub fn ssize_or(obj: &Opt<'_>, default: isize) -> PyResult<isize> {
     obj.given().map_or(Ok(default), ssize)
+}
+
+/// A byte count given to `caller` (`default` when absent): ValueError when negative, OverflowError
+/// beyond a C ssize_t, as the socket's recv() raises.
+pub fn byte_count(n: Option<&Bound<'_, PyAny>>, default: usize, caller: &str) -> PyResult<usize> {
+    let n = n.map_or(Ok(default as isize), ssize)?;
+    usize::try_from(n).map_err(|_| PyValueError::new_err(format!("negative buffersize in {caller}")))
 }
 
 /// `_PyLong_AsInt` (argument clinic's `int`): any value outside a C int is "too large".

@@ -52,6 +52,23 @@ pub fn os_error(errno: i32) -> PyErr {
     })
 }
 
+/// `OSError(errno, strerror, filename)`, as `open()` raises for a file it cannot open.
+#[cold]
+pub fn file_error(err: &io::Error, path: &std::path::Path) -> PyErr {
+    let Some(errno) = err.raw_os_error() else {
+        return io_error(err);
+    };
+    Python::attach(|py| {
+        match py
+            .get_type::<PyOSError>()
+            .call1((errno, strerror(errno), path.as_os_str()))
+        {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(err) => err,
+        }
+    })
+}
+
 #[cold]
 pub fn io_error(err: &io::Error) -> PyErr {
     match err.raw_os_error() {

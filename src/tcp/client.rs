@@ -14,8 +14,9 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
 
+use crate::args::{Opt, byte_count};
 use crate::buffer::{BytesWriter, with_readable};
-use crate::errors::{io_error, os_error};
+use crate::errors::{file_error, io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
@@ -40,12 +41,22 @@ pub struct TcpClient {
     sock: Socket,
     framing: Framing,
     reader: Mutex<Reader>,
+    /// Held while a message or file goes out, so that threads sharing the client do not interleave
+    /// their bytes on the wire.
+    writer: Mutex<()>,
+    /// Held by request() from its send to its reply, so that each thread gets its own reply.
+    requesting: Mutex<()>,
     peer: SocketAddr,
 }
 
 impl TcpClient {
     fn reader<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Reader> {
         self.reader.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A turn at `lock`, waited for with the GIL released (the holder may need it to finish).
+    fn turn<'a>(py: Python<'_>, lock: &'a Mutex<()>) -> MutexGuard<'a, ()> {
+        lock.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads once more into the buffer; false at end of stream.
@@ -123,14 +134,49 @@ impl TcpClient {
     fn send_framed(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         with_readable(data, |bytes| {
             if self.framing == Framing::Raw {
+                let _turn = Self::turn(py, &self.writer);
                 return self.sock.send_all(py, bytes, 0);
             }
             let framed = self
                 .framing
                 .encoded(bytes)
                 .map_err(|e| PyValueError::new_err(e.to_string()))?;
+            let _turn = Self::turn(py, &self.writer);
             self.sock.send_all(py, &framed, 0)
         })?
+    }
+
+    /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
+    fn read_some<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let mut guard = self.reader(py);
+        let reader = &mut *guard;
+        if !reader.buffer.is_empty() {
+            let take = n.min(reader.buffer.len());
+            return Ok(PyBytes::new(
+                py,
+                &take_front(&mut reader.buffer, &mut reader.decoder, take),
+            ));
+        }
+        if reader.eof || n == 0 {
+            return Ok(PyBytes::new(py, b""));
+        }
+        let mut writer = BytesWriter::new(py, n)?;
+        let received = self.sock.recv_into_slice(py, writer.space(), 0)?;
+        reader.eof = received == 0;
+        writer.finish(received)
+    }
+
+    /// request()'s reply: the next message with framing, else what the next read brings.
+    fn reply<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        if self.framing == Framing::Raw {
+            let reply = self.read_some(py, READ_CHUNK)?;
+            if reply.as_bytes().is_empty() {
+                return Err(PyConnectionError::new_err("connection closed before the reply"));
+            }
+            return Ok(reply);
+        }
+        self.next_message(py)?
+            .ok_or_else(|| PyConnectionError::new_err("connection closed before the reply"))
     }
 }
 
@@ -172,6 +218,8 @@ impl TcpClient {
                 decoder,
                 eof: false,
             }),
+            writer: Mutex::new(()),
+            requesting: Mutex::new(()),
             peer,
         })
     }
@@ -193,28 +241,14 @@ impl TcpClient {
     }
 
     /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
-    #[pyo3(signature = (n=65536))]
-    fn recv<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let mut guard = self.reader(py);
-        let reader = &mut *guard;
-        if !reader.buffer.is_empty() {
-            let take = n.min(reader.buffer.len());
-            return Ok(PyBytes::new(
-                py,
-                &take_front(&mut reader.buffer, &mut reader.decoder, take),
-            ));
-        }
-        if reader.eof || n == 0 {
-            return Ok(PyBytes::new(py, b""));
-        }
-        let mut writer = BytesWriter::new(py, n)?;
-        let received = self.sock.recv_into_slice(py, writer.space(), 0)?;
-        reader.eof = received == 0;
-        writer.finish(received)
+    #[pyo3(signature = (n=Opt::Absent), text_signature = "(self, /, n=65536)")]
+    fn recv<'py>(&self, py: Python<'py>, n: Opt<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        self.read_some(py, byte_count(n.given(), READ_CHUNK, "recv")?)
     }
 
     /// Exactly `n` bytes; EOFError if the connection ends first.
-    fn recv_exactly<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+    fn recv_exactly<'py>(&self, py: Python<'py>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let n = byte_count(Some(n), 0, "recv_exactly")?;
         let mut guard = self.reader(py);
         let reader = &mut *guard;
         while reader.buffer.len() < n {
@@ -237,18 +271,15 @@ impl TcpClient {
     }
 
     /// Sends `data` as a message and returns the reply: the next message with framing, else what the
-    /// next read brings.
+    /// next read brings. Threads sharing the client take turns, so each gets its own reply. A request
+    /// whose reply does not come (a timeout, Ctrl-C) closes the client: the reply may still come, and
+    /// would be taken for the reply to the next request.
     fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let _turn = Self::turn(py, &self.requesting);
         self.send_framed(py, data)?;
-        if self.framing == Framing::Raw {
-            let reply = self.recv(py, 65536)?;
-            if reply.as_bytes().is_empty() {
-                return Err(PyConnectionError::new_err("connection closed before the reply"));
-            }
-            return Ok(reply);
-        }
-        self.next_message(py)?
-            .ok_or_else(|| PyConnectionError::new_err("connection closed before the reply"))
+        self.reply(py).inspect_err(|_| {
+            let _ = self.sock.close_now(py);
+        })
     }
 
     /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent.
@@ -268,7 +299,9 @@ impl TcpClient {
             )));
         }
         let path = fs_path(path)?;
-        let file = py.detach(|| std::fs::File::open(&path)).map_err(|e| io_error(&e))?;
+        let file = py
+            .detach(|| std::fs::File::open(&path))
+            .map_err(|e| file_error(&e, &path))?;
         let metadata = file.metadata().map_err(|e| io_error(&e))?;
         // open(2) accepts a directory for reading; sendfile(2) would then fail with EINVAL. Report
         // it as open() does in Python.
@@ -292,7 +325,10 @@ impl TcpClient {
             (None, Some(p)) if !p.is_instance_of::<PyBool>() => Some(p.clone()),
             _ => None,
         };
-        let sent = self.send_file(py, &file, size, progress.as_ref());
+        let sent = {
+            let _turn = Self::turn(py, &self.writer);
+            self.send_file(py, &file, size, progress.as_ref())
+        };
         if let Some(bar) = bar {
             bar.call_method0("close")?;
         }

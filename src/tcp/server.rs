@@ -43,7 +43,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Output queued on a connection beyond which it stops reading requests and other threads' send()
 /// waits: a peer that does not read slows its own requests down rather than growing the queue.
 const WRITE_HIGH_WATER: usize = 1 << 20;
-/// Output queued beyond this (by broadcasts to a peer that never reads) disconnects that peer.
+/// A broadcast that finds more than this queued for a peer disconnects it: the peer does not read.
+/// (Replies and send() are the caller's own data, queued whatever their size: handlers stop being
+/// called, and other threads' send() waits, while a connection has WRITE_HIGH_WATER queued.)
 const WRITE_LIMIT: usize = 64 << 20;
 
 thread_local! {
@@ -106,6 +108,8 @@ struct Io {
     /// The task is delivering a read's messages: replies to them go out even if a handler has
     /// asked to close (the close takes effect after them).
     delivering: bool,
+    /// A broadcast found WRITE_LIMIT queued already: the connection ends as a slow reader.
+    overrun: bool,
 }
 
 struct ConnShared {
@@ -120,6 +124,8 @@ struct ConnShared {
     /// Signalled when queued output drops below the high-water mark.
     drained: Condvar,
     closed: AtomicBool,
+    /// Output left for the peer since the idle timer was last armed: the connection is not idle.
+    wrote: AtomicBool,
 }
 
 /// Why a connection ended.
@@ -156,6 +162,19 @@ impl ConnShared {
         self.write_locked(self.io(), data, shared)
     }
 
+    /// A broadcast's `write`: a peer with WRITE_LIMIT queued already does not read, and is
+    /// disconnected rather than given more.
+    fn write_broadcast(&self, framed: &Bytes) -> io::Result<()> {
+        let mut io = self.io();
+        if io.pending_bytes > WRITE_LIMIT {
+            io.overrun = true;
+            drop(io);
+            self.wake();
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
+        self.write_locked(io, framed, Some(framed))
+    }
+
     /// `write` with the connection's state already locked by the caller.
     fn write_locked(&self, mut io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         if io.close_requested && !io.delivering {
@@ -177,6 +196,7 @@ impl ConnShared {
                 Err(e) => return Err(e),
             }
             self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
+            self.wrote.store(true, Relaxed);
         }
         if written < data.len() {
             let rest = match shared {
@@ -632,6 +652,9 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             if let Some(err) = io.failed.take() {
                 return Outcome::Handler(err);
             }
+            if io.overrun {
+                return Outcome::SlowReader(io.pending_bytes);
+            }
             if conn.closed.load(Relaxed) {
                 // Closed at once by a forced stop, even with an async handler still running.
                 return Outcome::Closed;
@@ -656,9 +679,6 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 return Outcome::Truncated(framed.input.len());
             }
             return Outcome::Closed;
-        }
-        if pending > WRITE_LIMIT {
-            return Outcome::SlowReader(pending);
         }
         let may_read = reading && !close_requested && !awaiting && pending < WRITE_HIGH_WATER;
         // One hand-written poll instead of select!: no future is built or dropped per wake-up.
@@ -697,6 +717,8 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             // An async handler finished, or another thread sent or closed: the connection is not idle,
             // and the time a handler took does not count.
             Event::Woken => rearm(&mut idle, server.idle_timeout),
+            // Writes that left at once (no queue to flush) count as activity too.
+            Event::Idle if conn.wrote.swap(false, Relaxed) => rearm(&mut idle, server.idle_timeout),
             Event::Idle => return Outcome::Idle,
             Event::Writable(ready) => {
                 if let Err(err) = ready.and_then(|()| conn.flush()) {
@@ -721,6 +743,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                     }
                     Err(outcome) => return outcome,
                 }
+                conn.wrote.store(false, Relaxed);
                 rearm(&mut idle, server.idle_timeout);
             }
         }
@@ -1033,11 +1056,13 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             awaiting: false,
             failed: None,
             delivering: false,
+            overrun: false,
         }),
         woken: AtomicBool::new(false),
         waker: AtomicWaker::new(),
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
+        wrote: AtomicBool::new(false),
     });
     let created = runtime::with_gil(|py| {
         if log::enabled(py, DEBUG) {
@@ -1199,13 +1224,15 @@ impl TcpServer {
     #[pyo3(signature = (data, exclude=None))]
     fn broadcast(&self, data: &Bound<'_, PyAny>, exclude: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
         let framed = frame_message(&self.shared.framing, data)?;
+        // Connections compared by identity: ids restart at 1 in every server, and a connection of
+        // another server excludes nothing here.
         let mut skip = Vec::new();
         if let Some(exclude) = exclude.filter(|e| !e.is_none()) {
             if let Ok(conn) = exclude.cast::<Connection>() {
-                skip.push(conn.get().shared.id);
+                skip.push(conn.get().shared.clone());
             } else {
                 for item in exclude.try_iter()? {
-                    skip.push(item?.cast::<Connection>()?.get().shared.id);
+                    skip.push(item?.cast::<Connection>()?.get().shared.clone());
                 }
             }
         }
@@ -1213,12 +1240,12 @@ impl TcpServer {
             .shared
             .connections()
             .values()
-            .filter(|c| !skip.contains(&c.id))
+            .filter(|c| !skip.iter().any(|s| Arc::ptr_eq(s, c)))
             .cloned()
             .collect();
         let mut sent = 0;
         for conn in targets {
-            if conn.write(&framed, Some(&framed)).is_ok() {
+            if conn.write_broadcast(&framed).is_ok() {
                 sent += 1;
             }
         }

@@ -3,13 +3,16 @@
 //! is reported rather than silently cut, and `request()` retries until a reply comes.
 
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyTimeoutError};
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::addr::{from_sockaddr, to_sockaddr};
+use crate::args::{Opt, byte_count};
 use crate::buffer::{BytesWriter, with_readable};
 use crate::resolver::endpoint;
 use crate::server_common::parse_timeout_arg;
@@ -25,6 +28,9 @@ const DEFAULT_BUFSIZE: usize = 65_536;
 pub struct UdpClient {
     sock: Socket,
     family: i32,
+    /// Held by request() from its send to its reply, so that threads sharing the client each get
+    /// their own reply (each request also discards what is queued when it starts).
+    requesting: Mutex<()>,
 }
 
 impl UdpClient {
@@ -104,7 +110,11 @@ impl UdpClient {
             sock.close_now(py)?;
             return Err(err);
         }
-        Ok(UdpClient { sock, family })
+        Ok(UdpClient {
+            sock,
+            family,
+            requesting: Mutex::new(()),
+        })
     }
 
     /// Sends one datagram to `address`; returns the bytes sent.
@@ -115,13 +125,14 @@ impl UdpClient {
 
     /// The next datagram and its sender's address, waiting up to `timeout` seconds (None: as long as it
     /// takes). A datagram larger than `bufsize` raises OSError(EMSGSIZE) instead of arriving cut.
-    #[pyo3(signature = (bufsize=DEFAULT_BUFSIZE, *, timeout=None))]
+    #[pyo3(signature = (bufsize=Opt::Absent, *, timeout=None), text_signature = "(self, /, bufsize=65536, *, timeout=None)")]
     fn recvfrom<'py>(
         &self,
         py: Python<'py>,
-        bufsize: usize,
+        bufsize: Opt<'py>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
+        let bufsize = byte_count(bufsize.given(), DEFAULT_BUFSIZE, "recvfrom")?;
         let timeout = parse_timeout_arg("timeout", timeout)?;
         let (data, sender) = self.receive(py, bufsize, timeout)?;
         Ok((data, from_sockaddr(py, &sender)?))
@@ -144,6 +155,7 @@ impl UdpClient {
         let target = to_sockaddr(py, self.family, address, "request")?;
         let expected = target.as_socket();
         let payload = with_readable(data, <[u8]>::to_vec)?;
+        let _turn = self.requesting.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
         self.discard_queued(py)?;
         for _ in 0..=retries {
             self.send(py, &payload, &target)?;

@@ -289,6 +289,56 @@ def test_request_without_framing_returns_what_the_next_read_brings(echo_server):
         assert client.request(b"small") == b"SMALL"
 
 
+def test_threads_sharing_a_client_each_get_their_own_reply(echo_server):
+    server = echo_server(framing="line", handler=lambda conn, data: b"re: " + data)
+    wrong = []
+    with rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as client:
+
+        def ask(thread):
+            for i in range(100):
+                question = b"%d-%d" % (thread, i)
+                if (reply := client.request(question)) != b"re: " + question:
+                    wrong.append((question, reply))
+
+        threads = [threading.Thread(target=ask, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    assert wrong == []
+
+
+def test_threads_sharing_a_client_do_not_interleave_their_messages(echo_server):
+    received = queue.Queue()
+    server = echo_server(framing="length", handler=lambda conn, data: received.put(data))
+    with rsock.TcpClient(server.address, timeout=TIMEOUT, framing="length") as client:
+
+        def send(thread):
+            for _ in range(5):
+                client.send(bytes([thread]) * (4 * MiB))
+
+        threads = [threading.Thread(target=send, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        messages = [received.get(timeout=TIMEOUT) for _ in range(20)]
+    assert all(m == m[:1] * (4 * MiB) for m in messages)
+    assert sorted(m[0] for m in messages) == sorted(list(range(4)) * 5)
+
+
+def test_request_that_times_out_closes_the_client(peer):
+    """Its reply may still come, and would be taken for the reply to the next request."""
+    client, other = peer(timeout=0.1, framing="line")
+    with pytest.raises(TimeoutError):
+        client.request(b"unanswered")
+    assert client.closed
+    assert recv_exact(other, 11) == b"unanswered\n"
+    assert other.recv(1) == b""
+    with pytest.raises(OSError):
+        client.request(b"next")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Timeouts
 
@@ -400,10 +450,18 @@ def test_sendfile_of_an_empty_file_sends_nothing(peer, tmp_path):
     assert recv_exact(other, 5) == b"after"
 
 
-def test_sendfile_of_a_missing_file_raises(peer, tmp_path):
+def test_sendfile_of_a_missing_file_raises_as_open_does(peer, tmp_path):
     client, _other = peer()
-    with pytest.raises(FileNotFoundError):
-        client.sendfile(tmp_path / "missing")
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError) as raised:
+        client.sendfile(missing)
+    with pytest.raises(FileNotFoundError) as opened:
+        open(missing, "rb")
+    assert (raised.value.errno, raised.value.filename, str(raised.value)) == (
+        opened.value.errno,
+        str(missing),
+        str(opened.value),
+    )
 
 
 def test_sendfile_of_a_directory_is_an_is_a_directory_error(peer, tmp_path):
@@ -475,6 +533,23 @@ def test_one_gib_sendfile_arrives_intact(echo_server, tmp_path):
 def test_bad_arguments(peer, kwargs, error):
     with pytest.raises(error):
         rsock.TcpClient(peer.address, **kwargs)
+
+
+@pytest.mark.parametrize("n", [-1, 2**63], ids=["negative", "beyond ssize_t"])
+@pytest.mark.parametrize("method", ["recv", "recv_exactly"])
+def test_bad_sizes_raise_as_the_socket_s_recv_does(peer, method, n):
+    client, _other = peer()
+    with socket.socket() as sock:
+        expected = type(raised := _raises(sock.recv, n)), str(raised).replace("recv", method)
+    assert (type(got := _raises(getattr(client, method), n)), str(got)) == expected
+
+
+def _raises(call, *args):
+    try:
+        call(*args)
+    except Exception as exc:
+        return exc
+    pytest.fail(f"{call} returned")
 
 
 def test_bad_settimeout(peer):

@@ -761,6 +761,43 @@ def test_broadcast_with_exclude(make_server, make_client, wait_until):
         assert client.request(b"ping") == b"ping"
 
 
+def test_broadcast_exclude_names_a_connection_not_an_id(make_server, make_client, wait_until):
+    """Connection ids restart at 1 in every server: a connection of another server excludes nobody here."""
+    conns = {}
+    first = make_server(echo, framing="line", on_connect=lambda conn: conns.__setitem__("first", conn))
+    second = make_server(echo, framing="line")
+    make_client(first.address, framing="line")
+    other = make_client(second.address, framing="line")
+    wait_until(lambda: "first" in conns and second.stats["active"] == 1, "a connection to each server")
+    assert second.broadcast(b"hello", exclude=conns["first"]) == 1
+    assert other.recv_message() == b"hello"
+
+
+def test_broadcast_disconnects_a_peer_that_never_reads_beyond_the_write_limit(make_server, make_raw, wait_until):
+    ended = queue.Queue()
+    server = make_server(echo, on_disconnect=lambda conn, exc: ended.put(exc))
+    make_raw(server.address)
+    wait_until(lambda: server.stats["active"] == 1, "the connection")
+    chunk = bytes(MiB)
+    for _ in range(80):
+        server.broadcast(chunk)
+    exc = ended.get(timeout=TIMEOUT)
+    assert isinstance(exc, OSError) and exc.errno == errno.ENOBUFS
+
+
+def test_a_reply_larger_than_the_broadcast_limit_reaches_a_reading_client(make_server, make_client):
+    """The write limit is for broadcasts piling up on a peer that never reads: a reply (or send) of any size is
+    queued whole, however large, and goes out as the client reads it."""
+    big = bytes(80 * MiB)
+    ended = queue.Queue()
+    server = make_server(lambda conn, data: big, on_disconnect=lambda conn, exc: ended.put(exc))
+    client = make_client(server.address)
+    client.send(b"go")
+    assert client.recv_exactly(len(big)) == big
+    client.close()
+    assert ended.get(timeout=TIMEOUT) is None
+
+
 def test_broadcast_without_connections_returns_zero(make_server):
     server = make_server(echo)
     assert server.broadcast(b"nobody") == 0
@@ -873,6 +910,21 @@ def test_traffic_resets_the_idle_timeout(make_server, make_client):
         time.sleep(0.1)
     assert ended.empty()
     assert client.recv_message() is None  # then silent: closed by the idle timeout
+    assert isinstance(ended.get(timeout=TIMEOUT), TimeoutError)
+
+
+def test_output_alone_keeps_a_connection_from_idling_out(make_server, make_client):
+    """A subscriber that only receives is not idle while the server keeps writing to it."""
+    ended = queue.Queue()
+    server = make_server(echo, framing="line", idle_timeout=0.3, on_disconnect=lambda c, e: ended.put(e))
+    client = make_client(server.address, framing="line")
+    assert client.request(b"subscribe") == b"subscribe"
+    for i in range(10):  # 1 s of ticks, more than three idle periods
+        time.sleep(0.1)
+        server.broadcast(b"tick %d" % i)
+    assert [client.recv_message() for _ in range(10)] == [b"tick %d" % i for i in range(10)]
+    assert ended.empty()
+    assert client.recv_message() is None  # then silent both ways: closed by the idle timeout
     assert isinstance(ended.get(timeout=TIMEOUT), TimeoutError)
 
 

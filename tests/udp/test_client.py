@@ -123,6 +123,33 @@ def test_request_resends_until_a_reply_comes(make_server, make_client, drop):
     assert got == [b"q"] * (drop + 1)
 
 
+def test_threads_sharing_a_client_each_get_their_own_reply(make_server, make_client):
+    server = make_server(lambda data, addr: b"re: " + data)
+    client = make_client()
+    wrong = []
+
+    def ask(thread):
+        for i in range(100):
+            question = b"%d-%d" % (thread, i)
+            if (reply := client.request(question, server.address, timeout=2.0)) != b"re: " + question:
+                wrong.append((question, reply))
+
+    threads = [threading.Thread(target=ask, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert wrong == []
+
+
+def test_recvfrom_with_a_negative_size_raises_as_the_socket_s_does(make_client):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, pytest.raises(ValueError) as expected:
+        sock.recvfrom(-1)
+    with pytest.raises(ValueError) as raised:
+        make_client().recvfrom(-1)
+    assert str(raised.value) == str(expected.value)
+
+
 def test_request_times_out_after_every_attempt(make_server, make_client, wait_until):
     server, got = dropping_server(make_server, 4)
     client = make_client()
