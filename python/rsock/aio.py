@@ -19,6 +19,7 @@ import errno as _errno
 import functools
 import inspect
 import logging
+import math
 import sys
 import weakref
 
@@ -117,6 +118,25 @@ def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024)
         sock.close()
         raise
     return transport
+
+
+def _host_and_port(address):
+    """A client's ``(host, port)`` (or IPv6's four-tuple), checked as the sync clients check it."""
+    if not isinstance(address, tuple) or len(address) not in (2, 4):
+        raise TypeError(
+            f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
+        )
+    return address[0], address[1]
+
+
+def _seconds(name, value):
+    """A timeout checked as the sync API checks it: None, or a finite number of seconds, not negative."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a non-negative number of seconds, not {value}")
 
 
 def _check_port(port, caller):
@@ -472,8 +492,11 @@ class TcpClient:
     async def connect(cls, address, *, timeout=None, framing=None, max_frame_size=16 * 1024 * 1024):
         """Connects to ``address`` (a ``(host, port)`` tuple); ``timeout`` bounds the connect and each
         later call."""
+        host, port = _host_and_port(address)
+        _seconds("timeout", timeout)
+        if max_frame_size <= 0:
+            raise ValueError("max_frame_size must be positive")
         loop = asyncio.get_running_loop()
-        host, port = address[:2]
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
@@ -492,11 +515,20 @@ class TcpClient:
 
     async def recv(self, n=65536):
         """Up to ``n`` bytes; b"" at end of stream."""
+        self._check_readable(n, "recv")
         return await self._call(self._transport.read(n))
 
     async def recv_exactly(self, n):
         """Exactly ``n`` bytes; asyncio.IncompleteReadError if the connection ends first."""
+        self._check_readable(n, "recv_exactly")
         return await self._call(self._transport.readexactly(n))
+
+    def _check_readable(self, n, caller):
+        """The sync client's checks: a negative size is a ValueError, a closed client EBADF."""
+        if n < 0:
+            raise ValueError(f"negative buffersize in {caller}")
+        if self._transport.is_closing():
+            raise OSError(_errno.EBADF, "Bad file descriptor")
 
     async def _call(self, awaitable):
         if self._timeout is None:
@@ -577,21 +609,28 @@ class UdpClient:
 
     async def recvfrom(self, bufsize=65536, *, timeout=None):
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        _seconds("timeout", timeout)
+        # One already queued is returned whatever the timeout, as the sync client's recvfrom(timeout=0) does.
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            return self._take(bufsize)
         receiving = self._receive(bufsize)
         return await (receiving if timeout is None else asyncio.wait_for(receiving, timeout))
 
     async def _receive(self, bufsize):
         while True:
             try:
-                data, address = self._sock.recvfrom(bufsize + 1)
+                return self._take(bufsize)
             except (BlockingIOError, InterruptedError):
                 await self._ready(writing=False)
-                continue
-            if len(data) > bufsize:
-                raise OSError(
-                    _errno.EMSGSIZE, f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped"
-                )
-            return data, address
+
+    def _take(self, bufsize):
+        """The datagram queued on the socket; BlockingIOError when there is none."""
+        data, address = self._sock.recvfrom(bufsize + 1)
+        if len(data) > bufsize:
+            raise OSError(_errno.EMSGSIZE, f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped")
+        return data, address
 
     async def _ready(self, writing):
         """Waits until the socket is readable (or writable): the loop's add_reader/add_writer, which every
@@ -625,6 +664,11 @@ class UdpClient:
         Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
         reply is one that came after this request was sent; so are datagrams from other senders. Requests
         on one client take turns, so that each gets its own reply."""
+        if timeout is None:
+            raise TypeError("request() needs a timeout: the seconds to wait for a reply before sending again")
+        _seconds("timeout", timeout)
+        if retries < 0:
+            raise ValueError("retries must not be negative")
         loop = asyncio.get_running_loop()
         target = await self._resolve(loop, address)
         async with self._requesting:
@@ -819,6 +863,9 @@ class _AsyncServer:
 
     def __repr__(self):
         return f"<rsock.aio.{type(self).__name__} {self._server!r}>"
+
+    def _repr_html_(self):
+        return self._server._repr_html_()
 
 
 class TcpServer(_AsyncServer):

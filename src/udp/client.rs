@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyTimeoutError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyTuple};
@@ -149,8 +149,12 @@ impl UdpClient {
         data: &Bound<'py, PyAny>,
         address: &Bound<'py, PyAny>,
         timeout: f64,
-        retries: u32,
+        retries: i64,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let retries = u32::try_from(retries).map_err(|_| match retries {
+            ..0 => PyValueError::new_err("retries must not be negative"),
+            _ => PyOverflowError::new_err("retries is too large"),
+        })?;
         let wait = parse_timeout_arg("timeout", Some(&timeout.into_pyobject(py)?.into_any()))?.unwrap_or_default();
         let target = to_sockaddr(py, self.family, address, "request")?;
         let expected = target.as_socket();

@@ -12,6 +12,7 @@ import struct
 import pytest
 import pytest_asyncio
 
+import rsock
 from rsock import aio
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
 from tests.loopback import ipv6_loopback_available
@@ -620,3 +621,94 @@ async def test_udp_client_ipv6(opened):
     with pytest.raises(OSError) as excinfo:
         await udp(b.sendto(b"w" * 65528, a.local[:2]))
     assert excinfo.value.errno == errno.EMSGSIZE
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The same bad input raises the same as on the sync clients
+
+
+def _raised(call):
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    pytest.fail(f"{call} returned")
+
+
+async def _raised_async(awaitable):
+    try:
+        await bounded(awaitable)
+    except Exception as exc:
+        return exc
+    pytest.fail("the call returned")
+
+
+BAD_CONNECTS = {
+    "address as a string": ({"address": "127.0.0.1:80"}, TypeError),
+    "negative timeout": ({"timeout": -1}, ValueError),
+    "timeout of a wrong type": ({"timeout": "soon"}, TypeError),
+    "max_frame_size 0": ({"max_frame_size": 0}, ValueError),
+}
+
+
+@pytest.mark.parametrize(("kwargs", "error"), BAD_CONNECTS.values(), ids=BAD_CONNECTS.keys())
+async def test_tcp_client_bad_connect_arguments_raise_as_the_sync_client(kwargs, error):
+    with socket.create_server((HOST, 0)) as listener:
+        kwargs = {"address": listener.getsockname(), **kwargs}
+        address = kwargs.pop("address")
+        sync_exc = _raised(lambda: rsock.TcpClient(address, **kwargs).close())
+        async_exc = await _raised_async(aio.TcpClient.connect(address, **kwargs))
+    assert type(async_exc) is type(sync_exc) is error
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda c: c.recv(-1), lambda c: c.recv_exactly(-1)],
+    ids=["recv(-1)", "recv_exactly(-1)"],
+)
+async def test_tcp_client_negative_sizes_raise_as_the_sync_client(opened, call):
+    client, _ = await opened.tcp()
+    with socket.create_server((HOST, 0)) as listener, rsock.TcpClient(listener.getsockname()) as sync_client:
+        sync_exc = _raised(lambda: call(sync_client))
+    async_exc = await _raised_async(call(client))
+    assert (type(async_exc), str(async_exc)) == (type(sync_exc), str(sync_exc))
+
+
+async def test_tcp_client_recv_after_close_raises_ebadf_as_the_sync_client(opened):
+    client, _ = await opened.tcp()
+    await client.close()
+    with socket.create_server((HOST, 0)) as listener:
+        sync_client = rsock.TcpClient(listener.getsockname())
+        sync_client.close()
+        sync_exc = _raised(sync_client.recv)
+    async_exc = await _raised_async(client.recv())
+    assert type(async_exc) is type(sync_exc) is OSError
+    assert async_exc.errno == sync_exc.errno == errno.EBADF
+
+
+BAD_UDP_CALLS = {
+    "recvfrom(-1)": (lambda c, addr: c.recvfrom(-1), ValueError),
+    "recvfrom(timeout=-1)": (lambda c, addr: c.recvfrom(timeout=-1), ValueError),
+    "request(retries=-1)": (lambda c, addr: c.request(b"x", addr, retries=-1), ValueError),
+    "request(timeout=-1)": (lambda c, addr: c.request(b"x", addr, timeout=-1), ValueError),
+    "request(timeout=None)": (lambda c, addr: c.request(b"x", addr, timeout=None), TypeError),
+}
+
+
+@pytest.mark.parametrize(("call", "error"), BAD_UDP_CALLS.values(), ids=BAD_UDP_CALLS.keys())
+async def test_udp_client_bad_arguments_raise_as_the_sync_client(opened, call, error):
+    target = (HOST, 9)
+    with rsock.UdpClient() as sync_client:
+        sync_exc = _raised(lambda: call(sync_client, target))
+    async_exc = await _raised_async(call(opened.udp(), target))
+    assert type(async_exc) is type(sync_exc) is error
+
+
+async def test_udp_recvfrom_with_timeout_zero_returns_a_queued_datagram(opened):
+    client = opened.udp()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"queued", client.local)
+        await asyncio.sleep(0.05)
+        assert (await client.recvfrom(timeout=0))[0] == b"queued"
+        with pytest.raises(TimeoutError):
+            await client.recvfrom(timeout=0)

@@ -1057,3 +1057,12 @@ def test_udp_server_stops_when_a_datagram_arrives_after_its_loop_closed(loop_fac
         with pytest.raises(TimeoutError):
             client.recvfrom(100)
     assert loop_closed_noise(caplog, capfd) == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+async def test_servers_show_as_a_table_in_notebooks(servers, kind):
+    server = await getattr(servers, kind)(lambda *args: None)
+    html = server._repr_html_()
+    assert html == server._server._repr_html_()
+    assert "<table" in html and str(server.address[1]) in html
