@@ -1,14 +1,14 @@
 //! Ancillary data (control messages) for `sendmsg()` / `recvmsg()`, packed from and unpacked to the
 //! `[(level, type, data), ...]` lists the stdlib uses.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::addr::argument_type_name;
 use crate::args::{Opt, c_int};
-use crate::buffer::read_bytes;
+use crate::buffer::with_readable;
 
 /// One control message: level, type and data.
 pub type Message = (i32, i32, Vec<u8>);
@@ -38,11 +38,16 @@ fn parse_item(item: &Bound<'_, PyAny>) -> PyResult<Message> {
             "{WHAT} must be sequence of length 3, not {len}"
         )));
     }
-    Ok((
-        c_int(&item.get_item(0)?)?,
-        c_int(&item.get_item(1)?)?,
-        read_bytes(&item.get_item(2)?)?,
-    ))
+    let level = c_int(&item.get_item(0)?)?;
+    let kind = c_int(&item.get_item(1)?)?;
+    // Checked before the copy: CPython refuses an item whose control message would not fit a C int.
+    let data = with_readable(&item.get_item(2)?, |bytes| {
+        if bytes.len() > LIMIT - cmsg_space(0) {
+            return Err(PyOSError::new_err("ancillary data item too large"));
+        }
+        Ok(bytes.to_vec())
+    })??;
+    Ok((level, kind, data))
 }
 
 /// `parse` for an optional argument.
@@ -50,23 +55,26 @@ pub fn parse_or_empty(ancdata: &Opt<'_>) -> PyResult<Vec<Message>> {
     ancdata.given().map_or(Ok(Vec::new()), parse)
 }
 
+/// The largest control buffer (and message in it), as CPython's SOCKLEN_T_LIMIT.
+const LIMIT: usize = i32::MAX as usize;
+
+fn cmsg_space(len: usize) -> usize {
+    // SAFETY: CMSG_SPACE is arithmetic on a length, which `parse_item` keeps within a C int.
+    unsafe { libc::CMSG_SPACE(len as u32) as usize }
+}
+
 /// The control buffer for `messages`, each header and payload aligned as CMSG_SPACE lays them out.
-pub fn pack(messages: &[Message]) -> Vec<u8> {
-    // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic on lengths.
-    let total: usize = messages
-        .iter()
-        .map(|(_, _, data)| unsafe { libc::CMSG_SPACE(data.len() as u32) } as usize)
-        .sum();
+pub fn pack(messages: &[Message]) -> PyResult<Vec<u8>> {
+    let total: usize = messages.iter().map(|(_, _, data)| cmsg_space(data.len())).sum();
+    if total > LIMIT {
+        return Err(PyOSError::new_err("too much ancillary data"));
+    }
     let mut buf = vec![0u8; total];
     let mut offset = 0;
     for (level, kind, data) in messages {
-        // SAFETY: as above.
-        let (space, len) = unsafe {
-            (
-                libc::CMSG_SPACE(data.len() as u32) as usize,
-                libc::CMSG_LEN(data.len() as u32),
-            )
-        };
+        let space = cmsg_space(data.len());
+        // SAFETY: CMSG_LEN is arithmetic on a length, which `parse_item` keeps within a C int.
+        let len = unsafe { libc::CMSG_LEN(data.len() as u32) };
         let header = libc::cmsghdr {
             cmsg_len: len as usize,
             cmsg_level: *level,
@@ -82,7 +90,7 @@ pub fn pack(messages: &[Message]) -> Vec<u8> {
         }
         offset += space;
     }
-    buf
+    Ok(buf)
 }
 
 /// The `[(level, type, data), ...]` list for the first `len` bytes of a received control buffer.

@@ -137,10 +137,8 @@ pub fn host_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         if text.is_ascii() {
             text.as_bytes().to_vec()
         } else {
-            let encoded = obj
-                .call_method1("encode", ("idna",))
-                .map_err(|_| PyTypeError::new_err("encoding of hostname failed"))?;
-            encoded.cast::<PyBytes>()?.as_bytes().to_vec()
+            let encoded = encode_idna(obj).map_err(|_| PyTypeError::new_err("encoding of hostname failed"))?;
+            encoded.as_bytes().to_vec()
         }
     } else {
         return Err(PyTypeError::new_err(format!(
@@ -228,6 +226,19 @@ fn wildcard(py: Python<'_>, family: i32) -> PyResult<IpAddr> {
         .ok_or_else(|| PyOSError::new_err("unknown address family"))
 }
 
+/// `str` encoded with the idna codec as CPython's C code encodes it (`PyUnicode_AsEncodedString`): a
+/// str subclass's own `encode()` is not called.
+fn encode_idna<'py>(text: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    // SAFETY: `text` is a live object; both names are NUL-terminated; the result is a new reference.
+    let encoded = unsafe {
+        Bound::from_owned_ptr_or_err(
+            text.py(),
+            pyo3::ffi::PyUnicode_AsEncodedString(text.as_ptr(), c"idna".as_ptr(), std::ptr::null()),
+        )?
+    };
+    Ok(encoded.cast_into::<PyBytes>()?)
+}
+
 fn c_string_arg(obj: Option<&Bound<'_, PyAny>>) -> Option<CString> {
     obj.map(|bytes| {
         let raw = bytes.cast::<PyBytes>().map(|b| b.as_bytes()).unwrap_or_default();
@@ -250,7 +261,7 @@ fn getaddrinfo<'py>(
     let host_encoded = if host.is_none() {
         None
     } else if host.is_instance_of::<PyString>() {
-        Some(host.call_method1("encode", ("idna",))?)
+        Some(encode_idna(host)?.into_any())
     } else if host.is_instance_of::<PyBytes>() {
         Some(host.clone())
     } else {
@@ -310,7 +321,13 @@ fn getnameinfo<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<(St
     if !(2..=4).contains(&tuple.len()) {
         return Err(illegal());
     }
-    let host: String = tuple.get_item(0)?.extract().map_err(|_| illegal())?;
+    // A str that is not valid UTF-8 raises its UnicodeEncodeError, as CPython's "s" format does.
+    let host = tuple
+        .get_item(0)?
+        .cast_into::<PyString>()
+        .map_err(|_| illegal())?
+        .to_str()?
+        .to_owned();
     let port = c_int(&tuple.get_item(1)?)?;
     let unsigned = |i: usize| -> PyResult<u32> {
         if tuple.len() > i {
@@ -378,10 +395,7 @@ fn getnameinfo<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<(St
 /// IDNA-encoded, bytes and bytearray pass as they are, and none may hold a NUL.
 fn hostname_arg(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Vec<u8>> {
     let bytes = if obj.is_instance_of::<PyString>() {
-        obj.call_method1("encode", ("idna",))?
-            .cast_into::<PyBytes>()?
-            .as_bytes()
-            .to_vec()
+        encode_idna(obj)?.as_bytes().to_vec()
     } else if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
         crate::buffer::read_bytes(obj)?
     } else {

@@ -937,7 +937,7 @@ impl Socket {
         let chunks = iter
             .map(|b| crate::buffer::read_bytes(&b?))
             .collect::<PyResult<Vec<_>>>()?;
-        let control = ancillary::pack(&ancillary::parse_or_empty(&ancdata)?);
+        let control = ancillary::pack(&ancillary::parse_or_empty(&ancdata)?)?;
         let flags = c_int_or(&flags, 0)?;
         let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
         self.call(py, POLLOUT, self.io_wait(), |fd| {

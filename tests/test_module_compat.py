@@ -929,3 +929,31 @@ def test_non_int_argument_raises_plain_type_error(sockmod, call):
         call(sockmod)
     assert excinfo.value.args == ("'str' object cannot be interpreted as an integer",)
     assert getattr(excinfo.value, "__notes__", None) is None
+
+
+class StrWithItsOwnEncode(str):
+    """A str subclass whose encode() returns something else: CPython's C code encodes the str itself."""
+
+    def encode(self, *args, **kwargs):
+        return "not bytes"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda mod: mod.getaddrinfo(StrWithItsOwnEncode("127.0.0.1"), 80),
+        lambda mod: mod.gethostbyname(StrWithItsOwnEncode("127.0.0.1")),
+        lambda mod: mod.gethostbyname_ex(StrWithItsOwnEncode("127.0.0.1")),
+    ],
+    ids=["getaddrinfo", "gethostbyname", "gethostbyname_ex"],
+)
+def test_a_str_subclass_host_is_encoded_as_the_str_it_is(sockmod, call):
+    assert outcome(lambda: call(sockmod)) == outcome(lambda: call(stdlib_socket))
+
+
+def test_getnameinfo_host_with_a_lone_surrogate_raises_unicode_encode_error(sockmod):
+    def call(mod):
+        return mod.getnameinfo(("\udcff", 80), 0)
+
+    assert outcome(lambda: call(sockmod)) == outcome(lambda: call(stdlib_socket))
+    assert outcome(lambda: call(sockmod))[1] is UnicodeEncodeError

@@ -1,6 +1,7 @@
 """sendmsg(), recvmsg(), recvmsg_into() and the fd-passing helpers built on them, over both modules."""
 
 import array
+import mmap
 import os
 import subprocess
 import sys
@@ -169,3 +170,12 @@ def test_ancillary_buffer_that_cannot_be_allocated_is_a_memory_error(sockmod):
         timeout=30,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "MemoryError\n", "")
+
+
+def test_an_ancillary_item_too_large_for_a_c_int_is_refused_before_it_is_copied(sockmod):
+    """An anonymous mapping of 2 GiB costs no memory until touched: nothing may copy it."""
+    huge = mmap.mmap(-1, 2**31)
+    a, b = sockmod.socketpair()
+    with a, b, huge, pytest.raises(OSError) as raised:
+        a.sendmsg([b"x"], [(sockmod.SOL_SOCKET, sockmod.SCM_RIGHTS, huge)])
+    assert str(raised.value) == "ancillary data item too large"
