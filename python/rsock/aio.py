@@ -472,7 +472,7 @@ class TcpClient:
     """An asyncio TCP client with rsock's framing: ``await TcpClient.connect(address, framing="line")``,
     then ``await send()``, ``recv()``, ``recv_exactly()``, ``recv_message()``, ``request()``."""
 
-    __slots__ = ("_requesting", "_timeout", "_transport", "recv_message", "send")
+    __slots__ = ("_requesting", "_timeout", "_transport", "send")
 
     def __init__(self, transport, timeout):
         self._transport = transport
@@ -480,10 +480,8 @@ class TcpClient:
         self._requesting = asyncio.Lock()
         if timeout is None:
             self.send = transport.write_message
-            self.recv_message = transport.read_message
         else:
             self.send = functools.partial(self._limited, transport.write_message)
-            self.recv_message = functools.partial(self._limited, transport.read_message)
 
     async def _limited(self, call, *args):
         return await asyncio.wait_for(call(*args), self._timeout)
@@ -500,6 +498,17 @@ class TcpClient:
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
+
+    async def recv_message(self):
+        """The next whole message; None when the peer closed between messages. A frame the framing
+        refuses (over ``max_frame_size``) raises ValueError and closes the client, as the sync client
+        does: what follows it in the stream cannot be told apart."""
+        try:
+            return await self._call(self._transport.read_message())
+        except ValueError:
+            if self._transport.framing is not None:
+                self._transport.abort()
+            raise
 
     async def request(self, data):
         """Sends ``data`` as a message and returns the reply message. Requests on one client take turns,

@@ -176,6 +176,9 @@ async def test_tcp_client_max_frame_size(opened, framing):
     await peer.send(encode(framing, b"x" * 40))
     with pytest.raises(ValueError):
         await bounded(client.recv_message())
+    # What follows the refused frame cannot be told apart: the client is closed, as the sync client is.
+    assert client.closed
+    assert await peer.recv_to_eof() == b""
 
 
 @pytest.mark.parametrize("framing", FRAMINGS)
