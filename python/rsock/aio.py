@@ -814,6 +814,7 @@ class _AsyncServer:
         self._bridge = None
         self._stopped = None
         self._stopping = None
+        self._serving_forever = False
 
     async def start(self):
         """Starts serving in the background, bound to the running loop (a server started under an
@@ -843,13 +844,19 @@ class _AsyncServer:
             self._stopped.set_result(None)
 
     async def serve_forever(self):
-        """Serves until stop() or until the task is cancelled (which stops the server)."""
-        await self.start()
+        """Serves until stop() or until the task is cancelled (which stops the server). One task at a
+        time may, as with asyncio's servers."""
+        if self._serving_forever:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        self._serving_forever = True
         try:
+            await self.start()
             await asyncio.shield(self._stopped)
         except asyncio.CancelledError:
             await self.stop()
             raise
+        finally:
+            self._serving_forever = False
 
     async def __aenter__(self):
         await self.start()

@@ -603,6 +603,18 @@ async def test_tcp_serve_forever_returns_after_stop(servers):
 
 
 @pytest.mark.asyncio
+async def test_a_second_serve_forever_raises_as_asyncio_s_does(servers):
+    server = await servers.tcp(lambda conn, data: data)
+    serving = asyncio.ensure_future(server.serve_forever())
+    assert await still_pending(serving, 0.02)
+    with pytest.raises(RuntimeError, match="already being awaited on serve_forever"):
+        await bounded(server.serve_forever())
+    assert not serving.done()
+    await bounded(server.stop())
+    assert await bounded(serving) is None
+
+
+@pytest.mark.asyncio
 async def test_stop_from_an_async_handler_returns_at_once_and_its_reply_goes_out(servers):
     """stop() waits for the handlers in flight: awaited in one of them, it returns at once (the stop goes on in
     the background) instead of waiting for that very handler until the stop timeout."""
