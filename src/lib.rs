@@ -18,6 +18,7 @@ mod runtime;
 mod server_common;
 mod socket;
 mod tcp;
+mod turns;
 mod udp;
 
 #[pymodule(gil_used = false)]

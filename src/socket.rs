@@ -407,6 +407,13 @@ impl Socket {
         if fd >= 0 { close_ignoring_reset(py, fd) } else { Ok(()) }
     }
 
+    /// The timeout calls on this socket wait for (None: for ever).
+    pub(crate) fn wait_limit(&self) -> Option<Duration> {
+        u64::try_from(self.timeout_ns.load(Relaxed))
+            .ok()
+            .map(Duration::from_nanos)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.raw_fd() < 0
     }

@@ -844,12 +844,12 @@ def build_parser():
 
     sub = command(
         "bench",
-        "a quick in-process benchmark of rsock against the stdlib (under 30 s; --quick: a few seconds)",
-        "Times request/reply exchanges on loopback, rsock against the stdlib, everything in this process: the socket "
-        "API (TCP and UDP round trips) and the servers (rsock.TcpServer against socketserver.ThreadingTCPServer with "
-        "1, 8 and 32 connections, rsock.UdpServer against a recvfrom loop). Prints a table with rates and ratios "
-        "(rsock / stdlib). Clients and servers share one process and its GIL, so these numbers are indicative; "
-        "exits 1 if a reply differed from what was sent.",
+        "a quick benchmark of rsock against the stdlib (under 30 s; --quick: a few seconds)",
+        "Times request/reply exchanges on loopback, rsock against the stdlib: the socket API (TCP and UDP round "
+        "trips) and the servers (rsock.TcpServer against socketserver.ThreadingTCPServer with 1, 8 and 32 "
+        "connections, rsock.UdpServer against a recvfrom loop). Each server runs in a process of its own, the "
+        "clients in this one. Prints a table with rates and ratios (rsock / stdlib); a short run on a shared "
+        "machine, so the numbers are indicative. Exits 1 if a reply differed from what was sent.",
         "",
         cmd_bench,
     )

@@ -187,13 +187,14 @@ class TcpServer:
       set; a bytes-like return value is sent back on that connection, None sends nothing.
     - `on_connect(conn)`, `on_disconnect(conn, exc)`: `exc` is None for a clean close, else why the
       connection ended: the exception a handler raised, an OSError (reset, or ENOBUFS for a peer that
-      stopped reading while broadcasts piled up), TimeoutError("idle timeout"), ValueError for broken
-      framing (a frame over `max_frame_size`), EOFError for a peer that ended mid-message.
+      stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
+      timeout"), ValueError for broken framing (a frame over `max_frame_size`), EOFError for a peer that
+      ended mid-message.
     - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
     - `max_connections` (default 10,000): connections beyond it are refused and counted.
     - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
-    - `idle_timeout`: seconds after which a connection that has neither received anything nor sent
-      queued output, and has no async handler running, is closed.
+    - `idle_timeout`: seconds after which a connection that has neither received nor sent anything, and
+      has no async handler running, is closed.
     - `backlog` (default 1024), `reuse_port` (SO_REUSEPORT).
     """
 
@@ -219,8 +220,9 @@ class TcpServer:
         """Stops accepting, lets replies already produced go out, then closes every connection. A connection
         closes gracefully: after its last reply the peer sees EOF, and unless it has already acknowledged
         everything and sent nothing more, it is given up to 2 s to close its side (so that nothing it still
-        sends turns into a reset that could lose those replies); `timeout`
-        (default 5 s) bounds the whole stop, after which what is left is closed at once."""
+        sends turns into a reset that could lose those replies). Connections still open after `timeout`
+        seconds (default 5) are closed at once; stop() then waits at most one second more for a handler still
+        running."""
     def _set_async_bridge(self, bridge: Callable[[Any, Any], object]) -> None: ...
     def _begin_stop(self, timeout: float | None = None) -> None: ...
     def _repr_html_(self) -> str: ...

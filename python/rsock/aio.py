@@ -545,8 +545,8 @@ class TcpClient:
         return await asyncio.wait_for(awaitable, self._timeout)
 
     async def close(self):
-        """Closes once the queued output is sent; with a ``timeout``, output still queued after it is
-        dropped."""
+        """Closes once the queued output is sent; with the ``timeout`` given to connect(), output still
+        queued after it is dropped."""
         self._transport.close()
         # A connection that broke is closed all the same; its error was for the calls that met it.
         with contextlib.suppress(OSError):
@@ -749,6 +749,13 @@ def _max_datagram(family):
     return 65527 if family == sockets.AF_INET6 else 65507
 
 
+# The handler task of an rsock.aio server whose context this is (inherited by the tasks it makes).
+_HANDLER = contextvars.ContextVar("rsock.aio handler")
+
+# The native servers' stop() timeout when none is given.
+_DEFAULT_STOP_TIMEOUT = 5.0
+
+
 class _Bridge:
     """Runs, on the caller's event loop and in the caller's context, the awaitables that a server's
     handlers return on rsock's threads, and reports each result back to the server."""
@@ -776,7 +783,15 @@ class _Bridge:
             self._server._begin_stop()
 
     def _start(self, awaitable, reply_to, role):
-        task = asyncio.ensure_future(awaitable, loop=self._loop)
+        if asyncio.iscoroutine(awaitable):
+            # A copy of the context for the task (as create_task makes), which names the task before
+            # it starts: it and the tasks it makes (wait_for's, shield's, its own) then know which
+            # handler they belong to.
+            context = contextvars.copy_context()
+            task = self._loop.create_task(awaitable, context=context)
+            context.run(_HANDLER.set, task)
+        else:
+            task = asyncio.ensure_future(awaitable, loop=self._loop)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         if reply_to is None:
@@ -829,12 +844,16 @@ class _AsyncServer:
     async def stop(self, timeout=None):
         """Stops, letting replies already produced (including those of async handlers still running)
         go out; waits in a worker thread so the loop keeps running those handlers meanwhile. Called
-        from one of the server's own handlers, it returns at once and the stop goes on in the
-        background (waiting for it there would wait for that very handler)."""
+        from one of the server's own handlers still running (directly, or in a task it made, such as
+        asyncio.wait_for's), it waits only for the other handlers in flight, and the stop goes on in
+        the background: waiting for the whole stop there would wait for that very handler."""
         self._server._begin_stop(timeout)
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._finish_stop(timeout))
-        if self._bridge is not None and asyncio.current_task() in self._bridge.tasks:
+        origin = _HANDLER.get(None)
+        if self._bridge is not None and origin in self._bridge.tasks:
+            if others := [task for task in self._bridge.tasks if task is not origin]:
+                await asyncio.wait(others, timeout=_DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
             return
         await asyncio.shield(self._stopping)
 
@@ -889,6 +908,7 @@ class TcpServer(_AsyncServer):
     ``on_disconnect`` may be ``async def``. ``await start()``, ``await stop()``, ``async with``."""
 
     _native_type = _rsock.TcpServer
+    __signature__ = inspect.signature(_rsock.TcpServer)
 
     def broadcast(self, data, exclude=None):
         """Sends ``data`` to every connection (but ``exclude``); returns how many it went to."""
@@ -903,3 +923,4 @@ class UdpServer(_AsyncServer):
     """rsock.UdpServer for asyncio: ``on_datagram(data, address)`` may be ``async def``."""
 
     _native_type = _rsock.UdpServer
+    __signature__ = inspect.signature(_rsock.UdpServer)

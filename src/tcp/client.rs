@@ -5,12 +5,11 @@
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use bytes::BytesMut;
-use pyo3::exceptions::{PyConnectionError, PyEOFError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyEOFError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::MutexExt;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
 
@@ -20,6 +19,7 @@ use crate::errors::{file_error, io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
+use crate::turns::{Turn, Turns};
 
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 /// How much one read asks for when filling the message buffer.
@@ -36,27 +36,55 @@ struct Reader {
 
 /// A TCP connection with optional framing: `send()` / `recv()` for bytes, `recv_message()` and
 /// `request()` for whole messages, `sendfile()` for zero-copy file transfer.
+///
+/// - `address`: `(host, port)` (or IPv6's four-tuple) to connect to.
+/// - `timeout`: seconds that the connect and every later call may wait (None: for ever); a call that
+///   waits longer raises TimeoutError.
+/// - `framing`: None (raw bytes), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
+/// - `max_frame_size` (default 16 MiB): a longer incoming frame raises ValueError and closes the client.
+///
+/// Threads may share a client: messages never interleave, and concurrent `request()` calls take turns.
 #[pyclass(name = "TcpClient", module = "rsock._rsock", subclass, frozen)]
 pub struct TcpClient {
     sock: Socket,
     framing: Framing,
+    /// The turn to read: the reader is locked only by the thread that has it.
+    reading: Turns,
     reader: Mutex<Reader>,
-    /// Held while a message or file goes out, so that threads sharing the client do not interleave
+    /// The turn to send a message or file, so that threads sharing the client do not interleave
     /// their bytes on the wire.
-    writer: Mutex<()>,
-    /// Held by request() from its send to its reply, so that each thread gets its own reply.
-    requesting: Mutex<()>,
+    writing: Turns,
+    /// The turn at request(), from its send to its reply, so that each thread gets its own reply.
+    requesting: Turns,
     peer: SocketAddr,
 }
 
+/// The reader, locked for the thread whose turn it is (the lock is given up before the turn).
+struct ReaderGuard<'a> {
+    reader: MutexGuard<'a, Reader>,
+    _turn: Turn<'a>,
+}
+
 impl TcpClient {
-    fn reader<'a>(&'a self, py: Python<'_>) -> MutexGuard<'a, Reader> {
-        self.reader.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
+    fn reader<'a>(&'a self, py: Python<'_>) -> PyResult<ReaderGuard<'a>> {
+        let turn = self.turn(py, &self.reading)?;
+        // With the turn, only this very thread can hold the reader: from inside a read (a signal
+        // handler run while it waits), as Python's buffered files do.
+        let reader = match self.reader.try_lock() {
+            Ok(reader) => reader,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(PyRuntimeError::new_err(
+                    "reentrant call inside a read of this TcpClient",
+                ));
+            }
+        };
+        Ok(ReaderGuard { reader, _turn: turn })
     }
 
-    /// A turn at `lock`, waited for with the GIL released (the holder may need it to finish).
-    fn turn<'a>(py: Python<'_>, lock: &'a Mutex<()>) -> MutexGuard<'a, ()> {
-        lock.lock_py_attached(py).unwrap_or_else(|e| e.into_inner())
+    /// A turn among the threads sharing this client, waited for within its timeout.
+    fn turn<'a>(&self, py: Python<'_>, turns: &'a Turns) -> PyResult<Turn<'a>> {
+        turns.take(py, self.sock.wait_limit(), || self.sock.is_closed())
     }
 
     /// Reads once more into the buffer; false at end of stream.
@@ -75,8 +103,8 @@ impl TcpClient {
 
     /// The next message, or None at a clean end of stream.
     fn next_message<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let mut guard = self.reader(py);
-        let reader = &mut *guard;
+        let mut guard = self.reader(py)?;
+        let reader = &mut *guard.reader;
         if reader.decoder.is_none() {
             return Err(PyValueError::new_err(
                 "recv_message() needs framing (\"line\", \"length\" or a delimiter)",
@@ -131,25 +159,27 @@ impl TcpClient {
         Ok(offset)
     }
 
-    fn send_framed(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Sends `data` framed. The outer result is the argument's (not bytes-like, a frame the framing
+    /// refuses): nothing was sent. The inner one is the sending's, which may have sent part.
+    fn send_framed(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<PyResult<()>> {
         with_readable(data, |bytes| {
-            if self.framing == Framing::Raw {
-                let _turn = Self::turn(py, &self.writer);
-                return self.sock.send_all(py, bytes, 0);
-            }
-            let framed = self
-                .framing
-                .encoded(bytes)
-                .map_err(|e| PyValueError::new_err(e.to_string()))?;
-            let _turn = Self::turn(py, &self.writer);
-            self.sock.send_all(py, &framed, 0)
+            let framed = match self.framing {
+                Framing::Raw => None,
+                _ => Some(
+                    self.framing
+                        .encoded(bytes)
+                        .map_err(|e| PyValueError::new_err(e.to_string()))?,
+                ),
+            };
+            let _turn = self.turn(py, &self.writing)?;
+            Ok(self.sock.send_all(py, framed.as_deref().unwrap_or(bytes), 0))
         })?
     }
 
     /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
     fn read_some<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
-        let mut guard = self.reader(py);
-        let reader = &mut *guard;
+        let mut guard = self.reader(py)?;
+        let reader = &mut *guard.reader;
         if !reader.buffer.is_empty() {
             let take = n.min(reader.buffer.len());
             return Ok(PyBytes::new(
@@ -185,7 +215,8 @@ impl TcpClient {
     /// Connects to `address` (a `(host, port)` tuple). `timeout` (seconds) applies to the connect
     /// and to every later call; `framing` is None, "line", "length" or a delimiter.
     #[new]
-    #[pyo3(signature = (address, *, timeout=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
+    #[pyo3(signature = (address, *, timeout=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE),
+           text_signature = "(address, *, timeout=None, framing=None, max_frame_size=16777216)")]
     fn new(
         py: Python<'_>,
         address: &Bound<'_, PyAny>,
@@ -218,15 +249,18 @@ impl TcpClient {
                 decoder,
                 eof: false,
             }),
-            writer: Mutex::new(()),
-            requesting: Mutex::new(()),
+            reading: Turns::new(),
+            writing: Turns::new(),
+            requesting: Turns::new(),
             peer,
         })
     }
 
-    /// `TcpClient.connect(address, *, timeout=None, framing=None)`: the same as calling the class.
+    /// `TcpClient.connect(address, *, timeout=None, framing=None, max_frame_size=16777216)`: the same
+    /// as calling the class.
     #[classmethod]
-    #[pyo3(signature = (address, **kwargs))]
+    #[pyo3(signature = (address, **kwargs),
+           text_signature = "($cls, address, *, timeout=None, framing=None, max_frame_size=16777216)")]
     fn connect<'py>(
         cls: &Bound<'py, PyType>,
         address: &Bound<'py, PyAny>,
@@ -237,7 +271,7 @@ impl TcpClient {
 
     /// Sends `data` whole (framed as a message when the client has framing).
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.send_framed(py, data)
+        self.send_framed(py, data)?
     }
 
     /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
@@ -249,8 +283,8 @@ impl TcpClient {
     /// Exactly `n` bytes; EOFError if the connection ends first.
     fn recv_exactly<'py>(&self, py: Python<'py>, n: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let n = byte_count(Some(n), 0, "recv_exactly")?;
-        let mut guard = self.reader(py);
-        let reader = &mut *guard;
+        let mut guard = self.reader(py)?;
+        let reader = &mut *guard.reader;
         while reader.buffer.len() < n {
             if !self.fill(py, reader)? {
                 return Err(PyEOFError::new_err(format!(
@@ -275,11 +309,13 @@ impl TcpClient {
     /// whose reply does not come (a timeout, Ctrl-C) closes the client: the reply may still come, and
     /// would be taken for the reply to the next request.
     fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-        let _turn = Self::turn(py, &self.requesting);
-        self.send_framed(py, data)?;
-        self.reply(py).inspect_err(|_| {
-            let _ = self.sock.close_now(py);
-        })
+        let _turn = self.turn(py, &self.requesting)?;
+        // Once anything may have gone out, a failure leaves the stream out of step: close.
+        self.send_framed(py, data)?
+            .and_then(|()| self.reply(py))
+            .inspect_err(|_| {
+                let _ = self.sock.close_now(py);
+            })
     }
 
     /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent.
@@ -326,7 +362,7 @@ impl TcpClient {
             _ => None,
         };
         let sent = {
-            let _turn = Self::turn(py, &self.writer);
+            let _turn = self.turn(py, &self.writing)?;
             self.send_file(py, &file, size, progress.as_ref())
         };
         if let Some(bar) = bar {
@@ -343,7 +379,8 @@ impl TcpClient {
         self.sock.close_now(py)
     }
 
-    /// Whether close() was called.
+    /// Whether the client is closed: by close(), or by a request whose reply did not come or a frame
+    /// it refused (the stream was out of step).
     #[getter]
     fn closed(&self) -> bool {
         self.sock.is_closed()

@@ -43,9 +43,10 @@ const READ_CHUNK: usize = 256 * 1024;
 /// Output queued on a connection beyond which it stops reading requests and other threads' send()
 /// waits: a peer that does not read slows its own requests down rather than growing the queue.
 const WRITE_HIGH_WATER: usize = 1 << 20;
-/// A broadcast that finds more than this queued for a peer disconnects it: the peer does not read.
-/// (Replies and send() are the caller's own data, queued whatever their size: handlers stop being
-/// called, and other threads' send() waits, while a connection has WRITE_HIGH_WATER queued.)
+/// A write that finds more than this queued for a peer disconnects it: the peer does not read what
+/// it is sent without asking (broadcasts, relays from other connections' handlers). A single reply
+/// or send of any size is queued whole: a connection's own handler is not called, and other
+/// threads' send() waits, while WRITE_HIGH_WATER is queued.
 const WRITE_LIMIT: usize = 64 << 20;
 
 thread_local! {
@@ -108,7 +109,7 @@ struct Io {
     /// The task is delivering a read's messages: replies to them go out even if a handler has
     /// asked to close (the close takes effect after them).
     delivering: bool,
-    /// A broadcast found WRITE_LIMIT queued already: the connection ends as a slow reader.
+    /// A write found WRITE_LIMIT queued already: the connection ends as a slow reader.
     overrun: bool,
 }
 
@@ -162,19 +163,6 @@ impl ConnShared {
         self.write_locked(self.io(), data, shared)
     }
 
-    /// A broadcast's `write`: a peer with WRITE_LIMIT queued already does not read, and is
-    /// disconnected rather than given more.
-    fn write_broadcast(&self, framed: &Bytes) -> io::Result<()> {
-        let mut io = self.io();
-        if io.pending_bytes > WRITE_LIMIT {
-            io.overrun = true;
-            drop(io);
-            self.wake();
-            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
-        }
-        self.write_locked(io, framed, Some(framed))
-    }
-
     /// `write` with the connection's state already locked by the caller.
     fn write_locked(&self, mut io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         if io.close_requested && !io.delivering {
@@ -183,6 +171,12 @@ impl ConnShared {
         if let Some(gathered) = io.gathering.as_mut() {
             gathered.extend_from_slice(data);
             return Ok(());
+        }
+        if io.pending_bytes > WRITE_LIMIT {
+            io.overrun = true;
+            drop(io);
+            self.wake();
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
         }
         let Some(stream) = io.stream.clone() else {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
@@ -716,7 +710,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             Event::Shutdown => reading = false,
             // An async handler finished, or another thread sent or closed: the connection is not idle,
             // and the time a handler took does not count.
-            Event::Woken => rearm(&mut idle, server.idle_timeout),
+            Event::Woken => {
+                conn.wrote.store(false, Relaxed);
+                rearm(&mut idle, server.idle_timeout);
+            }
             // Writes that left at once (no queue to flush) count as activity too.
             Event::Idle if conn.wrote.swap(false, Relaxed) => rearm(&mut idle, server.idle_timeout),
             Event::Idle => return Outcome::Idle,
@@ -1109,6 +1106,21 @@ impl Drop for Registered {
 
 /// A TCP server whose accept, read, write and framing loop runs in Rust for every connection at
 /// once; Python runs only the handlers.
+///
+/// - `address`: where to listen; None (the default) is 127.0.0.1 on a free port, "" every interface.
+/// - `on_message(conn, data)`: runs for each chunk received, or each whole message when `framing` is
+///   set; a bytes-like return value is sent back on that connection, None sends nothing.
+/// - `on_connect(conn)`, `on_disconnect(conn, exc)`: `exc` is None for a clean close, else why the
+///   connection ended: the exception a handler raised, an OSError (reset, or ENOBUFS for a peer that
+///   stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
+///   timeout"), ValueError for broken framing (a frame over `max_frame_size`), EOFError for a peer that
+///   ended mid-message.
+/// - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
+/// - `max_connections` (default 10,000): connections beyond it are refused and counted.
+/// - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
+/// - `idle_timeout`: seconds after which a connection that has neither received nor sent anything, and
+///   has no async handler running, is closed.
+/// - `backlog` (default 1024), `reuse_port` (SO_REUSEPORT).
 #[pyclass(name = "TcpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct TcpServer {
     shared: Arc<ServerShared>,
@@ -1132,7 +1144,10 @@ impl TcpServer {
     #[new]
     #[pyo3(signature = (address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None,
                         max_connections=DEFAULT_MAX_CONNECTIONS, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                        idle_timeout=None, backlog=DEFAULT_BACKLOG, reuse_port=false))]
+                        idle_timeout=None, backlog=DEFAULT_BACKLOG, reuse_port=false),
+           text_signature = "(address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None, \
+                             max_connections=10000, max_frame_size=16777216, idle_timeout=None, backlog=1024, \
+                             reuse_port=False)")]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -1245,7 +1260,7 @@ impl TcpServer {
             .collect();
         let mut sent = 0;
         for conn in targets {
-            if conn.write_broadcast(&framed).is_ok() {
+            if conn.write(&framed, Some(&framed)).is_ok() {
                 sent += 1;
             }
         }

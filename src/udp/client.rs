@@ -3,12 +3,10 @@
 //! is reported rather than silently cut, and `request()` retries until a reply comes.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyTuple};
 
 use crate::addr::{from_sockaddr, to_sockaddr};
@@ -17,6 +15,7 @@ use crate::buffer::{BytesWriter, with_readable};
 use crate::resolver::endpoint;
 use crate::server_common::parse_timeout_arg;
 use crate::socket::Socket;
+use crate::turns::Turns;
 
 /// The largest UDP payload: 65,535 minus the IPv4 and UDP headers (IPv6 allows 20 bytes more).
 const MAX_DATAGRAM_V4: usize = 65_507;
@@ -24,13 +23,17 @@ const MAX_DATAGRAM_V6: usize = 65_527;
 const DEFAULT_BUFSIZE: usize = 65_536;
 
 /// A UDP socket for sending datagrams and receiving replies.
+///
+/// - `address`: where to bind, `(host, port)`; None binds on the first send. Its host decides the
+///   family (IPv6 for a host with a colon), and `family` is then not used.
+/// - `family`: AF_INET (the default) or AF_INET6, for a client with no `address`.
 #[pyclass(name = "UdpClient", module = "rsock._rsock", subclass, frozen)]
 pub struct UdpClient {
     sock: Socket,
     family: i32,
-    /// Held by request() from its send to its reply, so that threads sharing the client each get
-    /// their own reply (each request also discards what is queued when it starts).
-    requesting: Mutex<()>,
+    /// The turn at request(), from its send to its reply, so that threads sharing the client each
+    /// get their own reply (each request also discards what is queued when it starts).
+    requesting: Turns,
 }
 
 impl UdpClient {
@@ -92,7 +95,7 @@ impl UdpClient {
     /// A UDP socket, bound to `address` if given (else the system picks a port on first send);
     /// `family` is AF_INET unless `address` says otherwise.
     #[new]
-    #[pyo3(signature = (address=None, *, family=libc::AF_INET))]
+    #[pyo3(signature = (address=None, *, family=libc::AF_INET), text_signature = "(address=None, *, family=2)")]
     fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>, family: i32) -> PyResult<Self> {
         let local: Option<SocketAddr> = address
             .filter(|a| !a.is_none())
@@ -113,7 +116,7 @@ impl UdpClient {
         Ok(UdpClient {
             sock,
             family,
-            requesting: Mutex::new(()),
+            requesting: Turns::new(),
         })
     }
 
@@ -159,7 +162,7 @@ impl UdpClient {
         let target = to_sockaddr(py, self.family, address, "request")?;
         let expected = target.as_socket();
         let payload = with_readable(data, <[u8]>::to_vec)?;
-        let _turn = self.requesting.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        let _turn = self.requesting.take(py, None, || self.sock.is_closed())?;
         self.discard_queued(py)?;
         for _ in 0..=retries {
             self.send(py, &payload, &target)?;

@@ -387,6 +387,10 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
 
 /// A UDP server: `on_datagram(data, address)` runs for every datagram, and what it returns
 /// (bytes-like) is sent back to the sender. Receiving is batched in Rust.
+///
+/// - `address`: where to bind; None (the default) is 127.0.0.1 on a free port, "" every interface.
+/// - `on_datagram(data, address)`: runs on the server's own receive thread; None sends nothing back.
+/// - `reuse_port`: SO_REUSEPORT, for several servers (processes) sharing one port.
 #[pyclass(name = "UdpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct UdpServer {
     shared: Arc<UdpShared>,
@@ -459,7 +463,8 @@ impl UdpServer {
         self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
-    /// Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress.
+    /// Stops receiving; waits up to `timeout` seconds (default 5), and then at most one second more,
+    /// for the handler in progress.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.runner.stop(py, timeout, || {})

@@ -348,8 +348,10 @@ async def test_idle_timeout_does_not_count_the_time_an_async_handler_takes(serve
     peer = await servers.connect(server.address)
     await peer.send(b"slow\n")
     assert await recv_lines(peer, 1) == [b"done slow"]
-    # Idle again once the reply is out: closed after the timeout.
+    # Idle again once the reply is out: closed after the timeout (not twice it).
+    replied = time.monotonic()
     assert await peer.recv_to_eof() == b""
+    assert time.monotonic() - replied < 0.35
 
 
 @pytest.mark.asyncio
@@ -669,6 +671,35 @@ async def test_stop_awaited_in_a_task_a_handler_spawned_waits_for_the_handlers_i
     await bounded(stopped.wait())
     assert order == ["slow reply", "stop returned"]
     assert await recv_lines(worker, 1) == [b"slow done"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "stopping",
+    [
+        lambda server: asyncio.wait_for(server.stop(), TIMEOUT),
+        lambda server: asyncio.shield(server.stop()),
+        lambda server: asyncio.ensure_future(server.stop()),
+    ],
+    ids=["wait_for", "shield", "a task of its own"],
+)
+async def test_stop_awaited_in_a_handler_through_a_task_returns_and_its_reply_goes_out(servers, stopping):
+    """Through wait_for() or shield() the stop runs in a task the handler made, which still belongs to it: it
+    does not wait for the handler that waits for it."""
+    server = None
+    stop_took = []
+
+    async def on_message(conn, data):
+        started = time.monotonic()
+        await stopping(server)
+        stop_took.append(time.monotonic() - started)
+        return b"bye"
+
+    server = await servers.tcp(on_message)
+    peer = await servers.connect(server.address)
+    await peer.send(b"stop\n")
+    assert await recv_lines(peer, 1) == [b"bye"]
+    assert stop_took[0] < 1.0
 
 
 @pytest.mark.asyncio

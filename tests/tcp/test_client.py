@@ -3,6 +3,7 @@ behaviour, request, timeouts, sendfile with progress (up to a 1 GiB transfer che
 checking. Peers are a stdlib listening socket (for byte-exact control of what the client receives) or a TcpServer."""
 
 import contextlib
+import errno
 import gc
 import hashlib
 import os
@@ -337,6 +338,58 @@ def test_request_that_times_out_closes_the_client(peer):
     assert other.recv(1) == b""
     with pytest.raises(OSError):
         client.request(b"next")
+
+
+def test_request_whose_send_times_out_closes_the_client(peer):
+    """Part of the message may have gone out: the stream is out of step."""
+    client, _other = peer(timeout=0.2, framing="length")
+    with pytest.raises(TimeoutError):
+        client.request(bytes(64 * MiB))  # the peer reads nothing: the send cannot finish
+    assert client.closed
+
+
+def test_a_thread_waiting_its_turn_gives_up_at_the_client_s_timeout(peer):
+    client, _other = peer(timeout=0.5, framing="line")
+    first = []
+    holding = threading.Thread(target=lambda: first.append(type(_raises(client.request, b"unanswered"))))
+    holding.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    with pytest.raises((TimeoutError, OSError)):
+        client.request(b"waiting its turn")
+    assert time.monotonic() - started < 2.0
+    holding.join(TIMEOUT)
+    assert first == [TimeoutError]
+
+
+def test_close_ends_a_thread_waiting_its_turn(peer):
+    client, other = peer(timeout=None, framing="line")
+    first = []
+    holding = threading.Thread(target=lambda: first.append(_raises(client.request, b"unanswered")))
+    holding.start()
+    time.sleep(0.1)
+    threading.Timer(0.2, client.close).start()
+    with pytest.raises(OSError) as raised:
+        client.request(b"waiting its turn")
+    assert raised.value.errno == errno.EBADF
+    other.close()  # ends the first request's wait
+    holding.join(TIMEOUT)
+    assert not holding.is_alive()
+    assert isinstance(first[0], (OSError, ConnectionError))
+
+
+def test_a_sendfile_progress_callback_may_send_on_the_same_client(peer, tmp_path):
+    path = tmp_path / "file"
+    path.write_bytes(b"f" * 100_000)
+    client, other = peer()
+    calls = []
+
+    def progress(n):
+        calls.append(n)
+        client.send(b"!")
+
+    assert client.sendfile(path, progress=progress) == 100_000
+    assert recv_exact(other, 100_000 + len(calls)).count(b"!") == len(calls) >= 1
 
 
 # ---------------------------------------------------------------------------------------------------------------

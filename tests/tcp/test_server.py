@@ -785,7 +785,37 @@ def test_broadcast_disconnects_a_peer_that_never_reads_beyond_the_write_limit(ma
     assert isinstance(exc, OSError) and exc.errno == errno.ENOBUFS
 
 
-def test_a_reply_larger_than_the_broadcast_limit_reaches_a_reading_client(make_server, make_client):
+def test_relaying_to_a_peer_that_never_reads_disconnects_it_beyond_the_write_limit(make_server, make_raw, make_client):
+    """Another connection's handler sending to it (a chat relay) must not queue without bound either."""
+    silent_conns = []
+    ended = queue.Queue()
+    refused = []
+
+    def relay(conn, data):
+        for _ in range(80):
+            try:
+                silent_conns[0].send(bytes(MiB))
+            except OSError as exc:
+                refused.append(exc.errno)
+                break
+        return b"relayed"
+
+    server = make_server(
+        relay,
+        framing="line",
+        on_connect=lambda conn: None if silent_conns else silent_conns.append(conn),
+        on_disconnect=lambda conn, exc: ended.put((conn, exc)),
+    )
+    make_raw(server.address)
+    sender = make_client(server.address, framing="line")
+    assert sender.request(b"go") == b"relayed"
+    conn, exc = ended.get(timeout=TIMEOUT)
+    assert conn is silent_conns[0]
+    assert isinstance(exc, OSError) and exc.errno == errno.ENOBUFS
+    assert refused == [errno.ENOBUFS]
+
+
+def test_a_reply_larger_than_the_write_limit_reaches_a_reading_client(make_server, make_client):
     """The write limit is for broadcasts piling up on a peer that never reads: a reply (or send) of any size is
     queued whole, however large, and goes out as the client reads it."""
     big = bytes(80 * MiB)
