@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """rsock's drop-in vs the stdlib, same server code, same run: TCP echo, UDP, bulk, connect/accept.
 
-    python benchmarks/run_dropin.py --quick          # ~3 minutes: smoke test of every row
-    python benchmarks/run_dropin.py                  # full run (~15-20 minutes on the 2-vCPU dev VM)
+    python benchmarks/run_dropin.py --quick          # ~2-4 minutes: smoke test of every row
+    python benchmarks/run_dropin.py                  # full run (~18-24 minutes on the 2-vCPU dev VM)
     python benchmarks/run_dropin.py --report benchmarks/results/full-YYYYmmdd-HHMMSS   # re-print tables
 
 Every comparison pairs a stdlib server from the shared harness (/work/shared/bench/peers.py, written
@@ -776,7 +776,7 @@ def main(argv=None):
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="short run (~3 min): harness --quick settings, echo 1K/100K at c=10 and 1K at c=100, bulk 64K/1M",
+        help="short run (~2-4 min): harness --quick settings, echo 1K/100K at c=10 and 1K at c=100, bulk 64K/1M",
     )
     ap.add_argument("--reps", type=int, help="repetitions for every benchmark (full default 5, quick 3)")
     ap.add_argument("--skip", help="comma list of stages to skip: echo,udp,bulk,ca")

@@ -1,6 +1,6 @@
 """rsock's high-level servers and rsock.aio against the peers, in the shared harness's runs.
 
-    python benchmarks/run_highlevel.py            # everything, ~25 minutes on a quiet machine
+    python benchmarks/run_highlevel.py            # everything, ~11 minutes on a quiet machine
     python benchmarks/run_highlevel.py --quick    # one repetition of each, a few minutes
     python benchmarks/run_highlevel.py --only echo-c10,chat
 
