@@ -109,10 +109,23 @@ class StreamWriter:
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
 
 
+# Each loop's epoll instance for rsock's transports (see src/aio/poller.rs), made on first use.
+_pollers = weakref.WeakKeyDictionary()
+
+
+def _poller(loop):
+    try:
+        return _pollers[loop]
+    except KeyError:
+        poller = _pollers[loop] = _rsock.Poller(loop)
+        poller._start()
+        return poller
+
+
 def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024):
     """A started native transport over `sock`; the socket is closed if that fails."""
     try:
-        transport = _rsock.StreamTransport(loop, sock, limit, framing, max_frame_size)
+        transport = _rsock.StreamTransport(loop, _poller(loop), sock, limit, framing, max_frame_size)
         transport._start()
     except BaseException:
         sock.close()

@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod op;
+mod poller;
 mod step;
 mod stream;
 mod waiter;
@@ -10,6 +11,7 @@ mod waiter;
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::StreamTransport>()?;
     m.add_class::<op::Op>()?;
+    m.add_class::<poller::Poller>()?;
     m.add_class::<waiter::Waiter>()?;
     let py = m.py();
     step::install::<op::Op>(py);

@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::op::Op;
+use super::poller::{Poller, READABLE, WRITABLE};
 use super::waiter::{Completion, Waiter};
 use crate::args::python_at_least;
 use crate::buffer::with_readable;
@@ -79,8 +80,11 @@ pub struct StreamTransport {
     /// this transport, in a cycle).
     failed: Option<i32>,
     waiter: Option<(Py<Waiter>, Want)>,
-    on_readable: Option<Py<PyAny>>,
-    on_writable: Option<Py<PyAny>>,
+    /// The loop's epoll instance for rsock transports, which watches this socket.
+    poller: Py<Poller>,
+    /// This transport, for the poller to hold while it watches the socket (set by `_start`, dropped
+    /// once closed; the cycle collector sees it).
+    this: Option<Py<StreamTransport>>,
     reading: bool,
     /// pause_reading() was called: nothing is read until resume_reading().
     paused: bool,
@@ -127,50 +131,58 @@ fn errno_of(err: &io::Error) -> i32 {
 }
 
 impl StreamTransport {
+    /// Tells the poller which directions to watch now.
+    fn watch(&mut self, py: Python<'_>, reading: bool, writing: bool) -> PyResult<()> {
+        let interest = if reading { READABLE } else { 0 } | if writing { WRITABLE } else { 0 };
+        self.poller.get().watch(py, self.fd, interest, self.this.as_ref())?;
+        (self.reading, self.writing) = (reading, writing);
+        Ok(())
+    }
+
     fn add_reader(&mut self, py: Python<'_>) -> PyResult<()> {
-        if !self.reading
-            && !self.closing
-            && !self.paused
-            && let Some(callback) = &self.on_readable
-        {
-            self.event_loop
-                .bind(py)
-                .call_method1(intern!(py, "add_reader"), (self.fd, callback))?;
-            self.reading = true;
+        if !self.reading && !self.closing && !self.paused && self.this.is_some() {
+            self.watch(py, true, self.writing)?;
         }
         Ok(())
     }
 
     fn remove_reader(&mut self, py: Python<'_>) -> PyResult<()> {
         if self.reading {
-            self.event_loop
-                .bind(py)
-                .call_method1(intern!(py, "remove_reader"), (self.fd,))?;
-            self.reading = false;
+            self.watch(py, false, self.writing)?;
         }
         Ok(())
     }
 
     fn add_writer(&mut self, py: Python<'_>) -> PyResult<()> {
-        if !self.writing
-            && let Some(callback) = &self.on_writable
-        {
-            self.event_loop
-                .bind(py)
-                .call_method1(intern!(py, "add_writer"), (self.fd, callback))?;
-            self.writing = true;
+        if !self.writing && self.this.is_some() {
+            self.watch(py, self.reading, true)?;
         }
         Ok(())
     }
 
     fn remove_writer(&mut self, py: Python<'_>) -> PyResult<()> {
         if self.writing {
-            self.event_loop
-                .bind(py)
-                .call_method1(intern!(py, "remove_writer"), (self.fd,))?;
-            self.writing = false;
+            self.watch(py, self.reading, false)?;
         }
         Ok(())
+    }
+
+    /// The poller's call: the socket is readable and/or writable. One recv into the buffer and the
+    /// pending read served, the queue flushed (waking drain() and finishing a close); tasks waiting
+    /// on either resume right here (see `Waiter`), once the transport is no longer borrowed.
+    pub fn serve(slf: &Bound<'_, Self>, readable: bool, writable: bool) -> PyResult<()> {
+        let py = slf.py();
+        let mut done = Vec::new();
+        {
+            let mut this = slf.borrow_mut();
+            if readable && this.reading {
+                this.receive(py, &mut done)?;
+            }
+            if writable && this.writing {
+                this.send_queued(py, &mut done)?;
+            }
+        }
+        fire(py, done, true)
     }
 
     fn take(&mut self, py: Python<'_>, n: usize) -> Py<PyAny> {
@@ -501,8 +513,7 @@ impl StreamTransport {
                 .bind(py)
                 .call_method1(intern!(py, "call_soon"), (callback,))?;
         }
-        self.on_readable = None;
-        self.on_writable = None;
+        self.this = None;
         Ok(())
     }
 }
@@ -568,9 +579,10 @@ fn fire(py: Python<'_>, done: Vec<Completion>, eager: bool) -> PyResult<()> {
 impl StreamTransport {
     /// Wraps a connected socket (made non-blocking) for the running `event_loop`.
     #[new]
-    #[pyo3(signature = (event_loop, sock, limit=DEFAULT_LIMIT, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
+    #[pyo3(signature = (event_loop, poller, sock, limit=DEFAULT_LIMIT, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
     fn new(
         event_loop: &Bound<'_, PyAny>,
+        poller: Py<Poller>,
         sock: &Bound<'_, PyAny>,
         limit: isize,
         framing: Option<&Bound<'_, PyAny>>,
@@ -597,8 +609,8 @@ impl StreamTransport {
             eof: false,
             failed: None,
             waiter: None,
-            on_readable: None,
-            on_writable: None,
+            poller,
+            this: None,
             reading: false,
             paused: false,
             writing: false,
@@ -625,30 +637,9 @@ impl StreamTransport {
 
     /// Starts watching the socket: called once, right after construction.
     fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let on_readable = slf.getattr(intern!(py, "_on_readable"))?.unbind();
-        let on_writable = slf.getattr(intern!(py, "_on_writable"))?.unbind();
         let mut this = slf.borrow_mut();
-        this.on_readable = Some(on_readable);
-        this.on_writable = Some(on_writable);
-        this.add_reader(py)
-    }
-
-    /// The loop's readable callback: one recv into the buffer, then the pending read is served. Its
-    /// task resumes right here (see `Waiter`), once the transport is no longer borrowed.
-    fn _on_readable(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let mut done = Vec::new();
-        slf.borrow_mut().receive(py, &mut done)?;
-        fire(py, done, true)
-    }
-
-    /// The loop's writable callback: flushes the queue, then wakes drain() and finishes a close.
-    fn _on_writable(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let mut done = Vec::new();
-        slf.borrow_mut().send_queued(py, &mut done)?;
-        fire(py, done, true)
+        this.this = Some(slf.clone().unbind());
+        this.add_reader(slf.py())
     }
 
     /// `await read(n=-1)`: up to n bytes (everything until EOF when n < 0); b"" at EOF.
@@ -893,8 +884,8 @@ impl StreamTransport {
         visit.call(&self.sock)?;
         visit.call(&self.event_loop)?;
         visit.call(self.waiter.as_ref().map(|(waiter, _)| waiter))?;
-        visit.call(&self.on_readable)?;
-        visit.call(&self.on_writable)?;
+        visit.call(&self.poller)?;
+        visit.call(&self.this)?;
         for waiter in self.drain_waiters.iter().chain(&self.close_waiters) {
             visit.call(waiter)?;
         }
@@ -905,8 +896,7 @@ impl StreamTransport {
 
     fn __clear__(&mut self) {
         self.waiter = None;
-        self.on_readable = None;
-        self.on_writable = None;
+        self.this = None;
         self.drain_waiters.clear();
         self.close_waiters.clear();
     }

@@ -1306,6 +1306,31 @@ async def test_ssl_hands_over_to_asyncio(rkit):
 # rsock.aio only: Op and Waiter, large transfers, many connections
 
 
+def epoll_fds():
+    """How many epoll instances this process holds."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
+    return count
+
+
+async def test_one_epoll_instance_watches_a_loop_s_transports_and_only_while_there_are_some(rkit):
+    """rsock.aio's transports are watched through one epoll fd per loop (the loop watches that one fd), which
+    exists only while a transport is open: an idle loop holds no descriptor of rsock's."""
+    before = epoll_fds()
+    pairs = [await rkit.pair() for _ in range(5)]
+    assert epoll_fds() == before + 1
+    for i, (reader, _, peer) in enumerate(pairs):
+        await peer.send(b"%d" % i)
+        assert await bounded(reader.read(10)) == b"%d" % i
+    for _, writer, peer in pairs:
+        writer.close()
+        await bounded(writer.wait_closed())
+        peer.close()
+    assert epoll_fds() == before
+
+
 async def test_buffered_read_is_ready_and_pending_read_is_a_waiter(rkit):
     reader, _, peer = await rkit.pair()
     # A read is a coroutine-like operation; its first step, with nothing buffered, yields rsock's future.
