@@ -109,8 +109,11 @@ fn poll_fd(fd: RawFd, events: i16, deadline: Option<Instant>) -> Result<bool, i3
 }
 
 /// One GIL-free attempt: wait as told, then run `op` until it succeeds, fails, or a signal arrives.
-fn attempt<T>(fd: RawFd, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> io::Result<T>) -> Step<T> {
+fn attempt<T>(socket_fd: &AtomicI32, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> io::Result<T>) -> Step<T> {
     loop {
+        // Read afresh each time round: once another thread has closed the socket (-1), its number may
+        // already belong to another socket, which must not be polled or read.
+        let fd = socket_fd.load(Relaxed);
         let deadline = match wait {
             Wait::No => None,
             Wait::Until(d) => Some(Some(d)),
@@ -121,6 +124,7 @@ fn attempt<T>(fd: RawFd, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> 
             && fd >= 0
         {
             match poll_fd(fd, events, deadline) {
+                Ok(true) if socket_fd.load(Relaxed) != fd => continue,
                 Ok(true) => {}
                 Ok(false) => return Step::TimedOut,
                 Err(libc::EINTR) => return Step::Interrupted,
@@ -286,8 +290,7 @@ impl Socket {
         mut op: impl FnMut(RawFd) -> io::Result<T> + Send,
     ) -> Result<T, CallError> {
         loop {
-            let fd = self.raw_fd();
-            match py.detach(|| attempt(fd, events, wait, &mut op)) {
+            match py.detach(|| attempt(&self.fd, events, wait, &mut op)) {
                 Step::Done(value) => return Ok(value),
                 Step::Interrupted => py.check_signals().map_err(CallError::Signal)?,
                 Step::TimedOut => return Err(CallError::TimedOut),
@@ -405,6 +408,19 @@ impl Socket {
     pub(crate) fn close_now(&self, py: Python<'_>) -> PyResult<()> {
         let fd = self.fd.swap(-1, Relaxed);
         if fd >= 0 { close_ignoring_reset(py, fd) } else { Ok(()) }
+    }
+
+    /// `close_now` for a client shared between threads: a shutdown first wakes the calls other
+    /// threads are waiting in (a poll on a descriptor another thread closes never returns), which then
+    /// find the socket closed.
+    pub(crate) fn close_waking(&self, py: Python<'_>) -> PyResult<()> {
+        let fd = self.fd.swap(-1, Relaxed);
+        if fd < 0 {
+            return Ok(());
+        }
+        // SAFETY: shutdown(2) takes plain integers; an error (not connected) changes nothing.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        close_ignoring_reset(py, fd)
     }
 
     /// The timeout calls on this socket wait for (None: for ever).

@@ -1,12 +1,15 @@
 //! `Turns`: how threads sharing a client take turns at sending, reading or a whole request. A turn is
 //! waited for as the socket's own calls wait: with the GIL released, Ctrl-C let through, within the
-//! client's timeout, and ended by `close()`. The thread that has the turn may take it again (a
-//! sendfile progress callback that sends on the same client), so a client never deadlocks on itself.
+//! client's timeout, and ended by `close()`. The thread that has the turn may not take it again
+//! (a signal handler sending in the middle of a send would land inside its message): that is a
+//! RuntimeError, as a reentrant call into Python's buffered files is, except where the holder opens
+//! its turn to its own callbacks (sendfile's progress callback may send on the same client).
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
 use crate::errors::{os_error, timeout_error};
@@ -17,12 +20,16 @@ const SLICE: Duration = Duration::from_millis(50);
 pub struct Turns {
     holder: Mutex<Holder>,
     freed: Condvar,
+    /// What the turn is for, in the error a reentrant call gets ("a send of this TcpClient").
+    what: &'static str,
 }
 
 #[derive(Default)]
 struct Holder {
     owner: Option<ThreadId>,
     depth: usize,
+    /// The owner may take the turn again (while it runs its own callbacks).
+    open: bool,
 }
 
 /// A turn, given back when dropped.
@@ -31,10 +38,11 @@ pub struct Turn<'a> {
 }
 
 impl Turns {
-    pub fn new() -> Self {
+    pub fn new(what: &'static str) -> Self {
         Turns {
             holder: Mutex::new(Holder::default()),
             freed: Condvar::new(),
+            what,
         }
     }
 
@@ -42,21 +50,24 @@ impl Turns {
         self.holder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The turn for this thread if it is free (or this thread's already); never waits.
-    fn try_take(holder: &mut Holder, me: ThreadId) -> bool {
+    /// The turn for this thread if it is free (or open to it); never waits. Err when this thread
+    /// holds it closed.
+    fn try_take(&self, holder: &mut Holder, me: ThreadId) -> PyResult<bool> {
         match holder.owner {
             None => {
                 *holder = Holder {
                     owner: Some(me),
                     depth: 1,
+                    open: false,
                 };
-                true
+                Ok(true)
             }
-            Some(owner) if owner == me => {
+            Some(owner) if owner == me && holder.open => {
                 holder.depth += 1;
-                true
+                Ok(true)
             }
-            Some(_) => false,
+            Some(owner) if owner == me => Err(PyRuntimeError::new_err(format!("reentrant call inside {}", self.what))),
+            Some(_) => Ok(false),
         }
     }
 
@@ -65,22 +76,23 @@ impl Turns {
     pub fn take(&self, py: Python<'_>, timeout: Option<Duration>, closed: impl Fn() -> bool) -> PyResult<Turn<'_>> {
         let me = std::thread::current().id();
         // The holder's lock is only ever held for a few instructions: taking it with the GIL is safe.
-        if Self::try_take(&mut self.holder(), me) {
+        if self.try_take(&mut self.holder(), me)? {
             return Ok(Turn { turns: self });
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
+            // Another thread holds the turn: waiting cannot meet a turn of this thread's own.
             let taken = py.detach(|| {
                 let mut holder = self.holder();
-                if Self::try_take(&mut holder, me) {
-                    return true;
+                if holder.owner.is_none() {
+                    return self.try_take(&mut holder, me).unwrap_or(false);
                 }
                 // Checked and waited for under the one lock: a turn given back in between is not missed.
                 let (mut holder, _) = self
                     .freed
                     .wait_timeout(holder, SLICE)
                     .unwrap_or_else(|e| e.into_inner());
-                Self::try_take(&mut holder, me)
+                holder.owner.is_none() && self.try_take(&mut holder, me).unwrap_or(false)
             });
             if taken {
                 return Ok(Turn { turns: self });
@@ -93,6 +105,16 @@ impl Turns {
                 return Err(timeout_error());
             }
         }
+    }
+}
+
+impl Turn<'_> {
+    /// Runs `f` (the holder's own callback) with the turn open to this thread.
+    pub fn open_during<R>(&self, f: impl FnOnce() -> R) -> R {
+        let was_open = std::mem::replace(&mut self.turns.holder().open, true);
+        let result = f();
+        self.turns.holder().open = was_open;
+        result
     }
 }
 

@@ -847,6 +847,7 @@ class _AsyncServer:
         self._stopped = None
         self._stopping = None
         self._serving_forever = False
+        self._handlers_stopping = set()
 
     async def start(self):
         """Starts serving in the background, bound to the running loop (a server started under an
@@ -869,10 +870,24 @@ class _AsyncServer:
             self._stopping = asyncio.ensure_future(self._finish_stop(timeout))
         origin = _HANDLER.get(None)
         if self._bridge is not None and origin in self._bridge.tasks:
-            if others := [task for task in self._bridge.tasks if task is not origin]:
-                await asyncio.wait(others, timeout=_DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
+            await self._wait_for_other_handlers(origin, _DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
             return
         await asyncio.shield(self._stopping)
+
+    async def _wait_for_other_handlers(self, origin, limit):
+        """Waits (at most `limit` seconds) for the handlers in flight but `origin` and those that are
+        themselves waiting here, which would wait for each other."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        self._handlers_stopping.add(origin)
+        try:
+            while others := [t for t in self._bridge.tasks if t is not origin and t not in self._handlers_stopping]:
+                if (left := deadline - loop.time()) <= 0:
+                    return
+                # Looked at again now and then: a handler may start waiting here meanwhile.
+                await asyncio.wait(others, timeout=min(left, 0.05))
+        finally:
+            self._handlers_stopping.discard(origin)
 
     async def _finish_stop(self, timeout):
         await asyncio.get_running_loop().run_in_executor(None, self._server.stop, timeout)

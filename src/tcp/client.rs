@@ -5,10 +5,10 @@
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use pyo3::exceptions::{PyConnectionError, PyEOFError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyEOFError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
@@ -38,8 +38,9 @@ struct Reader {
 /// `request()` for whole messages, `sendfile()` for zero-copy file transfer.
 ///
 /// - `address`: `(host, port)` (or IPv6's four-tuple) to connect to.
-/// - `timeout`: seconds that the connect and every later call may wait (None: for ever); a call that
-///   waits longer raises TimeoutError.
+/// - `timeout`: seconds that the connect, and each wait of a later call (for its turn among threads
+///   sharing the client, for the socket), may take (None: for ever); one that takes longer raises
+///   TimeoutError.
 /// - `framing`: None (raw bytes), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
 /// - `max_frame_size` (default 16 MiB): a longer incoming frame raises ValueError and closes the client.
 ///
@@ -68,17 +69,9 @@ struct ReaderGuard<'a> {
 impl TcpClient {
     fn reader<'a>(&'a self, py: Python<'_>) -> PyResult<ReaderGuard<'a>> {
         let turn = self.turn(py, &self.reading)?;
-        // With the turn, only this very thread can hold the reader: from inside a read (a signal
-        // handler run while it waits), as Python's buffered files do.
-        let reader = match self.reader.try_lock() {
-            Ok(reader) => reader,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(PyRuntimeError::new_err(
-                    "reentrant call inside a read of this TcpClient",
-                ));
-            }
-        };
+        // Whoever has the turn locks the reader, and never from inside a read (a reentrant call is
+        // refused by the turn): this never waits.
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         Ok(ReaderGuard { reader, _turn: turn })
     }
 
@@ -137,6 +130,9 @@ impl TcpClient {
         }
     }
 
+    /// Sends the file with sendfile(2), holding the turns to request and to send: no other thread's
+    /// bytes land inside it. `progress` runs with those turns open to it, so it may send on this
+    /// client itself.
     fn send_file(
         &self,
         py: Python<'_>,
@@ -144,6 +140,10 @@ impl TcpClient {
         size: u64,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
+        // In request()'s order (the turn to request, then to send), so that a request waiting for
+        // the turn to send while this holds it cannot deadlock with a request from `progress`.
+        let requesting = self.turn(py, &self.requesting)?;
+        let writing = self.turn(py, &self.writing)?;
         let mut offset: u64 = 0;
         while offset < size {
             let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as usize;
@@ -153,7 +153,7 @@ impl TcpClient {
             }
             offset += sent as u64;
             if let Some(progress) = progress {
-                progress.call1((sent,))?;
+                requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
             }
         }
         Ok(offset)
@@ -249,9 +249,9 @@ impl TcpClient {
                 decoder,
                 eof: false,
             }),
-            reading: Turns::new(),
-            writing: Turns::new(),
-            requesting: Turns::new(),
+            reading: Turns::new("a read of this TcpClient"),
+            writing: Turns::new("a send of this TcpClient"),
+            requesting: Turns::new("a request of this TcpClient"),
             peer,
         })
     }
@@ -314,7 +314,7 @@ impl TcpClient {
         self.send_framed(py, data)?
             .and_then(|()| self.reply(py))
             .inspect_err(|_| {
-                let _ = self.sock.close_now(py);
+                let _ = self.sock.close_waking(py);
             })
     }
 
@@ -361,10 +361,7 @@ impl TcpClient {
             (None, Some(p)) if !p.is_instance_of::<PyBool>() => Some(p.clone()),
             _ => None,
         };
-        let sent = {
-            let _turn = self.turn(py, &self.writing)?;
-            self.send_file(py, &file, size, progress.as_ref())
-        };
+        let sent = self.send_file(py, &file, size, progress.as_ref());
         if let Some(bar) = bar {
             bar.call_method0("close")?;
         }
@@ -376,7 +373,7 @@ impl TcpClient {
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.sock.close_now(py)
+        self.sock.close_waking(py)
     }
 
     /// Whether the client is closed: by close(), or by a request whose reply did not come or a frame

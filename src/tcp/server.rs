@@ -44,9 +44,9 @@ const READ_CHUNK: usize = 256 * 1024;
 /// waits: a peer that does not read slows its own requests down rather than growing the queue.
 const WRITE_HIGH_WATER: usize = 1 << 20;
 /// A write that finds more than this queued for a peer disconnects it: the peer does not read what
-/// it is sent without asking (broadcasts, relays from other connections' handlers). A single reply
-/// or send of any size is queued whole: a connection's own handler is not called, and other
-/// threads' send() waits, while WRITE_HIGH_WATER is queued.
+/// it is sent without asking (broadcasts, relays from other connections' handlers). What the
+/// connection's own handlers send is queued whole, whatever its size (they are not called while
+/// WRITE_HIGH_WATER is queued), and other threads' send() waits for room.
 const WRITE_LIMIT: usize = 64 << 20;
 
 thread_local! {
@@ -172,7 +172,9 @@ impl ConnShared {
             gathered.extend_from_slice(data);
             return Ok(());
         }
-        if io.pending_bytes > WRITE_LIMIT {
+        // A connection's own handler (delivering) may queue what it likes for it: only what others
+        // send it without waiting is limited.
+        if io.pending_bytes > WRITE_LIMIT && !io.delivering {
             io.overrun = true;
             drop(io);
             self.wake();
@@ -605,7 +607,11 @@ fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> 
         return Ok(());
     };
     runtime::with_gil(|py| {
-        let result = call_handler(handler.bind(py), (py_conn.bind(py),))?;
+        // What on_connect sends is the connection's own output, as a reply is.
+        conn.io().delivering = true;
+        let result = call_handler(handler.bind(py), (py_conn.bind(py),));
+        conn.io().delivering = false;
+        let result = result?;
         if is_awaitable(&result) {
             // Messages wait until the async on_connect is done.
             return hand_to_loop(py, conn, Awaited::Connect(py_conn), &result);

@@ -116,7 +116,7 @@ impl UdpClient {
         Ok(UdpClient {
             sock,
             family,
-            requesting: Turns::new(),
+            requesting: Turns::new("a request of this UdpClient"),
         })
     }
 
@@ -185,7 +185,7 @@ impl UdpClient {
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        self.sock.close_now(py)
+        self.sock.close_waking(py)
     }
 
     /// Whether close() was called.

@@ -703,6 +703,31 @@ async def test_stop_awaited_in_a_handler_through_a_task_returns_and_its_reply_go
 
 
 @pytest.mark.asyncio
+async def test_two_handlers_awaiting_stop_at_once_do_not_wait_for_each_other(servers):
+    server = None
+    both_in = asyncio.Event()
+    inside = []
+
+    async def on_message(conn, data):
+        inside.append(data)
+        if len(inside) == 2:
+            both_in.set()
+        await both_in.wait()
+        await server.stop()
+        return b"bye " + data
+
+    server = await servers.tcp(on_message)
+    first = await servers.connect(server.address)
+    second = await servers.connect(server.address)
+    started = time.monotonic()
+    await first.send(b"one\n")
+    await second.send(b"two\n")
+    assert await recv_lines(first, 1) == [b"bye one"]
+    assert await recv_lines(second, 1) == [b"bye two"]
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.asyncio
 async def test_stop_with_a_bad_timeout_raises_and_keeps_serving(servers):
     server = await servers.tcp(lambda conn, data: data)
     with pytest.raises(ValueError):

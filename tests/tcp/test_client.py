@@ -378,6 +378,44 @@ def test_close_ends_a_thread_waiting_its_turn(peer):
     assert isinstance(first[0], (OSError, ConnectionError))
 
 
+def test_close_from_another_thread_ends_a_blocked_receive(peer):
+    client, _other = peer(timeout=None, framing="line")
+    outcome = []
+
+    def receive():
+        try:
+            outcome.append(client.recv_message())
+        except (OSError, EOFError) as exc:
+            outcome.append(exc)
+
+    receiving = threading.Thread(target=receive)
+    receiving.start()
+    time.sleep(0.2)
+    client.close()
+    receiving.join(2.0)
+    assert not receiving.is_alive()
+    assert outcome[0] is None or isinstance(outcome[0], (OSError, EOFError))
+
+
+def test_a_call_in_flight_when_the_client_closes_never_touches_a_socket_given_the_same_number(peer):
+    """close() frees the descriptor number: a call still waiting on the closed client must fail, not go on
+    polling and reading whatever socket the number is given to next."""
+    client, _first_peer = peer(timeout=5.0, framing="line")
+    number = client.fileno()
+    outcome = []
+    receiving = threading.Thread(target=lambda: outcome.append(_raises(client.recv_message)))
+    receiving.start()
+    time.sleep(0.2)
+    client.close()
+    second, second_peer = peer(timeout=5.0, framing="line")
+    if second.fileno() != number:
+        pytest.skip("the new socket did not get the closed one's number")
+    second_peer.sendall(b"for the second client\n")
+    receiving.join(TIMEOUT)
+    assert isinstance(outcome[0], OSError) and outcome[0].errno == errno.EBADF
+    assert second.recv_message() == b"for the second client"
+
+
 def test_a_sendfile_progress_callback_may_send_on_the_same_client(peer, tmp_path):
     path = tmp_path / "file"
     path.write_bytes(b"f" * 100_000)

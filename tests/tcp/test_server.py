@@ -815,6 +815,23 @@ def test_relaying_to_a_peer_that_never_reads_disconnects_it_beyond_the_write_lim
     assert refused == [errno.ENOBUFS]
 
 
+@pytest.mark.parametrize("where", ["on_connect", "on_message"])
+def test_a_connection_s_own_handlers_may_send_more_than_the_write_limit(make_server, make_client, where):
+    """Ten 10 MiB sends from the connection's own handler are its own output, not a pile-up: all arrive."""
+    chunk = bytes(10 * MiB)
+
+    def send_all(conn, *_):
+        for _ in range(10):
+            conn.send(chunk)
+
+    handlers = {"on_connect": send_all} if where == "on_connect" else {}
+    server = make_server(send_all if where == "on_message" else echo, **handlers)
+    client = make_client(server.address)
+    if where == "on_message":
+        client.send(b"go")
+    assert client.recv_exactly(100 * MiB) == bytes(100 * MiB)
+
+
 def test_a_reply_larger_than_the_write_limit_reaches_a_reading_client(make_server, make_client):
     """The write limit is for broadcasts piling up on a peer that never reads: a reply (or send) of any size is
     queued whole, however large, and goes out as the client reads it."""
