@@ -378,6 +378,39 @@ def test_close_ends_a_thread_waiting_its_turn(peer):
     assert isinstance(first[0], (OSError, ConnectionError))
 
 
+def test_a_progress_callback_s_request_and_another_thread_s_request_do_not_deadlock(peer, tmp_path):
+    """sendfile takes the request turn before the send turn, as request() does: a request made from its
+    progress callback and one from another thread both complete."""
+    path = tmp_path / "lines"
+    path.write_bytes(b"file line\n" * 100_000)
+    client, other = peer(timeout=None, framing="line")
+
+    def answer_requests():
+        with other.makefile("rb") as lines:
+            for line in lines:
+                if line.startswith(b"RQ"):
+                    other.sendall(b"re " + line)
+
+    answering = threading.Thread(target=answer_requests, daemon=True)
+    answering.start()
+    replies = {}
+    other_thread = threading.Thread(target=lambda: replies.setdefault("thread", client.request(b"RQ thread")))
+
+    def progress(n):
+        if "callback" in replies:
+            return
+        other_thread.start()
+        time.sleep(0.1)  # the other thread now waits for its turn
+        replies["callback"] = client.request(b"RQ callback")
+
+    assert client.sendfile(path, progress=progress) == path.stat().st_size
+    other_thread.join(TIMEOUT)
+    assert replies == {"callback": b"re RQ callback", "thread": b"re RQ thread"}
+    client.close()
+    other.shutdown(socket.SHUT_RDWR)
+    answering.join(TIMEOUT)
+
+
 def test_close_from_another_thread_ends_a_blocked_receive(peer):
     client, _other = peer(timeout=None, framing="line")
     outcome = []
