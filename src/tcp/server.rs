@@ -125,8 +125,21 @@ struct ConnShared {
     /// Signalled when queued output drops below the high-water mark.
     drained: Condvar,
     closed: AtomicBool,
-    /// Output left for the peer since the idle timer was last armed: the connection is not idle.
-    wrote: AtomicBool,
+    /// When output last left for the peer at once (no queue for the task to flush), on `write_clock`,
+    /// since the idle timer was last armed; 0 for none. The idle timer counts from it.
+    last_write: AtomicU64,
+}
+
+/// Nanoseconds on a clock of the process's own, never 0 (0 stands for "none").
+fn write_clock() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// The instant `write_clock` read `ticks`.
+fn write_instant(ticks: u64) -> tokio::time::Instant {
+    let now = write_clock();
+    tokio::time::Instant::now() - Duration::from_nanos(now.saturating_sub(ticks))
 }
 
 /// Why a connection ended.
@@ -192,7 +205,9 @@ impl ConnShared {
                 Err(e) => return Err(e),
             }
             self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
-            self.wrote.store(true, Relaxed);
+            if written > 0 && self.server.idle_timeout.is_some() {
+                self.last_write.store(write_clock(), Relaxed);
+            }
         }
         if written < data.len() {
             let rest = match shared {
@@ -717,12 +732,15 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             // An async handler finished, or another thread sent or closed: the connection is not idle,
             // and the time a handler took does not count.
             Event::Woken => {
-                conn.wrote.store(false, Relaxed);
+                conn.last_write.store(0, Relaxed);
                 rearm(&mut idle, server.idle_timeout);
             }
-            // Writes that left at once (no queue to flush) count as activity too.
-            Event::Idle if conn.wrote.swap(false, Relaxed) => rearm(&mut idle, server.idle_timeout),
-            Event::Idle => return Outcome::Idle,
+            // Writes that left at once (no queue to flush) count as activity too: the timer runs
+            // again from the last of them.
+            Event::Idle => match (conn.last_write.swap(0, Relaxed), idle.as_mut(), server.idle_timeout) {
+                (0, ..) | (_, None, _) | (_, _, None) => return Outcome::Idle,
+                (last, Some(idle), Some(limit)) => idle.as_mut().reset(write_instant(last) + limit),
+            },
             Event::Writable(ready) => {
                 if let Err(err) = ready.and_then(|()| conn.flush()) {
                     return Outcome::Io(err);
@@ -746,7 +764,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                     }
                     Err(outcome) => return outcome,
                 }
-                conn.wrote.store(false, Relaxed);
+                conn.last_write.store(0, Relaxed);
                 rearm(&mut idle, server.idle_timeout);
             }
         }
@@ -1065,7 +1083,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
         waker: AtomicWaker::new(),
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
-        wrote: AtomicBool::new(false),
+        last_write: AtomicU64::new(0),
     });
     let created = runtime::with_gil(|py| {
         if log::enabled(py, DEBUG) {

@@ -975,6 +975,19 @@ def test_output_alone_keeps_a_connection_from_idling_out(make_server, make_clien
     assert isinstance(ended.get(timeout=TIMEOUT), TimeoutError)
 
 
+def test_after_a_write_the_idle_timeout_runs_from_that_write(make_server, make_client):
+    """A write that left at once is activity: the connection closes one timeout after it, not two."""
+    server = make_server(echo, framing="line", idle_timeout=1.0)
+    client = make_client(server.address, framing="line")
+    assert client.request(b"hello") == b"hello"
+    time.sleep(0.3)
+    assert server.broadcast(b"news") == 1
+    written = time.monotonic()
+    assert client.recv_message() == b"news"
+    assert client.recv_message() is None  # closed by the idle timeout
+    assert 0.8 < time.monotonic() - written < 1.6
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Faults: resets, half-closes, stop() mid-transfer, many connections
 
