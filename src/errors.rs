@@ -46,27 +46,24 @@ pub fn strerror(errno: i32) -> String {
 /// without normalising it (Cython's `except BlockingIOError`, as in uvloop) sees the right one.
 #[cold]
 pub fn os_error(errno: i32) -> PyErr {
-    Python::attach(|py| match py.get_type::<PyOSError>().call1((errno, strerror(errno))) {
-        Ok(instance) => PyErr::from_value(instance),
-        Err(err) => err,
-    })
+    Python::attach(|py| os_error_instance(py, (errno, strerror(errno))))
 }
 
 /// `OSError(errno, strerror, filename)`, as `open()` raises for a file it cannot open.
 #[cold]
 pub fn file_error(err: &io::Error, path: &std::path::Path) -> PyErr {
-    let Some(errno) = err.raw_os_error() else {
-        return io_error(err);
-    };
-    Python::attach(|py| {
-        match py
-            .get_type::<PyOSError>()
-            .call1((errno, strerror(errno), path.as_os_str()))
-        {
-            Ok(instance) => PyErr::from_value(instance),
-            Err(err) => err,
-        }
-    })
+    match err.raw_os_error() {
+        Some(errno) => Python::attach(|py| os_error_instance(py, (errno, strerror(errno), path.as_os_str()))),
+        None => io_error(err),
+    }
+}
+
+/// `OSError(*args)` made as an instance (see `os_error` for why).
+fn os_error_instance<'py>(py: Python<'py>, args: impl pyo3::call::PyCallArgs<'py>) -> PyErr {
+    match py.get_type::<PyOSError>().call1(args) {
+        Ok(instance) => PyErr::from_value(instance),
+        Err(err) => err,
+    }
 }
 
 #[cold]

@@ -130,16 +130,20 @@ struct ConnShared {
     last_write: AtomicU64,
 }
 
+/// Where `write_clock` counts from.
+fn write_clock_start() -> std::time::Instant {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(std::time::Instant::now)
+}
+
 /// Nanoseconds on a clock of the process's own, never 0 (0 stands for "none").
 fn write_clock() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64 + 1
+    write_clock_start().elapsed().as_nanos() as u64 + 1
 }
 
 /// The instant `write_clock` read `ticks`.
 fn write_instant(ticks: u64) -> tokio::time::Instant {
-    let now = write_clock();
-    tokio::time::Instant::now() - Duration::from_nanos(now.saturating_sub(ticks))
+    tokio::time::Instant::from_std(write_clock_start() + Duration::from_nanos(ticks - 1))
 }
 
 /// Why a connection ended.
