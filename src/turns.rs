@@ -30,6 +30,9 @@ struct Holder {
     depth: usize,
     /// The owner may take the turn again (while it runs its own callbacks).
     open: bool,
+    /// Threads waiting for the turn: giving it back signals `freed` only for them (a signal is a
+    /// futex syscall even with nobody waiting).
+    waiting: usize,
 }
 
 /// A turn, given back when dropped.
@@ -55,11 +58,9 @@ impl Turns {
     fn try_take(&self, holder: &mut Holder, me: ThreadId) -> PyResult<bool> {
         match holder.owner {
             None => {
-                *holder = Holder {
-                    owner: Some(me),
-                    depth: 1,
-                    open: false,
-                };
+                holder.owner = Some(me);
+                holder.depth = 1;
+                holder.open = false;
                 Ok(true)
             }
             Some(owner) if owner == me && holder.open => {
@@ -88,10 +89,12 @@ impl Turns {
                     return self.try_take(&mut holder, me).unwrap_or(false);
                 }
                 // Checked and waited for under the one lock: a turn given back in between is not missed.
+                holder.waiting += 1;
                 let (mut holder, _) = self
                     .freed
                     .wait_timeout(holder, SLICE)
                     .unwrap_or_else(|e| e.into_inner());
+                holder.waiting -= 1;
                 holder.owner.is_none() && self.try_take(&mut holder, me).unwrap_or(false)
             });
             if taken {
@@ -124,8 +127,10 @@ impl Drop for Turn<'_> {
         holder.depth -= 1;
         if holder.depth == 0 {
             holder.owner = None;
-            drop(holder);
-            self.turns.freed.notify_one();
+            if holder.waiting > 0 {
+                drop(holder);
+                self.turns.freed.notify_one();
+            }
         }
     }
 }

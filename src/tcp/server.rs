@@ -111,6 +111,9 @@ struct Io {
     delivering: bool,
     /// A write found WRITE_LIMIT queued already: the connection ends as a slow reader.
     overrun: bool,
+    /// Threads blocked in `send()` until the queue drains: only they need `drained` signalled (a
+    /// signal is a futex syscall even with nobody waiting).
+    room_waiters: usize,
 }
 
 struct ConnShared {
@@ -234,8 +237,15 @@ impl ConnShared {
         };
         while !io.pending.is_empty() {
             let written = {
-                let slices: Vec<IoSlice<'_>> = io.pending.iter().take(64).map(|b| IoSlice::new(b)).collect();
-                match stream.try_write_vectored(&slices) {
+                let attempt = if io.pending.len() == 1 {
+                    // One buffer goes by send(2), which skips writev's iovec import and file checks:
+                    // a broadcast to many peers is one such write each.
+                    stream.try_write(&io.pending[0])
+                } else {
+                    let slices: Vec<IoSlice<'_>> = io.pending.iter().take(64).map(|b| IoSlice::new(b)).collect();
+                    stream.try_write_vectored(&slices)
+                };
+                match attempt {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
@@ -256,7 +266,7 @@ impl ConnShared {
             }
         }
         if io.pending_bytes < WRITE_HIGH_WATER {
-            self.drained.notify_all();
+            self.room_made(&io);
         }
         Ok(io.pending.is_empty())
     }
@@ -287,6 +297,13 @@ impl ConnShared {
         (result, gathered)
     }
 
+    /// Wakes the senders waiting for room (the queue drained, or the connection closed).
+    fn room_made(&self, io: &Io) {
+        if io.room_waiters > 0 {
+            self.drained.notify_all();
+        }
+    }
+
     fn request_close(&self) {
         self.io().close_requested = true;
         self.wake();
@@ -299,9 +316,9 @@ impl ConnShared {
         io.pending.clear();
         io.pending_bytes = 0;
         io.close_requested = true;
+        self.room_made(&io);
         drop(io);
         self.closed.store(true, Relaxed);
-        self.drained.notify_all();
         self.wake();
     }
 }
@@ -434,14 +451,16 @@ impl Connection {
     fn wait_for_room(&self, py: Python<'_>) -> PyResult<()> {
         loop {
             let full = py.detach(|| {
-                let io = self.shared.io();
-                let (io, _) = self
+                let mut io = self.shared.io();
+                io.room_waiters += 1;
+                let (mut io, _) = self
                     .shared
                     .drained
                     .wait_timeout_while(io, Duration::from_millis(100), |io| {
                         io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some()
                     })
                     .unwrap_or_else(|e| e.into_inner());
+                io.room_waiters -= 1;
                 io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some()
             });
             if !full {
@@ -946,9 +965,9 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
         }
         io.pending.clear();
         io.pending_bytes = 0;
+        conn.room_made(&io);
     }
     conn.closed.store(true, Relaxed);
-    conn.drained.notify_all();
     server.connections().remove(&conn.id);
     runtime::with_gil(|py| {
         let peer = conn.peer;
@@ -1082,6 +1101,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             failed: None,
             delivering: false,
             overrun: false,
+            room_waiters: 0,
         }),
         woken: AtomicBool::new(false),
         waker: AtomicWaker::new(),
