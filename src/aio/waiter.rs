@@ -11,6 +11,7 @@
 use pyo3::exceptions::PyRuntimeError;
 
 use super::step::{Awaitable, Step};
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -91,9 +92,7 @@ fn run_callbacks(
     for (callback, context) in callbacks {
         if eager {
             let called = match &context {
-                Some(ctx) => ctx
-                    .bind(py)
-                    .call_method1(intern!(py, "run"), (callback.bind(py), waiter.bind(py))),
+                Some(ctx) => run_in_context(ctx.bind(py), || callback.bind(py).call1((waiter.bind(py),))),
                 None => callback.bind(py).call1((waiter.bind(py),)),
             };
             if let Err(err) = called {
@@ -113,6 +112,26 @@ fn run_callbacks(
         }
     }
     Ok(())
+}
+
+/// `f` run in `context` (a contextvars.Context), as `context.run(f)` would, without looking up and
+/// calling the method: this is every awaiting task's wake-up.
+fn run_in_context<'py>(
+    context: &Bound<'py, PyAny>,
+    f: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = context.py();
+    // SAFETY: a valid object pointer; PyContext_Enter type-checks it (TypeError if not a Context) and
+    // fails if it is entered already, as Context.run does.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let outcome = f();
+    // SAFETY: the context entered above, on this thread, left in the order entered.
+    if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    outcome
 }
 
 /// The awaiting protocol: yields itself to the task while pending, then returns the result.
