@@ -44,13 +44,11 @@ impl Drop for View {
 pub struct WritableView(View);
 
 impl WritableView {
-    pub fn new(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Self> {
-        View::get(obj, ffi::PyBUF_WRITABLE).map(WritableView).map_err(|_| {
-            PyTypeError::new_err(format!(
-                "{what} must be read-write bytes-like object, not {}",
-                argument_type_name(obj)
-            ))
-        })
+    /// The view of `obj`, or a TypeError saying `refusal` when it is not a writable buffer.
+    pub fn new(obj: &Bound<'_, PyAny>, refusal: &'static str) -> PyResult<Self> {
+        View::get(obj, ffi::PyBUF_WRITABLE)
+            .map(WritableView)
+            .map_err(|_| PyTypeError::new_err(refusal))
     }
 
     /// The buffer's bytes, for a syscall to write into.

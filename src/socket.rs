@@ -1024,7 +1024,12 @@ impl Socket {
             .try_iter()
             .map_err(|_| PyTypeError::new_err("recvmsg_into() argument 1 must be an iterable"))?;
         let mut views = iter
-            .map(|b| WritableView::new(&b?, "recvmsg_into() argument 1 items"))
+            .map(|b| {
+                WritableView::new(
+                    &b?,
+                    "recvmsg_into() argument 1 must be an iterable of single-segment read-write buffers",
+                )
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let mut spaces: Vec<&mut [MaybeUninit<u8>]> = views.iter_mut().map(WritableView::space).collect();
         let (received, ancdata, msg_flags, addr) = self.recvmsg_into_slices(py, &mut spaces, ancbufsize, flags)?;
@@ -1154,12 +1159,14 @@ impl Socket {
     }
 
     /// One sendfile(2) call of up to `count` bytes of `file_fd` from `offset`, waiting as the timeout
-    /// says; `socket.sendfile()` loops over it.
-    pub(crate) fn _sendfile(&self, py: Python<'_>, file_fd: RawFd, offset: i64, count: usize) -> PyResult<usize> {
+    /// says; `socket.sendfile()` loops over it. `count` is a C ssize_t, as `os.sendfile()` takes it (a
+    /// larger one is an OverflowError there too).
+    pub(crate) fn _sendfile(&self, py: Python<'_>, file_fd: RawFd, offset: i64, count: isize) -> PyResult<usize> {
         self.call(py, POLLOUT, self.io_wait(), |fd| {
             let mut off: libc::off_t = offset;
-            // SAFETY: off is a valid offset for the call; the descriptors are plain integers.
-            check(unsafe { libc::sendfile(fd, file_fd, &mut off, count) })
+            // SAFETY: off is a valid offset for the call; the descriptors are plain integers. A
+            // negative count becomes a huge size_t, which the kernel clamps, as for os.sendfile().
+            check(unsafe { libc::sendfile(fd, file_fd, &mut off, count as usize) })
         })
     }
 }

@@ -577,6 +577,28 @@ def test_sendfile_bad_count(tcp_pair, regular_file, count, exc_type):
     assert str(excinfo.value) == f"count must be a positive integer (got {count!r})"
 
 
+def test_sendfile_count_beyond_ssize_t_raises_overflow_error(tcp_pair, regular_file):
+    """os.sendfile() takes a C ssize_t: a count beyond it is refused, not taken as "the whole file"."""
+    client, _ = tcp_pair
+    with pytest.raises(OverflowError):
+        client.sendfile(regular_file, 0, 2**63)
+
+
+def test_sendfile_propagates_an_oserror_from_fileno(tcp_pair):
+    """Only a file without a descriptor (AttributeError, UnsupportedOperation) is sent with send()
+    instead; an OSError from fileno() reaches the caller and nothing is sent."""
+
+    class BrokenFile(io.BytesIO):
+        def fileno(self):
+            raise OSError(5, "no descriptor")
+
+    client, server_side = tcp_pair
+    with pytest.raises(OSError) as excinfo:
+        client.sendfile(BrokenFile(b"data"))
+    assert excinfo.value.errno == 5
+    assert_nothing_to_read(server_side)
+
+
 def test_sendfile_bad_count_is_checked_for_non_regular_files_too(tcp_pair):
     client, _ = tcp_pair
     with pytest.raises(ValueError, match=r"^count must be a positive integer \(got 0\)$"):

@@ -122,6 +122,14 @@ def test_bad_arguments_raise_what_the_stdlib_raises(sockmod, call, exc_type):
         call(a)
 
 
+@pytest.mark.parametrize("buffers", [[b"read-only"], [bytearray(4), "text"], [memoryview(b"ro")]], ids=repr)
+def test_recvmsg_into_refuses_a_buffer_it_cannot_write_with_the_stdlib_message(sockmod, buffers):
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(TypeError) as raised:
+        a.recvmsg_into(buffers)
+    assert str(raised.value) == "recvmsg_into() argument 1 must be an iterable of single-segment read-write buffers"
+
+
 @pytest.mark.parametrize("ancbufsize", [-1, 2**31, 2**40])
 @pytest.mark.parametrize("method", ["recvmsg", "recvmsg_into"])
 def test_ancillary_buffer_length_beyond_socklen_t_is_a_value_error(sockmod, method, ancbufsize):

@@ -222,10 +222,15 @@ class socket(_rsock.socket):
 
     def _sendfile_zero_copy(self, file, offset, count):
         self._check_sendfile_params(file, offset, count)
+        # As the stdlib: a file without a descriptor, or one fstat() cannot size, is sent with send(); any
+        # other error from fileno() is the caller's.
         try:
             file_fd = file.fileno()
+        except (AttributeError, _io.UnsupportedOperation) as err:
+            raise _GiveupOnSendfile(err) from None
+        try:
             size = _os.fstat(file_fd).st_size
-        except (AttributeError, _io.UnsupportedOperation, OSError) as err:
+        except OSError as err:
             raise _GiveupOnSendfile(err) from None
         if not size:
             return 0

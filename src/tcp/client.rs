@@ -146,7 +146,7 @@ impl TcpClient {
         let writing = self.turn(py, &self.writing)?;
         let mut offset: u64 = 0;
         while offset < size {
-            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as usize;
+            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
             let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
             if sent == 0 {
                 break;
