@@ -13,7 +13,7 @@ import atexit
 import logging as _logging  # noqa: F401
 import threading as _threading  # noqa: F401
 
-from rsock import _rsock
+from rsock import _multiprocessing, _rsock
 from rsock import sockets as _sockets
 from rsock._rsock import Connection, PanicException, TcpClient, TcpServer, UdpClient, UdpServer, __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
@@ -22,6 +22,9 @@ from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - code passes so
 # The socket-module surface is every public name of rsock.sockets (the stdlib's __all__ and more).
 __all__ = ["Connection", "PanicException", "TcpClient", "TcpServer", "UdpClient", "UdpServer", "__version__"]
 __all__ += [name for name in vars(_sockets) if not name.startswith("_")]
+
+# multiprocessing passes rsock sockets to other processes, as it passes the stdlib's.
+_multiprocessing.install()
 
 # Stop running servers before the interpreter tears down, so no handler is entered during shutdown.
 atexit.register(_rsock._stop_all_servers, 1.0)

@@ -1,0 +1,72 @@
+"""Lets multiprocessing pass rsock sockets to other processes, as it passes the stdlib's.
+
+multiprocessing.reduction registers a reducer for the stdlib's socket class only: it duplicates the
+descriptor for the receiving process, which rebuilds a socket around it. rsock registers the same for
+its own class once that module has been imported, without importing it here (multiprocessing would add
+a few milliseconds to every ``import rsock``): until then a finder on ``sys.meta_path`` waits for the
+import, and takes itself off once it has seen it.
+"""
+
+import importlib.abc
+import importlib.util
+import sys
+
+_REDUCTION = "multiprocessing.reduction"
+
+
+def _reduce_socket(sock):
+    from multiprocessing.reduction import DupFd
+
+    return _rebuild_socket, (DupFd(sock.fileno()), sock.family, sock.type, sock.proto)
+
+
+def _rebuild_socket(dup, family, type, proto):
+    from rsock.sockets import socket
+
+    return socket(family, type, proto, fileno=dup.detach())
+
+
+def _register(reduction):
+    from rsock.sockets import socket
+
+    reduction.register(socket, _reduce_socket)
+
+
+class _RegisteringLoader(importlib.abc.Loader):
+    """multiprocessing.reduction's own loader, which then registers rsock's reducer with the module."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _register(module)
+
+    def __getattr__(self, name):
+        # get_source(), get_filename() and the rest, for inspect and linecache.
+        return getattr(self._loader, name)
+
+
+class _ReductionFinder(importlib.abc.MetaPathFinder):
+    """Finds multiprocessing.reduction as the other finders do, and gives it a registering loader."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _REDUCTION:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisteringLoader(spec.loader)
+        return spec
+
+
+def install():
+    """Registers rsock's socket reducer now if multiprocessing is loaded, else when it is."""
+    reduction = sys.modules.get(_REDUCTION)
+    if reduction is not None:
+        _register(reduction)
+    elif not any(isinstance(finder, _ReductionFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ReductionFinder())
