@@ -957,31 +957,3 @@ def test_getnameinfo_host_with_a_lone_surrogate_raises_unicode_encode_error(sock
 
     assert outcome(lambda: call(sockmod)) == outcome(lambda: call(stdlib_socket))
     assert outcome(lambda: call(sockmod))[1] is UnicodeEncodeError
-
-
-def test_sockets_made_by_the_stdlib_are_instances_of_the_socket_class(sockmod):
-    """Libraries hand out the stdlib's sockets (ssl wraps them in a subclass): after `import rsock as
-    socket`, `isinstance(x, socket.socket)` recognises them as it does with the stdlib."""
-    import ssl
-
-    context = ssl.create_default_context()
-    with (
-        stdlib_socket.socket() as plain,
-        context.wrap_socket(
-            stdlib_socket.socket(), server_hostname="localhost", do_handshake_on_connect=False
-        ) as wrapped,
-        sockmod.socket() as own,
-    ):
-        assert [isinstance(s, sockmod.socket) for s in (plain, wrapped, own)] == [True, True, True]
-    assert issubclass(ssl.SSLSocket, sockmod.socket)
-    assert not isinstance(3, sockmod.socket)
-    assert not issubclass(int, sockmod.socket)
-
-
-def test_a_subclass_of_the_socket_class_claims_only_its_own_instances(sockmod):
-    class Subclass(sockmod.socket):
-        pass
-
-    with stdlib_socket.socket() as plain, Subclass() as own:
-        assert (isinstance(plain, Subclass), isinstance(own, Subclass)) == (False, True)
-    assert not issubclass(stdlib_socket.socket, Subclass)

@@ -2,13 +2,14 @@
 
 multiprocessing.reduction registers a reducer for the stdlib's socket class only: it duplicates the
 descriptor for the receiving process, which rebuilds a socket around it. rsock registers the same for
-its own class once that module has been imported, without importing it here (multiprocessing would add
-a few milliseconds to every ``import rsock``): until then a finder on ``sys.meta_path`` waits for the
-import, and takes itself off once it has seen it.
+its own class whenever that module is loaded (reloads included), without importing it here
+(multiprocessing would add a few milliseconds to every ``import rsock``): a finder on ``sys.meta_path``
+gives the module a loader that registers the reducer after running it. The finder stays in place once
+added: the import system walks that list while other threads import, and taking an entry off would make
+such a walk skip the one after it.
 """
 
 import importlib.abc
-import importlib.util
 import sys
 
 _REDUCTION = "multiprocessing.reduction"
@@ -46,27 +47,36 @@ class _RegisteringLoader(importlib.abc.Loader):
         _register(module)
 
     def __getattr__(self, name):
-        # get_source(), get_filename() and the rest, for inspect and linecache.
-        return getattr(self._loader, name)
+        # get_source(), get_filename() and the rest, for inspect and linecache. Looked up in the instance's
+        # own dict: copy and pickle ask for attributes before `_loader` is set.
+        loader = vars(self).get("_loader")
+        if loader is None:
+            raise AttributeError(name)
+        return getattr(loader, name)
 
 
 class _ReductionFinder(importlib.abc.MetaPathFinder):
-    """Finds multiprocessing.reduction as the other finders do, and gives it a registering loader."""
+    """Finds multiprocessing.reduction with the finders after it, and gives it a registering loader."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != _REDUCTION:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisteringLoader(spec.loader)
-        return spec
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if finder is self or find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _RegisteringLoader(spec.loader)
+                return spec
+        return None
 
 
 def install():
-    """Registers rsock's socket reducer now if multiprocessing is loaded, else when it is."""
+    """Registers rsock's socket reducer now if multiprocessing is loaded, and whenever it is (re)loaded."""
+    if not any(isinstance(finder, _ReductionFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ReductionFinder())
     reduction = sys.modules.get(_REDUCTION)
     if reduction is not None:
         _register(reduction)
-    elif not any(isinstance(finder, _ReductionFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _ReductionFinder())

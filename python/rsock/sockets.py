@@ -74,19 +74,7 @@ class _GiveupOnSendfile(Exception):
     """sendfile(2) cannot serve this file; socket.sendfile() falls back to send()."""
 
 
-class _SocketClass(type):
-    """rsock.socket's metaclass: the stdlib's sockets (``ssl.SSLSocket`` among them, and those other libraries
-    hand out) count as instances of ``rsock.socket``, so that ``isinstance(x, socket.socket)`` still
-    recognises every socket after ``import rsock as socket``. Subclasses of rsock.socket claim only their own."""
-
-    def __instancecheck__(cls, obj):
-        return super().__instancecheck__(obj) or (cls is socket and isinstance(obj, _stdlib.socket))
-
-    def __subclasscheck__(cls, subclass):
-        return super().__subclasscheck__(subclass) or (cls is socket and issubclass(subclass, _stdlib.socket))
-
-
-class socket(_rsock.socket, metaclass=_SocketClass):
+class socket(_rsock.socket):
     """A socket: ``socket(family=AF_INET, type=SOCK_STREAM, proto=0, fileno=None)``, as the stdlib's."""
 
     __slots__ = ["_closed", "_io_refs"]

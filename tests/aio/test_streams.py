@@ -1413,6 +1413,32 @@ async def test_waiter_callbacks_error_context_and_late_registration(rkit):
     assert late == [pending]
 
 
+async def test_a_task_whose_context_is_any_object_with_run_is_woken(rkit):
+    """asyncio takes any object with a run() method as a task's context (Handle._run calls it): a read
+    wakes such a task as it wakes one with a contextvars.Context."""
+    if on_uvloop():
+        pytest.skip("uvloop itself runs a task only in a contextvars.Context")
+    var = contextvars.ContextVar("var", default="default")
+
+    class RunsInACopy:
+        def __init__(self):
+            self.context = contextvars.copy_context()
+            self.context.run(var.set, "in the copy")
+
+        def run(self, callback, *args):
+            return self.context.run(callback, *args)
+
+    async def read_and_look(reader):
+        data = await reader.read(10)
+        return data, var.get()
+
+    reader, _, peer = await rkit.pair()
+    task = asyncio.get_running_loop().create_task(read_and_look(reader), context=RunsInACopy())
+    await asyncio.sleep(0.05)  # the task is waiting in read()
+    await peer.send(b"data")
+    assert await bounded(task) == (b"data", "in the copy")
+
+
 async def test_large_transfer_through_readexactly_chunks(rkit):
     total = 64 * MiB
     chunk = MiB + 7
