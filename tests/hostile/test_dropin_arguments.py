@@ -643,6 +643,7 @@ READS_ITS_BUFFER = {
     (S.IPPROTO_TCP, 35),
     (S.IPPROTO_IP, 41),
     (S.IPPROTO_IP, 48),
+    (S.IPPROTO_IP, 83),  # newer kernels: EPROTO or EBADMSG depending on the buffer's bytes
     (S.IPPROTO_IPV6, 48),
 }
 
