@@ -11,7 +11,6 @@
 use pyo3::exceptions::PyRuntimeError;
 
 use super::step::{Awaitable, Step};
-use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -92,7 +91,10 @@ fn run_callbacks(
     for (callback, context) in callbacks {
         if eager {
             let called = match &context {
-                Some(ctx) => run_in_context(ctx.bind(py), callback.bind(py), waiter.bind(py).as_any()),
+                // asyncio takes any object with run() as a context, as Handle._run calls it.
+                Some(ctx) => ctx
+                    .bind(py)
+                    .call_method1(intern!(py, "run"), (callback.bind(py), waiter.bind(py))),
                 None => callback.bind(py).call1((waiter.bind(py),)),
             };
             if let Err(err) = called {
@@ -112,53 +114,6 @@ fn run_callbacks(
         }
     }
     Ok(())
-}
-
-/// `callback(arg)` run in `context`, as `context.run(callback, arg)`. A contextvars.Context (what tasks
-/// pass) is entered directly, without looking up and calling the method: this is every awaiting task's
-/// wake-up. asyncio takes any object with a `run()` method as a context, and so does this.
-fn run_in_context<'py>(
-    context: &Bound<'py, PyAny>,
-    callback: &Bound<'py, PyAny>,
-    arg: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let py = context.py();
-    // SAFETY: a valid object pointer, only type-checked.
-    if unsafe { ffi::PyContext_CheckExact(context.as_ptr()) } == 0 {
-        return context.call_method1(intern!(py, "run"), (callback, arg));
-    }
-    // SAFETY: a Context; entering fails (RuntimeError) if it is entered already, as Context.run does.
-    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } < 0 {
-        return Err(PyErr::fetch(py));
-    }
-    let entered = Entered(context);
-    let outcome = callback.call1((arg,));
-    entered.leave().and(outcome)
-}
-
-/// A context entered on this thread: left when dropped, so that a panic unwinding through the callback
-/// does not leave the thread inside the task's context.
-struct Entered<'a, 'py>(&'a Bound<'py, PyAny>);
-
-impl Entered<'_, '_> {
-    /// Leaves the context, with the error leaving raised (which replaces the callback's outcome, as in
-    /// Context.run).
-    fn leave(self) -> PyResult<()> {
-        let context = self.0;
-        std::mem::forget(self);
-        // SAFETY: the context this thread entered last.
-        if unsafe { ffi::PyContext_Exit(context.as_ptr()) } < 0 {
-            return Err(PyErr::fetch(context.py()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Entered<'_, '_> {
-    fn drop(&mut self) {
-        // SAFETY: as in leave(); reached only while unwinding, where an error cannot be reported.
-        unsafe { ffi::PyContext_Exit(self.0.as_ptr()) };
-    }
 }
 
 /// The awaiting protocol: yields itself to the task while pending, then returns the result.
