@@ -59,8 +59,21 @@ impl Lifecycle {
 
     /// Whether the server's tasks run in this process: not in a child forked after it started, where
     /// they live on only in the parent, which still serves on the socket both processes share.
-    fn runs_here(&self) -> bool {
+    pub fn runs_here(&self) -> bool {
         self.started_in.load(Ordering::Acquire) == runtime::fork_generation()
+    }
+
+    /// An error for what only the process serving the connections can do. In a forked child the
+    /// server's locks are copies that the parent's threads may have held at the fork, and so stay
+    /// held for ever there: a clear error instead of a wait that never ends.
+    pub fn check_runs_here(&self) -> PyResult<()> {
+        if self.runs_here() {
+            return Ok(());
+        }
+        Err(PyRuntimeError::new_err(
+            "this server's connections are served by the process that started it, not by this forked \
+             child: start a new server here",
+        ))
     }
 
     /// Tells every task to finish; sets `stopped` at once if none is running.
@@ -257,6 +270,8 @@ pub fn call_handler<'py, A: PyCallArgs<'py>>(handler: &Bound<'py, PyAny>, args: 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // What a Rust panic inside rsock becomes in Python; exported so applications can name it.
     m.add("PanicException", m.py().get_type::<PanicException>())?;
+    // rsock.aio's servers wait as long as stop() does when given no timeout.
+    m.add("DEFAULT_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT.as_secs_f64())?;
     m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)
 }
 

@@ -916,6 +916,37 @@ def test_a_forked_child_stopping_the_parents_server_leaves_it_serving(kind):
         assert ask(b"after") == b"after"
 
 
+def test_a_forked_child_cannot_act_on_the_parents_connections():
+    """In a child forked while a TcpServer serves, the connections are the parent's: broadcast() and a
+    connection's send() and close() raise RuntimeError (their locks may have been held by the parent's I/O
+    thread at the fork, and would never be released in the child), and stats, reprs and `closed` answer
+    without waiting. The parent's connection is untouched."""
+    import rsock
+
+    connected = []
+    server = rsock.TcpServer((HOST, 0), lambda conn, data: data, framing="line", on_connect=connected.append)
+    with server, rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as client:
+        assert client.request(b"before") == b"before"
+        (conn,) = connected
+
+        def child():
+            for action in (lambda: server.broadcast(b"x"), lambda: conn.send(b"x"), conn.close):
+                with pytest.raises(RuntimeError, match="forked child"):
+                    action()
+            assert conn.closed
+            assert server.stats["active"] == 1
+            assert "1 connections" in repr(server)
+            assert "closed" in repr(conn)
+            assert "<table" in server._repr_html_() and "<table" in conn._repr_html_()
+
+        assert _reap(_run_in_fork(child)) == 0
+        assert not conn.closed
+        assert server.broadcast(b"to all") == 1
+        assert client.recv_message() == b"to all"
+        assert client.request(b"after") == b"after"
+    assert server.stats["active"] == 0
+
+
 def test_udp_server_made_before_fork_and_started_in_two_children_survives_one_stopping():
     """Pre-fork workers: the socket is made once and each child serves on it. One worker stopping (or exiting)
     must not shut the shared socket down under the other."""

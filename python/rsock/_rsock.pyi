@@ -8,6 +8,7 @@ from typing import Any, Self, SupportsIndex, final
 from typing_extensions import Buffer, disjoint_base
 
 __all__ = [
+    "DEFAULT_STOP_TIMEOUT",
     "Connection",
     "DatagramReply",
     "Op",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 __version__: str
+DEFAULT_STOP_TIMEOUT: float
 
 _Address = Any
 _AncData = list[tuple[int, int, bytes]]

@@ -769,9 +769,6 @@ def _max_datagram(family):
 # The handler task of an rsock.aio server whose context this is (inherited by the tasks it makes).
 _HANDLER = contextvars.ContextVar("rsock.aio handler")
 
-# The native servers' stop() timeout when none is given.
-_DEFAULT_STOP_TIMEOUT = 5.0
-
 
 class _Bridge:
     """Runs, on the caller's event loop and in the caller's context, the awaitables that a server's
@@ -870,7 +867,7 @@ class _AsyncServer:
             self._stopping = asyncio.ensure_future(self._finish_stop(timeout))
         origin = _HANDLER.get(None)
         if self._bridge is not None and origin in self._bridge.tasks:
-            await self._wait_for_other_handlers(origin, _DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
+            await self._wait_for_other_handlers(origin, _rsock.DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
             return
         await asyncio.shield(self._stopping)
 

@@ -62,6 +62,9 @@ struct Handlers {
 #[derive(Default)]
 struct Stats {
     accepted: AtomicU64,
+    /// The connections open, counted apart from the map so that stats and reprs take no lock (one
+    /// a forked child could wait on for ever).
+    active: AtomicU64,
     refused: AtomicU64,
     messages: AtomicU64,
     bytes_in: AtomicU64,
@@ -87,6 +90,15 @@ struct ServerShared {
 impl ServerShared {
     fn connections(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnShared>>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes connection `id`; whether it was still there.
+    fn forget(&self, id: u64) -> bool {
+        let removed = self.connections().remove(&id).is_some();
+        if removed {
+            self.stats.active.fetch_sub(1, Relaxed);
+        }
+        removed
     }
 }
 
@@ -354,7 +366,10 @@ impl Connection {
     /// the queued output still goes out and the peer is given time to close its side.
     #[getter]
     fn closed(&self) -> bool {
-        self.shared.closed.load(Relaxed) || self.shared.io().close_requested
+        // In a forked child the connection is the parent's to serve, and its lock not to be taken.
+        self.shared.closed.load(Relaxed)
+            || !self.shared.server.lifecycle.runs_here()
+            || self.shared.io().close_requested
     }
 
     /// A dict for the application's own per-connection data.
@@ -367,6 +382,7 @@ impl Connection {
     /// Sends `data` (framed as the server frames messages). Safe from any thread; from a thread other
     /// than the server's, waits while the peer is not reading and too much output is queued.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.shared.server.lifecycle.check_runs_here()?;
         if !runtime::on_io_thread() {
             self.wait_for_room(py)?;
         }
@@ -374,8 +390,10 @@ impl Connection {
     }
 
     /// Closes the connection once the output already queued is sent.
-    fn close(&self) {
+    fn close(&self) -> PyResult<()> {
+        self.shared.server.lifecycle.check_runs_here()?;
         self.shared.request_close();
+        Ok(())
     }
 
     /// rsock.aio's report that an async handler finished: its reply is sent (or its exception ends
@@ -417,8 +435,9 @@ impl Connection {
     }
 
     fn _repr_html_(&self) -> String {
-        let state = if self.closed() { "closed" } else { "open" };
-        let queued = self.shared.io().pending_bytes;
+        let closed = self.closed();
+        let state = if closed { "closed" } else { "open" };
+        let queued = if closed { 0 } else { self.shared.io().pending_bytes };
         crate::display::table(
             &format!("Connection {}", self.shared.id),
             &[
@@ -968,7 +987,7 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
         conn.room_made(&io);
     }
     conn.closed.store(true, Relaxed);
-    server.connections().remove(&conn.id);
+    server.forget(conn.id);
     runtime::with_gil(|py| {
         let peer = conn.peer;
         let error = match &outcome {
@@ -1123,6 +1142,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     });
     let Ok(py_conn) = created else { return };
     server.connections().insert(conn.id, conn.clone());
+    server.stats.active.fetch_add(1, Relaxed);
     let task = server.lifecycle.task();
     tokio::spawn(async move {
         let _task = task;
@@ -1138,7 +1158,7 @@ struct Registered(Arc<ConnShared>);
 impl Drop for Registered {
     fn drop(&mut self) {
         let conn = &self.0;
-        if conn.server.connections().remove(&conn.id).is_some() && std::thread::panicking() {
+        if conn.server.forget(conn.id) && std::thread::panicking() {
             conn.abort();
             runtime::with_gil(|py| {
                 log::log(
@@ -1286,6 +1306,7 @@ impl TcpServer {
     /// `exclude` (a Connection or an iterable of them); returns how many it was sent to.
     #[pyo3(signature = (data, exclude=None))]
     fn broadcast(&self, data: &Bound<'_, PyAny>, exclude: Option<&Bound<'_, PyAny>>) -> PyResult<usize> {
+        self.shared.lifecycle.check_runs_here()?;
         let framed = frame_message(&self.shared.framing, data)?;
         // Connections compared by identity: ids restart at 1 in every server, and a connection of
         // another server excludes nothing here.
@@ -1350,7 +1371,7 @@ impl TcpServer {
         let s = &self.shared.stats;
         let stats = PyDict::new(py);
         stats.set_item("accepted", s.accepted.load(Relaxed))?;
-        stats.set_item("active", self.shared.connections().len())?;
+        stats.set_item("active", s.active.load(Relaxed))?;
         stats.set_item("refused", s.refused.load(Relaxed))?;
         stats.set_item("messages", s.messages.load(Relaxed))?;
         stats.set_item("bytes_in", s.bytes_in.load(Relaxed))?;
@@ -1372,7 +1393,7 @@ impl TcpServer {
             &[
                 ("state", self.runner.state_name().to_string()),
                 ("framing", framing),
-                ("connections", self.shared.connections().len().to_string()),
+                ("connections", s.active.load(Relaxed).to_string()),
                 ("accepted", s.accepted.load(Relaxed).to_string()),
                 ("refused", s.refused.load(Relaxed).to_string()),
                 ("messages", s.messages.load(Relaxed).to_string()),
@@ -1388,7 +1409,7 @@ impl TcpServer {
         format!(
             "<TcpServer {} {state}, {} connections, {} messages>",
             self.address,
-            self.shared.connections().len(),
+            self.shared.stats.active.load(Relaxed),
             self.shared.stats.messages.load(Relaxed)
         )
     }
