@@ -9,6 +9,7 @@
 //! only while something is watched, so an idle loop holds no descriptor of rsock's.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicI32;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard};
@@ -27,19 +28,46 @@ const BATCH: usize = 64;
 pub const READABLE: u32 = libc::EPOLLIN as u32;
 pub const WRITABLE: u32 = libc::EPOLLOUT as u32;
 
+/// Hashes a descriptor with one multiplication (Fibonacci hashing): descriptors are small distinct
+/// numbers chosen by the kernel, not by a peer, so the default SipHash buys nothing on a lookup made
+/// for every readiness event.
+#[derive(Default)]
+struct FdHasher(u64);
+
+impl Hasher for FdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_i32(&mut self, fd: i32) {
+        self.0 = (fd as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type ByFd<V> = HashMap<i32, V, BuildHasherDefault<FdHasher>>;
+
 #[pyclass(module = "rsock._rsock", name = "Poller", frozen)]
 pub struct Poller {
     /// The epoll fd while anything is watched, else -1.
     epoll: AtomicI32,
     event_loop: Py<PyAny>,
+    /// A Future of the loop, finished with None: what a transport's completion hands the tasks'
+    /// wake-ups (see `waiter::Run::Now`).
+    resolved: Py<PyAny>,
     /// The loop's callback, `self._on_ready`, kept for add_reader.
     on_ready: Mutex<Option<Py<PyAny>>>,
     /// The transports being watched, by descriptor: each is held while it is.
-    watched: Mutex<HashMap<i32, Py<StreamTransport>>>,
+    watched: Mutex<ByFd<Py<StreamTransport>>>,
 }
 
 impl Poller {
-    fn watched(&self) -> MutexGuard<'_, HashMap<i32, Py<StreamTransport>>> {
+    fn watched(&self) -> MutexGuard<'_, ByFd<Py<StreamTransport>>> {
         self.watched.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -152,13 +180,17 @@ impl Poller {
 #[pymethods]
 impl Poller {
     #[new]
-    fn new(event_loop: Py<PyAny>) -> Self {
-        Poller {
+    fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = event_loop.py();
+        let resolved = event_loop.call_method0(intern!(py, "create_future"))?;
+        resolved.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        Ok(Poller {
             epoll: AtomicI32::new(-1),
-            event_loop,
+            event_loop: event_loop.clone().unbind(),
+            resolved: resolved.unbind(),
             on_ready: Mutex::new(None),
-            watched: Mutex::new(HashMap::new()),
-        }
+            watched: Mutex::new(ByFd::default()),
+        })
     }
 
     /// Called once after construction: the callback the loop will run.
@@ -198,6 +230,7 @@ impl Poller {
                 transport.bind(py),
                 ready & READABLE != 0 || trouble,
                 ready & WRITABLE != 0 || trouble,
+                self.resolved.bind(py),
             );
             if let Err(err) = served {
                 self.report(py, err)?;
@@ -208,6 +241,7 @@ impl Poller {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
+        visit.call(&self.resolved)?;
         if let Ok(on_ready) = self.on_ready.try_lock() {
             visit.call(&*on_ready)?;
         }

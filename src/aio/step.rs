@@ -1,4 +1,4 @@
-//! The `am_send` slot of rsock's awaitables (`Op`, `Waiter`).
+//! The `am_send` and `am_await` slots of rsock's awaitables (`Op`, `Waiter`).
 //!
 //! An awaitable driven through `__next__` ends by raising StopIteration(value), which the awaiting
 //! coroutine then catches and unpacks: an exception object made and taken apart on every await that
@@ -7,6 +7,10 @@
 //! on each type once the type exists. From 3.12 `await` calls `__next__` (tp_iternext) again; there
 //! an end with None, the common case of `drain()`, is still exception-free: `__next__` returns no
 //! value and sets no exception, which means "returned None".
+//!
+//! `await x` first asks x's type for the iterator to drive (`am_await`, Python's `__await__`). Each
+//! of these awaitables is its own, so `install` answers that in C too: pyo3's slot wrapper cost more
+//! than the rest of a drain() that need not wait.
 
 use std::panic::AssertUnwindSafe;
 
@@ -65,7 +69,15 @@ unsafe extern "C" fn am_send<T: Awaitable>(
     status
 }
 
-/// Gives `T`'s type the am_send slot.
+/// The am_await slot: the awaitable itself.
+unsafe extern "C" fn await_self(slf: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a type's am_await holding the GIL, with a live object; the result is a
+    // new reference.
+    unsafe { ffi::Py_INCREF(slf) };
+    slf
+}
+
+/// Gives `T`'s type the am_send and am_await slots.
 pub fn install<T: Awaitable + PyTypeInfo>(py: Python<'_>) {
     let ty = T::type_object(py);
     // SAFETY: a heap type's async-methods table is its own (never null, never shared), and
@@ -74,6 +86,7 @@ pub fn install<T: Awaitable + PyTypeInfo>(py: Python<'_>) {
         let methods = (*ty.as_type_ptr()).tp_as_async;
         if !methods.is_null() {
             (*methods).am_send = Some(am_send::<T>);
+            (*methods).am_await = Some(await_self);
             ffi::PyType_Modified(ty.as_type_ptr());
         }
     }

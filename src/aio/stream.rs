@@ -18,7 +18,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::op::Op;
 use super::poller::{Poller, READABLE, WRITABLE};
-use super::waiter::{Completion, Waiter};
+use super::waiter::{Completions, Run, Waiter};
 use crate::args::python_at_least;
 use crate::buffer::with_readable;
 use crate::errors::{keeping_exception, os_error};
@@ -170,9 +170,10 @@ impl StreamTransport {
     /// The poller's call: the socket is readable and/or writable. One recv into the buffer and the
     /// pending read served, the queue flushed (waking drain() and finishing a close); tasks waiting
     /// on either resume right here (see `Waiter`), once the transport is no longer borrowed.
-    pub fn serve(slf: &Bound<'_, Self>, readable: bool, writable: bool) -> PyResult<()> {
+    /// `resolved` is the loop's finished Future (see `Run::Now`).
+    pub fn serve(slf: &Bound<'_, Self>, readable: bool, writable: bool, resolved: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let mut done = Vec::new();
+        let mut done = Completions::new();
         {
             let mut this = slf.borrow_mut();
             if readable && this.reading {
@@ -182,7 +183,7 @@ impl StreamTransport {
                 this.send_queued(py, &mut done)?;
             }
         }
-        fire(py, done, true)
+        fire(py, done, Run::Now { resolved })
     }
 
     fn take(&mut self, py: Python<'_>, n: usize) -> Py<PyAny> {
@@ -332,7 +333,7 @@ impl StreamTransport {
 
     /// Completes the pending read if what arrived decides it (into `done`); a cancelled one is
     /// dropped, its data staying buffered for the next read.
-    fn serve_waiter(&mut self, py: Python<'_>, done: &mut Vec<Completion>) {
+    fn serve_waiter(&mut self, py: Python<'_>, done: &mut Completions) {
         let Some((waiter, want)) = self.waiter.take() else {
             return;
         };
@@ -354,7 +355,7 @@ impl StreamTransport {
 
     /// The connection broke: remember why and close it, as asyncio's transports do; everyone waiting
     /// is woken (readers and drain() with the error).
-    fn fail(&mut self, py: Python<'_>, errno: i32, done: &mut Vec<Completion>) -> PyResult<()> {
+    fn fail(&mut self, py: Python<'_>, errno: i32, done: &mut Completions) -> PyResult<()> {
         self.failed.get_or_insert(errno);
         self.pending.clear();
         self.pending_bytes = 0;
@@ -366,14 +367,14 @@ impl StreamTransport {
         }
     }
 
-    fn wake_drainers(&mut self, py: Python<'_>, done: &mut Vec<Completion>) {
+    fn wake_drainers(&mut self, py: Python<'_>, done: &mut Completions) {
         for waiter in std::mem::take(&mut self.drain_waiters) {
             done.push((waiter, self.check_failed().map(|()| py.None())));
         }
     }
 
     /// Writes what the socket takes of the queue; true when it is empty.
-    fn flush(&mut self, py: Python<'_>, done: &mut Vec<Completion>) -> PyResult<bool> {
+    fn flush(&mut self, py: Python<'_>, done: &mut Completions) -> PyResult<bool> {
         while !self.pending.is_empty() {
             let iov: Vec<libc::iovec> = self
                 .pending
@@ -415,13 +416,13 @@ impl StreamTransport {
 
     /// Sends `data` after what is queued: at once when nothing is, queueing what the socket refuses.
     fn send_bytes(&mut self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
-        let mut done = Vec::new();
+        let mut done = Completions::new();
         let result = self.send_now(py, data, &mut done);
-        fire(py, done, false)?;
+        fire(py, done, Run::Soon)?;
         result
     }
 
-    fn send_now(&mut self, py: Python<'_>, data: &[u8], done: &mut Vec<Completion>) -> PyResult<()> {
+    fn send_now(&mut self, py: Python<'_>, data: &[u8], done: &mut Completions) -> PyResult<()> {
         if self.closing || self.failed.is_some() || data.is_empty() {
             return Ok(());
         }
@@ -497,7 +498,7 @@ impl StreamTransport {
     }
 
     /// Closes the socket now that the queue is empty, and wakes whoever waits for that.
-    fn finish_close(&mut self, py: Python<'_>, done: &mut Vec<Completion>) -> PyResult<()> {
+    fn finish_close(&mut self, py: Python<'_>, done: &mut Completions) -> PyResult<()> {
         self.remove_reader(py)?;
         self.remove_writer(py)?;
         self.closed = true;
@@ -519,7 +520,7 @@ impl StreamTransport {
 }
 
 impl StreamTransport {
-    fn receive(&mut self, py: Python<'_>, done: &mut Vec<Completion>) -> PyResult<()> {
+    fn receive(&mut self, py: Python<'_>, done: &mut Completions) -> PyResult<()> {
         if self.closed {
             return Ok(());
         }
@@ -549,7 +550,7 @@ impl StreamTransport {
         Ok(())
     }
 
-    fn send_queued(&mut self, py: Python<'_>, done: &mut Vec<Completion>) -> PyResult<()> {
+    fn send_queued(&mut self, py: Python<'_>, done: &mut Completions) -> PyResult<()> {
         let empty = self.flush(py, done)?;
         if self.pending_bytes <= self.low_water {
             self.wake_drainers(py, done);
@@ -567,10 +568,10 @@ impl StreamTransport {
     }
 }
 
-/// Settles the waiters in `done`; see `Waiter::complete` for when `eager` is allowed.
-fn fire(py: Python<'_>, done: Vec<Completion>, eager: bool) -> PyResult<()> {
+/// Settles the waiters in `done`, running their callbacks as `run` says.
+fn fire(py: Python<'_>, done: Completions, run: Run<'_, '_>) -> PyResult<()> {
     for (waiter, outcome) in done {
-        Waiter::complete(py, &waiter, outcome, eager)?;
+        Waiter::complete(py, &waiter, outcome, run)?;
     }
     Ok(())
 }
@@ -754,9 +755,9 @@ impl StreamTransport {
         self.high_water = high as usize;
         self.low_water = low as usize;
         if self.pending_bytes <= self.low_water {
-            let mut done = Vec::new();
+            let mut done = Completions::new();
             self.wake_drainers(py, &mut done);
-            fire(py, done, false)?;
+            fire(py, done, Run::Soon)?;
         }
         Ok(())
     }
@@ -821,9 +822,9 @@ impl StreamTransport {
         if !self.pending.is_empty() {
             return Ok(());
         }
-        let mut done = Vec::new();
+        let mut done = Completions::new();
         self.finish_close(py, &mut done)?;
-        fire(py, done, false)
+        fire(py, done, Run::Soon)
     }
 
     /// Closes at once, dropping queued output.
@@ -834,9 +835,9 @@ impl StreamTransport {
         if self.closed {
             return Ok(());
         }
-        let mut done = Vec::new();
+        let mut done = Completions::new();
         self.finish_close(py, &mut done)?;
-        fire(py, done, false)
+        fire(py, done, Run::Soon)
     }
 
     fn is_closing(&self) -> bool {

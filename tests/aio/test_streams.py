@@ -513,6 +513,22 @@ async def test_wait_for_timing_out_on_drain_then_drain_again(kit):
     assert await receiving == data
 
 
+async def test_the_future_a_waiting_read_parks_its_task_on_hands_callbacks_itself(kit):
+    """The future a task waiting on a read is parked on (`task._fut_waiter`, which a debugger or another
+    library may hold) passes itself to its done callbacks, as asyncio's futures do, while the task
+    resumes with the data."""
+    reader, _, peer = await kit.pair()
+    reading = asyncio.ensure_future(reader.read(100))
+    assert await still_pending(reading, 0.05)
+    parked_on = reading._fut_waiter
+    called_with = []
+    parked_on.add_done_callback(called_with.append)
+    await peer.send(b"data")
+    assert await bounded(reading) == b"data"
+    await asyncio.sleep(0)  # asyncio's futures run their callbacks through the loop
+    assert len(called_with) == 1 and called_with[0] is parked_on
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Concurrent readers, cancellation
 
