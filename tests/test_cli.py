@@ -10,10 +10,12 @@ test ends is killed, by its pid.
 import hashlib
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -93,6 +95,55 @@ def closed_port(udp=False):
         if udp:
             holder.close()
         yield port
+
+
+@contextmanager
+def peer(handle, receive_buffer=None):
+    """A stdlib TCP server on 127.0.0.1 that accepts one connection and runs `handle(conn)` on it in a thread (the
+    connection has the usual timeout, and `receive_buffer` as its SO_RCVBUF if given); yields the port, and waits
+    for `handle` to return on the way out."""
+    with socket.socket() as listener:
+        if receive_buffer:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # accepted sockets inherit it
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(TIMEOUT)
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                handle(conn)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1]
+        thread.join(TIMEOUT)
+
+
+def read_until(stream, text):
+    """Reads `stream` (a pipe from a process this test started) until `text` has appeared; returns what was read."""
+    deadline = time.monotonic() + TIMEOUT
+    seen = b""
+    while text.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([stream], [], [], remaining)[0]:
+            raise AssertionError(f"no {text!r} within {TIMEOUT}s; read so far: {seen!r}")
+        chunk = os.read(stream.fileno(), 65536)
+        if not chunk:
+            raise AssertionError(f"output ended without {text!r}; read: {seen!r}")
+        seen += chunk
+    return seen.decode()
+
+
+def receive_answer(port, request):
+    """Connects to a recv-file, sends `request` (bytes) and returns its whole answer once it has closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer.decode()
 
 
 # --- help, usage errors -----------------------------------------------------------------------------------
@@ -216,6 +267,36 @@ def test_send_file_with_no_receiver(tmp_path):
     assert f"cannot connect to 127.0.0.1:{port}: connection refused" in err
 
 
+@pytest.mark.parametrize(
+    ("receiver", "message"),
+    [
+        ("reads everything, never answers", "the receiver did not answer within 0.5 s after the whole file was sent"),
+        ("never reads", "sending to 127.0.0.1:{port} timed out: the receiver took no data for 0.5 s"),
+    ],
+)
+def test_send_file_says_which_step_timed_out(tmp_path, receiver, message):
+    """--timeout: a receiver that takes the whole file and never answers, or one that stops reading, is not reported
+    as a connection that could not be made."""
+    data = bytes(16 * 1024 * 1024)  # more than both ends' socket buffers hold
+    source = tmp_path / "data.bin"
+    source.write_bytes(data)
+    sender_done = threading.Event()
+
+    def receive(conn):
+        if receiver == "reads everything, never answers":
+            got = 0
+            while got < len(data) and (chunk := conn.recv(1 << 20)):
+                got += len(chunk)
+        sender_done.wait(TIMEOUT)  # the connection stays open until send-file has given up
+
+    with peer(receive, receive_buffer=64 * 1024) as port:
+        result = run("send-file", source, "--port", port, "--timeout", "0.5", "-q")
+        sender_done.set()
+    err = result.stderr.decode()
+    assert result.returncode == 1, (result.returncode, err)
+    assert err == f"rsock send-file: error: {message.format(port=port)}\n"
+
+
 # --- echo-server and connect ---------------------------------------------------------------------------------
 
 
@@ -278,6 +359,43 @@ def test_connect_ctrl_c_exits_130():
         stop(srv, srv_lines)
 
 
+def test_connect_exits_0_when_the_peer_answers_and_closes_without_reading_the_input():
+    """A peer that answers and closes while connect's input is still unread resets the connection: the answer is
+    printed and connect exits 0 (the peer closed first), whether the reset meets connect's receiving side or its
+    sending side (the half-close at the end of stdin)."""
+
+    def answer_and_close(conn):
+        conn.recv(1, socket.MSG_PEEK)  # connect's input has arrived: closing now leaves it unread, hence a reset
+        conn.sendall(b"hi\n")
+
+    for _ in range(5):  # the reset comes before or after the half-close as the race goes: a few runs see both
+        with peer(answer_and_close) as port:
+            result = run("connect", "127.0.0.1", port, input=b"data\n")
+        assert (result.returncode, result.stdout, result.stderr) == (0, b"hi\n", b"")
+
+
+def test_connect_with_stdin_closed_prints_what_the_peer_sends():
+    """Started with stdin closed (`<&-`), connect has no input: it half-closes at once and prints what the peer
+    sends, never reading the connection as its stdin and sending the peer its own data back."""
+    received = []
+
+    def greet(conn):
+        conn.sendall(b"hello\n")
+        received.append(conn.recv(100))
+
+    with peer(greet) as port:
+        result = subprocess.run(
+            rsock_cmd("connect", "127.0.0.1", port),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: os.close(0),
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"hello\n", b"")
+    assert received == [b""]  # end of input, and nothing else
+
+
 # --- chat-server --------------------------------------------------------------------------------------------
 
 
@@ -323,6 +441,25 @@ def test_chat_server_with_two_connect_clients():
     for line in [f"{alice_guest} is now alice", f"{bob_guest} is now bob", "bob left", "alice left"]:
         assert line in log, log
     assert "interrupted, shutting down" in server_err
+
+
+def test_chat_server_serves_on_when_its_stdout_is_closed():
+    """With its stdout gone (`rsock chat-server | head -1`), the chat server drops its log lines and serves on:
+    members are welcomed and told of each other's arrival and departure; Ctrl-C still exits 0, with no traceback."""
+    with server("chat-server") as (proc, port, _):
+        proc.stdout.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as first:
+            first_lines = first.makefile("rb")
+            assert first_lines.readline().startswith(b"* welcome, guest")
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as second:
+                assert second.makefile("rb").readline().startswith(b"* welcome, guest")
+                assert re.fullmatch(rb"\* guest\d+ joined\n", first_lines.readline())
+            assert re.fullmatch(rb"\* guest\d+ left\n", first_lines.readline())
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert_no_traceback(err)
 
 
 # --- send-file and recv-file --------------------------------------------------------------------------------
@@ -383,7 +520,132 @@ def test_recv_file_reports_an_incomplete_transfer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"name": "a\\u0000b", "size": 1}',
+        b'{"name": "\\ud800x", "size": 1}',
+        b"[" * 4000,  # deeper than the interpreter's recursion limit, shorter than MAX_HEADER
+        b'{"name": "yes.bin", "size": true}',
+    ],
+    ids=["NUL in the name", "lone surrogate in the name", "deeply nested JSON", "boolean size"],
+)
+def test_recv_file_answers_a_bad_header_with_an_error(tmp_path, header):
+    """A header recv-file cannot use gets the protocol's 'error: WHY' answer and counts as a failed transfer, with
+    no traceback and no file (nor temporary) left behind."""
+    with server("recv-file", "--output-dir", tmp_path, "--count", "1", "-q") as (proc, port, lines):
+        answer = receive_answer(port, header + b"\nx")
+        lines.rest()
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert answer.startswith("error: ") and answer.endswith("\n") and answer.count("\n") == 1, answer
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert "1 transfer(s) failed, 0 succeeded" in err, err
+    assert_no_traceback(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recv_file_takes_long_names_and_dotfiles(tmp_path):
+    """A name as long as the file system allows, and a name starting with a dot, are received under that name; a
+    name one byte longer is refused up front."""
+    source = tmp_path / "data.txt"
+    source.write_bytes(b"some data")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    longest = "M" * os.pathconf(inbox, "PC_NAME_MAX")
+    with server("recv-file", "--output-dir", inbox, "--count", "3", "-q") as (proc, port, lines):
+        for name in (longest, ".hidden"):
+            result = run("send-file", source, "--name", name, "--port", port, "-q")
+            assert result.returncode == 0, (name, result.stderr)
+        answer = receive_answer(port, b'{"name": "%s", "size": 1}\nx' % (longest + "M").encode())
+        lines.rest()
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert answer.startswith("error: "), answer
+    assert proc.returncode == 1 and "1 transfer(s) failed, 2 succeeded" in err, (proc.returncode, err)
+    assert sorted(p.name for p in inbox.iterdir()) == [".hidden", longest]
+    assert (inbox / longest).read_bytes() == (inbox / ".hidden").read_bytes() == b"some data"
+
+
+def test_recv_file_answers_when_its_stdout_is_closed(tmp_path):
+    """With its stdout gone (`rsock recv-file ... | head -1`), recv-file drops its 'received' lines but still saves
+    the file, answers 'ok' and exits 0."""
+    source = tmp_path / "data.txt"
+    source.write_bytes(b"some data")
+    inbox = tmp_path / "inbox"
+    with server("recv-file", "--output-dir", inbox, "--count", "1", "-q") as (proc, port, _):
+        proc.stdout.close()
+        result = run("send-file", source, "--port", port, "-q")
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert result.returncode == 0, result.stderr
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert_no_traceback(err)
+    assert (inbox / "data.txt").read_bytes() == b"some data"
+
+
+def test_recv_file_count_lets_transfers_in_flight_finish(tmp_path):
+    """--count 1: once one transfer has ended, recv-file turns new connections away with an 'error:' answer, but a
+    transfer already under way goes on to the end and is answered 'ok'; then recv-file exits 0."""
+    source = tmp_path / "quick.txt"
+    source.write_bytes(b"quick")
+    inbox = tmp_path / "inbox"
+    slow_data = b"0123456789" * 2
+    cmd = ("recv-file", "--output-dir", inbox, "--count", "1", "--port", "0")
+    with started(*cmd, prefix=[sys.executable, "-c", WITHOUT_TQDM]) as proc:
+        lines = Lines(proc)
+        port = listening_port(proc, lines, cmd)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as slow:
+            slow.sendall(b'{"name": "slow.bin", "size": 20}\n' + slow_data[:10])
+            read_until(proc.stderr, "slow.bin: 50% of 20 bytes")  # under way
+
+            assert run("send-file", source, "--port", port, "-q").returncode == 0  # the first transfer to end
+            read_until(proc.stderr, "(--count 1): taking no more files, waiting for the 1 under way")
+            late_answer = receive_answer(port, b"")
+
+            slow.sendall(slow_data[10:])
+            slow_answer = slow.makefile("rb").readline().decode()
+        lines.rest()
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert late_answer.startswith("error: "), late_answer
+    assert slow_answer == f"ok 20 {hashlib.sha256(slow_data).hexdigest()}\n"
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert sorted(p.name for p in inbox.iterdir()) == ["quick.txt", "slow.bin"]
+
+
 # --- demo and bench -----------------------------------------------------------------------------------------
+
+
+# Runs the rsock._demo server process named by argv[1] and prints its pid once it serves; exits 130 on Ctrl-C, as
+# demo and bench do.
+DEMO_SERVER = """
+import sys
+from rsock import _demo
+try:
+    with getattr(_demo, sys.argv[1])() as served:
+        print(served.pid, flush=True)
+        sys.stdin.read()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize(
+    "factory", ["rsock_tcp_echo_server", "stdlib_tcp_echo_server", "rsock_udp_echo_server", "stdlib_udp_echo_server"]
+)
+def test_ctrl_c_interrupts_demo_and_bench_but_not_their_server_processes(factory):
+    """Ctrl-C at a terminal sends SIGINT to the whole foreground process group. The server processes of demo and
+    bench are not interrupted by it, which would print a traceback; their parent is, and ends them."""
+    cmd = [sys.executable, "-c", DEMO_SERVER, factory]
+    # A session of its own, so that the process group this test signals holds only what it started.
+    with subprocesses.started(cmd, stdin=subprocess.PIPE, preexec_fn=default_sigint, start_new_session=True) as proc:
+        child = int(Lines(proc).next())
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=TIMEOUT)
+        err = proc.stderr.read().decode()
+    assert (proc.returncode, err) == (130, "")
+    assert not Path(f"/proc/{child}").exists()
 
 
 def test_demo():

@@ -133,6 +133,19 @@ def _show(address):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _status(text, stream=None, end="\n"):
+    """Prints a status line on `stream` (default: stdout). A stream that cannot be written any more (closed by its
+    reader, as in `rsock recv-file | head -1`) is pointed at /dev/null: this line and every later one are dropped,
+    since printing status must never stop a server from serving nor a transfer from being answered."""
+    stream = stream or sys.stdout
+    try:
+        print(text, end=end, file=stream, flush=True)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 # --- shared by the servers -----------------------------------------------------------------------------
 
 
@@ -183,11 +196,11 @@ def _serve(server):
     says so on stderr. Returns normally either way."""
     with _sigterm_interrupts():
         try:
-            print(f"listening on {_show(server.address)}", flush=True)
+            _status(f"listening on {_show(server.address)}")
             server.serve_forever()
         except KeyboardInterrupt:
             server.stop()
-            print("interrupted, shutting down", file=sys.stderr, flush=True)
+            _status("interrupted, shutting down", sys.stderr)
 
 
 # --- echo-server ----------------------------------------------------------------------------------------
@@ -207,7 +220,7 @@ def cmd_echo_server(args):
         )
     _serve(server)
     stats = server.stats
-    print("stats: " + ", ".join(f"{key} {value}" for key, value in stats.items()), file=sys.stderr, flush=True)
+    _status("stats: " + ", ".join(f"{key} {value}" for key, value in stats.items()), sys.stderr)
     return EXIT_OK
 
 
@@ -219,7 +232,7 @@ def cmd_chat_server(args):
 
     def on_connect(conn):
         nick = conn.state["nick"] = f"guest{conn.id}"
-        print(f"{nick} joined from {_show(conn.peer)}", flush=True)
+        _status(f"{nick} joined from {_show(conn.peer)}")
         others = server.stats["active"] - 1
         conn.send(f"* welcome, {nick}! others here: {others}. /nick NAME renames you, /quit leaves".encode())
         server.broadcast(f"* {nick} joined".encode(), exclude=conn)
@@ -233,7 +246,7 @@ def cmd_chat_server(args):
             if not new_nick or " " in new_nick:
                 return b"* usage: /nick NAME (one word)"
             conn.state["nick"] = new_nick
-            print(f"{nick} is now {new_nick}", flush=True)
+            _status(f"{nick} is now {new_nick}")
             server.broadcast(f"* {nick} is now {new_nick}".encode(), exclude=conn)
             return f"* you are now {new_nick}".encode()
         if command == "/quit":
@@ -246,7 +259,7 @@ def cmd_chat_server(args):
     def on_disconnect(conn, exc):
         nick = conn.state.get("nick", f"guest{conn.id}")
         reason = "" if exc is None else f" ({exc})"
-        print(f"{nick} left{reason}", flush=True)
+        _status(f"{nick} left{reason}")
         server.broadcast(f"* {nick} left".encode())
 
     server = _listen(
@@ -293,6 +306,19 @@ def _read_stdin():
         return b""
 
 
+def _occupy_closed_stdin():
+    """Opens /dev/null as descriptor 0 when the command was started with stdin closed (`rsock connect ... <&-`):
+    otherwise the socket would get descriptor 0, and the stdin reader would send the peer its own data back."""
+    try:
+        os.fstat(0)
+    except OSError:
+        os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor, so 0
+
+
+# How sending fails once the peer has closed the connection (cleanly, or with a reset).
+PEER_CLOSED_ERRNOS = {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN}
+
+
 def _connect_tcp(args, where):
     try:
         sock = rsock.create_connection((args.host, args.port), timeout=args.timeout)
@@ -301,11 +327,13 @@ def _connect_tcp(args, where):
     sock.settimeout(None)
     failures = []
     closing = threading.Event()
+    input_sent = threading.Event()
 
     def pump_stdin():
         # Unbuffered os.read: a daemon thread blocked in sys.stdin's buffered reader can abort interpreter exit.
         try:
             while data := _read_stdin():
+                input_sent.set()  # before sending: a reset this data brings about must find it set
                 sock.sendall(data)
             sock.shutdown(rsock.SHUT_WR)  # end of input: the peer reads end-of-file, and may answer and close
         except OSError as exc:
@@ -318,6 +346,12 @@ def _connect_tcp(args, where):
             while True:
                 try:
                     data = sock.recv(65536)
+                except ConnectionResetError as exc:
+                    # A peer that closes with input of ours still unread resets the connection (RFC 1122,
+                    # 4.2.2.13): once input has gone out, a reset is the peer closing first, after its last data.
+                    if input_sent.is_set():
+                        break
+                    raise _connect_error(exc, where, "TCP") from None
                 except OSError as exc:
                     raise _connect_error(exc, where, "TCP") from None
                 if not data:  # the peer closed the connection
@@ -325,6 +359,8 @@ def _connect_tcp(args, where):
                 _write_stdout(data)
         finally:
             closing.set()
+    # The peer has closed: sending input to it failing for that reason alone is no failure.
+    failures = [exc for exc in failures if exc.errno not in PEER_CLOSED_ERRNOS]
     if failures:
         raise _connect_error(failures[0], where, "TCP")
     return EXIT_OK
@@ -407,6 +443,7 @@ def _connect_udp(args, where):
 def cmd_connect(args):
     """netcat-like: stdin to the peer, the peer's bytes to stdout."""
     where = _show((args.host, args.port))
+    _occupy_closed_stdin()  # before any socket is created
     return _connect_udp(args, where) if args.udp else _connect_tcp(args, where)
 
 
@@ -435,7 +472,7 @@ class Progress:
         percent = 100 * self.done // self.total if self.total else 100
         if percent != self.shown:
             self.shown = percent
-            print(f"\r{self.name}: {percent}% of {self.total} bytes", end="", file=sys.stderr, flush=True)
+            _status(f"\r{self.name}: {percent}% of {self.total} bytes", sys.stderr, end="")
 
     def update(self, n):
         """Counts `n` more bytes transferred."""
@@ -450,7 +487,7 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
         elif self.enabled:
-            print(file=sys.stderr, flush=True)
+            _status("", sys.stderr)
         self.enabled = False
 
 
@@ -462,17 +499,34 @@ def cmd_send_file(args):
         digest = hashlib.file_digest(file, "sha256").hexdigest()
     name = args.name or path.name
     where = _show((args.host, args.port))
+    proto = "TCP (rsock recv-file)"
     try:
-        with rsock.TcpClient((args.host, args.port), framing="line", timeout=args.timeout) as client:
+        client = rsock.TcpClient((args.host, args.port), framing="line", timeout=args.timeout)
+    except OSError as exc:
+        raise _connect_error(exc, where, proto) from None
+    # Each step says what timed out: connecting (above), sending, or waiting for the answer.
+    with client:
+        try:
             client.send(json.dumps({"name": name, "size": size}).encode())
             progress = Progress(name, size, enabled=not args.quiet)
             try:
                 sent = client.sendfile(path, progress=progress.update)
             finally:
                 progress.close()
+        except TimeoutError:
+            raise CommandError(
+                f"sending to {where} timed out: the receiver took no data for {args.timeout:g} s"
+            ) from None
+        except OSError as exc:
+            raise _connect_error(exc, where, proto) from None
+        try:
             reply = client.recv_message()
-    except OSError as exc:
-        raise _connect_error(exc, where, "TCP (rsock recv-file)") from None
+        except TimeoutError:
+            raise CommandError(
+                f"the receiver did not answer within {args.timeout:g} s after the whole file was sent"
+            ) from None
+        except OSError as exc:
+            raise _connect_error(exc, where, proto) from None
     print(f"sent {name}: {sent} bytes, sha256 {digest}", flush=True)
     if reply is None:
         raise CommandError(f"{where} closed the connection without confirming the file")
@@ -494,17 +548,41 @@ def _unused_path(directory, name):
     return target
 
 
+def _name_problem(name, name_max):
+    """Why `name` (a header's name without its directory part) cannot name a file, or None if it can."""
+    if name in ("", ".", ".."):
+        return "the name is empty, '.' or '..'"
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeEncodeError:
+        return "the name is not valid text (it holds a lone surrogate)"
+    if b"\0" in encoded:
+        return "the name holds a NUL byte"
+    if len(encoded) > name_max:
+        return f"the name is longer than {name_max} bytes"
+    return None
+
+
 def cmd_recv_file(args):
-    """Receives files (one per connection) into --output-dir until Ctrl-C or --count transfers."""
+    """Receives files (one per connection) into --output-dir until Ctrl-C, or until --count transfers have ended
+    and the ones under way then have ended too."""
     output_dir = args.output_dir
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CommandError(f"cannot create the output directory {output_dir}: {exc.strerror}") from None
-    results = {"ok": 0, "failed": 0}
+    name_max = os.pathconf(output_dir, "PC_NAME_MAX")
+    # Transfers under way, and ended. The handlers run one at a time (on rsock's I/O thread): no lock needed.
+    transfers = {"open": 0, "ok": 0, "failed": 0}
+
+    def ended():
+        return transfers["ok"] + transfers["failed"]
+
+    def count_reached():
+        return args.count is not None and ended() >= args.count
 
     def refuse(conn, why):
-        print(f"refused {_show(conn.peer)}: {why}", file=sys.stderr, flush=True)
+        _status(f"refused {_show(conn.peer)}: {why}", sys.stderr)
         conn.state["error"] = why
         conn.send(f"error: {why}\n".encode())
         conn.close()
@@ -513,14 +591,17 @@ def cmd_recv_file(args):
         try:
             header = json.loads(header_line)
             name, size = header["name"], header["size"]
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, RecursionError):  # RecursionError: nested too deep to parse
             return "the header must be a JSON object with a name and a size"
+        if type(size) is not int or size < 0:  # type(): True and False are ints to isinstance()
+            return "the size must be a whole number of bytes"
         name = Path(name).name if isinstance(name, str) else ""  # never outside the output directory
-        if name in ("", ".", "..") or name.startswith(".") or not isinstance(size, int) or size < 0:
-            return "bad name or size in the header"
-        temporary = output_dir / f".{name}.{os.getpid()}.{conn.id}.part"
+        problem = _name_problem(name, name_max)
+        if problem:
+            return problem
+        temporary = output_dir / f".rsock-{os.getpid()}-{conn.id}.part"  # as long whatever the name
         try:
-            file = temporary.open("wb")
+            file = temporary.open("xb")  # "x": never truncates a file already there, whoever named it so
         except OSError as exc:
             return f"cannot write {temporary}: {exc.strerror}"
         conn.state.update(
@@ -535,20 +616,33 @@ def cmd_recv_file(args):
         return None
 
     def finish_file(conn):
+        """Saves the complete file under its name, answers 'ok' and closes the connection."""
         state = conn.state
         state["file"].close()
         state["progress"].close()
         target = _unused_path(output_dir, state["name"])
-        os.replace(state["temporary"], target)
+        try:
+            os.replace(state["temporary"], target)
+        except OSError as exc:  # e.g. NAME-1 one byte over the longest name the file system takes
+            refuse(conn, f"cannot save {target.name}: {exc.strerror}")
+            return
         digest = state["sha"].hexdigest()
-        print(f"received {target} ({state['size']} bytes) from {_show(conn.peer)}, sha256 {digest}", flush=True)
+        _status(f"received {target} ({state['size']} bytes) from {_show(conn.peer)}, sha256 {digest}")
         state["done"] = True
-        return f"ok {state['size']} {digest}\n".encode()
+        conn.send(f"ok {state['size']} {digest}\n".encode())
+        conn.close()
+
+    def on_connect(conn):
+        if count_reached():  # --count transfers have ended: only those under way may still finish
+            conn.state["turned_away"] = True
+            refuse(conn, f"this receiver takes no more files (it was to take {args.count})")
+        else:
+            transfers["open"] += 1
 
     def on_message(conn, data):
         state = conn.state
-        if "error" in state:
-            return None
+        if "error" in state or state.get("done"):  # answered: the connection is closing
+            return
         if "file" not in state:  # still reading the header line
             buffered = state.get("header", b"") + data
             header_line, newline, data = buffered.partition(b"\n")
@@ -557,50 +651,68 @@ def cmd_recv_file(args):
                     refuse(conn, "no header line")
                 else:
                     state["header"] = buffered
-                return None
+                return
             error = start_file(conn, header_line)
             if error:
                 refuse(conn, error)
-                return None
-        if state.get("done") or state["got"] + len(data) > state["size"]:
+                return
+        if state["got"] + len(data) > state["size"]:
             refuse(conn, "more data than the header announced")
-            return None
+            return
         state["file"].write(data)
         state["sha"].update(data)
         state["got"] += len(data)
         state["progress"].update(len(data))
         if state["got"] == state["size"]:
-            return finish_file(conn)
-        return None
+            finish_file(conn)
 
     def on_disconnect(conn, exc):
         state = conn.state
+        if state.get("turned_away"):
+            return
+        transfers["open"] -= 1
         if state.get("done"):
-            results["ok"] += 1
+            transfers["ok"] += 1
         else:
-            results["failed"] += 1
-            if "file" in state:  # the sender went away before the end, or sent too much
+            transfers["failed"] += 1
+            peer = _show(conn.peer)
+            if "file" in state:  # refused, or the sender went away before the end, or went quiet (--timeout)
                 state["file"].close()
                 state["progress"].close()
                 state["temporary"].unlink(missing_ok=True)
-                print(
-                    f"incomplete: {state['name']} from {_show(conn.peer)}, {state['got']} of {state['size']} bytes",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                if "error" not in state:  # else refuse() has said why
+                    reason = "" if exc is None else f" ({exc})"
+                    _status(
+                        f"incomplete: {state['name']} from {peer}, {state['got']} of {state['size']} bytes{reason}",
+                        sys.stderr,
+                    )
             elif "error" not in state:
-                print(f"{_show(conn.peer)} closed the connection before sending a file", file=sys.stderr, flush=True)
-        if args.count and results["ok"] + results["failed"] >= args.count:
-            server.stop()
+                why = "closed the connection before sending a file" if exc is None else f"sent no file ({exc})"
+                _status(f"{peer} {why}", sys.stderr)
+        if count_reached():
+            if transfers["open"] == 0:
+                server.stop()
+            elif ended() == args.count:  # just reached: say why recv-file goes on
+                _status(
+                    f"{ended()} transfer(s) ended (--count {args.count}): taking no more files, waiting for the "
+                    f"{transfers['open']} under way",
+                    sys.stderr,
+                )
 
     server = _listen(
-        lambda: rsock.TcpServer((args.host, args.port), on_message=on_message, on_disconnect=on_disconnect),
+        lambda: rsock.TcpServer(
+            (args.host, args.port),
+            on_message=on_message,
+            on_connect=on_connect,
+            on_disconnect=on_disconnect,
+            idle_timeout=args.timeout,
+        ),
         args.host,
         args.port,
     )
     _serve(server)
-    if results["failed"]:
-        print(f"{results['failed']} transfer(s) failed, {results['ok']} succeeded", file=sys.stderr, flush=True)
+    if transfers["failed"]:
+        _status(f"{transfers['failed']} transfer(s) failed, {transfers['ok']} succeeded", sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -779,10 +891,11 @@ def build_parser():
         "connect",
         "netcat-like client: stdin to the peer, the peer to stdout",
         "Connects to HOST PORT and copies stdin to the peer and what the peer sends to stdout, as bytes. TCP: when "
-        "stdin ends, the sending side is shut down (the peer reads end-of-file) and connect waits for the peer to "
-        "close, then exits 0; it also exits 0 when the peer closes first. UDP (--udp): each line of stdin is sent as "
-        "one datagram (with its newline) and each datagram received is written out; after stdin ends, connect waits "
-        "until --wait seconds pass without a datagram, then exits 0. Ctrl-C exits 130.",
+        "stdin ends (at once if stdin is closed), the sending side is shut down (the peer reads end-of-file) and "
+        "connect waits for the peer to close, then exits 0; it also exits 0 when the peer closes first, even with "
+        "input of connect's still unread (the peer's system then resets the connection). UDP (--udp): each line of "
+        "stdin is sent as one datagram (with its newline) and each datagram received is written out; after stdin "
+        "ends, connect waits until --wait seconds pass without a datagram, then exits 0. Ctrl-C exits 130.",
         "examples:\n  echo hello | rsock connect 127.0.0.1 65432\n"
         "  printf 'a\\nb\\n' | rsock connect --udp 127.0.0.1 65432",
         cmd_connect,
@@ -817,7 +930,12 @@ def build_parser():
     sub.add_argument("--port", type=_peer_port, default=DEFAULT_PORT, help="the receiver's port (default: %(default)s)")
     sub.add_argument("--name", help="the name to send the file under (default: PATH's file name)")
     sub.add_argument(
-        "--timeout", type=_seconds, default=30.0, metavar="SECONDS", help="network timeout (default: %(default)s)"
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long connecting, each wait to send and the wait for the receiver's answer may take "
+        "(default: %(default)s)",
     )
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
@@ -826,10 +944,14 @@ def build_parser():
         "receive files sent by 'rsock send-file' into a directory",
         "Listens for 'rsock send-file' (one file per connection, any number at once), writing each into "
         "--output-dir under the name the sender gives (without any directory part; an existing file is never "
-        "overwritten: NAME-1, NAME-2, ... are used instead). A file is written to a temporary '.NAME....part' file "
-        "and renamed once complete. Prints 'listening on HOST:PORT', then 'received PATH (N bytes) from HOST:PORT, "
-        "sha256 HEX' for each file; progress and failed transfers go to stderr. Serves until Ctrl-C or SIGTERM, or "
-        "until --count transfers have ended; exits 0 if every transfer it saw succeeded, else 1.",
+        "overwritten: NAME-1, NAME-2, ... are used instead). Names starting with a dot are taken; '.', '..' and "
+        "names that hold a NUL byte, are not valid text or are longer than the file system allows are refused "
+        "(answered 'error: WHY', as every failed transfer is). A file is written to a temporary "
+        "'.rsock-PID-N.part' file and renamed once complete. Prints 'listening on HOST:PORT', then 'received PATH "
+        "(N bytes) from HOST:PORT, sha256 HEX' for each file (dropped if stdout is closed); progress and failed "
+        "transfers go to stderr. Serves until Ctrl-C or SIGTERM, or with --count N until N transfers have ended: it "
+        "then turns new connections away and exits once the transfers under way have ended too. Exits 0 if every "
+        "transfer it saw succeeded, else 1.",
         "example:\n  rsock recv-file --port 0 --output-dir inbox --count 1",
         cmd_recv_file,
     )
@@ -838,7 +960,17 @@ def build_parser():
         "--output-dir", type=Path, default=Path("."), metavar="DIR", help="where files go (default: the current one)"
     )
     sub.add_argument(
-        "--count", type=_positive_int, metavar="N", help="exit after N transfers (successful or not) have ended"
+        "--count",
+        type=_positive_int,
+        metavar="N",
+        help="exit after N transfers (successful or not) have ended, and the ones under way then",
+    )
+    sub.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="a transfer that receives nothing for this long fails (default: %(default)s)",
     )
     sub.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 

@@ -187,7 +187,15 @@ class _Served:
 @contextmanager
 def _server_process(script):
     """Runs `script` (which prints its port, then serves until its stdin closes) in a child process."""
-    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # A session of its own: Ctrl-C at the terminal (SIGINT to the foreground process group) reaches only the parent,
+    # which ends the child by closing its stdin; the child would otherwise die of it with a traceback.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         port = proc.stdout.readline().strip()
         if not port:
