@@ -39,7 +39,8 @@ pub struct Lifecycle {
     /// A socket a server's own thread waits on in a blocking receive, shut down for reading at stop
     /// to wake it. Weak, so a socket already closed is never touched (its descriptor may be reused).
     blocking: Mutex<Weak<std::net::UdpSocket>>,
-    /// The fork generation of the process that started the server (see `runs_here`).
+    /// One more than the fork generation of the process that started the server, 0 before it starts
+    /// (see `runs_here`).
     started_in: AtomicU64,
 }
 
@@ -58,9 +59,11 @@ impl Lifecycle {
     }
 
     /// Whether the server's tasks run in this process: not in a child forked after it started, where
-    /// they live on only in the parent, which still serves on the socket both processes share.
+    /// they live on only in the parent, which still serves on the socket both processes share. A
+    /// server not started yet is the business of whichever process starts it.
     pub fn runs_here(&self) -> bool {
-        self.started_in.load(Ordering::Acquire) == runtime::fork_generation()
+        let started_in = self.started_in.load(Ordering::Acquire);
+        started_in == 0 || started_in == runtime::fork_generation() + 1
     }
 
     /// An error for what only the process serving the connections can do. In a forked child the
@@ -115,7 +118,7 @@ static STARTED: Mutex<Vec<Weak<Lifecycle>>> = Mutex::new(Vec::new());
 pub fn register(lifecycle: &Arc<Lifecycle>) {
     lifecycle
         .started_in
-        .store(runtime::fork_generation(), Ordering::Release);
+        .store(runtime::fork_generation() + 1, Ordering::Release);
     let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
     started.retain(|s| s.strong_count() > 0);
     started.push(Arc::downgrade(lifecycle));

@@ -525,10 +525,17 @@ def test_recv_file_reports_an_incomplete_transfer(tmp_path):
     [
         b'{"name": "a\\u0000b", "size": 1}',
         b'{"name": "\\ud800x", "size": 1}',
+        b'{"name": "x\\udcff.bin", "size": 1}',  # a surrogate os.fsencode() turns into the byte 0xff
         b"[" * 4000,  # deeper than the interpreter's recursion limit, shorter than MAX_HEADER
         b'{"name": "yes.bin", "size": true}',
     ],
-    ids=["NUL in the name", "lone surrogate in the name", "deeply nested JSON", "boolean size"],
+    ids=[
+        "NUL in the name",
+        "lone surrogate in the name",
+        "escaping surrogate in the name",
+        "deeply nested JSON",
+        "boolean size",
+    ],
 )
 def test_recv_file_answers_a_bad_header_with_an_error(tmp_path, header):
     """A header recv-file cannot use gets the protocol's 'error: WHY' answer and counts as a failed transfer, with

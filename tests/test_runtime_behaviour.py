@@ -947,6 +947,24 @@ def test_a_forked_child_cannot_act_on_the_parents_connections():
     assert server.stats["active"] == 0
 
 
+def test_a_server_made_but_not_started_before_a_fork_is_the_childs_to_use():
+    """Only a server running when the process forked belongs to the parent: one made and not yet started is the
+    child's, which may broadcast to its (no) connections and start it."""
+    import rsock
+
+    server = rsock.TcpServer((HOST, 0), lambda conn, data: data, framing="line")
+
+    def child():
+        assert server.broadcast(b"nobody yet") == 0
+        with server, rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as client:
+            assert client.request(b"served by the child") == b"served by the child"
+
+    try:
+        assert _reap(_run_in_fork(child)) == 0
+    finally:
+        server.stop()
+
+
 def test_udp_server_made_before_fork_and_started_in_two_children_survives_one_stopping():
     """Pre-fork workers: the socket is made once and each child serves on it. One worker stopping (or exiting)
     must not shut the shared socket down under the other."""

@@ -553,6 +553,8 @@ def _name_problem(name, name_max):
     if name in ("", ".", ".."):
         return "the name is empty, '.' or '..'"
     try:
+        # Strict UTF-8 first: fsencode() would pass the surrogates U+DC80-U+DCFF through as raw bytes.
+        name.encode("utf-8")
         encoded = os.fsencode(name)
     except UnicodeEncodeError:
         return "the name is not valid text (it holds a lone surrogate)"

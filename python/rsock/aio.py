@@ -109,17 +109,20 @@ class StreamWriter:
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
 
 
-# Each loop's epoll instance for rsock's transports (see src/aio/poller.rs), made on first use.
+# Each loop's epoll instance for rsock's transports (see src/aio/poller.rs), made on first use. Held
+# weakly on both sides: a poller refers to its loop, so a strong value would keep the loop alive for ever;
+# the transports of a loop hold its poller while they live.
 _pollers = weakref.WeakKeyDictionary()
 
 
 def _poller(loop):
-    try:
-        return _pollers[loop]
-    except KeyError:
-        poller = _pollers[loop] = _rsock.Poller(loop)
+    found = _pollers.get(loop)
+    poller = found() if found is not None else None
+    if poller is None:
+        poller = _rsock.Poller(loop)
         poller._start()
-        return poller
+        _pollers[loop] = weakref.ref(poller)
+    return poller
 
 
 def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024):

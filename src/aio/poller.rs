@@ -52,7 +52,7 @@ impl Hasher for FdHasher {
 
 type ByFd<V> = HashMap<i32, V, BuildHasherDefault<FdHasher>>;
 
-#[pyclass(module = "rsock._rsock", name = "Poller", frozen)]
+#[pyclass(module = "rsock._rsock", name = "Poller", frozen, weakref)]
 pub struct Poller {
     /// The epoll fd while anything is watched, else -1.
     epoll: AtomicI32,

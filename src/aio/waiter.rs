@@ -268,17 +268,21 @@ impl Waiter {
         )
     }
 
-    fn remove_done_callback(&mut self, py: Python<'_>, callback: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let before = self.callbacks.len();
-        let mut kept = Callbacks::with_capacity(before);
-        for (cb, ctx) in std::mem::take(&mut self.callbacks) {
+    fn remove_done_callback(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let py = slf.py();
+        // Compared with no borrow held (__eq__ is Python code, which may use this waiter), and the
+        // list changed only once every comparison has succeeded: an __eq__ that raises removes nothing.
+        let registered: Vec<Py<PyAny>> = slf.borrow().callbacks.iter().map(|(cb, _)| cb.clone_ref(py)).collect();
+        let mut matching = Vec::new();
+        for cb in registered {
             if cb.bind(py).eq(callback)? {
-                continue;
+                matching.push(cb);
             }
-            kept.push((cb, ctx));
         }
-        self.callbacks = kept;
-        Ok(before - self.callbacks.len())
+        let mut this = slf.borrow_mut();
+        let before = this.callbacks.len();
+        this.callbacks.retain(|(cb, _)| !matching.iter().any(|m| m.is(&*cb)));
+        Ok(before - this.callbacks.len())
     }
 
     #[pyo3(signature = (msg=None))]

@@ -6,11 +6,13 @@ closes under it. Async tests run on both event loops; the loop-closing ones run 
 import asyncio
 import contextlib
 import contextvars
+import gc
 import logging
 import socket
 import struct
 import threading
 import time
+import weakref
 
 import pytest
 import pytest_asyncio
@@ -1000,6 +1002,28 @@ def leftover():
     yield left
     for server in left:
         server._server.stop(2.0)
+
+
+def test_an_event_loop_that_used_rsock_is_freed_once_closed(loop_factory):
+    """rsock keeps per-loop state (the poller its transports share) without keeping the loop alive: three loops,
+    each with a connection opened, used and closed, are all freed once dropped."""
+    loops = []
+
+    async def use_a_connection():
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        near, far = socket.socketpair()
+        with far:
+            reader, writer = await aio.open_connection(sock=near)
+            far.sendall(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+            await writer.wait_closed()
+
+    for _ in range(3):
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(use_a_connection())
+    gc.collect()
+    assert [loop() for loop in loops] == [None, None, None]
 
 
 def test_a_server_started_again_under_a_later_loop_serves_there(loop_factory, leftover):

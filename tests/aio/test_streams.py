@@ -1374,6 +1374,26 @@ async def test_buffered_read_is_ready_and_pending_read_is_a_waiter(rkit):
     assert stopped.value.value == b"abc"
 
 
+async def test_remove_done_callback_whose_comparison_raises_removes_nothing(kit):
+    """remove_done_callback() compares with ==; an __eq__ that raises propagates and leaves every callback
+    registered, as asyncio's futures do: the task parked on the future still wakes up with its data."""
+    reader, _, peer = await kit.pair()
+    reading = asyncio.ensure_future(reader.read(100))
+    assert await still_pending(reading, 0.05)
+    parked_on = reading._fut_waiter
+
+    class Incomparable:
+        def __eq__(self, other):
+            raise ArithmeticError("no comparing")
+
+        __hash__ = object.__hash__
+
+    with pytest.raises(ArithmeticError, match="no comparing"):
+        parked_on.remove_done_callback(Incomparable())
+    await peer.send(b"data")
+    assert await bounded(reading) == b"data"
+
+
 async def test_waiter_cancel_keeps_data_for_the_next_read(rkit):
     reader, _, peer = await rkit.pair()
     pending = reader.readexactly(4).send(None)
