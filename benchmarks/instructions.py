@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """User-space instructions per echo request of a streams server, counted by valgrind (callgrind).
 
-    python benchmarks/instructions.py                          # rsock.aio, asyncio and uvloop streams
+    python benchmarks/instructions.py                          # rsock.aio, uvloop and asyncio streams
+    python benchmarks/instructions.py --servers rsock-uvloop   # rsock.aio on uvloop's loop
     python benchmarks/instructions.py --servers rsock --top 40 # and where rsock's go, by function
 
 On this shared VM the CPU time of a server moves by ±10% between runs, more than most changes to rsock's
@@ -30,7 +31,7 @@ import time
 SERVER = r"""
 import asyncio, sys
 impl, port = sys.argv[1], int(sys.argv[2])
-if impl == "rsock":
+if impl.startswith("rsock"):
     import rsock.aio as streams
 else:
     streams = asyncio
@@ -56,7 +57,7 @@ async def main():
     await done.wait()
     server.close()
 
-if impl == "uvloop":
+if impl.endswith("uvloop"):
     import uvloop
     uvloop.run(main())
 else:
@@ -139,7 +140,9 @@ def by_function(path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="rsock,uvloop,asyncio", help="comma list of rsock, uvloop, asyncio")
+    parser.add_argument(
+        "--servers", default="rsock,uvloop,asyncio", help="comma list of rsock, rsock-uvloop, uvloop, asyncio"
+    )
     parser.add_argument("--requests", default="2000,6000", help="LOW,HIGH (default: %(default)s)")
     parser.add_argument("--python", default=sys.executable, help="the interpreter to run servers with")
     parser.add_argument("--top", type=int, default=0, help="also list the N functions that cost most per request")
