@@ -526,6 +526,7 @@ def test_recv_file_reports_an_incomplete_transfer(tmp_path):
         b'{"name": "a\\u0000b", "size": 1}',
         b'{"name": "\\ud800x", "size": 1}',
         b'{"name": "x\\udcff.bin", "size": 1}',  # a surrogate os.fsencode() turns into the byte 0xff
+        b'{"name": "con\\nsole.txt", "size": 1}',
         b"[" * 4000,  # deeper than the interpreter's recursion limit, shorter than MAX_HEADER
         b'{"name": "yes.bin", "size": true}',
     ],
@@ -533,6 +534,7 @@ def test_recv_file_reports_an_incomplete_transfer(tmp_path):
         "NUL in the name",
         "lone surrogate in the name",
         "escaping surrogate in the name",
+        "line break in the name",
         "deeply nested JSON",
         "boolean size",
     ],

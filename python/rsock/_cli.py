@@ -560,6 +560,8 @@ def _name_problem(name, name_max):
         return "the name is not valid text (it holds a lone surrogate)"
     if b"\0" in encoded:
         return "the name holds a NUL byte"
+    if "\n" in name or "\r" in name:  # it would break the one-line 'received ...' report
+        return "the name holds a line break"
     if len(encoded) > name_max:
         return f"the name is longer than {name_max} bytes"
     return None
@@ -947,8 +949,8 @@ def build_parser():
         "Listens for 'rsock send-file' (one file per connection, any number at once), writing each into "
         "--output-dir under the name the sender gives (without any directory part; an existing file is never "
         "overwritten: NAME-1, NAME-2, ... are used instead). Names starting with a dot are taken; '.', '..' and "
-        "names that hold a NUL byte, are not valid text or are longer than the file system allows are refused "
-        "(answered 'error: WHY', as every failed transfer is). A file is written to a temporary "
+        "names that hold a NUL byte or a line break, are not valid text or are longer than the file system allows "
+        "are refused (answered 'error: WHY', as every failed transfer is). A file is written to a temporary "
         "'.rsock-PID-N.part' file and renamed once complete. Prints 'listening on HOST:PORT', then 'received PATH "
         "(N bytes) from HOST:PORT, sha256 HEX' for each file (dropped if stdout is closed); progress and failed "
         "transfers go to stderr. Serves until Ctrl-C or SIGTERM, or with --count N until N transfers have ended: it "
