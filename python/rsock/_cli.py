@@ -293,6 +293,18 @@ def _connect_error(exc, where, proto):
     return CommandError(f"connection to {where} failed: {os.strerror(exc.errno) if exc.errno else exc}")
 
 
+@contextlib.contextmanager
+def _step(where, proto, timed_out):
+    """One step of a conversation with `where`: its OSError becomes a CommandError, a timeout the message
+    `timed_out` (which names the step)."""
+    try:
+        yield
+    except TimeoutError:
+        raise CommandError(timed_out) from None
+    except OSError as exc:
+        raise _connect_error(exc, where, proto) from None
+
+
 def _write_stdout(data):
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
@@ -506,27 +518,17 @@ def cmd_send_file(args):
         raise _connect_error(exc, where, proto) from None
     # Each step says what timed out: connecting (above), sending, or waiting for the answer.
     with client:
-        try:
+        with _step(where, proto, f"sending to {where} timed out: the receiver took no data for {args.timeout:g} s"):
             client.send(json.dumps({"name": name, "size": size}).encode())
             progress = Progress(name, size, enabled=not args.quiet)
             try:
                 sent = client.sendfile(path, progress=progress.update)
             finally:
                 progress.close()
-        except TimeoutError:
-            raise CommandError(
-                f"sending to {where} timed out: the receiver took no data for {args.timeout:g} s"
-            ) from None
-        except OSError as exc:
-            raise _connect_error(exc, where, proto) from None
-        try:
+        with _step(
+            where, proto, f"the receiver did not answer within {args.timeout:g} s after the whole file was sent"
+        ):
             reply = client.recv_message()
-        except TimeoutError:
-            raise CommandError(
-                f"the receiver did not answer within {args.timeout:g} s after the whole file was sent"
-            ) from None
-        except OSError as exc:
-            raise _connect_error(exc, where, proto) from None
     print(f"sent {name}: {sent} bytes, sha256 {digest}", flush=True)
     if reply is None:
         raise CommandError(f"{where} closed the connection without confirming the file")
