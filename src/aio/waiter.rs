@@ -147,10 +147,12 @@ fn run_callbacks(
     event_loop: &Py<PyAny>,
     run: Run<'_, '_>,
 ) -> PyResult<()> {
+    // Settled before its callbacks run, and not again: whether it succeeded holds for all of them.
+    let succeeded = matches!(run, Run::Now { .. }) && waiter.borrow(py).succeeded();
     for (callback, context) in callbacks {
         if let Run::Now { resolved } = run {
             let callback = callback.bind(py);
-            let done = if waiter.borrow(py).succeeded() && is_task_wakeup(callback)? {
+            let done = if succeeded && is_task_wakeup(callback)? {
                 resolved
             } else {
                 waiter.bind(py).as_any()
