@@ -35,6 +35,10 @@ const DATAGRAM_ROOM: usize = 65536;
 const ADDRESS_CACHE: usize = 4096;
 /// How long a receive waits before looking for stop(), on a socket another process may share.
 const SHARED_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+/// A stretch of at least this many datagrams, none answered, is a one-way flood (see `FloodPacer`).
+const FLOOD_STRETCH: usize = 8;
+/// How long the receive thread pauses in a one-way flood before taking the next batch.
+const FLOOD_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
 /// How long receiving pauses after an error it cannot wait out (as accepting does).
 const RECEIVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -228,7 +232,38 @@ impl AddressCache {
     }
 }
 
-/// Runs the handler over one batch; replies the socket cannot take right now are returned.
+/// Paces the receive thread through a one-way flood (metrics, logs, telemetry: datagrams nobody waits
+/// an answer to). Each wake-up from a blocking receive costs as much as handling a dozen datagrams (a
+/// context switch; on a VM, an exit to the host), and a thread that handles datagrams faster than they
+/// come wakes for every few. So when a stretch of datagrams taken without finding the socket empty was
+/// long (a flood) and the handler answered none of them, the thread pauses before receiving again and
+/// the next wake-up finds many queued. An answered datagram is never held back: its sender may be
+/// waiting for the reply, and pausing would slow every request-response exchange.
+#[derive(Default)]
+struct FloodPacer {
+    /// Datagrams taken since the socket was last found empty.
+    stretch: usize,
+    answered: bool,
+}
+
+impl FloodPacer {
+    /// Records a batch of `count` datagrams (`answered`: the handler returned a reply for one of
+    /// them). True when the thread should pause: the batch emptied the socket at the end of a one-way
+    /// flood.
+    fn after_batch(&mut self, count: usize, answered: bool) -> bool {
+        self.stretch += count;
+        self.answered |= answered;
+        if count == BATCH {
+            return false;
+        }
+        let flood = self.stretch >= FLOOD_STRETCH && !self.answered;
+        *self = FloodPacer::default();
+        flood
+    }
+}
+
+/// Runs the handler over one batch. Returns the replies the socket cannot take right now, and whether
+/// the handler answered any datagram (returned something other than None).
 fn deliver_batch(
     py: Python<'_>,
     shared: &Arc<UdpShared>,
@@ -236,9 +271,10 @@ fn deliver_batch(
     batch: &RecvBatch,
     count: usize,
     addresses: &mut AddressCache,
-) -> Vec<(Bytes, SocketAddr)> {
+) -> (Vec<(Bytes, SocketAddr)>, bool) {
     let stats = &shared.stats;
     let mut unsent = Vec::new();
+    let mut answered = false;
     for i in 0..count {
         if shared.lifecycle.is_stopping() {
             // stop() waits for the handler in progress, not for the rest of the batch.
@@ -264,8 +300,11 @@ fn deliver_batch(
         let reply = addresses
             .get(py, sender)
             .and_then(|address| call_handler(handler.bind(py), (PyBytes::new(py, data), address)));
+        if matches!(&reply, Ok(reply) if reply.is_none()) {
+            continue;
+        }
+        answered = true;
         let sent = match reply {
-            Ok(reply) if reply.is_none() => continue,
             Ok(reply) if is_awaitable(&reply) => hand_to_loop(py, shared, socket, sender, &reply),
             Ok(reply) => with_readable(&reply, |bytes| match send_now(socket, bytes, sender) {
                 Ok(n) => {
@@ -291,7 +330,7 @@ fn deliver_batch(
             );
         }
     }
-    unsent
+    (unsent, answered)
 }
 
 /// Passes an awaitable `on_datagram` returned to rsock.aio's bridge; its result is sent to `target`.
@@ -348,10 +387,12 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
     let fd = socket.as_raw_fd();
     let mut batch = RecvBatch::new();
     let mut addresses = AddressCache::default();
+    let mut pacer = FloodPacer::default();
     while !shared.lifecycle.is_stopping() {
         match batch.receive(fd) {
             Ok(count) => {
-                let unsent = runtime::with_gil(|py| deliver_batch(py, shared, socket, &batch, count, &mut addresses));
+                let (unsent, answered) =
+                    runtime::with_gil(|py| deliver_batch(py, shared, socket, &batch, count, &mut addresses));
                 for (reply, target) in unsent {
                     match socket.send_to(&reply, target) {
                         Ok(n) => shared.stats.sent(n),
@@ -372,6 +413,9 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
                     });
                     break;
                 }
+                if pacer.after_batch(count, answered) {
+                    std::thread::sleep(FLOOD_PAUSE);
+                }
             }
             Err(err) if matches!(err.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => {}
             Err(err) => {
@@ -386,7 +430,8 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
 }
 
 /// A UDP server: `on_datagram(data, address)` runs for every datagram, and what it returns
-/// (bytes-like) is sent back to the sender. Receiving is batched in Rust.
+/// (bytes-like) is sent back to the sender. Receiving is batched in Rust; in a one-way flood the
+/// receive thread pauses briefly between batches (`FloodPacer`).
 ///
 /// - `address`: where to bind; None (the default) is 127.0.0.1 on a free port, "" every interface.
 /// - `on_datagram(data, address)`: runs on the server's own receive thread; None sends nothing back.
@@ -534,4 +579,37 @@ impl UdpServer {
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<UdpServer>()?;
     m.add_class::<DatagramReply>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_one_way_flood_pauses_once_the_socket_is_empty() {
+        let mut pacer = FloodPacer::default();
+        assert!(
+            !pacer.after_batch(BATCH, false),
+            "a full batch: more are queued, take them now"
+        );
+        assert!(pacer.after_batch(3, false));
+        assert!(!pacer.after_batch(3, false), "each pause starts a new stretch");
+    }
+
+    #[test]
+    fn a_stretch_short_of_a_flood_does_not_pause() {
+        let mut pacer = FloodPacer::default();
+        assert!(!pacer.after_batch(FLOOD_STRETCH - 1, false));
+        assert!(!pacer.after_batch(1, false));
+        assert!(pacer.after_batch(FLOOD_STRETCH, false));
+    }
+
+    #[test]
+    fn an_answered_datagram_is_never_held_back() {
+        let mut pacer = FloodPacer::default();
+        assert!(!pacer.after_batch(BATCH, true));
+        assert!(!pacer.after_batch(BATCH, false));
+        assert!(!pacer.after_batch(5, false), "the stretch held an answered datagram");
+        assert!(!pacer.after_batch(FLOOD_STRETCH, true));
+    }
 }

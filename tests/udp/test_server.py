@@ -80,6 +80,31 @@ def test_none_reply_sends_nothing(make_server, make_udp):
     stats_become(server, {"datagrams_in": 3, "datagrams_out": 1, "bytes_in": 18, "bytes_out": 13, "errors": 0})
 
 
+def test_one_way_floods_are_handled_whole_and_in_order_and_a_request_after_them_is_answered(
+    make_server, make_udp, wait_until
+):
+    """Bursts long enough to count as a one-way flood (the receive thread then pauses between batches): nothing is
+    lost or reordered, and the reply to the request that follows is not held back for the next burst."""
+    seen = []
+
+    def on_datagram(data, addr):
+        if data == b"ping":
+            return b"pong"
+        seen.append(int(data))
+        return None
+
+    server = make_server(on_datagram)
+    sock = make_udp()
+    burst = 64  # well within the server socket's receive buffer, so the kernel drops none
+    for first in range(0, 20 * burst, burst):
+        for n in range(first, first + burst):
+            sock.sendto(b"%d" % n, server.address)
+        wait_until(lambda: len(seen) == first + burst)
+    sock.sendto(b"ping", server.address)
+    assert sock.recv(100) == b"pong"
+    assert seen == list(range(20 * burst))
+
+
 def test_empty_datagram_and_empty_reply(make_server, make_udp):
     seen = []
 
