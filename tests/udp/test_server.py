@@ -99,7 +99,7 @@ def test_one_way_floods_are_handled_whole_and_in_order_and_a_request_after_them_
     for first in range(0, 20 * burst, burst):
         for n in range(first, first + burst):
             sock.sendto(b"%d" % n, server.address)
-        wait_until(lambda: len(seen) == first + burst)
+        wait_until(lambda sent=first + burst: len(seen) == sent, "the burst to be handled")
     sock.sendto(b"ping", server.address)
     assert sock.recv(100) == b"pong"
     assert seen == list(range(20 * burst))
