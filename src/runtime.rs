@@ -194,27 +194,46 @@ pub fn on_handler_thread() -> bool {
     !IO_THREAD_STATE.get().is_null()
 }
 
-/// A flag one side sets and others wait for, from any thread.
+/// A flag one side sets and others wait for, from any thread. The flag itself is an atomic: the lock
+/// only orders waiting against waking, so a set latch answers without it.
 #[derive(Default)]
 pub struct Latch {
-    set: Mutex<bool>,
+    set: AtomicBool,
+    lock: Mutex<()>,
     changed: Condvar,
 }
 
 impl Latch {
     pub fn set(&self) {
-        *self.set.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.set.store(true, Ordering::Release);
+        // Taken, though nothing is guarded, so that a waiter between its look at the flag and its
+        // wait cannot miss this wake-up.
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.changed.notify_all();
+    }
+
+    /// Sets the latch without waking anyone: for a forked child, which has no thread waiting on it,
+    /// and where the lock is a copy that one of the parent's threads may have held at the fork, and
+    /// so stays held for ever.
+    pub fn set_unwatched(&self) {
+        self.set.store(true, Ordering::Release);
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
     }
 
     /// Waits up to `limit`; returns whether the latch is set.
     fn wait_for(&self, limit: Duration) -> bool {
-        let guard = self.set.lock().unwrap_or_else(|e| e.into_inner());
-        let (guard, _) = self
+        if self.is_set() {
+            return true;
+        }
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self
             .changed
-            .wait_timeout_while(guard, limit, |set| !*set)
+            .wait_timeout_while(guard, limit, |()| !self.is_set())
             .unwrap_or_else(|e| e.into_inner());
-        *guard
+        self.is_set()
     }
 }
 
@@ -234,5 +253,49 @@ pub fn wait(py: Python<'_>, latch: &Latch, timeout: Option<Duration>) -> PyResul
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_latch_set_unwatched_answers_while_its_lock_is_held_for_ever() {
+        // As in a forked child whose parent had a thread inside the latch's lock at the fork.
+        let latch = Arc::new(Latch::default());
+        let (held, lock_taken) = mpsc::channel();
+        let holder = latch.clone();
+        std::thread::spawn(move || {
+            std::mem::forget(holder.lock.lock().unwrap());
+            held.send(()).unwrap();
+        });
+        lock_taken.recv().unwrap();
+        let (done, answered) = mpsc::channel();
+        let child = latch.clone();
+        std::thread::spawn(move || {
+            child.set_unwatched();
+            done.send(child.wait_for(Duration::from_secs(1))).unwrap();
+        });
+        assert_eq!(answered.recv_timeout(Duration::from_secs(5)), Ok(true));
+    }
+
+    #[test]
+    fn a_waiter_wakes_when_the_latch_is_set() {
+        let latch = Arc::new(Latch::default());
+        assert!(!latch.wait_for(Duration::from_millis(1)));
+        let setter = latch.clone();
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            setter.set();
+        });
+        assert!(latch.wait_for(Duration::from_secs(10)));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "woken by set(), not by the limit"
+        );
     }
 }

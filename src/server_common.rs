@@ -84,7 +84,7 @@ impl Lifecycle {
         self.stopping.store(true, Ordering::Release);
         if !self.runs_here() {
             // Nothing to wait for here, and the shared socket must stay as the parent uses it.
-            self.stopped.set();
+            self.stopped.set_unwatched();
             return;
         }
         self.shutdown.cancel();

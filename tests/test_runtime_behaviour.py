@@ -917,10 +917,10 @@ def test_a_forked_child_stopping_the_parents_server_leaves_it_serving(kind):
 
 
 def test_a_forked_child_cannot_act_on_the_parents_connections():
-    """In a child forked while a TcpServer serves, the connections are the parent's: broadcast() and a
-    connection's send() and close() raise RuntimeError (their locks may have been held by the parent's I/O
-    thread at the fork, and would never be released in the child), and stats, reprs and `closed` answer
-    without waiting. The parent's connection is untouched."""
+    """In a child forked while a TcpServer serves, the connections are the parent's: broadcast(), a connection's
+    send() and close(), and rsock.aio's report that an async handler finished raise RuntimeError (their locks may
+    have been held by the parent's I/O thread at the fork, and would never be released in the child), and stats,
+    reprs and `closed` answer without waiting. The parent's connection is untouched."""
     import rsock
 
     connected = []
@@ -930,7 +930,13 @@ def test_a_forked_child_cannot_act_on_the_parents_connections():
         (conn,) = connected
 
         def child():
-            for action in (lambda: server.broadcast(b"x"), lambda: conn.send(b"x"), conn.close):
+            actions = (
+                lambda: server.broadcast(b"x"),
+                lambda: conn.send(b"x"),
+                conn.close,
+                lambda: conn._handler_done(b"x"),  # what rsock.aio calls when an async handler finishes
+            )
+            for action in actions:
                 with pytest.raises(RuntimeError, match="forked child"):
                     action()
             assert conn.closed

@@ -401,6 +401,7 @@ impl Connection {
     #[pyo3(signature = (reply, exc=None))]
     fn _handler_done(&self, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let shared = &self.shared;
+        shared.server.lifecycle.check_runs_here()?;
         if shared.closed.load(Relaxed) {
             // The connection was closed meanwhile (a forced stop): the reply has nowhere to go.
             return Ok(());
