@@ -4,10 +4,12 @@
     python benchmarks/instructions.py                          # rsock.aio, uvloop and asyncio streams
     python benchmarks/instructions.py --servers rsock-uvloop   # rsock.aio on uvloop's loop
     python benchmarks/instructions.py --servers rsock --top 40 # and where rsock's go, by function
+    python benchmarks/instructions.py --servers tcpserver      # rsock.TcpServer(on_message=echo)
 
 On this shared VM the CPU time of a server moves by ±10% between runs, more than most changes to rsock's
 own code are worth; an instruction count does not move with the machine's state. Each server (the
-`start_server` echo of benchmarks/aio_servers.py: read, write, drain) runs under callgrind twice, serving
+`start_server` echo of benchmarks/aio_servers.py: read, write, drain; for `tcpserver`, the `TcpServer`
+echo of benchmarks/rsock_servers.py: a handler returning what it is given) runs under callgrind twice, serving
 --requests LOW and then HIGH 1 KiB requests over 10 connections in lockstep from a client outside valgrind;
 the difference divided by HIGH - LOW is the cost of one request without the start-up. Kernel work is not
 counted (the syscalls are the same for every server here: one recv and one send per request), and
@@ -31,6 +33,17 @@ import time
 SERVER = r"""
 import asyncio, sys
 impl, port = sys.argv[1], int(sys.argv[2])
+if impl == "tcpserver":
+    import threading, rsock
+    closed = threading.Semaphore(0)
+    server = rsock.TcpServer(("127.0.0.1", port), lambda conn, data: data,
+                             on_disconnect=lambda conn, exc: closed.release())
+    server.start()
+    print("ready", flush=True)
+    for _ in range(10):
+        closed.acquire()
+    server.stop()
+    sys.exit()
 if impl.startswith("rsock"):
     import rsock.aio as streams
 else:
@@ -141,7 +154,9 @@ def by_function(path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--servers", default="rsock,uvloop,asyncio", help="comma list of rsock, rsock-uvloop, uvloop, asyncio"
+        "--servers",
+        default="rsock,uvloop,asyncio",
+        help="comma list of rsock, rsock-uvloop, uvloop, asyncio, tcpserver",
     )
     parser.add_argument("--requests", default="2000,6000", help="LOW,HIGH (default: %(default)s)")
     parser.add_argument("--python", default=sys.executable, help="the interpreter to run servers with")
