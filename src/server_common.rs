@@ -74,7 +74,7 @@ impl Lifecycle {
             return Ok(());
         }
         Err(PyRuntimeError::new_err(
-            "this server's connections are served by the process that started it, not by this forked \
+            "this server is served by the process that started it, not by this forked \
              child: start a new server here",
         ))
     }

@@ -953,6 +953,43 @@ def test_a_forked_child_cannot_act_on_the_parents_connections():
     assert server.stats["active"] == 0
 
 
+def test_a_forked_child_cannot_answer_for_the_parents_udp_server():
+    """An async on_datagram's reply is sent when rsock.aio reports the handler done. In a child forked while
+    the server runs, the parent still serves the socket: the report raises RuntimeError there instead of sending
+    a second reply, and the parent's report still sends it."""
+    import rsock
+
+    replies = []
+
+    async def on_datagram(data, addr):
+        return data
+
+    def bridge(awaitable, reply):
+        awaitable.close()  # run by hand below, as rsock.aio would on its loop
+        replies.append(reply)
+
+    server = rsock.UdpServer((HOST, 0), on_datagram)
+    server._set_async_bridge(bridge)
+    with server, stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_DGRAM) as client:
+        client.settimeout(TIMEOUT)
+        client.sendto(b"ask", server.address)
+        deadline = time.monotonic() + TIMEOUT
+        while not replies and time.monotonic() < deadline:
+            time.sleep(0.002)
+        (reply,) = replies
+
+        def child():
+            with pytest.raises(RuntimeError, match="forked child"):
+                reply._handler_done(b"from the child")
+
+        assert _reap(_run_in_fork(child)) == 0
+        reply._handler_done(b"from the parent")
+        assert client.recvfrom(64) == (b"from the parent", server.address)
+        client.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            client.recvfrom(64)  # and nothing from the child
+
+
 def test_a_server_made_but_not_started_before_a_fork_is_the_childs_to_use():
     """Only a server running when the process forked belongs to the parent: one made and not yet started is the
     child's, which may broadcast to its (no) connections and start it."""

@@ -305,8 +305,8 @@ class UdpServer:
     """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns is sent back.
 
     Datagrams are received in batches (recvmmsg) on a thread of the server's own, which runs the handler. In a
-    one-way flood (8 or more datagrams taken before the socket runs empty, none answered) that thread pauses 50 µs
-    before receiving again, so that one wake-up takes many datagrams; answered datagrams are never held back.
+    one-way flood (8 or more datagrams taken before the socket runs empty, none answered) that thread pauses 0.1 ms
+    before receiving again, so that one wake-up takes many; a stretch with an answered datagram never ends in one.
     """
 
     def __new__(

@@ -38,7 +38,9 @@ const SHARED_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(
 /// A stretch of at least this many datagrams, none answered, is a one-way flood (see `FloodPacer`).
 const FLOOD_STRETCH: usize = 8;
 /// How long the receive thread pauses in a one-way flood before taking the next batch.
-const FLOOD_PAUSE: std::time::Duration = std::time::Duration::from_micros(50);
+const FLOOD_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+/// The receive thread's timer slack, in nanoseconds: how much later than asked its pauses may end.
+const FLOOD_PAUSE_SLACK_NS: libc::c_ulong = 1_000;
 /// How long receiving pauses after an error it cannot wait out (as accepting does).
 const RECEIVE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -82,6 +84,9 @@ impl DatagramReply {
     /// Sends the reply an async handler returned (nothing for None); an exception is logged.
     #[pyo3(signature = (reply, exc=None))]
     fn _handler_done(&self, py: Python<'_>, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        // In a forked child the parent still serves this socket: a reply sent from both would reach the
+        // sender twice.
+        self.shared.lifecycle.check_runs_here()?;
         let stats = &self.shared.stats;
         let sent = match exc.filter(|e| !e.is_none()) {
             Some(exc) => Err(PyErr::from_value(exc.clone())),
@@ -178,6 +183,11 @@ impl RecvBatch {
         Ok(received as usize)
     }
 
+    /// The bytes in the last batch's `count` datagrams.
+    fn bytes(&self, count: usize) -> usize {
+        self.messages[..count].iter().map(|m| m.msg_len as usize).sum()
+    }
+
     /// Whether the last batch (of `count`) ends in the empty, sender-less entry that a socket shut
     /// down for reading returns.
     fn shut_down(&self, count: usize) -> bool {
@@ -235,35 +245,50 @@ impl AddressCache {
 /// Paces the receive thread through a one-way flood (metrics, logs, telemetry: datagrams nobody waits
 /// an answer to). Each wake-up from a blocking receive costs as much as handling a dozen datagrams (a
 /// context switch; on a VM, an exit to the host), and a thread that handles datagrams faster than they
-/// come wakes for every few. So when a stretch of datagrams taken without finding the socket empty was
-/// long (a flood) and the handler answered none of them, the thread pauses before receiving again and
-/// the next wake-up finds many queued. An answered datagram is never held back: its sender may be
-/// waiting for the reply, and pausing would slow every request-response exchange.
-#[derive(Default)]
+/// come wakes for every few. So when the datagrams taken since the socket was last found empty were
+/// many (a flood: at least FLOOD_STRETCH, which takes a sender fast enough to queue that many while
+/// the thread handles the ones before) and the handler answered none of them, the thread pauses before
+/// receiving again, and the next wake-up finds many queued; the pauses go on while each finds as many.
+/// A stretch with an answered datagram never ends in a pause: its sender may be waiting for the reply,
+/// and pausing would slow every request-response exchange. (A datagram that arrives during a pause
+/// waits for it, answered or not.) Nor does a batch whose bytes fill a good part of the socket's receive
+/// buffer: the pause could let the kernel drop what would not fit.
 struct FloodPacer {
     /// Datagrams taken since the socket was last found empty.
     stretch: usize,
     answered: bool,
+    /// The most a batch may hold, in bytes, for the pause after it to be safe.
+    room: usize,
 }
 
 impl FloodPacer {
-    /// Records a batch of `count` datagrams (`answered`: the handler returned a reply for one of
-    /// them). True when the thread should pause: the batch emptied the socket at the end of a one-way
-    /// flood.
-    fn after_batch(&mut self, count: usize, answered: bool) -> bool {
+    /// A pacer for a socket whose receive buffer holds `receive_buffer` bytes.
+    fn new(receive_buffer: usize) -> Self {
+        FloodPacer {
+            stretch: 0,
+            answered: false,
+            room: receive_buffer / 4,
+        }
+    }
+
+    /// Records a batch of `count` datagrams holding `bytes` (`answered`: the handler returned
+    /// something other than None for one of them, or failed). True when the thread should pause: the
+    /// batch emptied the socket at the end of a one-way flood.
+    fn after_batch(&mut self, count: usize, bytes: usize, answered: bool) -> bool {
         self.stretch += count;
         self.answered |= answered;
         if count == BATCH {
             return false;
         }
-        let flood = self.stretch >= FLOOD_STRETCH && !self.answered;
-        *self = FloodPacer::default();
+        let flood = self.stretch >= FLOOD_STRETCH && !self.answered && bytes <= self.room;
+        self.stretch = 0;
+        self.answered = false;
         flood
     }
 }
 
 /// Runs the handler over one batch. Returns the replies the socket cannot take right now, and whether
-/// the handler answered any datagram (returned something other than None).
+/// the handler answered any datagram (returned something other than None, or failed).
 fn deliver_batch(
     py: Python<'_>,
     shared: &Arc<UdpShared>,
@@ -385,9 +410,13 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
         return;
     }
     let fd = socket.as_raw_fd();
+    // Pauses end when asked: the default timer slack (50 µs) would stretch each by up to half.
+    // SAFETY: PR_SET_TIMERSLACK takes a number and acts on the calling thread only.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, FLOOD_PAUSE_SLACK_NS) };
+    let receive_buffer = socket2::SockRef::from(&**socket).recv_buffer_size().unwrap_or(0);
     let mut batch = RecvBatch::new();
     let mut addresses = AddressCache::default();
-    let mut pacer = FloodPacer::default();
+    let mut pacer = FloodPacer::new(receive_buffer);
     while !shared.lifecycle.is_stopping() {
         match batch.receive(fd) {
             Ok(count) => {
@@ -413,7 +442,7 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
                     });
                     break;
                 }
-                if pacer.after_batch(count, answered) {
+                if pacer.after_batch(count, batch.bytes(count), answered) {
                     std::thread::sleep(FLOOD_PAUSE);
                 }
             }
@@ -585,31 +614,54 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use super::*;
 
+    /// A pacer for the default receive buffer on Linux (212,992 bytes), and a small datagram's bytes.
+    fn pacer() -> FloodPacer {
+        FloodPacer::new(212_992)
+    }
+    const SMALL: usize = 64;
+
     #[test]
     fn a_one_way_flood_pauses_once_the_socket_is_empty() {
-        let mut pacer = FloodPacer::default();
+        let mut pacer = pacer();
         assert!(
-            !pacer.after_batch(BATCH, false),
+            !pacer.after_batch(BATCH, BATCH * SMALL, false),
             "a full batch: more are queued, take them now"
         );
-        assert!(pacer.after_batch(3, false));
-        assert!(!pacer.after_batch(3, false), "each pause starts a new stretch");
+        assert!(pacer.after_batch(3, 3 * SMALL, false));
+        assert!(
+            !pacer.after_batch(3, 3 * SMALL, false),
+            "each pause starts a new stretch"
+        );
     }
 
     #[test]
     fn a_stretch_short_of_a_flood_does_not_pause() {
-        let mut pacer = FloodPacer::default();
-        assert!(!pacer.after_batch(FLOOD_STRETCH - 1, false));
-        assert!(!pacer.after_batch(1, false));
-        assert!(pacer.after_batch(FLOOD_STRETCH, false));
+        let mut pacer = pacer();
+        assert!(!pacer.after_batch(FLOOD_STRETCH - 1, SMALL, false));
+        assert!(!pacer.after_batch(1, SMALL, false));
+        assert!(pacer.after_batch(FLOOD_STRETCH, SMALL, false));
     }
 
     #[test]
-    fn an_answered_datagram_is_never_held_back() {
-        let mut pacer = FloodPacer::default();
-        assert!(!pacer.after_batch(BATCH, true));
-        assert!(!pacer.after_batch(BATCH, false));
-        assert!(!pacer.after_batch(5, false), "the stretch held an answered datagram");
-        assert!(!pacer.after_batch(FLOOD_STRETCH, true));
+    fn a_stretch_with_an_answered_datagram_does_not_pause() {
+        let mut pacer = pacer();
+        assert!(!pacer.after_batch(BATCH, SMALL, true));
+        assert!(!pacer.after_batch(BATCH, SMALL, false));
+        assert!(
+            !pacer.after_batch(5, SMALL, false),
+            "the stretch held an answered datagram"
+        );
+        assert!(!pacer.after_batch(FLOOD_STRETCH, SMALL, true));
+        assert!(
+            pacer.after_batch(FLOOD_STRETCH, SMALL, false),
+            "an answer counts only for its own stretch"
+        );
+    }
+
+    #[test]
+    fn a_batch_filling_a_quarter_of_the_receive_buffer_does_not_pause() {
+        let mut pacer = pacer();
+        assert!(!pacer.after_batch(FLOOD_STRETCH, 212_992 / 4 + 1, false));
+        assert!(pacer.after_batch(FLOOD_STRETCH, 212_992 / 4, false));
     }
 }
