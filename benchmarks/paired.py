@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+from chat_bench import cpu_seconds  # this folder's: server CPU time from /proc
+
 LOADGEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "loadgen" / "target" / "release" / "loadgen"
 
 
@@ -40,13 +42,8 @@ def free_port(kind):
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def window(args, port, pid):
-    """One load window against the server on `port`; returns (requests or datagrams handled, seconds)."""
+    """One load window against the server on `port`; returns the requests or datagrams it handled."""
     common = ["--addr", f"127.0.0.1:{port}", "--size", str(args.size), "--duration", str(args.window)]
     if args.mode == "udp-blast":
         command = [str(LOADGEN), "udp-blast", *common, "--warmup", "0.2", "--watch-pid", str(pid)]
@@ -55,8 +52,8 @@ def window(args, port, pid):
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.window + 30)
     report = json.loads(result.stdout)
     if args.mode == "udp-blast":
-        return report["rps"] * report["elapsed"], report["elapsed"]
-    return report["requests"], args.window
+        return report["rps"] * report["elapsed"]
+    return report["requests"]
 
 
 def main():
@@ -92,7 +89,7 @@ def main():
             order = servers if round_number % 2 == 0 else servers[::-1]
             for name, port, process in order:
                 before = cpu_seconds(process.pid)
-                handled, _ = window(args, port, process.pid)
+                handled = window(args, port, process.pid)
                 costs[name].append((cpu_seconds(process.pid) - before) / handled * 1e6)
         unit = "datagram" if args.mode == "udp-blast" else "request"
         baseline = servers[0][0]
