@@ -1,6 +1,7 @@
 //! Socket addresses between Python and C: the tuples and paths the stdlib takes and returns
 //! (`(host, port)` for AF_INET, `(host, port, flowinfo, scope_id)` for AF_INET6, a path for AF_UNIX,
-//! `(pid, groups)` for AF_NETLINK, `(ifname, proto, pkttype, hatype, addr)` for AF_PACKET) and
+//! `(pid, groups)` for AF_NETLINK, `(ifname, proto, pkttype, hatype, addr)` for AF_PACKET, `(cid, port)`
+//! for AF_VSOCK) and
 //! `socket2::SockAddr`, with the stdlib's exceptions for malformed ones.
 
 use std::ffi::{CStr, CString};
@@ -8,7 +9,8 @@ use std::mem::{offset_of, size_of};
 use std::net::IpAddr;
 
 use libc::{
-    AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX, sockaddr_in, sockaddr_in6, sockaddr_ll, sockaddr_nl, sockaddr_un,
+    AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX, AF_VSOCK, sockaddr_in, sockaddr_in6, sockaddr_ll, sockaddr_nl,
+    sockaddr_un, sockaddr_vm,
 };
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -58,6 +60,8 @@ pub fn to_sockaddr(py: Python<'_>, family: i32, addr: &Bound<'_, PyAny>, caller:
         AF_UNIX => unix_sockaddr(addr),
         AF_NETLINK => netlink_sockaddr(address_tuple(addr, "AF_NETLINK", caller)?),
         AF_PACKET => packet_sockaddr(py, address_tuple(addr, "AF_PACKET", caller)?, caller),
+        // CPython names its own parser here, whatever the method.
+        AF_VSOCK => vsock_sockaddr(address_tuple(addr, "AF_VSOCK", "getsockaddrarg")?),
         _ => Err(PyOSError::new_err(format!("{caller}(): bad family"))),
     }
 }
@@ -69,8 +73,13 @@ fn address_tuple<'a, 'py>(
     caller: &str,
 ) -> PyResult<&'a Bound<'py, PyTuple>> {
     addr.cast::<PyTuple>().map_err(|_| {
+        let caller = if caller == "getsockaddrarg" {
+            "getsockaddrarg:".to_owned()
+        } else {
+            format!("{caller}():")
+        };
         PyTypeError::new_err(format!(
-            "{caller}(): {family_name} address must be tuple, not {}",
+            "{caller} {family_name} address must be tuple, not {}",
             type_name(addr)
         ))
     })
@@ -200,24 +209,46 @@ fn unix_sockaddr(addr: &Bound<'_, PyAny>) -> PyResult<SockAddr> {
 
 /// `(pid, groups)`, each taken as C's `unsigned int` without a range check, as CPython's "II" does.
 fn netlink_sockaddr(tuple: &Bound<'_, PyTuple>) -> PyResult<SockAddr> {
+    let (pid, groups) = uint_pair(tuple, |_| "AF_NETLINK address must be a pair (pid, groups)".into())?;
+    Ok(sockaddr_of(|nl: &mut sockaddr_nl| {
+        nl.nl_family = AF_NETLINK as libc::sa_family_t;
+        nl.nl_pid = pid;
+        nl.nl_groups = groups;
+    }))
+}
+
+/// `(cid, port)`, each taken as C's `unsigned int` without a range check, as CPython's "II" does.
+fn vsock_sockaddr(tuple: &Bound<'_, PyTuple>) -> PyResult<SockAddr> {
+    let (cid, port) = uint_pair(tuple, |len| {
+        format!("getsockaddrarg() takes exactly 2 arguments ({len} given)")
+    })?;
+    Ok(sockaddr_of(|vm: &mut sockaddr_vm| {
+        vm.svm_family = AF_VSOCK as libc::sa_family_t;
+        vm.svm_cid = cid;
+        vm.svm_port = port;
+    }))
+}
+
+/// A pair of C `unsigned int`s; a tuple of another length is a TypeError worded by `shape_error`.
+fn uint_pair(tuple: &Bound<'_, PyTuple>, shape_error: impl FnOnce(usize) -> String) -> PyResult<(u32, u32)> {
     if tuple.len() != 2 {
-        return Err(PyTypeError::new_err("AF_NETLINK address must be a pair (pid, groups)"));
+        return Err(PyTypeError::new_err(shape_error(tuple.len())));
     }
-    let pid = c_uint_masked(&tuple.get_item(0)?)?;
-    let groups = c_uint_masked(&tuple.get_item(1)?)?;
-    // SAFETY: the storage is zeroed and larger than sockaddr_nl; the closure writes its fields and length.
+    Ok((c_uint_masked(&tuple.get_item(0)?)?, c_uint_masked(&tuple.get_item(1)?)?))
+}
+
+/// A C address of type `T` and `T`'s length: zeroed, then filled in by `fill`.
+fn sockaddr_of<T>(fill: impl FnOnce(&mut T)) -> SockAddr {
+    // SAFETY: the storage is zeroed and larger than any sockaddr type; `fill` writes T's fields.
     let ((), sockaddr) = unsafe {
         SockAddr::try_init(|storage, len| {
-            let nl = &mut *storage.cast::<sockaddr_nl>();
-            nl.nl_family = AF_NETLINK as libc::sa_family_t;
-            nl.nl_pid = pid;
-            nl.nl_groups = groups;
-            *len = size_of::<sockaddr_nl>() as libc::socklen_t;
+            fill(&mut *storage.cast::<T>());
+            *len = size_of::<T>() as libc::socklen_t;
             Ok(())
         })
     }
-    .expect("building an AF_NETLINK sockaddr cannot fail");
-    Ok(sockaddr)
+    .expect("building a sockaddr cannot fail");
+    sockaddr
 }
 
 /// `(ifname, proto[, pkttype[, hatype[, addr]]])`, checked in CPython's order: the tuple's shape and
@@ -237,24 +268,17 @@ fn packet_sockaddr(py: Python<'_>, tuple: &Bound<'_, PyTuple>, caller: &str) -> 
     }
     let proto =
         u16::try_from(proto).map_err(|_| PyOverflowError::new_err(format!("{caller}(): proto must be 0-65535.")))?;
-    // SAFETY: the storage is zeroed and larger than sockaddr_ll; haddr fits in sll_addr (checked above).
-    let ((), sockaddr) = unsafe {
-        SockAddr::try_init(|storage, len| {
-            let ll = &mut *storage.cast::<sockaddr_ll>();
-            ll.sll_family = AF_PACKET as libc::sa_family_t;
-            ll.sll_protocol = proto.to_be();
-            ll.sll_ifindex = ifindex;
-            // CPython stores these ints into the C fields unchecked, so they wrap the same way.
-            ll.sll_pkttype = pkttype as u8;
-            ll.sll_hatype = hatype as u16;
-            ll.sll_halen = haddr.len() as u8;
-            ll.sll_addr[..haddr.len()].copy_from_slice(&haddr);
-            *len = size_of::<sockaddr_ll>() as libc::socklen_t;
-            Ok(())
-        })
-    }
-    .expect("building an AF_PACKET sockaddr cannot fail");
-    Ok(sockaddr)
+    // haddr fits in sll_addr (checked above).
+    Ok(sockaddr_of(|ll: &mut sockaddr_ll| {
+        ll.sll_family = AF_PACKET as libc::sa_family_t;
+        ll.sll_protocol = proto.to_be();
+        ll.sll_ifindex = ifindex;
+        // CPython stores these ints into the C fields unchecked, so they wrap the same way.
+        ll.sll_pkttype = pkttype as u8;
+        ll.sll_hatype = hatype as u16;
+        ll.sll_halen = haddr.len() as u8;
+        ll.sll_addr[..haddr.len()].copy_from_slice(&haddr);
+    }))
 }
 
 type PacketTuple = (String, i32, i32, i32, Vec<u8>);
@@ -357,6 +381,11 @@ pub fn from_sockaddr<'py>(py: Python<'py>, addr: &SockAddr) -> PyResult<Bound<'p
             // SAFETY: the family says the storage holds a sockaddr_nl.
             let nl = unsafe { &*storage.cast::<sockaddr_nl>() };
             Ok((nl.nl_pid, nl.nl_groups).into_pyobject(py)?.into_any())
+        }
+        AF_VSOCK => {
+            // SAFETY: the family says the storage holds a sockaddr_vm.
+            let vm = unsafe { &*storage.cast::<sockaddr_vm>() };
+            Ok((vm.svm_cid, vm.svm_port).into_pyobject(py)?.into_any())
         }
         AF_PACKET => {
             // SAFETY: the family says the storage holds a sockaddr_ll.

@@ -1,6 +1,6 @@
-"""AF_NETLINK and AF_PACKET sockets over the stdlib's `socket` module and over `rsock`: the addresses
-taken and given, a real NETLINK_ROUTE exchange and Ethernet frames on the loopback interface, with the
-stdlib's results, exception types and messages.
+"""AF_NETLINK, AF_PACKET and AF_VSOCK sockets over the stdlib's `socket` module and over `rsock`: the
+addresses taken and given, a real NETLINK_ROUTE exchange and Ethernet frames on the loopback interface,
+with the stdlib's results, exception types and messages.
 
 AF_PACKET (and AF_XDP) sockets need CAP_NET_RAW: those tests skip unless run as root, as CI runs them."""
 
@@ -284,6 +284,56 @@ def test_packet_bad_address_raises_stdlib_error(packet, address, exc_type, messa
 def test_packet_hardware_address_length_is_checked_before_proto_range(packet):
     with pytest.raises(ValueError, match=r"^Hardware address must be 8 bytes or less$"):
         packet().bind(("lo", 70000, 0, 0, bytes(9)))
+
+
+# --- AF_VSOCK ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def vsock(sockmod):
+    """An AF_VSOCK stream socket from the module under test (binding needs no VM: VMADDR_CID_ANY is local)."""
+    try:
+        sock = sockmod.socket(sockmod.AF_VSOCK, sockmod.SOCK_STREAM)
+    except OSError as exc:
+        pytest.skip(f"no AF_VSOCK in this kernel ({exc})")
+    with sock:
+        yield sock
+
+
+def test_vsock_unbound_getsockname_and_repr(sockmod, vsock):
+    assert vsock.getsockname() == (sockmod.VMADDR_CID_ANY, sockmod.VMADDR_PORT_ANY)
+    assert address_part(vsock) == f", laddr=({sockmod.VMADDR_CID_ANY}, {sockmod.VMADDR_PORT_ANY})>"
+
+
+def test_vsock_bind_gives_cid_and_port(sockmod, vsock):
+    vsock.bind((sockmod.VMADDR_CID_ANY, sockmod.VMADDR_PORT_ANY))
+    cid, port = vsock.getsockname()
+    assert cid == sockmod.VMADDR_CID_ANY
+    assert port not in (0, sockmod.VMADDR_PORT_ANY)  # the kernel picked one
+
+
+def test_vsock_cid_and_port_wrap_as_unsigned_int(sockmod, vsock):
+    # CPython takes them as C unsigned ints without a range check: -1 is VMADDR_CID_ANY.
+    vsock.bind((-1, 2**32 + 5))
+    assert vsock.getsockname() == (sockmod.VMADDR_CID_ANY, 5)
+
+
+# Bad AF_VSOCK addresses, and the stdlib's exception and message for each (CPython names its parser).
+BAD_VSOCK_ADDRESSES = {
+    "str": ("vm", TypeError, r"getsockaddrarg: AF_VSOCK address must be tuple, not str"),
+    "list": ([1, 2], TypeError, r"getsockaddrarg: AF_VSOCK address must be tuple, not list"),
+    "empty": ((), TypeError, r"getsockaddrarg\(\) takes exactly 2 arguments \(0 given\)"),
+    "three items": ((1, 2, 3), TypeError, r"getsockaddrarg\(\) takes exactly 2 arguments \(3 given\)"),
+    "str cid": (("1", 2), TypeError, r"'str' object cannot be interpreted as an integer"),
+    "float port": ((1, 0.5), TypeError, r"'float' object cannot be interpreted as an integer"),
+}
+
+
+@pytest.mark.parametrize("address, exc_type, message", BAD_VSOCK_ADDRESSES.values(), ids=BAD_VSOCK_ADDRESSES)
+@pytest.mark.parametrize("method", ["bind", "connect"])
+def test_vsock_bad_address_raises_stdlib_error(vsock, method, address, exc_type, message):
+    with pytest.raises(exc_type, match=f"^{message}$"):
+        getattr(vsock, method)(address)
 
 
 # --- other families ---------------------------------------------------------------------------------------
