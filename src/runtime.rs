@@ -5,8 +5,11 @@
 //! among tokio workers for the GIL. (A UdpServer, one socket and no connections, receives on a
 //! thread of its own instead; see udp/server.rs.)
 //! The io thread holds a Python thread state for its whole life, so entering Python for a handler
-//! only takes the GIL, and gives it back as soon as the handler returns: other Python threads (a
-//! client in the same process, a notebook) never wait on rsock's I/O.
+//! only takes the GIL. It keeps the GIL from one handler to the next while the tasks it runs in a
+//! row all call Python (ten connections with a request each: one take and one release, not ten),
+//! and gives it back as soon as a task runs without Python, after 64 tasks in a row, or before it
+//! sleeps: other Python threads (a client in the same process, a notebook) never wait on rsock's
+//! I/O, only, as on any event loop's thread, on handlers, which hand the GIL over as Python code does.
 //! It is created on first use, never at import. tokio does not survive fork(), so a forked child
 //! that uses rsock gets a fresh runtime of its own (the parent's is left untouched).
 
@@ -41,11 +44,31 @@ thread_local! {
     /// The Python thread state an rsock thread (the io thread, a UDP receive thread) keeps for its
     /// whole life; null on other threads.
     static IO_THREAD_STATE: Cell<*mut pyo3::ffi::PyThreadState> = const { Cell::new(ptr::null_mut()) };
-    /// Whether that thread holds the GIL through `with_gil` right now.
-    static IO_THREAD_ATTACHED: Cell<bool> = const { Cell::new(false) };
+    /// Where that thread's GIL stands.
+    static GIL: Cell<Gil> = const { Cell::new(Gil::Released) };
     /// Whether this is the rsock-io thread, which runs the tokio runtime.
     static ON_IO_THREAD: Cell<bool> = const { Cell::new(false) };
 }
+
+/// Where an rsock thread's GIL stands, as `with_gil` took it.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Gil {
+    Released,
+    /// Held for a `with_gil` call that is running.
+    InCall,
+    /// Kept by the io thread after a call, with the task polls it was kept over and whether a
+    /// `with_gil` call ran in the poll running now. Rust code that runs while the GIL is kept must
+    /// not `detach` from pyo3 and call `with_gil` inside: that call would assume a GIL it lacks.
+    Kept {
+        polls: u8,
+        used: bool,
+    },
+}
+
+/// The io thread keeps the GIL over at most this many task polls in a row: it is then released (and
+/// pyo3's queue of objects dropped without it emptied) even under load that never lets the thread
+/// sleep.
+const KEPT_POLLS: u8 = 64;
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
@@ -87,6 +110,7 @@ fn start_runtime() -> &'static Runtime {
     let generation = FORK_GENERATION.load(Ordering::Acquire);
     let built = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(release_kept_gil)
         .build()
         .expect("building the tokio runtime failed");
     let handle = built.handle().clone();
@@ -153,34 +177,97 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    runtime().handle.spawn(future)
+    runtime().handle.spawn(GilTurns(future))
 }
 
-/// Runs `f` with the GIL, taken for the call and released after it. On the io thread this restores
-/// and saves its own thread state directly, skipping PyGILState's thread-state lookup and release:
-/// it runs for every message. Inside, `Python::attach` still runs, as a nested attach that costs
-/// only counters, so pyo3 knows the thread is attached: a `Py` dropped in `f` is released at once
-/// rather than queued for the next attach from Python (with nothing calling rsock from Python, as
-/// under serve_forever, that queue grew by every closed connection).
+/// An io thread task: after each poll, a GIL the thread kept is given back if the poll ran no
+/// Python, or after KEPT_POLLS polls, so Rust-only work (a large transfer, a flush) never holds it.
+struct GilTurns<F>(F);
+
+impl<F: Future> Future for GilTurns<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        // SAFETY: the future is never moved out of its pinned wrapper.
+        let polled = unsafe { self.map_unchecked_mut(|turns| &mut turns.0) }.poll(cx);
+        match after_task_poll(GIL.get()) {
+            Some(next) => GIL.set(next),
+            None => release_kept_gil(),
+        }
+        polled
+    }
+}
+
+/// Where the io thread's GIL goes after a task poll: None when a kept GIL is to be given back.
+fn after_task_poll(gil: Gil) -> Option<Gil> {
+    match gil {
+        Gil::Kept { polls, used: true } if polls < KEPT_POLLS => Some(Gil::Kept {
+            polls: polls + 1,
+            used: false,
+        }),
+        Gil::Kept { .. } => None,
+        other => Some(other),
+    }
+}
+
+/// Gives back a GIL the io thread kept after its last call (before it parks, and from GilTurns),
+/// first dropping the Python objects pyo3 queued meanwhile: the calls run without pyo3's own attach
+/// (it would cost a PyGILState round per call), so what they dropped waits in pyo3's queue.
+fn release_kept_gil() {
+    if !matches!(GIL.get(), Gil::Kept { .. }) {
+        return;
+    }
+    // A nested attach of pyo3's empties its queue; it is refused (None) only while the interpreter
+    // is finalizing, when the queue no longer matters.
+    let _ = Python::try_attach(|_| ());
+    GIL.set(Gil::Released);
+    // SAFETY: the io thread holds the GIL it took in with_gil, with its own thread state.
+    unsafe { pyo3::ffi::PyEval_SaveThread() };
+}
+
+/// Runs `f` with the GIL. On an rsock thread this restores and saves its own thread state directly,
+/// skipping PyGILState's thread-state lookup and release: it runs for every message. The io thread
+/// keeps the GIL after the call (see GilTurns and release_kept_gil), and runs `f` without pyo3's
+/// attach, so an object `f` drops waits in pyo3's queue until the GIL is given back. The other rsock
+/// threads release it at once, and attach through pyo3 inside, which costs only counters, so that a
+/// `Py` dropped in `f` is released at once: with nothing calling rsock from Python (as under
+/// serve_forever) nothing else would empty pyo3's queue.
 pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     let tstate = IO_THREAD_STATE.get();
-    if tstate.is_null() || IO_THREAD_ATTACHED.get() {
+    if tstate.is_null() {
         return Python::attach(f);
     }
-    /// Gives the GIL back when the call ends, even by a panic.
-    struct Detach;
-    impl Drop for Detach {
+    match GIL.get() {
+        // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
+        Gil::InCall => return Python::attach(f),
+        // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
+        Gil::Released => unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) },
+        Gil::Kept { .. } => {}
+    }
+    /// Ends the call, even by a panic: the io thread keeps the GIL, the others give it back.
+    struct EndCall(Gil);
+    impl Drop for EndCall {
         fn drop(&mut self) {
-            IO_THREAD_ATTACHED.set(false);
-            // SAFETY: the io thread attached in with_gil below and is detaching exactly once.
-            unsafe { pyo3::ffi::PyEval_SaveThread() };
+            if ON_IO_THREAD.get() {
+                let polls = match self.0 {
+                    Gil::Kept { polls, .. } => polls,
+                    _ => 0,
+                };
+                GIL.set(Gil::Kept { polls, used: true });
+            } else {
+                GIL.set(Gil::Released);
+                // SAFETY: this thread restored its own state above and is saving it exactly once.
+                unsafe { pyo3::ffi::PyEval_SaveThread() };
+            }
         }
     }
-    // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
-    unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
-    IO_THREAD_ATTACHED.set(true);
-    let _detach = Detach;
-    Python::attach(f)
+    let _end = EndCall(GIL.replace(Gil::InCall));
+    if ON_IO_THREAD.get() {
+        // SAFETY: this thread holds the GIL, restored above or kept from an earlier call.
+        f(unsafe { Python::assume_attached() })
+    } else {
+        Python::attach(f)
+    }
 }
 
 /// Whether the caller is the rsock-io thread: its writes are flushed by tasks it runs itself.
@@ -261,6 +348,31 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::mpsc;
+
+    #[test]
+    fn the_io_thread_keeps_the_gil_only_over_polls_that_ran_python() {
+        let used = |polls| Gil::Kept { polls, used: true };
+        assert_eq!(after_task_poll(used(0)), Some(Gil::Kept { polls: 1, used: false }));
+        assert_eq!(
+            after_task_poll(Gil::Kept { polls: 1, used: false }),
+            None,
+            "a poll without Python"
+        );
+        assert_eq!(
+            after_task_poll(used(KEPT_POLLS - 1)),
+            Some(Gil::Kept {
+                polls: KEPT_POLLS,
+                used: false
+            })
+        );
+        assert_eq!(
+            after_task_poll(used(KEPT_POLLS)),
+            None,
+            "kept over too many polls in a row"
+        );
+        assert_eq!(after_task_poll(Gil::Released), Some(Gil::Released));
+        assert_eq!(after_task_poll(Gil::InCall), Some(Gil::InCall));
+    }
 
     #[test]
     fn a_latch_set_unwatched_answers_while_its_lock_is_held_for_ever() {

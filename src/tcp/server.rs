@@ -1145,7 +1145,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     server.connections().insert(conn.id, conn.clone());
     server.stats.active.fetch_add(1, Relaxed);
     let task = server.lifecycle.task();
-    tokio::spawn(async move {
+    runtime::spawn(async move {
         let _task = task;
         let _registered = Registered(conn.clone());
         serve_connection(conn, stream, py_conn).await;
