@@ -5,11 +5,12 @@
 //! among tokio workers for the GIL. (A UdpServer, one socket and no connections, receives on a
 //! thread of its own instead; see udp/server.rs.)
 //! The io thread holds a Python thread state for its whole life, so entering Python for a handler
-//! only takes the GIL. It keeps the GIL from one handler to the next while the tasks it runs in a
-//! row all call Python (ten connections with a request each: one take and one release, not ten),
-//! and gives it back as soon as a task runs without Python, after 64 tasks in a row, or before it
-//! sleeps: other Python threads (a client in the same process, a notebook) never wait on rsock's
-//! I/O, only, as on any event loop's thread, on handlers, which hand the GIL over as Python code does.
+//! only takes the GIL. It keeps the GIL from one handler to the next while the tasks it runs call
+//! Python (ten connections with a request each: one take and one release, not ten), and gives it
+//! back before it sleeps and once two tasks in a row ran no Python, so Rust-only work (a large
+//! transfer, a broadcast's flushes) leaves other Python threads (a client in the same process, a
+//! notebook) free to run. While it keeps the GIL it lets a thread that asks for it have it as running
+//! Python code does: a handler's bytecode does that, and, every millisecond, so does a no-op.
 //! It is created on first use, never at import. tokio does not survive fork(), so a forked child
 //! that uses rsock gets a fresh runtime of its own (the parent's is left untouched).
 
@@ -21,6 +22,7 @@ use std::sync::{Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
@@ -56,19 +58,91 @@ enum Gil {
     Released,
     /// Held for a `with_gil` call that is running.
     InCall,
-    /// Kept by the io thread after a call, with the task polls it was kept over and whether a
-    /// `with_gil` call ran in the poll running now. Rust code that runs while the GIL is kept must
-    /// not `detach` from pyo3 and call `with_gil` inside: that call would assume a GIL it lacks.
-    Kept {
-        polls: u8,
-        used: bool,
-    },
+    /// Kept by the io thread between calls. Rust code that runs meanwhile must not `detach` from
+    /// pyo3 and call `with_gil` inside: that call would assume a GIL it lacks.
+    Kept(Kept),
 }
 
-/// The io thread keeps the GIL over at most this many task polls in a row: it is then released (and
-/// pyo3's queue of objects dropped without it emptied) even under load that never lets the thread
-/// sleep.
-const KEPT_POLLS: u8 = 64;
+/// A GIL the io thread keeps.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct Kept {
+    /// When it was taken, or last offered to other threads.
+    since: Instant,
+    /// Turns (handler calls and task polls) it was kept over: the clock is read every TURNS_PER_CHECK.
+    turns: u32,
+    /// Whether a call ran in the task poll running now.
+    used: bool,
+    /// Task polls in a row, before this one, that ran no Python.
+    quiet_polls: u8,
+}
+
+/// What the io thread does with a kept GIL after a turn.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Turn {
+    Keep(Kept),
+    /// Keep it, after offering it to other threads (`offer_kept_gil`).
+    Offer(Kept),
+    Release,
+}
+
+/// How long the io thread keeps the GIL before it offers it to other threads: a thread that asked
+/// (CPython's switch interval, 5 ms, after it began waiting) then gets it even when the handlers are
+/// C functions, which run no bytecode that would hand it over.
+const OFFER_EVERY: Duration = Duration::from_millis(1);
+/// How often, in turns, the clock is read for OFFER_EVERY: a read per turn would cost more than it
+/// saves.
+const TURNS_PER_CHECK: u32 = 8;
+/// A kept GIL is released after this many task polls in a row that ran no Python. Two, not one:
+/// polls that alternate between Python and Rust-only work would otherwise release and retake it
+/// each time, and a retake by a running thread beats a waiting thread to it while restarting its
+/// wait for the switch interval, so that thread could wait until the io thread sleeps.
+const QUIET_POLLS: u8 = 2;
+
+impl Kept {
+    fn taken(now: Instant) -> Kept {
+        Kept {
+            since: now,
+            turns: 0,
+            used: false,
+            quiet_polls: 0,
+        }
+    }
+
+    /// After a handler call.
+    fn after_call(self, now: impl FnOnce() -> Instant) -> Turn {
+        self.turned(Kept { used: true, ..self }, now)
+    }
+
+    /// After a task poll.
+    fn after_poll(self, now: impl FnOnce() -> Instant) -> Turn {
+        let quiet_polls = if self.used { 0 } else { self.quiet_polls + 1 };
+        if quiet_polls >= QUIET_POLLS {
+            return Turn::Release;
+        }
+        self.turned(
+            Kept {
+                used: false,
+                quiet_polls,
+                ..self
+            },
+            now,
+        )
+    }
+
+    fn turned(self, next: Kept, now: impl FnOnce() -> Instant) -> Turn {
+        let next = Kept {
+            turns: self.turns.wrapping_add(1),
+            ..next
+        };
+        if next.turns % TURNS_PER_CHECK == 0 {
+            let now = now();
+            if now.duration_since(self.since) >= OFFER_EVERY {
+                return Turn::Offer(Kept { since: now, ..next });
+            }
+        }
+        Turn::Keep(next)
+    }
+}
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
@@ -180,8 +254,7 @@ where
     runtime().handle.spawn(GilTurns(future))
 }
 
-/// An io thread task: after each poll, a GIL the thread kept is given back if the poll ran no
-/// Python, or after KEPT_POLLS polls, so Rust-only work (a large transfer, a flush) never holds it.
+/// An io thread task: after each poll, the kept GIL goes as `Kept::after_poll` says.
 struct GilTurns<F>(F);
 
 impl<F: Future> Future for GilTurns<F> {
@@ -190,35 +263,48 @@ impl<F: Future> Future for GilTurns<F> {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         // SAFETY: the future is never moved out of its pinned wrapper.
         let polled = unsafe { self.map_unchecked_mut(|turns| &mut turns.0) }.poll(cx);
-        match after_task_poll(GIL.get()) {
-            Some(next) => GIL.set(next),
-            None => release_kept_gil(),
+        if let Gil::Kept(kept) = GIL.get() {
+            take_turn(kept.after_poll(Instant::now));
         }
         polled
     }
 }
 
-/// Where the io thread's GIL goes after a task poll: None when a kept GIL is to be given back.
-fn after_task_poll(gil: Gil) -> Option<Gil> {
-    match gil {
-        Gil::Kept { polls, used: true } if polls < KEPT_POLLS => Some(Gil::Kept {
-            polls: polls + 1,
-            used: false,
-        }),
-        Gil::Kept { .. } => None,
-        other => Some(other),
+fn take_turn(turn: Turn) {
+    match turn {
+        Turn::Keep(kept) => GIL.set(Gil::Kept(kept)),
+        Turn::Offer(kept) => {
+            GIL.set(Gil::Kept(kept));
+            offer_kept_gil();
+        }
+        Turn::Release => release_kept_gil(),
     }
 }
 
-/// Gives back a GIL the io thread kept after its last call (before it parks, and from GilTurns),
-/// first dropping the Python objects pyo3 queued meanwhile: the calls run without pyo3's own attach
-/// (it would cost a PyGILState round per call), so what they dropped waits in pyo3's queue.
+/// A no-op in bytecode: where CPython hands the GIL to a thread that asked for it.
+static NO_OP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Lets a thread that asked for the GIL have it, as running Python code does, and drops the Python
+/// objects pyo3 queued meanwhile: the io thread's calls run without pyo3's own attach (it would cost
+/// a PyGILState round per call), so what they dropped waits in pyo3's queue.
+fn offer_kept_gil() {
+    // A nested attach of pyo3's empties its queue; it is refused (None) only while the interpreter
+    // is finalizing, when neither matters.
+    let _ = Python::try_attach(|py| {
+        if let Ok(no_op) = NO_OP.get_or_try_init(py, || py.eval(c"lambda: None", None, None).map(Bound::unbind)) {
+            // What it could raise is an asynchronous exception aimed at this thread, which has no
+            // Python frame to take it: dropped.
+            let _ = no_op.call0(py);
+        }
+    });
+}
+
+/// Gives back a GIL the io thread kept (before it parks, and after quiet polls), first emptying
+/// pyo3's queue of dropped objects (see `offer_kept_gil`).
 fn release_kept_gil() {
-    if !matches!(GIL.get(), Gil::Kept { .. }) {
+    if !matches!(GIL.get(), Gil::Kept(_)) {
         return;
     }
-    // A nested attach of pyo3's empties its queue; it is refused (None) only while the interpreter
-    // is finalizing, when the queue no longer matters.
     let _ = Python::try_attach(|_| ());
     GIL.set(Gil::Released);
     // SAFETY: the io thread holds the GIL it took in with_gil, with its own thread state.
@@ -227,7 +313,7 @@ fn release_kept_gil() {
 
 /// Runs `f` with the GIL. On an rsock thread this restores and saves its own thread state directly,
 /// skipping PyGILState's thread-state lookup and release: it runs for every message. The io thread
-/// keeps the GIL after the call (see GilTurns and release_kept_gil), and runs `f` without pyo3's
+/// keeps the GIL after the call (see Kept and GilTurns), and runs `f` without pyo3's
 /// attach, so an object `f` drops waits in pyo3's queue until the GIL is given back. The other rsock
 /// threads release it at once, and attach through pyo3 inside, which costs only counters, so that a
 /// `Py` dropped in `f` is released at once: with nothing calling rsock from Python (as under
@@ -237,31 +323,35 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     if tstate.is_null() {
         return Python::attach(f);
     }
-    match GIL.get() {
+    let kept = match GIL.get() {
         // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
         Gil::InCall => return Python::attach(f),
-        // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
-        Gil::Released => unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) },
-        Gil::Kept { .. } => {}
-    }
+        Gil::Released => {
+            // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
+            unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
+            Kept::taken(Instant::now())
+        }
+        Gil::Kept(kept) => kept,
+    };
     /// Ends the call, even by a panic: the io thread keeps the GIL, the others give it back.
-    struct EndCall(Gil);
+    struct EndCall(Kept);
     impl Drop for EndCall {
         fn drop(&mut self) {
-            if ON_IO_THREAD.get() {
-                let polls = match self.0 {
-                    Gil::Kept { polls, .. } => polls,
-                    _ => 0,
-                };
-                GIL.set(Gil::Kept { polls, used: true });
-            } else {
+            if !ON_IO_THREAD.get() {
                 GIL.set(Gil::Released);
                 // SAFETY: this thread restored its own state above and is saving it exactly once.
                 unsafe { pyo3::ffi::PyEval_SaveThread() };
+                return;
+            }
+            match self.0.after_call(Instant::now) {
+                // No Python while unwinding: the next poll's end or the park offers or releases it.
+                Turn::Offer(kept) if std::thread::panicking() => GIL.set(Gil::Kept(kept)),
+                turn => take_turn(turn),
             }
         }
     }
-    let _end = EndCall(GIL.replace(Gil::InCall));
+    GIL.set(Gil::InCall);
+    let _end = EndCall(kept);
     if ON_IO_THREAD.get() {
         // SAFETY: this thread holds the GIL, restored above or kept from an earlier call.
         f(unsafe { Python::assume_attached() })
@@ -350,28 +440,52 @@ mod tests {
     use std::sync::mpsc;
 
     #[test]
-    fn the_io_thread_keeps_the_gil_only_over_polls_that_ran_python() {
-        let used = |polls| Gil::Kept { polls, used: true };
-        assert_eq!(after_task_poll(used(0)), Some(Gil::Kept { polls: 1, used: false }));
-        assert_eq!(
-            after_task_poll(Gil::Kept { polls: 1, used: false }),
-            None,
-            "a poll without Python"
+    fn the_io_thread_releases_the_gil_after_two_polls_without_python() {
+        let since = Instant::now();
+        let soon = || since + Duration::from_micros(10);
+        let taken = Kept::taken(since);
+        let Turn::Keep(called) = taken.after_call(soon) else {
+            panic!("released at a call")
+        };
+        let Turn::Keep(polled) = called.after_poll(soon) else {
+            panic!("released after a poll that ran Python")
+        };
+        assert_eq!((polled.used, polled.quiet_polls), (false, 0));
+        let Turn::Keep(quiet) = polled.after_poll(soon) else {
+            panic!("released after one quiet poll")
+        };
+        assert_eq!(quiet.quiet_polls, 1);
+        assert_eq!(quiet.after_poll(soon), Turn::Release, "two quiet polls in a row");
+        // A call between them starts the count again.
+        let Turn::Keep(called_again) = quiet.after_call(soon) else {
+            panic!("released at a call")
+        };
+        assert!(matches!(called_again.after_poll(soon), Turn::Keep(k) if k.quiet_polls == 0));
+    }
+
+    #[test]
+    fn a_kept_gil_is_offered_every_millisecond() {
+        let since = Instant::now();
+        let kept = |turns| Kept {
+            turns,
+            used: true,
+            ..Kept::taken(since)
+        };
+        let late = since + OFFER_EVERY;
+        let checked = TURNS_PER_CHECK - 1;
+        match kept(checked).after_call(|| late) {
+            Turn::Offer(next) => assert_eq!((next.since, next.turns), (late, TURNS_PER_CHECK)),
+            other => panic!("not offered at a call: {other:?}"),
+        }
+        assert!(matches!(kept(checked).after_poll(|| late), Turn::Offer(_)), "at a poll");
+        let early = || since + OFFER_EVERY / 2;
+        assert!(matches!(kept(checked).after_call(early), Turn::Keep(_)));
+        // Between checks the clock is not read at all.
+        assert!(matches!(kept(0).after_call(|| panic!("clock read")), Turn::Keep(_)));
+        assert!(
+            matches!(kept(u32::MAX).after_call(early), Turn::Keep(k) if k.turns == 0),
+            "the count wraps"
         );
-        assert_eq!(
-            after_task_poll(used(KEPT_POLLS - 1)),
-            Some(Gil::Kept {
-                polls: KEPT_POLLS,
-                used: false
-            })
-        );
-        assert_eq!(
-            after_task_poll(used(KEPT_POLLS)),
-            None,
-            "kept over too many polls in a row"
-        );
-        assert_eq!(after_task_poll(Gil::Released), Some(Gil::Released));
-        assert_eq!(after_task_poll(Gil::InCall), Some(Gil::InCall));
     }
 
     #[test]
