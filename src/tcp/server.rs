@@ -375,8 +375,14 @@ impl Connection {
     /// A dict for the application's own per-connection data.
     #[getter]
     fn state(&self, py: Python<'_>) -> Py<PyDict> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.get_or_insert_with(|| PyDict::new(py).unbind()).clone_ref(py)
+        let lock = || self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = lock().as_ref() {
+            return state.clone_ref(py);
+        }
+        // Made outside the lock: making it can start a garbage collection, whose finalizers run
+        // Python (perhaps reading this very state) and can hand the GIL to other threads.
+        let fresh = PyDict::new(py).unbind();
+        lock().get_or_insert(fresh).clone_ref(py)
     }
 
     /// Sends `data` (framed as the server frames messages). Safe from any thread; from a thread other

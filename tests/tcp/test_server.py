@@ -372,6 +372,44 @@ def test_connect_message_disconnect_order_and_arguments(make_server, make_client
     ]
 
 
+def test_first_state_access_survives_a_collection_that_reads_state():
+    """conn.state's first read makes the dict, which can start a garbage collection, which can run a
+    finalizer that reads conn.state too. The dict was once made under the lock that guards it, so that
+    finalizer waited for ever on a lock its own thread held. In a child process: a hang there is a
+    failed test, not a stuck test run."""
+    script = textwrap.dedent(
+        """
+        import gc, queue, socket, rsock
+        seen = queue.Queue()
+
+        class ReadsState:
+            def __init__(self, conn):
+                self.conn, self.cycle = conn, self
+            def __del__(self):
+                seen.put(("finalizer", id(self.conn.state)))
+
+        def on_connect(conn):
+            ReadsState(conn)  # garbage at once, in a cycle: only a collection finds it
+            dicts = [{} for _ in range(100)]  # empties the free list: the next dict is a new object
+            gc.set_threshold(1)  # so making it starts a collection
+            try:
+                seen.put(("handler", id(conn.state)))
+            finally:
+                gc.set_threshold(700)
+
+        gc.disable()
+        with rsock.TcpServer(on_connect=on_connect) as server:
+            gc.enable()
+            with socket.create_connection(server.address, timeout=10):
+                got = sorted(seen.get(timeout=10) for _ in range(2))
+        print(got[0][1] == got[1][1], [who for who, _ in got])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == "True ['finalizer', 'handler']"
+
+
 def test_connection_state_is_per_connection_and_ids_unique(make_server, make_client):
     ids = []
     totals = queue.Queue()
