@@ -288,12 +288,9 @@ fn take_turn(turn: Turn) {
 /// A no-op in bytecode: where CPython hands the GIL to a thread that asked for it.
 static NO_OP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// Lets a thread that asked for the GIL have it, as running Python code does, and drops the Python
-/// objects pyo3 queued meanwhile: the io thread's calls run without pyo3's own attach (it would cost
-/// a PyGILState round per call), so what they dropped waits in pyo3's queue.
+/// Lets a thread that asked for the GIL have it, as running Python code does.
 fn offer_kept_gil() {
-    // A nested attach of pyo3's empties its queue; it is refused (None) only while the interpreter
-    // is finalizing, when neither matters.
+    // Refused (None) only while the interpreter is finalizing, when no thread is owed a turn.
     let _ = Python::try_attach(|py| {
         if let Ok(no_op) = no_op(py) {
             // What it could raise is an asynchronous exception aimed at this thread, which has no
@@ -307,13 +304,11 @@ fn no_op(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     NO_OP.get_or_try_init(py, || py.eval(c"lambda: None", None, None).map(Bound::unbind))
 }
 
-/// Gives back a GIL the io thread kept (before it parks, and after quiet polls), first emptying
-/// pyo3's queue of dropped objects (see `offer_kept_gil`).
+/// Gives back a GIL the io thread kept (before it parks, and after quiet polls).
 fn release_kept_gil() {
     if !matches!(GIL.get(), Gil::Kept(_)) {
         return;
     }
-    let _ = Python::try_attach(|_| ());
     GIL.set(Gil::Released);
     // SAFETY: the io thread holds the GIL it took in with_gil, with its own thread state.
     unsafe { pyo3::ffi::PyEval_SaveThread() };
@@ -321,11 +316,12 @@ fn release_kept_gil() {
 
 /// Runs `f` with the GIL. On an rsock thread this restores and saves its own thread state directly,
 /// skipping PyGILState's thread-state lookup and release: it runs for every message. The io thread
-/// keeps the GIL after the call (see Kept and GilTurns), and runs `f` without pyo3's
-/// attach, so an object `f` drops waits in pyo3's queue until the GIL is given back. The other rsock
-/// threads release it at once, and attach through pyo3 inside, which costs only counters, so that a
-/// `Py` dropped in `f` is released at once: with nothing calling rsock from Python (as under
-/// serve_forever) nothing else would empty pyo3's queue.
+/// keeps the GIL after the call (see Kept and GilTurns); the others release it at once. Inside,
+/// `Python::attach` still runs, as a nested attach that costs only counters, so pyo3 knows the
+/// thread is attached: a `Py` dropped in `f` is released at once, on this thread, rather than
+/// queued for whichever thread enters pyo3 next (with nothing calling rsock from Python, as under
+/// serve_forever, that queue grew by every closed connection; with a client in the same process,
+/// its reads ran the finalizers of the server's connections).
 pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     let tstate = IO_THREAD_STATE.get();
     if tstate.is_null() {
@@ -360,12 +356,7 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     }
     GIL.set(Gil::InCall);
     let _end = EndCall(kept);
-    if ON_IO_THREAD.get() {
-        // SAFETY: this thread holds the GIL, restored above or kept from an earlier call.
-        f(unsafe { Python::assume_attached() })
-    } else {
-        Python::attach(f)
-    }
+    Python::attach(f)
 }
 
 /// Whether the caller is the rsock-io thread: its writes are flushed by tasks it runs itself.
