@@ -110,7 +110,7 @@ impl Kept {
 
     /// After a handler call.
     fn after_call(self, now: impl FnOnce() -> Instant) -> Turn {
-        self.turned(Kept { used: true, ..self }, now)
+        Kept { used: true, ..self }.turned(now)
     }
 
     /// After a task poll.
@@ -119,20 +119,19 @@ impl Kept {
         if quiet_polls >= QUIET_POLLS {
             return Turn::Release;
         }
-        self.turned(
-            Kept {
-                used: false,
-                quiet_polls,
-                ..self
-            },
-            now,
-        )
+        Kept {
+            used: false,
+            quiet_polls,
+            ..self
+        }
+        .turned(now)
     }
 
-    fn turned(self, next: Kept, now: impl FnOnce() -> Instant) -> Turn {
+    /// Counts one more turn, reading the clock every TURNS_PER_CHECK.
+    fn turned(self, now: impl FnOnce() -> Instant) -> Turn {
         let next = Kept {
             turns: self.turns.wrapping_add(1),
-            ..next
+            ..self
         };
         if next.turns % TURNS_PER_CHECK == 0 {
             let now = now();
@@ -327,27 +326,28 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
     if tstate.is_null() {
         return Python::attach(f);
     }
+    // What the io thread keeps after the call; None on the other rsock threads, which keep nothing.
     let kept = match GIL.get() {
         // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
         Gil::InCall => return Python::attach(f),
         Gil::Released => {
             // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
             unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
-            Kept::taken(Instant::now())
+            ON_IO_THREAD.get().then(|| Kept::taken(Instant::now()))
         }
-        Gil::Kept(kept) => kept,
+        Gil::Kept(kept) => Some(kept),
     };
     /// Ends the call, even by a panic: the io thread keeps the GIL, the others give it back.
-    struct EndCall(Kept);
+    struct EndCall(Option<Kept>);
     impl Drop for EndCall {
         fn drop(&mut self) {
-            if !ON_IO_THREAD.get() {
+            let Some(kept) = self.0 else {
                 GIL.set(Gil::Released);
                 // SAFETY: this thread restored its own state above and is saving it exactly once.
                 unsafe { pyo3::ffi::PyEval_SaveThread() };
                 return;
-            }
-            match self.0.after_call(Instant::now) {
+            };
+            match kept.after_call(Instant::now) {
                 // No Python while unwinding: the next poll's end or the park offers or releases it.
                 Turn::Offer(kept) if std::thread::panicking() => GIL.set(Gil::Kept(kept)),
                 turn => take_turn(turn),
