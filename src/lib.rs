@@ -14,6 +14,7 @@ mod errors;
 mod framing;
 mod log;
 mod resolver;
+mod reused_bytes;
 mod runtime;
 mod server_common;
 mod socket;

@@ -27,6 +27,7 @@ use crate::errors::{io_error, os_error};
 use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
 use crate::resolver::{endpoint, socket_address_to_py};
+use crate::reused_bytes;
 use crate::runtime;
 use crate::server_common::{
     self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable, parse_timeout_arg,
@@ -529,7 +530,7 @@ fn deliver(py: Python<'_>, conn: &ConnShared, py_conn: &Py<Connection>, message:
     if conn.server.handlers.on_message.is_none() {
         return Ok(());
     }
-    deliver_bytes(py, conn, py_conn, PyBytes::new(py, message))
+    reused_bytes::with_message(py, message, |data| deliver_bytes(py, conn, py_conn, data))
 }
 
 /// `deliver` for a message already in a bytes object (and already counted).
@@ -537,7 +538,7 @@ fn deliver_bytes(
     py: Python<'_>,
     conn: &ConnShared,
     py_conn: &Py<Connection>,
-    data: Bound<'_, PyBytes>,
+    data: &Bound<'_, PyBytes>,
 ) -> Result<(), Outcome> {
     let Some(handler) = conn.server.handlers.on_message.as_ref() else {
         return Ok(());
@@ -870,7 +871,7 @@ fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, 
                 conn.server.stats.bytes_in.fetch_add(n as u64, Relaxed);
                 conn.server.stats.messages.fetch_add(1, Relaxed);
                 let message = if n == len { data } else { PyBytes::new(py, &buffer[..n]) };
-                deliver_bytes(py, conn, py_conn, message).map(|()| Some(n))
+                deliver_bytes(py, conn, py_conn, &message).map(|()| Some(n))
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
             Err(err) => Err(Outcome::Io(err)),

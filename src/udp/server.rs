@@ -17,13 +17,14 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::addr::socket_addr_from_storage;
 use crate::buffer::with_readable;
 use crate::errors::io_error;
 use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
+use crate::reused_bytes;
 use crate::runtime;
 use crate::server_common::{self, Lifecycle, Runner, call_handler, close_refused_awaitable, is_awaitable};
 
@@ -322,16 +323,22 @@ fn deliver_batch(
         let Some(handler) = shared.on_datagram.as_ref() else {
             continue;
         };
-        let reply = addresses
-            .get(py, sender)
-            .and_then(|address| call_handler(handler.bind(py), (PyBytes::new(py, data), address)));
-        if matches!(&reply, Ok(reply) if reply.is_none()) {
-            continue;
-        }
-        answered = true;
-        let sent = match reply {
-            Ok(reply) if is_awaitable(&reply) => hand_to_loop(py, shared, socket, sender, &reply),
-            Ok(reply) => with_readable(&reply, |bytes| match send_now(socket, bytes, sender) {
+        // The handler's reply is sent before the bytes object is given back, so an echo reuses it.
+        let sent = reused_bytes::with_message(py, data, |message| {
+            let reply = match addresses
+                .get(py, sender)
+                .and_then(|address| call_handler(handler.bind(py), (message, address)))
+            {
+                Ok(reply) if reply.is_none() => return Ok(()),
+                reply => {
+                    answered = true;
+                    reply?
+                }
+            };
+            if is_awaitable(&reply) {
+                return hand_to_loop(py, shared, socket, sender, &reply);
+            }
+            with_readable(&reply, |bytes| match send_now(socket, bytes, sender) {
                 Ok(n) => {
                     stats.sent(n);
                     Ok(())
@@ -341,10 +348,8 @@ fn deliver_batch(
                     Ok(())
                 }
                 Err(err) => Err(io_error(&err)),
-            })
-            .and_then(|r| r),
-            Err(err) => Err(err),
-        };
+            })?
+        });
         if let Err(err) = sent {
             stats.errors.fetch_add(1, Relaxed);
             log::log(

@@ -23,6 +23,7 @@ import time
 import pytest
 
 import rsock
+from tests import message_objects
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -170,6 +171,42 @@ def test_line_framing_drops_a_trailing_carriage_return(make_server, make_raw):
     sock.sendall(b"crlf\r\nlf\n\r\n")
     assert recv_exact(sock, len(b"crlf\nlf\n\n")) == b"crlf\nlf\n\n"
     assert seen == [b"crlf", b"lf", b""]
+
+
+@pytest.mark.parametrize("framing", [None, "length"], ids=str)
+def test_each_message_object_is_as_new_whatever_the_handler_did_with_the_last(make_server, make_raw, framing):
+    watcher = message_objects.Watcher()
+    server = make_server(lambda conn, data: watcher.look(data), framing=framing)
+    sock = make_raw(server.address)
+    sent = message_objects.messages()
+    for message in sent:
+        sock.sendall(encode(framing, message))
+        expected = encode(framing, message_objects.summary(message))
+        assert recv_exact(sock, len(expected)) == expected
+    assert watcher.saw(sent)
+
+
+def test_a_message_a_failed_handler_held_is_not_refilled(make_server, make_raw, wait_until, caplog):
+    """A handler's exception keeps its frame, and with it the message, alive in the traceback rsock logs."""
+
+    def on_message(conn, data):
+        if data.startswith(b"fail"):
+            raise RuntimeError("on purpose")
+        return data
+
+    server = make_server(on_message, framing="line")
+    first = make_raw(server.address)
+    second = make_raw(server.address)
+    first.sendall(b"x" * 1500 + b"\n")
+    assert recv_exact(first, 1501) == b"x" * 1500 + b"\n"
+    first.sendall(b"fail" + b"y" * 1500 + b"\n")
+    assert read_to_end(first) == b""
+    wait_until(lambda: [r for r in caplog.records if r.name == "rsock" and r.exc_info], "the failure to be logged")
+    second.sendall(b"z" * 1400 + b"\n")
+    assert recv_exact(second, 1401) == b"z" * 1400 + b"\n"
+    logged = next(r for r in caplog.records if r.name == "rsock" and r.exc_info)
+    frame_locals = logged.exc_info[2].tb_frame.f_locals
+    assert frame_locals["data"] == b"fail" + b"y" * 1500
 
 
 # ---------------------------------------------------------------------------------------------------------------
