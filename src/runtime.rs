@@ -42,14 +42,27 @@ struct Runtime {
     generation: u64,
 }
 
-thread_local! {
-    /// The Python thread state an rsock thread (the io thread, a UDP receive thread) keeps for its
-    /// whole life; null on other threads.
-    static IO_THREAD_STATE: Cell<*mut pyo3::ffi::PyThreadState> = const { Cell::new(ptr::null_mut()) };
-    /// Where that thread's GIL stands.
-    static GIL: Cell<Gil> = const { Cell::new(Gil::Released) };
+/// What an rsock thread (the io thread, a UDP receive thread) knows about itself; on other threads it
+/// stays as made.
+struct RsockThread {
+    /// The Python thread state it keeps for its whole life; null on other threads.
+    tstate: Cell<*mut pyo3::ffi::PyThreadState>,
+    /// Where its GIL stands.
+    gil: Cell<Gil>,
     /// Whether this is the rsock-io thread, which runs the tokio runtime.
-    static ON_IO_THREAD: Cell<bool> = const { Cell::new(false) };
+    io: Cell<bool>,
+}
+
+thread_local! {
+    /// One thread-local, not three: in a shared library each costs a `__tls_get_addr` call per use,
+    /// and a handler call uses them several times.
+    static THREAD: RsockThread = const {
+        RsockThread {
+            tstate: Cell::new(ptr::null_mut()),
+            gil: Cell::new(Gil::Released),
+            io: Cell::new(false),
+        }
+    };
 }
 
 /// Where an rsock thread's GIL stands, as `with_gil` took it.
@@ -190,7 +203,7 @@ fn start_runtime() -> &'static Runtime {
     let thread = std::thread::Builder::new()
         .name("rsock-io".into())
         .spawn(move || {
-            ON_IO_THREAD.set(true);
+            THREAD.with(|thread| thread.io.set(true));
             hold_python_thread_state();
             // Made now rather than at the first offer, in the middle of serving: an object made there
             // sat above the heap's free 1 KiB chunks and slowed every later malloc of a message's
@@ -213,7 +226,7 @@ fn hold_python_thread_state() -> pyo3::ffi::PyGILState_STATE {
     // once and the GIL released straight away.
     unsafe {
         let gil = pyo3::ffi::PyGILState_Ensure();
-        IO_THREAD_STATE.set(pyo3::ffi::PyEval_SaveThread());
+        THREAD.with(|thread| thread.tstate.set(pyo3::ffi::PyEval_SaveThread()));
         gil
     }
 }
@@ -236,7 +249,7 @@ pub fn spawn_python_thread<K: Send + 'static>(
                 crate::log::log(py, crate::log::ERROR, &text, None);
             });
         }
-        let tstate = IO_THREAD_STATE.replace(ptr::null_mut());
+        let tstate = THREAD.with(|thread| thread.tstate.replace(ptr::null_mut()));
         // SAFETY: takes back this thread's own state, then releases and deletes it.
         unsafe {
             pyo3::ffi::PyEval_RestoreThread(tstate);
@@ -266,21 +279,23 @@ impl<F: Future> Future for GilTurns<F> {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         // SAFETY: the future is never moved out of its pinned wrapper.
         let polled = unsafe { self.map_unchecked_mut(|turns| &mut turns.0) }.poll(cx);
-        if let Gil::Kept(kept) = GIL.get() {
-            take_turn(kept.after_poll(Instant::now));
-        }
+        THREAD.with(|thread| {
+            if let Gil::Kept(kept) = thread.gil.get() {
+                take_turn(thread, kept.after_poll(Instant::now));
+            }
+        });
         polled
     }
 }
 
-fn take_turn(turn: Turn) {
+fn take_turn(thread: &RsockThread, turn: Turn) {
     match turn {
-        Turn::Keep(kept) => GIL.set(Gil::Kept(kept)),
+        Turn::Keep(kept) => thread.gil.set(Gil::Kept(kept)),
         Turn::Offer(kept) => {
-            GIL.set(Gil::Kept(kept));
+            thread.gil.set(Gil::Kept(kept));
             offer_kept_gil();
         }
-        Turn::Release => release_kept_gil(),
+        Turn::Release => release_gil_kept_by(thread),
     }
 }
 
@@ -303,12 +318,17 @@ fn no_op(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     NO_OP.get_or_try_init(py, || py.eval(c"lambda: None", None, None).map(Bound::unbind))
 }
 
-/// Gives back a GIL the io thread kept (before it parks, and after quiet polls).
+/// Gives back a GIL the io thread kept, before it parks.
 fn release_kept_gil() {
-    if !matches!(GIL.get(), Gil::Kept(_)) {
+    THREAD.with(release_gil_kept_by);
+}
+
+/// Gives back the GIL `thread` (the calling one) kept, if it did.
+fn release_gil_kept_by(thread: &RsockThread) {
+    if !matches!(thread.gil.get(), Gil::Kept(_)) {
         return;
     }
-    GIL.set(Gil::Released);
+    thread.gil.set(Gil::Released);
     // SAFETY: the io thread holds the GIL it took in with_gil, with its own thread state.
     unsafe { pyo3::ffi::PyEval_SaveThread() };
 }
@@ -322,52 +342,55 @@ fn release_kept_gil() {
 /// serve_forever, that queue grew by every closed connection; with a client in the same process,
 /// its reads ran the finalizers of the server's connections).
 pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
-    let tstate = IO_THREAD_STATE.get();
-    if tstate.is_null() {
-        return Python::attach(f);
-    }
-    // What the io thread keeps after the call; None on the other rsock threads, which keep nothing.
-    let kept = match GIL.get() {
-        // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
-        Gil::InCall => return Python::attach(f),
-        Gil::Released => {
-            // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
-            unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
-            ON_IO_THREAD.get().then(|| Kept::taken(Instant::now()))
+    THREAD.with(|thread| {
+        let tstate = thread.tstate.get();
+        if tstate.is_null() {
+            return Python::attach(f);
         }
-        Gil::Kept(kept) => Some(kept),
-    };
-    /// Ends the call, even by a panic: the io thread keeps the GIL, the others give it back.
-    struct EndCall(Option<Kept>);
-    impl Drop for EndCall {
-        fn drop(&mut self) {
-            let Some(kept) = self.0 else {
-                GIL.set(Gil::Released);
-                // SAFETY: this thread restored its own state above and is saving it exactly once.
-                unsafe { pyo3::ffi::PyEval_SaveThread() };
-                return;
-            };
-            match kept.after_call(Instant::now) {
-                // No Python while unwinding: the next poll's end or the park offers or releases it.
-                Turn::Offer(kept) if std::thread::panicking() => GIL.set(Gil::Kept(kept)),
-                turn => take_turn(turn),
+        // What the io thread keeps after the call; None on the other rsock threads, which keep nothing.
+        let kept = match thread.gil.get() {
+            // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
+            Gil::InCall => return Python::attach(f),
+            Gil::Released => {
+                // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
+                unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
+                thread.io.get().then(|| Kept::taken(Instant::now()))
+            }
+            Gil::Kept(kept) => Some(kept),
+        };
+        /// Ends the call, even by a panic: the io thread keeps the GIL, the others give it back.
+        struct EndCall<'a>(&'a RsockThread, Option<Kept>);
+        impl Drop for EndCall<'_> {
+            fn drop(&mut self) {
+                let EndCall(thread, kept) = *self;
+                let Some(kept) = kept else {
+                    thread.gil.set(Gil::Released);
+                    // SAFETY: this thread restored its own state above and is saving it exactly once.
+                    unsafe { pyo3::ffi::PyEval_SaveThread() };
+                    return;
+                };
+                match kept.after_call(Instant::now) {
+                    // No Python while unwinding: the next poll's end or the park offers or releases it.
+                    Turn::Offer(kept) if std::thread::panicking() => thread.gil.set(Gil::Kept(kept)),
+                    turn => take_turn(thread, turn),
+                }
             }
         }
-    }
-    GIL.set(Gil::InCall);
-    let _end = EndCall(kept);
-    Python::attach(f)
+        thread.gil.set(Gil::InCall);
+        let _end = EndCall(thread, kept);
+        Python::attach(f)
+    })
 }
 
 /// Whether the caller is the rsock-io thread: its writes are flushed by tasks it runs itself.
 pub fn on_io_thread() -> bool {
-    ON_IO_THREAD.get()
+    THREAD.with(|thread| thread.io.get())
 }
 
 /// Whether the caller is a thread of rsock's that runs handlers, which must never block waiting on
 /// a server it serves.
 pub fn on_handler_thread() -> bool {
-    !IO_THREAD_STATE.get().is_null()
+    THREAD.with(|thread| !thread.tstate.get().is_null())
 }
 
 /// A flag one side sets and others wait for, from any thread. The flag itself is an atomic: the lock
