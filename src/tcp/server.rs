@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::Poll;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
@@ -127,9 +127,13 @@ struct Io {
     /// Threads blocked in `send()` until the queue drains: only they need `drained` signalled (a
     /// signal is a futex syscall even with nobody waiting).
     room_waiters: usize,
+    /// Listed for the io thread's deferred flush (`defer_flush`).
+    flush_deferred: bool,
 }
 
 struct ConnShared {
+    /// This connection, for the io thread's list of deferred flushes.
+    me: Weak<ConnShared>,
     id: u64,
     peer: SocketAddr,
     local: SocketAddr,
@@ -144,6 +148,70 @@ struct ConnShared {
     /// When output last left for the peer at once (no queue for the task to flush), on `write_clock`,
     /// since the idle timer was last armed; 0 for none. The idle timer counts from it.
     last_write: AtomicU64,
+}
+
+/// Connections the io thread queued output for while running other tasks (broadcasts, relays from
+/// handlers), flushed together by one task after those have run. Flushing each from its own task
+/// would wake and poll that task per message: two thirds of a broadcast's cost per peer.
+struct DeferredFlushes {
+    conns: Vec<Weak<ConnShared>>,
+    /// The flushing task's waker, from when it last waited; None before it first did.
+    flusher: Option<Waker>,
+    started: bool,
+}
+
+thread_local! {
+    static DEFERRED_FLUSHES: RefCell<DeferredFlushes> = const {
+        RefCell::new(DeferredFlushes {
+            conns: Vec::new(),
+            flusher: None,
+            started: false,
+        })
+    };
+}
+
+/// Lists `conn` (on the io thread) for the next deferred flush.
+fn defer_flush(conn: Weak<ConnShared>) {
+    DEFERRED_FLUSHES.with_borrow_mut(|deferred| {
+        if deferred.conns.is_empty() {
+            if let Some(flusher) = &deferred.flusher {
+                flusher.wake_by_ref();
+            } else if !deferred.started {
+                deferred.started = true;
+                runtime::spawn(flush_deferred());
+            }
+        }
+        deferred.conns.push(conn);
+    });
+}
+
+/// The io thread's task that runs the deferred flushes, for as long as the thread lives.
+async fn flush_deferred() {
+    let mut batch = Vec::new();
+    loop {
+        std::future::poll_fn(|cx| {
+            DEFERRED_FLUSHES.with_borrow_mut(|deferred| {
+                if deferred.conns.is_empty() {
+                    if !deferred
+                        .flusher
+                        .as_ref()
+                        .is_some_and(|waker| waker.will_wake(cx.waker()))
+                    {
+                        deferred.flusher = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                std::mem::swap(&mut deferred.conns, &mut batch);
+                Poll::Ready(())
+            })
+        })
+        .await;
+        for conn in batch.drain(..) {
+            if let Some(conn) = conn.upgrade() {
+                conn.flush_deferred();
+            }
+        }
+    }
 }
 
 /// Where `write_clock` counts from.
@@ -190,8 +258,8 @@ impl ConnShared {
     /// the same bytes and is queued without a copy.
     ///
     /// Output for other connections produced on the io thread (broadcasts, sends from a handler) is
-    /// only queued: each connection's task flushes it when polled later in the same pass, so several
-    /// messages for one peer go out in one writev instead of one write each.
+    /// only queued, and flushed later in the same pass (`defer_flush`): several messages for one peer
+    /// then go out in one writev instead of one write each.
     fn write(&self, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         self.write_locked(self.io(), data, shared)
     }
@@ -236,10 +304,31 @@ impl ConnShared {
             };
             io.pending_bytes += rest.len();
             io.pending.push_back(rest);
-            drop(io);
-            self.wake();
+            if !defer {
+                drop(io);
+                self.wake();
+            } else if !io.flush_deferred {
+                io.flush_deferred = true;
+                drop(io);
+                defer_flush(self.me.clone());
+            }
         }
         Ok(())
+    }
+
+    /// Writes out what the io thread queued for this connection while running other tasks. Its task
+    /// is woken only when something is left for it to do: output the socket did not take, an error,
+    /// a close.
+    fn flush_deferred(&self) {
+        self.io().flush_deferred = false;
+        match self.flush() {
+            Ok(true) if !self.io().close_requested => {
+                if self.server.idle_timeout.is_some() {
+                    self.last_write.store(write_clock(), Relaxed);
+                }
+            }
+            _ => self.wake(),
+        }
     }
 
     /// Writes what it can of the queued output; Ok(true) when nothing is left.
@@ -1113,7 +1202,8 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let stream = Arc::new(stream);
-    let conn = Arc::new(ConnShared {
+    let conn = Arc::new_cyclic(|me| ConnShared {
+        me: me.clone(),
         id: server.next_id.fetch_add(1, Relaxed),
         peer,
         local,
@@ -1129,6 +1219,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             delivering: false,
             overrun: false,
             room_waiters: 0,
+            flush_deferred: false,
         }),
         woken: AtomicBool::new(false),
         waker: AtomicWaker::new(),

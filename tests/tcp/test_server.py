@@ -920,6 +920,51 @@ def test_a_reply_larger_than_the_write_limit_reaches_a_reading_client(make_serve
     assert ended.get(timeout=TIMEOUT) is None
 
 
+def publish(server):
+    """A handler that broadcasts each message to every other connection: its output for them leaves from the io
+    thread, written after the handler's task has run."""
+
+    def on_message(conn, data):
+        server.broadcast(data, exclude=conn)
+
+    return on_message
+
+
+def test_broadcasts_from_a_handler_reach_a_late_reader_whole_and_in_order(make_server, make_raw, make_client):
+    """More than a socket takes at once, queued for a peer that is not reading yet: what the socket does not take
+    goes out as the peer reads, in order."""
+    server = None
+    server = make_server(lambda conn, data: publish(server)(conn, data), framing="line")
+    subscriber = make_client(server.address, framing="line")
+    publisher = make_raw(server.address)
+    # 16 MiB: more than the kernel's buffers on both ends hold.
+    lines = [(b"%05d " % i) + bytes([97 + i % 26]) * 65_536 for i in range(256)]
+    publisher.sendall(b"".join(line + b"\n" for line in lines))
+    time.sleep(0.3)  # the subscriber reads only after the publisher has sent everything
+    assert [subscriber.recv_message() for _ in lines] == lines
+
+
+def test_broadcasts_from_a_handler_keep_a_subscriber_from_idling_out(make_server, make_raw, make_client):
+    """A subscriber that only receives what another connection publishes is not idle while that goes on."""
+    ended = queue.Queue()
+    server = None
+    server = make_server(
+        lambda conn, data: publish(server)(conn, data),
+        framing="line",
+        idle_timeout=0.5,
+        on_disconnect=lambda conn, exc: ended.put(exc),
+    )
+    subscriber = make_client(server.address, framing="line")
+    publisher = make_raw(server.address)
+    for i in range(15):  # 1.5 s, three idle periods
+        time.sleep(0.1)
+        publisher.sendall(b"tick %d\n" % i)
+        assert subscriber.recv_message() == b"tick %d" % i
+    assert ended.empty()
+    assert subscriber.recv_message() is None  # then silent both ways: closed by the idle timeout
+    assert [type(ended.get(timeout=TIMEOUT)) for _ in range(2)] == [TimeoutError, TimeoutError]
+
+
 def test_broadcast_without_connections_returns_zero(make_server):
     server = make_server(echo)
     assert server.broadcast(b"nobody") == 0
