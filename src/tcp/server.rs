@@ -984,10 +984,8 @@ fn read_available(stream: &TcpStream, buffer: &mut [u8], drained_below: usize) -
         }
         Ok(received)
     });
-    match outcome {
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock && received > 0 => Ok(received),
-        other => other,
-    }
+    // Bytes received mean the read worked, whatever the closure said to clear the readiness.
+    if received > 0 { Ok(received) } else { outcome }
 }
 
 /// Restarts the idle timer, if the server has one.
