@@ -49,8 +49,16 @@ struct RsockThread {
     tstate: Cell<*mut pyo3::ffi::PyThreadState>,
     /// Where its GIL stands.
     gil: Cell<Gil>,
-    /// Whether this is the rsock-io thread, which runs the tokio runtime.
-    io: Cell<bool>,
+    /// The fork generation whose rsock-io thread (the one running the tokio runtime) this is, if
+    /// it is one. A handler that forks leaves the child running on a copy of that thread, which is
+    /// not the child's io thread.
+    io_of: Cell<Option<u64>>,
+}
+
+impl RsockThread {
+    fn is_io_thread(&self) -> bool {
+        self.io_of.get() == Some(FORK_GENERATION.load(Ordering::Relaxed))
+    }
 }
 
 thread_local! {
@@ -60,7 +68,7 @@ thread_local! {
         RsockThread {
             tstate: Cell::new(ptr::null_mut()),
             gil: Cell::new(Gil::Released),
-            io: Cell::new(false),
+            io_of: Cell::new(None),
         }
     };
 }
@@ -203,7 +211,7 @@ fn start_runtime() -> &'static Runtime {
     let thread = std::thread::Builder::new()
         .name("rsock-io".into())
         .spawn(move || {
-            THREAD.with(|thread| thread.io.set(true));
+            THREAD.with(|thread| thread.io_of.set(Some(generation)));
             hold_python_thread_state();
             // Made now rather than at the first offer, in the middle of serving: an object made there
             // sat above the heap's free 1 KiB chunks and slowed every later malloc of a message's
@@ -354,7 +362,7 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
             Gil::Released => {
                 // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
                 unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
-                thread.io.get().then(|| Kept::taken(Instant::now()))
+                thread.is_io_thread().then(|| Kept::taken(Instant::now()))
             }
             Gil::Kept(kept) => Some(kept),
         };
@@ -384,7 +392,7 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
 
 /// Whether the caller is the rsock-io thread: its writes are flushed by tasks it runs itself.
 pub fn on_io_thread() -> bool {
-    THREAD.with(|thread| thread.io.get())
+    THREAD.with(RsockThread::is_io_thread)
 }
 
 /// Whether the caller is a thread of rsock's that runs handlers, which must never block waiting on

@@ -208,7 +208,12 @@ async fn flush_deferred() {
         .await;
         for conn in batch.drain(..) {
             if let Some(conn) = conn.upgrade() {
-                conn.flush_deferred();
+                // This task serves every connection: a panic (a broken invariant) flushing one must not
+                // end it. That connection's own task flushes again instead, and ends only it if it fails.
+                let flush = std::panic::AssertUnwindSafe(|| conn.flush_deferred());
+                if std::panic::catch_unwind(flush).is_err() {
+                    conn.wake();
+                }
             }
         }
     }

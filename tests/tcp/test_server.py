@@ -1505,20 +1505,16 @@ def test_ctrl_c_stops_serve_forever_and_frees_the_port():
         sock.bind((HOST, port))
 
 
-def test_fork_child_starts_its_own_server(make_server, make_client):
-    parent = make_server(lambda conn, data: b"parent " + data, framing="line")
-    client = make_client(parent.address, framing="line")
-    assert client.request(b"before") == b"parent before"  # the parent's runtime is up
+def in_forked_child(work):
+    """Runs `work` in a forked child, which never returns into the caller; returns the bytes `work` returned (or the
+    error it raised, or that it hung) and the child's exit code."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
+    if pid == 0:
         status = 1
         try:
             os.close(r)
-            with rsock.TcpServer((HOST, 0), lambda conn, data: b"child " + data, framing="line") as server:
-                with rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as c:
-                    reply = c.request(b"hello")
-            os.write(w, reply)
+            os.write(w, work())
             status = 0
         except BaseException as exc:
             os.write(w, b"error " + repr(exc).encode())
@@ -1531,14 +1527,42 @@ def test_fork_child_starts_its_own_server(make_server, make_client):
             if time.monotonic() > deadline:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                pytest.fail("the forked child hung")
+                return b"the forked child hung", None
             time.sleep(0.01)
-        reply = os.read(r, 1000)
+        return os.read(r, 1000), os.waitstatus_to_exitcode(done[1])
     finally:
         os.close(r)
-    assert reply == b"child hello"
-    assert os.waitstatus_to_exitcode(done[1]) == 0
+
+
+def test_fork_child_starts_its_own_server(make_server, make_client):
+    parent = make_server(lambda conn, data: b"parent " + data, framing="line")
+    client = make_client(parent.address, framing="line")
+    assert client.request(b"before") == b"parent before"  # the parent's runtime is up
+
+    def in_child():
+        with rsock.TcpServer((HOST, 0), lambda conn, data: b"child " + data, framing="line") as server:
+            with rsock.TcpClient(server.address, timeout=TIMEOUT, framing="line") as c:
+                return c.request(b"hello")
+
+    assert in_forked_child(in_child) == (b"child hello", 0)
     assert client.request(b"after") == b"parent after"
+
+
+def test_a_child_forked_by_a_handler_can_serve_and_send(make_server, make_client):
+    """The child runs on a copy of the parent's io thread, which is not the child's: its sends to the connections of
+    a server of its own are not left for the parent's io thread to flush."""
+
+    def in_child():
+        joined = queue.Queue()
+        with rsock.TcpServer((HOST, 0), None, on_connect=joined.put) as server:
+            with socket.create_connection(server.address, timeout=TIMEOUT) as sock:
+                joined.get(timeout=TIMEOUT).send(b"hello from the child")
+                return sock.recv(100)
+
+    server = make_server(lambda conn, data: repr(in_forked_child(in_child)).encode(), framing="line")
+    client = make_client(server.address, framing="line")
+    assert client.request(b"fork") == repr((b"hello from the child", 0)).encode()
+    assert client.request(b"fork") == repr((b"hello from the child", 0)).encode()
 
 
 def test_reuse_port_lets_two_servers_share_a_port(make_server, make_client):
