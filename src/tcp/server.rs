@@ -325,20 +325,24 @@ impl ConnShared {
     /// is woken only when something is left for it to do: output the socket did not take, an error,
     /// a close.
     fn flush_deferred(&self) {
-        self.io().flush_deferred = false;
-        match self.flush() {
-            Ok(true) if !self.io().close_requested => {
-                if self.server.idle_timeout.is_some() {
-                    self.last_write.store(write_clock(), Relaxed);
-                }
-            }
-            _ => self.wake(),
+        let mut io = self.io();
+        io.flush_deferred = false;
+        let settled = matches!(self.flush_locked(&mut io), Ok(true)) && !io.close_requested;
+        drop(io);
+        if !settled {
+            self.wake();
+        } else if self.server.idle_timeout.is_some() {
+            self.last_write.store(write_clock(), Relaxed);
         }
     }
 
     /// Writes what it can of the queued output; Ok(true) when nothing is left.
     fn flush(&self) -> io::Result<bool> {
-        let mut io = self.io();
+        self.flush_locked(&mut self.io())
+    }
+
+    /// `flush` with the connection's state already locked by the caller.
+    fn flush_locked(&self, io: &mut Io) -> io::Result<bool> {
         let Some(stream) = io.stream.clone() else {
             return Ok(true);
         };
@@ -373,7 +377,7 @@ impl ConnShared {
             }
         }
         if io.pending_bytes < WRITE_HIGH_WATER {
-            self.room_made(&io);
+            self.room_made(io);
         }
         Ok(io.pending.is_empty())
     }
