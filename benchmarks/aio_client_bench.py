@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from chat_bench import free_port  # this folder's
+
 LOADGEN = os.environ.get("BENCH_LOADGEN", "/work/shared/bench/loadgen/target/release/loadgen")
 CLIENTS = ("asyncio-streams", "rsock-streams", "rsock-client")
 LOOPS = ("asyncio", "uvloop")
@@ -90,12 +92,6 @@ def client_main(args):
     else:
         result = asyncio.run(coro)
     print(json.dumps(result))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main():

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from chat_bench import free_port  # this folder's
+
 SERVER = r"""
 import asyncio, sys
 impl, port = sys.argv[1], int(sys.argv[2])
@@ -80,12 +82,6 @@ else:
 CONNECTIONS = 10
 MESSAGE = b"x" * 1024
 TIMEOUT = 600  # seconds for one server under callgrind
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drive(port, total):

@@ -31,15 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-from chat_bench import cpu_seconds  # this folder's: server CPU time from /proc
+from chat_bench import cpu_seconds, free_port  # this folder's: server CPU time from /proc, a free port
 
 LOADGEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "loadgen" / "target" / "release" / "loadgen"
-
-
-def free_port(kind):
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def window(args, port, pid):
