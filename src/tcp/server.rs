@@ -286,7 +286,7 @@ impl ConnShared {
             self.wake();
             return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
         }
-        let Some(stream) = io.stream.clone() else {
+        let Some(stream) = io.stream.as_ref() else {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         };
         let mut written = 0;
@@ -343,17 +343,23 @@ impl ConnShared {
 
     /// `flush` with the connection's state already locked by the caller.
     fn flush_locked(&self, io: &mut Io) -> io::Result<bool> {
-        let Some(stream) = io.stream.clone() else {
+        let Io {
+            stream: Some(stream),
+            pending,
+            pending_bytes,
+            ..
+        } = io
+        else {
             return Ok(true);
         };
-        while !io.pending.is_empty() {
+        while !pending.is_empty() {
             let written = {
-                let attempt = if io.pending.len() == 1 {
+                let attempt = if pending.len() == 1 {
                     // One buffer goes by send(2), which skips writev's iovec import and file checks:
                     // a broadcast to many peers is one such write each.
-                    stream.try_write(&io.pending[0])
+                    stream.try_write(&pending[0])
                 } else {
-                    let slices: Vec<IoSlice<'_>> = io.pending.iter().take(64).map(|b| IoSlice::new(b)).collect();
+                    let slices: Vec<IoSlice<'_>> = pending.iter().take(64).map(|b| IoSlice::new(b)).collect();
                     stream.try_write_vectored(&slices)
                 };
                 match attempt {
@@ -363,13 +369,13 @@ impl ConnShared {
                 }
             };
             self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
-            io.pending_bytes -= written;
+            *pending_bytes -= written;
             let mut left = written;
             while left > 0 {
-                let front = io.pending.front_mut().expect("written bytes came from the queue");
+                let front = pending.front_mut().expect("written bytes came from the queue");
                 if front.len() <= left {
                     left -= front.len();
-                    io.pending.pop_front();
+                    pending.pop_front();
                 } else {
                     front.advance(left);
                     left = 0;
