@@ -520,6 +520,25 @@ def test_recv_file_reports_an_incomplete_transfer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_recv_file_is_not_stopped_by_a_temporary_left_under_its_own_pid(tmp_path):
+    """A receiver killed mid-transfer leaves its '.rsock-PID-N...part' behind, and PIDs are reused: a new receiver
+    that got the same PID still saves its files, and leaves the stale temporaries as they are."""
+    source = tmp_path / "note.txt"
+    source.write_bytes(b"fresh\n")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    with server("recv-file", "--output-dir", inbox, "--count", "1", "-q") as (proc, port, lines):
+        stale = [inbox / f".rsock-{proc.pid}-{n}.part" for n in (1, 2, 3)]
+        for path in stale:
+            path.write_bytes(b"stale")
+        result = run("send-file", source, "--port", port)
+        assert result.returncode == 0, result.stderr
+        finish(proc, lines)
+    assert (inbox / "note.txt").read_bytes() == b"fresh\n"
+    assert all(path.read_bytes() == b"stale" for path in stale)
+    assert sorted(p.name for p in inbox.iterdir()) == sorted(["note.txt", *(path.name for path in stale)])
+
+
 @pytest.mark.parametrize(
     "header",
     [

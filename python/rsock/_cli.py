@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket as stdlib_socket
 import sys
@@ -605,7 +606,9 @@ def cmd_recv_file(args):
         problem = _name_problem(name, name_max)
         if problem:
             return problem
-        temporary = output_dir / f".rsock-{os.getpid()}-{conn.id}.part"  # as long whatever the name
+        # As long whatever the name. The random part keeps a temporary left by a killed receiver that had
+        # this PID (PIDs are reused) from refusing this transfer.
+        temporary = output_dir / f".rsock-{os.getpid()}-{conn.id}-{secrets.token_hex(4)}.part"
         try:
             file = temporary.open("xb")  # "x": never truncates a file already there, whoever named it so
         except OSError as exc:
@@ -953,8 +956,8 @@ def build_parser():
         "overwritten: NAME-1, NAME-2, ... are used instead). Names starting with a dot are taken; '.', '..' and "
         "names that hold a NUL byte or a line break, are not valid text or are longer than the file system allows "
         "are refused (answered 'error: WHY', as every failed transfer is). A file is written to a temporary "
-        "'.rsock-PID-N.part' file and renamed once complete. Prints 'listening on HOST:PORT', then 'received PATH "
-        "(N bytes) from HOST:PORT, sha256 HEX' for each file (dropped if stdout is closed); progress and failed "
+        "'.rsock-PID-N-RANDOM.part' file and renamed once complete. Prints 'listening on HOST:PORT', then 'received "
+        "PATH (N bytes) from HOST:PORT, sha256 HEX' for each file (dropped if stdout is closed); progress and failed "
         "transfers go to stderr. Serves until Ctrl-C or SIGTERM, or with --count N until N transfers have ended: it "
         "then turns new connections away and exits once the transfers under way have ended too. Exits 0 if every "
         "transfer it saw succeeded, else 1.",
