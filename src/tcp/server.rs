@@ -4,7 +4,8 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -22,7 +23,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::buffer::shared_bytes;
+use crate::buffer::{BytesWriter, shared_bytes};
 use crate::errors::{io_error, os_error};
 use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
@@ -809,7 +810,8 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     let mut reading = true;
     let mut peer_closed = false;
     let direct_capable = framed.decoder.is_none() && server.handlers.on_message.is_some();
-    let mut direct_reads = false;
+    // While reads are large: the size the next direct read expects (see `read_direct`).
+    let mut direct_expected: Option<usize> = None;
     let mut idle = server.idle_timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
     // Polled once so the token knows to wake this task; after that a flag check per wake-up suffices.
     let shutdown = server.lifecycle.shutdown.cancelled();
@@ -904,14 +906,16 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
             Event::Readable(Err(err)) => return Outcome::Io(err),
             Event::Readable(Ok(())) => {
-                let read = if direct_reads {
-                    read_direct(conn, stream, py_conn, &mut framed)
-                } else {
-                    read_buffered(conn, stream, py_conn, &mut framed)
+                let read = match direct_expected.as_mut() {
+                    Some(expected) => read_direct(conn, stream, py_conn, expected),
+                    None => read_buffered(conn, stream, py_conn, &mut framed),
                 };
                 match read {
                     Ok(Some(0)) => {}
-                    Ok(Some(n)) => direct_reads = direct_capable && n >= DIRECT_READ_MIN,
+                    Ok(Some(n)) if !direct_capable || n < DIRECT_READ_MIN => direct_expected = None,
+                    Ok(Some(n)) => {
+                        direct_expected.get_or_insert(n);
+                    }
                     Ok(None) => {
                         peer_closed = true;
                         reading = false;
@@ -936,8 +940,9 @@ type ReadResult = Result<Option<usize>, Outcome>;
 fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
     READ_BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
-        let full = buffer.len();
-        match read_available(stream, &mut buffer, full) {
+        // SAFETY: initialised bytes seen as possibly uninitialised ones; recv(2) writes only bytes there.
+        let space = unsafe { &mut *(std::ptr::from_mut::<[u8]>(&mut buffer[..]) as *mut [MaybeUninit<u8>]) };
+        match read_available(stream, space) {
             Ok(0) => Ok(None),
             Ok(n) => deliver_read(conn, py_conn, &buffer[..n], framed).map(|()| Some(n)),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
@@ -946,35 +951,31 @@ fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>
     })
 }
 
-/// Reads straight into a new bytes object sized by FIONREAD and hands that to the handler: for a raw
-/// connection moving large messages this saves copying every byte out of the io thread's buffer.
-/// With nothing to read (an EOF or an error is pending) it falls back to `read_buffered`.
-fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
-    let available = match queued_bytes(stream, libc::FIONREAD) {
-        Some(available) if available > 0 => available,
-        _ => return read_buffered(conn, stream, py_conn, framed),
-    };
-    let len = available.min(READ_CHUNK);
-    // Reading all FIONREAD reported leaves nothing that arrived before the last epoll event.
-    let drained_below = if available > READ_CHUNK { len } else { len + 1 };
+/// Reads straight into a new bytes object and hands that to the handler: for a raw connection moving
+/// large messages this saves copying every byte out of the io thread's buffer. The object has room
+/// for one byte more than the largest read so far (`expected`), so that a read of that size still
+/// shows the socket drained, and is then shrunk in place to what came: one recv per read, where
+/// sizing the object by FIONREAD first cost an ioctl. A read that fills it doubles `expected`.
+///
+/// `expected` only grows while reads stay large, so the object is not resized from above glibc's
+/// mmap threshold to below it at every read: a shrunk mmapped block, once freed, would not raise the
+/// threshold, and every read would map and unmap memory (asyncio's and rloop's cold-start cliff).
+fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, expected: &mut usize) -> ReadResult {
+    let room = (*expected + 1).min(READ_CHUNK);
     conn.io().delivering = true;
     let delivered = runtime::with_gil(|py| {
-        // SAFETY: a new bytes object with room for `len` bytes and contents not yet set; nothing else
-        // holds it until the read below has filled it.
-        let data = unsafe {
-            Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as isize))
-                .map_err(Outcome::Handler)?
-                .cast_into_unchecked::<PyBytes>()
-        };
-        // SAFETY: the object's `len` bytes of storage, which only this function touches until then.
-        let buffer =
-            unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(data.as_ptr()).cast::<u8>(), len) };
-        match read_available(stream, buffer, drained_below) {
+        let mut message = BytesWriter::new(py, room).map_err(Outcome::Handler)?;
+        match read_available(stream, message.space()) {
             Ok(0) => Ok(None),
             Ok(n) => {
+                *expected = if n == room {
+                    (2 * room).min(READ_CHUNK)
+                } else {
+                    n.max(*expected)
+                };
                 conn.server.stats.bytes_in.fetch_add(n as u64, Relaxed);
                 conn.server.stats.messages.fetch_add(1, Relaxed);
-                let message = if n == len { data } else { PyBytes::new(py, &buffer[..n]) };
+                let message = message.finish(n).map_err(Outcome::Handler)?;
                 deliver_bytes(py, conn, py_conn, &message).map(|()| Some(n))
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
@@ -985,16 +986,17 @@ fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, 
     delivered
 }
 
-/// Reads what the socket holds into `buffer`; a read of fewer than `drained_below` bytes (for a
-/// plain read, one that does not fill `buffer`) has emptied the socket. Such a read also clears the
-/// socket's readiness, so the task waits for the next epoll event instead of making a read that can
-/// only say EAGAIN (tokio clears readiness only on EAGAIN itself). Data that arrives later raises a
-/// new edge-triggered event, tokio clears nothing if one came meanwhile, and an EOF stays visible.
-fn read_available(stream: &TcpStream, buffer: &mut [u8], drained_below: usize) -> io::Result<usize> {
+/// Reads what the socket holds into `buffer`; a read that does not fill `buffer` has emptied the
+/// socket. Such a read also clears the socket's readiness, so the task waits for the next epoll
+/// event instead of making a read that can only say EAGAIN (tokio clears readiness only on EAGAIN
+/// itself). Data that arrives later raises a new edge-triggered event, tokio clears nothing if one
+/// came meanwhile, and an EOF stays visible.
+fn read_available(stream: &TcpStream, buffer: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    let room = buffer.len();
     let mut received = 0;
     let outcome = stream.try_io(Interest::READABLE, || {
-        received = (&*socket2::SockRef::from(stream)).read(buffer)?;
-        if received > 0 && received < drained_below {
+        received = socket2::SockRef::from(stream).recv(buffer)?;
+        if received > 0 && received < room {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(received)

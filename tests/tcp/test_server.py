@@ -109,6 +109,49 @@ def test_raw_framing_delivers_each_chunk_read_and_sends_the_reply_back(make_serv
     assert chunks == [b"hello", b"world!"]
 
 
+def test_raw_reads_of_every_size_deliver_the_stream_whole_and_in_order(make_server, make_raw):
+    """Messages from a few bytes to a megabyte, up and down across the sizes where a raw connection switches to
+    reading straight into the handler's bytes object (32 KiB) and where one read stops (256 KiB), each echoed in
+    lockstep: every byte comes back in order, each chunk the handler sees is a bytes object of its own, the stats
+    count them all, and an EOF that arrives while reads are large ends the connection cleanly."""
+    got = []
+    ended = queue.Queue()
+
+    def on_message(conn, data):
+        got.append((type(data), len(data)))
+        return data
+
+    server = make_server(on_message, on_disconnect=lambda conn, exc: ended.put(exc))
+    sock = make_raw(server.address)
+    sizes = [1024, 40_000, 102_400, 102_401, 102_399, 300_000, 256 * 1024, 256 * 1024 + 1, 33_000, 5, 65_536]
+    sizes += [MiB, 32 * 1024, 32 * 1024 - 1, 131_072, 500_000, 70_000]
+    for i, size in enumerate(sizes):
+        message = bytes((i * 7 + j) % 251 for j in range(251)) * (size // 251) + b"t" * (size % 251)
+        sock.sendall(message)
+        assert recv_exact(sock, size) == message, f"message {i} ({size} bytes) came back changed"
+    assert {kind for kind, _ in got} == {bytes}
+    assert sum(n for _, n in got) == sum(sizes)
+    assert all(n <= 256 * 1024 for _, n in got)
+    sock.shutdown(socket.SHUT_WR)
+    assert ended.get(timeout=TIMEOUT) is None
+    assert sock.recv(1) == b""
+    assert server.stats["bytes_in"] == server.stats["bytes_out"] == sum(sizes)
+    assert server.stats["messages"] == len(got)
+
+
+def test_peer_reset_while_raw_reads_are_large(make_server, make_raw, make_client):
+    ended = queue.Queue()
+    server = make_server(echo, on_disconnect=lambda conn, exc: ended.put(exc))
+    sock = make_raw(server.address)
+    message = b"m" * (200 * 1024)
+    sock.sendall(message)
+    assert recv_exact(sock, len(message)) == message
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # RST, while the connection reads straight into bytes objects
+    assert isinstance(ended.get(timeout=TIMEOUT), ConnectionResetError)
+    assert make_client(server.address).request(b"healthy") == b"healthy"
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_any_bytes_like_reply_is_sent(make_server, make_client, kind):
     server = make_server(lambda conn, data: kind(b"<" + data + b">"), framing="line")
