@@ -810,8 +810,10 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     let mut reading = true;
     let mut peer_closed = false;
     let direct_capable = framed.decoder.is_none() && server.handlers.on_message.is_some();
-    // While reads are large: the size the next direct read expects (see `read_direct`).
-    let mut direct_expected: Option<usize> = None;
+    // While reads are large, the size the next direct read expects (see `read_direct`); 0 while they
+    // are small. A u32: a connection's task is allocated in steps of 128 bytes, and a usize took it
+    // into the next one.
+    let mut direct_expected: u32 = 0;
     let mut idle = server.idle_timeout.map(|limit| Box::pin(tokio::time::sleep(limit)));
     // Polled once so the token knows to wake this task; after that a flag check per wake-up suffices.
     let shutdown = server.lifecycle.shutdown.cancelled();
@@ -852,6 +854,9 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             return Outcome::Closed;
         }
         let may_read = reading && !close_requested && !awaiting && pending < WRITE_HIGH_WATER;
+        // The wait below keeps flags, not the count they come from: what it keeps is part of every
+        // connection's task.
+        let flushing = pending > 0;
         // One hand-written poll instead of select!: no future is built or dropped per wake-up.
         let event = std::future::poll_fn(|cx| {
             conn.waker.register(cx.waker());
@@ -865,9 +870,7 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             if conn.woken.swap(false, Acquire) {
                 return Poll::Ready(Event::Woken);
             }
-            if pending > 0
-                && let Poll::Ready(ready) = stream.poll_write_ready(cx)
-            {
+            if flushing && let Poll::Ready(ready) = stream.poll_write_ready(cx) {
                 return Poll::Ready(Event::Writable(ready));
             }
             if may_read && let Poll::Ready(ready) = stream.poll_read_ready(cx) {
@@ -906,16 +909,17 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
             Event::Readable(Err(err)) => return Outcome::Io(err),
             Event::Readable(Ok(())) => {
-                let read = match direct_expected.as_mut() {
-                    Some(expected) => read_direct(conn, stream, py_conn, expected),
-                    None => read_buffered(conn, stream, py_conn, &mut framed),
+                let read = if direct_expected > 0 {
+                    read_direct(conn, stream, py_conn, &mut direct_expected)
+                } else {
+                    read_buffered(conn, stream, py_conn, &mut framed)
                 };
                 match read {
                     Ok(Some(0)) => {}
-                    Ok(Some(n)) if !direct_capable || n < DIRECT_READ_MIN => direct_expected = None,
-                    Ok(Some(n)) => {
-                        direct_expected.get_or_insert(n);
-                    }
+                    Ok(Some(n)) if !direct_capable || n < DIRECT_READ_MIN => direct_expected = 0,
+                    // At most READ_CHUNK.
+                    Ok(Some(n)) if direct_expected == 0 => direct_expected = n as u32,
+                    Ok(Some(_)) => {}
                     Ok(None) => {
                         peer_closed = true;
                         reading = false;
@@ -960,19 +964,16 @@ fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>
 /// `expected` only grows while reads stay large, so the object is not resized from above glibc's
 /// mmap threshold to below it at every read: a shrunk mmapped block, once freed, would not raise the
 /// threshold, and every read would map and unmap memory (asyncio's and rloop's cold-start cliff).
-fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, expected: &mut usize) -> ReadResult {
-    let room = (*expected + 1).min(READ_CHUNK);
+fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, expected: &mut u32) -> ReadResult {
+    let room = (*expected as usize + 1).min(READ_CHUNK);
     conn.io().delivering = true;
     let delivered = runtime::with_gil(|py| {
         let mut message = BytesWriter::new(py, room).map_err(Outcome::Handler)?;
         match read_available(stream, message.space()) {
             Ok(0) => Ok(None),
             Ok(n) => {
-                *expected = if n == room {
-                    (2 * room).min(READ_CHUNK)
-                } else {
-                    n.max(*expected)
-                };
+                let grown = if n == room { 2 * room } else { n.max(*expected as usize) };
+                *expected = grown.min(READ_CHUNK) as u32;
                 conn.server.stats.bytes_in.fetch_add(n as u64, Relaxed);
                 conn.server.stats.messages.fetch_add(1, Relaxed);
                 let message = message.finish(n).map_err(Outcome::Handler)?;
