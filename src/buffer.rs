@@ -105,6 +105,12 @@ pub fn zeroed_vec(len: usize) -> PyResult<Vec<u8>> {
     Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
+/// An initialised buffer as the uninitialised kind recv(2) fills.
+pub fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
+    // SAFETY: initialised bytes are valid MaybeUninit bytes, and recv only ever writes bytes into them.
+    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
+}
+
 /// A `bytes` object under construction (`PyBytesWriter`): filled in place, then shrunk to what was
 /// written, the way CPython's own `recv` builds its result. Discarded if dropped unfinished.
 pub struct BytesWriter<'py> {

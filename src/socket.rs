@@ -21,7 +21,7 @@ use socket2::SockAddr;
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
-use crate::buffer::{BytesWriter, WritableView, with_readable, with_writable, zeroed_vec};
+use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 
 /// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
@@ -239,12 +239,6 @@ fn getsockopt_int(fd: RawFd, level: c_int, option: c_int) -> io::Result<c_int> {
 fn descriptor(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     let fd = c_long(obj)?;
     RawFd::try_from(fd).or_else(|_| if fd < 0 { Ok(-1) } else { Err(os_error(libc::EBADF)) })
-}
-
-/// An initialised buffer as the uninitialised kind recv(2) fills.
-fn as_uninit(buf: &mut [u8]) -> &mut [MaybeUninit<u8>] {
-    // SAFETY: initialised bytes are valid MaybeUninit bytes, and recv only ever writes bytes into them.
-    unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }
 }
 
 /// Runs `call` (getsockname, getpeername, accept, recvfrom...) with room for any address and returns

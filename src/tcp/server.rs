@@ -23,7 +23,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::buffer::{BytesWriter, shared_bytes};
+use crate::buffer::{BytesWriter, as_uninit, shared_bytes};
 use crate::errors::{io_error, os_error};
 use crate::framing::{FrameDecoder, Framing};
 use crate::log::{self, DEBUG, ERROR, INFO, WARNING};
@@ -944,9 +944,7 @@ type ReadResult = Result<Option<usize>, Outcome>;
 fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
     READ_BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
-        // SAFETY: initialised bytes seen as possibly uninitialised ones; recv(2) writes only bytes there.
-        let space = unsafe { &mut *(std::ptr::from_mut::<[u8]>(&mut buffer[..]) as *mut [MaybeUninit<u8>]) };
-        match read_available(stream, space) {
+        match read_available(stream, as_uninit(&mut buffer)) {
             Ok(0) => Ok(None),
             Ok(n) => deliver_read(conn, py_conn, &buffer[..n], framed).map(|()| Some(n)),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
