@@ -577,11 +577,15 @@ def test_sendfile_bad_count(tcp_pair, regular_file, count, exc_type):
     assert str(excinfo.value) == f"count must be a positive integer (got {count!r})"
 
 
-def test_sendfile_count_beyond_ssize_t_raises_overflow_error(tcp_pair, regular_file):
-    """os.sendfile() takes a C ssize_t: a count beyond it is refused, not taken as "the whole file"."""
-    client, _ = tcp_pair
-    with pytest.raises(OverflowError):
-        client.sendfile(regular_file, 0, 2**63)
+def test_sendfile_count_beyond_ssize_t_sends_the_rest_of_the_file(sockmod, tcp_pair, regular_file):
+    """Each sendfile(2) call moves at most 1 GiB, so a count past a C ssize_t sends what the file holds,
+    as the stdlib does since gh-114077 (3.11.8, 3.12.2); earlier it passed the count on whole and
+    raised OverflowError."""
+    fixed_in = (3, 11, 8) if sys.version_info < (3, 12) else (3, 12, 2)
+    if sockmod is stdlib_socket and sys.version_info < fixed_in:
+        pytest.skip("this Python's socket.sendfile() predates gh-114077 and raises OverflowError")
+    result = received_after_sendfile(tcp_pair, regular_file, 100, 2**63)
+    assert result == (len(CONTENT) - 100, len(CONTENT), CONTENT[100:])
 
 
 def test_sendfile_propagates_an_oserror_from_fileno(tcp_pair):

@@ -245,7 +245,9 @@ class socket(_rsock.socket):
         try:
             while True:
                 if count:
-                    chunk = count - total
+                    # Each call stays within 1 GiB whatever the count (CPython's gh-114077: a count past
+                    # a C ssize_t used to reach os.sendfile() whole and raise OverflowError).
+                    chunk = min(count - total, chunk)
                     if chunk <= 0:
                         break
                 try:
