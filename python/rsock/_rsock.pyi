@@ -307,6 +307,8 @@ class UdpServer:
     Datagrams are received in batches (recvmmsg) on a thread of the server's own, which runs the handler. In a
     one-way flood (8 or more datagrams taken before the socket runs empty, none answered) that thread pauses 0.1 ms
     before receiving again, so that one wake-up takes many; a stretch with an answered datagram never ends in one.
+    While datagrams come within 20 µs of each other the thread polls the socket for up to 20 µs after each batch
+    instead of sleeping (a sleep and wake-up per request cost request/response traffic a third of its round trips).
     """
 
     def __new__(

@@ -344,6 +344,34 @@ def test_each_server_receives_on_its_own_thread_which_stop_ends_while_it_waits(m
     assert [server.stats["datagrams_in"] for server in servers] == [1, 1, 1]
 
 
+def cpu_ticks(tid):
+    """The CPU time thread `tid` of this process has used, user and system, in clock ticks."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime and stime, the stat file's 14th and 15th fields
+
+
+def test_the_receive_thread_sleeps_once_close_datagrams_stop_coming(make_server, make_udp, wait_until):
+    """Between datagrams that come close together the receive thread polls the socket rather than sleeping on it;
+    once they stop coming it sleeps, spending no CPU, and stop() still ends it."""
+    before = receive_threads()
+    server = make_server(lambda data, addr: data)
+    wait_until(lambda: len(receive_threads() - before) == 1, "the server's receive thread")
+    (tid,) = receive_threads() - before
+    sock = make_udp()
+    for first in range(0, 2000, 20):  # bursts of requests microseconds apart, answered, so never a flood pause
+        for n in range(first, first + 20):
+            sock.sendto(b"%d" % n, server.address)
+        assert [sock.recv(16) for _ in range(20)] == [b"%d" % n for n in range(first, first + 20)]
+    time.sleep(0.05)
+    idle_from = cpu_ticks(tid)
+    time.sleep(1.0)
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    assert cpu_ticks(tid) - idle_from <= ticks_per_second // 20, "the receive thread kept polling an idle socket"
+    server.stop()
+    wait_until(lambda: tid not in receive_threads(), "the receive thread to end")
+
+
 def test_a_handler_can_stop_its_own_server(make_server, make_udp, wait_until):
     """stop() from the handler only begins the stop: waiting there would wait on the handler's own thread."""
     stopped_inside = []
