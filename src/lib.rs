@@ -18,6 +18,7 @@ mod reused_bytes;
 mod runtime;
 mod server_common;
 mod socket;
+mod spin;
 mod tcp;
 mod turns;
 mod udp;

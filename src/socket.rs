@@ -23,6 +23,7 @@ use crate::ancillary;
 use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
 use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
+use crate::spin::{ReplySpin, poll_for};
 
 /// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
 static DEFAULT_TIMEOUT_NS: AtomicI64 = AtomicI64::new(-1);
@@ -275,6 +276,39 @@ impl Socket {
         self.call_raw(py, events, wait, op).map_err(CallError::into_pyerr)
     }
 
+    /// `call`, first trying `op` without sleeping (MSG_DONTWAIT added to the flags it is given) for as
+    /// long as `spin` allows: rsock's own clients poll for a reply before they sleep (see spin.rs). The
+    /// drop-in socket passes None, and makes the stdlib's syscalls.
+    fn call_polling_first<T: Send>(
+        &self,
+        py: Python<'_>,
+        spin: Option<&ReplySpin>,
+        events: i16,
+        wait: Wait,
+        mut op: impl FnMut(RawFd, c_int) -> io::Result<T> + Send,
+    ) -> PyResult<T> {
+        let Some(spin) = spin else {
+            return self.call(py, events, wait, |fd| op(fd, 0));
+        };
+        let started = Instant::now();
+        let budget = spin.budget();
+        let polled = if budget.is_zero() {
+            None
+        } else {
+            py.detach(|| poll_for(&self.fd, budget, &mut |fd| op(fd, libc::MSG_DONTWAIT)))
+        };
+        let result = match polled {
+            Some(done) => done.map_err(|err| CallError::Os(err.raw_os_error().unwrap_or(libc::EIO)).into_pyerr()),
+            None => self.call(py, events, wait, |fd| op(fd, 0)),
+        };
+        spin.waited(if result.is_ok() {
+            started.elapsed()
+        } else {
+            Duration::MAX
+        });
+        result
+    }
+
     /// `call`, with timeouts and OS errors left unraised for callers that report them otherwise.
     fn call_raw<T: Send>(
         &self,
@@ -432,18 +466,27 @@ impl Socket {
         self.raw_fd()
     }
 
-    pub(crate) fn recv_into_slice(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>], flags: c_int) -> PyResult<usize> {
-        self.call(py, POLLIN, self.io_wait(), |fd| {
+    /// recv(2) into `buf`, polling first as `spin` allows (None: the drop-in's plain call).
+    pub(crate) fn recv_into_slice(
+        &self,
+        py: Python<'_>,
+        spin: Option<&ReplySpin>,
+        buf: &mut [MaybeUninit<u8>],
+        flags: c_int,
+    ) -> PyResult<usize> {
+        self.call_polling_first(py, spin, POLLIN, self.io_wait(), |fd, polling| {
             // SAFETY: buf is valid for writes of its length for the duration of the call.
-            check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) })
+            check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags | polling) })
         })
     }
 
     /// recvfrom(2) waiting at most `timeout` (None: as long as it takes), whatever the socket's own
-    /// timeout; MSG_TRUNC makes the result the datagram's full length even when `buf` was smaller.
+    /// timeout, polling first as `spin` allows; MSG_TRUNC makes the result the datagram's full length
+    /// even when `buf` was smaller.
     pub(crate) fn recvfrom_within(
         &self,
         py: Python<'_>,
+        spin: Option<&ReplySpin>,
         buf: &mut [MaybeUninit<u8>],
         timeout: Option<Duration>,
     ) -> PyResult<(usize, SockAddr)> {
@@ -451,10 +494,10 @@ impl Socket {
             Some(t) => (Wait::Until(Instant::now() + t), libc::MSG_TRUNC | libc::MSG_DONTWAIT),
             None => (Wait::No, libc::MSG_TRUNC),
         };
-        self.call(py, POLLIN, wait, |fd| {
+        self.call_polling_first(py, spin, POLLIN, wait, |fd, polling| {
             with_sockaddr(|addr, len| {
                 // SAFETY: buf is valid for writes of its length; addr/len describe the address storage.
-                check(unsafe { libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), flags, addr, len) })
+                check(unsafe { libc::recvfrom(fd, buf.as_mut_ptr().cast(), buf.len(), flags | polling, addr, len) })
             })
         })
     }
@@ -872,7 +915,7 @@ impl Socket {
             return Ok(PyBytes::new(py, b""));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
-        let received = self.recv_into_slice(py, writer.space(), flags)?;
+        let received = self.recv_into_slice(py, None, writer.space(), flags)?;
         self.hide_unwritten(writer.space(), received, flags);
         // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         unsafe { writer.finish_padded(received) }
@@ -892,7 +935,7 @@ impl Socket {
             if want == 0 {
                 return Ok(0);
             }
-            self.recv_into_slice(py, as_uninit(&mut buf[..want]), flags)
+            self.recv_into_slice(py, None, as_uninit(&mut buf[..want]), flags)
         })?
     }
 

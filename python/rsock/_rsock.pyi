@@ -248,7 +248,11 @@ class TcpServer:
 
 @disjoint_base
 class TcpClient:
-    """A TCP connection with optional framing, every wait done in Rust with the GIL released."""
+    """A TCP connection with optional framing, every wait done in Rust with the GIL released.
+
+    A receive polls for up to 50 µs before it sleeps while the wait before it was that short (a server on this
+    machine); after a longer wait it sleeps at once.
+    """
 
     def __new__(
         cls,
@@ -339,7 +343,11 @@ class UdpServer:
 
 @disjoint_base
 class UdpClient:
-    """A UDP socket that refuses oversized datagrams, reports truncated ones, and retries requests."""
+    """A UDP socket that refuses oversized datagrams, reports truncated ones, and retries requests.
+
+    A receive polls for up to 50 µs before it sleeps while the wait before it was that short (a server on this
+    machine); after a longer wait it sleeps at once.
+    """
 
     def __new__(cls, address: tuple[str | None, int] | None = None, *, family: int = ...) -> Self: ...
     def sendto(self, data: Buffer, address: _Address) -> int: ...

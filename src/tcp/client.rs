@@ -19,6 +19,7 @@ use crate::errors::{file_error, io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
+use crate::spin::ReplySpin;
 use crate::turns::{Turn, Turns};
 
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -45,6 +46,7 @@ struct Reader {
 /// - `max_frame_size` (default 16 MiB): a longer incoming frame raises ValueError and closes the client.
 ///
 /// Threads may share a client: messages never interleave, and concurrent `request()` calls take turns.
+/// A read polls for its data for a while before it sleeps, while replies come fast (see spin.rs).
 #[pyclass(name = "TcpClient", module = "rsock._rsock", subclass, frozen)]
 pub struct TcpClient {
     sock: Socket,
@@ -57,6 +59,8 @@ pub struct TcpClient {
     writing: Turns,
     /// The turn at request(), from its send to its reply, so that each thread gets its own reply.
     requesting: Turns,
+    /// Whether a read polls before it sleeps (see spin.rs).
+    spin: ReplySpin,
     peer: SocketAddr,
 }
 
@@ -87,7 +91,7 @@ impl TcpClient {
         }
         reader.buffer.reserve(READ_CHUNK);
         let spare: &mut [MaybeUninit<u8>] = reader.buffer.spare_capacity_mut();
-        let received = self.sock.recv_into_slice(py, spare, 0)?;
+        let received = self.sock.recv_into_slice(py, Some(&self.spin), spare, 0)?;
         // SAFETY: recv wrote `received` bytes at the start of the spare capacity.
         unsafe { reader.buffer.set_len(reader.buffer.len() + received) };
         reader.eof = received == 0;
@@ -191,7 +195,7 @@ impl TcpClient {
             return Ok(PyBytes::new(py, b""));
         }
         let mut writer = BytesWriter::new(py, n)?;
-        let received = self.sock.recv_into_slice(py, writer.space(), 0)?;
+        let received = self.sock.recv_into_slice(py, Some(&self.spin), writer.space(), 0)?;
         reader.eof = received == 0;
         writer.finish(received)
     }
@@ -252,6 +256,7 @@ impl TcpClient {
             reading: Turns::new("a read of this TcpClient"),
             writing: Turns::new("a send of this TcpClient"),
             requesting: Turns::new("a request of this TcpClient"),
+            spin: ReplySpin::default(),
             peer,
         })
     }

@@ -15,6 +15,7 @@ use crate::buffer::{BytesWriter, with_readable};
 use crate::resolver::endpoint;
 use crate::server_common::parse_timeout_arg;
 use crate::socket::Socket;
+use crate::spin::ReplySpin;
 use crate::turns::Turns;
 
 /// The largest UDP payload: 65,535 minus the IPv4 and UDP headers (IPv6 allows 20 bytes more).
@@ -27,6 +28,9 @@ const DEFAULT_BUFSIZE: usize = 65_536;
 /// - `address`: where to bind, `(host, port)`; None binds on the first send. Its host decides the
 ///   family (IPv6 for a host with a colon), and `family` is then not used.
 /// - `family`: AF_INET (the default) or AF_INET6, for a client with no `address`.
+///
+/// A receive polls for its datagram for a while before it sleeps, while replies come fast (see
+/// spin.rs).
 #[pyclass(name = "UdpClient", module = "rsock._rsock", subclass, frozen)]
 pub struct UdpClient {
     sock: Socket,
@@ -34,6 +38,8 @@ pub struct UdpClient {
     /// The turn at request(), from its send to its reply, so that threads sharing the client each
     /// get their own reply (each request also discards what is queued when it starts).
     requesting: Turns,
+    /// Whether a receive polls before it sleeps (see spin.rs).
+    spin: ReplySpin,
 }
 
 impl UdpClient {
@@ -66,7 +72,9 @@ impl UdpClient {
         timeout: Option<Duration>,
     ) -> PyResult<(Bound<'py, PyBytes>, socket2::SockAddr)> {
         let mut writer = BytesWriter::new(py, bufsize)?;
-        let (length, sender) = self.sock.recvfrom_within(py, writer.space(), timeout)?;
+        let (length, sender) = self
+            .sock
+            .recvfrom_within(py, Some(&self.spin), writer.space(), timeout)?;
         if length > bufsize {
             return Err(PyOSError::new_err((
                 libc::EMSGSIZE,
@@ -81,7 +89,7 @@ impl UdpClient {
     fn discard_queued(&self, py: Python<'_>) -> PyResult<()> {
         loop {
             // An empty buffer still takes the whole datagram off the queue.
-            match self.sock.recvfrom_within(py, &mut [], Some(Duration::ZERO)) {
+            match self.sock.recvfrom_within(py, None, &mut [], Some(Duration::ZERO)) {
                 Ok(_) => {}
                 Err(err) if err.is_instance_of::<PyTimeoutError>(py) => return Ok(()),
                 Err(err) => return Err(err),
@@ -117,6 +125,7 @@ impl UdpClient {
             sock,
             family,
             requesting: Turns::new("a request of this UdpClient"),
+            spin: ReplySpin::default(),
         })
     }
 

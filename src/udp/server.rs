@@ -30,6 +30,7 @@ use crate::resolver::{endpoint, socket_address_to_py};
 use crate::reused_bytes;
 use crate::runtime;
 use crate::server_common::{self, Lifecycle, Runner, call_handler, close_refused_awaitable, is_awaitable};
+use crate::spin::SPIN;
 
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
@@ -47,9 +48,6 @@ const FLOOD_PAUSE: Duration = Duration::from_micros(100);
 const FLOOD_PAUSE_SLACK_NS: libc::c_ulong = 1_000;
 /// How long receiving pauses after an error it cannot wait out (as accepting does).
 const RECEIVE_BACKOFF: Duration = Duration::from_millis(100);
-/// How long the receive thread polls an empty socket before sleeping on it, while datagrams come this
-/// close together (see `IdleSpin`).
-const SPIN: Duration = Duration::from_micros(20);
 
 #[derive(Default)]
 struct Stats {

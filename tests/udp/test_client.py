@@ -2,8 +2,11 @@
 request with retries (against a server that drops datagrams) and its filtering of strangers, closing."""
 
 import errno
+import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -267,3 +270,36 @@ def test_a_client_dropped_unclosed_inside_a_failing_call_keeps_the_error():
         rsock.UdpClient().sendto(b"x", "not an address")
     with pytest.warns(ResourceWarning), pytest.raises(TimeoutError):
         rsock.UdpClient().request(b"x", (HOST, 9), timeout=0.01, retries=0)
+
+
+def voluntary_switches():
+    """How many times the calling thread has given up its CPU to wait (sleeping, not preempted)."""
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for a reply needs the server running meanwhile")
+def test_request_loop_against_a_local_server_polls_for_replies_instead_of_sleeping():
+    """A reply from a server on this machine comes within the client's poll: request() waits for it without
+    sleeping, where a blocking receive sleeps once per request (the stdlib socket's, and this client's before)."""
+    code = (
+        "import rsock, sys; server = rsock.UdpServer(('127.0.0.1', 0), lambda data, address: data); server.start(); "
+        "print(server.address[1], flush=True); sys.stdin.read()"
+    )
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    with subprocess.Popen([sys.executable, "-c", code], **pipes) as server:
+        try:
+            address = ("127.0.0.1", int(server.stdout.readline()))
+            with rsock.UdpClient() as client:
+                for _ in range(300):  # both sides settle into polling
+                    assert client.request(b"warm", address, timeout=TIMEOUT) == b"warm"
+                before = voluntary_switches()
+                for n in range(2000):
+                    assert client.request(b"%d" % n, address, timeout=TIMEOUT) == b"%d" % n
+                per_request = (voluntary_switches() - before) / 2000
+        finally:
+            server.kill()
+    assert per_request < 0.5, f"{per_request:.2f} sleeps per request (a blocking receive: about 1)"
