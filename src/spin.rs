@@ -54,6 +54,74 @@ impl ReplySpin {
     }
 }
 
+/// Reads this close together make the io thread poll after them. Twice SPIN: the gap includes the io
+/// thread's own wake-up when it slept.
+const READS_WITHIN: Duration = Duration::from_micros(40);
+
+/// The io thread's polling: while it is set, a task on the io thread yields instead of waiting, and
+/// the runtime, finding only that task ready, polls its reactor without sleeping (epoll_wait with no
+/// timeout) rather than parking.
+struct IoPolling {
+    /// When a connection task last handled data.
+    last_read: Option<Instant>,
+    /// Poll the reactor until then.
+    until: Option<Instant>,
+    /// The polling task's waker while it waits for the next `keep_io_thread_polling`.
+    waker: Option<std::task::Waker>,
+    started: bool,
+}
+
+thread_local! {
+    static IO_POLLING: std::cell::RefCell<IoPolling> = const {
+        std::cell::RefCell::new(IoPolling { last_read: None, until: None, waker: None, started: false })
+    };
+}
+
+/// Called on the io thread after a connection task handled data. When the data before came within
+/// READS_WITHIN (a client that sends its next request as soon as it has its reply), the thread polls
+/// its reactor for up to SPIN from now before it parks, so that the next request is served without a
+/// wake-up; reads further apart are waited for asleep.
+pub(crate) fn read_handled() {
+    IO_POLLING.with_borrow_mut(|polling| {
+        let now = Instant::now();
+        let close = reads_close(polling.last_read, now);
+        polling.last_read = Some(now);
+        if !close {
+            return;
+        }
+        polling.until = Some(now + SPIN);
+        if let Some(waker) = polling.waker.take() {
+            waker.wake();
+        } else if !polling.started {
+            polling.started = true;
+            crate::runtime::spawn(poll_io_thread());
+        }
+    });
+}
+
+/// Whether a read at `now` came close enough after the one at `last` for the io thread to poll.
+fn reads_close(last: Option<Instant>, now: Instant) -> bool {
+    last.is_some_and(|last| now.duration_since(last) <= READS_WITHIN)
+}
+
+/// The io thread's polling task, for as long as the thread lives.
+async fn poll_io_thread() {
+    loop {
+        std::future::poll_fn(|cx| {
+            IO_POLLING.with_borrow_mut(|polling| match polling.until {
+                Some(until) if Instant::now() < until => std::task::Poll::Ready(()),
+                _ => {
+                    polling.until = None;
+                    polling.waker = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            })
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Calls `op`, which must not block (MSG_DONTWAIT), on the descriptor in `fd` until it does anything
 /// but EWOULDBLOCK or `budget` has passed: None when nothing came in time, or the call was interrupted
 /// or the socket closed (the caller's usual wait then deals with it).
@@ -120,6 +188,18 @@ mod tests {
             Err(io::Error::from_raw_os_error(libc::EWOULDBLOCK))
         });
         assert!(nothing.is_none() && start.elapsed() >= Duration::from_millis(2));
+    }
+
+    #[test]
+    fn the_io_thread_polls_after_reads_that_come_close_together() {
+        let now = Instant::now();
+        assert!(!reads_close(None, now), "the first read: no gap to go by");
+        assert!(reads_close(Some(now - READS_WITHIN / 2), now));
+        assert!(reads_close(Some(now - READS_WITHIN), now));
+        assert!(
+            !reads_close(Some(now - READS_WITHIN * 2), now),
+            "reads far apart are waited for asleep"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,17 @@ def started(cmd, **popen_args):
         finally:
             if proc.poll() is None:
                 proc.kill()  # only this process, which the test started, by its pid
+
+
+@contextmanager
+def rsock_server_process(make_server):
+    """A server made by the Python expression `make_server` (with `rsock` imported) and started, in a process of its
+    own: yields (the process, the server's loopback address); the process ends with the block."""
+    code = f"import rsock, sys; server = {make_server}; server.start(); print(server.address[1], flush=True)"
+    code += "; sys.stdin.read()"  # until the test ends it
+    with started([sys.executable, "-c", code], stdin=subprocess.PIPE) as proc:
+        lines = Lines(proc)
+        yield proc, ("127.0.0.1", int(lines.next()))
 
 
 def listening_port(proc, lines, what):

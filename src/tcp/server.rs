@@ -33,6 +33,7 @@ use crate::runtime;
 use crate::server_common::{
     self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable, parse_timeout_arg,
 };
+use crate::spin;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -928,10 +929,18 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                 }
                 conn.last_write.store(0, Relaxed);
                 rearm(&mut idle, server.idle_timeout);
+                // With more connections the io thread seldom runs out of work; polling is for a lone
+                // client (or two) waiting for each reply.
+                if server.stats.active.load(Relaxed) <= POLLING_CONNECTIONS {
+                    spin::read_handled();
+                }
             }
         }
     }
 }
+
+/// A server with at most this many connections has its io thread poll between close reads (spin.rs).
+const POLLING_CONNECTIONS: u64 = 2;
 
 /// A raw connection whose reads reach this size switches to reading straight into a bytes object
 /// (`read_direct`); smaller reads go through the io thread's buffer, which costs no extra syscall.

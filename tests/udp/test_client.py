@@ -5,14 +5,13 @@ import errno
 import os
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 import rsock
+from tests.subprocesses import rsock_server_process
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -285,21 +284,12 @@ def voluntary_switches():
 def test_request_loop_against_a_local_server_polls_for_replies_instead_of_sleeping():
     """A reply from a server on this machine comes within the client's poll: request() waits for it without
     sleeping, where a blocking receive sleeps once per request (the stdlib socket's, and this client's before)."""
-    code = (
-        "import rsock, sys; server = rsock.UdpServer(('127.0.0.1', 0), lambda data, address: data); server.start(); "
-        "print(server.address[1], flush=True); sys.stdin.read()"
-    )
-    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
-    with subprocess.Popen([sys.executable, "-c", code], **pipes) as server:
-        try:
-            address = ("127.0.0.1", int(server.stdout.readline()))
-            with rsock.UdpClient() as client:
-                for _ in range(300):  # both sides settle into polling
-                    assert client.request(b"warm", address, timeout=TIMEOUT) == b"warm"
-                before = voluntary_switches()
-                for n in range(2000):
-                    assert client.request(b"%d" % n, address, timeout=TIMEOUT) == b"%d" % n
-                per_request = (voluntary_switches() - before) / 2000
-        finally:
-            server.kill()
+    with rsock_server_process("rsock.UdpServer(('127.0.0.1', 0), lambda data, address: data)") as (_, address):
+        with rsock.UdpClient() as client:
+            for _ in range(300):  # both sides settle into polling
+                assert client.request(b"warm", address, timeout=TIMEOUT) == b"warm"
+            before = voluntary_switches()
+            for n in range(2000):
+                assert client.request(b"%d" % n, address, timeout=TIMEOUT) == b"%d" % n
+            per_request = (voluntary_switches() - before) / 2000
     assert per_request < 0.5, f"{per_request:.2f} sleeps per request (a blocking receive: about 1)"
