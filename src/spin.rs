@@ -1,17 +1,19 @@
 //! Polling before sleeping. A thread that sleeps until data comes pays for the sleep and for the
 //! wake-up that ends it: microseconds of CPU and latency each time (on a VM, an exit to the host).
 //! A reply from a server on the same machine, or the next request of a client waiting for each
-//! reply, often comes sooner than that. So rsock's own clients, and its UDP server between close
-//! datagrams, try again without sleeping for a while before they sleep. The drop-in socket never
-//! does: it makes the stdlib's syscalls.
+//! reply, often comes sooner than that. So rsock's own clients, TcpServer's io thread while a lone
+//! client's requests come close together, and UdpServer between close datagrams (`IdleSpin` in
+//! udp/server.rs) try again without sleeping for a while before they sleep. The drop-in socket
+//! never does: it makes the stdlib's syscalls.
 
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// How long UdpServer's receive thread polls for the next datagram while they come close together: a
-/// client that has its reply sends its next request within microseconds.
+/// How long a server polls for the next request while they come close together (UdpServer's receive
+/// thread, TcpServer's io thread): a client that has its reply sends its next request within
+/// microseconds.
 pub(crate) const SPIN: Duration = Duration::from_micros(20);
 
 /// How long a client's receive polls for its reply. Longer than SPIN: the reply may need the server
@@ -66,7 +68,7 @@ struct IoPolling {
     last_read: Option<Instant>,
     /// Poll the reactor until then.
     until: Option<Instant>,
-    /// The polling task's waker while it waits for the next `keep_io_thread_polling`.
+    /// The polling task's waker while it waits for the next close read (`read_handled`).
     waker: Option<std::task::Waker>,
     started: bool,
 }

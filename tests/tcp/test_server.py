@@ -24,6 +24,7 @@ import pytest
 
 import rsock
 from tests import message_objects
+from tests.proc_threads import cpu_ticks, named_threads, voluntary_switches
 from tests.subprocesses import ROOT, rsock_server_process
 
 HOST = "127.0.0.1"
@@ -1690,20 +1691,6 @@ def test_an_idle_connection_costs_the_server_a_few_kib_of_resident_memory():
     assert 0.5 <= per_connection <= 16, result.stdout
 
 
-def io_thread_status(pid):
-    """(voluntary context switches, CPU ticks) of process `pid`'s rsock-io thread."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/comm") as f:
-            if f.read().strip() != "rsock-io":
-                continue
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            switches = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches:"))
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return switches, int(fields[11]) + int(fields[12])
-    raise AssertionError(f"process {pid} has no rsock-io thread")
-
-
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for the next request needs the client running meanwhile")
 def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_they_stop():
     """Requests that follow their replies within microseconds are read without the io thread sleeping in between
@@ -1712,17 +1699,18 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
         server,
         address,
     ):
+        (io_thread,) = named_threads("rsock-io", server.pid)
         with rsock.TcpClient.connect(address, timeout=TIMEOUT, framing="line") as client:
             for _ in range(300):  # both sides settle into polling
                 assert client.request(b"warm") == b"warm"
-            switches_before, _ = io_thread_status(server.pid)
+            switches_before = voluntary_switches(io_thread, server.pid)
             for n in range(2000):
                 assert client.request(b"%d" % n) == b"%d" % n
-            switches_after, _ = io_thread_status(server.pid)
+            switches_after = voluntary_switches(io_thread, server.pid)
             time.sleep(0.05)
-            _, idle_from = io_thread_status(server.pid)
+            idle_from = cpu_ticks(io_thread, server.pid)
             time.sleep(1.0)
-            _, idle_to = io_thread_status(server.pid)
+            idle_to = cpu_ticks(io_thread, server.pid)
     per_request = (switches_after - switches_before) / 2000
     assert per_request < 0.7, f"{per_request:.2f} sleeps per request (sleeping between requests: about 1)"
     assert idle_to - idle_from <= os.sysconf("SC_CLK_TCK") // 20, "the io thread kept polling with no client"

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import rsock
+from tests.proc_threads import voluntary_switches
 from tests.subprocesses import rsock_server_process
 
 HOST = "127.0.0.1"
@@ -271,15 +272,6 @@ def test_a_client_dropped_unclosed_inside_a_failing_call_keeps_the_error():
         rsock.UdpClient().request(b"x", (HOST, 9), timeout=0.01, retries=0)
 
 
-def voluntary_switches():
-    """How many times the calling thread has given up its CPU to wait (sleeping, not preempted)."""
-    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise AssertionError("no voluntary_ctxt_switches in /proc")
-
-
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for a reply needs the server running meanwhile")
 def test_request_loop_against_a_local_server_polls_for_replies_instead_of_sleeping():
     """A reply from a server on this machine comes within the client's poll: request() waits for it without
@@ -288,8 +280,8 @@ def test_request_loop_against_a_local_server_polls_for_replies_instead_of_sleepi
         with rsock.UdpClient() as client:
             for _ in range(300):  # both sides settle into polling
                 assert client.request(b"warm", address, timeout=TIMEOUT) == b"warm"
-            before = voluntary_switches()
+            before = voluntary_switches(threading.get_native_id())
             for n in range(2000):
                 assert client.request(b"%d" % n, address, timeout=TIMEOUT) == b"%d" % n
-            per_request = (voluntary_switches() - before) / 2000
+            per_request = (voluntary_switches(threading.get_native_id()) - before) / 2000
     assert per_request < 0.5, f"{per_request:.2f} sleeps per request (a blocking receive: about 1)"

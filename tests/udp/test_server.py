@@ -1,7 +1,6 @@
 """rsock.UdpServer: replies, None replies, handler exceptions, the largest datagrams, many clients, stats, the server's
 lifecycle (start/stop/context manager/serve_forever/Ctrl-C), reuse_port and argument checking."""
 
-import contextlib
 import errno
 import gc
 import logging
@@ -19,6 +18,7 @@ import pytest
 
 import rsock
 from tests import message_objects
+from tests.proc_threads import cpu_ticks, named_threads
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -319,13 +319,8 @@ def test_stop_stops_handling_and_frees_the_port(make_server, make_udp):
 
 
 def receive_threads():
-    """The ids of this process's threads that receive for a UdpServer (a thread names itself once it runs)."""
-    tids = set()
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/self/task/{tid}/comm") as f:
-            if f.read().strip() == "rsock-udp":
-                tids.add(tid)
-    return tids
+    """The ids of this process's threads that receive for a UdpServer."""
+    return named_threads("rsock-udp")
 
 
 def test_each_server_receives_on_its_own_thread_which_stop_ends_while_it_waits(make_server, make_udp, wait_until):
@@ -342,13 +337,6 @@ def test_each_server_receives_on_its_own_thread_which_stop_ends_while_it_waits(m
         assert not server.running
     wait_until(lambda: not (receive_threads() & ours), "the receive threads to end")
     assert [server.stats["datagrams_in"] for server in servers] == [1, 1, 1]
-
-
-def cpu_ticks(tid):
-    """The CPU time thread `tid` of this process has used, user and system, in clock ticks."""
-    with open(f"/proc/self/task/{tid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime and stime, the stat file's 14th and 15th fields
 
 
 def test_the_receive_thread_sleeps_once_close_datagrams_stop_coming(make_server, make_udp, wait_until):

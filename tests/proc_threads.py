@@ -1,0 +1,31 @@
+"""A process's threads as /proc shows them: found by name, and what they have spent waiting and running. Shared by
+the tests that check a thread polls or sleeps."""
+
+import contextlib
+import os
+
+
+def named_threads(name, pid="self"):
+    """The ids of process `pid`'s threads called `name` (a thread names itself once it runs)."""
+    tids = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == name:
+                tids.add(tid)
+    return tids
+
+
+def voluntary_switches(tid, pid="self"):
+    """How many times the thread has given up its CPU to wait (sleeping, not preempted)."""
+    with open(f"/proc/{pid}/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc")
+
+
+def cpu_ticks(tid, pid="self"):
+    """The CPU time the thread has used, user and system, in clock ticks."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime and stime, the stat file's 14th and 15th fields
