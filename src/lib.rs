@@ -22,6 +22,7 @@ mod spin;
 mod tcp;
 mod turns;
 mod udp;
+mod uring;
 
 #[pymodule(gil_used = false)]
 fn _rsock(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -87,12 +87,13 @@ def started(cmd, **popen_args):
 
 
 @contextmanager
-def rsock_server_process(make_server):
+def rsock_server_process(make_server, env=None):
     """A server made by the Python expression `make_server` (with `rsock` imported) and started, in a process of its
-    own: yields (the process, the server's loopback address); the process ends with the block."""
+    own with `env` added to its environment: yields (the process, the server's loopback address); the process ends
+    with the block."""
     code = f"import rsock, sys; server = {make_server}; server.start(); print(server.address[1], flush=True)"
     code += "; sys.stdin.read()"  # until the test ends it
-    with started([sys.executable, "-c", code], stdin=subprocess.PIPE) as proc:
+    with started([sys.executable, "-c", code], stdin=subprocess.PIPE, env={**os.environ, **(env or {})}) as proc:
         lines = Lines(proc)
         yield proc, ("127.0.0.1", int(lines.next()))
 

@@ -34,6 +34,7 @@ use crate::server_common::{
     self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable, parse_timeout_arg,
 };
 use crate::spin;
+use crate::uring;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
@@ -51,6 +52,9 @@ const WRITE_HIGH_WATER: usize = 1 << 20;
 /// connection's own handlers send is queued whole, whatever its size (they are not called while
 /// WRITE_HIGH_WATER is queued), and other threads' send() waits for room.
 const WRITE_LIMIT: usize = 64 << 20;
+
+/// The most queued buffers one write sends (one writev's iovecs).
+const WRITE_SLICES: usize = 64;
 
 thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
@@ -208,16 +212,66 @@ async fn flush_deferred() {
             })
         })
         .await;
-        for conn in batch.drain(..) {
-            if let Some(conn) = conn.upgrade() {
-                // This task serves every connection: a panic (a broken invariant) flushing one must not
-                // end it. That connection's own task flushes again instead, and ends only it if it fails.
-                let flush = std::panic::AssertUnwindSafe(|| conn.flush_deferred());
-                if std::panic::catch_unwind(flush).is_err() {
-                    conn.wake();
-                }
+        let conns: Vec<Arc<ConnShared>> = batch.drain(..).filter_map(|conn| conn.upgrade()).collect();
+        // This task serves every connection: a panic (a broken invariant) flushing some must not end
+        // it. Their own tasks flush again instead, and end only a connection that fails.
+        let flush = std::panic::AssertUnwindSafe(|| match conns.as_slice() {
+            [conn] => conn.flush_deferred(),
+            _ => flush_together(&conns),
+        });
+        if std::panic::catch_unwind(flush).is_err() {
+            conns.iter().for_each(|conn| conn.wake());
+        }
+    }
+}
+
+/// Flushes several connections' deferred output with one syscall (uring.rs): each one's queue, up to
+/// WRITE_SLICES buffers of it, in one send. Where io_uring is unavailable, one by one.
+///
+/// Every connection stays locked until its send has completed: nothing else can write to it, or
+/// drop the buffers, meanwhile. Only the io thread ever holds two connections' locks, so taking
+/// them in any order cannot deadlock.
+fn flush_together(conns: &[Arc<ConnShared>]) {
+    let mut states: Vec<MutexGuard<'_, Io>> = conns.iter().map(|conn| conn.io()).collect();
+    let mut results = Vec::with_capacity(conns.len());
+    let batched = {
+        let mut slices = Vec::with_capacity(conns.len());
+        let mut sockets = Vec::with_capacity(conns.len());
+        for io in &states {
+            if let Some(stream) = io.stream.as_ref().filter(|_| !io.pending.is_empty()) {
+                let start = slices.len();
+                slices.extend(io.pending.iter().take(WRITE_SLICES).map(|b| IoSlice::new(b)));
+                sockets.push((stream.as_raw_fd(), start..slices.len()));
             }
         }
+        let sends: Vec<uring::Send<'_>> = sockets
+            .into_iter()
+            .map(|(fd, range)| uring::Send {
+                fd,
+                data: &slices[range],
+            })
+            .collect();
+        uring::send_each(&sends, &mut results)
+    };
+    let mut results = results.into_iter();
+    for (conn, mut io) in conns.iter().zip(states.drain(..)) {
+        io.flush_deferred = false;
+        if !batched {
+            let settled = matches!(conn.flush_locked(&mut io), Ok(true));
+            conn.settle_deferred(io, settled);
+            continue;
+        }
+        if io.stream.is_some() && !io.pending.is_empty() {
+            // What the socket did not take, or an error, is left for the connection's task to find.
+            if let Some(Ok(written)) = results.next() {
+                let Io {
+                    pending, pending_bytes, ..
+                } = &mut *io;
+                conn.took(pending, pending_bytes, written);
+            }
+        }
+        let settled = conn.flushed(&io);
+        conn.settle_deferred(io, settled);
     }
 }
 
@@ -329,7 +383,13 @@ impl ConnShared {
     fn flush_deferred(&self) {
         let mut io = self.io();
         io.flush_deferred = false;
-        let settled = matches!(self.flush_locked(&mut io), Ok(true)) && !io.close_requested;
+        let settled = matches!(self.flush_locked(&mut io), Ok(true));
+        self.settle_deferred(io, settled);
+    }
+
+    /// Ends a deferred flush that left the queue empty (`settled`) or not.
+    fn settle_deferred(&self, io: MutexGuard<'_, Io>, settled: bool) {
+        let settled = settled && !io.close_requested;
         drop(io);
         if !settled {
             self.wake();
@@ -357,11 +417,10 @@ impl ConnShared {
         while !pending.is_empty() {
             let written = {
                 let attempt = if pending.len() == 1 {
-                    // One buffer goes by send(2), which skips writev's iovec import and file checks:
-                    // a broadcast to many peers is one such write each.
+                    // One buffer goes by send(2), which skips writev's iovec import and file checks.
                     stream.try_write(&pending[0])
                 } else {
-                    let slices: Vec<IoSlice<'_>> = pending.iter().take(64).map(|b| IoSlice::new(b)).collect();
+                    let slices: Vec<IoSlice<'_>> = pending.iter().take(WRITE_SLICES).map(|b| IoSlice::new(b)).collect();
                     stream.try_write_vectored(&slices)
                 };
                 match attempt {
@@ -370,24 +429,34 @@ impl ConnShared {
                     Err(e) => return Err(e),
                 }
             };
-            self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
-            *pending_bytes -= written;
-            let mut left = written;
-            while left > 0 {
-                let front = pending.front_mut().expect("written bytes came from the queue");
-                if front.len() <= left {
-                    left -= front.len();
-                    pending.pop_front();
-                } else {
-                    front.advance(left);
-                    left = 0;
-                }
+            self.took(pending, pending_bytes, written);
+        }
+        Ok(self.flushed(io))
+    }
+
+    /// Drops from the queue the `written` bytes at its front that the socket took.
+    fn took(&self, pending: &mut VecDeque<Bytes>, pending_bytes: &mut usize, written: usize) {
+        self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
+        *pending_bytes -= written;
+        let mut left = written;
+        while left > 0 {
+            let front = pending.front_mut().expect("written bytes came from the queue");
+            if front.len() <= left {
+                left -= front.len();
+                pending.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
             }
         }
+    }
+
+    /// After a flush: wakes the senders waiting for room if there is some; true if nothing is left.
+    fn flushed(&self, io: &Io) -> bool {
         if io.pending_bytes < WRITE_HIGH_WATER {
             self.room_made(io);
         }
-        Ok(io.pending.is_empty())
+        io.pending.is_empty()
     }
 
     /// Starts delivering a read's framed messages, gathering their replies into `buffer`.

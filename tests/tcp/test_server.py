@@ -5,6 +5,8 @@ their failures, broadcast, stats, limits (max_connections, max_frame_size, idle_
 
 Every peer is on loopback, every server binds port 0, every client has a timeout."""
 
+import contextlib
+import ctypes
 import errno
 import gc
 import logging
@@ -1008,6 +1010,61 @@ def test_broadcasts_from_a_handler_keep_a_subscriber_from_idling_out(make_server
     assert ended.empty()
     assert subscriber.recv_message() is None  # then silent both ways: closed by the idle timeout
     assert [type(ended.get(timeout=TIMEOUT)) for _ in range(2)] == [TimeoutError, TimeoutError]
+
+
+def io_uring_allowed():
+    """Whether this kernel lets a process set up an io_uring: seccomp filters and the kernel.io_uring_disabled sysctl
+    may forbid it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    io_uring_setup = 425  # the same number on every Linux architecture
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+    fd = libc.syscall(io_uring_setup, ctypes.c_uint(4), params)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+@pytest.mark.parametrize("io_uring", ["allowed", "off"])
+def test_a_chat_room_fans_out_every_line_to_every_peer_whole_and_in_order(io_uring):
+    """Three peers publish at once to a chat room of twelve; every peer gets every other's lines in the order they
+    were sent, and one that reads only at the end (19 MiB, more than the kernel's buffers hold) gets them all too.
+    The io thread sends a fan-out to all peers with one io_uring submission where the kernel allows it, and one send
+    per peer where it does not or RSOCK_IO_URING=0 turns it off: the same lines either way."""
+    env = {"RSOCK_IO_URING": "0" if io_uring == "off" else "1"}
+    # The handler replies nothing (broadcast returns how many it reached).
+    publish = "lambda conn, line: server.broadcast(line, exclude=conn) and None"
+    make = f'rsock.TcpServer(("127.0.0.1", 0), {publish}, framing="line")'
+    with contextlib.ExitStack() as stack, rsock_server_process(make, env=env) as (proc, address):
+        peers = [stack.enter_context(socket.create_connection(address, timeout=TIMEOUT)) for _ in range(12)]
+        readers = [peer.makefile("rb") for peer in peers]
+        late = peers[-1]
+        # The server accepts in order and reads a connection only once accepted: when the last peer's line
+        # arrives, every peer is in the room.
+        late.sendall(b"ready\n")
+        assert [reader.readline() for reader in readers[:-1]] == [b"ready\n"] * 11
+        publishers = peers[:3]
+        sent = {i: [b"%d %04d " % (i, n) + b"x" * (n * 613 % 65536) + b"\n" for n in range(200)] for i in range(3)}
+        received = {}
+
+        def read_all(index):
+            expected = sum(len(lines) for i, lines in sent.items() if i != index)
+            received[index] = [readers[index].readline() for _ in range(expected)]
+
+        reading = [threading.Thread(target=read_all, args=(i,)) for i in range(11)]
+        publishing = [threading.Thread(target=p.sendall, args=(b"".join(sent[i]),)) for i, p in enumerate(publishers)]
+        for thread in reading + publishing:
+            thread.start()
+        for thread in publishing + reading:
+            thread.join(TIMEOUT)
+        read_all(11)
+        assert sorted(received) == list(range(12))
+        for index, lines in received.items():
+            for i, published in sent.items():
+                if i != index:
+                    assert [line for line in lines if line.startswith(b"%d " % i)] == published, (index, i)
+        rings = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+        assert ("anon_inode:[io_uring]" in rings) == (io_uring == "allowed" and io_uring_allowed())
 
 
 def test_broadcast_without_connections_returns_zero(make_server):
