@@ -3,6 +3,7 @@ the tests that check a thread polls or sleeps."""
 
 import contextlib
 import os
+import time
 
 
 def named_threads(name, pid="self"):
@@ -13,6 +14,16 @@ def named_threads(name, pid="self"):
             if f.read().strip() == name:
                 tids.add(tid)
     return tids
+
+
+def the_thread(name, pid="self", timeout=10.0):
+    """The id of process `pid`'s one thread called `name`, once it has named itself (a started server's thread may
+    not have run yet)."""
+    deadline = time.monotonic() + timeout
+    while len(tids := named_threads(name, pid)) != 1:
+        assert time.monotonic() < deadline, f"threads called {name!r} after {timeout}s: {tids}"
+        time.sleep(0.01)
+    return tids.pop()
 
 
 def voluntary_switches(tid, pid="self"):

@@ -26,7 +26,7 @@ import pytest
 
 import rsock
 from tests import message_objects
-from tests.proc_threads import cpu_ticks, named_threads, voluntary_switches
+from tests.proc_threads import cpu_ticks, the_thread, voluntary_switches
 from tests.subprocesses import ROOT, rsock_server_process
 
 HOST = "127.0.0.1"
@@ -1756,7 +1756,7 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
         server,
         address,
     ):
-        (io_thread,) = named_threads("rsock-io", server.pid)
+        io_thread = the_thread("rsock-io", server.pid)
         with rsock.TcpClient.connect(address, timeout=TIMEOUT, framing="line") as client:
             for _ in range(300):  # both sides settle into polling
                 assert client.request(b"warm") == b"warm"
