@@ -41,6 +41,8 @@ struct Batcher {
 }
 
 thread_local! {
+    /// This thread's ring. A forked child's copy of the thread keeps the parent's, but never uses it:
+    /// only the io thread's flusher batches sends, and the copy is not the child's io thread (runtime.rs).
     static RING: RefCell<Ring> = const { RefCell::new(Ring::Untried) };
 }
 
@@ -77,7 +79,13 @@ impl Batcher {
         if std::env::var_os("RSOCK_IO_URING").is_some_and(|value| value == "0") {
             return Err(io::ErrorKind::Unsupported.into());
         }
-        let ring = IoUring::new(RING_ENTRIES)?;
+        // Flags from Linux 6.0, which older kernels refuse: by then a send with MSG_DONTWAIT reliably
+        // completes with EAGAIN instead of waiting for room, which `send_each` relies on not to block.
+        // Only this thread submits, and it always waits for the completions itself.
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            .build(RING_ENTRIES)?;
         Ok(Batcher {
             ring,
             headers: Vec::with_capacity(RING_ENTRIES as usize),
