@@ -1025,46 +1025,100 @@ def io_uring_allowed():
     return True
 
 
+@contextlib.contextmanager
+def chat_room(io_uring, size=12):
+    """A chat room server in a process of its own, with io_uring allowed or turned off (RSOCK_IO_URING=0), and `size`
+    peers in it: yields (the process, its address, the peers' sockets, a binary reader for each)."""
+    env = {"RSOCK_IO_URING": "0" if io_uring == "off" else "1"}
+    # The handler replies nothing (broadcast returns how many it reached).
+    publish = "lambda conn, line: server.broadcast(line, exclude=conn) and None"
+    make = f'rsock.TcpServer(("127.0.0.1", 0), {publish}, framing="line")'
+    with contextlib.ExitStack() as stack, rsock_server_process(make, env=env) as (proc, address):
+        peers = [stack.enter_context(socket.create_connection(address, timeout=TIMEOUT)) for _ in range(size)]
+        readers = [peer.makefile("rb") for peer in peers]
+        # The server accepts in order and reads a connection only once accepted: when the last peer's line
+        # arrives, every peer is in the room.
+        peers[-1].sendall(b"ready\n")
+        assert [reader.readline() for reader in readers[:-1]] == [b"ready\n"] * (size - 1)
+        yield proc, address, peers, readers
+
+
+def assert_each_got_the_others_lines(received, sent):
+    """Every peer in `received` (index: lines it read) got the lines of every publisher in `sent` (index: lines
+    published) but itself, whole and in the order published."""
+    for index, lines in received.items():
+        for i, published in sent.items():
+            if i != index:
+                assert [line for line in lines if line.startswith(b"%d " % i)] == published, (index, i)
+
+
+def read_the_others_lines(readers, sent, received):
+    """A function of a peer's index that reads every line published by the others into `received`."""
+
+    def read_all(index):
+        expected = sum(len(lines) for i, lines in sent.items() if i != index)
+        received[index] = [readers[index].readline() for _ in range(expected)]
+
+    return read_all
+
+
 @pytest.mark.parametrize("io_uring", ["allowed", "off"])
 def test_a_chat_room_fans_out_every_line_to_every_peer_whole_and_in_order(io_uring):
     """Three peers publish at once to a chat room of twelve; every peer gets every other's lines in the order they
     were sent, and one that reads only at the end (19 MiB, more than the kernel's buffers hold) gets them all too.
     The io thread sends a fan-out to all peers with one io_uring submission where the kernel allows it, and one send
     per peer where it does not or RSOCK_IO_URING=0 turns it off: the same lines either way."""
-    env = {"RSOCK_IO_URING": "0" if io_uring == "off" else "1"}
-    # The handler replies nothing (broadcast returns how many it reached).
-    publish = "lambda conn, line: server.broadcast(line, exclude=conn) and None"
-    make = f'rsock.TcpServer(("127.0.0.1", 0), {publish}, framing="line")'
-    with contextlib.ExitStack() as stack, rsock_server_process(make, env=env) as (proc, address):
-        peers = [stack.enter_context(socket.create_connection(address, timeout=TIMEOUT)) for _ in range(12)]
-        readers = [peer.makefile("rb") for peer in peers]
-        late = peers[-1]
-        # The server accepts in order and reads a connection only once accepted: when the last peer's line
-        # arrives, every peer is in the room.
-        late.sendall(b"ready\n")
-        assert [reader.readline() for reader in readers[:-1]] == [b"ready\n"] * 11
-        publishers = peers[:3]
+    with chat_room(io_uring) as (proc, _, peers, readers):
         sent = {i: [b"%d %04d " % (i, n) + b"x" * (n * 613 % 65536) + b"\n" for n in range(200)] for i in range(3)}
         received = {}
-
-        def read_all(index):
-            expected = sum(len(lines) for i, lines in sent.items() if i != index)
-            received[index] = [readers[index].readline() for _ in range(expected)]
-
+        read_all = read_the_others_lines(readers, sent, received)
         reading = [threading.Thread(target=read_all, args=(i,)) for i in range(11)]
-        publishing = [threading.Thread(target=p.sendall, args=(b"".join(sent[i]),)) for i, p in enumerate(publishers)]
+        publishing = [threading.Thread(target=peers[i].sendall, args=(b"".join(sent[i]),)) for i in range(3)]
         for thread in reading + publishing:
             thread.start()
         for thread in publishing + reading:
             thread.join(TIMEOUT)
-        read_all(11)
+        read_all(11)  # the late reader
         assert sorted(received) == list(range(12))
-        for index, lines in received.items():
-            for i, published in sent.items():
-                if i != index:
-                    assert [line for line in lines if line.startswith(b"%d " % i)] == published, (index, i)
+        assert_each_got_the_others_lines(received, sent)
         rings = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
         assert ("anon_inode:[io_uring]" in rings) == (io_uring == "allowed" and io_uring_allowed())
+
+
+@pytest.mark.parametrize("io_uring", ["allowed", "off"])
+def test_peers_resetting_in_the_middle_of_a_chat_end_only_their_own_connections(io_uring):
+    """Six of twelve peers reset their connections while three others publish: the fan-outs that find those sockets
+    reset end just those connections, and every other peer still gets every line in order, with io_uring batching
+    the sends and without it."""
+    with chat_room(io_uring) as (proc, address, peers, readers):
+        sent = {i: [b"%d %03d " % (i, n) + b"y" * (n % 7 * 1000) + b"\n" for n in range(400)] for i in range(3)}
+        received = {}
+
+        def publish_in_bursts(i):
+            for burst in range(20):
+                peers[i].sendall(b"".join(sent[i][burst * 20 : burst * 20 + 20]))
+                time.sleep(0.005)
+
+        def reset(i):
+            time.sleep(0.015 * (i - 6))
+            peers[i].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peers[i].close()
+
+        read_all = read_the_others_lines(readers, sent, received)
+        threads = [threading.Thread(target=read_all, args=(i,)) for i in range(6)]
+        threads += [threading.Thread(target=publish_in_bursts, args=(i,)) for i in range(3)]
+        threads += [threading.Thread(target=reset, args=(i,)) for i in range(6, 12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert sorted(received) == list(range(6))
+        assert_each_got_the_others_lines(received, sent)
+        # Still serving: a newcomer's line reaches the peers that stayed.
+        with socket.create_connection(address, timeout=TIMEOUT) as newcomer:
+            newcomer.sendall(b"hello\n")
+            assert [reader.readline() for reader in readers[:6]] == [b"hello\n"] * 6
+        assert proc.poll() is None
 
 
 def test_broadcast_without_connections_returns_zero(make_server):
