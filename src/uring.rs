@@ -18,6 +18,8 @@ use std::os::fd::RawFd;
 
 use io_uring::{IoUring, opcode, types};
 
+use crate::runtime;
+
 /// Sends queued per `io_uring_enter`; a larger fan-out goes in several.
 const RING_ENTRIES: u32 = 256;
 
@@ -38,12 +40,43 @@ struct Batcher {
     /// The message headers of the multi-buffer sends in flight: the kernel reads them when it runs
     /// the send, so they live here, not on a stack frame that could be gone by then.
     headers: Vec<libc::msghdr>,
+    /// The process the ring was set up in (`runtime::fork_generation`). A forked child inherits the
+    /// thread's ring, but its queues are memory shared with the parent's: what the child queued, the
+    /// parent would submit as its own.
+    generation: u64,
 }
 
 thread_local! {
-    /// This thread's ring. A forked child's copy of the thread keeps the parent's, but never uses it:
-    /// only the io thread's flusher batches sends, and the copy is not the child's io thread (runtime.rs).
     static RING: RefCell<Ring> = const { RefCell::new(Ring::Untried) };
+}
+
+/// The most one send takes (the kernel's MAX_RW_COUNT); a longer buffer is sent in part.
+const MOST_PER_SEND: usize = 0x7fff_f000;
+
+/// Whether this thread can batch sends, setting up its ring the first time it is asked.
+pub fn available() -> bool {
+    RING.with_borrow_mut(|ring| usable(ring).is_some())
+}
+
+/// This thread's ring, set up if not tried yet; None where io_uring cannot be used.
+fn usable(ring: &mut Ring) -> Option<&mut Batcher> {
+    if let Ring::Ready(batcher) = ring
+        && batcher.generation != runtime::fork_generation()
+    {
+        // A forked child's copy of the thread: it must not queue on the parent's ring. Dropping it
+        // unmaps only this process's view and closes only its descriptor.
+        *ring = Ring::Unavailable;
+    }
+    if let Ring::Untried = ring {
+        *ring = match Batcher::new() {
+            Ok(batcher) => Ring::Ready(Box::new(batcher)),
+            Err(_) => Ring::Unavailable,
+        };
+    }
+    match ring {
+        Ring::Ready(batcher) => Some(batcher),
+        _ => None,
+    }
 }
 
 /// Makes every send in `sends`, each on its own socket, and pushes its result onto `results` in the
@@ -51,25 +84,25 @@ thread_local! {
 /// when it had no room. Returns false, having sent nothing, where io_uring cannot be used.
 pub fn send_each(sends: &[Send<'_>], results: &mut Vec<io::Result<usize>>) -> bool {
     RING.with_borrow_mut(|ring| {
-        if let Ring::Untried = ring {
-            *ring = match Batcher::new() {
-                Ok(batcher) => Ring::Ready(Box::new(batcher)),
-                Err(_) => Ring::Unavailable,
-            };
-        }
-        let Ring::Ready(batcher) = ring else {
+        if usable(ring).is_none() {
             return false;
+        }
+        // Out of its cell while in use: should anything below fail or panic, the ring is dropped
+        // and stays unavailable, so that no send it queued without submitting ever runs later.
+        let Ring::Ready(mut batcher) = std::mem::replace(ring, Ring::Unavailable) else {
+            unreachable!("usable() returned the ring");
         };
+        let first = results.len();
         for chunk in sends.chunks(RING_ENTRIES as usize) {
             if batcher.send_chunk(chunk, results).is_err() {
                 // The ring itself failed, not a send: sends it never made are reported as taking
                 // nothing, which their callers' tasks then retry one by one, as they will every
                 // later batch.
-                results.resize_with(sends.len(), || Ok(0));
-                *ring = Ring::Unavailable;
-                break;
+                results.resize_with(first + sends.len(), || Ok(0));
+                return true;
             }
         }
+        *ring = Ring::Ready(batcher);
         true
     })
 }
@@ -89,6 +122,7 @@ impl Batcher {
         Ok(Batcher {
             ring,
             headers: Vec::with_capacity(RING_ENTRIES as usize),
+            generation: runtime::fork_generation(),
         })
     }
 
@@ -109,16 +143,23 @@ impl Batcher {
             let mut queue = self.ring.submission();
             for (index, (send, header)) in sends.iter().zip(&self.headers).enumerate() {
                 let entry = match send.data {
-                    [one] => opcode::Send::new(types::Fd(send.fd), one.as_ptr(), one.len() as u32)
-                        .flags(flags)
-                        .build(),
+                    [one] => {
+                        let len = one.len().min(MOST_PER_SEND) as u32;
+                        opcode::Send::new(types::Fd(send.fd), one.as_ptr(), len)
+                            .flags(flags)
+                            .build()
+                    }
                     _ => opcode::SendMsg::new(types::Fd(send.fd), header)
                         .flags(flags as u32)
                         .build(),
                 };
                 // SAFETY: the buffers and headers outlive the sends: this function waits below for
                 // every one of them to complete before it returns.
-                unsafe { queue.push(&entry.user_data(index as u64)) }.expect("a chunk is no larger than the ring");
+                if unsafe { queue.push(&entry.user_data(index as u64)) }.is_err() {
+                    // Cannot happen (a chunk fits the ring, empty at the start); the caller drops
+                    // the ring, so what was queued is never submitted.
+                    return Err(io::ErrorKind::OutOfMemory.into());
+                }
             }
         }
         // A send without a completion never ran: it took nothing.
@@ -131,8 +172,12 @@ impl Batcher {
                 _ => Ok(()),
             };
             for entry in self.ring.completion() {
+                let index = entry.user_data() as usize;
+                if index >= sends.len() {
+                    continue; // not one of these sends: nothing else is ever queued
+                }
                 let result = entry.result();
-                results[first + entry.user_data() as usize] = if result >= 0 {
+                results[first + index] = if result >= 0 {
                     Ok(result as usize)
                 } else {
                     Err(io::Error::from_raw_os_error(-result))
@@ -231,6 +276,49 @@ mod tests {
         };
         let code = results[0].as_ref().unwrap_err().raw_os_error();
         assert!(matches!(code, Some(libc::ECONNRESET | libc::EPIPE)), "{:?}", results[0]);
+    }
+
+    #[test]
+    fn a_forked_child_leaves_the_parents_ring_alone() {
+        let mut pairs = pairs(1);
+        let first = [IoSlice::new(b"parent")];
+        if send_all(&[&pairs[0].0], &[&first]).is_none() {
+            return;
+        }
+        // SAFETY: the child only makes a batch and exits, without unwinding into the test harness.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut results = Vec::new();
+            let child = [IoSlice::new(b"child")];
+            let batched = send_each(
+                &[Send {
+                    fd: pairs[0].0.as_raw_fd(),
+                    data: &child,
+                }],
+                &mut results,
+            );
+            // SAFETY: ends the child at once, as a forked child of a threaded process should.
+            unsafe { libc::_exit(i32::from(batched)) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "the child did not exit: {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child batched on the ring it inherited"
+        );
+        // Nothing the child did reaches the parent's next batch.
+        let second = [IoSlice::new(b" again")];
+        let results = send_all(&[&pairs[0].0], &[&second]).expect("the parent's ring still works");
+        assert_eq!(*results[0].as_ref().unwrap(), 6);
+        let reader = &mut pairs[0].1;
+        assert_eq!(read_exactly(reader, 12), b"parent again");
+        reader
+            .set_read_timeout(Some(std::time::Duration::from_millis(50)))
+            .unwrap();
+        assert!(reader.read(&mut [0; 16]).is_err(), "more arrived than the parent sent");
     }
 
     #[test]

@@ -232,7 +232,15 @@ async fn flush_deferred() {
 /// drop the buffers, meanwhile. Only the io thread ever holds two connections' locks, so taking
 /// them in any order cannot deadlock.
 fn flush_together(conns: &[Arc<ConnShared>]) {
+    if !uring::available() {
+        conns.iter().for_each(|conn| conn.flush_deferred());
+        return;
+    }
     let mut states: Vec<MutexGuard<'_, Io>> = conns.iter().map(|conn| conn.io()).collect();
+    // Unlisted first: a write queued after a failure here lists its connection again.
+    for io in &mut states {
+        io.flush_deferred = false;
+    }
     let mut results = Vec::with_capacity(conns.len());
     let batched = {
         let mut slices = Vec::with_capacity(conns.len());
@@ -255,7 +263,6 @@ fn flush_together(conns: &[Arc<ConnShared>]) {
     };
     let mut results = results.into_iter();
     for (conn, mut io) in conns.iter().zip(states.drain(..)) {
-        io.flush_deferred = false;
         if !batched {
             let settled = matches!(conn.flush_locked(&mut io), Ok(true));
             conn.settle_deferred(io, settled);
