@@ -241,15 +241,18 @@ fn flush_together(conns: &[Arc<ConnShared>]) {
     for io in &mut states {
         io.flush_deferred = false;
     }
+    // The connections with something to send, by index, and what each send did.
+    let mut sending = Vec::with_capacity(conns.len());
     let mut results = Vec::with_capacity(conns.len());
-    let batched = {
+    {
         let mut slices = Vec::with_capacity(conns.len());
         let mut sockets = Vec::with_capacity(conns.len());
-        for io in &states {
+        for (index, io) in states.iter().enumerate() {
             if let Some(stream) = io.stream.as_ref().filter(|_| !io.pending.is_empty()) {
                 let start = slices.len();
                 slices.extend(io.pending.iter().take(WRITE_SLICES).map(|b| IoSlice::new(b)));
                 sockets.push((stream.as_raw_fd(), start..slices.len()));
+                sending.push(index);
             }
         }
         let sends: Vec<uring::Send<'_>> = sockets
@@ -259,24 +262,20 @@ fn flush_together(conns: &[Arc<ConnShared>]) {
                 data: &slices[range],
             })
             .collect();
-        uring::send_each(&sends, &mut results)
-    };
-    let mut results = results.into_iter();
-    for (conn, mut io) in conns.iter().zip(states.drain(..)) {
-        if !batched {
-            let settled = matches!(conn.flush_locked(&mut io), Ok(true));
-            conn.settle_deferred(io, settled);
-            continue;
+        // Just found available: were it not after all, no results come, nothing counts as taken,
+        // and the connections' tasks flush their queues themselves.
+        uring::send_each(&sends, &mut results);
+    }
+    for (index, result) in sending.into_iter().zip(results) {
+        // What the socket did not take, or an error, is left for the connection's task to find.
+        if let Ok(written) = result {
+            let Io {
+                pending, pending_bytes, ..
+            } = &mut *states[index];
+            conns[index].took(pending, pending_bytes, written);
         }
-        if io.stream.is_some() && !io.pending.is_empty() {
-            // What the socket did not take, or an error, is left for the connection's task to find.
-            if let Some(Ok(written)) = results.next() {
-                let Io {
-                    pending, pending_bytes, ..
-                } = &mut *io;
-                conn.took(pending, pending_bytes, written);
-            }
-        }
+    }
+    for (conn, io) in conns.iter().zip(states) {
         let settled = conn.flushed(&io);
         conn.settle_deferred(io, settled);
     }
