@@ -895,6 +895,26 @@ def test_broadcast_exclude_names_a_connection_not_an_id(make_server, make_client
     assert other.recv_message() == b"hello"
 
 
+def test_broadcasts_from_a_thread_keep_their_order_with_its_sends(make_server, make_client, wait_until):
+    """A broadcast from a thread other than the io thread is queued for the io thread to send: a conn.send() the
+    same thread makes after it must not overtake it, nor a handler's reply to a later request."""
+    conns = []
+    server = make_server(echo, framing="line", on_connect=conns.append)
+    clients = [make_client(server.address, framing="line") for _ in range(20)]
+    wait_until(lambda: len(conns) == 20, "20 connections")
+    direct = conns[0]
+    for i in range(300):
+        assert server.broadcast(b"all %d" % i) == 20
+        direct.send(b"one %d" % i)
+    first = next(c for c in clients if c.local == direct.peer)
+    expected = [line for i in range(300) for line in (b"all %d" % i, b"one %d" % i)]
+    assert [first.recv_message() for _ in range(600)] == expected
+    for client in clients:
+        if client is not first:
+            assert [client.recv_message() for _ in range(300)] == [b"all %d" % i for i in range(300)]
+        assert client.request(b"ping") == b"ping"
+
+
 def test_broadcast_disconnects_a_peer_that_never_reads_beyond_the_write_limit(make_server, make_raw, wait_until):
     ended = queue.Queue()
     server = make_server(echo, on_disconnect=lambda conn, exc: ended.put(exc))
