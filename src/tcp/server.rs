@@ -213,20 +213,15 @@ async fn flush_deferred() {
         })
         .await;
         let conns: Vec<Arc<ConnShared>> = batch.drain(..).filter_map(|conn| conn.upgrade()).collect();
-        flush_listed(&conns);
-    }
-}
-
-/// Flushes connections listed for a flush by the io thread (their `flush_deferred` marks set).
-fn flush_listed(conns: &[Arc<ConnShared>]) {
-    // The task running this serves every connection: a panic (a broken invariant) flushing some must
-    // not end it. Their own tasks flush again instead, and end only a connection that fails.
-    let flush = std::panic::AssertUnwindSafe(|| match conns {
-        [conn] => conn.flush_deferred(),
-        _ => flush_together(conns),
-    });
-    if std::panic::catch_unwind(flush).is_err() {
-        conns.iter().for_each(|conn| conn.wake());
+        // This task serves every connection: a panic (a broken invariant) flushing some must not end
+        // it. Their own tasks flush again instead, and end only a connection that fails.
+        let flush = std::panic::AssertUnwindSafe(|| match conns.as_slice() {
+            [conn] => conn.flush_deferred(),
+            _ => flush_together(&conns),
+        });
+        if std::panic::catch_unwind(flush).is_err() {
+            conns.iter().for_each(|conn| conn.wake());
+        }
     }
 }
 
@@ -337,31 +332,13 @@ impl ConnShared {
     }
 
     /// `write` with the connection's state already locked by the caller.
-    fn write_locked(&self, io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
-        let defer = !io.delivering && runtime::on_io_thread();
-        if self.put(io, data, shared, !defer)? {
-            defer_flush(self.me.clone());
-        }
-        Ok(())
-    }
-
-    /// Queues `data` for a flush by the io thread, without writing: a broadcast from another thread
-    /// leaves the sends to the io thread, together (see `broadcast`). True when the connection
-    /// must be listed for that flush (it was not already).
-    fn queue(&self, data: &Bytes) -> io::Result<bool> {
-        self.put(self.io(), data, Some(data), false)
-    }
-
-    /// Writes `data` at once (`now`, and nothing is queued before it) as far as the socket takes it,
-    /// and queues the rest: for the connection's task to flush (`now`), or else for the io thread's
-    /// next flush of listed connections, returning true when the caller must list it.
-    fn put(&self, mut io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>, now: bool) -> io::Result<bool> {
+    fn write_locked(&self, mut io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
         if io.close_requested && !io.delivering {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
         if let Some(gathered) = io.gathering.as_mut() {
             gathered.extend_from_slice(data);
-            return Ok(false);
+            return Ok(());
         }
         // A connection's own handler (delivering) may queue what it likes for it: only what others
         // send it without waiting is limited.
@@ -375,7 +352,8 @@ impl ConnShared {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         };
         let mut written = 0;
-        if io.pending.is_empty() && now {
+        let defer = !io.delivering && runtime::on_io_thread();
+        if io.pending.is_empty() && !defer {
             match stream.try_write(data) {
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -393,15 +371,16 @@ impl ConnShared {
             };
             io.pending_bytes += rest.len();
             io.pending.push_back(rest);
-            if now {
+            if !defer {
                 drop(io);
                 self.wake();
             } else if !io.flush_deferred {
                 io.flush_deferred = true;
-                return Ok(true);
+                drop(io);
+                defer_flush(self.me.clone());
             }
         }
-        Ok(false)
+        Ok(())
     }
 
     /// Writes out what the io thread queued for this connection while running other tasks. Its task
@@ -1545,29 +1524,21 @@ impl TcpServer {
             .filter(|c| !skip.iter().any(|s| Arc::ptr_eq(s, c)))
             .cloned()
             .collect();
-        if runtime::on_io_thread() {
-            return Ok(targets
+        let send_all = || {
+            targets
                 .iter()
                 .filter(|conn| conn.write(&framed, Some(&framed)).is_ok())
-                .count());
+                .count()
+        };
+        if runtime::on_io_thread() {
+            // Only queued, and sent together once the handler returns (see `write`).
+            return Ok(send_all());
         }
-        // From any other thread the message is only queued, under each connection's lock in turn,
-        // and the io thread sends it to them all together (in one io_uring_enter): the caller holds
-        // the GIL for no syscall, and the peers get it as a broadcast from a handler would reach them.
-        let mut listed = Vec::new();
-        let mut sent = 0;
-        for conn in targets {
-            match conn.queue(&framed) {
-                Ok(true) => listed.push(conn),
-                Ok(false) => {}
-                Err(_) => continue,
-            }
-            sent += 1;
-        }
-        if !listed.is_empty() {
-            runtime::spawn(async move { flush_listed(&listed) });
-        }
-        Ok(sent)
+        // From any other thread (a ticker, a worker) the sends are made here and now, one syscall per
+        // peer, and without the GIL, as socket.send() makes its own: the io thread's handlers and the
+        // program's other threads run meanwhile. (Leaving them to the io thread instead would delay a
+        // broadcast behind a slow handler, or behind the io thread's wait for the GIL.)
+        Ok(data.py().detach(send_all))
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {

@@ -25,8 +25,8 @@ def scale(quick, full):
 
 
 def fd_count():
-    """Descriptors open in this process, but for rsock's io thread's io_uring ring: made at the first send the
-    thread batches (a broadcast's, for one), it lives as long as the thread, as the io thread's epoll does."""
+    """Descriptors open in this process, but for rsock's io thread's io_uring ring: made at the first fan-out the
+    thread batches (a handler's broadcast, for one), it lives as long as the thread, as the io thread's epoll does."""
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
