@@ -528,11 +528,11 @@ pub fn endpoint(
     socktype: i32,
     passive: bool,
 ) -> PyResult<std::net::SocketAddr> {
-    // (host, port), or IPv6's (host, port, flowinfo, scope_id) as servers report their address.
+    // (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]) as servers report their address.
     let pair = address
         .cast::<PyTuple>()
         .ok()
-        .filter(|t| t.len() == 2 || t.len() == 4)
+        .filter(|t| (2..=4).contains(&t.len()))
         .ok_or_else(|| {
             PyTypeError::new_err(format!(
                 "address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {}",
@@ -564,12 +564,25 @@ pub fn endpoint(
         .iter()
         .find_map(|ai| ai.addr.as_socket())
         .ok_or_else(|| gai_error(libc::EAI_NONAME, 0))?;
-    if pair.len() == 4
-        && let std::net::SocketAddr::V6(v6) = &mut found
-    {
-        // std keeps flowinfo as it sits in the sockaddr, in network order.
-        v6.set_flowinfo(crate::addr::c_uint_masked(&pair.get_item(2)?)?.to_be());
-        v6.set_scope_id(crate::addr::c_uint_masked(&pair.get_item(3)?)?);
+    // What the socket module says of the same tuple given to bind() or connect() on a socket of the
+    // family the host resolved to.
+    match &mut found {
+        std::net::SocketAddr::V4(_) if pair.len() > 2 => {
+            return Err(PyTypeError::new_err("AF_INET address must be a pair (host, port)"));
+        }
+        std::net::SocketAddr::V6(v6) if pair.len() > 2 => {
+            let flowinfo = crate::addr::c_uint_masked(&pair.get_item(2)?)?;
+            if flowinfo > 0xfffff {
+                let call = if passive { "bind" } else { "connect" };
+                return Err(PyOverflowError::new_err(format!("{call}(): flowinfo must be 0-1048575.")));
+            }
+            // std keeps flowinfo as it sits in the sockaddr, in network order.
+            v6.set_flowinfo(flowinfo.to_be());
+            if pair.len() == 4 {
+                v6.set_scope_id(crate::addr::c_uint_masked(&pair.get_item(3)?)?);
+            }
+        }
+        _ => {}
     }
     Ok(found)
 }

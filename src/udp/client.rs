@@ -12,6 +12,7 @@ use pyo3::types::{PyBytes, PyTuple};
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::args::{Opt, byte_count};
 use crate::buffer::{BytesWriter, with_readable};
+use crate::errors::os_error;
 use crate::resolver::endpoint;
 use crate::server_common::parse_timeout_arg;
 use crate::socket::Socket;
@@ -75,6 +76,11 @@ impl UdpClient {
         let (length, sender) = self
             .sock
             .recvfrom_within(py, Some(&self.spin), writer.space(), timeout)?;
+        if self.sock.is_closed() {
+            // close() from another thread woke this receive (shutdown makes it return 0 bytes from
+            // nowhere): what the stdlib raises for a closed socket, not an empty datagram.
+            return Err(os_error(libc::EBADF));
+        }
         if length > bufsize {
             return Err(PyOSError::new_err((
                 libc::EMSGSIZE,
@@ -95,6 +101,15 @@ impl UdpClient {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+/// Whether a reply's sender is the address asked: its IP and port. An IPv6 address asked with a flow
+/// label or scope id still matches the sender the kernel reports with neither.
+fn same_endpoint(sender: Option<SocketAddr>, asked: Option<SocketAddr>) -> bool {
+    match (sender, asked) {
+        (Some(sender), Some(asked)) => sender.ip() == asked.ip() && sender.port() == asked.port(),
+        _ => false,
     }
 }
 
@@ -179,7 +194,7 @@ impl UdpClient {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.receive(py, DEFAULT_BUFSIZE, Some(left)) {
-                    Ok((reply, sender)) if sender.as_socket() == expected => return Ok(reply),
+                    Ok((reply, sender)) if same_endpoint(sender.as_socket(), expected) => return Ok(reply),
                     Ok(_) => {}
                     Err(err) if err.is_instance_of::<PyTimeoutError>(py) => break,
                     Err(err) => return Err(err),
@@ -189,7 +204,7 @@ impl UdpClient {
         Err(PyTimeoutError::new_err(format!(
             "no reply from {} after {} attempts",
             address.repr()?,
-            retries + 1
+            u64::from(retries) + 1
         )))
     }
 

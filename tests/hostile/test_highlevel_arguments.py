@@ -590,3 +590,54 @@ def test_huge_timeouts_raise_instead_of_panicking(call, value):
         if type(exc).__name__ == "PanicException":
             pytest.fail(f"rsock panicked on a timeout of {value!r}: {exc}")
         raise
+
+
+def _bind_outcome(make, address):
+    """What `make(address)` did: "ok", or the type and message of what it raised."""
+    try:
+        made = make(address)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        return type(exc), str(exc)
+    if isinstance(made, stdlib_socket.socket | rsock.UdpClient):
+        made.close()
+    else:
+        made.stop()
+    return "ok"
+
+
+IP_TUPLES = [
+    ("127.0.0.1", 0, 0),
+    ("127.0.0.1", 0, 0, 0),
+    ("::1", 0, 0),
+    ("::1", 0, 5, 0),
+    ("::1", 0, 2**20, 0),
+    ("::1", 0, -1, 0),
+    ("::1", 0, 0, 2**32),
+]
+
+
+@pytest.mark.parametrize("address", IP_TUPLES, ids=str)
+@pytest.mark.parametrize(
+    "make",
+    [lambda a: rsock.UdpClient(a), lambda a: rsock.UdpServer(a, None), lambda a: rsock.TcpServer(a, None)],
+    ids=["UdpClient", "UdpServer", "TcpServer"],
+)
+def test_constructors_take_an_address_tuple_as_bind_takes_it(make, address):
+    """The address a server or client binds to, in every tuple shape: the same outcome, exception type and message
+    as the socket module's bind() on a socket of the family the host names (3-tuples and flowinfo for IPv6, pairs
+    only for IPv4)."""
+    if ":" in address[0] and not HAS_IPV6:
+        pytest.skip("no IPv6 loopback here")
+    TRIED["test"] += 1
+    family = stdlib_socket.AF_INET6 if ":" in address[0] else stdlib_socket.AF_INET
+
+    def stdlib_bind(a):
+        sock = stdlib_socket.socket(family, stdlib_socket.SOCK_DGRAM)
+        try:
+            sock.bind(a)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    assert _bind_outcome(make, address) == _bind_outcome(stdlib_bind, address)

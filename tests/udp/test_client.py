@@ -198,6 +198,16 @@ def test_request_ignores_datagrams_from_other_senders(make_client, make_udp):
     assert errors == []
 
 
+@pytest.mark.parametrize("extra", [(5, 0), (0, 0)], ids=["flowinfo", "plain"])
+def test_request_to_an_ipv6_address_with_a_flow_label_takes_the_reply(make_server, make_client, extra):
+    """The kernel reports the replying sender without the flow label asked with: the reply still matches (its IP
+    and port are the ones asked), as the stdlib's recvfrom shows the same sender."""
+    server = make_server(lambda data, addr: b"reply to " + data, address=("::1", 0))
+    client = make_client(family=socket.AF_INET6)
+    host, port = server.address[:2]
+    assert client.request(b"q", (host, port, *extra), timeout=TIMEOUT, retries=0) == b"reply to q"
+
+
 def test_request_ignores_strangers_until_it_times_out(make_client, make_udp):
     client = make_client((HOST, 0))
     silent = make_udp()
@@ -245,6 +255,37 @@ def test_request_discards_the_replies_to_its_earlier_resends(make_server, make_c
 
 # ---------------------------------------------------------------------------------------------------------------
 # Closing
+
+
+@pytest.mark.parametrize("timeout", [None, TIMEOUT], ids=["blocking", "timeout"])
+@pytest.mark.parametrize("module", [socket, rsock], ids=["stdlib", "rsock"])
+def test_recvfrom_waiting_when_another_thread_closes_raises_ebadf(make_client, module, timeout):
+    """A receive under way when another thread closes the client raises OSError(EBADF), as the stdlib's does
+    (once its wait ends), and never returns an empty datagram from nowhere."""
+    if module is socket:
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.bind((HOST, 0))
+        client.settimeout(0.5 if timeout is None else timeout / 20)  # the stdlib's wait does not end at close()
+        receive = lambda: client.recvfrom(100)  # noqa: E731
+    else:
+        client = make_client((HOST, 0))
+        receive = lambda: client.recvfrom(timeout=timeout)  # noqa: E731
+    outcome = []
+
+    def wait():
+        try:
+            outcome.append(receive())
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    time.sleep(0.2)
+    client.close()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    [exc] = outcome
+    assert isinstance(exc, OSError) and exc.errno == errno.EBADF, exc
 
 
 def test_close_and_context_manager(make_udp):
