@@ -574,7 +574,9 @@ pub fn endpoint(
             let flowinfo = crate::addr::c_uint_masked(&pair.get_item(2)?)?;
             if flowinfo > 0xfffff {
                 let call = if passive { "bind" } else { "connect" };
-                return Err(PyOverflowError::new_err(format!("{call}(): flowinfo must be 0-1048575.")));
+                return Err(PyOverflowError::new_err(format!(
+                    "{call}(): flowinfo must be 0-1048575."
+                )));
             }
             // std keeps flowinfo as it sits in the sockaddr, in network order.
             v6.set_flowinfo(flowinfo.to_be());
