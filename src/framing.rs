@@ -209,6 +209,9 @@ impl Decoder for DelimiterCodec {
     }
 }
 
+/// The most a length header makes room for before the frame's bytes come.
+const RESERVE_AHEAD: usize = 4 << 20;
+
 /// Cuts a stream into frames each preceded by its length, 4 bytes big-endian. The header stays in the
 /// buffer until its whole frame has arrived (a header announcing more than `max_frame_size` is
 /// refused at once).
@@ -229,8 +232,10 @@ impl Decoder for LengthCodec {
             return Err(frame_too_large(self.max_frame_size));
         }
         if buf.len() < 4 + len {
-            // Room for the rest at once, rather than growing by each read.
-            buf.reserve(4 + len - buf.len());
+            // Room for the rest at once, rather than growing by each read; for a frame past
+            // RESERVE_AHEAD, room as its bytes come: a header alone (under a max_frame_size raised
+            // to gigabytes) must not make the process allocate, or abort when it cannot.
+            buf.reserve((4 + len - buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         buf.advance(4);

@@ -520,14 +520,26 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A `(host, port)` tuple as one socket address: the first address `getaddrinfo` gives for it, as
-/// `create_connection()` would try first. `passive` resolves a None host to the wildcard address.
+/// A `(host, port)` tuple as one socket address: the first address `getaddrinfo` gives for it, the
+/// one a server binds. `passive` resolves a None host to the wildcard address.
 pub fn endpoint(
     py: Python<'_>,
     address: &Bound<'_, PyAny>,
     socktype: i32,
     passive: bool,
 ) -> PyResult<std::net::SocketAddr> {
+    let first = endpoints(py, address, socktype, passive)?.into_iter().next();
+    Ok(first.expect("endpoints() gives at least one address"))
+}
+
+/// Every socket address `getaddrinfo` gives for a `(host, port)` tuple, in its order: the ones
+/// `create_connection()` tries in turn. Never empty.
+pub fn endpoints(
+    py: Python<'_>,
+    address: &Bound<'_, PyAny>,
+    socktype: i32,
+    passive: bool,
+) -> PyResult<Vec<std::net::SocketAddr>> {
     // (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]) as servers report their address.
     let pair = address
         .cast::<PyTuple>()
@@ -560,31 +572,38 @@ pub fn endpoint(
     let found = py
         .detach(|| lookup(host.as_deref(), Some(&service), hints))
         .map_err(GaiFailure::into_pyerr)?;
-    let mut found = found
-        .iter()
-        .find_map(|ai| ai.addr.as_socket())
-        .ok_or_else(|| gai_error(libc::EAI_NONAME, 0))?;
+    let mut found: Vec<std::net::SocketAddr> = found.iter().filter_map(|ai| ai.addr.as_socket()).collect();
+    if found.is_empty() {
+        return Err(gai_error(libc::EAI_NONAME, 0));
+    }
     // What the socket module says of the same tuple given to bind() or connect() on a socket of the
-    // family the host resolved to.
-    match &mut found {
-        std::net::SocketAddr::V4(_) if pair.len() > 2 => {
+    // family the host resolved to: flowinfo and scope_id are IPv6's, an IPv4 address is a pair.
+    if pair.len() > 2 {
+        let flowinfo = crate::addr::c_uint_masked(&pair.get_item(2)?)?;
+        // Without one, the scope a name like "fe80::1%eth0" resolved to stays.
+        let scope_id = match pair.len() {
+            4 => Some(crate::addr::c_uint_masked(&pair.get_item(3)?)?),
+            _ => None,
+        };
+        found.retain(|addr| addr.is_ipv6());
+        if found.is_empty() {
             return Err(PyTypeError::new_err("AF_INET address must be a pair (host, port)"));
         }
-        std::net::SocketAddr::V6(v6) if pair.len() > 2 => {
-            let flowinfo = crate::addr::c_uint_masked(&pair.get_item(2)?)?;
-            if flowinfo > 0xfffff {
-                let call = if passive { "bind" } else { "connect" };
-                return Err(PyOverflowError::new_err(format!(
-                    "{call}(): flowinfo must be 0-1048575."
-                )));
-            }
-            // std keeps flowinfo as it sits in the sockaddr, in network order.
-            v6.set_flowinfo(flowinfo.to_be());
-            if pair.len() == 4 {
-                v6.set_scope_id(crate::addr::c_uint_masked(&pair.get_item(3)?)?);
+        if flowinfo > 0xfffff {
+            let call = if passive { "bind" } else { "connect" };
+            return Err(PyOverflowError::new_err(format!(
+                "{call}(): flowinfo must be 0-1048575."
+            )));
+        }
+        for addr in &mut found {
+            if let std::net::SocketAddr::V6(v6) = addr {
+                // std keeps flowinfo as it sits in the sockaddr, in network order.
+                v6.set_flowinfo(flowinfo.to_be());
+                if let Some(scope_id) = scope_id {
+                    v6.set_scope_id(scope_id);
+                }
             }
         }
-        _ => {}
     }
     Ok(found)
 }

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
-use pyo3::exceptions::{PyConnectionError, PyEOFError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyEOFError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
@@ -17,7 +17,7 @@ use crate::args::{Opt, byte_count};
 use crate::buffer::{BytesWriter, with_readable};
 use crate::errors::{file_error, io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
-use crate::resolver::{endpoint, socket_address_to_py};
+use crate::resolver::{endpoints, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
 use crate::spin::ReplySpin;
 use crate::turns::{Turn, Turns};
@@ -95,6 +95,10 @@ impl TcpClient {
         // SAFETY: recv wrote `received` bytes at the start of the spare capacity.
         unsafe { reader.buffer.set_len(reader.buffer.len() + received) };
         reader.eof = received == 0;
+        // A Ctrl-C that came while recv was returning data interrupted nothing: raised here, or the
+        // reads go on while data flows and the next wait sleeps with it pending. What came stays
+        // buffered for the next call.
+        py.check_signals()?;
         Ok(received > 0)
     }
 
@@ -118,7 +122,8 @@ impl TcpClient {
                 Ok(_) => {}
                 Err(err) => {
                     // The stream can no longer be cut into messages: nothing after this can be trusted.
-                    self.sock.close_now(py)?;
+                    // Closed as close() closes, waking the threads blocked on it.
+                    self.sock.close_waking(py)?;
                     return Err(PyValueError::new_err(err.to_string()));
                 }
             }
@@ -149,18 +154,32 @@ impl TcpClient {
         let requesting = self.turn(py, &self.requesting)?;
         let writing = self.turn(py, &self.writing)?;
         let mut offset: u64 = 0;
-        while offset < size {
-            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
-            let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
-            if sent == 0 {
-                break;
+        let sending = (|| {
+            while offset < size {
+                let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
+                let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
+                if sent == 0 {
+                    break;
+                }
+                offset += sent as u64;
+                // A signal that cut a chunk short made sendfile return what it sent, not EINTR.
+                py.check_signals()?;
+                if let Some(progress) = progress {
+                    requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
+                }
             }
-            offset += sent as u64;
-            if let Some(progress) = progress {
-                requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
-            }
+            Ok(offset)
+        })();
+        sending.inspect_err(|_| self.out_of_step(py))
+    }
+
+    /// After a send that failed once under way: a framed client's peer can no longer cut the stream
+    /// into messages, and the next message would land inside the broken one, so the client closes
+    /// (as request() closes it). A raw client's stream is the caller's, as a socket's is.
+    fn out_of_step(&self, py: Python<'_>) {
+        if self.framing != Framing::Raw {
+            let _ = self.sock.close_waking(py);
         }
-        Ok(offset)
     }
 
     /// Sends `data` framed. The outer result is the argument's (not bytes-like, a frame the framing
@@ -233,17 +252,7 @@ impl TcpClient {
             return Err(PyValueError::new_err("max_frame_size must be positive"));
         }
         let timeout_ns = timeout.map_or(Ok(-1), parse_timeout)?;
-        let peer = endpoint(py, address, libc::SOCK_STREAM, false)?;
-        let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
-        let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
-        // Request/response traffic: send small messages at once rather than waiting to coalesce.
-        let connected = sock
-            .set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
-            .and_then(|()| sock.connect_to(py, &SockAddr::from(peer)));
-        if let Err(err) = connected {
-            sock.close_now(py)?;
-            return Err(err);
-        }
+        let (sock, peer) = connect_first(py, &endpoints(py, address, libc::SOCK_STREAM, false)?, timeout_ns)?;
         let decoder = framing.decoder(max_frame_size);
         Ok(TcpClient {
             sock,
@@ -274,9 +283,10 @@ impl TcpClient {
         cls.call((address,), kwargs)
     }
 
-    /// Sends `data` whole (framed as a message when the client has framing).
+    /// Sends `data` whole (framed as a message when the client has framing). A framed client whose
+    /// send fails (a timeout, Ctrl-C, a reset) closes: part of the message may have gone.
     fn send(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.send_framed(py, data)?
+        self.send_framed(py, data)?.inspect_err(|_| self.out_of_step(py))
     }
 
     /// Up to `n` bytes: what is already buffered, else one read; b"" at end of stream.
@@ -443,13 +453,46 @@ impl TcpClient {
 }
 
 /// A path argument as `os.fspath()` takes it: str, bytes or an os.PathLike.
+/// A socket connected to the first of `peers` that accepts, tried in turn as `create_connection()`
+/// tries the addresses a name resolves to ("localhost" to ::1 and 127.0.0.1, for a server on one of
+/// them), each within the timeout; the last one's error if none does.
+fn connect_first(py: Python<'_>, peers: &[SocketAddr], timeout_ns: i64) -> PyResult<(Socket, SocketAddr)> {
+    let mut last_error = None;
+    for &peer in peers {
+        let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+        let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
+        // Request/response traffic: send small messages at once rather than waiting to coalesce.
+        let connected = sock
+            .set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+            .and_then(|()| sock.connect_to(py, &SockAddr::from(peer)));
+        match connected {
+            Ok(()) => return Ok((sock, peer)),
+            Err(err) => {
+                sock.close_now(py)?;
+                // Refused, unreachable, timed out: the next address may answer. Ctrl-C and the like
+                // end the attempts.
+                if !err.is_instance_of::<PyOSError>(py) {
+                    return Err(err);
+                }
+                last_error = Some(err);
+            }
+        }
+    }
+    Err(last_error.expect("endpoints() gives at least one address"))
+}
+
 fn fs_path(path: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let path = path.py().import("os")?.call_method1("fspath", (path,))?;
-    if let Ok(raw) = path.cast::<PyBytes>() {
-        return Ok(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(raw.as_bytes())));
+    let path: std::path::PathBuf = match path.cast::<PyBytes>() {
+        Ok(raw) => std::ffi::OsStr::from_bytes(raw.as_bytes()).into(),
+        Err(_) => path.extract()?,
+    };
+    // What open() raises for it, before the OS could be asked.
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(PyValueError::new_err("embedded null byte"));
     }
-    path.extract()
+    Ok(path)
 }
 
 /// A tqdm progress bar counting `total` bytes.

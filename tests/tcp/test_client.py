@@ -12,12 +12,15 @@ import queue
 import resource
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 import rsock
+from tests.loopback import ipv6_loopback_available
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -107,6 +110,26 @@ def test_connect_to_a_closed_port_is_refused():
         with pytest.raises(ConnectionRefusedError):
             rsock.TcpClient(unused.getsockname(), timeout=TIMEOUT)
     gc.collect()  # a socket leaked by the failed connect would warn (an error under this suite's filterwarnings)
+
+
+@pytest.mark.parametrize("listening", ["127.0.0.1", "::1"])
+def test_connect_tries_each_address_the_host_resolves_to(listening):
+    """A name that resolves to ::1 and 127.0.0.1 (None here; "localhost" on many systems) reaches a server on either
+    one, as socket.create_connection() tries each address in turn; rsock used to try only the first."""
+    if not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback here")
+    family = socket.AF_INET6 if ":" in listening else socket.AF_INET
+    with socket.socket(family) as listener:
+        listener.bind((listening, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        resolved = {info[4][0] for info in socket.getaddrinfo(None, port, type=socket.SOCK_STREAM)}
+        if not {"127.0.0.1", "::1"} <= resolved:
+            pytest.skip(f"None resolves to {resolved} here")
+        with socket.create_connection((None, port), timeout=TIMEOUT) as stdlib_client:
+            expected = stdlib_client.getpeername()[:2]
+        with rsock.TcpClient((None, port), timeout=TIMEOUT) as client:
+            assert client.peer[:2] == expected == (listening, port)
 
 
 def test_close_and_context_manager(peer):
@@ -250,6 +273,38 @@ def test_recv_message_over_max_frame_size_fails(peer, framing):
         client.recv_message()
 
 
+# A child process under an address-space limit 512 MiB above what it maps: a peer announces a 3 GiB frame, under
+# a max_frame_size raised to 4 GiB, and closes after the 4-byte header.
+HUGE_HEADER_UNDER_A_MEMORY_LIMIT = r"""
+import resource, socket, struct
+import rsock
+
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+client = rsock.TcpClient(listener.getsockname(), timeout=5, framing="length", max_frame_size=1 << 32)
+other, _ = listener.accept()
+with open("/proc/self/status") as status:
+    mapped = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + (512 << 20), resource.RLIM_INFINITY))
+other.sendall(struct.pack(">I", 3 << 30))
+other.close()
+try:
+    client.recv_message()
+except EOFError as exc:
+    print("EOFError:", exc)
+"""
+
+
+def test_a_length_header_alone_allocates_no_frame_sized_buffer():
+    """A header announcing 3 GiB (allowed by a raised max_frame_size) made the client reserve all of it at once: under
+    a memory limit, the process aborted on 4 bytes from its peer. It now makes room as the frame's bytes come."""
+    done = subprocess.run([sys.executable, "-c", HUGE_HEADER_UNDER_A_MEMORY_LIMIT], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("EOFError: connection closed in the middle of a message (4 bytes of it"), done.stdout
+
+
 def test_recv_message_crlf_line_of_exactly_max_frame_size(peer):
     """The \r of a \r\n is part of the terminator: it does not count toward max_frame_size."""
     client, other = peer(framing="line", max_frame_size=4)
@@ -346,6 +401,117 @@ def test_request_whose_send_times_out_closes_the_client(peer):
     with pytest.raises(TimeoutError):
         client.request(bytes(64 * MiB))  # the peer reads nothing: the send cannot finish
     assert client.closed
+
+
+@pytest.mark.parametrize(("framing", "closes"), [("length", True), (None, False)], ids=["framed", "raw"])
+def test_a_send_that_times_out_closes_a_framed_client_only(peer, framing, closes):
+    """Part of a framed message may have gone: the next one would land inside it, so the client closes (as after a
+    request). A raw client's stream is the caller's, and stays open, as a socket's does after sendall()."""
+    client, _other = peer(timeout=0.2, framing=framing)
+    with pytest.raises(TimeoutError):
+        client.send(bytes(64 * MiB))  # the peer reads nothing: the send cannot finish
+    assert client.closed is closes
+
+
+@pytest.mark.parametrize(("framing", "closes"), [("line", True), (None, False)], ids=["framed", "raw"])
+def test_a_sendfile_whose_progress_raises_closes_a_framed_client_only(peer, tmp_path, framing, closes):
+    client, _other = peer(framing=framing)
+    path = tmp_path / "data"
+    path.write_bytes(bytes(16 * MiB))
+
+    def progress(sent):
+        raise RuntimeError("progress failed")
+
+    with pytest.raises(RuntimeError, match="progress failed"):
+        client.sendfile(path, progress=progress)
+    assert client.closed is closes
+
+
+def test_an_oversized_frame_closes_the_client_and_wakes_a_blocked_sender(peer):
+    """The stream can no longer be cut into messages: the client closes as close() does, so a thread blocked
+    sending on it (to a peer that does not read) ends at once instead of after the peer drains its bytes."""
+    client, other = peer(timeout=None, framing="length", max_frame_size=1024)
+    outcome = queue.Queue()
+
+    def send_big():
+        try:
+            client.send(bytes(64 * MiB))
+            outcome.put("returned")
+        except OSError as exc:
+            outcome.put(exc)
+
+    sender = threading.Thread(target=send_big)
+    sender.start()
+    time.sleep(0.2)  # the send is blocked: the peer reads nothing
+    other.sendall(struct.pack(">I", 2048) + bytes(2048))
+    with pytest.raises(ValueError):
+        client.recv_message()
+    assert client.closed
+    got = outcome.get(timeout=5)
+    sender.join(TIMEOUT)
+    assert isinstance(got, OSError), got
+
+
+# A child process: a peer thread there sends, and signals SIGINT to itself (the main thread, busy receiving or
+# sending, gets no EINTR: Python only sets its flag) once the transfer is under way.
+CTRL_C_MID_TRANSFER = r"""
+import os, signal, socket, sys, tempfile, threading, time
+import rsock
+
+MiB = 1 << 20
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+mode = sys.argv[1]
+
+
+def peer():
+    conn, _ = listener.accept()
+    with conn:
+        if mode == "receive":  # 8 MiB, the signal after the first, then silence (the connection stays open)
+            for i in range(8):
+                conn.sendall(bytes(MiB))
+                if i == 0:
+                    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        else:  # reads slowly, the signal after the first 4 MiB
+            got = 0
+            while data := conn.recv(1 << 16):
+                got += len(data)
+                if got >= 4 * MiB and got - len(data) < 4 * MiB:
+                    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                time.sleep(0.0005)
+        time.sleep(10)
+
+
+threading.Thread(target=peer, daemon=True).start()
+client = rsock.TcpClient(listener.getsockname(), timeout=None if mode == "send" else 5.0)
+started = time.monotonic()
+try:
+    if mode == "receive":
+        client.recv_exactly(64 * MiB)
+    else:
+        with tempfile.NamedTemporaryFile() as file:
+            file.write(bytes(64 * MiB))
+            file.flush()
+            client.sendfile(file.name)
+    print("returned")
+except KeyboardInterrupt:
+    print(f"KeyboardInterrupt after {time.monotonic() - started:.2f} s")
+except BaseException as exc:
+    print(f"{exc!r} after {time.monotonic() - started:.2f} s")
+"""
+
+
+@pytest.mark.parametrize("mode", ["receive", "send"])
+def test_ctrl_c_while_data_flows_interrupts_the_transfer(mode):
+    """A Ctrl-C that comes while each recv or sendfile returns data interrupts no syscall: the loop must check for
+    it itself, as the stdlib's recv_into loop and sendall do, instead of reading on (then sleeping with it pending
+    until the timeout) or sending the whole file."""
+    done = subprocess.run([sys.executable, "-c", CTRL_C_MID_TRANSFER, mode], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    out = done.stdout.strip()
+    assert out.startswith("KeyboardInterrupt after"), (out, done.stderr)
+    assert float(out.split()[-2]) < 3.0, out
 
 
 def test_a_thread_waiting_its_turn_gives_up_at_the_client_s_timeout(peer):
@@ -586,6 +752,18 @@ def test_sendfile_of_a_missing_file_raises_as_open_does(peer, tmp_path):
         str(missing),
         str(opened.value),
     )
+
+
+@pytest.mark.parametrize("path", ["bad\x00name", b"bad\x00name"], ids=["str", "bytes"])
+def test_sendfile_of_a_path_with_a_nul_raises_as_open_does(peer, tmp_path, path):
+    client, other = peer()
+    with pytest.raises(ValueError) as raised:
+        client.sendfile(path)
+    with pytest.raises(ValueError) as opened:
+        open(path, "rb")
+    assert str(raised.value) == str(opened.value)
+    client.send(b"still usable")
+    assert recv_exact(other, 12) == b"still usable"
 
 
 def test_sendfile_of_a_directory_is_an_is_a_directory_error(peer, tmp_path):
