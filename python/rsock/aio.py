@@ -13,6 +13,7 @@ Code written for asyncio streams runs by changing the import::
 """
 
 import asyncio
+import collections.abc
 import contextlib
 import contextvars
 import errno as _errno
@@ -246,6 +247,7 @@ async def open_connection(
     if limit <= 0:
         # Before connecting, as asyncio's reader is made first.
         raise ValueError("Limit cannot be <= 0")
+    _check_host_port_or_sock(host, port, sock, "host and port was not specified and no sock specified")
     loop = asyncio.get_running_loop()
     if sock is None:
         all_errors = kwargs.get("all_errors", False)
@@ -253,6 +255,17 @@ async def open_connection(
     else:
         sock = _adopt(sock)
     return _streams(_transport(loop, sock, limit))
+
+
+def _check_host_port_or_sock(host, port, sock, neither):
+    """asyncio's checks: host and port, or a stream socket, not both; `neither` is its message for none."""
+    if host is not None or port is not None:
+        if sock is not None:
+            raise ValueError("host/port and sock can not be specified at the same time")
+    elif sock is None:
+        raise ValueError(neither)
+    elif sock.type != sockets.SOCK_STREAM:
+        raise ValueError(f"A Stream Socket was expected, got {sock!r}")
 
 
 class Server:
@@ -468,13 +481,23 @@ async def start_server(
             start_serving=start_serving, **kwargs,
         )  # fmt: skip
     _check_options("create_server", kwargs, _SERVER_OPTIONS)
+    _check_host_port_or_sock(host, port, sock, "Neither host/port nor sock were specified")
     loop = asyncio.get_running_loop()
     if sock is not None:
         listeners = [_adopt(sock)]
         listeners[0].setblocking(False)
     else:
-        infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, flags=flags)
-        # One listener per distinct address, as asyncio does for a host that resolves to several.
+        # As asyncio reads `host`: "" is every interface, and a sequence of hosts listens on each.
+        if host == "":
+            hosts = [None]
+        elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
+            hosts = [host]
+        else:
+            hosts = host
+        infos = []
+        for each in hosts:
+            infos += await loop.getaddrinfo(each, port, family=family, type=sockets.SOCK_STREAM, flags=flags)
+        # One listener per distinct address, as asyncio does for hosts that resolve to several.
         unique = list(dict.fromkeys(infos))
         listeners = _listening_sockets(unique, reuse_address, reuse_port)
     context = contextvars.copy_context()

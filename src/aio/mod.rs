@@ -18,3 +18,10 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     step::install::<waiter::Waiter>(py);
     Ok(())
 }
+
+/// Whether an exception raised in a callback must stop the loop rather than be reported and
+/// passed over: KeyboardInterrupt and SystemExit, which asyncio's handles re-raise.
+fn stops_the_loop(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+        || err.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+}

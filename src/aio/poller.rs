@@ -232,8 +232,11 @@ impl Poller {
                 ready & WRITABLE != 0 || trouble,
                 self.resolved.bind(py),
             );
-            if let Err(err) = served {
-                self.report(py, err)?;
+            match served {
+                // Level-triggered: what is left of this batch is found again when the loop next runs.
+                Err(err) if super::stops_the_loop(py, &err) => return Err(err),
+                Err(err) => self.report(py, err)?,
+                Ok(()) => {}
             }
         }
         Ok(())

@@ -149,7 +149,8 @@ fn run_callbacks(
 ) -> PyResult<()> {
     // Settled before its callbacks run, and not again: whether it succeeded holds for all of them.
     let succeeded = matches!(run, Run::Now { .. }) && waiter.borrow(py).succeeded();
-    for (callback, context) in callbacks {
+    let mut callbacks = callbacks.into_iter();
+    while let Some((callback, context)) = callbacks.next() {
         if let Run::Now { resolved } = run {
             let callback = callback.bind(py);
             let done = if succeeded && is_task_wakeup(callback)? {
@@ -163,6 +164,13 @@ fn run_callbacks(
                 None => callback.call1((done,)),
             };
             if let Err(err) = called {
+                if super::stops_the_loop(py, &err) {
+                    // The rest run later, each on its own, as the loop's would.
+                    for (callback, context) in callbacks {
+                        schedule(py, event_loop, callback, context, waiter)?;
+                    }
+                    return Err(err);
+                }
                 let report = PyDict::new(py);
                 report.set_item("message", "Exception in callback of an rsock waiter")?;
                 report.set_item("exception", err.into_value(py))?;
@@ -171,13 +179,25 @@ fn run_callbacks(
                     .call_method1(intern!(py, "call_exception_handler"), (report,))?;
             }
         } else {
-            let kwargs = PyDict::new(py);
-            kwargs.set_item("context", context)?;
-            event_loop
-                .bind(py)
-                .call_method(intern!(py, "call_soon"), (callback, waiter.bind(py)), Some(&kwargs))?;
+            schedule(py, event_loop, callback, context, waiter)?;
         }
     }
+    Ok(())
+}
+
+/// Hands one of a waiter's callbacks to the loop, to run in its context.
+fn schedule(
+    py: Python<'_>,
+    event_loop: &Py<PyAny>,
+    callback: Py<PyAny>,
+    context: Option<Py<PyAny>>,
+    waiter: &Py<Waiter>,
+) -> PyResult<()> {
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("context", context)?;
+    event_loop
+        .bind(py)
+        .call_method(intern!(py, "call_soon"), (callback, waiter.bind(py)), Some(&kwargs))?;
     Ok(())
 }
 

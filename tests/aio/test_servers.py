@@ -10,6 +10,8 @@ import gc
 import logging
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -1158,3 +1160,45 @@ async def test_servers_show_as_a_table_in_notebooks(servers, kind):
     html = server._repr_html_()
     assert html == server._server._repr_html_()
     assert "<table" in html and str(server.address[1]) in html
+
+
+# A child process, so that what leaves its loop cannot reach pytest's: a stream handler raises argv[3] after a read.
+LEAVING_THE_LOOP = r"""
+import asyncio, socket, sys
+import uvloop
+from rsock import aio
+
+module = {"stdlib": asyncio, "rsock": aio}[sys.argv[1]]
+loop = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}[sys.argv[2]]()
+raised = {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt()}[sys.argv[3]]
+
+
+async def handler(reader, writer):
+    await reader.readline()
+    raise raised
+
+
+async def main():
+    server = await module.start_server(handler, "127.0.0.1", 0)
+    with socket.create_connection(server.sockets[0].getsockname()) as client:
+        client.sendall(b"go\n")
+        await asyncio.sleep(5)
+    return "the loop kept running"
+
+
+try:
+    print(loop.run_until_complete(main()))
+except (SystemExit, KeyboardInterrupt) as exc:
+    print("left the loop with", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("raised", ["SystemExit", "KeyboardInterrupt"])
+@pytest.mark.parametrize("module", ["stdlib", "rsock"])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_system_exit_or_ctrl_c_in_a_stream_handler_stops_the_loop(loop, module, raised):
+    """sys.exit() or a Ctrl-C in a handler resumed by data leaves the loop, as asyncio's handles re-raise them: rsock
+    resumed the task inside its own I/O callback and reported them as an error in a callback, serving on."""
+    done = subprocess.run([sys.executable, "-c", LEAVING_THE_LOOP, module, loop, raised], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.stdout.strip() == f"left the loop with {raised}", (done.stdout, done.stderr[-2000:])

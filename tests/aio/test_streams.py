@@ -28,6 +28,7 @@ import uvloop
 
 from rsock import _rsock, aio, sockets
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+from tests.loopback import ipv6_loopback_available
 from tests.subprocesses import Lines, finish, listening_port, say, started
 
 pytestmark = pytest.mark.asyncio
@@ -1553,3 +1554,53 @@ async def test_thousand_concurrent_connections_echo(rkit):
     async with asyncio.timeout(6 * TIMEOUT):
         results = await asyncio.gather(*(client(i) for i in range(count)))
     assert all(results)
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [(["127.0.0.1"], {"127.0.0.1"}), (("127.0.0.1", "127.0.0.1"), {"127.0.0.1"}), ("", {"0.0.0.0", "::"})],
+    ids=["list", "tuple", "empty"],
+)
+async def test_start_server_host_may_be_empty_or_a_sequence(kit, host, expected):
+    """As asyncio reads `host`: "" listens on every interface, a sequence of hosts on each (once per address)."""
+    if "::" in expected and not ipv6_loopback_available():
+        expected = expected - {"::"}
+
+    async def handler(reader, writer):
+        writer.write(await reader.readline())
+
+    server, _ = await kit.serve(handler, host)
+    assert {sock.getsockname()[0] for sock in server.sockets} == expected
+    # With port 0 each listener has a port of its own: the IPv4 one's.
+    port = next(sock.getsockname()[1] for sock in server.sockets if sock.family == socket.AF_INET)
+    reader, writer = await kit.connect((HOST, port))
+    writer.write(b"hello\n")
+    assert await bounded(reader.readline()) == b"hello\n"
+
+
+ONE_OR_THE_OTHER = {
+    "open_connection(host, port, sock=)": (
+        lambda mod, tcp, udp: mod.open_connection(*tcp.getsockname(), sock=tcp),
+        "host/port and sock can not be specified at the same time",
+    ),
+    "open_connection()": (lambda mod, tcp, udp: mod.open_connection(), "host and port was not specified and no sock "
+                          "specified"),
+    "open_connection(sock=UDP)": (lambda mod, tcp, udp: mod.open_connection(sock=udp), "A Stream Socket was expected"),
+    "start_server(cb, host, 0, sock=)": (
+        lambda mod, tcp, udp: mod.start_server(print, HOST, 0, sock=tcp),
+        "host/port and sock can not be specified at the same time",
+    ),
+    "start_server(cb)": (lambda mod, tcp, udp: mod.start_server(print), "Neither host/port nor sock were specified"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("call", list(ONE_OR_THE_OTHER))
+async def test_host_port_and_sock_are_one_or_the_other(kit, call):
+    """asyncio's ValueErrors: host/port with sock, neither of them, a socket that is not a stream socket."""
+    make, message = ONE_OR_THE_OTHER[call]
+    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        tcp.bind((HOST, 0))
+        tcp.listen()
+        with pytest.raises(ValueError) as raised:
+            await bounded(make(kit.mod, tcp, udp))
+    assert str(raised.value).split(", got")[0] == message
