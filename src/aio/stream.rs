@@ -469,6 +469,9 @@ impl StreamTransport {
             return Op::ready(py, Ok(py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
+        // Waits given up (a drain() timed out or cancelled) are dropped here: against a peer that
+        // stalls, a loop of timed-out drains would otherwise pile them up until it reads.
+        self.drain_waiters.retain(|w| w.borrow(py).is_pending());
         self.drain_waiters.push(waiter.clone_ref(py));
         Op::waiting(py, waiter)
     }
@@ -851,6 +854,7 @@ impl StreamTransport {
             return Op::ready(py, self.check_failed().map(|()| py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
+        self.close_waiters.retain(|w| w.borrow(py).is_pending());
         self.close_waiters.push(waiter.clone_ref(py));
         Op::waiting(py, waiter)
     }

@@ -1604,3 +1604,19 @@ async def test_host_port_and_sock_are_one_or_the_other(kit, call):
         with pytest.raises(ValueError) as raised:
             await bounded(make(kit.mod, tcp, udp))
     assert str(raised.value).split(", got")[0] == message
+
+
+@pytest.mark.parametrize("wait", ["drain", "wait_closed"])
+async def test_waits_given_up_against_a_stalled_peer_do_not_pile_up(rkit, wait):
+    """A keep-alive loop whose drain() (or wait_closed()) times out again and again while the peer reads nothing:
+    each wait given up is dropped, as asyncio drops a cancelled drain's future, instead of being kept until the
+    peer reads or the connection closes."""
+    _reader, writer, _peer = await rkit.pair()
+    writer.write(bytes(10_000_000))  # the peer reads nothing: drain() waits
+    if wait == "wait_closed":
+        writer.close()
+    for _ in range(300):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(getattr(writer, wait)(), 0.0005)
+    gc.collect()
+    assert sum(type(o) is _rsock.Waiter for o in gc.get_objects()) <= 1
