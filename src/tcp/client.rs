@@ -153,24 +153,35 @@ impl TcpClient {
         // the turn to send while this holds it cannot deadlock with a request from `progress`.
         let requesting = self.turn(py, &self.requesting)?;
         let writing = self.turn(py, &self.writing)?;
+        self.send_chunks(py, file, size, progress, &requesting, &writing)
+            .inspect_err(|_| self.out_of_step(py))
+    }
+
+    /// `send_file`'s sendfile(2) calls, chunk by chunk, with the turns it holds.
+    fn send_chunks(
+        &self,
+        py: Python<'_>,
+        file: &std::fs::File,
+        size: u64,
+        progress: Option<&Bound<'_, PyAny>>,
+        requesting: &Turn<'_>,
+        writing: &Turn<'_>,
+    ) -> PyResult<u64> {
         let mut offset: u64 = 0;
-        let sending = (|| {
-            while offset < size {
-                let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
-                let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
-                if sent == 0 {
-                    break;
-                }
-                offset += sent as u64;
-                // A signal that cut a chunk short made sendfile return what it sent, not EINTR.
-                py.check_signals()?;
-                if let Some(progress) = progress {
-                    requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
-                }
+        while offset < size {
+            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
+            let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
+            if sent == 0 {
+                break;
             }
-            Ok(offset)
-        })();
-        sending.inspect_err(|_| self.out_of_step(py))
+            offset += sent as u64;
+            // A signal that cut a chunk short made sendfile return what it sent, not EINTR.
+            py.check_signals()?;
+            if let Some(progress) = progress {
+                requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
+            }
+        }
+        Ok(offset)
     }
 
     /// After a send that failed once under way: a framed client's peer can no longer cut the stream
@@ -452,7 +463,6 @@ impl TcpClient {
     }
 }
 
-/// A path argument as `os.fspath()` takes it: str, bytes or an os.PathLike.
 /// A socket connected to the first of `peers` that accepts, tried in turn as `create_connection()`
 /// tries the addresses a name resolves to ("localhost" to ::1 and 127.0.0.1, for a server on one of
 /// them), each within the timeout; the last one's error if none does.
@@ -481,6 +491,7 @@ fn connect_first(py: Python<'_>, peers: &[SocketAddr], timeout_ns: i64) -> PyRes
     Err(last_error.expect("endpoints() gives at least one address"))
 }
 
+/// A path argument as `os.fspath()` takes it: str, bytes or an os.PathLike.
 fn fs_path(path: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let path = path.py().import("os")?.call_method1("fspath", (path,))?;
