@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -39,6 +40,8 @@ pub struct Lifecycle {
     /// A socket a server's own thread waits on in a blocking receive, shut down for reading at stop
     /// to wake it. Weak, so a socket already closed is never touched (its descriptor may be reused).
     blocking: Mutex<Weak<std::net::UdpSocket>>,
+    /// Whether stop() gave up that socket's port (`release_blocking`).
+    released: AtomicBool,
     /// One more than the fork generation of the process that started the server, 0 before it starts
     /// (see `runs_here`).
     started_in: AtomicU64,
@@ -96,6 +99,31 @@ impl Lifecycle {
         if self.tasks.load(Ordering::Acquire) == 0 {
             self.stopped.set();
         }
+    }
+
+    /// stop()'s last step for a datagram server whose thread is still in a handler at the timeout:
+    /// the port is given up at once, as a TCP server's is by closing its listener, so that a new
+    /// server can bind it. The descriptor the thread uses is pointed at a stand-in, an unnamed Unix
+    /// datagram socket shut down both ways, on which a late reply fails (counted as an error) rather
+    /// than leaving from the port; the number itself is never closed under the thread, where it
+    /// could come to name another file.
+    pub fn release_blocking(&self) {
+        let Some(socket) = self.blocking.lock().unwrap_or_else(|e| e.into_inner()).upgrade() else {
+            return;
+        };
+        let Ok(stand_in) = Socket::new(Domain::UNIX, Type::DGRAM, None) else {
+            return;
+        };
+        let _ = stand_in.shutdown(std::net::Shutdown::Both);
+        self.released.store(true, Ordering::Release);
+        // SAFETY: both descriptors are open and owned here; dup3 replaces the socket's descriptor
+        // in one step, keeping it close-on-exec as every descriptor rsock makes is.
+        unsafe { libc::dup3(stand_in.as_raw_fd(), socket.as_raw_fd(), libc::O_CLOEXEC) };
+    }
+
+    /// Whether stop() gave up the port of the socket it would wake (`release_blocking`).
+    pub fn released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
     }
 
     /// Whether begin_stop() has been called.

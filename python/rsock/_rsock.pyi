@@ -328,7 +328,9 @@ class UdpServer:
     def serve_forever(self) -> None:
         """Serves until stop() or Ctrl-C."""
     def stop(self, timeout: float | None = None) -> None:
-        """Stops receiving."""
+        """Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress. One still
+        running then gives up the port at once (its reply is not sent), and stop() waits at most one second
+        more for it."""
     def _repr_html_(self) -> str: ...
     def _set_async_bridge(self, bridge: Callable[[Any, Any], object]) -> None: ...
     def _begin_stop(self, timeout: float | None = None) -> None: ...

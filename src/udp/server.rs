@@ -97,7 +97,7 @@ impl DatagramReply {
             Some(exc) => Err(PyErr::from_value(exc.clone())),
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
-                send_now(&self.socket, bytes, self.target).map_err(|e| io_error(&e))
+                send_now(&self.shared, &self.socket, bytes, self.target).map_err(|e| io_error(&e))
             })
             .and_then(|r| r),
         };
@@ -379,7 +379,7 @@ fn deliver_batch(
             if is_awaitable(&reply) {
                 return hand_to_loop(py, shared, socket, sender, &reply);
             }
-            with_readable(&reply, |bytes| match send_now(socket, bytes, sender) {
+            with_readable(&reply, |bytes| match send_now(shared, socket, bytes, sender) {
                 Ok(n) => {
                     stats.sent(n);
                     Ok(())
@@ -433,9 +433,16 @@ fn hand_to_loop(
     Ok(())
 }
 
-/// Sends one datagram without waiting for room in the socket's buffer.
-fn send_now(socket: &UdpSocket, data: &[u8], target: SocketAddr) -> io::Result<usize> {
-    socket2::SockRef::from(socket).send_to_with_flags(data, &target.into(), libc::MSG_DONTWAIT)
+/// Sends one datagram without waiting for room in the socket's buffer. A reply made after stop()
+/// gave up the port fails on the stand-in socket with EINVAL; the error says what happened instead.
+fn send_now(shared: &UdpShared, socket: &UdpSocket, data: &[u8], target: SocketAddr) -> io::Result<usize> {
+    let sent = socket2::SockRef::from(socket).send_to_with_flags(data, &target.into(), libc::MSG_DONTWAIT);
+    if sent.is_err() && shared.lifecycle.released() {
+        return Err(io::Error::other(
+            "reply not sent: stop() timed out while the handler ran, and gave up the port",
+        ));
+    }
+    sent
 }
 
 /// The receive thread's loop, until the server stops. stop() wakes a recvmmsg waiting for datagrams
@@ -593,11 +600,13 @@ impl UdpServer {
         self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
-    /// Stops receiving; waits up to `timeout` seconds (default 5), and then at most one second more,
-    /// for the handler in progress.
+    /// Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress. One
+    /// still running then gives up the port at once (its reply is not sent), and stop() waits at most
+    /// one second more for it.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.runner.stop(py, timeout, || {})
+        self.runner
+            .stop(py, timeout, || self.shared.lifecycle.release_blocking())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {

@@ -318,6 +318,45 @@ def test_stop_stops_handling_and_frees_the_port(make_server, make_udp):
     assert seen == [b"before"]
 
 
+def test_stop_gives_up_the_port_of_a_handler_still_running_at_its_timeout(make_server, make_udp, wait_until, caplog):
+    """A handler still running when stop()'s timeout ends keeps its thread, but not the port: a new server can bind
+    it at once, as after a TCP server's stop(), and the late reply does not leave from it."""
+    caplog.set_level(logging.ERROR, logger="rsock")
+    entered = threading.Event()
+    release = threading.Event()
+    ended = []
+
+    def on_datagram(data, addr):
+        entered.set()
+        release.wait(TIMEOUT)
+        ended.append(data)
+        return b"late " + data
+
+    before = receive_threads()
+    server = make_server(on_datagram)
+    wait_until(lambda: receive_threads() - before, "the server's receive thread")
+    ours = receive_threads() - before
+    sender = make_udp()
+    sender.sendto(b"slow", server.address)
+    assert entered.wait(TIMEOUT)
+    started = time.monotonic()
+    server.stop(0.1)
+    assert time.monotonic() - started < 3.0  # the timeout, then at most one second for the handler
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as successor:
+        successor.settimeout(TIMEOUT)
+        successor.bind(server.address)
+        release.set()
+        wait_until(lambda: ended == [b"slow"], "the slow handler to end")
+        wait_until(lambda: not (ours & receive_threads()), "the receive thread to end")
+        sender.sendto(b"after", server.address)
+        assert successor.recv(10) == b"after"
+    assert server.stats["errors"] == 1  # the late reply, which had nowhere to go
+    assert ["gave up the port" in (r.exc_text or "") for r in rsock_errors(caplog)] == [True]
+    sender.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        sender.recv(100)
+
+
 def receive_threads():
     """The ids of this process's threads that receive for a UdpServer."""
     return named_threads("rsock-udp")
