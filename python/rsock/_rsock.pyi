@@ -278,7 +278,8 @@ class TcpClient:
     def recv(self, n: int = 65536) -> bytes:
         """Up to `n` bytes; b"" at end of stream."""
     def recv_exactly(self, n: int) -> bytes:
-        """Exactly `n` bytes; EOFError if the connection ends first."""
+        """Exactly `n` bytes; EOFError if the connection ends first. What came before an error (a timeout,
+        Ctrl-C, the end of the stream) stays buffered for the next read."""
     def recv_message(self) -> bytes | None:
         """The next whole message, or None when the peer closed between messages."""
     def request(self, data: Buffer) -> bytes:

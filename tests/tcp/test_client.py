@@ -215,8 +215,27 @@ def test_recv_exactly_eof_error_when_closed_early(peer):
     client, other = peer()
     other.sendall(b"12345")
     other.close()
-    with pytest.raises(EOFError):
+    with pytest.raises(EOFError, match="after 5 of 10 bytes"):
         client.recv_exactly(10)
+    assert client.recv(10) == b"12345"  # what came is still there to read
+    assert client.recv() == b""
+
+
+@pytest.mark.parametrize(("n", "error"), [(2**62, MemoryError), (2**63, OverflowError)])
+def test_recv_exactly_of_more_than_memory_fails_at_once_as_recv_does(peer, n, error):
+    """recv(n) makes its buffer of n bytes first, so a size no process can have is a MemoryError (an OverflowError
+    past ssize_t) before anything is read; recv_exactly(n) fails the same, where growing a buffer as data came would
+    end the process once memory ran out. The client is still usable, with what had come still buffered."""
+    client, other = peer()
+    stdlib, stdlib_other = socket.socketpair()
+    with stdlib, stdlib_other, pytest.raises(error):
+        stdlib.recv(n)
+    other.sendall(b"first")
+    assert client.recv_exactly(2) == b"fi"
+    with pytest.raises(error):
+        client.recv_exactly(n)
+    other.sendall(b" and more")
+    assert client.recv_exactly(12) == b"rst and more"
 
 
 @pytest.mark.parametrize("framing", FRAMINGS, ids=str)
