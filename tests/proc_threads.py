@@ -1,5 +1,5 @@
-"""A process's threads as /proc shows them: found by name, and what they have spent waiting and running. Shared by
-the tests that check a thread polls or sleeps."""
+"""A process as /proc shows it: its threads, found by name, and what they have spent waiting and running (for the
+tests that check a thread polls or sleeps), and what its descriptors refer to."""
 
 import contextlib
 import os
@@ -40,3 +40,12 @@ def cpu_ticks(tid, pid="self"):
     with open(f"/proc/{pid}/task/{tid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime and stime, the stat file's 14th and 15th fields
+
+
+def fd_targets(pid="self"):
+    """What each of process `pid`'s open descriptors refers to ("socket:[1234]", "anon_inode:[eventpoll]", a path)."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):  # closed meanwhile (the listing's own descriptor, for one)
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return targets

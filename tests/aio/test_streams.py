@@ -29,6 +29,7 @@ import uvloop
 from rsock import _rsock, aio, sockets
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
 from tests.loopback import ipv6_loopback_available
+from tests.proc_threads import fd_targets
 from tests.subprocesses import Lines, finish, listening_port, say, started
 
 pytestmark = pytest.mark.asyncio
@@ -1325,11 +1326,7 @@ async def test_ssl_hands_over_to_asyncio(rkit):
 
 def epoll_fds():
     """How many epoll instances this process holds."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[eventpoll]"
-    return count
+    return fd_targets().count("anon_inode:[eventpoll]")
 
 
 async def test_one_epoll_instance_watches_a_loop_s_transports_and_only_while_there_are_some(rkit):

@@ -15,6 +15,7 @@ import time
 import pytest
 
 import rsock
+from tests.proc_threads import fd_targets
 
 FULL = os.environ.get("RSOCK_STRESS") == "full"
 
@@ -27,13 +28,7 @@ def scale(quick, full):
 def fd_count():
     """Descriptors open in this process, but for rsock's io thread's io_uring ring: made at the first fan-out the
     thread batches (a handler's broadcast, for one), it lives as long as the thread, as the io thread's epoll does."""
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            count += os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[io_uring]"
-        except FileNotFoundError:  # closed meanwhile (the listing's own descriptor, for one)
-            pass
-    return count
+    return sum(target != "anon_inode:[io_uring]" for target in fd_targets())
 
 
 def rss_kib():

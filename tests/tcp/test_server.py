@@ -26,7 +26,7 @@ import pytest
 
 import rsock
 from tests import message_objects
-from tests.proc_threads import cpu_ticks, the_thread, voluntary_switches
+from tests.proc_threads import cpu_ticks, fd_targets, the_thread, voluntary_switches
 from tests.subprocesses import ROOT, rsock_server_process
 
 HOST = "127.0.0.1"
@@ -1101,8 +1101,7 @@ def test_a_chat_room_fans_out_every_line_to_every_peer_whole_and_in_order(io_uri
         read_all(11)  # the late reader
         assert sorted(received) == list(range(12))
         assert_each_got_the_others_lines(received, sent)
-        rings = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
-        assert ("anon_inode:[io_uring]" in rings) == (io_uring == "allowed" and io_uring_allowed())
+        assert ("anon_inode:[io_uring]" in fd_targets(proc.pid)) == (io_uring == "allowed" and io_uring_allowed())
 
 
 @pytest.mark.parametrize("io_uring", ["allowed", "off"])
