@@ -120,9 +120,13 @@ fn parse_ip_tuple(family: i32, tuple: &Bound<'_, PyTuple>) -> PyResult<IpTuple> 
 pub fn c_uint_masked(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
     match obj.extract::<i128>() {
         Ok(value) => Ok(value as u32),
-        // Beyond i128: Python masks the int itself, whatever its size.
+        // Beyond i128: Python masks the int itself, whatever its size; an object with __index__ is
+        // masked as the int it stands for.
         Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
-            obj.bitand(0xFFFF_FFFFu32)?.extract()
+            // SAFETY: PyNumber_Index takes a borrowed object and returns a new reference, or NULL with
+            // an exception set.
+            let index = unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyNumber_Index(obj.as_ptr()))? };
+            index.bitand(0xFFFF_FFFFu32)?.extract()
         }
         Err(err) => Err(err),
     }

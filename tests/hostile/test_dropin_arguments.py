@@ -1278,9 +1278,12 @@ def test_gettimeout_reads_whole_seconds_back_exactly(seconds):
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
 @pytest.mark.parametrize("position", ["flowinfo", "scope_id"])
 @pytest.mark.parametrize("value", [2**127, 2**200, -(2**128)])
-def test_flowinfo_and_scope_id_wrap_like_the_stdlib(position, value):
-    """CPython parses flowinfo and scope_id with "I": any int, wrapped to 32 bits without an overflow check
-    (2**200 wraps to 0, so the stdlib binds)."""
+@pytest.mark.parametrize("given_as", [int, Index], ids=["int", "index"])
+def test_flowinfo_and_scope_id_wrap_like_the_stdlib(position, value, given_as):
+    """CPython parses flowinfo and scope_id with "I": any int, or object with __index__, wrapped to 32 bits without an
+    overflow check (2**200 wraps to 0, so the stdlib binds). rsock once masked an __index__ object beyond 128 bits
+    with `&` on the object itself: TypeError."""
+    value = given_as(value)
     address = ("::1", 0, value, 0) if position == "flowinfo" else ("::1", 0, 0, value)
 
     def scenario(mod):
@@ -1294,7 +1297,10 @@ def test_flowinfo_and_scope_id_wrap_like_the_stdlib(position, value):
 
 @pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback")
 @pytest.mark.parametrize("sockaddr", [("::1", 80, 2**127, 0), ("::1", 80, 0, 2**200), ("::1", 80, -(2**128), 0)])
-def test_getnameinfo_wraps_flowinfo_and_scope_id_like_the_stdlib(sockaddr):
-    """getnameinfo() parses the sockaddr's flowinfo and scope_id with "I" too (any int, wrapped to 32 bits):
-    the stdlib answers, rsock raises OverflowError from 2**127 on (bind() and connect() wrap them)."""
+@pytest.mark.parametrize("given_as", [int, Index], ids=["int", "index"])
+def test_getnameinfo_wraps_flowinfo_and_scope_id_like_the_stdlib(sockaddr, given_as):
+    """getnameinfo() parses the sockaddr's flowinfo and scope_id with "I" too (any int or object with __index__,
+    wrapped to 32 bits), as bind() and connect() do."""
+    host, port, flowinfo, scope_id = sockaddr
+    sockaddr = (host, port, given_as(flowinfo), given_as(scope_id))
     same_as_stdlib(lambda mod: mod.getnameinfo(sockaddr, S.NI_NUMERICHOST | S.NI_NUMERICSERV))
