@@ -1128,7 +1128,7 @@ impl Socket {
             && let Ok(v) = ints(2)
         {
             // "I": an unsigned int, wrapped rather than range-checked.
-            let optlen = args.get_item(3)?.extract::<i128>().map(|n| n as socklen_t);
+            let optlen = crate::addr::c_uint_masked(&args.get_item(3)?).map(|n| n as socklen_t);
             if let Ok(optlen) = optlen {
                 return set(v[0], v[1], std::ptr::null(), optlen);
             }

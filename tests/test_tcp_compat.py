@@ -872,6 +872,15 @@ def test_setsockopt_none_with_zero_optlen_matches_stdlib(sockmod):
     assert outcome(sockmod) == outcome(stdlib_socket)
 
 
+@pytest.mark.parametrize(("optlen", "error"), [(2**200, errno.EINVAL), (2**128 + 4, errno.EFAULT)], ids=["0", "4"])
+def test_setsockopt_none_wraps_an_optlen_beyond_128_bits_to_32_bits(sockmod, optlen, error):
+    """optlen is parsed with "I" (wrapped, not range-checked), however large: 2**200 is a length of 0, which
+    SO_REUSEADDR refuses, and 2**128 + 4 a length of 4 at a NULL pointer (rsock raised TypeError beyond i128)."""
+    with sockmod.socket() as sock:
+        exc = raised(sock.setsockopt, sockmod.SOL_SOCKET, sockmod.SO_REUSEADDR, None, optlen)
+    assert_os_error(exc, OSError, error)
+
+
 def test_setsockopt_none_with_negative_optlen_raises_einval(sockmod):
     def scenario(mod):
         with mod.socket() as sock:
