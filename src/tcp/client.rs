@@ -312,49 +312,18 @@ impl TcpClient {
         let n = byte_count(Some(n), 0, "recv_exactly")?;
         let mut guard = self.reader(py)?;
         let reader = &mut *guard.reader;
-        if reader.buffer.len() >= n {
-            return Ok(PyBytes::new(
-                py,
-                &take_front(&mut reader.buffer, &mut reader.decoder, n),
-            ));
-        }
-        // The bytes object is made at its full size first, as recv(n) makes its: a size the process
-        // cannot have is a MemoryError now, not an abort once the data has filled memory. Reads then
-        // go straight into it.
-        let mut message = BytesWriter::new(py, n)?;
-        let space = message.space();
-        let buffered = reader.buffer.len();
-        let buffered = take_front(&mut reader.buffer, &mut reader.decoder, buffered);
-        for (slot, byte) in space.iter_mut().zip(buffered.iter()) {
-            slot.write(*byte);
-        }
-        let mut filled = buffered.len();
-        let outcome = loop {
-            if filled == n {
-                break Ok(());
-            }
-            if reader.eof {
-                break Err(PyEOFError::new_err(format!(
-                    "connection closed after {filled} of {n} bytes"
+        while reader.buffer.len() < n {
+            if !self.fill(py, reader)? {
+                return Err(PyEOFError::new_err(format!(
+                    "connection closed after {} of {n} bytes",
+                    reader.buffer.len()
                 )));
             }
-            match self.sock.recv_into_slice(py, Some(&self.spin), &mut space[filled..], 0) {
-                Ok(0) => reader.eof = true,
-                Ok(received) => filled += received,
-                Err(err) => break Err(err),
-            }
-            // As in fill(): a Ctrl-C that came while recv was returning data is raised here.
-            if let Err(err) = py.check_signals() {
-                break Err(err);
-            }
-        };
-        if let Err(err) = outcome {
-            // SAFETY: the first `filled` bytes of the space were written, by the copy or by recv.
-            let got = unsafe { std::slice::from_raw_parts(space.as_ptr().cast::<u8>(), filled) };
-            reader.buffer.extend_from_slice(got);
-            return Err(err);
         }
-        message.finish(n)
+        Ok(PyBytes::new(
+            py,
+            &take_front(&mut reader.buffer, &mut reader.decoder, n),
+        ))
     }
 
     /// The next whole message, or None when the peer closed between messages.
