@@ -991,6 +991,10 @@ impl Socket {
         flags: Opt<'_>,
         address: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
+        // Checked in CPython's order (flags, address, buffers, control messages), so that a call with
+        // two bad arguments raises the same error.
+        let flags = c_int_or(&flags, 0)?;
+        let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
         let iter = buffers
             .try_iter()
             .map_err(|_| PyTypeError::new_err("sendmsg() argument 1 must be an iterable"))?;
@@ -998,8 +1002,6 @@ impl Socket {
             .map(|b| crate::buffer::read_bytes(&b?))
             .collect::<PyResult<Vec<_>>>()?;
         let control = ancillary::pack(&ancillary::parse_or_empty(&ancdata)?)?;
-        let flags = c_int_or(&flags, 0)?;
-        let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
         self.call(py, POLLOUT, self.io_wait(), |fd| {
             let mut iov: Vec<libc::iovec> = chunks
                 .iter()

@@ -122,6 +122,31 @@ def test_bad_arguments_raise_what_the_stdlib_raises(sockmod, call, exc_type):
         call(a)
 
 
+@pytest.mark.parametrize(
+    ("args", "exc_type", "message"),
+    [
+        ((1.0, [], 2**31), OverflowError, "signed integer is greater than maximum"),
+        (([1.0], [], "1"), TypeError, "'str' object cannot be interpreted as an integer"),
+        ((1.0, [], 0, ("127.0.0.1", 70000)), OverflowError, "sendmsg(): port must be 0-65535."),
+        (([b"x"], [(2**31, 1, b"")], 0, ("127.0.0.1", 70000)), OverflowError, "sendmsg(): port must be 0-65535."),
+        (([1.0], [(2**31, 1, b"")], 0), TypeError, "a bytes-like object is required, not 'float'"),
+    ],
+    ids=[
+        "flags-before-buffers",
+        "flags-before-buffer-items",
+        "address-before-buffers",
+        "address-before-ancdata",
+        "buffers-before-ancdata",
+    ],
+)
+def test_sendmsg_checks_its_arguments_in_the_stdlibs_order(sockmod, args, exc_type, message):
+    """With two bad arguments, the error is the one CPython reports: it checks flags, then the address, then the
+    buffers, then the ancillary data (rsock used to check the buffers first)."""
+    with sockmod.socket(sockmod.AF_INET, sockmod.SOCK_DGRAM) as sock, pytest.raises(exc_type) as raised:
+        sock.sendmsg(*args)
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("buffers", [[b"read-only"], [bytearray(4), "text"], [memoryview(b"ro")]], ids=repr)
 def test_recvmsg_into_refuses_a_buffer_it_cannot_write_with_the_stdlib_message(sockmod, buffers):
     a, b = sockmod.socketpair()
