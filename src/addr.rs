@@ -118,15 +118,15 @@ fn parse_ip_tuple(family: i32, tuple: &Bound<'_, PyTuple>) -> PyResult<IpTuple> 
 
 /// An `int` argument as C's `unsigned int`, wrapped like `PyArg_Parse`'s "I" (no overflow check).
 pub fn c_uint_masked(obj: &Bound<'_, PyAny>) -> PyResult<u32> {
-    match obj.extract::<i128>() {
+    // An object with __index__ is asked once, as CPython asks it, for the int it stands for.
+    // SAFETY: PyNumber_Index takes a borrowed object and returns a new reference, or NULL with an
+    // exception set.
+    let int = unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyNumber_Index(obj.as_ptr()))? };
+    match int.extract::<i128>() {
         Ok(value) => Ok(value as u32),
-        // Beyond i128: Python masks the int itself, whatever its size; an object with __index__ is
-        // masked as the int it stands for.
+        // Beyond i128: Python masks the int itself, whatever its size.
         Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
-            // SAFETY: PyNumber_Index takes a borrowed object and returns a new reference, or NULL with
-            // an exception set.
-            let index = unsafe { Bound::from_owned_ptr_or_err(obj.py(), pyo3::ffi::PyNumber_Index(obj.as_ptr()))? };
-            index.bitand(0xFFFF_FFFFu32)?.extract()
+            int.bitand(0xFFFF_FFFFu32)?.extract()
         }
         Err(err) => Err(err),
     }
