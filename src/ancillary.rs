@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::addr::argument_type_name;
-use crate::args::{Opt, c_int};
+use crate::args::{Opt, c_int, iterate};
 use crate::buffer::with_readable;
 
 /// One control message: level, type and data.
@@ -15,9 +15,7 @@ pub type Message = (i32, i32, Vec<u8>);
 
 /// Reads the `ancdata` argument: an iterable of `(level, type, data)` with `data` bytes-like.
 pub fn parse(ancdata: &Bound<'_, PyAny>) -> PyResult<Vec<Message>> {
-    let iter = ancdata
-        .try_iter()
-        .map_err(|_| PyTypeError::new_err("sendmsg() argument 2 must be an iterable"))?;
+    let iter = iterate(ancdata, "sendmsg() argument 2 must be an iterable")?;
     iter.map(|item| parse_item(&item?)).collect()
 }
 

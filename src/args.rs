@@ -1,10 +1,24 @@
-//! Integer arguments converted as CPython's argument parsers convert them, with the same
-//! exceptions and messages, so a bad argument to rsock raises exactly what the stdlib raises.
+//! Integer and iterable arguments converted as CPython's argument parsers convert them, with the
+//! same exceptions and messages, so a bad argument to rsock raises exactly what the stdlib raises.
 //! Methods take such arguments as plain objects and convert them here: pyo3's own conversion would
 //! word the errors differently and attach a note naming the Rust parameter.
 
-use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyIterator;
+
+/// An iterator over `obj`, as `PySequence_Fast(obj, message)` takes it: an object that cannot be
+/// iterated is a TypeError saying `message`; any other error from its `__iter__` (a ValueError, a
+/// KeyboardInterrupt) passes through unchanged.
+pub fn iterate<'py>(obj: &Bound<'py, PyAny>, message: &'static str) -> PyResult<Bound<'py, PyIterator>> {
+    obj.try_iter().map_err(|err| {
+        if err.is_instance_of::<PyTypeError>(obj.py()) {
+            PyTypeError::new_err(message)
+        } else {
+            err
+        }
+    })
+}
 
 /// An optional argument as the caller gave it: absent, or the object passed, None included. The
 /// stdlib refuses None where it wants an int (`recv(10, None)` is a TypeError), and pyo3's `Option`

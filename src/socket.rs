@@ -20,7 +20,7 @@ use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
-use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, python_at_least, ssize, ssize_or};
+use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, iterate, python_at_least, ssize, ssize_or};
 use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 use crate::spin::{ReplySpin, poll_for};
@@ -995,9 +995,7 @@ impl Socket {
         // two bad arguments raises the same error.
         let flags = c_int_or(&flags, 0)?;
         let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
-        let iter = buffers
-            .try_iter()
-            .map_err(|_| PyTypeError::new_err("sendmsg() argument 1 must be an iterable"))?;
+        let iter = iterate(buffers, "sendmsg() argument 1 must be an iterable")?;
         let chunks = iter
             .map(|b| crate::buffer::read_bytes(&b?))
             .collect::<PyResult<Vec<_>>>()?;
@@ -1059,9 +1057,7 @@ impl Socket {
         flags: Opt<'py>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let (ancbufsize, flags) = (ssize_or(&ancbufsize, 0)?, c_int_or(&flags, 0)?);
-        let iter = buffers
-            .try_iter()
-            .map_err(|_| PyTypeError::new_err("recvmsg_into() argument 1 must be an iterable"))?;
+        let iter = iterate(buffers, "recvmsg_into() argument 1 must be an iterable")?;
         let mut views = iter
             .map(|b| {
                 WritableView::new(

@@ -147,6 +147,37 @@ def test_sendmsg_checks_its_arguments_in_the_stdlibs_order(sockmod, args, exc_ty
     assert str(raised.value) == message
 
 
+class RefusesToIterate:
+    def __iter__(self):
+        raise ValueError("no iterating me")
+
+
+@pytest.mark.parametrize(
+    ("call", "exc_type", "message"),
+    [
+        (lambda a: a.sendmsg(RefusesToIterate()), ValueError, "no iterating me"),
+        (lambda a: a.sendmsg([b"x"], RefusesToIterate()), ValueError, "no iterating me"),
+        (lambda a: a.recvmsg_into(RefusesToIterate()), ValueError, "no iterating me"),
+        (
+            lambda a: a.sendmsg(memoryview(b"abcdef").cast("B", (2, 3))),
+            NotImplementedError,
+            "multi-dimensional sub-views are not implemented",
+        ),
+        (lambda a: a.sendmsg(5), TypeError, "sendmsg() argument 1 must be an iterable"),
+        (lambda a: a.sendmsg([b"x"], 5), TypeError, "sendmsg() argument 2 must be an iterable"),
+        (lambda a: a.recvmsg_into(5), TypeError, "recvmsg_into() argument 1 must be an iterable"),
+    ],
+    ids=["sendmsg-buffers", "sendmsg-ancdata", "recvmsg_into", "2-d-memoryview", "int", "int-ancdata", "int-into"],
+)
+def test_an_error_from_iterating_an_argument_passes_through(sockmod, call, exc_type, message):
+    """Only an object that cannot be iterated at all becomes "argument N must be an iterable" (a TypeError from
+    iter(), as PySequence_Fast rewrites it); any other error its __iter__ raises is the caller's to see."""
+    a, b = sockmod.socketpair()
+    with a, b, pytest.raises(exc_type) as raised:
+        call(a)
+    assert str(raised.value) == message
+
+
 @pytest.mark.parametrize("buffers", [[b"read-only"], [bytearray(4), "text"], [memoryview(b"ro")]], ids=repr)
 def test_recvmsg_into_refuses_a_buffer_it_cannot_write_with_the_stdlib_message(sockmod, buffers):
     a, b = sockmod.socketpair()
