@@ -134,7 +134,9 @@ pub fn host_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
         let text = s
             .to_cow()
             .map_err(|_| PyTypeError::new_err("encoding of hostname failed"))?;
-        if text.is_ascii() {
+        // CPython takes only an exact str of ASCII as it is; a str subclass goes through the idna
+        // codec even when ASCII, which refuses empty labels and labels over 63 characters.
+        if text.is_ascii() && obj.is_exact_instance_of::<PyString>() {
             text.as_bytes().to_vec()
         } else {
             let encoded = encode_idna(obj).map_err(|_| PyTypeError::new_err("encoding of hostname failed"))?;

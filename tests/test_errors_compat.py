@@ -644,6 +644,34 @@ def test_host_containing_nul_raises_typeerror(sockmod, ip_family, method):
     assert str(exc) == "host name must not contain null character"
 
 
+class HostName(str):
+    """A str subclass: CPython sends it through the idna codec even when it is ASCII."""
+
+
+@pytest.mark.parametrize("host", ["a" * 64, "a..b", "."], ids=["long-label", "empty-label", "dot"])
+@pytest.mark.parametrize("method", ["connect", "sendto"])
+def test_ascii_host_of_a_str_subclass_is_idna_encoded(sockmod, method, host):
+    """The idna codec refuses a label of 64 characters or an empty one: TypeError("encoding of hostname failed")
+    before any lookup, where rsock used to look the name up as an exact str is (gaierror)."""
+
+    def scenario(mod):
+        with mod.socket(mod.AF_INET, mod.SOCK_DGRAM) as sock:
+            if method == "sendto":
+                sock.sendto(b"x", (HostName(host), 9))
+            else:
+                sock.connect((HostName(host), 9))
+
+    exc = raised(scenario, sockmod)
+    assert type(exc) is TypeError
+    assert str(exc) == "encoding of hostname failed"
+
+
+def test_ascii_host_of_a_str_subclass_that_idna_accepts_works(sockmod):
+    with sockmod.socket(sockmod.AF_INET, sockmod.SOCK_DGRAM) as sock:
+        sock.bind((HostName("127.0.0.1"), 0))
+        assert sock.getsockname()[0] == "127.0.0.1"
+
+
 @pytest.mark.parametrize(("family_name", "host"), [("AF_INET", "::1"), ("AF_INET6", "127.0.0.1")])
 def test_host_of_the_other_family_raises_the_stdlib_resolver_error(sockmod, family_name, host):
     def scenario(mod):
