@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -37,10 +37,14 @@ pub struct Lifecycle {
     tasks: AtomicUsize,
     /// `shutdown.is_cancelled()` without its lock, for the checks on every wake-up of a connection.
     stopping: AtomicBool,
-    /// A socket a server's own thread waits on in a blocking receive, shut down for reading at stop
-    /// to wake it. Weak, so a socket already closed is never touched (its descriptor may be reused).
-    blocking: Mutex<Weak<std::net::UdpSocket>>,
-    /// Whether stop() gave up that socket's port (`release_blocking`).
+    /// The socket that holds the server's port (a UDP server's socket, a TCP server's listener), for
+    /// stop() to give up at its timeout (`release_port`). Weak, so a socket already closed is never
+    /// touched (its descriptor may be reused).
+    port: Mutex<Option<Weak<dyn AsFd + Send + Sync>>>,
+    /// Whether begin_stop() shuts that socket down for reading, to wake the thread that waits for
+    /// datagrams on it.
+    wake_port_at_stop: AtomicBool,
+    /// Whether stop() gave up the port (`release_port`).
     released: AtomicBool,
     /// One more than the fork generation of the process that started the server, 0 before it starts
     /// (see `runs_here`).
@@ -56,9 +60,17 @@ impl Lifecycle {
         TaskGuard(self.clone())
     }
 
-    /// Has begin_stop() wake a thread that waits for datagrams on `socket`.
-    pub fn wake_at_stop(&self, socket: &Arc<std::net::UdpSocket>) {
-        *self.blocking.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(socket);
+    /// Names the socket that holds the server's port; with `wake_at_stop`, begin_stop() wakes a
+    /// thread waiting for datagrams on it.
+    pub fn hold_port<S: AsFd + Send + Sync + 'static>(&self, socket: &Arc<S>, wake_at_stop: bool) {
+        let socket = Arc::downgrade(socket);
+        let socket: Weak<dyn AsFd + Send + Sync> = socket;
+        *self.port.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
+        self.wake_port_at_stop.store(wake_at_stop, Ordering::Release);
+    }
+
+    fn port_socket(&self) -> Option<Arc<dyn AsFd + Send + Sync>> {
+        self.port.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.upgrade()
     }
 
     /// Whether the server's tasks run in this process: not in a child forked after it started, where
@@ -91,24 +103,27 @@ impl Lifecycle {
             return;
         }
         self.shutdown.cancel();
-        if let Some(socket) = self.blocking.lock().unwrap_or_else(|e| e.into_inner()).upgrade() {
+        if self.wake_port_at_stop.load(Ordering::Acquire)
+            && let Some(socket) = self.port_socket()
+        {
             // Linux wakes a datagram socket's waiting receivers on shutdown even when it reports
             // ENOTCONN (the socket is not connected), so the result says nothing.
-            let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Read);
+            let _ = socket2::SockRef::from(&socket.as_fd()).shutdown(std::net::Shutdown::Read);
         }
         if self.tasks.load(Ordering::Acquire) == 0 {
             self.stopped.set();
         }
     }
 
-    /// stop()'s last step for a datagram server whose thread is still in a handler at the timeout:
-    /// the port is given up at once, as a TCP server's is by closing its listener, so that a new
-    /// server can bind it. The descriptor the thread uses is pointed at a stand-in, an unnamed Unix
-    /// datagram socket shut down both ways, on which a late reply fails (counted as an error) rather
-    /// than leaving from the port; the number itself is never closed under the thread, where it
-    /// could come to name another file.
-    pub fn release_blocking(&self) {
-        let Some(socket) = self.blocking.lock().unwrap_or_else(|e| e.into_inner()).upgrade() else {
+    /// stop()'s last step for a server whose thread is still in a handler at the timeout (a TCP
+    /// server's io thread, a UDP server's receive thread): the port is given up at once, so that a new
+    /// server can bind it. The descriptor of the socket holding it is pointed at a stand-in, an unnamed
+    /// Unix datagram socket shut down both ways, on which whatever the thread does with it once the
+    /// handler returns fails (a late reply is counted as an error, not sent from a port the server no
+    /// longer holds); the number itself is never closed under the thread, where it could come to name
+    /// another file.
+    pub fn release_port(&self) {
+        let Some(socket) = self.port_socket() else {
             return;
         };
         let Ok(stand_in) = Socket::new(Domain::UNIX, Type::DGRAM, None) else {
@@ -118,10 +133,10 @@ impl Lifecycle {
         self.released.store(true, Ordering::Release);
         // SAFETY: both descriptors are open and owned here; dup3 replaces the socket's descriptor
         // in one step, keeping it close-on-exec as every descriptor rsock makes is.
-        unsafe { libc::dup3(stand_in.as_raw_fd(), socket.as_raw_fd(), libc::O_CLOEXEC) };
+        unsafe { libc::dup3(stand_in.as_raw_fd(), socket.as_fd().as_raw_fd(), libc::O_CLOEXEC) };
     }
 
-    /// Whether stop() gave up the port of the socket it would wake (`release_blocking`).
+    /// Whether stop() gave up the port (`release_port`).
     pub fn released(&self) -> bool {
         self.released.load(Ordering::Acquire)
     }

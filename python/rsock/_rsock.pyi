@@ -224,8 +224,8 @@ class TcpServer:
         closes gracefully: after its last reply the peer sees EOF, and unless it has already acknowledged
         everything and sent nothing more, it is given up to 2 s to close its side (so that nothing it still
         sends turns into a reset that could lose those replies). Connections still open after `timeout`
-        seconds (default 5) are closed at once; stop() then waits at most one second more for a handler still
-        running."""
+        seconds (default 5) are closed at once, and the port is given up even while a handler still runs (its
+        reply is not sent); stop() then waits at most one second more for that handler."""
     def _set_async_bridge(self, bridge: Callable[[Any, Any], object]) -> None: ...
     def _begin_stop(self, timeout: float | None = None) -> None: ...
     def _repr_html_(self) -> str: ...

@@ -1265,12 +1265,15 @@ fn is_loop_shutdown(py: Python<'_>, err: &PyErr) -> bool {
 /// Accepts until the server stops; each connection gets a task of its own.
 async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener, _task: TaskGuard) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
+        Ok(listener) => Arc::new(listener),
         Err(err) => {
             runtime::with_gil(|py| log::log(py, ERROR, &format!("cannot listen: {err}"), None));
             return;
         }
     };
+    // For stop() to give up the port when a handler holds up the io thread past its timeout (the
+    // loop below then cannot run to close the listener).
+    server.lifecycle.hold_port(&listener, false);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -1489,13 +1492,15 @@ impl TcpServer {
     }
 
     /// Stops accepting, lets every connection send the replies already produced, then closes them.
-    /// Connections still open after `timeout` seconds (default 5) are closed at once; stop() then
-    /// waits at most one second more (a handler still running finishes on its own).
+    /// Connections still open after `timeout` seconds (default 5) are closed at once, and the port is
+    /// given up even while a handler holds up the io thread; stop() then waits at most one second more
+    /// (a handler still running finishes on its own).
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         self.runner.stop(py, timeout, || {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
             open.iter().for_each(|conn| conn.abort());
+            self.shared.lifecycle.release_port();
         })
     }
 

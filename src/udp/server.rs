@@ -450,9 +450,10 @@ fn send_now(shared: &UdpShared, socket: &UdpSocket, data: &[u8], target: SocketA
 /// after the server was made shares: where the socket may be shared (this process did not make it),
 /// the wait is cut into slices instead, between which the loop looks for stop().
 fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
+    let made_here = shared.made_in == runtime::fork_generation();
+    shared.lifecycle.hold_port(socket, made_here);
     let prepared = socket.set_nonblocking(false).and_then(|()| {
-        if shared.made_in == runtime::fork_generation() {
-            shared.lifecycle.wake_at_stop(socket);
+        if made_here {
             Ok(())
         } else {
             socket.set_read_timeout(Some(SHARED_WAIT_SLICE))
@@ -605,8 +606,7 @@ impl UdpServer {
     /// one second more for it.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.runner
-            .stop(py, timeout, || self.shared.lifecycle.release_blocking())
+        self.runner.stop(py, timeout, || self.shared.lifecycle.release_port())
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {

@@ -1450,6 +1450,41 @@ def test_stop_force_closes_connections_after_the_timeout(make_server, make_raw, 
     assert len(read_to_end(sock)) < 32 * MiB
 
 
+def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_server, make_raw, wait_until):
+    """A handler still running at stop()'s timeout holds up the io thread, where the listener would be closed: stop()
+    closes it from outside then, so the port is free for a new server at once (a notebook cell run again), and a
+    client that connects meanwhile is refused rather than left in a backlog nobody accepts from. (The new server
+    serves once the handler returns: every server of the process shares the io thread.)"""
+    entered = threading.Event()
+    release = threading.Event()
+    ended = []
+
+    def slow(conn, data):
+        entered.set()
+        release.wait(TIMEOUT)
+        ended.append(data)
+        return data
+
+    server = make_server(slow)
+    sock = make_raw(server.address)
+    sock.sendall(b"slow")
+    assert entered.wait(TIMEOUT)
+    started = time.monotonic()
+    server.stop(timeout=0.2)
+    assert time.monotonic() - started < 3.0  # the timeout, then at most one second for the handler
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(server.address, timeout=TIMEOUT).close()
+        successor = rsock.TcpServer(server.address, lambda conn, data: b"successor " + data)
+    finally:
+        release.set()
+    with successor, socket.create_connection(server.address, timeout=TIMEOUT) as client:
+        client.sendall(b"hello")
+        assert client.recv(100) == b"successor hello"
+    wait_until(lambda: ended == [b"slow"], "the slow handler to end")
+    assert read_to_end(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
+
+
 @pytest.fixture
 def fd_room():
     """Raises the RLIMIT_NOFILE soft limit to at least 4096 (as far as the hard limit allows) for the test."""
