@@ -245,7 +245,8 @@ class TcpServer:
         """None, "line", "length" or the delimiter bytes."""
     @property
     def stats(self) -> dict[str, int]:
-        """accepted, active, refused, messages, bytes_in, bytes_out, errors."""
+        """accepted (every connection taken from the backlog, the refused ones too), active, refused (over
+        max_connections), messages, bytes_in, bytes_out, errors."""
 
 @disjoint_base
 class TcpClient:

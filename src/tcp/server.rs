@@ -1575,7 +1575,8 @@ impl TcpServer {
         self.shared.framing.to_py(py)
     }
 
-    /// Counters: accepted, active, refused, messages, bytes_in, bytes_out, errors.
+    /// Counters: accepted (every connection taken from the backlog, the refused ones too), active,
+    /// refused (over max_connections), messages, bytes_in, bytes_out, errors.
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.shared.stats;

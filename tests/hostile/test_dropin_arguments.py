@@ -12,8 +12,8 @@ before any lookup; getaddrinfo() gets AI_NUMERICHOST and getnameinfo() NI_NUMERI
 127.0.0.1, ::1 or an abstract AF_UNIX name only, every socket has a timeout (and the blocking ones a
 kernel receive timeout), and every socket is closed.
 
-Not generated, because the README documents the difference: an optional integer argument given as
-None (rsock takes it as "not given", CPython raises TypeError).
+Not generated: an optional integer argument given as None (a TypeError in both, which
+tests/test_errors_compat.py checks call by call).
 
 Not generated, because they are known divergences where rsock is stricter than CPython's C-level
 truncation, or of no consequence (reported with these tests, not treated as bugs):
