@@ -29,7 +29,7 @@ use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::reused_bytes;
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, call_handler, close_refused_awaitable, is_awaitable};
+use crate::server_common::{self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable};
 use crate::spin::SPIN;
 
 /// Datagrams taken per recvmmsg(2) call.
@@ -82,6 +82,9 @@ pub struct DatagramReply {
     shared: Arc<UdpShared>,
     socket: Arc<UdpSocket>,
     target: SocketAddr,
+    /// Counts the async handler as one of the server's tasks until its reply is sent or given up, so
+    /// that stop() lets it finish within its timeout, and gives up the port after it.
+    in_flight: Mutex<Option<TaskGuard>>,
 }
 
 #[pymethods]
@@ -89,6 +92,8 @@ impl DatagramReply {
     /// Sends the reply an async handler returned (nothing for None); an exception is logged.
     #[pyo3(signature = (reply, exc=None))]
     fn _handler_done(&self, py: Python<'_>, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        // Ends the task when this call returns, once the reply is sent.
+        let _in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).take();
         // In a forked child the parent still serves this socket: a reply sent from both would reach the
         // sender twice.
         self.shared.lifecycle.check_runs_here()?;
@@ -428,6 +433,7 @@ fn hand_to_loop(
         shared: shared.clone(),
         socket: socket.clone(),
         target,
+        in_flight: Mutex::new(Some(shared.lifecycle.task())),
     };
     call_handler(bridge.bind(py), (awaitable, Py::new(py, reply)?))?;
     Ok(())

@@ -922,6 +922,37 @@ async def test_udp_stop_delivers_replies_of_handlers_in_flight(servers):
 
 
 @pytest.mark.asyncio
+async def test_udp_stop_waits_for_async_handlers_then_gives_up_the_port(servers):
+    """stop(timeout) waits for an async handler in flight as for a plain one: past the timeout it returns, the port
+    is free for a new server, and the late reply is not sent (it used to leave from the port after stop())."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def on_datagram(data, address):
+        entered.set()
+        await release.wait()
+        ended.set()
+        return b"late " + data
+
+    server = await servers.udp(on_datagram)
+    transport, replies = await servers.datagram_client()
+    transport.sendto(b"reply", server.address)
+    await bounded(entered.wait())
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await bounded(server.stop(0.2))
+    assert 0.15 <= loop.time() - started < 3.0  # the timeout, then at most one second more
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as successor:
+        successor.bind(server.address)
+        release.set()
+        await bounded(ended.wait())
+    await asyncio.sleep(0.1)  # for a late reply to arrive, were one sent
+    assert replies.empty()
+    assert server.stats["errors"] == 1
+
+
+@pytest.mark.asyncio
 async def test_udp_server_lifecycle(servers):
     server = await servers.udp(lambda data, address: data, start=False)
     assert not server.running
