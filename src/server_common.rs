@@ -122,7 +122,7 @@ impl Lifecycle {
     /// handler returns fails (a late reply is counted as an error, not sent from a port the server no
     /// longer holds); the number itself is never closed under the thread, where it could come to name
     /// another file.
-    pub fn release_port(&self) {
+    fn release_port(&self) {
         let Some(socket) = self.port_socket() else {
             return;
         };
@@ -395,7 +395,9 @@ impl<S: Send + 'static> Runner<S> {
     }
 
     /// stop(timeout): begins the stop and waits up to `timeout` (default 5 s) for the server's tasks;
-    /// if some are still going, `force()` closes what is left and stop() waits at most ABORT_GRACE more.
+    /// if some are still going, `force()` closes what is left, the port is given up (`release_port`:
+    /// a handler may hold up the thread that would close its socket) and stop() waits at most
+    /// ABORT_GRACE more.
     /// From a handler (on one of rsock's threads) it only begins the stop: waiting there could wait on
     /// itself.
     pub fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>, force: impl FnOnce()) -> PyResult<()> {
@@ -406,6 +408,7 @@ impl<S: Send + 'static> Runner<S> {
         }
         if !runtime::wait(py, &self.lifecycle.stopped, Some(timeout))? {
             force();
+            self.lifecycle.release_port();
             runtime::wait(py, &self.lifecycle.stopped, Some(ABORT_GRACE))?;
         }
         Ok(())

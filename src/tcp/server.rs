@@ -1500,7 +1500,6 @@ impl TcpServer {
         self.runner.stop(py, timeout, || {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
             open.iter().for_each(|conn| conn.abort());
-            self.shared.lifecycle.release_port();
         })
     }
 

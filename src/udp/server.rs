@@ -612,7 +612,7 @@ impl UdpServer {
     /// one second more for it.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.runner.stop(py, timeout, || self.shared.lifecycle.release_port())
+        self.runner.stop(py, timeout, || {})
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
