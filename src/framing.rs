@@ -15,6 +15,17 @@ use tokio_util::codec::Decoder;
 use crate::buffer::read_bytes;
 
 /// How a byte stream is cut into messages.
+/// A message longer than a 4-byte length prefix can announce (4 GiB): a bad argument, so ValueError,
+/// wherever it is sent from.
+#[derive(Debug)]
+pub struct TooLong;
+
+impl From<TooLong> for PyErr {
+    fn from(_: TooLong) -> PyErr {
+        PyValueError::new_err("message too long for a 4-byte length prefix")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// Every chunk the OS hands over is a message.
@@ -73,35 +84,30 @@ impl Framing {
         }
     }
 
-    /// The bytes that carry `message` on the wire.
-    pub fn encode(&self, message: &[u8], out: &mut BytesMut) -> io::Result<()> {
-        match self {
-            Framing::Raw => out.extend_from_slice(message),
-            Framing::Line => {
-                out.extend_from_slice(message);
-                out.put_u8(b'\n');
-            }
-            Framing::Delimiter(d) => {
-                out.extend_from_slice(message);
-                out.extend_from_slice(d);
-            }
-            Framing::Length => {
-                let len = u32::try_from(message.len()).map_err(|_| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "message too long for a 4-byte length prefix",
-                    )
-                })?;
-                out.put_u32(len);
-                out.extend_from_slice(message);
-            }
+    /// The bytes that carry `message` on the wire, appended to `out`. A message too long for its
+    /// framing is refused before anything is reserved for it.
+    pub fn encode(&self, message: &[u8], out: &mut BytesMut) -> Result<(), TooLong> {
+        let prefix = match self {
+            Framing::Length => Some(u32::try_from(message.len()).map_err(|_| TooLong)?),
+            _ => None,
+        };
+        let suffix: &[u8] = match self {
+            Framing::Raw | Framing::Length => b"",
+            Framing::Line => b"\n",
+            Framing::Delimiter(d) => d,
+        };
+        out.reserve(4 + message.len() + suffix.len());
+        if let Some(len) = prefix {
+            out.put_u32(len);
         }
+        out.extend_from_slice(message);
+        out.extend_from_slice(suffix);
         Ok(())
     }
 
     /// `message` framed, as one buffer.
-    pub fn encoded(&self, message: &[u8]) -> io::Result<Bytes> {
-        let mut out = BytesMut::with_capacity(message.len() + 4);
+    pub fn encoded(&self, message: &[u8]) -> Result<Bytes, TooLong> {
+        let mut out = BytesMut::new();
         self.encode(message, &mut out)?;
         Ok(out.freeze())
     }

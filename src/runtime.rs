@@ -446,8 +446,9 @@ impl Latch {
 
 /// Blocks the calling Python thread until `latch` is set or `timeout` passes, with the GIL released,
 /// running the signal handlers every 100 ms so Ctrl-C interrupts the wait. Returns whether it is set.
+/// A timeout too long for the clock to reach waits without one.
 pub fn wait(py: Python<'_>, latch: &Latch, timeout: Option<Duration>) -> PyResult<bool> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let slice = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),

@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use pyo3::call::PyCallArgs;
@@ -46,6 +47,8 @@ pub struct Lifecycle {
     wake_port_at_stop: AtomicBool,
     /// Whether stop() gave up the port (`release_port`).
     released: AtomicBool,
+    /// The thread that named the port's socket (`hold_port`): the one that serves the server.
+    port_thread: Mutex<Option<ThreadId>>,
     /// One more than the fork generation of the process that started the server, 0 before it starts
     /// (see `runs_here`).
     started_in: AtomicU64,
@@ -60,13 +63,20 @@ impl Lifecycle {
         TaskGuard(self.clone())
     }
 
-    /// Names the socket that holds the server's port; with `wake_at_stop`, begin_stop() wakes a
-    /// thread waiting for datagrams on it.
+    /// Names the socket that holds the server's port, on the thread that serves the server; with
+    /// `wake_at_stop`, begin_stop() wakes a thread waiting for datagrams on it.
     pub fn hold_port<S: AsFd + Send + Sync + 'static>(&self, socket: &Arc<S>, wake_at_stop: bool) {
         let socket = Arc::downgrade(socket);
         let socket: Weak<dyn AsFd + Send + Sync> = socket;
         *self.port.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
+        *self.port_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
         self.wake_port_at_stop.store(wake_at_stop, Ordering::Release);
+    }
+
+    /// Whether the calling thread is the one that named the port's socket (a UDP server's receive
+    /// thread, in one of the server's own handlers).
+    pub fn port_held_by_this_thread(&self) -> bool {
+        *self.port_thread.lock().unwrap_or_else(|e| e.into_inner()) == Some(std::thread::current().id())
     }
 
     fn port_socket(&self) -> Option<Arc<dyn AsFd + Send + Sync>> {
@@ -178,9 +188,10 @@ fn _stop_all_servers(py: Python<'_>, timeout: f64) -> PyResult<()> {
         .filter_map(|s| s.upgrade())
         .collect();
     running.iter().for_each(|s| s.begin_stop());
-    let limit = Duration::from_secs_f64(timeout.max(0.0));
+    // Infinite or beyond what a Duration holds: no limit. (NaN, like a negative number, is 0.)
+    let limit = Duration::try_from_secs_f64(timeout.max(0.0)).ok();
     for server in &running {
-        runtime::wait(py, &server.stopped, Some(limit))?;
+        runtime::wait(py, &server.stopped, limit)?;
     }
     Ok(())
 }
@@ -327,6 +338,17 @@ const STOPPED: u8 = 2;
 
 /// A server's run: not started (holding its bound socket `S`), running, or stopped; what start(),
 /// serve_forever(), stop() and the state in reprs mean, the same for every server.
+/// Where stop() is called from, which says whether it may wait for the server's tasks.
+pub enum StopCaller {
+    /// A thread the server's tasks do not run on: stop() waits for them.
+    Elsewhere,
+    /// One of the server's own handlers, on the thread that runs its tasks: they cannot go on until
+    /// the handler returns, so stop() only begins the stop. With `give_up_port` (the socket holding
+    /// the port carries nothing the tasks still send: a TCP listener) the port is given up at once,
+    /// so that the handler can bind it again.
+    ServingThread { give_up_port: bool },
+}
+
 pub struct Runner<S> {
     state: AtomicU8,
     socket: Mutex<Option<S>>,
@@ -397,13 +419,21 @@ impl<S: Send + 'static> Runner<S> {
     /// stop(timeout): begins the stop and waits up to `timeout` (default 5 s) for the server's tasks;
     /// if some are still going, `force()` closes what is left, the port is given up (`release_port`:
     /// a handler may hold up the thread that would close its socket) and stop() waits at most
-    /// ABORT_GRACE more.
-    /// From a handler (on one of rsock's threads) it only begins the stop: waiting there could wait on
-    /// itself.
-    pub fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>, force: impl FnOnce()) -> PyResult<()> {
+    /// ABORT_GRACE more. Called from one of the server's own handlers it only begins the stop
+    /// (`StopCaller`).
+    pub fn stop(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+        caller: StopCaller,
+        force: impl FnOnce(),
+    ) -> PyResult<()> {
         let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(DEFAULT_STOP_TIMEOUT);
         self.begin_stop();
-        if runtime::on_handler_thread() {
+        if let StopCaller::ServingThread { give_up_port } = caller {
+            if give_up_port {
+                self.lifecycle.release_port();
+            }
             return Ok(());
         }
         if !runtime::wait(py, &self.lifecycle.stopped, Some(timeout))? {
@@ -422,6 +452,12 @@ impl<S: Send + 'static> Runner<S> {
         start: impl FnOnce() -> PyResult<()>,
         stop: impl FnOnce() -> PyResult<()>,
     ) -> PyResult<()> {
+        if runtime::on_handler_thread() {
+            return Err(PyRuntimeError::new_err(
+                "serve_forever() cannot run in a handler: it would hold up the rsock thread that runs \
+                 it for as long as the server serves; call start() instead",
+            ));
+        }
         start()?;
         if let Err(err) = runtime::wait(py, &self.lifecycle.stopped, None) {
             stop()?;

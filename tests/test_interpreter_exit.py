@@ -31,3 +31,22 @@ def test_script_with_a_server_exits_by_itself():
     result = subprocess.run([sys.executable, "-S", "-c", SCRIPT], capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "done\n"
+
+
+EXIT_HOOK = """
+import sys
+import rsock
+
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+server.start()
+rsock._rsock._stop_all_servers(float(sys.argv[1]))
+print(server.running)
+"""
+
+
+def test_the_exit_hook_takes_a_timeout_no_clock_can_reach():
+    """The atexit hook stops every running server and waits up to its timeout; an infinite or huge one waits without
+    a limit (the server stops at once here), and NaN or a negative one not at all. None panics."""
+    for timeout in ["inf", "1e300", "nan", "-1", "1"]:
+        result = subprocess.run([sys.executable, "-c", EXIT_HOOK, timeout], capture_output=True, text=True, timeout=30)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "False\n", ""), timeout

@@ -452,8 +452,7 @@ impl StreamTransport {
         if self.closing {
             return Err(os_error(libc::EBADF));
         }
-        let framed = with_readable(data, |bytes| self.framing.encoded(bytes))?
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let framed = with_readable(data, |bytes| self.framing.encoded(bytes))??;
         self.send_bytes(py, &framed)
     }
 

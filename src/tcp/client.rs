@@ -84,6 +84,16 @@ impl TcpClient {
         turns.take(py, self.sock.wait_limit(), || self.sock.is_closed())
     }
 
+    /// One recv: 0 at the peer's end of stream. A read that close() from another thread woke up (by
+    /// shutting the socket down) is EBADF, as a read after close() is, not the peer's end of stream.
+    fn receive(&self, py: Python<'_>, buf: &mut [MaybeUninit<u8>]) -> PyResult<usize> {
+        let received = self.sock.recv_into_slice(py, Some(&self.spin), buf, 0)?;
+        if received == 0 && self.sock.is_closed() {
+            return Err(os_error(libc::EBADF));
+        }
+        Ok(received)
+    }
+
     /// Reads once more into the buffer; false at end of stream.
     fn fill(&self, py: Python<'_>, reader: &mut Reader) -> PyResult<bool> {
         if reader.eof {
@@ -91,7 +101,7 @@ impl TcpClient {
         }
         reader.buffer.reserve(READ_CHUNK);
         let spare: &mut [MaybeUninit<u8>] = reader.buffer.spare_capacity_mut();
-        let received = self.sock.recv_into_slice(py, Some(&self.spin), spare, 0)?;
+        let received = self.receive(py, spare)?;
         // SAFETY: recv wrote `received` bytes at the start of the spare capacity.
         unsafe { reader.buffer.set_len(reader.buffer.len() + received) };
         reader.eof = received == 0;
@@ -122,7 +132,9 @@ impl TcpClient {
                 Ok(_) => {}
                 Err(err) => {
                     // The stream can no longer be cut into messages: nothing after this can be trusted.
-                    // Closed as close() closes, waking the threads blocked on it.
+                    // Closed as close() closes, waking the threads blocked on it; later reads find it
+                    // closed (EBADF), not the same bad frame again.
+                    reader.buffer.clear();
                     self.sock.close_waking(py)?;
                     return Err(PyValueError::new_err(err.to_string()));
                 }
@@ -199,11 +211,7 @@ impl TcpClient {
         with_readable(data, |bytes| {
             let framed = match self.framing {
                 Framing::Raw => None,
-                _ => Some(
-                    self.framing
-                        .encoded(bytes)
-                        .map_err(|e| PyValueError::new_err(e.to_string()))?,
-                ),
+                _ => Some(self.framing.encoded(bytes)?),
             };
             let _turn = self.turn(py, &self.writing)?;
             Ok(self.sock.send_all(py, framed.as_deref().unwrap_or(bytes), 0))
@@ -225,7 +233,7 @@ impl TcpClient {
             return Ok(PyBytes::new(py, b""));
         }
         let mut writer = BytesWriter::new(py, n)?;
-        let received = self.sock.recv_into_slice(py, Some(&self.spin), writer.space(), 0)?;
+        let received = self.receive(py, writer.space())?;
         reader.eof = received == 0;
         writer.finish(received)
     }

@@ -31,7 +31,8 @@ use crate::resolver::{endpoint, socket_address_to_py};
 use crate::reused_bytes;
 use crate::runtime;
 use crate::server_common::{
-    self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable, parse_timeout_arg,
+    self, Lifecycle, Runner, StopCaller, TaskGuard, call_handler, close_refused_awaitable, is_awaitable,
+    parse_timeout_arg,
 };
 use crate::spin;
 use crate::uring;
@@ -151,6 +152,10 @@ struct ConnShared {
     /// Signalled when queued output drops below the high-water mark.
     drained: Condvar,
     closed: AtomicBool,
+    /// on_connect has run (and an async one finished): broadcasts reach the connection from then on,
+    /// so nothing the server sends to all comes before what on_connect sends, or reaches a
+    /// connection on_connect closed.
+    joined: AtomicBool,
     /// When output last left for the peer at once (no queue for the task to flush), on `write_clock`,
     /// since the idle timer was last armed; 0 for none. The idle timer counts from it.
     last_write: AtomicU64,
@@ -612,6 +617,9 @@ impl Connection {
         io.awaiting = false;
         if failure.is_some() {
             io.failed = failure;
+        } else {
+            // An async on_connect finished (for a reply, the connection had joined already).
+            shared.joined.store(true, Release);
         }
         drop(io);
         shared.wake();
@@ -679,22 +687,23 @@ impl Connection {
     }
 }
 
-/// Sends one message, framed as the server frames messages. The outer error is the TypeError of a
-/// message that is not bytes-like, the inner one a failed write.
+/// Sends one message, framed as the server frames messages. The outer error is a bad message (not
+/// bytes-like: TypeError; too long for its length prefix: ValueError), the inner one a failed write.
 fn send_message(conn: &ConnShared, message: &Bound<'_, PyAny>) -> PyResult<io::Result<()>> {
     let framing = &conn.server.framing;
     crate::buffer::with_readable(message, |bytes| {
         if *framing == Framing::Raw {
-            return conn.write(bytes, None);
+            return Ok(conn.write(bytes, None));
         }
         let mut io = conn.io();
         if let Some(gathered) = io.gathering.as_mut() {
-            return framing.encode(bytes, gathered);
+            framing.encode(bytes, gathered)?;
+            return Ok(Ok(()));
         }
         drop(io);
         let framed = framing.encoded(bytes)?;
-        conn.write(&framed, Some(&framed))
-    })
+        Ok(conn.write(&framed, Some(&framed)))
+    })?
 }
 
 /// `data` as it goes on the wire under `framing`, ready to be written to many connections.
@@ -702,7 +711,7 @@ fn frame_message(framing: &Framing, data: &Bound<'_, PyAny>) -> PyResult<Bytes> 
     if *framing == Framing::Raw {
         return shared_bytes(data);
     }
-    crate::buffer::with_readable(data, |bytes| framing.encoded(bytes))?.map_err(|e| io_error(&e))
+    Ok(crate::buffer::with_readable(data, |bytes| framing.encoded(bytes))??)
 }
 
 /// Runs `on_message` for one message and sends its reply.
@@ -850,6 +859,7 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
 
 fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> {
     let Some(handler) = conn.server.handlers.on_connect.as_ref() else {
+        conn.joined.store(true, Release);
         return Ok(());
     };
     runtime::with_gil(|py| {
@@ -862,6 +872,7 @@ fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> 
             // Messages wait until the async on_connect is done.
             return hand_to_loop(py, conn, Awaited::Connect(py_conn), &result);
         }
+        conn.joined.store(true, Release);
         Ok(())
     })
 }
@@ -1326,6 +1337,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
         waker: AtomicWaker::new(),
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
+        joined: AtomicBool::new(false),
         last_write: AtomicU64::new(0),
     });
     let created = runtime::with_gil(|py| {
@@ -1412,7 +1424,7 @@ impl TcpServer {
     #[new]
     #[pyo3(signature = (address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None,
                         max_connections=DEFAULT_MAX_CONNECTIONS, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                        idle_timeout=None, backlog=DEFAULT_BACKLOG, reuse_port=false),
+                        idle_timeout=None, backlog=DEFAULT_BACKLOG, reuse_port=None),
            text_signature = "(address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None, \
                              max_connections=10000, max_frame_size=16777216, idle_timeout=None, backlog=1024, \
                              reuse_port=False)")]
@@ -1428,8 +1440,9 @@ impl TcpServer {
         max_frame_size: usize,
         idle_timeout: Option<&Bound<'_, PyAny>>,
         backlog: i32,
-        reuse_port: bool,
+        reuse_port: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let reuse_port = crate::args::flag(reuse_port)?;
         let handlers = Handlers {
             on_message: callable_or_none("on_message", on_message)?,
             on_connect: callable_or_none("on_connect", on_connect)?,
@@ -1494,10 +1507,17 @@ impl TcpServer {
     /// Stops accepting, lets every connection send the replies already produced, then closes them.
     /// Connections still open after `timeout` seconds (default 5) are closed at once, and the port is
     /// given up even while a handler holds up the io thread; stop() then waits at most one second more
-    /// (a handler still running finishes on its own).
+    /// (a handler still running finishes on its own). Called from a TcpServer's handler (on the io
+    /// thread, where the connections are served once it returns) it gives up the port and returns at
+    /// once; the connections finish after the handler.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.runner.stop(py, timeout, || {
+        let caller = if runtime::on_io_thread() {
+            StopCaller::ServingThread { give_up_port: true }
+        } else {
+            StopCaller::Elsewhere
+        };
+        self.runner.stop(py, timeout, caller, || {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
             open.iter().for_each(|conn| conn.abort());
         })
@@ -1525,7 +1545,7 @@ impl TcpServer {
             .shared
             .connections()
             .values()
-            .filter(|c| !skip.iter().any(|s| Arc::ptr_eq(s, c)))
+            .filter(|c| c.joined.load(Acquire) && !skip.iter().any(|s| Arc::ptr_eq(s, c)))
             .cloned()
             .collect();
         let send_all = || {

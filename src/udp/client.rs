@@ -127,7 +127,9 @@ impl UdpClient {
         let family = match local {
             Some(SocketAddr::V6(_)) => libc::AF_INET6,
             Some(SocketAddr::V4(_)) => libc::AF_INET,
-            None => family,
+            None if family == libc::AF_INET || family == libc::AF_INET6 => family,
+            // A UDP client of another family (AF_UNIX) could send, but never match a reply to its request.
+            None => return Err(PyValueError::new_err("family must be AF_INET or AF_INET6")),
         };
         let sock = Socket::open(py, family, libc::SOCK_DGRAM, -1)?;
         if let Some(local) = local
@@ -201,10 +203,13 @@ impl UdpClient {
                 }
             }
         }
+        let attempts = match retries {
+            0 => "1 attempt".to_owned(),
+            n => format!("{} attempts", u64::from(n) + 1),
+        };
         Err(PyTimeoutError::new_err(format!(
-            "no reply from {} after {} attempts",
-            address.repr()?,
-            u64::from(retries) + 1
+            "no reply from {} after {attempts}",
+            address.repr()?
         )))
     }
 

@@ -29,7 +29,9 @@ use crate::log::{self, ERROR};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::reused_bytes;
 use crate::runtime;
-use crate::server_common::{self, Lifecycle, Runner, TaskGuard, call_handler, close_refused_awaitable, is_awaitable};
+use crate::server_common::{
+    self, Lifecycle, Runner, StopCaller, TaskGuard, call_handler, close_refused_awaitable, is_awaitable,
+};
 use crate::spin::SPIN;
 
 /// Datagrams taken per recvmmsg(2) call.
@@ -545,13 +547,15 @@ pub struct UdpServer {
 #[pymethods]
 impl UdpServer {
     #[new]
-    #[pyo3(signature = (address=None, on_datagram=None, *, reuse_port=false))]
+    #[pyo3(signature = (address=None, on_datagram=None, *, reuse_port=None),
+           text_signature = "(address=None, on_datagram=None, *, reuse_port=False)")]
     fn new(
         py: Python<'_>,
         address: Option<&Bound<'_, PyAny>>,
         on_datagram: Option<Bound<'_, PyAny>>,
-        reuse_port: bool,
+        reuse_port: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let reuse_port = crate::args::flag(reuse_port)?;
         let on_datagram = match on_datagram.filter(|h| !h.is_none()) {
             None => None,
             Some(h) if h.is_callable() => Some(h.unbind()),
@@ -609,10 +613,16 @@ impl UdpServer {
 
     /// Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress. One
     /// still running then gives up the port at once (its reply is not sent), and stop() waits at most
-    /// one second more for it.
+    /// one second more for it. Called from this server's own handler it returns at once, and the
+    /// socket closes once the handler has returned (and its reply is sent).
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        self.runner.stop(py, timeout, || {})
+        let caller = if self.runner.lifecycle.port_held_by_this_thread() {
+            StopCaller::ServingThread { give_up_port: false }
+        } else {
+            StopCaller::Elsewhere
+        };
+        self.runner.stop(py, timeout, caller, || {})
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {

@@ -518,6 +518,9 @@ async def test_broadcast(servers):
     server = await servers.tcp(on_connect=on_connect)
     peers = [await servers.connect(server.address) for _ in range(3)]
     await bounded(joined.wait())
+    # A connection joins the broadcasts once its on_connect has finished, which its task's done callback reports
+    # to the server after this wake-up.
+    await asyncio.sleep(0)
     assert server.broadcast(b"to all") == 3
     for peer in peers:
         assert await recv_lines(peer, 1) == [b"to all"]
@@ -528,6 +531,27 @@ async def test_broadcast(servers):
         if by_port[peer.sock.getsockname()[1]] is not excluded:
             assert await recv_lines(peer, 1) == [b"to some"]
     assert server.broadcast(b"to none", exclude=connections) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_broadcast_reaches_a_connection_only_once_its_async_on_connect_has_finished(servers):
+    """While an async on_connect awaits, broadcasts pass its connection by: what on_connect sends comes first."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def on_connect(conn):
+        entered.set()
+        await release.wait()
+        conn.send(b"welcome")
+
+    server = await servers.tcp(on_connect=on_connect)
+    peer = await servers.connect(server.address)
+    await bounded(entered.wait())
+    assert server.broadcast(b"news") == 0
+    release.set()
+    assert await recv_lines(peer, 1) == [b"welcome"]
+    assert server.broadcast(b"later") == 1
+    assert await recv_lines(peer, 1) == [b"later"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

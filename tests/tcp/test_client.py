@@ -133,6 +133,35 @@ def test_connect_tries_each_address_the_host_resolves_to(listening):
             assert client.peer[:2] == expected == (listening, port)
 
 
+@pytest.mark.parametrize("timeout", [None, TIMEOUT], ids=["blocking", "timeout"])
+@pytest.mark.parametrize("call", ["recv", "recv_exactly", "recv_message", "request"])
+def test_close_from_another_thread_ends_a_blocked_read_with_ebadf_not_an_end_of_stream(peer, call, timeout):
+    """close() from another thread wakes a read blocked on the client. The read raises OSError(EBADF), as a read
+    after close() does (and as UdpClient's does), rather than returning b"" or None as if the peer had closed."""
+    client, other = peer(framing="line", timeout=timeout)
+    args = {"recv": (), "recv_exactly": (5,), "recv_message": (), "request": (b"question",)}[call]
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(attempt(getattr(client, call), *args)))
+    reader.start()
+    if call == "request":
+        assert recv_exact(other, len(b"question\n")) == b"question\n"
+    time.sleep(0.2)  # for the read to block (were it not yet blocked, it would find the client closed: EBADF too)
+    client.close()
+    reader.join(TIMEOUT)
+    assert not reader.is_alive()
+    [exc] = outcome
+    assert isinstance(exc, OSError) and exc.errno == errno.EBADF, exc
+    assert other.recv(10) == b""
+
+
+def attempt(call, *args):
+    """What `call(*args)` returned or raised."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        return exc
+
+
 def test_close_and_context_manager(peer):
     client, other = peer()
     client.close()
@@ -290,8 +319,13 @@ def test_recv_message_over_max_frame_size_fails(peer, framing):
     other.sendall(encode(framing, b"a" * 100))
     assert client.recv_message() == b"a" * 100
     other.sendall(encode(framing, b"b" * 101))
-    with pytest.raises((ValueError, OSError)):
+    with pytest.raises(ValueError, match="max_frame_size"):
         client.recv_message()
+    # The stream can no longer be cut into messages: the client is closed, as close() closes it.
+    assert client.closed
+    with pytest.raises(OSError) as raised:
+        client.recv_message()
+    assert raised.value.errno == errno.EBADF
 
 
 # A child process under an address-space limit 512 MiB above what it maps: a peer announces a 3 GiB frame, under

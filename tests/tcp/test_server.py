@@ -10,6 +10,7 @@ import ctypes
 import errno
 import gc
 import logging
+import mmap
 import os
 import queue
 import resource
@@ -397,6 +398,38 @@ def test_default_max_frame_size_is_16_mib(make_server, make_client, make_raw):
     offender.sendall(struct.pack(">I", 16 * MiB + 1))
     assert read_to_end(offender) == b""
     assert client.request(b"ok") == b"2"
+
+
+def test_a_message_too_long_for_the_length_prefix_is_a_value_error_wherever_it_is_sent(
+    make_server, make_client, wait_until, caplog
+):
+    """4 GiB or more cannot be announced in a 4-byte length prefix: a bad argument, so ValueError, from the client's
+    send(), a connection's send(), broadcast() and a handler's reply (logged with its traceback, as a handler's
+    exception is). The 4 GiB buffer is an untouched anonymous mapping: refused before anything is copied."""
+    caplog.set_level(logging.ERROR, logger="rsock")
+    huge = mmap.mmap(-1, 2**32)
+    conns, ended = [], []
+    server = make_server(
+        lambda conn, data: huge if data == b"huge" else data,
+        framing="length",
+        on_connect=conns.append,
+        on_disconnect=lambda conn, exc: ended.append(exc),
+    )
+    client = make_client(server.address, framing="length")
+    expected = "message too long for a 4-byte length prefix"
+    with pytest.raises(ValueError, match=expected):
+        client.send(huge)
+    wait_until(lambda: conns, "the connection")
+    with pytest.raises(ValueError, match=expected):
+        conns[0].send(huge)
+    with pytest.raises(ValueError, match=expected):
+        server.broadcast(huge)
+    assert client.request(b"still open") == b"still open"
+    with pytest.raises(ConnectionError):
+        client.request(b"huge")
+    wait_until(lambda: ended, "the connection to end")
+    assert isinstance(ended[0], ValueError) and expected in str(ended[0])
+    assert any("ValueError: " + expected in (record.exc_text or "") for record in caplog.records)
 
 
 def test_pipelined_requests_with_large_replies_all_arrive(make_server, make_client):
@@ -1140,6 +1173,29 @@ def test_peers_resetting_in_the_middle_of_a_chat_end_only_their_own_connections(
         assert proc.poll() is None
 
 
+def test_a_broadcast_reaches_a_connection_only_once_its_on_connect_has_run(make_server, make_raw, wait_until):
+    """A broadcast made while a connection's on_connect still runs does not reach that connection: what on_connect
+    sends comes first, and a connection it turns away hears nothing meant for the others."""
+    in_on_connect = threading.Event()
+    release = threading.Event()
+
+    def on_connect(conn):
+        in_on_connect.set()
+        release.wait(TIMEOUT)
+        conn.send(b"welcome")
+
+    server = make_server(echo, framing="line", on_connect=on_connect)
+    sock = make_raw(server.address)
+    assert in_on_connect.wait(TIMEOUT)
+    try:
+        assert server.broadcast(b"news") == 0
+    finally:
+        release.set()
+    assert recv_exact(sock, len(b"welcome\n")) == b"welcome\n"
+    wait_until(lambda: server.broadcast(b"later") == 1, "the connection to join the broadcasts")
+    assert recv_exact(sock, len(b"later\n")) == b"later\n"
+
+
 def test_broadcast_without_connections_returns_zero(make_server):
     server = make_server(echo)
     assert server.broadcast(b"nobody") == 0
@@ -1485,6 +1541,55 @@ def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_serv
     assert read_to_end(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
 
 
+def test_stop_from_a_handler_gives_up_the_port_at_once_and_the_reply_still_goes(make_server, make_raw):
+    """A handler runs on the io thread, which serves the server's connections once the handler returns: stop() called
+    there cannot wait for them, but it gives up the port at once, so that the handler can start a new server on it.
+    The handler's own reply still goes out."""
+    successors = []
+
+    def restart(conn, data):
+        started = time.monotonic()
+        server.stop(timeout=TIMEOUT)
+        took = time.monotonic() - started
+        successor = rsock.TcpServer(server.address, lambda conn, data: b"successor " + data)
+        successors.append(successor)
+        successor.start()
+        return b"restarted" if took < 1.0 else b"stop() waited"
+
+    server = make_server(restart)
+    try:
+        sock = make_raw(server.address)
+        sock.sendall(b"restart")
+        assert recv_exact(sock, len(b"restarted")) == b"restarted"
+        assert read_to_end(sock) == b""  # then the old server closes the connection
+        with socket.create_connection(server.address, timeout=TIMEOUT) as client:
+            client.sendall(b"hello")
+            assert client.recv(100) == b"successor hello"
+    finally:
+        for successor in successors:
+            successor.stop(2.0)
+
+
+def test_serve_forever_in_a_handler_is_a_runtime_error_and_blocks_nothing(make_server, make_client):
+    """serve_forever() in a handler would hold up the thread that runs it (every TcpServer's io thread) for as long
+    as that server serves: it raises RuntimeError instead, before starting anything."""
+    other = make_server(echo, framing="line", start=False)
+
+    def on_message(conn, data):
+        try:
+            other.serve_forever()
+        except RuntimeError as exc:
+            return f"{type(exc).__name__}: {exc}".encode()
+        return b"returned"
+
+    server = make_server(on_message, framing="line")
+    reply = make_client(server.address, framing="line").request(b"serve")
+    assert reply.startswith(b"RuntimeError: serve_forever() cannot run in a handler")
+    assert not other.running
+    other.start()
+    assert make_client(other.address, framing="line").request(b"ping") == b"ping"
+
+
 @pytest.fixture
 def fd_room():
     """Raises the RLIMIT_NOFILE soft limit to at least 4096 (as far as the hard limit allows) for the test."""
@@ -1775,9 +1880,11 @@ def test_a_child_forked_by_a_handler_can_serve_and_send(make_server, make_client
     assert client.request(b"fork") == repr((b"hello from the child", 0)).encode()
 
 
-def test_reuse_port_lets_two_servers_share_a_port(make_server, make_client):
-    first = make_server(lambda conn, data: b"first", framing="line", reuse_port=True)
-    second = make_server(lambda conn, data: b"second", framing="line", reuse_port=True, address=first.address)
+@pytest.mark.parametrize("flag", [True, 1], ids=["True", "1"])
+def test_reuse_port_lets_two_servers_share_a_port(make_server, make_client, flag):
+    """reuse_port is taken by its truth, as the stdlib's create_server() takes it."""
+    first = make_server(lambda conn, data: b"first", framing="line", reuse_port=flag)
+    second = make_server(lambda conn, data: b"second", framing="line", reuse_port=flag, address=first.address)
     assert second.address == first.address
     replies = {make_client(first.address, framing="line").request(b"who") for _ in range(40)}
     assert replies == {b"first", b"second"}

@@ -157,7 +157,7 @@ def test_request_times_out_after_every_attempt(make_server, make_client, wait_un
     server, got = dropping_server(make_server, 4)
     client = make_client()
     started = time.monotonic()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match=r"after 4 attempts$"):
         client.request(b"q", server.address, timeout=0.2, retries=3)
     elapsed = time.monotonic() - started
     assert 0.7 <= elapsed < 5
@@ -168,7 +168,7 @@ def test_request_times_out_after_every_attempt(make_server, make_client, wait_un
 def test_request_with_no_retries_sends_once(make_server, make_client, wait_until):
     server, got = dropping_server(make_server, 1)
     client = make_client()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match=r"after 1 attempt$"):
         client.request(b"once", server.address, timeout=0.2, retries=0)
     wait_until(lambda: len(got) == 1, "the attempt to reach the server")
     assert client.request(b"twice", server.address, timeout=1.0, retries=0) == b"reply to twice"
@@ -286,6 +286,13 @@ def test_recvfrom_waiting_when_another_thread_closes_raises_ebadf(make_client, m
     assert not thread.is_alive()
     [exc] = outcome
     assert isinstance(exc, OSError) and exc.errno == errno.EBADF, exc
+
+
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_PACKET, 12345])
+def test_a_family_other_than_inet_is_refused(family):
+    """A UdpClient of another family could send, but a request() could never match a reply to its address."""
+    with pytest.raises(ValueError, match="family must be AF_INET or AF_INET6"):
+        rsock.UdpClient(family=family)
 
 
 def test_close_and_context_manager(make_udp):

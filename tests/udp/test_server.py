@@ -318,6 +318,68 @@ def test_stop_stops_handling_and_frees_the_port(make_server, make_udp):
     assert seen == [b"before"]
 
 
+def test_stop_from_its_own_handler_returns_at_once_and_the_reply_still_goes(make_server, make_udp, wait_until):
+    """The handler runs on the server's receive thread, which closes the socket once the handler returns: stop()
+    called there returns at once rather than wait on itself, the handler's reply is sent, and then the port is free."""
+    took = []
+
+    def on_datagram(data, addr):
+        started = time.monotonic()
+        server.stop(timeout=TIMEOUT)
+        took.append(time.monotonic() - started)
+        return b"bye"
+
+    server = make_server(on_datagram)
+    sender = make_udp()
+    sender.sendto(b"stop", server.address)
+    assert sender.recv(10) == b"bye"
+    assert took[0] < 1.0
+    assert not server.running
+
+    def port_free():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as successor:
+            try:
+                successor.bind(server.address)
+            except OSError:
+                return False
+            return True
+
+    wait_until(port_free, "the port to be free")
+
+
+def test_stop_from_a_tcp_handler_waits_for_the_udp_handler_up_to_its_timeout(make_server, make_udp):
+    """A UdpServer's handler runs on the server's own thread, not on the io thread of a TcpServer's handler: stop()
+    called in a TcpServer handler waits up to its timeout for it, then gives up the port, as stop() does anywhere
+    else, so that the TCP handler can bind the port again."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    def slow(data, addr):
+        entered.set()
+        release.wait(TIMEOUT)
+        return data
+
+    udp = make_server(slow)
+
+    def on_message(conn, data):
+        started = time.monotonic()
+        udp.stop(timeout=0.3)
+        took = time.monotonic() - started
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as successor:
+            successor.bind(udp.address)
+        return b"%.3f" % took
+
+    sender = make_udp()
+    sender.sendto(b"slow", udp.address)
+    assert entered.wait(TIMEOUT)
+    try:
+        with rsock.TcpServer((HOST, 0), on_message) as tcp, rsock.TcpClient(tcp.address, timeout=TIMEOUT) as client:
+            took = float(client.request(b"stop the UDP server"))  # the port was free after it
+            assert 0.3 <= took < 3.0  # the timeout, then at most one second for the handler
+    finally:
+        release.set()
+
+
 def test_stop_gives_up_the_port_of_a_handler_still_running_at_its_timeout(make_server, make_udp, wait_until, caplog):
     """A handler still running when stop()'s timeout ends keeps its thread, but not the port: a new server can bind
     it at once, as after a TCP server's stop(), and the late reply does not leave from it."""
@@ -502,9 +564,11 @@ def test_ctrl_c_stops_serve_forever_and_frees_the_port(make_udp):
     assert took < 5
 
 
-def test_reuse_port_lets_two_servers_share_a_port(make_server):
-    first = make_server(lambda data, addr: b"first", reuse_port=True)
-    second = make_server(lambda data, addr: b"second", reuse_port=True, address=first.address)
+@pytest.mark.parametrize("flag", [True, 1], ids=["True", "1"])
+def test_reuse_port_lets_two_servers_share_a_port(make_server, flag):
+    """reuse_port is taken by its truth, as the stdlib's create_server() takes it."""
+    first = make_server(lambda data, addr: b"first", reuse_port=flag)
+    second = make_server(lambda data, addr: b"second", reuse_port=flag, address=first.address)
     assert second.address == first.address
     replies = set()
     for _ in range(40):
