@@ -22,6 +22,7 @@ import inspect
 import logging
 import math
 import sys
+import warnings
 import weakref
 
 from rsock import _rsock, sockets
@@ -48,7 +49,7 @@ _ACCEPT_RETRY_DELAY = 1.0
 class StreamReader:
     """Reads from a connection, with asyncio.StreamReader's methods (each an awaitable)."""
 
-    __slots__ = ("_transport", "at_eof", "exception", "read", "readexactly", "readline", "readuntil")
+    __slots__ = ("_transport", "at_eof", "exception", "read", "readexactly", "readline")
 
     def __init__(self, transport):
         self._transport = transport
@@ -56,9 +57,14 @@ class StreamReader:
         self.read = transport.read
         self.readline = transport.readline
         self.readexactly = transport.readexactly
-        self.readuntil = transport.readuntil
         self.at_eof = transport.at_eof
         self.exception = transport.exception
+
+    def readuntil(self, separator=b"\n"):
+        # The native method reads None as its default separator; asyncio's refuses it.
+        if separator is None:
+            raise TypeError("a bytes-like object is required, not 'NoneType'")
+        return self._transport.readuntil(separator)
 
     def __aiter__(self):
         return self
@@ -78,6 +84,7 @@ class StreamWriter:
     does not keep up."""
 
     __slots__ = (
+        "_loop",
         "_transport",
         "can_write_eof",
         "close",
@@ -90,7 +97,8 @@ class StreamWriter:
         "writelines",
     )
 
-    def __init__(self, transport):
+    def __init__(self, loop, transport):
+        self._loop = loop
         self._transport = transport
         self.write = transport.write
         self.writelines = transport.writelines
@@ -105,6 +113,18 @@ class StreamWriter:
     @property
     def transport(self):
         return self._transport
+
+    def __del__(self, warnings=warnings):
+        # As asyncio's writer (from Python 3.11.5): one dropped unclosed closes its connection, once the queued output
+        # is sent. A server's connection keeps its writer until it closes (see _ConnectionClosed), as asyncio's
+        # protocol does. A closed loop could not finish the close. The `warnings` default keeps the module at hand
+        # at interpreter exit, when the module's globals may be gone.
+        if not self._transport.is_closing():
+            if self._loop.is_closed():
+                warnings.warn("loop is closed", ResourceWarning)
+            else:
+                self.close()
+                warnings.warn(f"unclosed {self!r}", ResourceWarning)
 
     def __repr__(self):
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
@@ -163,8 +183,8 @@ def _check_port(port, caller):
         raise OverflowError(f"{caller}(): port must be 0-65535.")
 
 
-def _streams(transport):
-    return StreamReader(transport), StreamWriter(transport)
+def _streams(loop, transport):
+    return StreamReader(transport), StreamWriter(loop, transport)
 
 
 async def _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors=False):
@@ -254,7 +274,7 @@ async def open_connection(
         sock = await _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors)
     else:
         sock = _adopt(sock)
-    return _streams(_transport(loop, sock, limit))
+    return _streams(loop, _transport(loop, sock, limit))
 
 
 def _check_host_port_or_sock(host, port, sock, neither):
@@ -283,6 +303,9 @@ class Server:
         self._serving = False
         self._serving_forever = None
         self._active = 0  # connections accepted and not yet closed
+        # The weak reference its connections call back through (see _ConnectionClosed): held here, so that the
+        # collector clears it only with the Server.
+        self._weak_self = weakref.ref(self)
         self._clients = weakref.WeakSet()  # their transports, for close_clients() and abort_clients()
         self._closed = loop.create_future()  # done once closed with every connection closed
 
@@ -329,8 +352,8 @@ class Server:
             transport = _transport(self._loop, conn, self._limit)
             self._active += 1
             self._clients.add(transport)
-            transport._notify_closed(self._detach)
-            reader, writer = _streams(transport)
+            reader, writer = _streams(self._loop, transport)
+            transport._notify_closed(_ConnectionClosed((self._weak_self, writer)))
             # Each connection runs in its own copy of the server's context, as asyncio's do: what one
             # handler sets in a ContextVar is not seen by the others.
             context = self._context.copy()
@@ -338,6 +361,9 @@ class Server:
             if asyncio.iscoroutine(result):
                 task = self._loop.create_task(result, context=context)
                 task.add_done_callback(functools.partial(_report_callback_failure, transport))
+            if not self._serving:
+                # A plain callback closed the server (a one-shot server), and the listener with it.
+                return
 
     def _detach(self):
         self._active -= 1
@@ -411,6 +437,30 @@ class Server:
 
     def __repr__(self):
         return f"<rsock.aio.Server sockets={self.sockets!r}>"
+
+
+class _ConnectionClosed(tuple):
+    """``(server_ref, writer)``: what a server's connection calls once closed. It tells the Server, through the
+    weak reference the Server holds to itself, and until then keeps the connection's writer, as asyncio's
+    protocol does, so that a handler which drops its writer does not have the connection closed by
+    StreamWriter.__del__.
+
+    A connection left open and its Server may be collected in the same pass of the cycle collector, which
+    empties what it collects (a Server's attributes, a functools.partial's function) before the transport's
+    drop schedules this call. A tuple's items are not emptied; the weak reference is cleared first, but only
+    when the Server is collected too (the collector clears every weak reference it finds unreachable, so one
+    held only here would be dead even for a Server still in use): the call then finds no Server to tell."""
+
+    __slots__ = ()
+
+    def __call__(self):
+        server = self[0]()
+        if server is not None:
+            server._detach()
+
+    def __repr__(self):
+        # Shown by the loop when the call fails, or in debug mode: nothing here that collection can empty.
+        return "<rsock.aio server connection closed>"
 
 
 def _report_callback_failure(transport, task):
@@ -487,6 +537,7 @@ async def start_server(
         listeners = [_adopt(sock)]
         listeners[0].setblocking(False)
     else:
+        _check_port(port, "bind")
         # As asyncio reads `host`: "" is every interface, and a sequence of hosts listens on each.
         if host == "":
             hosts = [None]
@@ -632,6 +683,9 @@ class UdpClient:
     def __init__(self, address=None, *, family=sockets.AF_INET):
         if address is not None:
             family = sockets.AF_INET6 if ":" in (address[0] or "") else sockets.AF_INET
+        elif family not in (sockets.AF_INET, sockets.AF_INET6):
+            # Another family's client (AF_UNIX) could send, but never match a reply to its request.
+            raise ValueError("family must be AF_INET or AF_INET6")
         # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.
         self._waiting = {False: set(), True: set()}
         self._unwatch = {}
@@ -738,7 +792,8 @@ class UdpClient:
                     break
                 if sender[:2] == target[:2]:
                     return reply
-        raise TimeoutError(f"no reply from {address!r} after {retries + 1} attempts")
+        attempts = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
+        raise TimeoutError(f"no reply from {address!r} after {attempts}")
 
     async def _resolve(self, loop, address):
         """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its

@@ -520,9 +520,18 @@ async def test_udp_request_resends_until_answered(opened):
 async def test_udp_request_gives_up_after_retries(opened):
     responder = await opened.responder(lambda data, addr: None)
     client = opened.udp()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match=r"after 3 attempts$"):
         await udp(client.request(b"anyone?", responder.address, timeout=0.05, retries=2))
     assert [data for data, _ in responder.received] == [b"anyone?"] * 3
+    with pytest.raises(TimeoutError, match=r"after 1 attempt$"):
+        await udp(client.request(b"once", responder.address, timeout=0.05, retries=0))
+
+
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_PACKET, 12345])
+async def test_udp_client_of_a_family_other_than_inet_is_refused(family):
+    """As the sync client: another family's client could send, but never match a reply to its request."""
+    with pytest.raises(ValueError, match="family must be AF_INET or AF_INET6"):
+        rsock.aio.UdpClient(family=family)
 
 
 async def test_udp_request_discards_late_replies_to_earlier_requests(opened):

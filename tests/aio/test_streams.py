@@ -217,6 +217,15 @@ async def test_readuntil_empty_separator_raises_value_error(kit):
         await bounded(reader.readuntil(b""))
 
 
+async def test_readuntil_none_raises_type_error(kit):
+    """None is not a separator (rsock's native readuntil() used to read it as the default b"\\n")."""
+    reader, _, peer = await kit.pair()
+    await peer.send(b"x\ny")
+    with pytest.raises(TypeError):
+        await bounded(reader.readuntil(None))
+    assert await bounded(reader.readuntil()) == b"x\n"
+
+
 async def test_readuntil_over_limit_without_separator_raises_and_keeps_data(kit):
     reader, _, peer = await kit.pair(limit=16)
     await peer.send(b"x" * 30)
@@ -439,6 +448,55 @@ async def test_transport_abort_drops_queued_output_and_closes(kit):
     await bounded(writer.wait_closed())
     received = len(await peer.recv_to_eof())
     assert received < 16 * MiB
+
+
+async def test_a_writer_dropped_unclosed_closes_its_connection_with_a_resource_warning(kit):
+    """As asyncio's StreamWriter.__del__ does from Python 3.11.5: the connection is closed once its queued output is
+    sent (rsock's used to stay open, the peer waiting for good)."""
+    if kit.name == "stdlib" and sys.version_info < (3, 11, 5):
+        pytest.skip("asyncio's StreamWriter closes itself when dropped from Python 3.11.5")
+    loop = asyncio.get_running_loop()
+    listener = kit.track_sock(socket.create_server((HOST, 0)))
+    listener.setblocking(False)
+    accepting = asyncio.ensure_future(loop.sock_accept(listener))
+    # Not through kit.connect(), which would keep the writer for its teardown.
+    reader, writer = await bounded(kit.mod.open_connection(*listener.getsockname()))
+    raw, _ = await bounded(accepting)
+    peer = Peer(kit.track_sock(raw))
+    writer.write(b"last words")
+    with pytest.warns(ResourceWarning, match="unclosed <.*StreamWriter"):
+        del reader, writer
+        gc.collect()
+    assert await peer.recv_to_eof() == b"last words"
+
+
+async def test_a_server_connection_whose_handler_dropped_its_writer_stays_open(kit):
+    """asyncio's protocol keeps a server connection's writer until the connection closes, so a handler that keeps
+    only its reader does not have the connection closed under it by StreamWriter.__del__."""
+    accepted = asyncio.Queue()
+
+    def keep_the_reader(reader, writer):
+        accepted.put_nowait((reader, writer.transport))
+
+    server = await bounded(kit.mod.start_server(keep_the_reader, HOST, 0))
+    transport = None
+    try:
+        peer = await raw_client(kit, server.sockets[0].getsockname())
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            reader, transport = await bounded(accepted.get())
+            gc.collect()
+        assert [str(w.message) for w in caught] == []
+        assert not transport.is_closing()
+        await peer.send(b"still there")
+        assert await bounded(reader.readexactly(11)) == b"still there"
+        transport.write(b"so am I")
+        assert await peer.recv_exactly(7) == b"so am I"
+    finally:
+        if transport is not None:
+            transport.close()
+        server.close()
+        await bounded(server.wait_closed())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1012,6 +1070,16 @@ async def test_start_server_on_a_port_in_use_raises_address_in_use(kit):
     assert excinfo.value.errno == errno.EADDRINUSE
 
 
+@pytest.mark.parametrize("port", [65536, 70000, -1])
+async def test_start_server_port_out_of_range_raises_overflowerror(kit, port):
+    """As on asyncio's own loop, where bind() refuses it (rsock's resolver wrapped 65536 and 70000 round to other
+    ports and listened there)."""
+    if kit.name == "stdlib" and on_uvloop():
+        pytest.skip("uvloop's own create_server leaves the port to its resolver, which wraps it round")
+    with pytest.raises(OverflowError, match=r"bind\(\): port must be 0-65535"):
+        await kit.serve(echo_lines, port=port)
+
+
 async def test_start_server_reuse_port(kit):
     _, address = await kit.serve(echo_lines, reuse_port=True)
     second, _ = await kit.serve(echo_lines, port=address[1], reuse_port=True)
@@ -1081,6 +1149,33 @@ async def test_a_handler_that_raises_is_reported_and_its_connection_closed(kit):
         finally:
             server.close()
             await bounded(server.wait_closed())
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_plain_callback_that_closes_the_server_reports_nothing(kit):
+    """A one-shot server, whose plain callback closes it. rsock calls a plain callback as it accepts, and used to go on
+    accepting from the listener just closed: an "accept failed" EBADF for the loop's exception handler."""
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        servers = []
+
+        def once(reader, writer):
+            servers[0].close()
+            writer.write(b"bye\n")
+            writer.close()
+
+        server = await bounded(kit.mod.start_server(once, HOST, 0))
+        servers.append(server)
+        peer = await raw_client(kit, server.sockets[0].getsockname())
+        assert await peer.recv_to_eof() == b"bye\n"
+        await bounded(server.wait_closed())
+        assert not server.is_serving()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert reported == []
     finally:
         loop.set_exception_handler(None)
 
