@@ -96,7 +96,7 @@ impl Framing {
             Framing::Line => b"\n",
             Framing::Delimiter(d) => d,
         };
-        out.reserve(4 + message.len() + suffix.len());
+        out.reserve(prefix.map_or(0, |_| 4) + message.len() + suffix.len());
         if let Some(len) = prefix {
             out.put_u32(len);
         }
