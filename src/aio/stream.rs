@@ -10,7 +10,9 @@ use std::collections::VecDeque;
 use std::io;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pyo3::exceptions::{PyConnectionError, PyConnectionResetError, PyEOFError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyConnectionError, PyConnectionResetError, PyEOFError, PyOverflowError, PyRuntimeError, PyValueError,
+};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
@@ -19,7 +21,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::op::Op;
 use super::poller::{Poller, READABLE, WRITABLE};
 use super::waiter::{Completions, Run, Waiter};
-use crate::args::python_at_least;
+use crate::args::{Opt, python_at_least};
 use crate::buffer::with_readable;
 use crate::errors::{keeping_exception, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
@@ -51,7 +53,28 @@ pub enum Want {
     Reply,
 }
 
+/// A read's size as asyncio's StreamReader takes it: any int, one beyond a C ssize_t being as good as
+/// unlimited (no buffer reaches it) rather than an OverflowError.
+fn stream_size(n: &Bound<'_, PyAny>) -> PyResult<isize> {
+    match n.extract::<isize>() {
+        Err(err) if err.is_instance_of::<PyOverflowError>(n.py()) => Ok(if n.gt(0)? { isize::MAX } else { isize::MIN }),
+        size => size,
+    }
+}
+
 impl Want {
+    /// The StreamReader method asyncio names when a second read finds this one waiting (readline()
+    /// waits inside readuntil()).
+    fn waiting_name(&self) -> &'static str {
+        match self {
+            Want::Some(_) => "read",
+            Want::Exactly(_) => "readexactly",
+            Want::Until(_) | Want::Line => "readuntil",
+            Want::Message => "recv_message",
+            Want::Reply => "request",
+        }
+    }
+
     /// The method that made this read, as Python names the coroutine.
     pub fn method_name(&self) -> &'static str {
         match self {
@@ -321,9 +344,10 @@ impl StreamTransport {
         if let Some((waiter, _)) = &self.waiter
             && waiter.borrow(py).is_pending()
         {
-            return Err(PyRuntimeError::new_err(
-                "read called while another coroutine is already waiting for incoming data",
-            ));
+            return Err(PyRuntimeError::new_err(format!(
+                "{}() called while another coroutine is already waiting for incoming data",
+                want.waiting_name()
+            )));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.waiter = Some((waiter.clone_ref(py), want.clone()));
@@ -646,9 +670,10 @@ impl StreamTransport {
     }
 
     /// `await read(n=-1)`: up to n bytes (everything until EOF when n < 0); b"" at EOF.
-    #[pyo3(signature = (n=-1))]
-    fn read(slf: &Bound<'_, Self>, n: isize) -> PyResult<Py<PyAny>> {
+    #[pyo3(signature = (n=Opt::Absent), text_signature = "(self, /, n=-1)")]
+    fn read<'py>(slf: &Bound<'py, Self>, n: Opt<'py>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
+        let n = n.given().map_or(Ok(-1), stream_size)?;
         if n == 0 {
             // As asyncio's: a broken connection's error first, even for nothing.
             let nothing = slf
@@ -666,7 +691,8 @@ impl StreamTransport {
     }
 
     /// `await readexactly(n)`: exactly n bytes, or IncompleteReadError at EOF.
-    fn readexactly(slf: &Bound<'_, Self>, n: isize) -> PyResult<Op> {
+    fn readexactly(slf: &Bound<'_, Self>, n: &Bound<'_, PyAny>) -> PyResult<Op> {
+        let n = stream_size(n)?;
         if n < 0 {
             return Err(PyValueError::new_err("readexactly size can not be less than zero"));
         }

@@ -60,6 +60,35 @@ async def test_read_n_smaller_than_buffered_leaves_the_rest(kit):
     assert await bounded(reader.read(100)) == b"def"
 
 
+async def test_sizes_beyond_a_c_ssize_t_read_as_unlimited(kit):
+    """asyncio takes any int as a size: read(10**20) gives what is buffered, readexactly(10**20) waits for more and at
+    the end of the stream raises IncompleteReadError with what came (rsock raised OverflowError)."""
+    reader, _, peer = await kit.pair()
+    await peer.send(b"abc")
+    assert await bounded(reader.read(10**20)) == b"abc"
+    await peer.send(b"tail")
+    peer.shutdown_write()
+    with pytest.raises(asyncio.IncompleteReadError) as excinfo:
+        await bounded(reader.readexactly(10**20))
+    assert excinfo.value.partial == b"tail"
+    assert await bounded(reader.read(-(10**20))) == b""
+
+
+@pytest.mark.parametrize("second", ["read", "readexactly", "readline", "readuntil"])
+async def test_a_second_read_while_one_waits_names_its_method(kit, second):
+    """asyncio's RuntimeError names the method called second (readline() waits inside readuntil())."""
+    reader, _, peer = await kit.pair()
+    waiting = asyncio.ensure_future(reader.read(10))
+    assert await still_pending(waiting, 0.01)
+    call = {"read": lambda: reader.read(5), "readexactly": lambda: reader.readexactly(5)}.get(second)
+    call = call or getattr(reader, second)
+    name = "readuntil" if second == "readline" else second
+    with pytest.raises(RuntimeError, match=rf"^{name}\(\) called while another coroutine is already waiting"):
+        await bounded(call())
+    await peer.send(b"data")
+    assert await bounded(waiting) == b"data"
+
+
 async def test_read_minus_one_reads_to_eof(kit):
     reader, _, peer = await kit.pair()
     reading = asyncio.ensure_future(bounded(reader.read(-1)))
