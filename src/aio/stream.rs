@@ -447,7 +447,9 @@ impl StreamTransport {
     }
 
     fn send_now(&mut self, py: Python<'_>, data: &[u8], done: &mut Completions) -> PyResult<()> {
-        if self.closing || self.failed.is_some() || data.is_empty() {
+        // A write after close() while queued output is still going out joins the queue, as asyncio's
+        // does; once closed, there is nothing to send it on.
+        if self.closed || self.failed.is_some() || data.is_empty() {
             return Ok(());
         }
         let mut sent = 0;

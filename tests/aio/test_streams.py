@@ -392,6 +392,19 @@ async def test_write_eof_after_queued_output_is_sent_after_it(kit):
     assert await peer.recv_to_eof() == data
 
 
+async def test_a_write_after_close_while_output_is_queued_still_goes_out(kit):
+    """close() sends the queued output first; a write() made meanwhile is queued behind it, as asyncio's is (rsock
+    dropped it without a word)."""
+    _, writer, peer = await kit.pair()
+    data = payload(16 * MiB)  # more than the socket buffers take while the peer is not reading
+    writer.write(data)
+    writer.close()
+    assert writer.is_closing()
+    writer.write(b"TAIL")
+    assert await peer.recv_to_eof() == data + b"TAIL"
+    await bounded(writer.wait_closed())
+
+
 async def test_write_after_write_eof_raises_and_reading_goes_on(kit):
     reader, writer, peer = await kit.pair()
     writer.write_eof()
