@@ -336,19 +336,23 @@ impl StreamTransport {
 
     /// The first step of a read: its outcome if the buffer decides it now, else the waiter the
     /// readable callback will complete.
+    /// The RuntimeError asyncio raises for a read (`want`) made while another task waits to read.
+    fn refuse_second_reader(&self, py: Python<'_>, want: &Want) -> PyResult<()> {
+        match &self.waiter {
+            Some((waiter, _)) if waiter.borrow(py).is_pending() => Err(PyRuntimeError::new_err(format!(
+                "{}() called while another coroutine is already waiting for incoming data",
+                want.waiting_name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn begin_read(&mut self, py: Python<'_>, want: &Want) -> PyResult<Result<PyResult<Py<PyAny>>, Py<Waiter>>> {
         if let Some(outcome) = self.try_satisfy(py, want) {
             self.resume_reading_if_drained(py)?;
             return Ok(Ok(outcome));
         }
-        if let Some((waiter, _)) = &self.waiter
-            && waiter.borrow(py).is_pending()
-        {
-            return Err(PyRuntimeError::new_err(format!(
-                "{}() called while another coroutine is already waiting for incoming data",
-                want.waiting_name()
-            )));
-        }
+        self.refuse_second_reader(py, want)?;
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.waiter = Some((waiter.clone_ref(py), want.clone()));
         self.add_reader(py)?;
@@ -813,9 +817,15 @@ impl StreamTransport {
         self.drain_awaitable(py)
     }
 
-    /// `await request(data)`: sends a message and returns the reply message.
+    /// `await request(data)`: sends a message and returns the reply message. Refused before anything is
+    /// sent while another task waits to read (its read would take the reply): the connection stays in
+    /// step.
     fn request(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<Op> {
-        slf.borrow_mut().send_message(slf.py(), data)?;
+        let py = slf.py();
+        let mut this = slf.borrow_mut();
+        this.refuse_second_reader(py, &Want::Reply)?;
+        this.send_message(py, data)?;
+        drop(this);
         Ok(Op::read(slf, Want::Reply))
     }
 

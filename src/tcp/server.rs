@@ -124,8 +124,8 @@ struct Io {
     /// An async handler of this connection is running on the caller's event loop: reading waits for it,
     /// so replies go out in the order the messages came.
     awaiting: bool,
-    /// An async handler failed: the connection ends with its exception.
-    failed: Option<PyErr>,
+    /// An async handler failed, or its reply could not be sent: how the connection ends.
+    failed: Option<Outcome>,
     /// The task is delivering a read's messages: replies to them go out even if a handler has
     /// asked to close (the close takes effect after them).
     delivering: bool,
@@ -604,12 +604,13 @@ impl Connection {
         // has yet to write (this one among them): its `delivering` is left as it was.
         let was_delivering = std::mem::replace(&mut shared.io().delivering, true);
         let failure = match exc.filter(|e| !e.is_none()) {
-            Some(exc) => Some(PyErr::from_value(exc.clone())),
+            Some(exc) => Some(Outcome::Handler(PyErr::from_value(exc.clone()))),
             None if reply.is_none() => None,
             None => match send_message(shared, reply) {
                 Ok(Ok(())) => None,
-                Ok(Err(err)) => Some(io_error(&err)),
-                Err(err) => Some(err),
+                // The peer went (as for a plain handler's reply): not the handler's failure.
+                Ok(Err(err)) => Some(Outcome::Io(err)),
+                Err(err) => Some(Outcome::Handler(err)),
             },
         };
         let mut io = shared.io();
@@ -909,8 +910,8 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     loop {
         let (pending, close_requested, awaiting) = {
             let mut io = conn.io();
-            if let Some(err) = io.failed.take() {
-                return Outcome::Handler(err);
+            if let Some(outcome) = io.failed.take() {
+                return outcome;
             }
             if io.overrun {
                 return Outcome::SlowReader(io.pending_bytes);
@@ -1207,13 +1208,8 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
                 log::log(py, INFO, &format!("closing idle connection from {peer}"), None);
                 Some(PyTimeoutError::new_err("idle timeout"))
             }
-            Outcome::Handler(err) if is_loop_shutdown(py, err) => {
-                log::log(
-                    py,
-                    INFO,
-                    &format!("closing connection from {peer}: its handler's event loop is gone"),
-                    None,
-                );
+            Outcome::Handler(err) if let Some(why) = not_the_handlers_fault(py, err) => {
+                log::log(py, INFO, &format!("closing connection from {peer}: {why}"), None);
                 Some(err.clone_ref(py))
             }
             Outcome::Handler(err) => {
@@ -1267,10 +1263,19 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
 
 pyo3::import_exception!(asyncio, CancelledError);
 
-/// Whether an async handler "failed" only because its event loop shut down (its task cancelled, or
-/// the loop closed): not the handler's fault, so not logged as an error.
-fn is_loop_shutdown(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<CancelledError>(py) || err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py)
+/// Why an async handler ended without being at fault, if it did, for the log (INFO, no traceback): its
+/// task was cancelled (asyncio.run() ending, or a cancel of the program's own), or its event loop was
+/// closed before it could run. rsock.aio reports the latter as a ConnectionAbortedError it makes but
+/// never raises, so one without a traceback; a ConnectionAbortedError a handler raised is its error
+/// like any other.
+fn not_the_handlers_fault(py: Python<'_>, err: &PyErr) -> Option<&'static str> {
+    if err.is_instance_of::<CancelledError>(py) {
+        Some("its handler was cancelled")
+    } else if err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py) && err.traceback(py).is_none() {
+        Some("its handler's event loop is gone")
+    } else {
+        None
+    }
 }
 
 /// Accepts until the server stops; each connection gets a task of its own.
