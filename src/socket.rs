@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
 use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyResourceWarning, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
 
@@ -25,8 +27,32 @@ use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_wr
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 use crate::spin::{ReplySpin, poll_for};
 
-/// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`).
-static DEFAULT_TIMEOUT_NS: AtomicI64 = AtomicI64::new(-1);
+/// The stdlib's `_socket` module, whose default timeout new sockets take.
+static STDLIB_SOCKET: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+
+/// The default timeout is the stdlib's own setting (`socket.setdefaulttimeout()`), not a copy of it: a
+/// program that sets it through either module sets it for every socket made afterwards, rsock's and
+/// those of the libraries on the stdlib's `socket` (http.client, smtplib) alike.
+fn stdlib_socket(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
+    Ok(STDLIB_SOCKET
+        .get_or_try_init(py, || py.import("_socket").map(Bound::unbind))?
+        .bind(py))
+}
+
+/// The nanoseconds of the last `setdefaulttimeout()` made through rsock; -1 for None.
+static SET_HERE_NS: AtomicI64 = AtomicI64::new(-1);
+
+/// The default timeout for new sockets in nanoseconds; -1 means blocking (`None`). The stdlib gives
+/// it as a float of seconds, which beyond 2**53 ns no longer names the nanosecond it was set to: while
+/// it is the float of rsock's own last setting, that setting is taken, exact.
+fn default_timeout_ns(py: Python<'_>) -> PyResult<i64> {
+    let seconds = stdlib_socket(py)?.call_method0(intern!(py, "getdefaulttimeout"))?;
+    let set_here = SET_HERE_NS.load(Relaxed);
+    if seconds.eq(timeout_object(py, set_here))? {
+        return Ok(set_here);
+    }
+    parse_timeout(&seconds)
+}
 
 /// `min(SOMAXCONN, 128)`, CPython's default `listen()` backlog.
 const DEFAULT_BACKLOG: c_int = if libc::SOMAXCONN < 128 { libc::SOMAXCONN } else { 128 };
@@ -725,7 +751,7 @@ impl Socket {
             self.timeout_ns.store(0, Relaxed);
             return Ok(());
         }
-        let default = DEFAULT_TIMEOUT_NS.load(Relaxed);
+        let default = default_timeout_ns(py)?;
         self.timeout_ns.store(default, Relaxed);
         if default >= 0
             && let Err(err) = set_nonblocking(fd, true)
@@ -1111,6 +1137,27 @@ impl Socket {
             if rc < 0 { Err(os_error(last_errno())) } else { Ok(()) }
         };
         let ints = |n: usize| -> PyResult<Vec<c_int>> { (0..n).map(|i| c_int(&args.get_item(i)?)).collect() };
+        if self.family.load(Relaxed) == libc::AF_VSOCK {
+            // As CPython: a vsock socket's options are 64-bit (its buffer sizes), set from an int only
+            // ("iiK": wrapped rather than range-checked), whatever the level.
+            if args.len() != 3 {
+                return Err(PyTypeError::new_err(format!(
+                    "setsockopt() takes exactly 3 arguments ({} given)",
+                    args.len()
+                )));
+            }
+            let v = ints(2)?;
+            let value = args.get_item(2)?;
+            if !value.is_instance_of::<pyo3::types::PyInt>() {
+                return Err(PyTypeError::new_err(format!(
+                    "setsockopt() argument 3 must be int, not {}",
+                    crate::addr::type_name(&value)
+                )));
+            }
+            // SAFETY: an int object, read while attached; the mask never fails for one.
+            let value: u64 = unsafe { pyo3::ffi::PyLong_AsUnsignedLongLongMask(value.as_ptr()) };
+            return set(v[0], v[1], (&value as *const u64).cast(), size_of::<u64>() as socklen_t);
+        }
         if args.len() == 3
             && let Ok(v) = ints(3)
         {
@@ -1153,9 +1200,24 @@ impl Socket {
     ) -> PyResult<Py<PyAny>> {
         let (level, option, buflen) = (c_int(level)?, c_int(option)?, c_int_or(&buflen, 0)?);
         let fd = self.raw_fd();
+        let vsock = self.family.load(Relaxed) == libc::AF_VSOCK;
+        if buflen == 0 && vsock {
+            // As CPython: a vsock socket's options are 64-bit.
+            let mut value: u64 = 0;
+            let mut len = size_of::<u64>() as socklen_t;
+            // SAFETY: value and len describe a valid u64-sized buffer.
+            let rc = unsafe { libc::getsockopt(fd, level, option, (&mut value as *mut u64).cast(), &mut len) };
+            if rc < 0 {
+                return Err(os_error(last_errno()));
+            }
+            return Ok(value.into_pyobject(py)?.into_any().unbind());
+        }
         if buflen == 0 {
             let value = getsockopt_int(fd, level, option).map_err(|e| crate::errors::io_error(&e))?;
             return Ok(value.into_pyobject(py)?.into_any().unbind());
+        }
+        if vsock {
+            return Err(PyOSError::new_err("getsockopt string buffer not allowed"));
         }
         if !(1..=GETSOCKOPT_MAX_BUFLEN).contains(&buflen) {
             return Err(PyOSError::new_err("getsockopt buflen out of range"));
@@ -1207,14 +1269,16 @@ impl Socket {
 }
 
 #[pyfunction]
-fn getdefaulttimeout(py: Python<'_>) -> Py<PyAny> {
-    timeout_object(py, DEFAULT_TIMEOUT_NS.load(Relaxed))
+fn getdefaulttimeout(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    stdlib_socket(py)?.call_method0(intern!(py, "getdefaulttimeout"))
 }
 
 #[pyfunction]
 #[pyo3(signature = (timeout, /))]
 fn setdefaulttimeout(timeout: &Bound<'_, PyAny>) -> PyResult<()> {
-    DEFAULT_TIMEOUT_NS.store(parse_timeout(timeout)?, Relaxed);
+    let py = timeout.py();
+    stdlib_socket(py)?.call_method1(intern!(py, "setdefaulttimeout"), (timeout,))?;
+    SET_HERE_NS.store(parse_timeout(timeout)?, Relaxed);
     Ok(())
 }
 

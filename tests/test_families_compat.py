@@ -336,6 +336,34 @@ def test_vsock_bad_address_raises_stdlib_error(vsock, method, address, exc_type,
         getattr(vsock, method)(address)
 
 
+def test_vsock_options_are_64_bit_set_from_an_int(sockmod, vsock):
+    """CPython reads and writes a vsock socket's options as 64-bit values (its buffer sizes are u64), set from an int
+    only and wrapped rather than range-checked; rsock used 4-byte ints, which the kernel refused (EINVAL)."""
+    level, option = sockmod.AF_VSOCK, sockmod.SO_VM_SOCKETS_BUFFER_SIZE
+    assert vsock.getsockopt(level, option) > 0
+    vsock.setsockopt(level, option, 65536)
+    assert vsock.getsockopt(level, option) == 65536
+    vsock.setsockopt(level, option, 2**64 + 70000)
+    assert vsock.getsockopt(level, option) == 70000
+    vsock.setsockopt(sockmod.SOL_SOCKET, sockmod.SO_REUSEADDR, 1)
+    assert vsock.getsockopt(sockmod.SOL_SOCKET, sockmod.SO_REUSEADDR) == 1
+
+
+BAD_VSOCK_OPTIONS = {
+    "bytes": ((b"\0" * 8,), TypeError, r"setsockopt\(\) argument 3 must be int, not bytes"),
+    "float": ((1.5,), TypeError, r"setsockopt\(\) argument 3 must be int, not float"),
+    "None and a length": ((None, 8), TypeError, r"setsockopt\(\) takes exactly 3 arguments \(4 given\)"),
+}
+
+
+@pytest.mark.parametrize("value, exc_type, message", BAD_VSOCK_OPTIONS.values(), ids=BAD_VSOCK_OPTIONS)
+def test_vsock_bad_option_values_raise_stdlib_errors(sockmod, vsock, value, exc_type, message):
+    with pytest.raises(exc_type, match=f"^{message}$"):
+        vsock.setsockopt(sockmod.AF_VSOCK, sockmod.SO_VM_SOCKETS_BUFFER_SIZE, *value)
+    with pytest.raises(OSError, match=r"^getsockopt string buffer not allowed$"):
+        vsock.getsockopt(sockmod.AF_VSOCK, sockmod.SO_VM_SOCKETS_BUFFER_SIZE, 8)
+
+
 # --- other families ---------------------------------------------------------------------------------------
 
 

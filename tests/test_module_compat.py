@@ -793,6 +793,32 @@ def test_setdefaulttimeout_applies_to_accepted_and_paired_sockets(sockmod):
         assert (first.gettimeout(), second.gettimeout()) == (2.0, 2.0)
 
 
+@pytest.mark.usefixtures("restore_default_timeout")
+def test_the_default_timeout_is_one_setting_with_the_stdlib_s(sockmod):
+    """`import rsock as socket; socket.setdefaulttimeout(0.5)` reaches the sockets that libraries on the stdlib's
+    socket module make (http.client, smtplib), as the stdlib's own call does, and the other way round: rsock kept a
+    setting of its own, so a program's requests through http.client could wait for ever."""
+    import http.client
+
+    import rsock
+
+    other = rsock if sockmod is stdlib_socket else stdlib_socket
+    sockmod.setdefaulttimeout(0.25)
+    assert other.getdefaulttimeout() == 0.25
+    with other.socket() as sock:
+        assert sock.gettimeout() == 0.25
+    with stdlib_socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (in its backlog), never answers
+        connection = http.client.HTTPConnection(*silent.getsockname())
+        try:
+            with pytest.raises(TimeoutError):
+                connection.request("GET", "/")
+                connection.getresponse()
+        finally:
+            connection.close()
+    sockmod.setdefaulttimeout(None)
+    assert other.getdefaulttimeout() is None
+
+
 PYTIME_T = "PyTime_t" if sys.version_info >= (3, 13) else "_PyTime_t"  # 3.13 made CPython's time type public
 
 
