@@ -21,6 +21,7 @@ import functools
 import inspect
 import logging
 import math
+import operator
 import sys
 import warnings
 import weakref
@@ -163,7 +164,8 @@ def _host_and_port(address):
         raise TypeError(
             f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
         )
-    return address[0], address[1]
+    # An integer port, as the sync clients take (the resolver would take a float, a service name, None as 0).
+    return address[0], operator.index(address[1])
 
 
 def _seconds(name, value):
@@ -562,11 +564,14 @@ class TcpClient:
     """An asyncio TCP client with rsock's framing: ``await TcpClient.connect(address, framing="line")``,
     then ``await send()``, ``recv()``, ``recv_exactly()``, ``recv_message()``, ``request()``."""
 
-    __slots__ = ("_requesting", "_timeout", "_transport", "send")
+    __slots__ = ("_closed_here", "_requesting", "_timeout", "_transport", "send")
 
     def __init__(self, transport, timeout):
         self._transport = transport
         self._timeout = timeout
+        # Set once this client closes the connection itself: the reads waiting then see an end of stream,
+        # which they must not report as the peer's.
+        self._closed_here = False
         self._requesting = asyncio.Lock()
         if timeout is None:
             self.send = transport.write_message
@@ -594,11 +599,14 @@ class TcpClient:
         refuses (over ``max_frame_size``) raises ValueError and closes the client, as the sync client
         does: what follows it in the stream cannot be told apart."""
         try:
-            return await self._call(self._transport.read_message())
+            message = await self._call(self._transport.read_message())
         except ValueError:
             if self._transport.framing is not None:
-                self._transport.abort()
+                self._abort()
             raise
+        if message is None:
+            self._check_not_closed_here()
+        return message
 
     async def request(self, data):
         """Sends ``data`` as a message and returns the reply message. Requests on one client take turns,
@@ -610,8 +618,12 @@ class TcpClient:
             reply = self._transport.request(data)
             try:
                 return await (reply if self._timeout is None else asyncio.wait_for(reply, self._timeout))
+            except ConnectionError:
+                self._check_not_closed_here()
+                self._abort()
+                raise
             except BaseException:
-                self._transport.abort()
+                self._abort()
                 raise
         finally:
             self._requesting.release()
@@ -619,12 +631,19 @@ class TcpClient:
     async def recv(self, n=65536):
         """Up to ``n`` bytes; b"" at end of stream."""
         self._check_readable(n, "recv")
-        return await self._call(self._transport.read(n))
+        data = await self._call(self._transport.read(n))
+        if not data and n:
+            self._check_not_closed_here()
+        return data
 
     async def recv_exactly(self, n):
         """Exactly ``n`` bytes; asyncio.IncompleteReadError if the connection ends first."""
         self._check_readable(n, "recv_exactly")
-        return await self._call(self._transport.readexactly(n))
+        try:
+            return await self._call(self._transport.readexactly(n))
+        except asyncio.IncompleteReadError:
+            self._check_not_closed_here()
+            raise
 
     def _check_readable(self, n, caller):
         """The sync client's checks: a negative size is a ValueError, a closed client EBADF."""
@@ -632,6 +651,16 @@ class TcpClient:
             raise ValueError(f"negative buffersize in {caller}")
         if self._transport.is_closing():
             raise OSError(_errno.EBADF, "Bad file descriptor")
+
+    def _check_not_closed_here(self):
+        """A read that met the end of the stream because this client closed it ends as a call after close()
+        does (and as the sync client's waiting calls do), not as if the peer had closed."""
+        if self._closed_here:
+            raise OSError(_errno.EBADF, "Bad file descriptor")
+
+    def _abort(self):
+        self._closed_here = True
+        self._transport.abort()
 
     async def _call(self, awaitable):
         if self._timeout is None:
@@ -641,13 +670,14 @@ class TcpClient:
     async def close(self):
         """Closes once the queued output is sent; with the ``timeout`` given to connect(), output still
         queued after it is dropped."""
+        self._closed_here = True
         self._transport.close()
         # A connection that broke is closed all the same; its error was for the calls that met it.
         with contextlib.suppress(OSError):
             try:
                 await self._call(self._transport.wait_closed())
             except TimeoutError:
-                self._transport.abort()
+                self._abort()
 
     @property
     def closed(self):
@@ -682,14 +712,17 @@ class UdpClient:
 
     def __init__(self, address=None, *, family=sockets.AF_INET):
         if address is not None:
-            family = sockets.AF_INET6 if ":" in (address[0] or "") else sockets.AF_INET
+            family, address = _local_address(address)
         elif family not in (sockets.AF_INET, sockets.AF_INET6):
             # Another family's client (AF_UNIX) could send, but never match a reply to its request.
             raise ValueError("family must be AF_INET or AF_INET6")
         # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.
         self._waiting = {False: set(), True: set()}
         self._unwatch = {}
+        # An asyncio.Lock serves one loop only, and the client may be made outside any loop and used by
+        # several in turn (successive asyncio.run() calls): see _request_lock().
         self._requesting = asyncio.Lock()
+        self._requesting_loop = None
         self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -777,8 +810,17 @@ class UdpClient:
             raise ValueError("retries must not be negative")
         loop = asyncio.get_running_loop()
         target = await self._resolve(loop, address)
-        async with self._requesting:
+        async with self._request_lock(loop):
             return await self._exchange(loop, data, address, target, timeout, retries)
+
+    def _request_lock(self, loop):
+        """The lock requests on `loop` take turns with: a new one when the client moved to another loop
+        since the last request. One still held is kept: the client is then in use on two loops at once,
+        which asyncio's lock refuses."""
+        if self._requesting_loop is not loop and not self._requesting.locked():
+            self._requesting = asyncio.Lock()
+            self._requesting_loop = loop
+        return self._requesting
 
     async def _exchange(self, loop, data, address, target, timeout, retries):
         self._discard_waiting()
@@ -798,8 +840,7 @@ class UdpClient:
     async def _resolve(self, loop, address):
         """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its
         canonical spelling); numeric hosts without a trip to the resolver's thread."""
-        host, port = address[:2]
-        _check_port(port, "sendto")
+        host, port = _ip_address(address, self._sock.family, "request")
         kind = {"family": self._sock.family, "type": sockets.SOCK_DGRAM}
         try:
             infos = sockets.getaddrinfo(host, port, **kind, flags=sockets.AI_NUMERICHOST)
@@ -841,6 +882,47 @@ class UdpClient:
 
     async def __aexit__(self, *exc):
         self.close()
+
+
+def _local_address(address):
+    """The family and socket address a UdpClient binds for `address`, read as the sync client reads it: a
+    (host, port) tuple or IPv6's longer one, the host a str or bytes, None the wildcard address, "" every
+    interface, a name resolved (to its first address)."""
+    if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+        raise TypeError(
+            f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
+        )
+    host, port = address[:2]
+    port = operator.index(port)
+    if not 0 <= port <= 65535:
+        raise OverflowError("port must be 0-65535.")
+    infos = sockets.getaddrinfo(
+        "0.0.0.0" if host in ("", b"") else host, port, sockets.AF_UNSPEC, sockets.SOCK_DGRAM, 0,
+        sockets.AI_PASSIVE | sockets.AI_NUMERICSERV,
+    )  # fmt: skip
+    if len(address) > 2:
+        # flowinfo and scope_id are IPv6's; one not given keeps what the name resolved to.
+        infos = [info for info in infos if info[0] == sockets.AF_INET6]
+        if not infos:
+            raise TypeError("AF_INET address must be a pair (host, port)")
+    family, resolved = infos[0][0], infos[0][4]
+    return family, resolved[:2] + address[2:] + resolved[len(address) :]
+
+
+def _ip_address(address, family, caller):
+    """``(host, port)`` of a datagram's address, checked as the sync client (and rsock's socket, which would
+    only see what the resolver made of it) checks it: a tuple, a pair for IPv4, an integer port in range."""
+    name = "AF_INET6" if family == sockets.AF_INET6 else "AF_INET"
+    if not isinstance(address, tuple):
+        raise TypeError(f"{caller}(): {name} address must be tuple, not {type(address).__name__}")
+    if family == sockets.AF_INET6 and not 2 <= len(address) <= 4:
+        raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+    if family != sockets.AF_INET6 and len(address) != 2:
+        raise TypeError("AF_INET address must be a pair (host, port)")
+    port = operator.index(address[1])
+    if not 0 <= port <= 65535:
+        raise OverflowError(f"{caller}(): port must be 0-65535.")
+    return address[0], port
 
 
 def _max_datagram(family):
@@ -886,7 +968,16 @@ class _Bridge:
             task = self._loop.create_task(awaitable, context=context)
             context.run(_HANDLER.set, task)
         else:
-            task = asyncio.ensure_future(awaitable, loop=self._loop)
+            try:
+                task = asyncio.ensure_future(awaitable, loop=self._loop)
+            except Exception as exc:
+                # Nothing this loop can run (a future of another loop): the handler failed, and its
+                # connection must hear of it, not wait for an outcome that never comes.
+                if reply_to is None:
+                    logging.getLogger("rsock").error("on_disconnect raised", exc_info=exc)
+                else:
+                    reply_to._handler_done(None, exc)
+                return
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         if reply_to is None:
@@ -905,6 +996,11 @@ def _report(reply_to, replies, task):
         reply_to._handler_done(None, exc)
     else:
         reply_to._handler_done(task.result() if replies else None)
+
+
+def _set_if_pending(future):
+    if not future.done():
+        future.set_result(None)
 
 
 def _log_failure(task):
@@ -944,8 +1040,11 @@ class _AsyncServer:
         asyncio.wait_for's), it waits only for the other handlers in flight, and the stop goes on in
         the background: waiting for the whole stop there would wait for that very handler."""
         self._server._begin_stop(timeout)
-        if self._stopping is None:
-            self._stopping = asyncio.ensure_future(self._finish_stop(timeout))
+        loop = asyncio.get_running_loop()
+        if self._stopping is None or self._stopping.get_loop() is not loop:
+            # A stop begun under another loop cannot be awaited here: that loop may be closed (and the task
+            # cancelled with it) or run in another thread. This loop finishes the stop itself.
+            self._stopping = loop.create_task(self._finish_stop(timeout))
         origin = _HANDLER.get(None)
         if self._bridge is not None and origin in self._bridge.tasks:
             await self._wait_for_other_handlers(origin, _rsock.DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
@@ -968,9 +1067,17 @@ class _AsyncServer:
             self._handlers_stopping.discard(origin)
 
     async def _finish_stop(self, timeout):
-        await asyncio.get_running_loop().run_in_executor(None, self._server.stop, timeout)
-        if self._stopped is not None and not self._stopped.done():
-            self._stopped.set_result(None)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._server.stop, timeout)
+        if self._stopped is None:
+            return
+        if self._stopped.get_loop() is loop:
+            _set_if_pending(self._stopped)
+        else:
+            # serve_forever() may be waiting on another loop, in another thread: only that loop may
+            # touch its futures. A closed loop has no one waiting to wake.
+            with contextlib.suppress(RuntimeError):
+                self._stopped.get_loop().call_soon_threadsafe(_set_if_pending, self._stopped)
 
     async def serve_forever(self):
         """Serves until stop() or until the task is cancelled (which stops the server). One task at a

@@ -562,6 +562,30 @@ async def test_udp_concurrent_requests_each_get_their_own_reply(opened):
     assert replies == [b"re: " + q for q in questions]
 
 
+async def test_udp_client_used_by_another_loop_after_this_one_takes_turns_there_too(opened, loop_factory):
+    """A client outlives the loop it first contended under (made outside any loop, used by successive asyncio.run()
+    calls): concurrent requests on the next loop take turns there too, instead of failing on a lock of the first."""
+    client = opened.udp()
+    loop = asyncio.get_running_loop()
+
+    def answer_later(data, addr):
+        # Not at once: each request is still waiting for its reply when the next one asks for its turn.
+        loop.call_later(0.02, responder.transport.sendto, b"re: " + data, addr)
+
+    responder = await opened.responder(answer_later)
+
+    async def ask_concurrently(tag):
+        asking = [client.request(b"%s %d" % (tag, i), responder.address, timeout=TIMEOUT) for i in range(3)]
+        return await bounded(asyncio.gather(*asking))
+
+    def on_another_loop():
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(ask_concurrently(b"second"))
+
+    assert await ask_concurrently(b"first") == [b"re: first 0", b"re: first 1", b"re: first 2"]
+    assert await asyncio.to_thread(on_another_loop) == [b"re: second 0", b"re: second 1", b"re: second 2"]
+
+
 async def test_udp_request_port_out_of_range_raises_overflowerror(opened):
     client = opened.udp()
     with pytest.raises(OverflowError, match="port must be 0-65535"):
@@ -673,6 +697,40 @@ async def test_tcp_client_bad_connect_arguments_raise_as_the_sync_client(kwargs,
     assert type(async_exc) is type(sync_exc) is error
 
 
+# An address's port or shape the sync clients refuse before any resolving (the resolver would take a float, a
+# service name, None as port 0): `port(real_port)` is the address given.
+BAD_ADDRESSES = {
+    "float port": lambda port: (HOST, float(port)),
+    "None port": lambda port: (HOST, None),
+    "str port": lambda port: (HOST, str(port)),
+    "list": lambda port: [HOST, port],
+    "1-tuple": lambda port: (HOST,),
+}
+
+
+@pytest.mark.parametrize("address", BAD_ADDRESSES.values(), ids=BAD_ADDRESSES.keys())
+async def test_tcp_client_connect_to_a_bad_address_raises_as_the_sync_client(address):
+    with socket.create_server((HOST, 0)) as listener:
+        address = address(listener.getsockname()[1])
+        sync_exc = _raised(lambda: rsock.TcpClient(address, timeout=TIMEOUT).close())
+        async_exc = await _raised_async(aio.TcpClient.connect(address, timeout=TIMEOUT))
+    assert (type(async_exc), str(async_exc)) == (type(sync_exc), str(sync_exc))
+    assert isinstance(sync_exc, TypeError)
+
+
+@pytest.mark.parametrize("method", ["sendto", "request"])
+@pytest.mark.parametrize("address", BAD_ADDRESSES.values(), ids=BAD_ADDRESSES.keys())
+async def test_udp_client_to_a_bad_address_raises_as_the_sync_client(opened, address, method):
+    responder = await opened.responder()
+    address = address(responder.address[1])
+    kwargs = {"timeout": 0.05, "retries": 0} if method == "request" else {}
+    with rsock.UdpClient() as sync_client:
+        sync_exc = _raised(lambda: getattr(sync_client, method)(b"x", address, **kwargs))
+    async_exc = await _raised_async(getattr(opened.udp(), method)(b"x", address, **kwargs))
+    assert (type(async_exc), str(async_exc)) == (type(sync_exc), str(sync_exc))
+    assert isinstance(sync_exc, TypeError)
+
+
 @pytest.mark.parametrize(
     "call",
     [lambda c: c.recv(-1), lambda c: c.recv_exactly(-1)],
@@ -698,6 +756,49 @@ async def test_tcp_client_recv_after_close_raises_ebadf_as_the_sync_client(opene
     assert async_exc.errno == sync_exc.errno == errno.EBADF
 
 
+WAITING_CALLS = {
+    "recv": lambda c: c.recv(),
+    "recv_message": lambda c: c.recv_message(),
+    "recv_exactly": lambda c: c.recv_exactly(4),
+    "request": lambda c: c.request(b"question"),
+}
+
+
+@pytest.mark.parametrize("call", WAITING_CALLS.values(), ids=WAITING_CALLS.keys())
+async def test_tcp_client_close_ends_the_calls_waiting_with_ebadf(opened, call):
+    """A call waiting when close() is called ends as a call after close() does (and as the sync client's waiting
+    calls do), not as if the peer had closed the connection."""
+    client, _ = await opened.tcp(framing="line")
+    waiting = asyncio.ensure_future(call(client))
+    assert await still_pending(waiting)
+    await bounded(client.close())
+    with pytest.raises(OSError) as raised:
+        await bounded(waiting)
+    assert raised.value.errno == errno.EBADF
+
+
+PEER_CLOSED = {
+    "recv": (lambda c: c.recv(), b""),
+    "recv_message": (lambda c: c.recv_message(), None),
+    "recv_exactly": (lambda c: c.recv_exactly(4), asyncio.IncompleteReadError),
+    "request": (lambda c: c.request(b"question"), ConnectionError),
+}
+
+
+@pytest.mark.parametrize(("call", "outcome"), PEER_CLOSED.values(), ids=PEER_CLOSED.keys())
+async def test_tcp_client_calls_waiting_when_the_peer_closes_see_the_end_of_the_stream(opened, call, outcome):
+    client, peer = await opened.tcp(framing="line")
+    waiting = asyncio.ensure_future(call(client))
+    assert await still_pending(waiting)
+    peer.close()
+    if isinstance(outcome, type):
+        with pytest.raises(outcome) as raised:
+            await bounded(waiting)
+        assert getattr(raised.value, "errno", None) != errno.EBADF
+    else:
+        assert await bounded(waiting) == outcome
+
+
 BAD_UDP_CALLS = {
     "recvfrom(-1)": (lambda c, addr: c.recvfrom(-1), ValueError),
     "recvfrom(timeout=-1)": (lambda c, addr: c.recvfrom(timeout=-1), ValueError),
@@ -714,6 +815,44 @@ async def test_udp_client_bad_arguments_raise_as_the_sync_client(opened, call, e
         sync_exc = _raised(lambda: call(sync_client, target))
     async_exc = await _raised_async(call(opened.udp(), target))
     assert type(async_exc) is type(sync_exc) is error
+
+
+UDP_BIND_ADDRESSES = {
+    "None host": (None, 0),
+    "empty host": ("", 0),
+    "bytes host": (b"127.0.0.1", 0),
+    "host name": ("localhost", 0),
+    "IPv6 host": ("::1", 0),
+    "IPv6 bytes host": (b"::1", 0),
+    "IPv6 with flowinfo": ("::1", 0, 0),
+    "IPv6 of four": ("::1", 0, 0, 0),
+    "IPv4 with flowinfo": ("127.0.0.1", 0, 0),
+    "float port": ("127.0.0.1", 1.5),
+    "None port": ("127.0.0.1", None),
+    "str port": ("127.0.0.1", "0"),
+    "port out of range": ("127.0.0.1", 70000),
+    "1-tuple": ("127.0.0.1",),
+    "list": ["127.0.0.1", 0],
+    "str": "127.0.0.1:0",
+}
+
+
+def _bound(client_type, address):
+    """What making a `client_type` bound to `address` gives: the host it bound and its address's length (4 for
+    IPv6), or the error's type and message."""
+    try:
+        client = client_type(address)
+    except Exception as exc:
+        return type(exc), str(exc)
+    with contextlib.closing(client):
+        return client.local[0], len(client.local)
+
+
+@pytest.mark.parametrize("address", UDP_BIND_ADDRESSES.values(), ids=UDP_BIND_ADDRESSES.keys())
+async def test_udp_client_binds_the_address_forms_the_sync_client_binds(address):
+    if "::1" in str(address) and not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback")
+    assert _bound(aio.UdpClient, address) == _bound(rsock.UdpClient, address)
 
 
 async def test_udp_recvfrom_with_timeout_zero_returns_a_queued_datagram(opened):

@@ -256,6 +256,46 @@ async def test_async_handler_that_raises_closes_its_connection_and_is_logged(ser
     assert server.stats["errors"] == 1
 
 
+def a_future_of_another_loop():
+    """A done future the running loop cannot await: it belongs to a loop of its own (closed)."""
+    other = asyncio.new_event_loop()
+    future = other.create_future()
+    future.set_result(b"never sent\n")
+    other.close()
+    return future
+
+
+@pytest.mark.asyncio
+async def test_plain_handler_returning_an_awaitable_the_loop_cannot_run_closes_its_connection(servers, caplog):
+    """Reported as a failing handler: the connection closes (its peer does not wait for good) and on_disconnect
+    hears of the error."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    ended = asyncio.Queue()
+
+    async def on_disconnect(conn, exc):
+        ended.put_nowait(exc)
+
+    server = await servers.tcp(lambda conn, data: a_future_of_another_loop(), on_disconnect=on_disconnect)
+    peer = await servers.connect(server.address)
+    await peer.send(b"hello\n")
+    assert await peer.recv_to_eof() == b""
+    assert isinstance(await bounded(ended.get()), ValueError)
+    assert server.stats["errors"] == 1
+
+
+@pytest.mark.asyncio
+async def test_plain_on_disconnect_returning_an_awaitable_the_loop_cannot_run_is_logged(servers, caplog):
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    server = await servers.tcp(lambda conn, data: data, on_disconnect=lambda conn, exc: a_future_of_another_loop())
+    peer = await servers.connect(server.address)
+    peer.close()
+    await wait_for_condition(
+        lambda: any(r.getMessage() == "on_disconnect raised" for r in rsock_records(caplog)), "the failure logged"
+    )
+    logged = [r for r in rsock_records(caplog) if r.getMessage() == "on_disconnect raised"]
+    assert isinstance(logged[0].exc_info[1], ValueError)
+
+
 @pytest.mark.asyncio
 async def test_slow_async_handler_does_not_hold_up_other_connections(servers):
     release = asyncio.Event()
@@ -630,6 +670,40 @@ async def test_tcp_serve_forever_returns_after_stop(servers):
     assert await still_pending(serving, 0.02)
     await bounded(server.stop())
     assert await bounded(serving) is None
+
+
+def test_serve_forever_on_one_thread_s_loop_returns_after_stop_on_another_s(loop_factory, leftover):
+    """serve_forever() awaited on a loop in one thread, stop() awaited on a loop in another: the stop wakes the
+    first loop through that loop itself (setting its future from the other thread would not wake it)."""
+    server = aio.TcpServer((HOST, 0), lambda conn, data: data, framing="line")
+    leftover.append(server)
+    serving = {}
+    outcome = []
+
+    async def serve():
+        serving["loop"], serving["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        await server.start()
+        serving["started"].set()
+        outcome.append(await server.serve_forever())
+
+    def thread_a():
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve())
+
+    serving["started"] = threading.Event()
+    thread = threading.Thread(target=thread_a, daemon=True)
+    thread.start()
+    try:
+        assert serving["started"].wait(TIMEOUT)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(bounded(server.stop()))
+        thread.join(TIMEOUT)
+        assert not thread.is_alive(), "serve_forever() went on after stop()"
+        assert outcome == [None]
+    finally:
+        if thread.is_alive():
+            serving["loop"].call_soon_threadsafe(serving["task"].cancel)
+            thread.join(TIMEOUT)
 
 
 @pytest.mark.asyncio
@@ -1103,6 +1177,33 @@ def test_a_server_started_again_under_a_later_loop_serves_there(loop_factory, le
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             assert runner.run(start_and_ask(question)) == b"echo " + question
     assert server.running
+
+
+def test_a_stop_interrupted_under_one_loop_is_finished_under_the_next(loop_factory, leftover):
+    """stop() cut short (wait_for) under one asyncio.run(), whose loop then closes with the stop's task in it; stop()
+    under the next loop finishes the stop instead of awaiting the closed loop's cancelled task."""
+
+    async def on_message(conn, data):
+        await asyncio.sleep(1.0)
+        return data
+
+    server = aio.TcpServer((HOST, 0), on_message, framing="line")
+    leftover.append(server)
+
+    async def interrupted_stop():
+        await server.start()
+        client = await aio.TcpClient.connect(server.address, framing="line", timeout=TIMEOUT)
+        async with client:
+            await client.send(b"slow")
+            await asyncio.sleep(0.1)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(server.stop(), 0.1)
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(interrupted_stop())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(bounded(server.stop()))
+    assert not server.running
 
 
 def test_tcp_server_stops_when_a_message_arrives_after_its_loop_closed(loop_factory, leftover, caplog, capfd):
