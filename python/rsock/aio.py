@@ -355,7 +355,7 @@ class Server:
             self._active += 1
             self._clients.add(transport)
             reader, writer = _streams(self._loop, transport)
-            transport._notify_closed(_ConnectionClosed((self._weak_self, writer)))
+            transport._notify_closed(_ConnectionClosed((self._weak_self, writer if _PROTOCOL_KEEPS_WRITER else None)))
             # Each connection runs in its own copy of the server's context, as asyncio's do: what one
             # handler sets in a ContextVar is not seen by the others.
             context = self._context.copy()
@@ -441,11 +441,16 @@ class Server:
         return f"<rsock.aio.Server sockets={self.sockets!r}>"
 
 
+# asyncio's server protocol keeps each connection's writer until the connection closes before Python 3.13; from
+# 3.13 it does not, and a writer the handler drops closes its connection (StreamWriter.__del__) there.
+_PROTOCOL_KEEPS_WRITER = sys.version_info < (3, 13)
+
+
 class _ConnectionClosed(tuple):
     """``(server_ref, writer)``: what a server's connection calls once closed. It tells the Server, through the
-    weak reference the Server holds to itself, and until then keeps the connection's writer, as asyncio's
-    protocol does, so that a handler which drops its writer does not have the connection closed by
-    StreamWriter.__del__.
+    weak reference the Server holds to itself, and until then keeps the connection's writer where asyncio's
+    protocol does (before 3.13; None from 3.13), so that a handler which drops its writer does not have the
+    connection closed by StreamWriter.__del__.
 
     A connection left open and its Server may be collected in the same pass of the cycle collector, which
     empties what it collects (a Server's attributes, a functools.partial's function) before the transport's
