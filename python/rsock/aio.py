@@ -718,7 +718,7 @@ class UdpClient:
     def __init__(self, address=None, *, family=sockets.AF_INET):
         if address is not None:
             family, address = _local_address(address)
-        elif family not in (sockets.AF_INET, sockets.AF_INET6):
+        elif operator.index(family) not in (sockets.AF_INET, sockets.AF_INET6):  # a family not an int: TypeError
             # Another family's client (AF_UNIX) could send, but never match a reply to its request.
             raise ValueError("family must be AF_INET or AF_INET6")
         # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.

@@ -534,6 +534,14 @@ async def test_udp_client_of_a_family_other_than_inet_is_refused(family):
         rsock.aio.UdpClient(family=family)
 
 
+@pytest.mark.parametrize("family", ["inet", None, 2.0])
+async def test_udp_client_family_of_another_type_is_a_type_error_as_for_the_sync_client(family):
+    with pytest.raises(TypeError):
+        rsock.UdpClient(family=family)
+    with pytest.raises(TypeError):
+        rsock.aio.UdpClient(family=family)
+
+
 async def test_udp_request_discards_late_replies_to_earlier_requests(opened):
     """A reply that comes after its request timed out is not taken for the reply to the next request."""
     answer_later = []
