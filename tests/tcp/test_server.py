@@ -1966,7 +1966,10 @@ def test_an_idle_connection_costs_the_server_a_few_kib_of_resident_memory():
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for the next request needs the client running meanwhile")
 def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_they_stop():
     """Requests that follow their replies within microseconds are read without the io thread sleeping in between
-    (without the polling it sleeps once per request); once they stop, it sleeps and spends no CPU."""
+    (without the polling it sleeps once per request); once they stop, it sleeps and spends no CPU. The sleeps are
+    counted over up to three rounds, the fewest taken: a round in which other processes kept the two cores busy
+    (another test suite, a build) preempts the polling and shows sleeps it would not take; without the polling
+    every round shows about one per request."""
     with rsock_server_process("rsock.TcpServer(('127.0.0.1', 0), lambda conn, data: data, framing='line')") as (
         server,
         address,
@@ -1975,14 +1978,16 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
         with rsock.TcpClient.connect(address, timeout=TIMEOUT, framing="line") as client:
             for _ in range(300):  # both sides settle into polling
                 assert client.request(b"warm") == b"warm"
-            switches_before = voluntary_switches(io_thread, server.pid)
-            for n in range(2000):
-                assert client.request(b"%d" % n) == b"%d" % n
-            switches_after = voluntary_switches(io_thread, server.pid)
+            rounds = []
+            while len(rounds) < 3 and not (rounds and min(rounds) < 0.7):
+                switches_before = voluntary_switches(io_thread, server.pid)
+                for n in range(2000):
+                    assert client.request(b"%d" % n) == b"%d" % n
+                rounds.append((voluntary_switches(io_thread, server.pid) - switches_before) / 2000)
             time.sleep(0.05)
             idle_from = cpu_ticks(io_thread, server.pid)
             time.sleep(1.0)
             idle_to = cpu_ticks(io_thread, server.pid)
-    per_request = (switches_after - switches_before) / 2000
-    assert per_request < 0.7, f"{per_request:.2f} sleeps per request (sleeping between requests: about 1)"
+    per_request = min(rounds)
+    assert per_request < 0.7, f"{rounds} sleeps per request (sleeping between requests: about 1)"
     assert idle_to - idle_from <= os.sysconf("SC_CLK_TCK") // 20, "the io thread kept polling with no client"
