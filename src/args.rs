@@ -110,15 +110,15 @@ pub fn c_long(obj: &Bound<'_, PyAny>) -> PyResult<i64> {
     obj.extract()
 }
 
-/// Whether the running Python is 3.`minor` or later, for arguments whose meaning changed between
-/// versions. Read once: pyo3's version_info() parses the version string at every call, which showed
-/// in setblocking()'s cost.
 /// A flag given as any object, taken by its truth as the stdlib takes `reuse_port=` (1 is true);
 /// absent or None is false.
 pub fn flag(obj: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
     obj.map_or(Ok(false), |flag| flag.is_truthy())
 }
 
+/// Whether the running Python is 3.`minor` or later, for arguments whose meaning changed between
+/// versions. Read once: pyo3's version_info() parses the version string at every call, which showed
+/// in setblocking()'s cost.
 pub fn python_at_least(py: Python<'_>, minor: u8) -> bool {
     static MINOR: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *MINOR.get_or_init(|| py.version_info().minor) >= minor

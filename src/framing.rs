@@ -14,7 +14,6 @@ use tokio_util::codec::Decoder;
 
 use crate::buffer::read_bytes;
 
-/// How a byte stream is cut into messages.
 /// A message longer than a 4-byte length prefix can announce (4 GiB): a bad argument, so ValueError,
 /// wherever it is sent from.
 #[derive(Debug)]
@@ -26,6 +25,7 @@ impl From<TooLong> for PyErr {
     }
 }
 
+/// How a byte stream is cut into messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// Every chunk the OS hands over is a message.

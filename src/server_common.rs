@@ -336,8 +336,6 @@ const NEW: u8 = 0;
 const RUNNING: u8 = 1;
 const STOPPED: u8 = 2;
 
-/// A server's run: not started (holding its bound socket `S`), running, or stopped; what start(),
-/// serve_forever(), stop() and the state in reprs mean, the same for every server.
 /// Where stop() is called from, which says whether it may wait for the server's tasks.
 pub enum StopCaller {
     /// A thread the server's tasks do not run on: stop() waits for them.
@@ -349,6 +347,8 @@ pub enum StopCaller {
     ServingThread { give_up_port: bool },
 }
 
+/// A server's run: not started (holding its bound socket `S`), running, or stopped; what start(),
+/// serve_forever(), stop() and the state in reprs mean, the same for every server.
 pub struct Runner<S> {
     state: AtomicU8,
     socket: Mutex<Option<S>>,

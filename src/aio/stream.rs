@@ -334,8 +334,6 @@ impl StreamTransport {
         }
     }
 
-    /// The first step of a read: its outcome if the buffer decides it now, else the waiter the
-    /// readable callback will complete.
     /// The RuntimeError asyncio raises for a read (`want`) made while another task waits to read.
     fn refuse_second_reader(&self, py: Python<'_>, want: &Want) -> PyResult<()> {
         match &self.waiter {
@@ -347,6 +345,8 @@ impl StreamTransport {
         }
     }
 
+    /// The first step of a read: its outcome if the buffer decides it now, else the waiter the
+    /// readable callback will complete.
     pub fn begin_read(&mut self, py: Python<'_>, want: &Want) -> PyResult<Result<PyResult<Py<PyAny>>, Py<Waiter>>> {
         if let Some(outcome) = self.try_satisfy(py, want) {
             self.resume_reading_if_drained(py)?;
