@@ -253,11 +253,12 @@ fn close_ignoring_reset(py: Python<'_>, fd: RawFd) -> PyResult<()> {
     }
 }
 
-fn getsockopt_int(fd: RawFd, level: c_int, option: c_int) -> io::Result<c_int> {
-    let mut value: c_int = 0;
-    let mut len = size_of::<c_int>() as socklen_t;
-    // SAFETY: value and len describe a valid int-sized buffer.
-    check(unsafe { libc::getsockopt(fd, level, option, (&mut value as *mut c_int).cast(), &mut len) } as isize)?;
+/// An option read into a plain number of the type's width (an int, or a vsock socket's 64-bit value).
+fn getsockopt_value<T: Default + Copy>(fd: RawFd, level: c_int, option: c_int) -> io::Result<T> {
+    let mut value = T::default();
+    let mut len = size_of::<T>() as socklen_t;
+    // SAFETY: value and len describe a valid buffer of T's size, for a plain number type.
+    check(unsafe { libc::getsockopt(fd, level, option, (&mut value as *mut T).cast(), &mut len) } as isize)?;
     Ok(value)
 }
 
@@ -618,7 +619,7 @@ impl Socket {
             until => until,
         };
         let outcome = self.call_raw(py, POLLOUT | POLLERR, wait, |fd| {
-            match getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
+            match getsockopt_value::<c_int>(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
                 0 | libc::EISCONN => Ok(()),
                 errno => Err(io::Error::from_raw_os_error(errno)),
             }
@@ -714,11 +715,11 @@ impl Socket {
                     Err(_) => {}
                 }
                 if r#type == -1 {
-                    r#type =
-                        getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| crate::errors::io_error(&e))?;
+                    r#type = getsockopt_value::<c_int>(fd, libc::SOL_SOCKET, libc::SO_TYPE)
+                        .map_err(|e| crate::errors::io_error(&e))?;
                 }
                 if proto == -1 {
-                    proto = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+                    proto = getsockopt_value::<c_int>(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
                         .map_err(|e| crate::errors::io_error(&e))?;
                 }
                 fd
@@ -1201,19 +1202,14 @@ impl Socket {
         let (level, option, buflen) = (c_int(level)?, c_int(option)?, c_int_or(&buflen, 0)?);
         let fd = self.raw_fd();
         let vsock = self.family.load(Relaxed) == libc::AF_VSOCK;
-        if buflen == 0 && vsock {
-            // As CPython: a vsock socket's options are 64-bit.
-            let mut value: u64 = 0;
-            let mut len = size_of::<u64>() as socklen_t;
-            // SAFETY: value and len describe a valid u64-sized buffer.
-            let rc = unsafe { libc::getsockopt(fd, level, option, (&mut value as *mut u64).cast(), &mut len) };
-            if rc < 0 {
-                return Err(os_error(last_errno()));
-            }
-            return Ok(value.into_pyobject(py)?.into_any().unbind());
-        }
         if buflen == 0 {
-            let value = getsockopt_int(fd, level, option).map_err(|e| crate::errors::io_error(&e))?;
+            // As CPython: a vsock socket's options are 64-bit.
+            let value: io::Result<i128> = if vsock {
+                getsockopt_value::<u64>(fd, level, option).map(i128::from)
+            } else {
+                getsockopt_value::<c_int>(fd, level, option).map(i128::from)
+            };
+            let value = value.map_err(|e| crate::errors::io_error(&e))?;
             return Ok(value.into_pyobject(py)?.into_any().unbind());
         }
         if vsock {
