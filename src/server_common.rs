@@ -38,20 +38,24 @@ pub struct Lifecycle {
     tasks: AtomicUsize,
     /// `shutdown.is_cancelled()` without its lock, for the checks on every wake-up of a connection.
     stopping: AtomicBool,
-    /// The socket that holds the server's port (a UDP server's socket, a TCP server's listener), for
-    /// stop() to give up at its timeout (`release_port`). Weak, so a socket already closed is never
-    /// touched (its descriptor may be reused).
-    port: Mutex<Option<Weak<dyn AsFd + Send + Sync>>>,
+    /// The socket that holds the server's port, and the thread that serves it (`hold_port`).
+    port: Mutex<Option<HeldPort>>,
     /// Whether begin_stop() shuts that socket down for reading, to wake the thread that waits for
     /// datagrams on it.
     wake_port_at_stop: AtomicBool,
     /// Whether stop() gave up the port (`release_port`).
     released: AtomicBool,
-    /// The thread that named the port's socket (`hold_port`): the one that serves the server.
-    port_thread: Mutex<Option<ThreadId>>,
     /// One more than the fork generation of the process that started the server, 0 before it starts
     /// (see `runs_here`).
     started_in: AtomicU64,
+}
+
+/// The socket that holds a server's port (a UDP server's socket, a TCP server's listener), for stop()
+/// to give up at its timeout (`release_port`), and the thread that named it, which serves the server.
+struct HeldPort {
+    /// Weak, so a socket already closed is never touched (its descriptor may be reused).
+    socket: Weak<dyn AsFd + Send + Sync>,
+    thread: ThreadId,
 }
 
 /// Held by each of a server's tasks; the last to go after shutdown sets `stopped`.
@@ -67,20 +71,25 @@ impl Lifecycle {
     /// `wake_at_stop`, begin_stop() wakes a thread waiting for datagrams on it.
     pub fn hold_port<S: AsFd + Send + Sync + 'static>(&self, socket: &Arc<S>, wake_at_stop: bool) {
         let socket = Arc::downgrade(socket);
-        let socket: Weak<dyn AsFd + Send + Sync> = socket;
-        *self.port.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
-        *self.port_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current().id());
+        let thread = std::thread::current().id();
+        *self.port() = Some(HeldPort { socket, thread });
         self.wake_port_at_stop.store(wake_at_stop, Ordering::Release);
     }
 
     /// Whether the calling thread is the one that named the port's socket (a UDP server's receive
     /// thread, in one of the server's own handlers).
     pub fn port_held_by_this_thread(&self) -> bool {
-        *self.port_thread.lock().unwrap_or_else(|e| e.into_inner()) == Some(std::thread::current().id())
+        self.port()
+            .as_ref()
+            .is_some_and(|held| held.thread == std::thread::current().id())
+    }
+
+    fn port(&self) -> std::sync::MutexGuard<'_, Option<HeldPort>> {
+        self.port.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn port_socket(&self) -> Option<Arc<dyn AsFd + Send + Sync>> {
-        self.port.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.upgrade()
+        self.port().as_ref()?.socket.upgrade()
     }
 
     /// Whether the server's tasks run in this process: not in a child forked after it started, where
