@@ -50,7 +50,7 @@ _ACCEPT_RETRY_DELAY = 1.0
 class StreamReader:
     """Reads from a connection, with asyncio.StreamReader's methods (each an awaitable)."""
 
-    __slots__ = ("_transport", "at_eof", "exception", "read", "readexactly", "readline")
+    __slots__ = ("_transport", "at_eof", "exception", "read", "readexactly", "readline", "readuntil")
 
     def __init__(self, transport):
         self._transport = transport
@@ -58,14 +58,9 @@ class StreamReader:
         self.read = transport.read
         self.readline = transport.readline
         self.readexactly = transport.readexactly
+        self.readuntil = transport.readuntil
         self.at_eof = transport.at_eof
         self.exception = transport.exception
-
-    def readuntil(self, separator=b"\n"):
-        # The native method reads None as its default separator; asyncio's refuses it.
-        if separator is None:
-            raise TypeError("a bytes-like object is required, not 'NoneType'")
-        return self._transport.readuntil(separator)
 
     def __aiter__(self):
         return self
@@ -925,8 +920,7 @@ def _ip_address(address, family, caller):
     if family != sockets.AF_INET6 and len(address) != 2:
         raise TypeError("AF_INET address must be a pair (host, port)")
     port = operator.index(address[1])
-    if not 0 <= port <= 65535:
-        raise OverflowError(f"{caller}(): port must be 0-65535.")
+    _check_port(port, caller)
     return address[0], port
 
 

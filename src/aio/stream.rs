@@ -706,11 +706,12 @@ impl StreamTransport {
     }
 
     /// `await readuntil(separator=b"\n")`: through the separator; from Python 3.13, as asyncio's, a
-    /// tuple of separators too.
-    #[pyo3(signature = (separator=None))]
-    fn readuntil(slf: &Bound<'_, Self>, separator: Option<&Bound<'_, PyAny>>) -> PyResult<Op> {
+    /// tuple of separators too. None is refused (TypeError) as asyncio refuses it, not taken for the
+    /// default.
+    #[pyo3(signature = (separator=Opt::Absent), text_signature = "(self, /, separator=b'\\n')")]
+    fn readuntil<'py>(slf: &Bound<'py, Self>, separator: Opt<'py>) -> PyResult<Op> {
         let py = slf.py();
-        let mut separators = match separator {
+        let mut separators = match separator.given() {
             None => vec![b"\n".to_vec()],
             Some(tuple) if tuple.is_instance_of::<PyTuple>() && python_at_least(py, 13) => tuple
                 .try_iter()?
