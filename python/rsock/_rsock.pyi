@@ -179,6 +179,7 @@ class Connection:
         """Sends `data`, framed as the server frames messages; safe from any thread."""
     def close(self) -> None:
         """Closes the connection once the output already queued is sent."""
+    def _spare_at_stop(self) -> None: ...
     def _handler_done(self, reply: object, exc: BaseException | None = None) -> None: ...
 
 @disjoint_base
@@ -377,6 +378,7 @@ class UdpClient:
 class DatagramReply:
     """Where an async UDP handler's reply goes."""
 
+    def _spare_at_stop(self) -> None: ...
     def _handler_done(self, reply: object, exc: BaseException | None = None) -> None: ...
 
 @final

@@ -942,8 +942,9 @@ class _Bridge:
         self._loop = loop
         self._context = context
         self._server = server
-        # The handler tasks running: stop() called from one of them must not wait for itself.
-        self.tasks = set()
+        # The handler tasks running, each with where its outcome goes (None for on_disconnect's): stop()
+        # called from one of them must not wait for itself, and spares its connection or datagram.
+        self.tasks = {}
 
     def __call__(self, awaitable, reply_to, role="reply"):
         """Runs `awaitable`, an async handler's; `role` says what its outcome is for: "reply" (sent to
@@ -977,12 +978,16 @@ class _Bridge:
                 else:
                     reply_to._handler_done(None, exc)
                 return
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks[task] = reply_to
+        task.add_done_callback(self._forget)
         if reply_to is None:
             task.add_done_callback(_log_failure)
         else:
             task.add_done_callback(functools.partial(_report, reply_to, role == "reply"))
+
+    def _forget(self, task):
+        # A future returned by two handlers was added once and is done once per handler.
+        self.tasks.pop(task, None)
 
     def __repr__(self):
         return f"<rsock.aio bridge to {self._loop!r}>"
@@ -1037,7 +1042,9 @@ class _AsyncServer:
         go out; waits in a worker thread so the loop keeps running those handlers meanwhile. Called
         from one of the server's own handlers still running (directly, or in a task it made, such as
         asyncio.wait_for's), it waits only for the other handlers in flight, and the stop goes on in
-        the background: waiting for the whole stop there would wait for that very handler."""
+        the background: waiting for the whole stop there would wait for that very handler. Past the
+        timeout, what is still open is closed, but for that handler's connection (or datagram), which
+        keeps what it needs to send the reply the handler returns."""
         self._server._begin_stop(timeout)
         loop = asyncio.get_running_loop()
         if self._stopping is None or self._stopping.get_loop() is not loop:
@@ -1046,6 +1053,10 @@ class _AsyncServer:
             self._stopping = loop.create_task(self._finish_stop(timeout))
         origin = _HANDLER.get(None)
         if self._bridge is not None and origin in self._bridge.tasks:
+            if (reply_to := self._bridge.tasks[origin]) is not None:
+                # The wait below ends when the timeout closes what is still open: the reply this
+                # handler returns then must outlive that.
+                reply_to._spare_at_stop()
             await self._wait_for_other_handlers(origin, _rsock.DEFAULT_STOP_TIMEOUT if timeout is None else timeout)
             return
         await asyncio.shield(self._stopping)

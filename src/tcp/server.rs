@@ -156,6 +156,9 @@ struct ConnShared {
     /// so nothing the server sends to all comes before what on_connect sends, or reaches a
     /// connection on_connect closed.
     joined: AtomicBool,
+    /// Its async handler called stop() itself (`Connection._spare_at_stop`): a stop that times out
+    /// leaves it open, so that the reply the handler has yet to return still goes out.
+    spared_at_stop: AtomicBool,
     /// When output last left for the peer at once (no queue for the task to flush), on `write_clock`,
     /// since the idle timer was last armed; 0 for none. The idle timer counts from it.
     last_write: AtomicU64,
@@ -587,6 +590,13 @@ impl Connection {
         self.shared.server.lifecycle.check_runs_here()?;
         self.shared.request_close();
         Ok(())
+    }
+
+    /// rsock.aio's mark for the connection whose async handler calls stop(): its wait for the other
+    /// handlers ends with stop()'s timeout, when what is still open is closed, and this connection
+    /// must outlive that to send the reply the handler then returns. It closes after that reply.
+    fn _spare_at_stop(&self) {
+        self.shared.spared_at_stop.store(true, Relaxed);
     }
 
     /// rsock.aio's report that an async handler finished: its reply is sent (or its exception ends
@@ -1343,6 +1353,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
         drained: Condvar::new(),
         closed: AtomicBool::new(false),
         joined: AtomicBool::new(false),
+        spared_at_stop: AtomicBool::new(false),
         last_write: AtomicU64::new(0),
     });
     let created = runtime::with_gil(|py| {
@@ -1524,7 +1535,9 @@ impl TcpServer {
         };
         self.runner.stop(py, timeout, caller, || {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
-            open.iter().for_each(|conn| conn.abort());
+            open.iter()
+                .filter(|conn| !conn.spared_at_stop.load(Relaxed))
+                .for_each(|conn| conn.abort());
         })
     }
 

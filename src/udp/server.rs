@@ -87,15 +87,33 @@ pub struct DatagramReply {
     /// Counts the async handler as one of the server's tasks until its reply is sent or given up, so
     /// that stop() lets it finish within its timeout, and gives up the port after it.
     in_flight: Mutex<Option<TaskGuard>>,
+    /// A second descriptor of the server's socket, taken when the handler calls stop() itself
+    /// (`_spare_at_stop`): the reply goes out from it even if stop() gives up the port meanwhile.
+    spared_socket: Mutex<Option<UdpSocket>>,
 }
 
 #[pymethods]
 impl DatagramReply {
+    /// rsock.aio's mark for the datagram whose async handler calls stop(): its wait for the other
+    /// handlers ends with stop()'s timeout, when the port is given up, and the reply the handler then
+    /// returns must still go out. The port stays bound until that reply is sent (or the handler fails).
+    fn _spare_at_stop(&self) {
+        if !self.shared.lifecycle.runs_here() || self.shared.lifecycle.released() {
+            return;
+        }
+        // Without a second descriptor (none left) the reply is sent as any other.
+        if let Ok(socket) = self.socket.try_clone() {
+            *self.spared_socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(socket);
+        }
+    }
+
     /// Sends the reply an async handler returned (nothing for None); an exception is logged.
     #[pyo3(signature = (reply, exc=None))]
     fn _handler_done(&self, py: Python<'_>, reply: &Bound<'_, PyAny>, exc: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         // Ends the task when this call returns, once the reply is sent.
         let _in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let spared_socket = self.spared_socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let socket = spared_socket.as_ref().unwrap_or(&self.socket);
         // In a forked child the parent still serves this socket: a reply sent from both would reach the
         // sender twice.
         self.shared.lifecycle.check_runs_here()?;
@@ -104,7 +122,7 @@ impl DatagramReply {
             Some(exc) => Err(PyErr::from_value(exc.clone())),
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
-                send_now(&self.shared, &self.socket, bytes, self.target).map_err(|e| io_error(&e))
+                send_now(&self.shared, socket, bytes, self.target).map_err(|e| io_error(&e))
             })
             .and_then(|r| r),
         };
@@ -436,6 +454,7 @@ fn hand_to_loop(
         socket: socket.clone(),
         target,
         in_flight: Mutex::new(Some(shared.lifecycle.task())),
+        spared_socket: Mutex::new(None),
     };
     call_handler(bridge.bind(py), (awaitable, Py::new(py, reply)?))?;
     Ok(())

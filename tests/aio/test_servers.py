@@ -743,6 +743,85 @@ async def test_stop_from_an_async_handler_returns_at_once_and_its_reply_goes_out
 
 
 @pytest.mark.asyncio
+async def test_stop_with_a_timeout_in_a_handler_still_sends_that_handler_s_reply(servers):
+    """await stop(timeout) in a handler while another handler is stuck: the timeout ends the caller's wait and closes
+    the stuck handler's connection at the same moment, but the caller's connection is spared until the reply its
+    handler returns (then or later) is out, and closes after it (it used to be closed with the others, the reply
+    lost)."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def on_message(conn, data):
+        if data == b"stuck":
+            entered.set()
+            await release.wait()
+            return b"late"
+        await server.stop(0.2)
+        await asyncio.sleep(0.1)  # past the moment the timeout closes what is open, on any loop's timers
+        return b"bye"
+
+    server = await servers.tcp(on_message)
+    stuck = await servers.connect(server.address)
+    await stuck.send(b"stuck\n")
+    await bounded(entered.wait())
+    admin = await servers.connect(server.address)
+    await admin.send(b"stop\n")
+    try:
+        assert await admin.recv_to_eof() == b"bye\n"
+        with contextlib.suppress(ConnectionResetError):
+            assert await stuck.recv_to_eof() == b""
+    finally:
+        release.set()
+    assert not server.running
+
+
+async def bind_datagram_socket_when_free(address):
+    """A UDP socket bound to `address`, retried (for at most TIMEOUT) while another still holds it."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(address)
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_udp_stop_with_a_timeout_in_a_handler_still_sends_that_handler_s_reply(servers):
+    """As for TCP: the timeout gives up the port while the caller's handler has yet to return its reply; the reply
+    still goes out from the port, which is given up once it has, while the stuck handler's late reply is not sent."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def on_datagram(data, address):
+        if data == b"stuck":
+            entered.set()
+            await release.wait()
+            ended.set()
+            return b"late"
+        await server.stop(0.2)
+        await asyncio.sleep(0.1)  # past the moment the timeout closes what is open, on any loop's timers
+        return b"bye"
+
+    server = await servers.udp(on_datagram)
+    transport, replies = await servers.datagram_client()
+    transport.sendto(b"stuck", server.address)
+    await bounded(entered.wait())
+    transport.sendto(b"stop", server.address)
+    assert await bounded(replies.get()) == (b"bye", server.address)
+    with await bind_datagram_socket_when_free(server.address):
+        release.set()
+        await bounded(ended.wait())
+    await asyncio.sleep(0.1)  # for a late reply to arrive, were one sent
+    assert replies.empty()
+
+
+@pytest.mark.asyncio
 async def test_stop_awaited_in_a_task_a_handler_spawned_waits_for_the_handlers_in_flight(servers):
     """Only a handler itself gets stop()'s early return: a task it spawns is not one of the handlers stop() waits
     for, so it waits like any other caller, until the replies in flight are out."""
