@@ -644,13 +644,13 @@ impl Drop for Socket {
 }
 
 impl Socket {
-    /// Under MSG_TRUNC a stream socket's recv(2) discards the bytes it reports without writing them:
-    /// that part of fresh storage is zeroed, so no result shows memory that was never received. (A
-    /// datagram socket writes what fits and reports the datagram's full length.)
-    fn hide_unwritten(&self, storage: &mut [MaybeUninit<u8>], received: usize, flags: c_int) {
+    /// Under MSG_TRUNC a TCP socket's recv(2) discards the bytes it reports without writing them,
+    /// while other stream sockets (AF_UNIX) ignore the flag and write them as usual: fresh storage is
+    /// zeroed before such a read, so no result shows memory that was never received, and what was
+    /// received is kept. (A datagram socket writes what fits and reports the datagram's full length.)
+    fn zero_if_truncating(&self, storage: &mut [MaybeUninit<u8>], flags: c_int) {
         if flags & libc::MSG_TRUNC != 0 && self.kind.load(Relaxed) & 0xf == libc::SOCK_STREAM {
-            let reported = received.min(storage.len());
-            storage[..reported].fill(MaybeUninit::new(0));
+            storage.fill(MaybeUninit::new(0));
         }
     }
 
@@ -942,8 +942,8 @@ impl Socket {
             return Ok(PyBytes::new(py, b""));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        self.zero_if_truncating(writer.space(), flags);
         let received = self.recv_into_slice(py, None, writer.space(), flags)?;
-        self.hide_unwritten(writer.space(), received, flags);
         // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         unsafe { writer.finish_padded(received) }
     }
@@ -978,8 +978,8 @@ impl Socket {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        self.zero_if_truncating(writer.space(), flags);
         let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
-        self.hide_unwritten(writer.space(), received, flags);
         let address = from_sockaddr(py, &addr)?;
         // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         Ok((unsafe { writer.finish_padded(received) }?, address))
@@ -1067,10 +1067,10 @@ impl Socket {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
+        self.zero_if_truncating(writer.space(), flags);
         // As CPython's, the result holds at most bufsize bytes whatever MSG_TRUNC reports.
         let (received, ancdata, msg_flags, addr) =
             self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags)?;
-        self.hide_unwritten(writer.space(), received, flags);
         (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
     }
 
@@ -1225,7 +1225,10 @@ impl Socket {
         if rc < 0 {
             return Err(os_error(last_errno()));
         }
-        Ok(PyBytes::new(py, &buf[..len as usize]).into_any().unbind())
+        // Some options report the length they need rather than the length written (netlink's
+        // membership list): only what the buffer holds is returned.
+        let written = (len as usize).min(buf.len());
+        Ok(PyBytes::new(py, &buf[..written]).into_any().unbind())
     }
 
     fn get_inheritable(&self) -> PyResult<bool> {

@@ -7,8 +7,11 @@ AF_PACKET (and AF_XDP) sockets need CAP_NET_RAW: those tests skip unless run as 
 import errno
 import os
 import struct
+import sys
 
 import pytest
+
+import rsock
 
 # Every blocking call in this file has a deadline, so a missing reply or frame fails a test instead of
 # hanging it.
@@ -143,6 +146,20 @@ def test_netlink_pid_and_groups_wrap_as_unsigned_int(netlink):
     # kernel to pick one.
     netlink.bind((2**32, 0))
     assert netlink.getsockname()[0] != 0
+
+
+def test_netlink_getsockopt_with_a_small_buffer_gives_what_fits(netlink, sockmod):
+    """NETLINK_LIST_MEMBERSHIPS reports the length the whole list needs (8 bytes: NETLINK_ROUTE has more than 32
+    groups) even when the buffer is smaller. rsock gives what the kernel wrote; it used to panic slicing past its
+    buffer. (The stdlib gives the reported length, bytes past the buffer included, whatever they hold.)"""
+    sol_netlink, add_membership, list_memberships = 270, 1, 9
+    netlink.setsockopt(sol_netlink, add_membership, 1)  # RTNLGRP_LINK
+    whole = netlink.getsockopt(sol_netlink, list_memberships, 8)
+    assert whole[:4] == (1 << 0).to_bytes(4, sys.byteorder) and len(whole) == 8
+    small = netlink.getsockopt(sol_netlink, list_memberships, 4)
+    assert small[:4] == whole[:4]
+    if sockmod is rsock:
+        assert small == whole[:4]
 
 
 # --- AF_PACKET --------------------------------------------------------------------------------------------

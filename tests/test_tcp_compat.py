@@ -239,6 +239,19 @@ def test_recv_with_msg_trunc_discards_what_it_reports(sockmod):
         assert recv_exactly(conn, 984) == b"A" * 984
 
 
+@pytest.mark.parametrize("method", ["recv", "recvfrom", "recvmsg"])
+def test_msg_trunc_on_a_unix_stream_socket_reads_the_bytes_as_usual(sockmod, method):
+    """AF_UNIX stream sockets ignore MSG_TRUNC and copy the data: the bytes come back as received (rsock used to
+    zero them, as for TCP, and they were lost)."""
+    left, right = sockmod.socketpair()
+    with left, right:
+        left.sendall(b"0123456789")
+        right.settimeout(TIMEOUT)
+        result = getattr(right, method)(4, sockmod.MSG_TRUNC)
+        assert (result if method == "recv" else result[0]) == b"0123"
+        assert right.recv(100) == b"456789"
+
+
 def test_socket_is_an_instance_of_socket_type(sockmod):
     with sockmod.socket() as sock:
         assert isinstance(sock, sockmod.SocketType)
