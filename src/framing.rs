@@ -175,8 +175,9 @@ impl Decoder for DelimiterCodec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<BytesMut>> {
         let dlen = self.delimiter.len();
-        // Resume where the last search stopped, backing up so a delimiter split across reads is found.
-        let start = self.searched.saturating_sub(dlen - 1);
+        // Resume where the last search stopped, backing up so a delimiter split across reads is found
+        // (within the buffer: its owner may have emptied it since, after an error).
+        let start = self.searched.min(buf.len()).saturating_sub(dlen - 1);
         let found = if dlen == 1 {
             buf[start..].iter().position(|&b| b == self.delimiter[0])
         } else {
@@ -205,6 +206,7 @@ impl Decoder for DelimiterCodec {
             None if buf.len().saturating_sub(self.max_frame_size)
                 > dlen - 1 + usize::from(self.strip_cr && buf.last() == Some(&b'\r')) =>
             {
+                self.searched = 0;
                 Err(frame_too_large(self.max_frame_size))
             }
             None => {
@@ -329,6 +331,20 @@ mod tests {
         let mut buf = BytesMut::from(&[0, 0, 0, 5][..]);
         assert!(decoder.next_frame(&mut buf).unwrap().is_none());
         assert_eq!(buf.len(), 4);
+    }
+
+    #[test]
+    fn a_buffer_emptied_after_a_search_or_an_error_is_searched_from_its_start() {
+        let mut decoder = Framing::Line.decoder(8).unwrap();
+        let mut buf = BytesMut::from(&b"abcd"[..]);
+        assert!(decoder.next_frame(&mut buf).unwrap().is_none());
+        buf.clear();
+        assert!(decoder.next_frame(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"0123456789");
+        assert!(decoder.next_frame(&mut buf).is_err());
+        buf.clear();
+        buf.extend_from_slice(b"ok\n");
+        assert_eq!(decoder.next_frame(&mut buf).unwrap().as_deref(), Some(&b"ok"[..]));
     }
 
     #[test]

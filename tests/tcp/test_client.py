@@ -328,6 +328,22 @@ def test_recv_message_over_max_frame_size_fails(peer, framing):
     assert raised.value.errno == errno.EBADF
 
 
+@pytest.mark.parametrize("framing", ["line", b"END"], ids=str)
+def test_a_frame_that_grows_too_long_in_pieces_fails_then_reads_find_the_client_closed(peer, framing):
+    """The part of a frame that fits is searched, then more of it makes it too long: ValueError, and later reads
+    raise EBADF (the search used to resume past the end of the emptied buffer: a Rust panic)."""
+    client, other = peer(framing=framing, max_frame_size=8, timeout=0.3)
+    other.sendall(b"abcd")
+    with pytest.raises(TimeoutError):
+        client.recv_message()
+    other.sendall(b"efghijklmnop")
+    with pytest.raises(ValueError, match="max_frame_size"):
+        client.recv_message()
+    with pytest.raises(OSError) as raised:
+        client.recv_message()
+    assert raised.value.errno == errno.EBADF
+
+
 # A child process under an address-space limit 512 MiB above what it maps: a peer announces a 3 GiB frame, under
 # a max_frame_size raised to 4 GiB, and closes after the 4-byte header.
 HUGE_HEADER_UNDER_A_MEMORY_LIMIT = r"""
