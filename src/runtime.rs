@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::io;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, Once};
@@ -186,44 +187,42 @@ fn current() -> Option<&'static Runtime> {
     (rt.generation == FORK_GENERATION.load(Ordering::Acquire)).then_some(rt)
 }
 
-fn runtime() -> &'static Runtime {
+/// This process's runtime, made with its io thread on first use. Making them fails only for want of
+/// resources (descriptors, threads), and the next use tries again.
+fn runtime() -> io::Result<&'static Runtime> {
     if let Some(rt) = current() {
-        return rt;
+        return Ok(rt);
     }
     fork_generation();
     while CREATING.swap(true, Ordering::AcqRel) {
         std::hint::spin_loop();
         std::thread::yield_now();
     }
-    let rt = current().unwrap_or_else(start_runtime);
+    let rt = current().map_or_else(start_runtime, Ok);
     CREATING.store(false, Ordering::Release);
     rt
 }
 
-fn start_runtime() -> &'static Runtime {
+fn start_runtime() -> io::Result<&'static Runtime> {
     let generation = FORK_GENERATION.load(Ordering::Acquire);
     let built = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_park(release_kept_gil)
-        .build()
-        .expect("building the tokio runtime failed");
+        .build()?;
     let handle = built.handle().clone();
-    let thread = std::thread::Builder::new()
-        .name("rsock-io".into())
-        .spawn(move || {
-            THREAD.with(|thread| thread.io_of.set(Some(generation)));
-            hold_python_thread_state();
-            // Made now rather than at the first offer, in the middle of serving: an object made there
-            // sat above the heap's free 1 KiB chunks and slowed every later malloc of a message's
-            // bytes (callgrind: 286 instructions in _int_malloc per 1 KiB echo request, not 113).
-            let _ = with_gil(|py| no_op(py).map(drop));
-            built.block_on(std::future::pending::<()>())
-        })
-        .expect("starting the rsock-io thread failed");
+    let thread = std::thread::Builder::new().name("rsock-io".into()).spawn(move || {
+        THREAD.with(|thread| thread.io_of.set(Some(generation)));
+        hold_python_thread_state();
+        // Made now rather than at the first offer, in the middle of serving: an object made there
+        // sat above the heap's free 1 KiB chunks and slowed every later malloc of a message's
+        // bytes (callgrind: 286 instructions in _int_malloc per 1 KiB echo request, not 113).
+        let _ = with_gil(|py| no_op(py).map(drop));
+        built.block_on(std::future::pending::<()>())
+    })?;
     drop(thread);
     let rt = Box::leak(Box::new(Runtime { handle, generation }));
     CURRENT.store(rt, Ordering::Release);
-    rt
+    Ok(rt)
 }
 
 /// Gives the calling thread a Python thread state for its whole life, and leaves it detached. Without
@@ -269,13 +268,22 @@ pub fn spawn_python_thread<K: Send + 'static>(
     Ok(())
 }
 
-/// Runs `future` on the rsock-io thread.
-pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+/// Runs `future` on the rsock-io thread, made on first use (which can fail, see `runtime`).
+pub fn spawn<F>(future: F) -> io::Result<JoinHandle<F::Output>>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    runtime().handle.spawn(GilTurns(future))
+    Ok(runtime()?.handle.spawn(GilTurns(future)))
+}
+
+/// Runs `future` on the rsock-io thread, from a task already running there.
+pub fn spawn_here<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::task::spawn(GilTurns(future))
 }
 
 /// An io thread task: after each poll, the kept GIL goes as `Kept::after_poll` says.

@@ -18,7 +18,7 @@ use pyo3::types::PyFloat;
 use socket2::{Domain, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{panic_error, strerror};
+use crate::errors::{io_error, panic_error, strerror};
 use crate::log::{self, ERROR};
 use crate::runtime::{self, Latch};
 
@@ -380,7 +380,7 @@ impl<S: Send + 'static> Runner<S> {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.start_with(|socket, task| {
-            runtime::spawn(serve(socket, task));
+            runtime::spawn(serve(socket, task)).map_err(|e| io_error(&e))?;
             Ok(())
         })
     }

@@ -96,7 +96,7 @@ pub(crate) fn read_handled() {
             waker.wake();
         } else if !polling.started {
             polling.started = true;
-            crate::runtime::spawn(poll_io_thread());
+            crate::runtime::spawn_here(poll_io_thread());
         }
     });
 }

@@ -192,7 +192,7 @@ fn defer_flush(conn: Weak<ConnShared>) {
                 flusher.wake_by_ref();
             } else if !deferred.started {
                 deferred.started = true;
-                runtime::spawn(flush_deferred());
+                runtime::spawn_here(flush_deferred());
             }
         }
         deferred.conns.push(conn);
@@ -1372,7 +1372,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     server.connections().insert(conn.id, conn.clone());
     server.stats.active.fetch_add(1, Relaxed);
     let task = server.lifecycle.task();
-    runtime::spawn(async move {
+    runtime::spawn_here(async move {
         let _task = task;
         let _registered = Registered(conn.clone());
         serve_connection(conn, stream, py_conn).await;

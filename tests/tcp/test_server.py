@@ -1948,6 +1948,46 @@ def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
         assert HOST in str(info.value) and str(port) in str(info.value)
 
 
+# A fresh process, so that rsock's runtime is not made yet: its first server starts with no descriptor left.
+OUT_OF_DESCRIPTORS_AT_FIRST_START = """
+import os, resource, socket, rsock
+from tests.proc_threads import named_threads
+assert not named_threads("rsock-io"), "the io thread was made at import"
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+first = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+try:
+    first.start()
+except OSError as exc:
+    print("first start:", exc.errno)
+for fd in held:
+    os.close(fd)
+with rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data) as second:
+    with socket.create_connection(second.address, timeout=10) as client:
+        client.sendall(b"ping")
+        print("second server:", client.recv(4).decode())
+"""
+
+
+def test_a_first_start_with_no_descriptor_left_is_an_oserror_and_the_next_one_works():
+    """rsock's runtime and io thread are made at the first server's start, not at import. Out of descriptors
+    then, start() raises OSError(EMFILE) (it used to panic, and every later start spun for ever holding the GIL);
+    once descriptors are free, the next server starts and serves."""
+    result = subprocess.run(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS_AT_FIRST_START],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.stdout.splitlines() == [f"first start: {errno.EMFILE}", "second server: ping"], result.stderr
+
+
 def test_an_idle_connection_costs_the_server_a_few_kib_of_resident_memory():
     """The issue's bound: at most 16 KiB resident per idle connection (kernel socket buffers aside). Measured by
     the benchmark script on a server in its own process; at least 0.5 KiB, or the measurement saw nothing."""
