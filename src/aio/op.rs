@@ -105,7 +105,7 @@ impl Awaitable for Op {
             State::Done => return Ok(Step::Return(py.None())),
             State::Finished => return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine")),
             State::Ready(outcome) => return outcome.map(Step::Return),
-            State::Read { transport, want } => match transport.bind(py).borrow_mut().begin_read(py, &want)? {
+            State::Read { transport, want } => match transport.bind(py).try_borrow_mut()?.begin_read(py, &want)? {
                 Ok(outcome) => return outcome.map(Step::Return),
                 Err(waiter) => waiter,
             },

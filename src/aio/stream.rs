@@ -198,7 +198,7 @@ impl StreamTransport {
         let py = slf.py();
         let mut done = Completions::new();
         {
-            let mut this = slf.borrow_mut();
+            let mut this = slf.try_borrow_mut()?;
             if readable && this.reading {
                 this.receive(py, &mut done)?;
             }
@@ -670,7 +670,7 @@ impl StreamTransport {
 
     /// Starts watching the socket: called once, right after construction.
     fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         this.this = Some(slf.clone().unbind());
         this.add_reader(slf.py())
     }
@@ -683,7 +683,7 @@ impl StreamTransport {
         if n == 0 {
             // As asyncio's: a broken connection's error first, even for nothing.
             let nothing = slf
-                .borrow()
+                .try_borrow()?
                 .check_failed()
                 .map(|()| PyBytes::new(py, b"").into_any().unbind());
             return Op::ready(py, nothing);
@@ -731,7 +731,7 @@ impl StreamTransport {
 
     /// `await read_message()`: the next whole message under the transport's framing; None at a clean EOF.
     fn read_message(slf: &Bound<'_, Self>) -> PyResult<Op> {
-        if slf.borrow().closing {
+        if slf.try_borrow()?.closing {
             return Err(os_error(libc::EBADF));
         }
         Ok(Op::read(slf, Want::Message))
@@ -781,7 +781,8 @@ impl StreamTransport {
     #[pyo3(signature = (high=None, low=None))]
     fn set_write_buffer_limits(&mut self, py: Python<'_>, high: Option<i64>, low: Option<i64>) -> PyResult<()> {
         let high = high.unwrap_or_else(|| low.map_or(HIGH_WATER as i64, |low| low.saturating_mul(4)));
-        let low = low.unwrap_or(high / 4);
+        // Floored, as asyncio's `high // 4`, for the message a negative high gets.
+        let low = low.unwrap_or(high.div_euclid(4));
         if !(high >= low && low >= 0) {
             return Err(PyValueError::new_err(format!(
                 "high ({high}) must be >= low ({low}) must be >= 0"
@@ -823,7 +824,7 @@ impl StreamTransport {
     /// step.
     fn request(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<Op> {
         let py = slf.py();
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         this.refuse_second_reader(py, &Want::Reply)?;
         this.send_message(py, data)?;
         drop(this);

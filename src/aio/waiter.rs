@@ -105,11 +105,11 @@ impl Waiter {
     /// A step of an awaitable that waits on `waiter`: the waiter yielded to the task (marked as
     /// awaited, as asyncio's futures are) while pending, then its result.
     pub fn step_awaiting(waiter: &Bound<'_, Waiter>) -> PyResult<Step> {
-        if waiter.borrow().is_pending() {
-            waiter.borrow_mut()._asyncio_future_blocking = true;
+        if waiter.try_borrow()?.is_pending() {
+            waiter.try_borrow_mut()?._asyncio_future_blocking = true;
             return Ok(Step::Yield(waiter.clone().into_any().unbind()));
         }
-        Ok(Step::Return(waiter.borrow().result(waiter.py())?))
+        Ok(Step::Return(waiter.try_borrow()?.result(waiter.py())?))
     }
 
     pub fn is_pending(&self) -> bool {
@@ -204,7 +204,7 @@ fn schedule(
 /// The awaiting protocol: yields itself to the task while pending, then returns the result.
 impl Awaitable for Waiter {
     fn step(slf: &Bound<'_, Self>) -> PyResult<Step> {
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         match &this.state {
             State::Pending if this._asyncio_future_blocking => {
                 Err(PyRuntimeError::new_err("await wasn't used with future"))
@@ -274,7 +274,7 @@ impl Waiter {
     #[pyo3(signature = (callback, *, context=None))]
     fn add_done_callback(slf: &Bound<'_, Self>, callback: Py<PyAny>, context: Option<Py<PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         if this.is_pending() {
             this.callbacks.push((callback, context));
             return Ok(());
@@ -294,14 +294,19 @@ impl Waiter {
         let py = slf.py();
         // Compared with no borrow held (__eq__ is Python code, which may use this waiter), and the
         // list changed only once every comparison has succeeded: an __eq__ that raises removes nothing.
-        let registered: Vec<Py<PyAny>> = slf.borrow().callbacks.iter().map(|(cb, _)| cb.clone_ref(py)).collect();
+        let registered: Vec<Py<PyAny>> = slf
+            .try_borrow()?
+            .callbacks
+            .iter()
+            .map(|(cb, _)| cb.clone_ref(py))
+            .collect();
         let mut matching = Vec::new();
         for cb in registered {
             if cb.bind(py).eq(callback)? {
                 matching.push(cb);
             }
         }
-        let mut this = slf.borrow_mut();
+        let mut this = slf.try_borrow_mut()?;
         let before = this.callbacks.len();
         this.callbacks.retain(|(cb, _)| !matching.iter().any(|m| m.is(&*cb)));
         Ok(before - this.callbacks.len())
@@ -311,7 +316,7 @@ impl Waiter {
     pub fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
         let (callbacks, event_loop) = {
-            let mut this = slf.borrow_mut();
+            let mut this = slf.try_borrow_mut()?;
             if !this.is_pending() {
                 return Ok(false);
             }

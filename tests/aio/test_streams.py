@@ -885,7 +885,7 @@ async def test_transport_write_buffer_limits(kit):
     assert transport.get_write_buffer_limits() == (5, 10)
     with pytest.raises(ValueError, match="must be >= low"):
         transport.set_write_buffer_limits(high=1, low=2)
-    with pytest.raises(ValueError, match="must be >= 0"):
+    with pytest.raises(ValueError, match=r"^high \(-1\) must be >= low \(-1\) must be >= 0$"):
         transport.set_write_buffer_limits(high=-1)
 
 
@@ -1425,6 +1425,29 @@ async def test_open_connection_with_an_rsock_sock(rkit):
     writer.close()
     await bounded(writer.wait_closed())
     assert sock.fileno() == -1
+
+
+async def test_a_stream_used_from_inside_its_own_close_raises_runtime_error(rkit):
+    """The transport closes the socket it adopted while it is busy closing: a socket subclass whose close() reads
+    from the stream then gets RuntimeError from every call (a read used to raise a Rust panic)."""
+    listener = rkit.track_sock(socket.create_server((HOST, 0)))
+    outcomes = []
+
+    class Inquisitive(sockets.socket):
+        def close(self):
+            for call in (reader.at_eof, lambda: reader.read(0)):
+                try:
+                    call()
+                except BaseException as exc:  # a Rust panic is a BaseException
+                    outcomes.append(type(exc))
+            super().close()
+
+    sock = Inquisitive()
+    sock.connect(listener.getsockname())
+    reader, writer = await bounded(aio.open_connection(sock=sock))
+    writer.close()
+    await bounded(writer.wait_closed())
+    assert outcomes == [RuntimeError] * 2
 
 
 async def check_server_on_given_sock(kit, listener):
