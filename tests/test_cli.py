@@ -7,6 +7,7 @@ call and every wait for output has a deadline, and any process a test started th
 test ends is killed, by its pid.
 """
 
+import errno
 import hashlib
 import os
 import re
@@ -207,6 +208,9 @@ def test_version():
         (["connect", "127.0.0.1"], "the following arguments are required: PORT"),
         (["connect", "127.0.0.1", "0"], "argument PORT: invalid port '0'"),
         (["connect", "--timeout", "0", "127.0.0.1", "80"], "argument --timeout: invalid duration '0'"),
+        (["connect", "--timeout", "1e10", "127.0.0.1", "80"], "argument --timeout: invalid duration '1e10'"),
+        (["send-file", "--timeout", "1e10", "{tmp}/a-file"], "argument --timeout: invalid duration '1e10'"),
+        (["recv-file", "--timeout", "1e10"], "argument --timeout: invalid duration '1e10'"),
         (["send-file"], "the following arguments are required: PATH"),
         (["send-file", "{tmp}/missing.bin"], "missing.bin: no such file"),
         (["send-file", "{tmp}"], "is not a file"),
@@ -225,6 +229,24 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, args, message):
     assert message in err, err
     assert result.stdout == b""
     assert_no_traceback(err)
+
+
+def test_a_path_that_may_not_be_looked_at_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """A file under a directory that may not be searched: send-file says so in one line (exit 2), where pathlib
+    raised PermissionError with a traceback. (Root searches any directory, so the refusal is the stat's.)"""
+    locked = tmp_path / "locked" / "photo.jpg"
+    real_stat = Path.stat
+
+    def refused_under_locked(path, **kwargs):
+        if path.parent == locked.parent:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refused_under_locked)
+    with pytest.raises(SystemExit) as exited:
+        _cli.main(["send-file", str(locked)])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: {locked}: permission denied\n")
 
 
 # --- runtime failures: exit 1 with a clear message ---------------------------------------------------------
@@ -396,6 +418,31 @@ def test_connect_with_stdin_closed_prints_what_the_peer_sends():
     assert received == [b""]  # end of input, and nothing else
 
 
+@pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
+def test_connect_with_stdout_closed_drops_what_the_peer_sends(udp):
+    """Started with stdout closed (`>&-`), connect still sends its input and exits 0, dropping the replies (it raised
+    AttributeError on the first one)."""
+    with server("echo-server", *(["--udp"] if udp else [])) as (proc, port, lines):
+        closed_stdout = ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-m", "rsock"]
+        udp_args = ["--udp", "--wait", "0.3"] if udp else []
+        result = run("connect", *udp_args, "127.0.0.1", port, input=b"hi\n", prefix=closed_stdout)
+        _, err = stop(proc, lines)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert ("datagrams_in 1" if udp else "bytes_in 3,") in err, err
+
+
+def test_connect_udp_refuses_a_line_that_with_its_newline_is_too_long_for_a_datagram():
+    """The newline goes out with its line: a line of the largest payload's length is one byte too long, and the
+    message says the newline counts (it said 'at most 65507 bytes' of a 65507-byte line)."""
+    with server("echo-server", "--udp") as (proc, port, lines):
+        result = run("connect", "--udp", "127.0.0.1", port, input=b"x" * _cli.MAX_DATAGRAM + b"\n")
+        stop(proc, lines)
+    assert result.returncode == 1
+    assert result.stderr.decode().endswith(
+        f"a line of input is too long for one datagram (at most {_cli.MAX_DATAGRAM} bytes, its newline included)\n"
+    )
+
+
 # --- chat-server --------------------------------------------------------------------------------------------
 
 
@@ -441,6 +488,7 @@ def test_chat_server_with_two_connect_clients():
     for line in [f"{alice_guest} is now alice", f"{bob_guest} is now bob", "bob left", "alice left"]:
         assert line in log, log
     assert "interrupted, shutting down" in server_err
+    assert "stats: accepted 2, active 0," in server_err, server_err
 
 
 def test_chat_server_serves_on_when_its_stdout_is_closed():
@@ -546,6 +594,7 @@ def test_recv_file_is_not_stopped_by_a_temporary_left_under_its_own_pid(tmp_path
         b'{"name": "\\ud800x", "size": 1}',
         b'{"name": "x\\udcff.bin", "size": 1}',  # a surrogate os.fsencode() turns into the byte 0xff
         b'{"name": "con\\nsole.txt", "size": 1}',
+        b'{"name": "\\u001b]0;title\\u0007\\u001b[2Jevil.txt", "size": 1}',
         b"[" * 4000,  # deeper than the interpreter's recursion limit, shorter than MAX_HEADER
         b'{"name": "yes.bin", "size": true}',
     ],
@@ -554,6 +603,7 @@ def test_recv_file_is_not_stopped_by_a_temporary_left_under_its_own_pid(tmp_path
         "lone surrogate in the name",
         "escaping surrogate in the name",
         "line break in the name",
+        "terminal escapes in the name",
         "deeply nested JSON",
         "boolean size",
     ],
@@ -570,6 +620,28 @@ def test_recv_file_answers_a_bad_header_with_an_error(tmp_path, header):
     assert proc.returncode == 1, (proc.returncode, err)
     assert "1 transfer(s) failed, 0 succeeded" in err, err
     assert_no_traceback(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recv_file_stopped_mid_transfer_reports_it_cut_off_and_exits_0(tmp_path):
+    """Ctrl-C while a file is coming in and another client has sent nothing yet: the transfer is reported as cut off
+    by the stop, not as the sender's doing nor as a failure; its partial file is removed, the idle connection goes
+    unreported, and recv-file prints its stats and exits 0, as the servers do on Ctrl-C. (It exited 1, saying the
+    idle client had closed the connection.)"""
+    with server("recv-file", "--output-dir", tmp_path, "-q") as (proc, port, lines):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sending,
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT),
+        ):
+            sending.sendall(b'{"name": "big.bin", "size": 10}\nabc')
+            deadline = time.monotonic() + TIMEOUT
+            while not list(tmp_path.glob(".rsock-*.part")):  # the header taken (the bytes with it, in one call)
+                assert time.monotonic() < deadline, "recv-file never started the file"
+                time.sleep(0.01)
+            _, err = stop(proc, lines)
+    assert re.search(r"cut off by the stop: big\.bin from 127\.0\.0\.1:\d+, 3 of 10 bytes\n", err), err
+    assert "1 transfer(s) cut off by the stop" in err and "stats: accepted 2," in err, err
+    assert "failed" not in err and "before sending a file" not in err, err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -28,10 +28,12 @@ import re
 import secrets
 import signal
 import socket as stdlib_socket
+import stat
 import sys
 import textwrap
 import threading
 import time
+import unicodedata
 from pathlib import Path
 
 import rsock
@@ -53,6 +55,7 @@ exit codes:
 
 MAX_HEADER = 4096  # bytes: the file transfer header line is never longer
 MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4
+MAX_SECONDS = 1e9  # about 31 years: the sockets' and servers' clocks take nothing much longer
 
 
 class CommandError(Exception):
@@ -93,13 +96,15 @@ def _positive_int(text):
 
 
 def _seconds(text):
-    """argparse type: a duration in seconds, > 0."""
+    """argparse type: a duration in seconds, > 0 and at most MAX_SECONDS."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: expected a number of seconds above 0")
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: expected a number of seconds above 0 and at most {MAX_SECONDS:.0e}"
+        )
     return value
 
 
@@ -194,14 +199,15 @@ def _sigterm_interrupts():
 
 def _serve(server):
     """Prints ``listening on HOST:PORT`` and serves until the server stops or Ctrl-C / SIGTERM, after which it
-    says so on stderr. Returns normally either way."""
+    says so on stderr. Returns normally either way, once the server's stats are printed (on stderr)."""
     with _sigterm_interrupts():
         try:
             _status(f"listening on {_show(server.address)}")
             server.serve_forever()
         except KeyboardInterrupt:
-            server.stop()
             _status("interrupted, shutting down", sys.stderr)
+            server.stop()
+    _status("stats: " + ", ".join(f"{key} {value}" for key, value in server.stats.items()), sys.stderr)
 
 
 # --- echo-server ----------------------------------------------------------------------------------------
@@ -220,8 +226,6 @@ def cmd_echo_server(args):
             args.port,
         )
     _serve(server)
-    stats = server.stats
-    _status("stats: " + ", ".join(f"{key} {value}" for key, value in stats.items()), sys.stderr)
     return EXIT_OK
 
 
@@ -307,6 +311,8 @@ def _step(where, proto, timed_out):
 
 
 def _write_stdout(data):
+    if sys.stdout is None:  # started with stdout closed: what arrives is dropped, as recv-file's report is
+        return
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 
@@ -319,13 +325,17 @@ def _read_stdin():
         return b""
 
 
-def _occupy_closed_stdin():
-    """Opens /dev/null as descriptor 0 when the command was started with stdin closed (`rsock connect ... <&-`):
-    otherwise the socket would get descriptor 0, and the stdin reader would send the peer its own data back."""
-    try:
-        os.fstat(0)
-    except OSError:
-        os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor, so 0
+def _occupy_closed_stdio():
+    """Opens /dev/null as descriptor 0 or 1 when the command was started with stdin or stdout closed (`rsock
+    connect ... <&-`, `>&-`): otherwise the socket would get that descriptor, and the stdin reader would send the
+    peer its own data back, or what it sends would go to the peer instead of nowhere."""
+    for fd, mode in ((0, os.O_RDONLY), (1, os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(opened := os.open(os.devnull, mode), fd)
+            if opened != fd:
+                os.close(opened)
 
 
 # How sending fails once the peer has closed the connection (cleanly, or with a reset).
@@ -446,7 +456,9 @@ def _connect_udp(args, where):
     if failures:
         exc = failures[0]
         if exc.errno == errno.EMSGSIZE:
-            raise CommandError(f"a line of input is too long for one datagram (at most {MAX_DATAGRAM} bytes)")
+            raise CommandError(
+                f"a line of input is too long for one datagram (at most {MAX_DATAGRAM} bytes, its newline included)"
+            )
         if isinstance(exc, ConnectionRefusedError):
             raise _udp_refused(where)
         raise _connect_error(exc, where, "UDP")
@@ -456,7 +468,7 @@ def _connect_udp(args, where):
 def cmd_connect(args):
     """netcat-like: stdin to the peer, the peer's bytes to stdout."""
     where = _show((args.host, args.port))
-    _occupy_closed_stdin()  # before any socket is created
+    _occupy_closed_stdio()  # before any socket is created
     return _connect_udp(args, where) if args.udp else _connect_tcp(args, where)
 
 
@@ -565,6 +577,8 @@ def _name_problem(name, name_max):
         return "the name holds a NUL byte"
     if "\n" in name or "\r" in name:  # it would break the one-line 'received ...' report
         return "the name holds a line break"
+    if any(unicodedata.category(char) == "Cc" for char in name):  # ESC and the like would act on the terminal
+        return "the name holds a control character"
     if len(encoded) > name_max:
         return f"the name is longer than {name_max} bytes"
     return None
@@ -579,8 +593,9 @@ def cmd_recv_file(args):
     except OSError as exc:
         raise CommandError(f"cannot create the output directory {output_dir}: {exc.strerror}") from None
     name_max = os.pathconf(output_dir, "PC_NAME_MAX")
-    # Transfers under way, and ended. The handlers run one at a time (on rsock's I/O thread): no lock needed.
-    transfers = {"open": 0, "ok": 0, "failed": 0}
+    # Transfers under way, and ended: saved, failed, or cut off by the receiver's own stop (Ctrl-C, SIGTERM). The
+    # handlers run one at a time (on rsock's I/O thread): no lock needed.
+    transfers = {"open": 0, "ok": 0, "failed": 0, "cut off": 0}
 
     def ended():
         return transfers["ok"] + transfers["failed"]
@@ -680,15 +695,27 @@ def cmd_recv_file(args):
         if state.get("turned_away"):
             return
         transfers["open"] -= 1
+        if "file" in state and not state.get("done"):  # refused, cut off, or the sender went away or quiet
+            state["file"].close()
+            state["progress"].close()
+            state["temporary"].unlink(missing_ok=True)
+        # Closed by the receiver's stop rather than by the sender (it ended with an error, or went quiet, or
+        # the receiver answered it): cut off, not failed.
+        cut_off = not server.running and "error" not in state
         if state.get("done"):
             transfers["ok"] += 1
+        elif cut_off:
+            if "file" in state:
+                transfers["cut off"] += 1
+                _status(
+                    f"cut off by the stop: {state['name']} from {_show(conn.peer)}, "
+                    f"{state['got']} of {state['size']} bytes",
+                    sys.stderr,
+                )
         else:
             transfers["failed"] += 1
             peer = _show(conn.peer)
             if "file" in state:  # refused, or the sender went away before the end, or went quiet (--timeout)
-                state["file"].close()
-                state["progress"].close()
-                state["temporary"].unlink(missing_ok=True)
                 if "error" not in state:  # else refuse() has said why
                     reason = "" if exc is None else f" ({exc})"
                     _status(
@@ -698,6 +725,7 @@ def cmd_recv_file(args):
             elif "error" not in state:
                 why = "closed the connection before sending a file" if exc is None else f"sent no file ({exc})"
                 _status(f"{peer} {why}", sys.stderr)
+
         if count_reached():
             if transfers["open"] == 0:
                 server.stop()
@@ -720,6 +748,8 @@ def cmd_recv_file(args):
         args.port,
     )
     _serve(server)
+    if transfers["cut off"]:
+        _status(f"{transfers['cut off']} transfer(s) cut off by the stop (their partial files removed)", sys.stderr)
     if transfers["failed"]:
         _status(f"{transfers['failed']} transfer(s) failed, {transfers['ok']} succeeded", sys.stderr)
         return EXIT_FAILURE
@@ -953,14 +983,16 @@ def build_parser():
         "receive files sent by 'rsock send-file' into a directory",
         "Listens for 'rsock send-file' (one file per connection, any number at once), writing each into "
         "--output-dir under the name the sender gives (without any directory part; an existing file is never "
-        "overwritten: NAME-1, NAME-2, ... are used instead). Names starting with a dot are taken; '.', '..' and "
-        "names that hold a NUL byte or a line break, are not valid text or are longer than the file system allows "
-        "are refused (answered 'error: WHY', as every failed transfer is). A file is written to a temporary "
+        "overwritten: STEM-1.SUFFIX, STEM-2.SUFFIX, ... are used instead, so photo.jpg becomes photo-1.jpg). Names "
+        "starting with a dot are taken; '.', '..' and names that hold a NUL byte, a line break or another control "
+        "character, are not valid text or are longer than the file system allows are refused (answered 'error: "
+        "WHY', as every failed transfer is). A file is written to a temporary "
         "'.rsock-PID-N-RANDOM.part' file and renamed once complete. Prints 'listening on HOST:PORT', then 'received "
         "PATH (N bytes) from HOST:PORT, sha256 HEX' for each file (dropped if stdout is closed); progress and failed "
         "transfers go to stderr. Serves until Ctrl-C or SIGTERM, or with --count N until N transfers have ended: it "
-        "then turns new connections away and exits once the transfers under way have ended too. Exits 0 if every "
-        "transfer it saw succeeded, else 1.",
+        "then turns new connections away and exits once the transfers under way have ended too. Prints the server's "
+        "stats when it stops. Exits 1 if a transfer failed, else 0: a transfer that Ctrl-C or SIGTERM cuts off is "
+        "reported, and its partial file removed, but it is not a failure.",
         "example:\n  rsock recv-file --port 0 --output-dir inbox --count 1",
         cmd_recv_file,
     )
@@ -1003,12 +1035,23 @@ def _check(args):
     sub = args.subparser
     if args.command == "echo-server" and args.udp and args.framing is not None:
         sub.error("--framing applies to TCP only, not with --udp")
-    if args.command == "send-file" and not args.path.is_file():
-        sub.error(f"{args.path} is not a file" if args.path.exists() else f"{args.path}: no such file")
-    if args.command == "send-file" and not os.access(args.path, os.R_OK):
-        sub.error(f"{args.path}: permission denied")
-    if args.command == "recv-file" and args.output_dir.exists() and not args.output_dir.is_dir():
-        sub.error(f"--output-dir {args.output_dir} is not a directory")
+    if args.command == "send-file":
+        try:
+            mode = args.path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            sub.error(f"{args.path}: no such file")
+        except OSError as exc:  # a directory on the way that may not be searched
+            sub.error(f"{args.path}: {exc.strerror.lower()}")
+        if not stat.S_ISREG(mode):
+            sub.error(f"{args.path} is not a file")
+        if not os.access(args.path, os.R_OK):
+            sub.error(f"{args.path}: permission denied")
+    if args.command == "recv-file":
+        # One that cannot be looked at (a directory on the way that may not be searched) is for recv-file to
+        # report when it tries to make it.
+        with contextlib.suppress(OSError):
+            if not stat.S_ISDIR(args.output_dir.stat().st_mode):
+                sub.error(f"--output-dir {args.output_dir} is not a directory")
 
 
 def main(argv=None):
