@@ -428,7 +428,7 @@ class StreamTransport:
         event_loop: Any,
         poller: Poller,
         sock: Any,
-        limit: int = ...,
+        limit: int | None = ...,
         framing: _Framing = None,
         max_frame_size: int = ...,
     ) -> Self: ...

@@ -610,18 +610,20 @@ fn fire(py: Python<'_>, done: Completions, run: Run<'_, '_>) -> PyResult<()> {
 
 #[pymethods]
 impl StreamTransport {
-    /// Wraps a connected socket (made non-blocking) for the running `event_loop`.
+    /// Wraps a connected socket (made non-blocking) for the running `event_loop`. `limit` is taken as
+    /// asyncio takes it: an int beyond a C ssize_t is as good as none (None: 64 KiB).
     #[new]
-    #[pyo3(signature = (event_loop, poller, sock, limit=DEFAULT_LIMIT, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
+    #[pyo3(signature = (event_loop, poller, sock, limit=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
     fn new(
         event_loop: &Bound<'_, PyAny>,
         poller: Py<Poller>,
         sock: &Bound<'_, PyAny>,
-        limit: isize,
+        limit: Option<&Bound<'_, PyAny>>,
         framing: Option<&Bound<'_, PyAny>>,
         max_frame_size: usize,
     ) -> PyResult<Self> {
         let py = sock.py();
+        let limit = limit.map_or(Ok(DEFAULT_LIMIT), stream_size)?;
         if limit <= 0 {
             return Err(PyValueError::new_err("Limit cannot be <= 0"));
         }

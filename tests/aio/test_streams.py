@@ -350,6 +350,13 @@ async def test_limit_zero_is_rejected_without_leaking_a_socket(kit):
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
+async def test_a_limit_beyond_a_c_ssize_t_is_taken_as_unlimited(kit):
+    """asyncio takes any positive int as the limit; rsock raised OverflowError, after connecting."""
+    reader, _, peer = await kit.pair(limit=2**63)
+    await peer.send(b"x" * 100_000 + b"\n")
+    assert len(await bounded(reader.readline())) == 100_001
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 
