@@ -15,8 +15,10 @@ import nbformat
 import pytest
 from ipykernel.kernelspec import install as install_kernel_spec
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_core.paths import jupyter_runtime_dir
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
+from traitlets.config import Config
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "tutorial.ipynb"
 CELL_TIMEOUT = 60  # seconds, for each cell and for the kernel to start
@@ -34,6 +36,7 @@ def python3_kernel(tmp_path, monkeypatch):
     Jupyter runtime files in `tmp_path`; returns the kernel name."""
     prefix = tmp_path / "prefix"
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+    (tmp_path / "runtime").mkdir()  # where the kernel's channels are (see notebook_client)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
@@ -48,8 +51,16 @@ def read_notebook():
 
 
 def notebook_client(nb, kernel_name):
+    # The kernel's channels are Unix sockets in the runtime directory. Over TCP, jupyter_client picks free ports by
+    # binding port 0 and closing the socket, and another process binding port 0 before the kernel binds can take
+    # one: the kernel then dies with EADDRINUSE (seen when other suites ran on the machine).
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    # An absolute path: the kernel runs in the notebook's directory.
+    config.KernelManager.ip = str(Path(jupyter_runtime_dir()).resolve() / "kernel-ipc")
     return NotebookClient(
         nb,
+        config=config,
         kernel_name=kernel_name,
         timeout=CELL_TIMEOUT,
         startup_timeout=CELL_TIMEOUT,
