@@ -434,7 +434,7 @@ impl Latch {
         self.set.store(true, Ordering::Release);
     }
 
-    fn is_set(&self) -> bool {
+    pub fn is_set(&self) -> bool {
         self.set.load(Ordering::Acquire)
     }
 

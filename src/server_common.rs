@@ -15,6 +15,7 @@ use pyo3::exceptions::{PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, 
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
 use pyo3::types::PyFloat;
+use pyo3::{PyTraverseError, PyVisit};
 use socket2::{Domain, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
@@ -333,6 +334,42 @@ pub fn call_handler<'py, A: PyCallArgs<'py>>(handler: &Bound<'py, PyAny>, args: 
         .unwrap_or_else(|payload| Err(panic_error(payload)))
 }
 
+/// A server's `__traverse__`: its handlers and rsock.aio's bridge refer back to the server in the
+/// usual patterns (a chat room's closure over it, a bound method of an object holding it, the bridge's
+/// own reference), so the collector is shown them, once the server is `finished` (see
+/// `Runner::finished`): a cycle of a stopped server is then collected like any other.
+pub fn traverse_handlers<'a>(
+    visit: &PyVisit<'_>,
+    finished: bool,
+    handlers: impl IntoIterator<Item = &'a Option<Py<PyAny>>>,
+    bridge: &Mutex<Option<Py<PyAny>>>,
+) -> Result<(), PyTraverseError> {
+    if !finished {
+        return Ok(());
+    }
+    for handler in handlers.into_iter().flatten() {
+        visit.call(handler)?;
+    }
+    // Not waited for: the collector runs on whichever thread allocates, and must not block.
+    if let Ok(bridge) = bridge.try_lock()
+        && let Some(bridge) = bridge.as_ref()
+    {
+        visit.call(bridge)?;
+    }
+    Ok(())
+}
+
+/// A server's `__clear__`: drops rsock.aio's bridge once the server is `finished`. A cycle through a
+/// handler is broken by the collector clearing the handler's own objects (a closure's cells, an
+/// instance's dict).
+pub fn clear_bridge(finished: bool, bridge: &Mutex<Option<Py<PyAny>>>) {
+    if finished {
+        // Dropped after the lock is released: the bridge's finalizer may run Python.
+        let taken = bridge.try_lock().ok().and_then(|mut bridge| bridge.take());
+        drop(taken);
+    }
+}
+
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // What a Rust panic inside rsock becomes in Python; exported so applications can name it.
     m.add("PanicException", m.py().get_type::<PanicException>())?;
@@ -473,6 +510,13 @@ impl<S: Send + 'static> Runner<S> {
             return Err(err);
         }
         Ok(())
+    }
+
+    /// Whether none of the server's tasks can run here any more: it never started, or it stopped and
+    /// every task has ended (or it serves in the process it was forked from). Only then may the
+    /// garbage collector see what its handlers refer to: a running server's tasks keep it alive.
+    pub fn finished(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == NEW || self.lifecycle.stopped.is_set() || !self.lifecycle.runs_here()
     }
 
     /// Whether the server is serving.

@@ -507,7 +507,11 @@ impl ConnShared {
     }
 
     fn request_close(&self) {
-        self.io().close_requested = true;
+        let mut io = self.io();
+        io.close_requested = true;
+        // Senders waiting for room fail now: a closing connection takes no more output.
+        self.room_made(&io);
+        drop(io);
         self.wake();
     }
 
@@ -674,8 +678,10 @@ impl Connection {
 }
 
 impl Connection {
-    /// Blocks (GIL released, Ctrl-C honoured) while the connection's queued output is over the mark.
+    /// Blocks (GIL released, Ctrl-C honoured) while the connection's queued output is over the mark
+    /// and it is open: a send to a closed or closing connection then fails at once.
     fn wait_for_room(&self, py: Python<'_>) -> PyResult<()> {
+        let full = |io: &Io| io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some() && !io.close_requested;
         loop {
             let full = py.detach(|| {
                 let mut io = self.shared.io();
@@ -683,12 +689,10 @@ impl Connection {
                 let (mut io, _) = self
                     .shared
                     .drained
-                    .wait_timeout_while(io, Duration::from_millis(100), |io| {
-                        io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some()
-                    })
+                    .wait_timeout_while(io, Duration::from_millis(100), |io| full(io))
                     .unwrap_or_else(|e| e.into_inner());
                 io.room_waiters -= 1;
-                io.pending_bytes >= WRITE_HIGH_WATER && io.stream.is_some()
+                full(&io)
             });
             if !full {
                 return Ok(());
@@ -1501,6 +1505,20 @@ impl TcpServer {
     /// rsock.aio's hook: `bridge(awaitable, connection_or_None)` runs what async handlers return.
     fn _set_async_bridge(&self, bridge: Py<PyAny>) {
         *self.shared.async_bridge.lock().unwrap_or_else(|e| e.into_inner()) = Some(bridge);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let handlers = &self.shared.handlers;
+        server_common::traverse_handlers(
+            &visit,
+            self.runner.finished(),
+            [&handlers.on_message, &handlers.on_connect, &handlers.on_disconnect],
+            &self.shared.async_bridge,
+        )
+    }
+
+    fn __clear__(&self) {
+        server_common::clear_bridge(self.runner.finished(), &self.shared.async_bridge);
     }
 
     /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::addr::socket_addr_from_storage;
 use crate::buffer::with_readable;
@@ -608,6 +609,19 @@ impl UdpServer {
     /// rsock.aio's hook: `bridge(awaitable, reply_target)` runs what an async `on_datagram` returns.
     fn _set_async_bridge(&self, bridge: Py<PyAny>) {
         *self.shared.async_bridge.lock().unwrap_or_else(|e| e.into_inner()) = Some(bridge);
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        server_common::traverse_handlers(
+            &visit,
+            self.runner.finished(),
+            [&self.shared.on_datagram],
+            &self.shared.async_bridge,
+        )
+    }
+
+    fn __clear__(&self) {
+        server_common::clear_bridge(self.runner.finished(), &self.shared.async_bridge);
     }
 
     /// Tells the server to stop without waiting for it (rsock.aio waits in a worker thread).

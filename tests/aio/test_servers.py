@@ -821,6 +821,34 @@ async def test_udp_stop_with_a_timeout_in_a_handler_still_sends_that_handler_s_r
     assert replies.empty()
 
 
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_a_stopped_server_and_its_event_loop_are_collected(kind):
+    """The native server refers to rsock.aio's bridge, which refers back to it and to the loop: once the server is
+    stopped, the collector frees the server, its handler's owner and the closed loop (they used to stay for good,
+    a loop each time asyncio.run() served one)."""
+
+    class Service:
+        async def on_message(self, conn, data):
+            return data
+
+        async def on_datagram(self, data, address):
+            return data
+
+    async def serve_once(service):
+        handler = service.on_message if kind == "tcp" else service.on_datagram
+        server = (aio.TcpServer if kind == "tcp" else aio.UdpServer)((HOST, 0), handler)
+        async with server:
+            pass
+        return weakref.ref(asyncio.get_running_loop())
+
+    service = Service()
+    owner = weakref.ref(service)
+    loop = asyncio.run(serve_once(service))
+    del service
+    gc.collect()
+    assert (owner(), loop()) == (None, None)
+
+
 @pytest.mark.asyncio
 async def test_stop_awaited_in_a_task_a_handler_spawned_waits_for_the_handlers_in_flight(servers):
     """Only a handler itself gets stop()'s early return: a task it spawns is not one of the handlers stop() waits

@@ -22,6 +22,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -791,6 +792,70 @@ def test_conn_send_from_another_thread_waits_while_the_peer_does_not_read(make_s
     for i in range(chunks):
         assert received[i * MiB : (i + 1) * MiB] == bytes([i]) * MiB, f"chunk {i} damaged"
     wait_until(lambda: server.stats["bytes_out"] == chunks * MiB, "bytes_out to count every byte")
+
+
+def test_conn_close_ends_the_sends_waiting_for_room_at_once(make_server, make_raw):
+    """Sends from other threads waiting for a peer that does not read, and any made after, fail with BrokenPipeError
+    as soon as the connection is closed: a closing connection takes no more output (they waited for room, then
+    failed once the peer read)."""
+    conns = queue.Queue()
+    server = make_server(None, on_connect=conns.put)
+    make_raw(server.address)  # never reads
+    conn = conns.get(timeout=TIMEOUT)
+    outcomes = queue.Queue()
+
+    def push():
+        try:
+            while True:
+                conn.send(b"x" * MiB)
+        except Exception as exc:  # reported below
+            outcomes.put(exc)
+
+    pushers = [threading.Thread(target=push) for _ in range(3)]
+    for pusher in pushers:
+        pusher.start()
+    time.sleep(0.3)  # for the queue to fill and the pushers to wait
+    assert outcomes.empty() and all(pusher.is_alive() for pusher in pushers)
+    conn.close()
+    for pusher in pushers:
+        pusher.join(2.0)
+    assert not any(pusher.is_alive() for pusher in pushers), "sends still waiting after close()"
+    assert [type(outcomes.get_nowait()) for _ in pushers] == [BrokenPipeError] * 3
+    with pytest.raises(BrokenPipeError):
+        conn.send(b"late")
+
+
+def test_a_stopped_server_in_a_cycle_with_its_handler_is_collected_and_a_running_one_is_not(make_raw):
+    """The chat-room pattern: an object holds the server, and the handler (a bound method of it) refers back. While
+    the server runs, it serves with no name left for it; once stopped, the cycle is collected, and a server never
+    started gives its socket back (the cycle used to keep both for good: the collector could not see the handler)."""
+
+    class Room:
+        def __init__(self):
+            self.server = rsock.TcpServer((HOST, 0), self.on_message)
+
+        def on_message(self, conn, data):
+            self.server.broadcast(data)
+
+    never_started = Room()
+    port = never_started.server.address[1]
+    unstarted = weakref.ref(never_started)
+    running = Room()
+    running.server.start()
+    alive = weakref.ref(running)
+    address = running.server.address
+    del never_started, running
+    gc.collect()
+    assert unstarted() is None
+    with socket.socket() as again:
+        again.bind((HOST, port))  # the never-started server's socket is closed
+    assert alive() is not None
+    sock = make_raw(address)
+    sock.sendall(b"still serving")
+    assert recv_exact(sock, 13) == b"still serving"
+    alive().server.stop()
+    gc.collect()
+    assert alive() is None
 
 
 @pytest.mark.parametrize("framing", [None, "line"], ids=str)

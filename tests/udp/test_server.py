@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -316,6 +317,30 @@ def test_stop_stops_handling_and_frees_the_port(make_server, make_udp):
         sender.sendto(b"after", server.address)
         assert successor.recv(10) == b"after"
     assert seen == [b"before"]
+
+
+def test_a_server_in_a_cycle_with_its_handler_is_collected_once_stopped_or_if_never_started():
+    """An object holds the server and the handler is a bound method of it: once the server is stopped (or if it
+    never started), the cycle is collected and the port is free again (it used to be kept for good)."""
+
+    class Responder:
+        def __init__(self):
+            self.server = rsock.UdpServer((HOST, 0), self.on_datagram)
+
+        def on_datagram(self, data, addr):
+            return self.server.address and data
+
+    never_started, stopped = Responder(), Responder()
+    stopped.server.start()
+    stopped.server.stop()
+    ports = [never_started.server.address[1], stopped.server.address[1]]
+    holders = [weakref.ref(never_started), weakref.ref(stopped)]
+    del never_started, stopped
+    gc.collect()
+    assert [holder() for holder in holders] == [None, None]
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:
+            again.bind((HOST, port))
 
 
 def test_stop_from_its_own_handler_returns_at_once_and_the_reply_still_goes(make_server, make_udp, wait_until):
