@@ -19,6 +19,23 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+pyo3::import_exception!(asyncio, CancelledError);
+pyo3::import_exception!(asyncio, IncompleteReadError);
+pyo3::import_exception!(asyncio, InvalidStateError);
+pyo3::import_exception!(asyncio, LimitOverrunError);
+
+/// Imports the asyncio exceptions rsock.aio raises while asyncio is surely importable (a loop is being
+/// served): each is imported on its first use and kept, and a first use while the interpreter shuts
+/// down (a stream's pending read ended as its transport is finalized) could not import it, which is a
+/// panic.
+fn import_asyncio_exceptions(py: Python<'_>) {
+    use pyo3::PyTypeInfo;
+    CancelledError::type_object(py);
+    IncompleteReadError::type_object(py);
+    InvalidStateError::type_object(py);
+    LimitOverrunError::type_object(py);
+}
+
 /// Whether an exception raised in a callback must stop the loop rather than be reported and
 /// passed over: KeyboardInterrupt and SystemExit, which asyncio's handles re-raise.
 fn stops_the_loop(py: Python<'_>, err: &PyErr) -> bool {

@@ -182,6 +182,7 @@ impl Poller {
     #[new]
     fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
         let py = event_loop.py();
+        super::import_asyncio_exceptions(py);
         let resolved = event_loop.call_method0(intern!(py, "create_future"))?;
         resolved.call_method1(intern!(py, "set_result"), (py.None(),))?;
         Ok(Poller {

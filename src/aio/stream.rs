@@ -21,13 +21,11 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::op::Op;
 use super::poller::{Poller, READABLE, WRITABLE};
 use super::waiter::{Completions, Run, Waiter};
+use super::{IncompleteReadError, LimitOverrunError};
 use crate::args::{Opt, python_at_least};
 use crate::buffer::with_readable;
 use crate::errors::{keeping_exception, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
-
-pyo3::import_exception!(asyncio, IncompleteReadError);
-pyo3::import_exception!(asyncio, LimitOverrunError);
 
 /// asyncio's default StreamReader limit (a line or separator-terminated chunk may not exceed it).
 const DEFAULT_LIMIT: isize = 64 * 1024;

@@ -21,15 +21,13 @@ use std::ffi::CStr;
 use pyo3::exceptions::PyRuntimeError;
 
 use super::step::{Awaitable, Step};
+use super::{CancelledError, InvalidStateError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use pyo3::{PyTraverseError, PyVisit, ffi};
 use smallvec::SmallVec;
-
-pyo3::import_exception!(asyncio, CancelledError);
-pyo3::import_exception!(asyncio, InvalidStateError);
 
 enum State {
     Pending,

@@ -5,6 +5,8 @@ servers that were dropped. Each test runs over both stream implementations (`mod
 import asyncio
 import gc
 import socket
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -72,3 +74,40 @@ def test_a_server_collected_with_a_connection_left_open_reports_nothing(loop_fac
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(scenario())
     assert reported == []
+
+
+# A fresh interpreter, where no asyncio exception has been raised through rsock yet.
+ASYNCIO_GONE_BEFORE_THE_FIRST_INCOMPLETE_READ = """
+import asyncio, socket, sys
+from rsock import aio
+
+async def main():
+    listener = socket.create_server(("127.0.0.1", 0))
+    reader, writer = await aio.open_connection(*listener.getsockname())
+    conn, _ = listener.accept()
+    conn.sendall(b"part")
+    conn.close()
+    sys.modules["asyncio"] = None  # as late in interpreter exit, when a transport left open is finalized
+    try:
+        await reader.readexactly(10)
+    except asyncio.IncompleteReadError as exc:
+        print("IncompleteReadError", exc.partial)
+    finally:
+        sys.modules["asyncio"] = asyncio
+    writer.close()
+
+asyncio.run(main())
+"""
+
+
+def test_asyncio_exceptions_are_raised_even_once_asyncio_cannot_be_imported():
+    """rsock.aio imports the asyncio exceptions it raises while serving a loop, not at their first use: a first use
+    as the interpreter exits (a pending read ended by its transport's finalization) found asyncio gone, and the
+    failed import was a Rust panic."""
+    result = subprocess.run(
+        [sys.executable, "-c", ASYNCIO_GONE_BEFORE_THE_FIRST_INCOMPLETE_READ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.stdout, result.stderr) == ("IncompleteReadError b'part'\n", "")
