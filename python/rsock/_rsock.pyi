@@ -291,7 +291,8 @@ class TcpClient:
         path: str | bytes | PathLike[str] | PathLike[bytes],
         progress: Callable[[int], object] | bool | None = None,
     ) -> int:
-        """Sends a file with sendfile(2); `progress(n)` gets the bytes sent after each chunk."""
+        """Sends a file's raw bytes with sendfile(2), whatever the client's framing; `progress(n)` gets the bytes
+        sent after each chunk."""
     def settimeout(self, timeout: float | None) -> None: ...
     def close(self) -> None: ...
     def _repr_html_(self) -> str: ...
