@@ -17,7 +17,7 @@ use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyResourceW
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
+use pyo3::types::{IntoPyDict, PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, to_sockaddr};
@@ -809,6 +809,30 @@ impl Socket {
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         self.close_now(py)
+    }
+
+    /// The finalizer CPython's socket type has: a subclass's `__del__` may call it with `super()`, and a
+    /// subclass that defines none is given it as its finalizer by Python. A socket collected while open
+    /// warns, with itself as the warning's source, and is closed; what close(2) reports is ignored, as
+    /// CPython ignores it (the descriptor may have been closed behind the socket's back, and a finalizer
+    /// has no caller to tell). A warning turned into an error propagates, and Python reports it.
+    fn __del__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if slf.get().raw_fd() < 0 {
+            return Ok(());
+        }
+        let py = slf.py();
+        let warned = slf.repr().and_then(|repr| {
+            let kwargs = [("source", slf.as_any())].into_py_dict(py)?;
+            let args = (format!("unclosed {repr}"), py.get_type::<PyResourceWarning>(), 1);
+            py.import(intern!(py, "_warnings"))?
+                .call_method("warn", args, Some(&kwargs))
+                .map(drop)
+        });
+        let fd = slf.get().fd.swap(-1, Relaxed);
+        if fd >= 0 {
+            let _ = close_fd(fd);
+        }
+        warned
     }
 
     fn detach(&self) -> i32 {

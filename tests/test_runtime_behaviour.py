@@ -1131,6 +1131,31 @@ def test_unclosed_socket_type_instance_warns(sockmod):
         caught.clear()
 
 
+@pytest.mark.parametrize("calls_super", [True, False], ids=["super().__del__()", "no __del__"])
+def test_a_socket_type_subclass_finalizes_as_the_base_does(sockmod, calls_super):
+    """A direct subclass of `SocketType` whose `__del__` calls the base's (rsock's had none: AttributeError), or
+    that defines none: collected while open, it warns with itself as the warning's source, and is closed."""
+
+    class Sub(sockmod.SocketType):
+        if calls_super:
+
+            def __del__(self):
+                super().__del__()
+
+    with _recorded_warnings() as caught:
+        sock = Sub(sockmod.AF_INET, sockmod.SOCK_STREAM)
+        expected = f"unclosed {sock!r}"
+        del sock
+        gc.collect()
+    try:
+        [warning] = caught
+        assert (warning.category, str(warning.message), type(warning.source)) == (ResourceWarning, expected, Sub)
+        assert warning.source.fileno() == -1 and warning.filename == __file__
+    finally:
+        caught.clear()
+        gc.collect()
+
+
 def test_collected_unclosed_socket_is_closed_even_when_the_warning_keeps_it(sockmod):
     """The recorded warning's `source` keeps the socket object alive; its descriptor is closed all the same."""
     with _recorded_warnings() as caught:

@@ -65,6 +65,8 @@ class socket:
         """The descriptor, or -1 once closed."""
     def close(self) -> None:
         """Closes the descriptor (once; a reset peer is not an error)."""
+    def __del__(self) -> None:
+        """Warns (ResourceWarning) and closes if still open, as CPython's socket finalizer does."""
     def detach(self) -> int:
         """Gives up the descriptor without closing it and returns it."""
     def settimeout(self, value: float | None, /) -> None:

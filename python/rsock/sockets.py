@@ -7,11 +7,9 @@ Constants, enums, exceptions and the helpers that touch no socket (``htons``, ``
 resolves a name is rsock's native code.
 """
 
-import contextlib as _contextlib
 import io as _io
 import os as _os
 import socket as _stdlib
-import warnings as _warnings
 from errno import EAGAIN, EBADF, EWOULDBLOCK  # noqa: F401 - the stdlib's socket module has them too
 from socket import *  # noqa: F403 - the constants, enums and pure helpers are the stdlib's own
 from socket import (  # noqa: F401 - AddressInfo and MsgFlag are outside the stdlib's __all__ but public
@@ -115,18 +113,6 @@ class socket(_rsock.socket):
 
     def __getstate__(self):
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
-
-    def __del__(self):
-        # As the stdlib's finalizer: warn about a socket collected while open, then close it. A
-        # warning turned into an error propagates, so Python reports it instead of losing it.
-        if self.fileno() >= 0:
-            try:
-                _warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
-            finally:
-                # The stdlib's finalizer ignores what close(2) reports: the descriptor may have been
-                # closed behind the socket's back (EBADF), and a finalizer has no caller to tell.
-                with _contextlib.suppress(OSError):
-                    _rsock.socket.close(self)
 
     def dup(self):
         """A new socket on a duplicate of this socket's descriptor."""
