@@ -17,7 +17,7 @@ use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyResourceW
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{IntoPyDict, PyBytes, PyFloat, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
 
 use crate::addr::{from_sockaddr, to_sockaddr};
@@ -820,14 +820,15 @@ impl Socket {
         if slf.get().raw_fd() < 0 {
             return Ok(());
         }
-        let py = slf.py();
-        let warned = slf.repr().and_then(|repr| {
-            let kwargs = [("source", slf.as_any())].into_py_dict(py)?;
-            let args = (format!("unclosed {repr}"), py.get_type::<PyResourceWarning>(), 1);
-            py.import(intern!(py, "_warnings"))?
-                .call_method("warn", args, Some(&kwargs))
-                .map(drop)
-        });
+        // As CPython's: through the C API, which imports nothing, so it also works late in interpreter
+        // exit. SAFETY: `slf` is alive for the call, and "%R" takes the one object given.
+        let warned =
+            unsafe { pyo3::ffi::PyErr_ResourceWarning(slf.as_ptr(), 1, c"unclosed %R".as_ptr(), slf.as_ptr()) };
+        let warned = if warned < 0 {
+            Err(PyErr::fetch(slf.py()))
+        } else {
+            Ok(())
+        };
         let fd = slf.get().fd.swap(-1, Relaxed);
         if fd >= 0 {
             let _ = close_fd(fd);
