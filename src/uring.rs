@@ -70,6 +70,10 @@ fn usable(ring: &mut Ring) -> Option<&mut Batcher> {
     if let Ring::Untried = ring {
         *ring = match Batcher::new() {
             Ok(batcher) => Ring::Ready(Box::new(batcher)),
+            // A process short of descriptors or memory for a while: the next batch tries again.
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+                return None;
+            }
             Err(_) => Ring::Unavailable,
         };
     }

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use bytes::{Buf, Bytes, BytesMut};
@@ -93,7 +93,13 @@ struct ServerShared {
     lifecycle: Arc<Lifecycle>,
     /// Set by rsock.aio: runs an awaitable a handler returned on the caller's event loop.
     async_bridge: Mutex<Option<Py<PyAny>>>,
+    /// When refusals (over max_connections) were last logged, and how many had been counted by then.
+    refusals_reported: Mutex<(Option<Instant>, u64)>,
 }
+
+/// How often a server that keeps refusing connections logs it: a storm of reconnects would otherwise
+/// log a line per refusal, tens of thousands a second, and slow the connections it serves.
+const REFUSALS_REPORTED_EVERY: Duration = Duration::from_secs(1);
 
 impl ServerShared {
     fn connections(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnShared>>> {
@@ -1318,14 +1324,31 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
 fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     server.stats.accepted.fetch_add(1, Relaxed);
     if server.connections().len() >= server.max_connections {
-        server.stats.refused.fetch_add(1, Relaxed);
-        runtime::with_gil(|py| {
-            let text = format!(
-                "refusing connection from {peer}: max_connections ({}) reached",
-                server.max_connections
-            );
-            log::log(py, WARNING, &text, None);
-        });
+        let refused = server.stats.refused.fetch_add(1, Relaxed) + 1;
+        let unreported = {
+            let mut reported = server.refusals_reported.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let due = reported
+                .0
+                .is_none_or(|at| now.duration_since(at) >= REFUSALS_REPORTED_EVERY);
+            let unreported = refused - reported.1;
+            if due {
+                *reported = (Some(now), refused);
+            }
+            due.then_some(unreported)
+        };
+        if let Some(unreported) = unreported {
+            runtime::with_gil(|py| {
+                let mut text = format!(
+                    "refusing connection from {peer}: max_connections ({}) reached",
+                    server.max_connections
+                );
+                if unreported > 1 {
+                    text += &format!(" ({unreported} refused since the last report)");
+                }
+                log::log(py, WARNING, &text, None);
+            });
+        }
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -1492,6 +1515,7 @@ impl TcpServer {
             next_id: AtomicU64::new(1),
             lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
+            refusals_reported: Mutex::new((None, 0)),
         });
         Ok(TcpServer {
             shared,

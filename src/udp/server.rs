@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -77,6 +77,48 @@ struct UdpShared {
     lifecycle: Arc<Lifecycle>,
     /// Set by rsock.aio: runs an awaitable a handler returned on the caller's event loop.
     async_bridge: Mutex<Option<Py<PyAny>>>,
+    /// How many async handlers are running on the event loop (at most ASYNC_HANDLERS_AT_ONCE).
+    async_running: Mutex<usize>,
+    /// Signalled when one of them finishes.
+    async_finished: Condvar,
+}
+
+/// The most async handlers a server runs at once. Past it the receive thread waits, and datagrams wait
+/// in the socket's buffer, the kernel dropping what does not fit, as for a plain handler slower than
+/// the datagrams. Unbounded, a flood piled up handlers on the event loop without limit: hundreds of
+/// MiB, and the loop seconds behind.
+const ASYNC_HANDLERS_AT_ONCE: usize = 1024;
+
+/// An async handler's place among the ASYNC_HANDLERS_AT_ONCE, given back when dropped.
+struct HandlerSlot(Arc<UdpShared>);
+
+impl HandlerSlot {
+    /// Waits (GIL released) for a place; None if the server stops meanwhile.
+    fn take(py: Python<'_>, shared: &Arc<UdpShared>) -> Option<HandlerSlot> {
+        py.detach(|| {
+            let mut running = shared.async_running.lock().unwrap_or_else(|e| e.into_inner());
+            while *running >= ASYNC_HANDLERS_AT_ONCE {
+                if shared.lifecycle.is_stopping() {
+                    return None;
+                }
+                // In slices, to see a stop: begin_stop() does not know of this wait.
+                running = shared
+                    .async_finished
+                    .wait_timeout(running, Duration::from_millis(50))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            *running += 1;
+            Some(HandlerSlot(shared.clone()))
+        })
+    }
+}
+
+impl Drop for HandlerSlot {
+    fn drop(&mut self) {
+        *self.0.async_running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.async_finished.notify_one();
+    }
 }
 
 /// Where the reply of an async `on_datagram` goes, once rsock.aio reports it done.
@@ -86,8 +128,9 @@ pub struct DatagramReply {
     socket: Arc<UdpSocket>,
     target: SocketAddr,
     /// Counts the async handler as one of the server's tasks until its reply is sent or given up, so
-    /// that stop() lets it finish within its timeout, and gives up the port after it.
-    in_flight: Mutex<Option<TaskGuard>>,
+    /// that stop() lets it finish within its timeout, and gives up the port after it; and holds its
+    /// place among the handlers running at once.
+    in_flight: Mutex<Option<(TaskGuard, HandlerSlot)>>,
     /// A second descriptor of the server's socket, taken when the handler calls stop() itself
     /// (`_spare_at_stop`): the reply goes out from it even if stop() gives up the port meanwhile.
     spared_socket: Mutex<Option<UdpSocket>>,
@@ -450,11 +493,16 @@ fn hand_to_loop(
             "on_datagram returned an awaitable; async handlers need rsock.aio.UdpServer, which runs them on the event loop",
         ));
     };
+    let Some(slot) = HandlerSlot::take(py, shared) else {
+        // The server stopped while the handler waited for its turn: it never runs.
+        close_refused_awaitable(py, awaitable);
+        return Ok(());
+    };
     let reply = DatagramReply {
         shared: shared.clone(),
         socket: socket.clone(),
         target,
-        in_flight: Mutex::new(Some(shared.lifecycle.task())),
+        in_flight: Mutex::new(Some((shared.lifecycle.task(), slot))),
         spared_socket: Mutex::new(None),
     };
     call_handler(bridge.bind(py), (awaitable, Py::new(py, reply)?))?;
@@ -598,6 +646,8 @@ impl UdpServer {
             stats: Stats::default(),
             lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
+            async_running: Mutex::new(0),
+            async_finished: Condvar::new(),
         });
         Ok(UdpServer {
             shared,

@@ -1127,6 +1127,35 @@ async def test_udp_stop_delivers_replies_of_handlers_in_flight(servers):
 
 
 @pytest.mark.asyncio
+async def test_a_udp_server_runs_at_most_1024_async_handlers_at_once(servers):
+    """Past 1024 async handlers running, the receive thread waits and datagrams wait in the socket's buffer (a flood
+    used to pile up handlers on the loop without limit); once handlers finish, the waiting datagrams are handled."""
+    release = asyncio.Event()
+    counts = {"started": 0, "finished": 0}
+
+    async def on_datagram(data, address):
+        counts["started"] += 1
+        await release.wait()
+        counts["finished"] += 1
+
+    server = await servers.udp(on_datagram)
+    transport, _ = await servers.datagram_client()
+    async with asyncio.timeout(TIMEOUT):
+        for i in range(1024 + 50):
+            transport.sendto(b"%d" % i, server.address)
+            # Paced, so that no datagram overflows the server's socket buffer while this loop holds the GIL.
+            while counts["started"] < min(i + 1, 1024):
+                await asyncio.sleep(0.001)
+    await asyncio.sleep(0.2)  # for more to start, were the limit not kept
+    assert counts["started"] == 1024
+    release.set()
+    async with asyncio.timeout(TIMEOUT):
+        while counts["finished"] < 1024 + 50:
+            await asyncio.sleep(0.01)
+    assert server.stats["datagrams_in"] == 1024 + 50
+
+
+@pytest.mark.asyncio
 async def test_udp_stop_waits_for_async_handlers_then_gives_up_the_port(servers):
     """stop(timeout) waits for an async handler in flight as for a plain one: past the timeout it returns, the port
     is free for a new server, and the late reply is not sent (it used to leave from the port after stop())."""

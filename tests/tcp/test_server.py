@@ -13,6 +13,7 @@ import logging
 import mmap
 import os
 import queue
+import re
 import resource
 import signal
 import socket
@@ -1202,6 +1203,38 @@ def test_a_chat_room_fans_out_every_line_to_every_peer_whole_and_in_order(io_uri
         assert ("anon_inode:[io_uring]" in fd_targets(proc.pid)) == (io_uring == "allowed" and io_uring_allowed())
 
 
+# A process whose first fan-out comes while it is out of descriptors, then more once some are free.
+FAN_OUT_AFTER_A_SHORTAGE = """
+import os, resource, socket, time
+import rsock
+from tests.proc_threads import fd_targets, hold_every_free_descriptor
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, line: server.broadcast(line) and None, framing="line")
+server.start()
+peers = [socket.create_connection(server.address, timeout=10) for _ in range(5)]
+readers = [peer.makefile("rb") for peer in peers]
+while server.stats["active"] < 5:  # all in the room, and no fan-out yet
+    time.sleep(0.01)
+held = hold_every_free_descriptor()
+peers[0].sendall(b"short\\n")
+print(sum(reader.readline() == b"short\\n" for reader in readers))
+for fd in held:
+    os.close(fd)
+peers[0].sendall(b"plenty\\n")
+print(sum(reader.readline() == b"plenty\\n" for reader in readers))
+print("anon_inode:[io_uring]" in fd_targets())
+"""
+
+
+def test_a_fan_out_made_short_of_descriptors_does_not_give_up_io_uring_for_good():
+    """Setting up the io thread's ring when the process is out of descriptors fails; once there are some again,
+    the next fan-out sets it up (the first failure used to turn io_uring off for the life of the thread)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FAN_OUT_AFTER_A_SHORTAGE], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.stdout.split() == ["5", "5", str(io_uring_allowed())], result.stderr
+
+
 @pytest.mark.parametrize("io_uring", ["allowed", "off"])
 def test_peers_resetting_in_the_middle_of_a_chat_end_only_their_own_connections(io_uring):
     """Six of twelve peers reset their connections while three others publish: the fan-outs that find those sockets
@@ -1984,6 +2017,28 @@ def test_framing_property_reports_the_framing():
             server.stop()
 
 
+def test_refusals_are_logged_at_most_once_a_second_with_how_many_were_refused(make_server, make_raw, caplog):
+    """Every refusal is counted, but a storm of them is logged once a second, each line saying how many it covers
+    (one line per refusal slowed the connections served: tens of thousands of lines a second)."""
+    caplog.set_level(logging.WARNING, logger="rsock")
+    server = make_server(echo, max_connections=1)
+    make_raw(server.address).sendall(b"held")
+
+    def refused_once():
+        sock = make_raw(server.address)
+        assert read_to_end(sock) == b""
+        sock.close()
+
+    for _ in range(30):
+        refused_once()
+    time.sleep(1.1)
+    refused_once()
+    reports = [r.getMessage() for r in caplog.records if r.name == "rsock" and "refusing connection" in r.getMessage()]
+    covered = [int(m.group(1)) if (m := re.search(r"\((\d+) refused since", text)) else 1 for text in reports]
+    assert server.stats["refused"] == sum(covered) == 31
+    assert 2 <= len(reports) <= 5, reports  # the first at once, the last after the pause, few in between
+
+
 def test_max_connections_zero_is_a_value_error():
     with pytest.raises(ValueError):
         rsock.TcpServer((HOST, 0), echo, max_connections=0)
@@ -2016,16 +2071,11 @@ def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
 # A fresh process, so that rsock's runtime is not made yet: its first server starts with no descriptor left.
 OUT_OF_DESCRIPTORS_AT_FIRST_START = """
 import os, resource, socket, rsock
-from tests.proc_threads import named_threads
+from tests.proc_threads import hold_every_free_descriptor, named_threads
 assert not named_threads("rsock-io"), "the io thread was made at import"
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 first = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
-held = []
-try:
-    while True:
-        held.append(os.open(os.devnull, os.O_RDONLY))
-except OSError:
-    pass
+held = hold_every_free_descriptor()
 try:
     first.start()
 except OSError as exc:
