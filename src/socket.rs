@@ -644,13 +644,17 @@ impl Drop for Socket {
 }
 
 impl Socket {
-    /// Under MSG_TRUNC a TCP socket's recv(2) discards the bytes it reports without writing them,
-    /// while other stream sockets (AF_UNIX) ignore the flag and write them as usual: fresh storage is
-    /// zeroed before such a read, so no result shows memory that was never received, and what was
-    /// received is kept. (A datagram socket writes what fits and reports the datagram's full length.)
-    fn zero_if_truncating(&self, storage: &mut [MaybeUninit<u8>], flags: c_int) {
-        if flags & libc::MSG_TRUNC != 0 && self.kind.load(Relaxed) & 0xf == libc::SOCK_STREAM {
-            storage.fill(MaybeUninit::new(0));
+    /// Under MSG_TRUNC an IP stream socket's recv(2) (TCP's, MPTCP's) discards the bytes it reports
+    /// without writing them: that part of fresh storage is zeroed, so no result shows memory that was
+    /// never received. Other stream sockets (AF_UNIX) ignore the flag and write what they report, which
+    /// is kept. (A datagram socket writes what fits and reports the datagram's full length.)
+    fn hide_unwritten(&self, storage: &mut [MaybeUninit<u8>], received: usize, flags: c_int) {
+        if flags & libc::MSG_TRUNC != 0
+            && self.kind.load(Relaxed) & 0xf == libc::SOCK_STREAM
+            && matches!(self.family.load(Relaxed), libc::AF_INET | libc::AF_INET6)
+        {
+            let reported = received.min(storage.len());
+            storage[..reported].fill(MaybeUninit::new(0));
         }
     }
 
@@ -967,8 +971,8 @@ impl Socket {
             return Ok(PyBytes::new(py, b""));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
-        self.zero_if_truncating(writer.space(), flags);
         let received = self.recv_into_slice(py, None, writer.space(), flags)?;
+        self.hide_unwritten(writer.space(), received, flags);
         // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         unsafe { writer.finish_padded(received) }
     }
@@ -1003,8 +1007,8 @@ impl Socket {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
-        self.zero_if_truncating(writer.space(), flags);
         let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
+        self.hide_unwritten(writer.space(), received, flags);
         let address = from_sockaddr(py, &addr)?;
         // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
         Ok((unsafe { writer.finish_padded(received) }?, address))
@@ -1092,10 +1096,10 @@ impl Socket {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
         let mut writer = BytesWriter::new(py, bufsize as usize)?;
-        self.zero_if_truncating(writer.space(), flags);
         // As CPython's, the result holds at most bufsize bytes whatever MSG_TRUNC reports.
         let (received, ancdata, msg_flags, addr) =
             self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags)?;
+        self.hide_unwritten(writer.space(), received, flags);
         (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
     }
 
