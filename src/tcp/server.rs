@@ -93,8 +93,17 @@ struct ServerShared {
     lifecycle: Arc<Lifecycle>,
     /// Set by rsock.aio: runs an awaitable a handler returned on the caller's event loop.
     async_bridge: Mutex<Option<Py<PyAny>>>,
-    /// When refusals (over max_connections) were last logged, and how many had been counted by then.
-    refusals_reported: Mutex<(Option<Instant>, u64)>,
+    /// How refusals (over max_connections) have been logged.
+    refusals: Mutex<RefusalReports>,
+}
+
+/// When refusals were last logged, how many had been counted by then, and whether a report of those
+/// since is due (see `refuse`).
+#[derive(Default)]
+struct RefusalReports {
+    last: Option<Instant>,
+    reported: u64,
+    due: bool,
 }
 
 /// How often a server that keeps refusing connections logs it: a storm of reconnects would otherwise
@@ -1321,34 +1330,54 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
     }
 }
 
+/// Counts a connection refused over max_connections, and logs it: at once if nothing was logged in the
+/// last REFUSALS_REPORTED_EVERY, else in one line for all those refused meanwhile, at the end of it.
+fn refuse(server: &Arc<ServerShared>, peer: SocketAddr) {
+    server.stats.refused.fetch_add(1, Relaxed);
+    let mut reports = server.refusals.lock().unwrap_or_else(|e| e.into_inner());
+    match reports.last {
+        Some(last) if last.elapsed() < REFUSALS_REPORTED_EVERY => {
+            if !std::mem::replace(&mut reports.due, true) {
+                let server = server.clone();
+                runtime::spawn_here(async move {
+                    tokio::time::sleep_until((last + REFUSALS_REPORTED_EVERY).into()).await;
+                    report_refusals(&server, None);
+                });
+            }
+        }
+        _ => {
+            drop(reports);
+            report_refusals(server, Some(peer));
+        }
+    }
+}
+
+/// Logs the refusals not logged yet: the one from `peer`, or how many.
+fn report_refusals(server: &ServerShared, peer: Option<SocketAddr>) {
+    let unreported = {
+        let mut reports = server.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = server.stats.refused.load(Relaxed);
+        let unreported = refused - reports.reported;
+        *reports = RefusalReports {
+            last: Some(Instant::now()),
+            reported: refused,
+            due: false,
+        };
+        unreported
+    };
+    let limit = server.max_connections;
+    let text = match peer {
+        Some(peer) if unreported == 1 => format!("refusing connection from {peer}: max_connections ({limit}) reached"),
+        _ if unreported > 0 => format!("refused {unreported} more connection(s): max_connections ({limit}) reached"),
+        _ => return,
+    };
+    runtime::with_gil(|py| log::log(py, WARNING, &text, None));
+}
+
 fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     server.stats.accepted.fetch_add(1, Relaxed);
     if server.connections().len() >= server.max_connections {
-        let refused = server.stats.refused.fetch_add(1, Relaxed) + 1;
-        let unreported = {
-            let mut reported = server.refusals_reported.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let due = reported
-                .0
-                .is_none_or(|at| now.duration_since(at) >= REFUSALS_REPORTED_EVERY);
-            let unreported = refused - reported.1;
-            if due {
-                *reported = (Some(now), refused);
-            }
-            due.then_some(unreported)
-        };
-        if let Some(unreported) = unreported {
-            runtime::with_gil(|py| {
-                let mut text = format!(
-                    "refusing connection from {peer}: max_connections ({}) reached",
-                    server.max_connections
-                );
-                if unreported > 1 {
-                    text += &format!(" ({unreported} refused since the last report)");
-                }
-                log::log(py, WARNING, &text, None);
-            });
-        }
+        refuse(server, peer);
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -1515,7 +1544,7 @@ impl TcpServer {
             next_id: AtomicU64::new(1),
             lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
-            refusals_reported: Mutex::new((None, 0)),
+            refusals: Mutex::default(),
         });
         Ok(TcpServer {
             shared,

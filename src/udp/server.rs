@@ -116,8 +116,15 @@ impl HandlerSlot {
 
 impl Drop for HandlerSlot {
     fn drop(&mut self) {
-        *self.0.async_running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        self.0.async_finished.notify_one();
+        let mut running = self.0.async_running.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the receive thread waits, and only while all the places are taken: a signal (a system
+        // call) is needed only when this one frees the first.
+        let was_full = *running >= ASYNC_HANDLERS_AT_ONCE;
+        *running -= 1;
+        drop(running);
+        if was_full {
+            self.0.async_finished.notify_one();
+        }
     }
 }
 
