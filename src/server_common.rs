@@ -463,16 +463,17 @@ impl<S: Send + 'static> Runner<S> {
     }
 
     /// stop(timeout): begins the stop and waits up to `timeout` (default 5 s) for the server's tasks;
-    /// if some are still going, `force()` closes what is left, the port is given up (`release_port`:
-    /// a handler may hold up the thread that would close its socket) and stop() waits at most
-    /// ABORT_GRACE more. Called from one of the server's own handlers it only begins the stop
-    /// (`StopCaller`).
+    /// if some are still going, `force(true)` closes what is left but what rsock.aio's handlers that
+    /// called stop() themselves need for their replies, the port is given up (`release_port`: a
+    /// handler may hold up the thread that would close its socket) and stop() waits at most
+    /// ABORT_GRACE more, after which `force(false)` closes those too. Called from one of the server's
+    /// own handlers it only begins the stop (`StopCaller`).
     pub fn stop(
         &self,
         py: Python<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
         caller: StopCaller,
-        force: impl FnOnce(),
+        force: impl Fn(bool),
     ) -> PyResult<()> {
         let timeout = parse_timeout_arg("timeout", timeout)?.unwrap_or(DEFAULT_STOP_TIMEOUT);
         self.begin_stop();
@@ -483,9 +484,12 @@ impl<S: Send + 'static> Runner<S> {
             return Ok(());
         }
         if !runtime::wait(py, &self.lifecycle.stopped, Some(timeout))? {
-            force();
+            force(true);
             self.lifecycle.release_port();
-            runtime::wait(py, &self.lifecycle.stopped, Some(ABORT_GRACE))?;
+            if !runtime::wait(py, &self.lifecycle.stopped, Some(ABORT_GRACE))? {
+                // A handler that called stop() and has not returned since: its connection goes too.
+                force(false);
+            }
         }
         Ok(())
     }

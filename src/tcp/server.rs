@@ -172,7 +172,7 @@ struct ConnShared {
     /// connection on_connect closed.
     joined: AtomicBool,
     /// Its async handler called stop() itself (`Connection._spare_at_stop`): a stop that times out
-    /// leaves it open, so that the reply the handler has yet to return still goes out.
+    /// leaves it open a second more (ABORT_GRACE), for the reply the handler has yet to return.
     spared_at_stop: AtomicBool,
     /// When output last left for the peer at once (no queue for the task to flush), on `write_clock`,
     /// since the idle timer was last armed; 0 for none. The idle timer counts from it.
@@ -613,7 +613,8 @@ impl Connection {
 
     /// rsock.aio's mark for the connection whose async handler calls stop(): its wait for the other
     /// handlers ends with stop()'s timeout, when what is still open is closed, and this connection
-    /// must outlive that to send the reply the handler then returns. It closes after that reply.
+    /// must outlive that to send the reply the handler then returns. It closes after that reply, or a
+    /// second later (ABORT_GRACE) if the handler has not returned by then.
     fn _spare_at_stop(&self) {
         self.shared.spared_at_stop.store(true, Relaxed);
     }
@@ -1352,8 +1353,12 @@ fn refuse(server: &Arc<ServerShared>, peer: SocketAddr) {
     }
 }
 
-/// Logs the refusals not logged yet: the one from `peer`, or how many.
+/// Logs the refusals not logged yet: the one from `peer`, or how many. Those left to report when the
+/// server stops are not: at interpreter exit the report could take the GIL while Python shuts down.
 fn report_refusals(server: &ServerShared, peer: Option<SocketAddr>) {
+    if peer.is_none() && server.lifecycle.is_stopping() {
+        return;
+    }
     let unreported = {
         let mut reports = server.refusals.lock().unwrap_or_else(|e| e.into_inner());
         let refused = server.stats.refused.load(Relaxed);
@@ -1602,10 +1607,10 @@ impl TcpServer {
         } else {
             StopCaller::Elsewhere
         };
-        self.runner.stop(py, timeout, caller, || {
+        self.runner.stop(py, timeout, caller, |spare| {
             let open: Vec<_> = self.shared.connections().values().cloned().collect();
             open.iter()
-                .filter(|conn| !conn.spared_at_stop.load(Relaxed))
+                .filter(|conn| !(spare && conn.spared_at_stop.load(Relaxed)))
                 .for_each(|conn| conn.abort());
         })
     }

@@ -712,7 +712,7 @@ impl UdpServer {
         } else {
             StopCaller::Elsewhere
         };
-        self.runner.stop(py, timeout, caller, || {})
+        self.runner.stop(py, timeout, caller, |_spare| {})
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {

@@ -775,6 +775,30 @@ async def test_stop_with_a_timeout_in_a_handler_still_sends_that_handler_s_reply
     assert not server.running
 
 
+@pytest.mark.asyncio
+async def test_the_connection_of_a_handler_that_stops_the_server_and_never_returns_closes_after_a_grace(servers):
+    """The caller's connection is spared only for the reply its handler returns: a handler that never does has its
+    connection closed a second past the timeout, and the stop completes (it used to wait for that handler)."""
+    forever = asyncio.Event()
+
+    async def on_message(conn, data):
+        await server.stop(0.2)
+        await forever.wait()
+
+    server = await servers.tcp(on_message)
+    serving = asyncio.ensure_future(server.serve_forever())
+    peer = await servers.connect(server.address)
+    await peer.send(b"stop\n")
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(ConnectionResetError):
+            assert await peer.recv_to_eof() == b""
+        assert await bounded(serving) is None
+        assert 1.0 <= time.monotonic() - started < TIMEOUT / 2
+    finally:
+        forever.set()
+
+
 async def bind_datagram_socket_when_free(address):
     """A UDP socket bound to `address`, retried (for at most TIMEOUT) while another still holds it."""
     deadline = time.monotonic() + TIMEOUT
