@@ -333,9 +333,7 @@ def _occupy_closed_stdio():
         try:
             os.fstat(fd)
         except OSError:
-            os.dup2(opened := os.open(os.devnull, mode), fd)
-            if opened != fd:
-                os.close(opened)
+            os.open(os.devnull, mode)  # the lowest free descriptor: fd, as those below it are open by now
 
 
 # How sending fails once the peer has closed the connection (cleanly, or with a reset).

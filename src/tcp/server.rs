@@ -97,13 +97,11 @@ struct ServerShared {
     refusals: Mutex<RefusalReports>,
 }
 
-/// When refusals were last logged, how many had been counted by then, and whether a report of those
-/// since is due (see `refuse`).
+/// When refusals were last logged, and how many had been counted by then (see `refuse`).
 #[derive(Default)]
 struct RefusalReports {
     last: Option<Instant>,
     reported: u64,
-    due: bool,
 }
 
 /// How often a server that keeps refusing connections logs it: a storm of reconnects would otherwise
@@ -1334,11 +1332,13 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
 /// Counts a connection refused over max_connections, and logs it: at once if nothing was logged in the
 /// last REFUSALS_REPORTED_EVERY, else in one line for all those refused meanwhile, at the end of it.
 fn refuse(server: &Arc<ServerShared>, peer: SocketAddr) {
-    server.stats.refused.fetch_add(1, Relaxed);
-    let mut reports = server.refusals.lock().unwrap_or_else(|e| e.into_inner());
+    let refused = server.stats.refused.fetch_add(1, Relaxed) + 1;
+    let reports = server.refusals.lock().unwrap_or_else(|e| e.into_inner());
     match reports.last {
         Some(last) if last.elapsed() < REFUSALS_REPORTED_EVERY => {
-            if !std::mem::replace(&mut reports.due, true) {
+            // The first refusal since the last line schedules the next one; those after it find it
+            // scheduled. (Refusals are counted and reported on the io thread only.)
+            if refused == reports.reported + 1 {
                 let server = server.clone();
                 runtime::spawn_here(async move {
                     tokio::time::sleep_until((last + REFUSALS_REPORTED_EVERY).into()).await;
@@ -1366,7 +1366,6 @@ fn report_refusals(server: &ServerShared, peer: Option<SocketAddr>) {
         *reports = RefusalReports {
             last: Some(Instant::now()),
             reported: refused,
-            due: false,
         };
         unreported
     };
