@@ -8,6 +8,7 @@ mod addr;
 mod aio;
 mod ancillary;
 mod args;
+mod audit;
 mod buffer;
 mod display;
 mod errors;

@@ -13,6 +13,7 @@ use socket2::SockAddr;
 
 use crate::addr::{argument_type_name, from_sockaddr, ip_sockaddr, ip_string, type_name};
 use crate::args::{Opt, c_int, c_int_or, python_at_least};
+use crate::audit;
 use crate::errors::{gai_error, h_error, os_error};
 
 /// Room for a `hostent`'s strings, as CPython gives `gethostbyname_r`.
@@ -294,6 +295,7 @@ fn getaddrinfo<'py>(
         protocol: c_int_or(&proto, 0)?,
         flags: c_int_or(&flags, 0)?,
     };
+    audit::getaddrinfo(host, port, hints.family, hints.socktype, hints.protocol)?;
     let found = py
         .detach(|| lookup(c_host.as_deref(), c_port.as_deref(), hints))
         .map_err(GaiFailure::into_pyerr)?;
@@ -343,6 +345,7 @@ fn getnameinfo<'py>(py: Python<'py>, args: &Bound<'py, PyTuple>) -> PyResult<(St
         return Err(PyOverflowError::new_err("getnameinfo(): flowinfo must be 0-1048575."));
     }
     let c_host = CString::new(host).map_err(|_| PyValueError::new_err("embedded null character"))?;
+    audit::one(c"socket.getnameinfo", &sockaddr)?;
     let c_port = CString::new(port.to_string()).expect("digits have no NUL");
     let hints = Hints {
         family: AF_UNSPEC,
@@ -419,6 +422,7 @@ fn hostname_arg(obj: &Bound<'_, PyAny>, func: &str) -> PyResult<Vec<u8>> {
 #[pyo3(signature = (hostname, /))]
 fn gethostbyname(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<String> {
     let name = hostname_arg(hostname, "gethostbyname")?;
+    audit::one(c"socket.gethostbyname", hostname)?;
     Ok(resolve_host(py, &name, AF_INET)?.to_string())
 }
 
@@ -474,6 +478,7 @@ fn host_triple(entry: Result<HostEntry, i32>, family: i32) -> PyResult<(String, 
 #[pyo3(signature = (hostname, /))]
 fn gethostbyname_ex(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<(String, Vec<String>, Vec<String>)> {
     let name = hostname_arg(hostname, "gethostbyname_ex")?;
+    audit::one(c"socket.gethostbyname", hostname)?;
     resolve_host(py, &name, AF_INET)?;
     let c_name = CString::new(name).expect("host_bytes rejects NUL");
     let entry = py.detach(|| {
@@ -489,6 +494,7 @@ fn gethostbyname_ex(py: Python<'_>, hostname: &Bound<'_, PyAny>) -> PyResult<(St
 #[pyo3(signature = (ip_address, /))]
 fn gethostbyaddr(py: Python<'_>, ip_address: &Bound<'_, PyAny>) -> PyResult<(String, Vec<String>, Vec<String>)> {
     let name = hostname_arg(ip_address, "gethostbyaddr")?;
+    audit::one(c"socket.gethostbyaddr", ip_address)?;
     let (family, raw): (i32, Vec<u8>) = match resolve_host(py, &name, AF_UNSPEC)? {
         IpAddr::V4(v4) => (AF_INET, v4.octets().to_vec()),
         IpAddr::V6(v6) => (AF_INET6, v6.octets().to_vec()),
@@ -565,6 +571,7 @@ pub fn endpoints(
     let port: i64 = pair.get_item(1)?.extract()?;
     let port = u16::try_from(port).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;
     let service = CString::new(port.to_string()).expect("digits have no NUL");
+    audit::getaddrinfo(&host_obj, &pair.get_item(1)?, AF_UNSPEC, socktype, 0)?;
     let hints = Hints {
         family: AF_UNSPEC,
         socktype,

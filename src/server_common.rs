@@ -19,6 +19,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use socket2::{Domain, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
+use crate::audit;
 use crate::errors::{io_error, panic_error, strerror};
 use crate::log::{self, ERROR};
 use crate::runtime::{self, Latch};
@@ -257,6 +258,7 @@ pub fn bind_socket(
         prepare(&socket)?;
         Ok(socket)
     };
+    audit::no_socket_address(py, c"socket.bind", address)?;
     py.detach(setup).map_err(failed)
 }
 

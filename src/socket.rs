@@ -23,6 +23,7 @@ use socket2::SockAddr;
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, iterate, python_at_least, ssize, ssize_or};
+use crate::audit;
 use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 use crate::spin::{ReplySpin, poll_for};
@@ -690,7 +691,7 @@ impl Socket {
 
     #[pyo3(signature = (family=Opt::Absent, r#type=Opt::Absent, proto=Opt::Absent, fileno=None))]
     fn __init__(
-        &self,
+        slf: &Bound<'_, Self>,
         py: Python<'_>,
         family: Opt<'_>,
         r#type: Opt<'_>,
@@ -700,6 +701,8 @@ impl Socket {
         let mut family = as_int_or(&family, -1)?;
         let mut r#type = as_int_or(&r#type, -1)?;
         let mut proto = as_int_or(&proto, -1)?;
+        audit::new_socket(slf.as_any(), family, r#type, proto)?;
+        let this = slf.get();
         let fd = match fileno.filter(|f| !f.is_none()) {
             Some(fileno) => {
                 let fd = descriptor(fileno)?;
@@ -747,21 +750,21 @@ impl Socket {
                 fd
             }
         };
-        self.fd.store(fd, Relaxed);
-        self.family.store(family, Relaxed);
-        self.kind
+        this.fd.store(fd, Relaxed);
+        this.family.store(family, Relaxed);
+        this.kind
             .store(r#type & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC), Relaxed);
-        self.proto.store(proto, Relaxed);
+        this.proto.store(proto, Relaxed);
         if r#type & libc::SOCK_NONBLOCK != 0 {
-            self.timeout_ns.store(0, Relaxed);
+            this.timeout_ns.store(0, Relaxed);
             return Ok(());
         }
         let default = default_timeout_ns(py)?;
-        self.timeout_ns.store(default, Relaxed);
+        this.timeout_ns.store(default, Relaxed);
         if default >= 0
             && let Err(err) = set_nonblocking(fd, true)
         {
-            self.fd.store(-1, Relaxed);
+            this.fd.store(-1, Relaxed);
             let _ = close_fd(fd);
             return Err(crate::errors::io_error(&err));
         }
@@ -869,9 +872,11 @@ impl Socket {
     }
 
     #[pyo3(signature = (address, /))]
-    fn bind(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
-        let addr = self.sockaddr_arg(py, address, "bind")?;
-        self.bind_to(py, &addr)
+    fn bind(slf: &Bound<'_, Self>, address: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (this, py) = (slf.get(), slf.py());
+        let addr = this.sockaddr_arg(py, address, "bind")?;
+        audit::socket_address(c"socket.bind", slf.as_any(), address)?;
+        this.bind_to(py, &addr)
     }
 
     #[pyo3(signature = (backlog=Opt::Absent, /))]
@@ -902,15 +907,19 @@ impl Socket {
     }
 
     #[pyo3(signature = (address, /))]
-    fn connect(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<()> {
-        let addr = self.sockaddr_arg(py, address, "connect")?;
-        self.connect_impl(py, &addr, true).map(drop)
+    fn connect(slf: &Bound<'_, Self>, address: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (this, py) = (slf.get(), slf.py());
+        let addr = this.sockaddr_arg(py, address, "connect")?;
+        audit::socket_address(c"socket.connect", slf.as_any(), address)?;
+        this.connect_impl(py, &addr, true).map(drop)
     }
 
     #[pyo3(signature = (address, /))]
-    fn connect_ex(&self, py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<i32> {
-        let addr = self.sockaddr_arg(py, address, "connect_ex")?;
-        self.connect_impl(py, &addr, false)
+    fn connect_ex(slf: &Bound<'_, Self>, address: &Bound<'_, PyAny>) -> PyResult<i32> {
+        let (this, py) = (slf.get(), slf.py());
+        let addr = this.sockaddr_arg(py, address, "connect_ex")?;
+        audit::socket_address(c"socket.connect", slf.as_any(), address)?;
+        this.connect_impl(py, &addr, false)
     }
 
     #[pyo3(signature = (data, flags=Opt::Absent, /))]
@@ -928,7 +937,8 @@ impl Socket {
 
     /// `sendto(data, address)` or `sendto(data, flags, address)`.
     #[pyo3(signature = (*args))]
-    fn sendto(&self, py: Python<'_>, args: &Bound<'_, PyTuple>) -> PyResult<usize> {
+    fn sendto(slf: &Bound<'_, Self>, args: &Bound<'_, PyTuple>) -> PyResult<usize> {
+        let (this, py) = (slf.get(), slf.py());
         let n = args.len();
         if !(2..=3).contains(&n) {
             return Err(PyTypeError::new_err(format!(
@@ -938,8 +948,10 @@ impl Socket {
         // Checked in the stdlib's order: the data, then the flags, then the address.
         with_readable(&args.get_item(0)?, |bytes| {
             let flags = if n == 3 { c_int(&args.get_item(1)?)? } else { 0 };
-            let addr = self.sockaddr_arg(py, &args.get_item(n - 1)?, "sendto")?;
-            self.call(py, POLLOUT, self.io_wait(), |fd| {
+            let address = args.get_item(n - 1)?;
+            let addr = this.sockaddr_arg(py, &address, "sendto")?;
+            audit::socket_address(c"socket.sendto", slf.as_any(), &address)?;
+            this.call(py, POLLOUT, this.io_wait(), |fd| {
                 // SAFETY: bytes and addr are valid for the duration of the call.
                 check(unsafe {
                     libc::sendto(
@@ -1040,23 +1052,28 @@ impl Socket {
     /// messages into one sendmsg(2).
     #[pyo3(signature = (buffers, ancdata=Opt::Absent, flags=Opt::Absent, address=None, /))]
     fn sendmsg(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         buffers: &Bound<'_, PyAny>,
         ancdata: Opt<'_>,
         flags: Opt<'_>,
         address: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
-        // Checked in CPython's order (flags, address, buffers, control messages), so that a call with
-        // two bad arguments raises the same error.
+        let (this, py) = (slf.get(), slf.py());
+        // Checked in CPython's order (flags, address, the audit event, buffers, control messages), so
+        // that a call with two bad arguments raises the same error.
         let flags = c_int_or(&flags, 0)?;
-        let addr = address.map(|a| self.sockaddr_arg(py, a, "sendmsg")).transpose()?;
+        let addr = address.map(|a| this.sockaddr_arg(py, a, "sendmsg")).transpose()?;
+        audit::socket_address(
+            c"socket.sendmsg",
+            slf.as_any(),
+            address.unwrap_or(&py.None().into_bound(py)),
+        )?;
         let iter = iterate(buffers, "sendmsg() argument 1 must be an iterable")?;
         let chunks = iter
             .map(|b| crate::buffer::read_bytes(&b?))
             .collect::<PyResult<Vec<_>>>()?;
         let control = ancillary::pack(&ancillary::parse_or_empty(&ancdata)?)?;
-        self.call(py, POLLOUT, self.io_wait(), |fd| {
+        this.call(py, POLLOUT, this.io_wait(), |fd| {
             let mut iov: Vec<libc::iovec> = chunks
                 .iter()
                 .map(|c| libc::iovec {

@@ -14,6 +14,7 @@ use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
 
 use crate::args::{Opt, byte_count};
+use crate::audit;
 use crate::buffer::{BytesWriter, with_readable};
 use crate::errors::{file_error, io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
@@ -479,6 +480,7 @@ fn connect_first(py: Python<'_>, peers: &[SocketAddr], timeout_ns: i64) -> PyRes
     let mut last_error = None;
     for &peer in peers {
         let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+        audit::no_socket_address(py, c"socket.connect", &socket_address_to_py(py, &peer)?)?;
         let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
         // Request/response traffic: send small messages at once rather than waiting to coalesce.
         let connected = sock

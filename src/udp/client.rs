@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyTuple};
 
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::args::{Opt, byte_count};
+use crate::audit;
 use crate::buffer::{BytesWriter, with_readable};
 use crate::errors::os_error;
 use crate::resolver::endpoint;
@@ -131,6 +132,9 @@ impl UdpClient {
             // A UDP client of another family (AF_UNIX) could send, but never match a reply to its request.
             None => return Err(PyValueError::new_err("family must be AF_INET or AF_INET6")),
         };
+        if let (Some(address), Some(_)) = (address, local) {
+            audit::no_socket_address(py, c"socket.bind", address)?;
+        }
         let sock = Socket::open(py, family, libc::SOCK_DGRAM, -1)?;
         if let Some(local) = local
             && let Err(err) = sock.bind_to(py, &local.into())
@@ -149,6 +153,7 @@ impl UdpClient {
     /// Sends one datagram to `address`; returns the bytes sent.
     fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<usize> {
         let target = to_sockaddr(py, self.family, address, "sendto")?;
+        audit::no_socket_address(py, c"socket.sendto", address)?;
         with_readable(data, |bytes| self.send(py, bytes, &target))?
     }
 
@@ -191,6 +196,7 @@ impl UdpClient {
         let _turn = self.requesting.take(py, None, || self.sock.is_closed())?;
         self.discard_queued(py)?;
         for _ in 0..=retries {
+            audit::no_socket_address(py, c"socket.sendto", address)?;
             self.send(py, &payload, &target)?;
             let deadline = Instant::now() + wait;
             loop {
