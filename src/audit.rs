@@ -44,7 +44,12 @@ pub fn socket_address(event: &CStr, sock: &Bound<'_, PyAny>, address: &Bound<'_,
     outcome(sock.py(), rc)
 }
 
-/// The same for rsock's own clients and servers, whose sockets live in Rust: None in the socket's place.
+/// `socket.__new__` and the events about an address, for rsock's own clients and servers: their sockets
+/// live in Rust, and None stands in the socket's place.
+pub fn no_socket_new(py: Python<'_>, family: c_int, kind: c_int, proto: c_int) -> PyResult<()> {
+    new_socket(&py.None().into_bound(py), family, kind, proto)
+}
+
 pub fn no_socket_address(py: Python<'_>, event: &CStr, address: &Bound<'_, PyAny>) -> PyResult<()> {
     socket_address(event, &py.None().into_bound(py), address)
 }

@@ -541,7 +541,9 @@ pub fn endpoint(
 }
 
 /// Every socket address `getaddrinfo` gives for a `(host, port)` tuple, in its order: the ones
-/// `create_connection()` tries in turn. Never empty.
+/// `create_connection()` tries in turn. Never empty. A lookup to connect to (not `passive`) raises the
+/// `socket.getaddrinfo` audit event, as create_connection()'s does; one to bind to does not, as
+/// create_server()'s bind() does not.
 pub fn endpoints(
     py: Python<'_>,
     address: &Bound<'_, PyAny>,
@@ -571,7 +573,9 @@ pub fn endpoints(
     let port: i64 = pair.get_item(1)?.extract()?;
     let port = u16::try_from(port).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;
     let service = CString::new(port.to_string()).expect("digits have no NUL");
-    audit::getaddrinfo(&host_obj, &pair.get_item(1)?, AF_UNSPEC, socktype, 0)?;
+    if !passive {
+        audit::getaddrinfo(&host_obj, &pair.get_item(1)?, AF_UNSPEC, socktype, 0)?;
+    }
     let hints = Hints {
         family: AF_UNSPEC,
         socktype,

@@ -4,7 +4,8 @@ over MODULE (`socket` or `rsock`) and prints, as one JSON object, each case's au
 MODE "record" lets every event through; "refuse" raises Refused from the hook for every socket event, as a
 sandbox refusing network access would, and "refuse=EVENT,..." for those events only. Audit hooks cannot be
 removed, so this runs in a process of its own; tests/test_audit_compat.py compares the two modules' reports.
-Over rsock, the report also holds the cases of rsock's own clients and servers (`HIGH_LEVEL`).
+The report also holds the cases of rsock's own clients and servers (`HIGH_LEVEL`), over the stdlib with the
+calls they stand for.
 """
 
 import importlib
@@ -292,50 +293,69 @@ def case_service_lookups():
     return [attempt(lambda: m.getservbyname("http", "tcp")), attempt(lambda: m.getservbyport(80, "tcp"))]
 
 
-# --- rsock's own clients and servers, which have no stdlib counterpart ---------------------------------------
+# --- rsock's own clients and servers, against the stdlib calls they stand for -----------------------------------
+# Over the stdlib: create_server() for a TcpServer, create_connection() for a TcpClient, a bound UDP socket for a
+# UdpServer or UdpClient, one sendto() for a UdpClient.request().
 
 
 def _echo(_conn, data):
     return data
 
 
+def _udp_socket(address):
+    sock = m.socket(m.AF_INET, m.SOCK_DGRAM)
+    sock.bind(address)
+    return sock
+
+
+def _close(opened):
+    (opened.stop if hasattr(opened, "stop") else opened.close)()
+
+
 def highlevel_tcp():
-    servers, clients = [], []
-    outcomes = [attempt(lambda: servers.append(m.TcpServer((LOCALHOST, 0), _echo)))]
+    ours = MODULE == "rsock"
+    made = []
+    make_server = m.TcpServer if ours else lambda address, _handler: m.create_server(address)
+    outcomes = [attempt(lambda: made.append(make_server((LOCALHOST, 0), _echo)))]
+    connect = m.TcpClient if ours else m.create_connection
     with m.create_server((LOCALHOST, 0)) as listening:
         listening.setblocking(False)
         port = listening.getsockname()[1]
-        outcomes.append(attempt(lambda: clients.append(m.TcpClient((LOCALHOST, port), timeout=5))))
+        outcomes.append(attempt(lambda: made.append(connect((LOCALHOST, port), timeout=5))))
         try:
             listening.accept()[0].close()
             outcomes.append("accepted")
         except BlockingIOError:
             outcomes.append("no connection")
-    for server in servers:
-        server.stop()
-    for client in clients:
-        client.close()
+    for opened in made:
+        _close(opened)
     return outcomes
 
 
 def highlevel_udp():
-    servers, clients = [], []
+    ours = MODULE == "rsock"
+    made = []
+    make_server = m.UdpServer if ours else lambda address, _handler: _udp_socket(address)
+    make_client = m.UdpClient if ours else _udp_socket
     outcomes = [
-        attempt(lambda: servers.append(m.UdpServer((LOCALHOST, 0), _echo))),
-        attempt(lambda: clients.append(m.UdpClient((LOCALHOST, 0)))),
+        attempt(lambda: made.append(make_server((LOCALHOST, 0), _echo))),
+        attempt(lambda: made.append(make_client((LOCALHOST, 0)))),
     ]
-    client = clients[0] if clients else m.UdpClient()
+    client = m.UdpClient() if ours else m.socket(m.AF_INET, m.SOCK_DGRAM)
     sender, receiver = udp_pair()
+    address = receiver.getsockname()
+    if ours:
+        request = lambda: client.request(b"unanswered", address, timeout=0.01, retries=2)  # noqa: E731
+    else:
+        request = lambda: client.sendto(b"unanswered", address)  # noqa: E731
     outcomes += [
-        attempt(lambda: client.sendto(b"one", receiver.getsockname())),
+        attempt(lambda: client.sendto(b"one", address)),
         received(receiver),
-        attempt(lambda: client.request(b"unanswered", receiver.getsockname(), timeout=0.01, retries=2)),
+        attempt(request),
         received(receiver),
     ]
-    for server in servers:
-        server.stop()
-    for opened in (client, sender, receiver):
-        opened.close()
+    for opened in (*made, client, sender, receiver):
+        _close(opened)
     return outcomes
 
 
@@ -345,7 +365,7 @@ HIGH_LEVEL = {name[len("highlevel_") :]: case for name, case in globals().items(
 if __name__ == "__main__":
     sys.addaudithook(_hook)
     report = {}
-    for name, case in {**CASES, **(HIGH_LEVEL if MODULE == "rsock" else {})}.items():
+    for name, case in {**CASES, **HIGH_LEVEL}.items():
         _events.clear()
         observed = case()
         report[name] = {"events": list(_events), "observed": _normalize(observed)}

@@ -479,27 +479,32 @@ impl TcpClient {
 fn connect_first(py: Python<'_>, peers: &[SocketAddr], timeout_ns: i64) -> PyResult<(Socket, SocketAddr)> {
     let mut last_error = None;
     for &peer in peers {
-        let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
-        audit::no_socket_address(py, c"socket.connect", &socket_address_to_py(py, &peer)?)?;
-        let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
-        // Request/response traffic: send small messages at once rather than waiting to coalesce.
-        let connected = sock
-            .set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
-            .and_then(|()| sock.connect_to(py, &SockAddr::from(peer)));
-        match connected {
-            Ok(()) => return Ok((sock, peer)),
-            Err(err) => {
-                sock.close_now(py)?;
-                // Refused, unreachable, timed out: the next address may answer. Ctrl-C and the like
-                // end the attempts.
-                if !err.is_instance_of::<PyOSError>(py) {
-                    return Err(err);
-                }
-                last_error = Some(err);
-            }
+        // Refused, unreachable, timed out, refused by an audit hook (create_connection() catches the
+        // OSError of every step): the next address may answer. Ctrl-C and the like end the attempts.
+        match connect_to(py, peer, timeout_ns) {
+            Ok(sock) => return Ok((sock, peer)),
+            Err(err) if err.is_instance_of::<PyOSError>(py) => last_error = Some(err),
+            Err(err) => return Err(err),
         }
     }
     Err(last_error.expect("endpoints() gives at least one address"))
+}
+
+/// One attempt of `connect_first()`, raising the audit events create_connection() raises for it.
+fn connect_to(py: Python<'_>, peer: SocketAddr, timeout_ns: i64) -> PyResult<Socket> {
+    let domain = if peer.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    audit::no_socket_new(py, domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)?;
+    let sock = Socket::open(py, domain, libc::SOCK_STREAM, timeout_ns)?;
+    // Request/response traffic: send small messages at once rather than waiting to coalesce.
+    let connected = sock
+        .set_int_option(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+        .and_then(|()| audit::no_socket_address(py, c"socket.connect", &socket_address_to_py(py, &peer)?))
+        .and_then(|()| sock.connect_to(py, &SockAddr::from(peer)));
+    if let Err(err) = connected {
+        sock.close_now(py)?;
+        return Err(err);
+    }
+    Ok(sock)
 }
 
 /// A path argument as `os.fspath()` takes it: str, bytes or an os.PathLike.

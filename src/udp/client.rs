@@ -132,6 +132,7 @@ impl UdpClient {
             // A UDP client of another family (AF_UNIX) could send, but never match a reply to its request.
             None => return Err(PyValueError::new_err("family must be AF_INET or AF_INET6")),
         };
+        audit::no_socket_new(py, family, libc::SOCK_DGRAM, 0)?;
         if let (Some(address), Some(_)) = (address, local) {
             audit::no_socket_address(py, c"socket.bind", address)?;
         }
@@ -153,8 +154,10 @@ impl UdpClient {
     /// Sends one datagram to `address`; returns the bytes sent.
     fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<usize> {
         let target = to_sockaddr(py, self.family, address, "sendto")?;
-        audit::no_socket_address(py, c"socket.sendto", address)?;
-        with_readable(data, |bytes| self.send(py, bytes, &target))?
+        with_readable(data, |bytes| {
+            audit::no_socket_address(py, c"socket.sendto", address)?;
+            self.send(py, bytes, &target)
+        })?
     }
 
     /// The next datagram and its sender's address, waiting up to `timeout` seconds (None: as long as it
@@ -193,10 +196,12 @@ impl UdpClient {
         let target = to_sockaddr(py, self.family, address, "request")?;
         let expected = target.as_socket();
         let payload = with_readable(data, <[u8]>::to_vec)?;
+        // One event for the request and its resends, all to the same address; raised before this
+        // request's turn is taken, so that a hook using the client from another thread does not wait on it.
+        audit::no_socket_address(py, c"socket.sendto", address)?;
         let _turn = self.requesting.take(py, None, || self.sock.is_closed())?;
         self.discard_queued(py)?;
         for _ in 0..=retries {
-            audit::no_socket_address(py, c"socket.sendto", address)?;
             self.send(py, &payload, &target)?;
             let deadline = Instant::now() + wait;
             loop {
