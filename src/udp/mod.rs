@@ -3,6 +3,7 @@
 use pyo3::prelude::*;
 
 mod client;
+mod reply_source;
 mod server;
 
 pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -35,6 +35,8 @@ use crate::server_common::{
 };
 use crate::spin::SPIN;
 
+use super::reply_source::{self, Control, ReplySource};
+
 /// Datagrams taken per recvmmsg(2) call.
 const BATCH: usize = 32;
 /// Room for any UDP datagram (the largest payload is 65,527 bytes over IPv6), so none is cut short.
@@ -128,12 +130,20 @@ impl Drop for HandlerSlot {
     }
 }
 
+/// Where a datagram's reply goes: to its sender, and from the address it was sent to when the socket
+/// is bound to every address (see `reply_source`).
+#[derive(Clone, Copy)]
+struct ReplyTo {
+    peer: SocketAddr,
+    source: Option<ReplySource>,
+}
+
 /// Where the reply of an async `on_datagram` goes, once rsock.aio reports it done.
 #[pyclass(name = "DatagramReply", module = "rsock._rsock", frozen)]
 pub struct DatagramReply {
     shared: Arc<UdpShared>,
     socket: Arc<UdpSocket>,
-    target: SocketAddr,
+    target: ReplyTo,
     /// Counts the async handler as one of the server's tasks until its reply is sent or given up, so
     /// that stop() lets it finish within its timeout, and gives up the port after it; and holds its
     /// place among the handlers running at once.
@@ -184,7 +194,7 @@ impl DatagramReply {
                 log::log(
                     py,
                     ERROR,
-                    &format!("handler for a datagram from {} failed", self.target),
+                    &format!("handler for a datagram from {} failed", self.target.peer),
                     Some(&err),
                 );
             }
@@ -201,6 +211,8 @@ struct RecvBatch {
     /// Never read here: the headers point at these.
     _iovecs: Vec<libc::iovec>,
     names: Vec<libc::sockaddr_storage>,
+    /// Each datagram's destination, on a socket bound to every address (else empty).
+    controls: Vec<Control>,
     messages: Vec<libc::mmsghdr>,
 }
 
@@ -209,7 +221,8 @@ struct RecvBatch {
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    fn new() -> Self {
+    /// `destinations`: whether the socket reports where each datagram was sent (see `reply_source`).
+    fn new(destinations: bool) -> Self {
         let mut buffers = vec![MaybeUninit::<u8>::uninit(); BATCH * DATAGRAM_ROOM];
         let mut iovecs: Vec<libc::iovec> = buffers
             .chunks_mut(DATAGRAM_ROOM)
@@ -220,7 +233,8 @@ impl RecvBatch {
             .collect();
         // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
         let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; BATCH];
-        let messages = iovecs
+        let mut controls = vec![Control::EMPTY; if destinations { BATCH } else { 0 }];
+        let mut messages: Vec<libc::mmsghdr> = iovecs
             .iter_mut()
             .zip(names.iter_mut())
             .map(|(iov, name)| {
@@ -232,10 +246,14 @@ impl RecvBatch {
                 msg
             })
             .collect();
+        for (msg, control) in messages.iter_mut().zip(controls.iter_mut()) {
+            (msg.msg_hdr.msg_control, msg.msg_hdr.msg_controllen) = control.room();
+        }
         RecvBatch {
             buffers,
             _iovecs: iovecs,
             names,
+            controls,
             messages,
         }
     }
@@ -243,9 +261,13 @@ impl RecvBatch {
     /// One recvmmsg(2) that waits for the first datagram (unless `flags` has MSG_DONTWAIT), then takes
     /// those already queued: how many arrived.
     fn receive(&mut self, fd: i32, flags: libc::c_int) -> io::Result<usize> {
-        for msg in &mut self.messages {
-            // The kernel overwrote both in the last call: the room for the address, and the flags.
+        for (i, msg) in self.messages.iter_mut().enumerate() {
+            // The kernel overwrote these in the last call: the room for the address and for the control
+            // data, and the flags.
             msg.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if let Some(control) = self.controls.get_mut(i) {
+                msg.msg_hdr.msg_controllen = control.room().1;
+            }
             msg.msg_hdr.msg_flags = 0;
         }
         // SAFETY: every message points at a buffer and an address slot owned by this batch.
@@ -275,9 +297,9 @@ impl RecvBatch {
         count > 0 && self.messages[count - 1].msg_hdr.msg_namelen == 0
     }
 
-    /// Datagram `i` of the last batch: its bytes, its sender (None for the empty entry a socket shut
-    /// down for reading returns, which has no sender), and whether the kernel cut it short.
-    fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>, bool) {
+    /// Datagram `i` of the last batch: its bytes, where its reply goes (None for the empty entry a socket
+    /// shut down for reading returns, which has no sender), and whether the kernel cut it short.
+    fn datagram(&self, i: usize) -> (&[u8], Option<ReplyTo>, bool) {
         let message = &self.messages[i];
         let start = i * DATAGRAM_ROOM;
         let len = (message.msg_len as usize).min(DATAGRAM_ROOM);
@@ -288,7 +310,12 @@ impl RecvBatch {
         } else {
             socket_addr_from_storage(&self.names[i])
         };
-        (data, sender, message.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+        let reply_to = sender.map(|peer| ReplyTo {
+            peer,
+            // SAFETY: recvmmsg filled in this header, and its control data is untouched since.
+            source: unsafe { reply_source::destination(&message.msg_hdr) },
+        });
+        (data, reply_to, message.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
     }
 }
 
@@ -414,7 +441,7 @@ fn deliver_batch(
     batch: &RecvBatch,
     count: usize,
     addresses: &mut AddressCache,
-) -> (Vec<(Bytes, SocketAddr)>, bool) {
+) -> (Vec<(Bytes, ReplyTo)>, bool) {
     let stats = &shared.stats;
     let mut unsent = Vec::new();
     let mut answered = false;
@@ -423,8 +450,9 @@ fn deliver_batch(
             // stop() waits for the handler in progress, not for the rest of the batch.
             break;
         }
-        let (data, sender, truncated) = batch.datagram(i);
-        let Some(sender) = sender else { continue };
+        let (data, reply_to, truncated) = batch.datagram(i);
+        let Some(reply_to) = reply_to else { continue };
+        let sender = reply_to.peer;
         stats.datagrams_in.fetch_add(1, Relaxed);
         stats.bytes_in.fetch_add(data.len() as u64, Relaxed);
         if truncated {
@@ -453,15 +481,15 @@ fn deliver_batch(
                 }
             };
             if is_awaitable(&reply) {
-                return hand_to_loop(py, shared, socket, sender, &reply);
+                return hand_to_loop(py, shared, socket, reply_to, &reply);
             }
-            with_readable(&reply, |bytes| match send_now(shared, socket, bytes, sender) {
+            with_readable(&reply, |bytes| match send_now(shared, socket, bytes, reply_to) {
                 Ok(n) => {
                     stats.sent(n);
                     Ok(())
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    unsent.push((Bytes::copy_from_slice(bytes), sender));
+                    unsent.push((Bytes::copy_from_slice(bytes), reply_to));
                     Ok(())
                 }
                 Err(err) => Err(io_error(&err)),
@@ -485,7 +513,7 @@ fn hand_to_loop(
     py: Python<'_>,
     shared: &Arc<UdpShared>,
     socket: &Arc<UdpSocket>,
-    target: SocketAddr,
+    target: ReplyTo,
     awaitable: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let bridge = shared
@@ -518,8 +546,8 @@ fn hand_to_loop(
 
 /// Sends one datagram without waiting for room in the socket's buffer. A reply made after stop()
 /// gave up the port fails on the stand-in socket with EINVAL; the error says what happened instead.
-fn send_now(shared: &UdpShared, socket: &UdpSocket, data: &[u8], target: SocketAddr) -> io::Result<usize> {
-    let sent = socket2::SockRef::from(socket).send_to_with_flags(data, &target.into(), libc::MSG_DONTWAIT);
+fn send_now(shared: &UdpShared, socket: &UdpSocket, data: &[u8], target: ReplyTo) -> io::Result<usize> {
+    let sent = reply_source::send(socket.as_raw_fd(), data, target.peer, target.source, libc::MSG_DONTWAIT);
     if sent.is_err() && shared.lifecycle.released() {
         return Err(io::Error::other(
             "reply not sent: stop() timed out while the handler ran, and gave up the port",
@@ -551,7 +579,8 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
     // SAFETY: PR_SET_TIMERSLACK takes a number and acts on the calling thread only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, FLOOD_PAUSE_SLACK_NS) };
     let receive_buffer = socket2::SockRef::from(&**socket).recv_buffer_size().unwrap_or(0);
-    let mut batch = RecvBatch::new();
+    let bound_to_every_address = socket.local_addr().is_ok_and(|local| local.ip().is_unspecified());
+    let mut batch = RecvBatch::new(bound_to_every_address);
     let mut addresses = AddressCache::default();
     let mut pacer = FloodPacer::new(receive_buffer);
     let mut spin = IdleSpin::default();
@@ -567,7 +596,7 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
                 let (unsent, answered) =
                     runtime::with_gil(|py| deliver_batch(py, shared, socket, &batch, count, &mut addresses));
                 for (reply, target) in unsent {
-                    match socket.send_to(&reply, target) {
+                    match reply_source::send(fd, &reply, target.peer, target.source, 0) {
                         Ok(n) => shared.stats.sent(n),
                         Err(_) => {
                             shared.stats.errors.fetch_add(1, Relaxed);
@@ -643,7 +672,12 @@ impl UdpServer {
         };
         let address = server_common::default_address(py, address)?;
         let target = endpoint(py, &address, libc::SOCK_DGRAM, true)?;
-        let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |_| Ok(()))?;
+        let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |socket| {
+            if target.ip().is_unspecified() {
+                reply_source::report_destinations(socket.as_raw_fd(), target.is_ipv6())?;
+            }
+            Ok(())
+        })?;
         let socket = std::net::UdpSocket::from(socket);
         let local = socket.local_addr().map_err(|e| io_error(&e))?;
         let runner = Runner::new(socket);

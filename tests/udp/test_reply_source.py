@@ -1,0 +1,65 @@
+"""A UdpServer bound to every address replies from the address each datagram was sent to, not from the one the
+kernel's route would pick: a client that asked another of the host's addresses (here 127.0.0.2, which loopback
+answers for) and checks who answers (a connected socket, UdpClient.request()) gets its reply. The stdlib's and
+asyncio's UDP sockets reply from the route's choice (127.0.0.1), and such a client never sees the reply."""
+
+import asyncio
+import socket
+
+import pytest
+
+from rsock import aio
+from tests.loopback import ipv6_loopback_available
+
+TIMEOUT = 10.0
+ASKED = ["127.0.0.1", "127.0.0.2", "127.0.0.3"]
+
+
+def upper(data, _addr):
+    return data.upper()
+
+
+def ask_connected(family, address):
+    """What a connected socket (one that takes datagrams from `address` only) receives after sending to it."""
+    with socket.socket(family, socket.SOCK_DGRAM) as client:
+        client.settimeout(TIMEOUT)
+        client.connect(address)
+        client.send(b"hello")
+        return client.recvfrom(100)
+
+
+@pytest.mark.parametrize("asked", ASKED)
+def test_a_server_on_every_address_replies_from_the_address_asked(make_server, make_client, asked):
+    server = make_server(upper, address=("0.0.0.0", 0))
+    address = (asked, server.address[1])
+    assert ask_connected(socket.AF_INET, address) == (b"HELLO", address)
+    assert make_client().request(b"ping", address, timeout=TIMEOUT, retries=0) == b"PING"
+
+
+@pytest.mark.parametrize("asked", ASKED)
+def test_an_async_handler_replies_from_the_address_asked(asked):
+    async def upper_later(data, _addr):
+        await asyncio.sleep(0)
+        return data.upper()
+
+    async def main():
+        async with aio.UdpServer(("0.0.0.0", 0), upper_later) as server:
+            address = (asked, server.address[1])
+            return address, await asyncio.to_thread(ask_connected, socket.AF_INET, address)
+
+    address, received = asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    assert received == (b"HELLO", address)
+
+
+def test_a_server_on_one_address_replies_as_before(make_server):
+    server = make_server(upper)
+    assert ask_connected(socket.AF_INET, server.address) == (b"HELLO", server.address)
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+def test_a_server_on_every_ipv6_address_replies_from_the_address_asked(make_server, make_client):
+    server = make_server(upper, address=("::", 0))
+    address = ("::1", server.address[1])
+    host, port, *_ = ask_connected(socket.AF_INET6, address)[1]
+    assert (host, port) == address
+    assert make_client(family=socket.AF_INET6).request(b"ping", address, timeout=TIMEOUT, retries=0) == b"PING"
