@@ -565,9 +565,14 @@ pub fn endpoints(
     let host = if host_obj.is_none() {
         None
     } else {
-        // "" means every interface, as it does for socket.bind().
+        // To bind to, "" means every interface, as it does for socket.bind(); to connect to, it names
+        // nothing (gaierror), as for create_connection().
         let name = host_bytes(&host_obj)?;
-        let name = if name.is_empty() { b"0.0.0.0".to_vec() } else { name };
+        let name = if name.is_empty() && passive {
+            b"0.0.0.0".to_vec()
+        } else {
+            name
+        };
         Some(CString::new(name).expect("host_bytes rejects NUL"))
     };
     let port: i64 = pair.get_item(1)?.extract()?;

@@ -250,7 +250,9 @@ pub fn bind_socket(
         if reuse_port {
             socket.set_reuse_port(true)?;
         }
-        if target.is_ipv6() {
+        if target.is_ipv6() && kind == Type::STREAM {
+            // As create_server() binds TCP: IPv6 only. A UDP socket keeps the system's default, as the
+            // stdlib's and asyncio's do: on "::" it also takes IPv4 datagrams (from ::ffff:a.b.c.d).
             socket.set_only_v6(true)?;
         }
         socket.set_nonblocking(true)?;

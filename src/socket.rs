@@ -451,10 +451,23 @@ impl Socket {
 
     /// The socket's own address.
     pub(crate) fn local_address(&self) -> PyResult<SockAddr> {
+        self.kernel_address(libc::getsockname)
+    }
+
+    /// The address of the peer the socket is connected to, as the kernel has it.
+    pub(crate) fn peer_address(&self) -> PyResult<SockAddr> {
+        self.kernel_address(libc::getpeername)
+    }
+
+    /// What getsockname(2) or getpeername(2) says.
+    fn kernel_address(
+        &self,
+        call: unsafe extern "C" fn(c_int, *mut libc::sockaddr, *mut socklen_t) -> c_int,
+    ) -> PyResult<SockAddr> {
         let fd = self.raw_fd();
         with_sockaddr(|addr, len| {
-            // SAFETY: addr/len describe valid address storage.
-            check(unsafe { libc::getsockname(fd, addr, len) } as isize)
+            // SAFETY: addr/len describe valid address storage, as both calls take it.
+            check(unsafe { call(fd, addr, len) } as isize)
         })
         .map(|(_, addr)| addr)
         .map_err(|e| crate::errors::io_error(&e))

@@ -154,13 +154,14 @@ def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024)
 
 
 def _host_and_port(address):
-    """A client's ``(host, port)`` (or IPv6's four-tuple), checked as the sync clients check it."""
+    """A client's host and port, and IPv6's (flowinfo, scope_id) from a four-tuple (None from a pair), checked as
+    the sync clients check them."""
     if not isinstance(address, tuple) or len(address) not in (2, 4):
         raise TypeError(
             f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
         )
     # An integer port, as the sync clients take (the resolver would take a float, a service name, None as 0).
-    return address[0], operator.index(address[1])
+    return address[0], operator.index(address[1]), (address[2:] or None)
 
 
 def _seconds(name, value):
@@ -184,12 +185,38 @@ def _streams(loop, transport):
     return StreamReader(transport), StreamWriter(loop, transport)
 
 
-async def _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors=False):
-    """An rsock socket connected to (host, port): each address tried in turn, as asyncio does."""
+async def _sock_connect(loop, sock, address):
+    """``loop.sock_connect()`` for an address already resolved, on every loop: uvloop's resolves it again and
+    drops an IPv6 address's flowinfo and scope_id, without which a link-local address cannot be reached."""
+    try:
+        sock.connect(address)
+        return
+    except BlockingIOError:
+        pass
+    connected = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, lambda: connected.done() or connected.set_result(None))
+    try:
+        await connected
+    finally:
+        loop.remove_writer(fd)
+    error = sock.getsockopt(sockets.SOL_SOCKET, sockets.SO_ERROR)
+    if error:
+        # asyncio's words for it.
+        raise OSError(error, f"Connect call failed {address}")
+
+
+async def _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors=False, ipv6_details=None):
+    """An rsock socket connected to (host, port): each address tried in turn, as asyncio does. With
+    ``ipv6_details`` (flowinfo, scope_id), only IPv6 addresses, with those, as connect() takes the four-tuple."""
     _check_port(port, "connect")
     infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
+    if ipv6_details is not None:
+        infos = [(*info[:4], (*info[4][:2], *ipv6_details)) for info in infos if info[0] == sockets.AF_INET6]
+        if not infos:
+            raise TypeError("AF_INET address must be a pair (host, port)")
     errors = []
     for af, kind, protocol, _, address in infos:
         sock = sockets.socket(af, kind, protocol)
@@ -198,7 +225,7 @@ async def _connect_socket(loop, host, port, family, proto, flags, local_addr, al
             sock.setsockopt(sockets.IPPROTO_TCP, sockets.TCP_NODELAY, 1)
             if local_addr is not None:
                 sock.bind(local_addr)
-            await loop.sock_connect(sock, address)
+            await _sock_connect(loop, sock, address)
             return sock
         except OSError as exc:
             errors.append(exc)
@@ -585,12 +612,12 @@ class TcpClient:
     async def connect(cls, address, *, timeout=None, framing=None, max_frame_size=16 * 1024 * 1024):
         """Connects to ``address`` (a ``(host, port)`` tuple); ``timeout`` bounds the connect and each
         later call."""
-        host, port = _host_and_port(address)
+        host, port, ipv6_details = _host_and_port(address)
         _seconds("timeout", timeout)
         if max_frame_size <= 0:
             raise ValueError("max_frame_size must be positive")
         loop = asyncio.get_running_loop()
-        connecting = _connect_socket(loop, host, port, 0, 0, 0, None)
+        connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
 

@@ -482,7 +482,11 @@ fn connect_first(py: Python<'_>, peers: &[SocketAddr], timeout_ns: i64) -> PyRes
         // Refused, unreachable, timed out, refused by an audit hook (create_connection() catches the
         // OSError of every step): the next address may answer. Ctrl-C and the like end the attempts.
         match connect_to(py, peer, timeout_ns) {
-            Ok(sock) => return Ok((sock, peer)),
+            // The peer as the kernel has it: 0.0.0.0 asked is 127.0.0.1, a flow label asked is not kept.
+            Ok(sock) => {
+                let connected = sock.peer_address().ok().and_then(|a| a.as_socket());
+                return Ok((sock, connected.unwrap_or(peer)));
+            }
             Err(err) if err.is_instance_of::<PyOSError>(py) => last_error = Some(err),
             Err(err) => return Err(err),
         }

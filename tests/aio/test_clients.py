@@ -314,6 +314,41 @@ async def test_tcp_client_connects_to_an_ipv6_address_of_four(opened):
     assert client.peer[:2] == address[:2]
 
 
+async def _connected_peer(connecting):
+    """The peer a connected client reports, or the error's type and message."""
+    try:
+        client = await connecting
+    except Exception as exc:
+        return type(exc), str(exc)
+    try:
+        return client.peer
+    finally:
+        closing = client.close()  # the sync client's close() returns None, the async one's a coroutine
+        if closing is not None:
+            await closing
+
+
+async def test_tcp_client_takes_ipv6_four_tuples_as_the_sync_client_does(opened):
+    """The flowinfo and scope_id of a four-tuple reach connect(), and an IPv4 four-tuple is refused: the
+    flowinfo and scope_id used to be dropped, so a link-local server's address (with its scope) could not be
+    connected to."""
+    if not ipv6_loopback_available():
+        pytest.skip("this machine has no IPv6 loopback address (::1)")
+    listener = socket.create_server(("::1", 0), family=socket.AF_INET6, backlog=16)
+    opened.stack.callback(listener.close)
+    port = listener.getsockname()[1]
+    scope = socket.if_nametoindex("lo")
+    addresses = [("::1", port, 0, scope), ("::1", port, 7, 0), ("127.0.0.1", port, 0, 0), ("::1", port, 1 << 20, 0)]
+    for address in addresses:
+
+        async def sync_connect(address=address):
+            return rsock.TcpClient(address, timeout=TIMEOUT)
+
+        expected = await _connected_peer(sync_connect())
+        assert await _connected_peer(aio.TcpClient.connect(address, timeout=TIMEOUT)) == expected, address
+    assert await _connected_peer(aio.TcpClient.connect(("::1", port, 7, scope))) == ("::1", port, 0, 0)
+
+
 @pytest.mark.parametrize("port", [65536 + 9, -1])
 async def test_tcp_client_port_out_of_range_raises_overflowerror(port):
     """Not wrapped round to another port by the resolver (as uvloop's open_connection does); the sync clients

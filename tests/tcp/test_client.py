@@ -113,6 +113,26 @@ def test_connect_to_a_closed_port_is_refused():
     gc.collect()  # a socket leaked by the failed connect would warn (an error under this suite's filterwarnings)
 
 
+def test_peer_is_the_address_the_kernel_connected_to(peer):
+    """As getpeername() gives it: 0.0.0.0 asked is the local host (the address as given was reported)."""
+    port = peer.address[1]
+    with socket.create_connection(("0.0.0.0", port), timeout=TIMEOUT) as stdlib_client:
+        expected = stdlib_client.getpeername()
+    with rsock.TcpClient(("0.0.0.0", port), timeout=TIMEOUT) as client:
+        assert client.peer == expected == (HOST, port)
+        assert f"{HOST}:{port}" in repr(client)
+
+
+def test_an_empty_host_names_nothing_to_connect_to(peer):
+    """As for create_connection(): "" means every interface only to bind to (it used to connect to 0.0.0.0)."""
+    address = ("", peer.address[1])
+    with pytest.raises(socket.gaierror) as stdlib_error:
+        socket.create_connection(address, timeout=TIMEOUT)
+    with pytest.raises(socket.gaierror) as error:
+        rsock.TcpClient(address, timeout=TIMEOUT)
+    assert error.value.errno == stdlib_error.value.errno
+
+
 @pytest.mark.parametrize("listening", ["127.0.0.1", "::1"])
 def test_connect_tries_each_address_the_host_resolves_to(listening):
     """A name that resolves to ::1 and 127.0.0.1 (None here; "localhost" on many systems) reaches a server on either

@@ -19,10 +19,10 @@ def upper(data, _addr):
     return data.upper()
 
 
-def ask_connected(family, address):
+def ask_connected(family, address, timeout=TIMEOUT):
     """What a connected socket (one that takes datagrams from `address` only) receives after sending to it."""
     with socket.socket(family, socket.SOCK_DGRAM) as client:
-        client.settimeout(TIMEOUT)
+        client.settimeout(timeout)
         client.connect(address)
         client.send(b"hello")
         return client.recvfrom(100)
@@ -54,6 +54,26 @@ def test_an_async_handler_replies_from_the_address_asked(asked):
 def test_a_server_on_one_address_replies_as_before(make_server):
     server = make_server(upper)
     assert ask_connected(socket.AF_INET, server.address) == (b"HELLO", server.address)
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+def test_a_server_on_every_ipv6_address_also_takes_ipv4_as_the_stdlibs_socket_does(make_server):
+    """A UDP socket on "::" keeps the system's default, as the stdlib's and asyncio's do: it takes IPv4 datagrams
+    too, from their IPv4-mapped sender (rsock's used to be IPv6 only, as create_server() makes TCP's)."""
+    senders = []
+    server = make_server(lambda data, addr: senders.append(addr) or data, address=("::", 0))
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as stdlib_server:
+        stdlib_server.bind(("::", 0))
+        v6only = stdlib_server.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    for asked in ASKED:
+        address = (asked, server.address[1])
+        if v6only:
+            with pytest.raises(TimeoutError):
+                ask_connected(socket.AF_INET, address, timeout=0.2)
+        else:
+            assert ask_connected(socket.AF_INET, address) == (b"hello", address)
+    if not v6only:
+        assert {sender[0] for sender in senders} == {"::ffff:127.0.0.1"}
 
 
 @pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
