@@ -528,16 +528,18 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A `(host, port)` tuple as one socket address: the first address `getaddrinfo` gives for it, the
-/// one a server binds. `passive` resolves a None host to the wildcard address.
-pub fn endpoint(
-    py: Python<'_>,
-    address: &Bound<'_, PyAny>,
-    socktype: i32,
-    passive: bool,
-) -> PyResult<std::net::SocketAddr> {
-    let first = endpoints(py, address, socktype, passive)?.into_iter().next();
-    Ok(first.expect("endpoints() gives at least one address"))
+/// A `(host, port)` tuple as the one socket address a server (or a UdpClient) binds; a None host is
+/// the wildcard address.
+pub fn endpoint(py: Python<'_>, address: &Bound<'_, PyAny>, socktype: i32) -> PyResult<std::net::SocketAddr> {
+    Ok(bind_choice(&endpoints(py, address, socktype, true)?))
+}
+
+/// Of the addresses a name resolved to, the one to bind: the first IPv4 one, as create_server() binds a
+/// name (its family is AF_INET unless told), else the first. A host whose resolver puts ::1 before
+/// 127.0.0.1 for "localhost" would otherwise serve IPv6 only, out of reach of a client of 127.0.0.1.
+fn bind_choice(found: &[std::net::SocketAddr]) -> std::net::SocketAddr {
+    let first = found.iter().find(|a| a.is_ipv4()).or(found.first());
+    *first.expect("endpoints() gives at least one address")
 }
 
 /// Every socket address `getaddrinfo` gives for a `(host, port)` tuple, in its order: the ones
@@ -636,5 +638,19 @@ pub fn socket_address_to_py<'py>(py: Python<'py>, addr: &std::net::SocketAddr) -
             let flowinfo = u32::from_be(v6.flowinfo());
             Ok((host, v6.port(), flowinfo, v6.scope_id()).into_pyobject(py)?.into_any())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_binds_the_first_ipv4_address_a_name_resolves_to() {
+        let v6: std::net::SocketAddr = "[::1]:80".parse().unwrap();
+        let v4: std::net::SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(bind_choice(&[v6, v4]), v4);
+        assert_eq!(bind_choice(&[v4, v6]), v4);
+        assert_eq!(bind_choice(&[v6]), v6);
     }
 }

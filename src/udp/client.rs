@@ -123,7 +123,7 @@ impl UdpClient {
     fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>, family: i32) -> PyResult<Self> {
         let local: Option<SocketAddr> = address
             .filter(|a| !a.is_none())
-            .map(|a| endpoint(py, a, libc::SOCK_DGRAM, true))
+            .map(|a| endpoint(py, a, libc::SOCK_DGRAM))
             .transpose()?;
         let family = match local {
             Some(SocketAddr::V6(_)) => libc::AF_INET6,
