@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod handoff;
 mod op;
 mod poller;
 mod step;

@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
 
+use super::handoff::Handoff;
 use super::stream::StreamTransport;
 use crate::errors::{last_errno, os_error};
 
@@ -64,6 +65,8 @@ pub struct Poller {
     on_ready: Mutex<Option<Py<PyAny>>>,
     /// The transports being watched, by descriptor: each is held while it is.
     watched: Mutex<ByFd<Py<StreamTransport>>>,
+    /// Lets other threads have the GIL while the transports keep the loop busy.
+    handoff: Mutex<Handoff>,
 }
 
 impl Poller {
@@ -165,44 +168,8 @@ impl Poller {
         }
     }
 
-    /// Reports an exception a transport's callback raised, as the loop reports a failing callback's.
-    fn report(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
-        let context = PyDict::new(py);
-        context.set_item("message", "Exception in an rsock.aio transport's I/O callback")?;
-        context.set_item("exception", err.into_value(py))?;
-        self.event_loop
-            .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
-    }
-}
-
-#[pymethods]
-impl Poller {
-    #[new]
-    fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let py = event_loop.py();
-        super::import_asyncio_exceptions(py);
-        let resolved = event_loop.call_method0(intern!(py, "create_future"))?;
-        resolved.call_method1(intern!(py, "set_result"), (py.None(),))?;
-        Ok(Poller {
-            epoll: AtomicI32::new(-1),
-            event_loop: event_loop.clone().unbind(),
-            resolved: resolved.unbind(),
-            on_ready: Mutex::new(None),
-            watched: Mutex::new(ByFd::default()),
-        })
-    }
-
-    /// Called once after construction: the callback the loop will run.
-    fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let on_ready = slf.getattr(intern!(slf.py(), "_on_ready"))?.unbind();
-        *slf.get().on_ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_ready);
-        Ok(())
-    }
-
-    /// The loop's callback for the epoll fd: serves every transport that is ready (a batch at a time).
-    fn _on_ready(&self, py: Python<'_>) -> PyResult<()> {
+    /// Serves every transport that is ready (a batch at a time).
+    fn serve_ready(&self, py: Python<'_>) -> PyResult<()> {
         let epoll = self.epoll.load(Relaxed);
         if epoll < 0 {
             // Nothing is watched any more (the loop had already found the descriptor ready).
@@ -241,6 +208,55 @@ impl Poller {
             }
         }
         Ok(())
+    }
+
+    /// Reports an exception a transport's callback raised, as the loop reports a failing callback's.
+    fn report(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
+        let context = PyDict::new(py);
+        context.set_item("message", "Exception in an rsock.aio transport's I/O callback")?;
+        context.set_item("exception", err.into_value(py))?;
+        self.event_loop
+            .bind(py)
+            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Poller {
+    #[new]
+    fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = event_loop.py();
+        super::import_asyncio_exceptions(py);
+        let resolved = event_loop.call_method0(intern!(py, "create_future"))?;
+        resolved.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        Ok(Poller {
+            epoll: AtomicI32::new(-1),
+            event_loop: event_loop.clone().unbind(),
+            resolved: resolved.unbind(),
+            on_ready: Mutex::new(None),
+            watched: Mutex::new(ByFd::default()),
+            handoff: Mutex::new(Handoff::new()),
+        })
+    }
+
+    /// Called once after construction: the callback the loop will run.
+    fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let on_ready = slf.getattr(intern!(slf.py(), "_on_ready"))?.unbind();
+        *slf.get().on_ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_ready);
+        Ok(())
+    }
+
+    /// The loop's callback for the epoll fd: serves every transport that is ready (a batch at a time).
+    fn _on_ready(&self, py: Python<'_>) -> PyResult<()> {
+        // Only the loop's thread calls this, so the lock is never waited for.
+        self.handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .before_serving(py);
+        let served = self.serve_ready(py);
+        self.handoff.lock().unwrap_or_else(|e| e.into_inner()).after_serving();
+        served
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -1791,3 +1791,50 @@ async def test_waits_given_up_against_a_stalled_peer_do_not_pile_up(rkit, wait):
             await asyncio.wait_for(getattr(writer, wait)(), 0.0005)
     gc.collect()
     assert sum(type(o) is _rsock.Waiter for o in gc.get_objects()) <= 1
+
+
+@pytest.mark.parametrize("streams", ["stdlib", "rsock"])
+async def test_other_threads_get_the_gil_while_streams_of_this_loop_keep_it_busy(streams):
+    """Eight connections of one loop echo lines to each other while the loop asks another thread for 50 calls
+    (`asyncio.to_thread`, as an executor's getaddrinfo runs): each waits about a switch interval (5 ms) at most,
+    as with asyncio's own streams. rsock.aio's loop used to let go of the GIL only for moments too short for the
+    waiting thread to take it, which kept each call waiting up to a second."""
+    module = {"stdlib": asyncio, "rsock": aio}[streams]
+    handlers = []
+
+    async def echo(reader, writer):
+        handlers.append(asyncio.current_task())
+        with contextlib.suppress(ConnectionError):
+            while line := await reader.readline():
+                writer.write(line)
+                await writer.drain()
+        writer.close()
+
+    async def pump(reader, writer):
+        while True:
+            writer.write(b"ping\n" * 20)
+            await writer.drain()
+            for _ in range(20):
+                await reader.readline()
+
+    server = await module.start_server(echo, HOST, 0)
+    connections = [await bounded(module.open_connection(*server.sockets[0].getsockname()[:2])) for _ in range(8)]
+    pumps = [asyncio.ensure_future(pump(reader, writer)) for reader, writer in connections]
+    try:
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for _ in range(50):
+            await bounded(asyncio.to_thread(int))
+        elapsed = loop.time() - started
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        for _, writer in connections:
+            writer.close()
+            await bounded(writer.wait_closed())
+        await bounded(asyncio.gather(*handlers))  # each ends at its client's end of stream
+        server.close()
+        await bounded(server.wait_closed())
+    assert elapsed < 2.5, f"50 calls in another thread took {elapsed:.2f} s"
