@@ -548,3 +548,18 @@ impl<S: Send + 'static> Runner<S> {
         }
     }
 }
+
+/// Why an async handler ended without being at fault, if it did, for the log (INFO, no traceback): its
+/// task was cancelled (asyncio.run() ending, or a cancel of the program's own), or its event loop was
+/// closed before it could run. rsock.aio reports the latter as a ConnectionAbortedError it makes but
+/// never raises, so one without a traceback; a ConnectionAbortedError a handler raised is its error
+/// like any other.
+pub fn not_the_handlers_fault(py: Python<'_>, err: &PyErr) -> Option<&'static str> {
+    if err.is_instance_of::<crate::aio::CancelledError>(py) {
+        Some("its handler was cancelled")
+    } else if err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py) && err.traceback(py).is_none() {
+        Some("its handler's event loop is gone")
+    } else {
+        None
+    }
+}

@@ -1236,7 +1236,7 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
                 log::log(py, INFO, &format!("closing idle connection from {peer}"), None);
                 Some(PyTimeoutError::new_err("idle timeout"))
             }
-            Outcome::Handler(err) if let Some(why) = not_the_handlers_fault(py, err) => {
+            Outcome::Handler(err) if let Some(why) = server_common::not_the_handlers_fault(py, err) => {
                 log::log(py, INFO, &format!("closing connection from {peer}: {why}"), None);
                 Some(err.clone_ref(py))
             }
@@ -1287,21 +1287,6 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
         }
         drop(py_conn);
     });
-}
-
-/// Why an async handler ended without being at fault, if it did, for the log (INFO, no traceback): its
-/// task was cancelled (asyncio.run() ending, or a cancel of the program's own), or its event loop was
-/// closed before it could run. rsock.aio reports the latter as a ConnectionAbortedError it makes but
-/// never raises, so one without a traceback; a ConnectionAbortedError a handler raised is its error
-/// like any other.
-fn not_the_handlers_fault(py: Python<'_>, err: &PyErr) -> Option<&'static str> {
-    if err.is_instance_of::<crate::aio::CancelledError>(py) {
-        Some("its handler was cancelled")
-    } else if err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py) && err.traceback(py).is_none() {
-        Some("its handler's event loop is gone")
-    } else {
-        None
-    }
 }
 
 /// Accepts until the server stops; each connection gets a task of its own.

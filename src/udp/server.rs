@@ -26,7 +26,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::addr::socket_addr_from_storage;
 use crate::buffer::with_readable;
 use crate::errors::io_error;
-use crate::log::{self, ERROR};
+use crate::log::{self, ERROR, INFO};
 use crate::resolver::{endpoint, socket_address_to_py};
 use crate::reused_bytes;
 use crate::runtime;
@@ -180,7 +180,16 @@ impl DatagramReply {
         self.shared.lifecycle.check_runs_here()?;
         let stats = &self.shared.stats;
         let sent = match exc.filter(|e| !e.is_none()) {
-            Some(exc) => Err(PyErr::from_value(exc.clone())),
+            Some(exc) => {
+                let err = PyErr::from_value(exc.clone());
+                if let Some(why) = server_common::not_the_handlers_fault(py, &err) {
+                    // As a TcpServer says it of a connection: not an error of the server's or the handler's.
+                    let text = format!("no reply to a datagram from {}: {why}", self.target.peer);
+                    log::log(py, INFO, &text, None);
+                    return Ok(());
+                }
+                Err(err)
+            }
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
                 send_now(&self.shared, socket, bytes, self.target).map_err(|e| io_error(&e))

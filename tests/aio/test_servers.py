@@ -1467,6 +1467,35 @@ def test_udp_server_stops_when_a_datagram_arrives_after_its_loop_closed(loop_fac
         with pytest.raises(TimeoutError):
             client.recvfrom(100)
     assert loop_closed_noise(caplog, capfd) == []
+    # Not the handler's fault, nor the server's: said at INFO, as a TcpServer says it of a connection.
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert any("its handler's event loop is gone" in record.getMessage() for record in caplog.records)
+
+
+def test_udp_handler_in_flight_when_the_loop_closes(loop_factory, leftover, caplog, capfd):
+    """asyncio.Runner cancels the handler's task as it closes the loop: no reply, and no error logged for it (one
+    was, where a TcpServer's handler cancelled so logs at INFO)."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    entered = []
+
+    async def on_datagram(data, address):
+        entered.append(data)
+        await asyncio.Event().wait()  # never finishes by itself
+
+    async def main():
+        server = aio.UdpServer((HOST, 0), on_datagram)
+        leftover.append(server)
+        await server.start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"pending", server.address)
+        await wait_for_condition(lambda: entered == [b"pending"], "the datagram to reach the handler")
+        return server
+
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert any("its handler was cancelled" in record.getMessage() for record in caplog.records)
+    assert loop_closed_noise(caplog, capfd) == []
 
 
 @pytest.mark.asyncio
