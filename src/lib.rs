@@ -13,6 +13,7 @@ mod buffer;
 mod display;
 mod errors;
 mod framing;
+mod gil_handoff;
 mod log;
 mod resolver;
 mod reused_bytes;

@@ -27,6 +27,8 @@ use pyo3::sync::PyOnceLock;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+use crate::gil_handoff::{self, Handoff};
+
 /// How long a blocking wait sleeps before it runs Python's signal handlers again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
@@ -54,11 +56,22 @@ struct RsockThread {
     /// it is one. A handler that forks leaves the child running on a copy of that thread, which is
     /// not the child's io thread.
     io_of: Cell<Option<u64>>,
+    /// When it lets go of the GIL for a thread that may wait for it (see `gil_handoff`); None until
+    /// it first takes the GIL.
+    handoff: Cell<Option<Handoff>>,
 }
 
 impl RsockThread {
     fn is_io_thread(&self) -> bool {
         self.io_of.get() == Some(FORK_GENERATION.load(Ordering::Relaxed))
+    }
+
+    /// Notes that the GIL was just released.
+    fn let_go_of_gil(&self) {
+        if let Some(mut handoff) = self.handoff.get() {
+            handoff.let_go(Instant::now());
+            self.handoff.set(Some(handoff));
+        }
     }
 }
 
@@ -70,6 +83,7 @@ thread_local! {
             tstate: Cell::new(ptr::null_mut()),
             gil: Cell::new(Gil::Released),
             io_of: Cell::new(None),
+            handoff: Cell::new(None),
         }
     };
 }
@@ -347,6 +361,25 @@ fn release_gil_kept_by(thread: &RsockThread) {
     thread.gil.set(Gil::Released);
     // SAFETY: the io thread holds the GIL it took in with_gil, with its own thread state.
     unsafe { pyo3::ffi::PyEval_SaveThread() };
+    thread.let_go_of_gil();
+}
+
+/// Takes the GIL with the calling rsock thread's own state; first lets another thread have it, when
+/// this one has kept retaking it without a pause for a while (see `gil_handoff`).
+fn take_gil(thread: &RsockThread, tstate: *mut pyo3::ffi::PyThreadState) {
+    let now = Instant::now();
+    let mut handoff = thread.handoff.get().unwrap_or_else(|| Handoff::new(now));
+    // Not holding the GIL: whoever was woken by its last release takes it meanwhile.
+    let handed_over = handoff.due(now).then(gil_handoff::hand_over);
+    let asked = Instant::now();
+    // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
+    unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
+    let now = Instant::now();
+    handoff.took(now.duration_since(asked));
+    if let Some(others_ran) = handed_over {
+        handoff.handed_over(now, others_ran);
+    }
+    thread.handoff.set(Some(handoff));
 }
 
 /// Runs `f` with the GIL. On an rsock thread this restores and saves its own thread state directly,
@@ -368,8 +401,7 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
             // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
             Gil::InCall => return Python::attach(f),
             Gil::Released => {
-                // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
-                unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
+                take_gil(thread, tstate);
                 thread.is_io_thread().then(|| Kept::taken(Instant::now()))
             }
             Gil::Kept(kept) => Some(kept),
@@ -383,6 +415,7 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
                     thread.gil.set(Gil::Released);
                     // SAFETY: this thread restored its own state above and is saving it exactly once.
                     unsafe { pyo3::ffi::PyEval_SaveThread() };
+                    thread.let_go_of_gil();
                     return;
                 };
                 match kept.after_call(Instant::now) {

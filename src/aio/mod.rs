@@ -2,7 +2,6 @@
 
 use pyo3::prelude::*;
 
-mod handoff;
 mod op;
 mod poller;
 mod step;

@@ -13,15 +13,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicI32;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::handoff::Handoff;
 use super::stream::StreamTransport;
 use crate::errors::{last_errno, os_error};
+use crate::gil_handoff::{self, Handoff};
 
 /// Readiness gathered per callback; more waits for the next one.
 const BATCH: usize = 64;
@@ -65,13 +66,19 @@ pub struct Poller {
     on_ready: Mutex<Option<Py<PyAny>>>,
     /// The transports being watched, by descriptor: each is held while it is.
     watched: Mutex<ByFd<Py<StreamTransport>>>,
-    /// Lets other threads have the GIL while the transports keep the loop busy.
+    /// Lets a thread waiting for the GIL have it while the transports keep the loop busy (see
+    /// `gil_handoff`); the loop's thread lets go of it only in select(), which returns at once then.
     handoff: Mutex<Handoff>,
 }
 
 impl Poller {
     fn watched(&self) -> MutexGuard<'_, ByFd<Py<StreamTransport>>> {
         self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Only the loop's thread serves, so the lock is never waited for.
+    fn handoff(&self) -> MutexGuard<'_, Handoff> {
+        self.handoff.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Watches `fd` for `interest` (READABLE | WRITABLE; 0 stops watching it). The loop watches the
@@ -236,7 +243,7 @@ impl Poller {
             resolved: resolved.unbind(),
             on_ready: Mutex::new(None),
             watched: Mutex::new(ByFd::default()),
-            handoff: Mutex::new(Handoff::new()),
+            handoff: Mutex::new(Handoff::new(Instant::now())),
         })
     }
 
@@ -249,13 +256,12 @@ impl Poller {
 
     /// The loop's callback for the epoll fd: serves every transport that is ready (a batch at a time).
     fn _on_ready(&self, py: Python<'_>) -> PyResult<()> {
-        // Only the loop's thread calls this, so the lock is never waited for.
-        self.handoff
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .before_serving(py);
+        if self.handoff().due(Instant::now()) {
+            let others_ran = py.detach(gil_handoff::hand_over);
+            self.handoff().handed_over(Instant::now(), others_ran);
+        }
         let served = self.serve_ready(py);
-        self.handoff.lock().unwrap_or_else(|e| e.into_inner()).after_serving();
+        self.handoff().let_go(Instant::now());
         served
     }
 

@@ -2120,6 +2120,55 @@ def test_an_idle_connection_costs_the_server_a_few_kib_of_resident_memory():
     assert 0.5 <= per_connection <= 16, result.stdout
 
 
+# 8 connections, each sending a line and reading the reply, for `seconds`: the load of the test below.
+LINE_LOAD = """
+import socket, sys, threading, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+def run():
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        replies = sock.makefile("rb")
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sock.sendall(b"x" * 50 + b"\\n")
+            replies.readline()
+threads = [threading.Thread(target=run) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+def test_the_main_thread_gets_the_gil_while_handlers_keep_the_io_thread_busy():
+    """A busy io thread releases the GIL between its waits for I/O and retakes it within microseconds; each release
+    restarted the main thread's wait for a forced switch, so it waited up to a second (its signal handlers too: a
+    late Ctrl-C). Now the io thread lets go of the GIL for a moment every few milliseconds while another thread
+    runs, and the main thread waits no longer than behind a busy Python thread."""
+
+    def busy(conn, data):
+        total = 0
+        for i in range(2000):  # about 0.1 ms of Python per message
+            total += i
+        return data
+
+    with rsock.TcpServer((HOST, 0), busy, framing="line") as server:
+        server.start()
+        load = subprocess.Popen([sys.executable, "-c", LINE_LOAD, str(server.address[1]), "4"])
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while server.stats["messages"] < 1000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            late = []
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                asleep = time.monotonic()
+                time.sleep(0.002)
+                late.append(time.monotonic() - asleep - 0.002)
+        finally:
+            load.wait(TIMEOUT)
+    assert max(late) < 0.25, f"the main thread waited {max(late):.3f} s for the GIL ({len(late)} waits)"
+
+
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for the next request needs the client running meanwhile")
 def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_they_stop():
     """Requests that follow their replies within microseconds are read without the io thread sleeping in between
