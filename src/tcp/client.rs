@@ -188,11 +188,12 @@ impl TcpClient {
                 break;
             }
             offset += sent as u64;
-            // A signal that cut a chunk short made sendfile return what it sent, not EINTR.
-            py.check_signals()?;
             if let Some(progress) = progress {
                 requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
             }
+            // A signal that cut a chunk short made sendfile return what it sent, not EINTR: raised once
+            // the progress has counted what went out, which a raw client's caller needs to go on from.
+            py.check_signals()?;
         }
         Ok(offset)
     }
