@@ -191,7 +191,8 @@ async def _sock_connect(loop, sock, address):
     try:
         sock.connect(address)
         return
-    except BlockingIOError:
+    except (BlockingIOError, InterruptedError):
+        # In progress; a signal that cut connect() short leaves it going on as well (PEP 475).
         pass
     connected = loop.create_future()
     fd = sock.fileno()

@@ -78,13 +78,16 @@ pub unsafe fn destination(message: &libc::msghdr) -> Option<ReplySource> {
         let mut cmsg = libc::CMSG_FIRSTHDR(message);
         while !cmsg.is_null() {
             let data = libc::CMSG_DATA(cmsg);
+            // What a message holds past its header, so that one the kernel cut short (MSG_CTRUNC) is
+            // not read beyond it.
+            let held = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
             match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
-                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) if held >= size_of::<libc::in_pktinfo>() => {
                     let info = std::ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
                     // The local address the datagram came to: for a broadcast, the interface's own.
                     return Some(ReplySource::V4(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr))));
                 }
-                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if held >= size_of::<libc::in6_pktinfo>() => {
                     let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
                     let address = Ipv6Addr::from(info.ipi6_addr.s6_addr);
                     return (!address.is_multicast()).then_some(ReplySource::V6(address, info.ipi6_ifindex));
