@@ -188,12 +188,19 @@ impl TcpClient {
                 break;
             }
             offset += sent as u64;
+            // A signal that cut a chunk short made sendfile return what it sent, not EINTR. Its handler
+            // runs now, so that a Python progress callback (which would run it first thing, raising)
+            // counts what went out, which a raw client's caller needs to go on from; then it is raised.
+            let interrupted = py.check_signals().err();
             if let Some(progress) = progress {
-                requesting.open_during(|| writing.open_during(|| progress.call1((sent,))))?;
+                let reported = requesting.open_during(|| writing.open_during(|| progress.call1((sent,))));
+                if interrupted.is_none() {
+                    reported?;
+                }
             }
-            // A signal that cut a chunk short made sendfile return what it sent, not EINTR: raised once
-            // the progress has counted what went out, which a raw client's caller needs to go on from.
-            py.check_signals()?;
+            if let Some(err) = interrupted {
+                return Err(err);
+            }
         }
         Ok(offset)
     }

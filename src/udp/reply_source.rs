@@ -13,8 +13,8 @@ use std::os::fd::RawFd;
 
 use socket2::SockAddr;
 
-/// Room for one received message's control data: one pktinfo, whichever family.
-const CONTROL_ROOM: usize = 64;
+/// Room for one received message's control data: an IPv4 and an IPv6 pktinfo (72 bytes), with room to spare.
+const CONTROL_ROOM: usize = 128;
 
 /// Control-message storage, aligned as `cmsghdr` requires.
 #[repr(C, align(8))]
@@ -37,14 +37,25 @@ pub enum ReplySource {
     V6(Ipv6Addr, u32),
 }
 
+/// Whether a socket bound to `local` takes datagrams sent to any of the host's addresses: 0.0.0.0, ::,
+/// or ::ffff:0.0.0.0 (every IPv4 address, on an IPv6 socket).
+pub fn every_address(local: SocketAddr) -> bool {
+    local.ip().to_canonical().is_unspecified()
+}
+
 /// Asks the kernel for the destination of each datagram received on `fd`, a socket bound to every
-/// address of its family.
+/// address of its family. An IPv6 socket asks for IPv4's report too: for an IPv4 datagram it takes (from
+/// a `::ffff:a.b.c.d` sender, the system's default for UDP on `::`), IPV6_PKTINFO gives the packet's
+/// destination, a broadcast or multicast address a reply cannot come from, where IP_PKTINFO gives the
+/// local address it came to.
 pub fn report_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
-    let (level, option) = if ipv6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
-    } else {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
+    if ipv6 {
+        set_flag(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)?;
+    }
+    set_flag(fd, libc::IPPROTO_IP, libc::IP_PKTINFO)
+}
+
+fn set_flag(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: the option value is a C int, passed with its size.
     let rc = unsafe {
@@ -63,8 +74,9 @@ pub fn report_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
     }
 }
 
-/// Where the datagram `message` describes was sent, from its control data; None without one, or for a
-/// multicast destination, which a reply cannot come from (the kernel then picks).
+/// Where the datagram `message` describes was sent, from its control data: IPv4's local address when
+/// there is one (an IPv4 datagram, on either family's socket), else IPv6's destination; None without
+/// either, or for a multicast destination, which a reply cannot come from (the kernel then picks).
 ///
 /// # Safety
 /// `message` is a header recvmsg(2)/recvmmsg(2) filled in, whose control data is still in place.
@@ -72,6 +84,7 @@ pub unsafe fn destination(message: &libc::msghdr) -> Option<ReplySource> {
     if message.msg_control.is_null() {
         return None;
     }
+    let mut ipv6 = None;
     // SAFETY: the kernel wrote msg_controllen bytes of well-formed control messages at msg_control;
     // the CMSG_* macros stay within them, and pktinfo is read unaligned from its data.
     unsafe {
@@ -90,14 +103,14 @@ pub unsafe fn destination(message: &libc::msghdr) -> Option<ReplySource> {
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if held >= size_of::<libc::in6_pktinfo>() => {
                     let info = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
                     let address = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                    return (!address.is_multicast()).then_some(ReplySource::V6(address, info.ipi6_ifindex));
+                    ipv6 = (!address.is_multicast()).then_some(ReplySource::V6(address, info.ipi6_ifindex));
                 }
                 _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(message, cmsg);
         }
     }
-    None
+    ipv6
 }
 
 /// One sendmsg(2) of `data` to `target` from `source` (or from where the kernel picks, for None).
@@ -174,11 +187,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_room_holds_either_pktinfo() {
+    fn control_room_holds_both_pktinfos() {
         // SAFETY: CMSG_SPACE is arithmetic.
         let needed = unsafe {
             libc::CMSG_SPACE(size_of::<libc::in_pktinfo>() as u32)
-                .max(libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32))
+                + libc::CMSG_SPACE(size_of::<libc::in6_pktinfo>() as u32)
         };
         assert!(needed as usize <= CONTROL_ROOM);
     }

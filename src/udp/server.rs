@@ -588,7 +588,7 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
     // SAFETY: PR_SET_TIMERSLACK takes a number and acts on the calling thread only.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, FLOOD_PAUSE_SLACK_NS) };
     let receive_buffer = socket2::SockRef::from(&**socket).recv_buffer_size().unwrap_or(0);
-    let bound_to_every_address = socket.local_addr().is_ok_and(|local| local.ip().is_unspecified());
+    let bound_to_every_address = socket.local_addr().is_ok_and(reply_source::every_address);
     let mut batch = RecvBatch::new(bound_to_every_address);
     let mut addresses = AddressCache::default();
     let mut pacer = FloodPacer::new(receive_buffer);
@@ -682,7 +682,7 @@ impl UdpServer {
         let address = server_common::default_address(py, address)?;
         let target = endpoint(py, &address, libc::SOCK_DGRAM)?;
         let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |socket| {
-            if target.ip().is_unspecified() {
+            if reply_source::every_address(target) {
                 reply_source::report_destinations(socket.as_raw_fd(), target.is_ipv6())?;
             }
             Ok(())

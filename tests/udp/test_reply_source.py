@@ -77,9 +77,34 @@ def test_a_server_on_every_ipv6_address_also_takes_ipv4_as_the_stdlibs_socket_do
 
 
 @pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
-def test_a_server_on_every_ipv6_address_replies_from_the_address_asked(make_server, make_client):
+def test_a_server_on_every_ipv6_address_replies_over_ipv6(make_server, make_client):
+    """Replies sent with an IPv6 source address reach the client. Loopback has one IPv6 address, ::1, which the
+    route picks anyway: this shows the reply goes out, not that its source is chosen."""
     server = make_server(upper, address=("::", 0))
     address = ("::1", server.address[1])
     host, port, *_ = ask_connected(socket.AF_INET6, address)[1]
     assert (host, port) == address
     assert make_client(family=socket.AF_INET6).request(b"ping", address, timeout=TIMEOUT, retries=0) == b"PING"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_broadcast_is_answered_from_the_interface_s_own_address(make_server, host):
+    """As the stdlib's socket answers it: a broadcast's destination is no address to reply from. On "::" the
+    IPv4 datagram's IPv6 report names the broadcast address itself; the server used it, and the reply failed
+    (ENETUNREACH, logged as the handler's error)."""
+    if ":" in host and not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback")
+    server = make_server(upper, address=(host, 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        client.settimeout(TIMEOUT)
+        client.sendto(b"hello", ("127.255.255.255", server.address[1]))
+        assert client.recvfrom(100) == (b"HELLO", ("127.0.0.1", server.address[1]))
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
+def test_a_server_on_every_ipv4_address_of_an_ipv6_socket_replies_from_the_address_asked(make_server):
+    """::ffff:0.0.0.0 is bound to every IPv4 address, as 0.0.0.0 is."""
+    server = make_server(upper, address=("::ffff:0.0.0.0", 0))
+    address = ("127.0.0.2", server.address[1])
+    assert ask_connected(socket.AF_INET, address) == (b"HELLO", address)
