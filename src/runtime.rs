@@ -365,21 +365,23 @@ fn release_gil_kept_by(thread: &RsockThread) {
 }
 
 /// Takes the GIL with the calling rsock thread's own state; first lets another thread have it, when
-/// this one has kept retaking it without a pause for a while (see `gil_handoff`).
-fn take_gil(thread: &RsockThread, tstate: *mut pyo3::ffi::PyThreadState) {
+/// this one has kept retaking it without a pause for a while (see `gil_handoff`). Returns when it was
+/// taken.
+fn take_gil(thread: &RsockThread, tstate: *mut pyo3::ffi::PyThreadState) -> Instant {
     let now = Instant::now();
     let mut handoff = thread.handoff.get().unwrap_or_else(|| Handoff::new(now));
     // Not holding the GIL: whoever was woken by its last release takes it meanwhile.
     let handed_over = handoff.due(now).then(gil_handoff::hand_over);
-    let asked = Instant::now();
+    let asked = if handed_over.is_some() { Instant::now() } else { now };
     // SAFETY: tstate is this thread's own state, saved when it last released the GIL.
     unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
-    let now = Instant::now();
-    handoff.took(now.duration_since(asked));
+    let taken = Instant::now();
+    handoff.took(taken.duration_since(asked));
     if let Some(others_ran) = handed_over {
-        handoff.handed_over(now, others_ran);
+        handoff.handed_over(taken, others_ran);
     }
     thread.handoff.set(Some(handoff));
+    taken
 }
 
 /// Runs `f` with the GIL. On an rsock thread this restores and saves its own thread state directly,
@@ -401,8 +403,8 @@ pub fn with_gil<R>(f: impl for<'py> FnOnce(Python<'py>) -> R) -> R {
             // Nested, perhaps inside a `detach` of pyo3's: pyo3's attach knows which.
             Gil::InCall => return Python::attach(f),
             Gil::Released => {
-                take_gil(thread, tstate);
-                thread.is_io_thread().then(|| Kept::taken(Instant::now()))
+                let taken = take_gil(thread, tstate);
+                thread.is_io_thread().then(|| Kept::taken(taken))
             }
             Gil::Kept(kept) => Some(kept),
         };

@@ -261,12 +261,7 @@ pub fn bind_socket(
         Ok(socket)
     };
     // The events create_server() raises, before anything is opened.
-    let family = if target.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
-    };
-    audit::no_socket_new(py, family, kind.into(), 0)?;
+    audit::no_socket_new(py, Domain::for_address(target).into(), kind.into(), 0)?;
     audit::no_socket_address(py, c"socket.bind", address)?;
     py.detach(setup).map_err(failed)
 }

@@ -126,7 +126,8 @@ pub fn send(
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    let mut control = Control::EMPTY;
+    // Made only for a source: a reply without one (a server on one address) sends no control data.
+    let mut control = None;
     // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
     let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
     message.msg_name = target.as_ptr() as *mut libc::c_void;
@@ -138,7 +139,7 @@ pub fn send(
             ReplySource::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO, size_of::<libc::in_pktinfo>()),
             ReplySource::V6(..) => (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, size_of::<libc::in6_pktinfo>()),
         };
-        let (room, _) = control.room();
+        let (room, _) = control.insert(Control::EMPTY).room();
         message.msg_control = room;
         // SAFETY: CMSG_SPACE/CMSG_LEN are arithmetic; the header and its data fit in `control`
         // (CONTROL_ROOM is more than CMSG_SPACE of either pktinfo), which is aligned for cmsghdr.
