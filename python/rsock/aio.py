@@ -181,6 +181,44 @@ def _check_port(port, caller):
         raise OverflowError(f"{caller}(): port must be 0-65535.")
 
 
+async def _stream_addresses(loop, host, port, family, proto, flags):
+    """getaddrinfo()'s entries for a stream socket to `host` and `port`, as asyncio's create_connection() and
+    create_server() find them: an IP address literal is read at once, its port taken as int() of it (None or an
+    empty string as 0), where the resolver's thread would take a trip and refuse a float or an IntEnum port;
+    anything else (a name, a service name, a zone index, a protocol of its own) goes to the loop's resolver."""
+    literal = _ip_literal(host, family)
+    if literal is not None and proto in (0, sockets.IPPROTO_TCP):
+        if port is None or port in ("", b""):
+            port = 0
+        else:
+            try:
+                port = int(port)
+            except (TypeError, ValueError):
+                literal = None
+        if literal is not None:
+            af, host = literal
+            address = (host, port, 0, 0) if af == sockets.AF_INET6 else (host, port)
+            return [(af, sockets.SOCK_STREAM, sockets.IPPROTO_TCP, "", address)]
+    return await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
+
+
+def _ip_literal(host, family):
+    """(family, host) for a host that is an IPv4 or IPv6 address as inet_pton() reads it, in `family` (either for
+    AF_UNSPEC, IPv4 first); None for anything else. A zone index ("fe80::1%eth0") is left to the resolver, which
+    knows the interface's number."""
+    if isinstance(host, bytes):
+        host = host.decode("idna")
+    if not isinstance(host, str) or "%" in host:
+        return None
+    for af in (sockets.AF_INET, sockets.AF_INET6) if family == sockets.AF_UNSPEC else (family,):
+        try:
+            sockets.inet_pton(af, host)
+        except (OSError, ValueError):
+            continue
+        return af, host
+    return None
+
+
 def _streams(loop, transport):
     return StreamReader(transport), StreamWriter(loop, transport)
 
@@ -211,7 +249,7 @@ async def _connect_socket(loop, host, port, family, proto, flags, local_addr, al
     """An rsock socket connected to (host, port): each address tried in turn, as asyncio does. With
     ``ipv6_details`` (flowinfo, scope_id), only IPv6 addresses, with those, as connect() takes the four-tuple."""
     _check_port(port, "connect")
-    infos = await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
+    infos = await _stream_addresses(loop, host, port, family, proto, flags)
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
     if ipv6_details is not None:
@@ -577,7 +615,7 @@ async def start_server(
             hosts = host
         infos = []
         for each in hosts:
-            infos += await loop.getaddrinfo(each, port, family=family, type=sockets.SOCK_STREAM, flags=flags)
+            infos += await _stream_addresses(loop, each, port, family, 0, flags)
         # One listener per distinct address, as asyncio does for hosts that resolve to several.
         unique = list(dict.fromkeys(infos))
         listeners = _listening_sockets(unique, reuse_address, reuse_port)
@@ -869,6 +907,14 @@ class UdpClient:
         """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its
         canonical spelling); numeric hosts without a trip to the resolver's thread."""
         host, port = _ip_address(address, self._sock.family, "request")
+        if isinstance(host, bytearray):
+            host = bytes(host)
+        if not isinstance(host, (str, bytes)):
+            raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        if host in ("", b"", "<broadcast>", b"<broadcast>"):
+            # Every address and the broadcast address, which the socket reads itself, as the stdlib's and the sync
+            # client's do (the resolver knows neither spelling).
+            return (host, port, *address[2:])
         kind = {"family": self._sock.family, "type": sockets.SOCK_DGRAM}
         try:
             infos = sockets.getaddrinfo(host, port, **kind, flags=sockets.AI_NUMERICHOST)

@@ -774,6 +774,49 @@ async def test_udp_client_to_a_bad_address_raises_as_the_sync_client(opened, add
     assert isinstance(sync_exc, TypeError)
 
 
+# Hosts the socket reads itself, as the stdlib's does, where the resolver would read them otherwise or not at all.
+HOST_SPELLINGS = {
+    "bytearray": bytearray(HOST.encode()),
+    "None": None,
+    "empty (every address)": "",
+    "<broadcast>": "<broadcast>",
+    "<broadcast> bytes": b"<broadcast>",
+}
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+@pytest.mark.parametrize("host", HOST_SPELLINGS.values(), ids=HOST_SPELLINGS.keys())
+async def test_udp_request_reads_a_host_as_the_sync_client(host, family):
+    """A request to a bytearray host is answered; None is a TypeError, "<broadcast>" not allowed (or of the other
+    family), "" every address, which no reply comes from: each as the sync client's (the async one asked the
+    resolver, which takes None as the loopback address and refuses the others)."""
+    # A responder on its own thread: the sync client's request blocks the loop.
+    with rsock.UdpServer((HOST, 0), lambda data, addr: b"re: " + data) as responder:
+        responder.start()
+        address = (host, responder.address[1])
+        with rsock.UdpClient(family=family) as sync_client:
+            sync_outcome = _outcome(lambda: sync_client.request(b"x", address, timeout=0.2, retries=0))
+        async with aio.UdpClient(family=family) as async_client:
+            async_outcome = await _outcome_async(async_client.request(b"x", address, timeout=0.2, retries=0))
+    assert async_outcome == sync_outcome
+    if family == socket.AF_INET and isinstance(host, bytearray):
+        assert sync_outcome == b"re: x"
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
+async def _outcome_async(awaitable):
+    try:
+        return await bounded(awaitable)
+    except Exception as exc:
+        return type(exc), str(exc)
+
+
 @pytest.mark.parametrize(
     "call",
     [lambda c: c.recv(-1), lambda c: c.recv_exactly(-1)],

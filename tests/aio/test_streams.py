@@ -8,6 +8,7 @@ runs on both event loops (asyncio's and uvloop). The far end of each connection 
 import asyncio
 import contextlib
 import contextvars
+import enum
 import errno
 import functools
 import gc
@@ -1775,6 +1776,57 @@ async def test_host_port_and_sock_are_one_or_the_other(kit, call):
         with pytest.raises(ValueError) as raised:
             await bounded(make(kit.mod, tcp, udp))
     assert str(raised.value).split(", got")[0] == message
+
+
+PORT_SPELLINGS = {
+    "int": int,
+    "str": str,
+    "bytes": lambda p: b"%d" % p,
+    "float": float,
+    "IntEnum": lambda p: enum.IntEnum("Port", {"P": p}).P,
+}
+
+
+@pytest.mark.parametrize("spelling", list(PORT_SPELLINGS))
+async def test_a_port_with_an_ip_address_is_read_as_asyncio_reads_it(kit, spelling):
+    """With an IP address for host, asyncio takes int() of the port (a float, an IntEnum) without asking the
+    resolver, which would refuse them ("Int or String expected")."""
+    if kit.name == "stdlib" and on_uvloop():
+        pytest.skip("uvloop's own create_server refuses a float port")
+    port_as = PORT_SPELLINGS[spelling]
+    server, (_, port) = await kit.serve(echo_lines, HOST, port_as(0))
+    assert server.sockets[0].getsockname()[0] == HOST
+    reader, writer = await kit.connect((HOST, port_as(port)))
+    writer.write(b"hello\n")
+    assert await bounded(reader.readline()) == b"hello\n"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", b"127.0.0.1", "::1"])
+async def test_an_ip_address_is_not_taken_to_the_resolver(kit, host, monkeypatch):
+    """As asyncio's create_connection() and create_server() read an IP address at once, rsock.aio's do: no trip to
+    the loop's resolver thread for each connection (rsock.aio's took one, and connected three times slower); a name
+    still goes to it."""
+    if host == "::1" and not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback address here")
+    if kit.name == "stdlib" and on_uvloop():
+        pytest.skip("uvloop's own create_connection resolves names without loop.getaddrinfo()")
+    loop = asyncio.get_running_loop()
+    asked = []
+
+    async def resolver(*args, **kwargs):
+        asked.append(args[0])
+        raise socket.gaierror(socket.EAI_NONAME, "the resolver was asked")
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolver)
+    # start_server() takes a host that is not a str as a sequence of hosts, so its address a str.
+    _, (_, port) = await kit.serve(echo_lines, host if isinstance(host, str) else host.decode(), 0)
+    reader, writer = await kit.connect((host, port))
+    writer.write(b"hello\n")
+    assert await bounded(reader.readline()) == b"hello\n"
+    assert asked == []
+    with pytest.raises(socket.gaierror, match="the resolver was asked"):
+        await kit.connect(("localhost", port))
+    assert asked == ["localhost"]
 
 
 @pytest.mark.parametrize("wait", ["drain", "wait_closed"])
