@@ -528,10 +528,15 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// A `(host, port)` tuple as the one socket address a server (or a UdpClient) binds; a None host is
-/// the wildcard address.
-pub fn endpoint(py: Python<'_>, address: &Bound<'_, PyAny>, socktype: i32) -> PyResult<std::net::SocketAddr> {
-    Ok(bind_choice(&endpoints(py, address, socktype, true)?))
+/// A `(host, port)` tuple as the one socket address a server (or a UdpClient) binds, of `family`
+/// (either for AF_UNSPEC); a None or "" host is the wildcard address.
+pub fn endpoint(
+    py: Python<'_>,
+    address: &Bound<'_, PyAny>,
+    socktype: i32,
+    family: i32,
+) -> PyResult<std::net::SocketAddr> {
+    Ok(bind_choice(&endpoints(py, address, socktype, family, true)?))
 }
 
 /// Of the addresses a name resolved to, the one to bind: the first IPv4 one, as create_server() binds a
@@ -542,14 +547,15 @@ fn bind_choice(found: &[std::net::SocketAddr]) -> std::net::SocketAddr {
     *first.expect("endpoints() gives at least one address")
 }
 
-/// Every socket address `getaddrinfo` gives for a `(host, port)` tuple, in its order: the ones
-/// `create_connection()` tries in turn. Never empty. A lookup to connect to (not `passive`) raises the
-/// `socket.getaddrinfo` audit event, as create_connection()'s does; one to bind to does not, as
-/// create_server()'s bind() does not.
+/// Every socket address `getaddrinfo` gives for a `(host, port)` tuple in `family` (AF_UNSPEC: any),
+/// in its order: the ones `create_connection()` tries in turn. Never empty. A lookup to connect to (not
+/// `passive`) raises the `socket.getaddrinfo` audit event, as create_connection()'s does; one to bind
+/// to does not, as create_server()'s bind() does not.
 pub fn endpoints(
     py: Python<'_>,
     address: &Bound<'_, PyAny>,
     socktype: i32,
+    family: i32,
     passive: bool,
 ) -> PyResult<Vec<std::net::SocketAddr>> {
     // (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]) as servers report their address.
@@ -571,7 +577,11 @@ pub fn endpoints(
         // nothing (gaierror), as for create_connection().
         let name = host_bytes(&host_obj)?;
         let name = if name.is_empty() && passive {
-            b"0.0.0.0".to_vec()
+            if family == AF_INET6 {
+                b"::".to_vec()
+            } else {
+                b"0.0.0.0".to_vec()
+            }
         } else {
             name
         };
@@ -581,10 +591,10 @@ pub fn endpoints(
     let port = u16::try_from(port).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;
     let service = CString::new(port.to_string()).expect("digits have no NUL");
     if !passive {
-        audit::getaddrinfo(&host_obj, &pair.get_item(1)?, AF_UNSPEC, socktype, 0)?;
+        audit::getaddrinfo(&host_obj, &pair.get_item(1)?, family, socktype, 0)?;
     }
     let hints = Hints {
-        family: AF_UNSPEC,
+        family,
         socktype,
         flags: libc::AI_NUMERICSERV | if passive { libc::AI_PASSIVE } else { 0 },
         ..Hints::default()

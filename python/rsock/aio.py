@@ -776,12 +776,15 @@ class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
     The datagrams go through rsock's socket; the loop only says when it is ready."""
 
-    def __init__(self, address=None, *, family=sockets.AF_INET):
-        if address is not None:
-            family, address = _local_address(address)
-        elif operator.index(family) not in (sockets.AF_INET, sockets.AF_INET6):  # a family not an int: TypeError
-            # Another family's client (AF_UNIX) could send, but never match a reply to its request.
+    def __init__(self, address=None, *, family=None):
+        # A family not an int is a TypeError. Another family's client (AF_UNIX) could send, but never match a reply
+        # to its request.
+        if family is not None and operator.index(family) not in (sockets.AF_INET, sockets.AF_INET6):
             raise ValueError("family must be AF_INET or AF_INET6")
+        if address is not None:
+            family, address = _local_address(address, family)
+        elif family is None:
+            family = sockets.AF_INET
         # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.
         self._waiting = {False: set(), True: set()}
         self._unwatch = {}
@@ -958,10 +961,10 @@ class UdpClient:
         self.close()
 
 
-def _local_address(address):
-    """The family and socket address a UdpClient binds for `address`, read as the sync client reads it: a
-    (host, port) tuple or IPv6's longer one, the host a str or bytes, None the wildcard address, "" every
-    interface, a name resolved (to its first address)."""
+def _local_address(address, family):
+    """The family and socket address a UdpClient of `family` (None: either) binds for `address`, read as the sync
+    client reads it: a (host, port) tuple or IPv6's longer one, the host a str or bytes, None the wildcard address,
+    "" every interface, a name resolved (to its first IPv4 address unless `family` says otherwise)."""
     if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
         raise TypeError(
             f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
@@ -970,16 +973,19 @@ def _local_address(address):
     port = operator.index(port)
     if not 0 <= port <= 65535:
         raise OverflowError("port must be 0-65535.")
+    if host in ("", b""):
+        host = "::" if family == sockets.AF_INET6 else "0.0.0.0"
     infos = sockets.getaddrinfo(
-        "0.0.0.0" if host in ("", b"") else host, port, sockets.AF_UNSPEC, sockets.SOCK_DGRAM, 0,
-        sockets.AI_PASSIVE | sockets.AI_NUMERICSERV,
-    )  # fmt: skip
+        host, port, family or sockets.AF_UNSPEC, sockets.SOCK_DGRAM, 0, sockets.AI_PASSIVE | sockets.AI_NUMERICSERV
+    )
     if len(address) > 2:
         # flowinfo and scope_id are IPv6's; one not given keeps what the name resolved to.
         infos = [info for info in infos if info[0] == sockets.AF_INET6]
         if not infos:
             raise TypeError("AF_INET address must be a pair (host, port)")
-    family, resolved = infos[0][0], infos[0][4]
+    # A name's first IPv4 address, as the sync client (and create_server()) binds a name.
+    chosen = next((info for info in infos if info[0] == sockets.AF_INET), infos[0])
+    family, resolved = chosen[0], chosen[4]
     return family, resolved[:2] + address[2:] + resolved[len(address) :]
 
 

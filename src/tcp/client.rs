@@ -280,7 +280,11 @@ impl TcpClient {
             return Err(PyValueError::new_err("max_frame_size must be positive"));
         }
         let timeout_ns = timeout.map_or(Ok(-1), parse_timeout)?;
-        let (sock, peer) = connect_first(py, &endpoints(py, address, libc::SOCK_STREAM, false)?, timeout_ns)?;
+        let (sock, peer) = connect_first(
+            py,
+            &endpoints(py, address, libc::SOCK_STREAM, libc::AF_UNSPEC, false)?,
+            timeout_ns,
+        )?;
         let decoder = framing.decoder(max_frame_size);
         Ok(TcpClient {
             sock,

@@ -1515,7 +1515,7 @@ impl TcpServer {
         let framing = Framing::from_py(framing)?;
         let idle_timeout = parse_timeout_arg("idle_timeout", idle_timeout)?;
         let address = server_common::default_address(py, address)?;
-        let target = endpoint(py, &address, libc::SOCK_STREAM)?;
+        let target = endpoint(py, &address, libc::SOCK_STREAM, libc::AF_UNSPEC)?;
         let listener = server_common::bind_socket(py, target, socket2::Type::STREAM, reuse_port, &address, |s| {
             s.listen(backlog.max(1))
         })?;

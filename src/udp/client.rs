@@ -27,9 +27,10 @@ const DEFAULT_BUFSIZE: usize = 65_536;
 
 /// A UDP socket for sending datagrams and receiving replies.
 ///
-/// - `address`: where to bind, `(host, port)`; None binds on the first send. Its host decides the
-///   family (IPv6 for a host with a colon), and `family` is then not used.
-/// - `family`: AF_INET (the default) or AF_INET6, for a client with no `address`.
+/// - `address`: where to bind, `(host, port)`; None binds on the first send.
+/// - `family`: AF_INET or AF_INET6. Without it, the family is the address's (a name's first IPv4
+///   address, as a server binds a name), or AF_INET; with it, the address is looked up in that family,
+///   as a socket of the family binds it.
 ///
 /// A receive polls for its datagram for a while before it sleeps, while replies come fast (see
 /// spin.rs).
@@ -116,21 +117,23 @@ fn same_endpoint(sender: Option<SocketAddr>, asked: Option<SocketAddr>) -> bool 
 
 #[pymethods]
 impl UdpClient {
-    /// A UDP socket, bound to `address` if given (else the system picks a port on first send);
-    /// `family` is AF_INET unless `address` says otherwise.
+    /// A UDP socket, bound to `address` if given (else the system picks a port on first send), of
+    /// `family`, else of the address's family, else AF_INET.
     #[new]
-    #[pyo3(signature = (address=None, *, family=libc::AF_INET), text_signature = "(address=None, *, family=2)")]
-    fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>, family: i32) -> PyResult<Self> {
+    #[pyo3(signature = (address=None, *, family=None), text_signature = "(address=None, *, family=None)")]
+    fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>, family: Option<i32>) -> PyResult<Self> {
+        // A UDP client of another family (AF_UNIX) could send, but never match a reply to its request.
+        if family.is_some_and(|f| f != libc::AF_INET && f != libc::AF_INET6) {
+            return Err(PyValueError::new_err("family must be AF_INET or AF_INET6"));
+        }
         let local: Option<SocketAddr> = address
             .filter(|a| !a.is_none())
-            .map(|a| endpoint(py, a, libc::SOCK_DGRAM))
+            .map(|a| endpoint(py, a, libc::SOCK_DGRAM, family.unwrap_or(libc::AF_UNSPEC)))
             .transpose()?;
         let family = match local {
             Some(SocketAddr::V6(_)) => libc::AF_INET6,
             Some(SocketAddr::V4(_)) => libc::AF_INET,
-            None if family == libc::AF_INET || family == libc::AF_INET6 => family,
-            // A UDP client of another family (AF_UNIX) could send, but never match a reply to its request.
-            None => return Err(PyValueError::new_err("family must be AF_INET or AF_INET6")),
+            None => family.unwrap_or(libc::AF_INET),
         };
         audit::no_socket_new(py, family, libc::SOCK_DGRAM, 0)?;
         if let (Some(address), Some(_)) = (address, local) {

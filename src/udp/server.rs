@@ -680,7 +680,7 @@ impl UdpServer {
             }
         };
         let address = server_common::default_address(py, address)?;
-        let target = endpoint(py, &address, libc::SOCK_DGRAM)?;
+        let target = endpoint(py, &address, libc::SOCK_DGRAM, libc::AF_UNSPEC)?;
         let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |socket| {
             if reply_source::every_address(target) {
                 reply_source::report_destinations(socket.as_raw_fd(), target.is_ipv6())?;
