@@ -131,6 +131,20 @@ def test_every_public_name_of_the_stdlib_module_exists(sockmod):
     assert (sockmod.EAGAIN, sockmod.EBADF, sockmod.EWOULDBLOCK) == (errno.EAGAIN, errno.EBADF, errno.EWOULDBLOCK)
 
 
+def test_a_star_import_gives_the_stdlib_s_names_and_the_servers_and_clients():
+    """`from rsock import *` gives what `from socket import *` gives, and TcpServer, TcpClient, UdpServer and
+    UdpClient; it gave __version__ and Connection too, overwriting the importing module's own."""
+    stdlib_names, rsock_names = (
+        {"__version__": "mine", "Connection": "mine"},
+        {"__version__": "mine", "Connection": "mine"},
+    )
+    exec("from socket import *", stdlib_names)
+    exec("from rsock import *", rsock_names)
+    assert set(rsock_names) - set(stdlib_names) == {"TcpServer", "TcpClient", "UdpServer", "UdpClient"}
+    assert set(stdlib_names) <= set(rsock_names)
+    assert (rsock_names["__version__"], rsock_names["Connection"]) == ("mine", "mine")
+
+
 def test_socket_type_is_the_base_of_socket(sockmod):
     assert issubclass(sockmod.socket, sockmod.SocketType)
     with sockmod.socket() as sock:

@@ -11,17 +11,25 @@ handlers; ``TcpClient`` and ``UdpClient`` are their clients.
 # thread as if it were the main thread, for ever. Importing both here keeps the real main thread the main one.
 import atexit
 import logging as _logging  # noqa: F401
+import socket as _stdlib_socket
 import threading as _threading  # noqa: F401
 
 from rsock import _multiprocessing, _rsock
-from rsock import sockets as _sockets
-from rsock._rsock import Connection, PanicException, TcpClient, TcpServer, UdpClient, UdpServer, __version__
+from rsock._rsock import (  # noqa: F401 - public as rsock.Connection and so on, though not all in __all__
+    Connection,
+    PanicException,
+    TcpClient,
+    TcpServer,
+    UdpClient,
+    UdpServer,
+    __version__,
+)
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
 from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - code passes socket._GLOBAL_DEFAULT_TIMEOUT along
 
-# The socket-module surface is every public name of rsock.sockets (the stdlib's __all__ and more).
-__all__ = ["Connection", "PanicException", "TcpClient", "TcpServer", "UdpClient", "UdpServer", "__version__"]
-__all__ += [name for name in vars(_sockets) if not name.startswith("_")]
+# What `from rsock import *` gives: what `from socket import *` gives, and the servers and clients. Not
+# __version__, Connection or the errno names, which would overwrite the importing module's own.
+__all__ = [*_stdlib_socket.__all__, "TcpClient", "TcpServer", "UdpClient", "UdpServer"]
 
 # multiprocessing passes rsock sockets to other processes, as it passes the stdlib's.
 _multiprocessing.install()
