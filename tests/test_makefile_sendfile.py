@@ -520,6 +520,36 @@ def test_sendfile_offset_beyond_end_sends_nothing(tcp_pair, regular_file):
     assert received_after_sendfile(tcp_pair, regular_file, 2 * len(CONTENT)) == (0, 0, b"")
 
 
+def test_sendfile_through_the_send_helper_a_subclass_may_choose(sockmod, tmp_path):
+    """socket.py's helpers keep their names: a subclass whose _sendfile_use_sendfile() gives up (to keep every byte
+    in user space) has its file sent by _sendfile_use_send(). rsock's had other names, and the override was not
+    called."""
+    chosen = []
+
+    class SendOnly(sockmod.socket):
+        def _sendfile_use_sendfile(self, file, offset=0, count=None):
+            chosen.append("sendfile")
+            raise sockmod._GiveupOnSendfile("send() only")
+
+        def _sendfile_use_send(self, file, offset=0, count=None):
+            chosen.append("send")
+            return super()._sendfile_use_send(file, offset, count)
+
+    path = tmp_path / "payload.bin"
+    path.write_bytes(CONTENT)
+    with SendOnly() as listener, open(path, "rb") as file:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with SendOnly() as sender:
+            sender.settimeout(TIMEOUT)
+            sender.connect(listener.getsockname())
+            receiving_side, _ = listener.accept()
+            with receiving_side:
+                receiving_side.settimeout(TIMEOUT)
+                assert received_after_sendfile((sender, receiving_side), file, 100, 50) == (50, 150, CONTENT[100:150])
+    assert chosen == ["sendfile", "send"]
+
+
 def test_sendfile_ignores_current_file_position(tcp_pair, regular_file):
     regular_file.seek(500)
     assert received_after_sendfile(tcp_pair, regular_file, 0, 10) == (10, 10, CONTENT[:10])

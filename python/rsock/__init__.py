@@ -25,7 +25,10 @@ from rsock._rsock import (  # noqa: F401 - public as rsock.Connection and so on,
     __version__,
 )
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
-from rsock.sockets import _GLOBAL_DEFAULT_TIMEOUT  # noqa: F401 - code passes socket._GLOBAL_DEFAULT_TIMEOUT along
+from rsock.sockets import (  # noqa: F401 - private names code written for the socket module uses
+    _GLOBAL_DEFAULT_TIMEOUT,  # passed along to create_connection() and the like
+    _GiveupOnSendfile,  # raised by a subclass's _sendfile_use_sendfile()
+)
 
 # What `from rsock import *` gives: what `from socket import *` gives, and the servers and clients. Not
 # __version__, Connection or the errno names, which would overwrite the importing module's own.

@@ -26,6 +26,7 @@ from socket import (  # noqa: F401 - AddressInfo and MsgFlag are outside the std
     AddressInfo,
     MsgFlag,
     SocketKind,
+    _GiveupOnSendfile,  # with which a subclass's _sendfile_use_sendfile() gives up on sendfile(2)
     gethostname,
     has_ipv6,
 )
@@ -66,10 +67,6 @@ def _as_enum(value, enum_class):
         return enum_class(value)
     except ValueError:
         return value
-
-
-class _GiveupOnSendfile(Exception):
-    """sendfile(2) cannot serve this file; socket.sendfile() falls back to send()."""
 
 
 class socket(_rsock.socket):
@@ -191,9 +188,9 @@ class socket(_rsock.socket):
         """Sends a file (opened in binary mode) with sendfile(2), falling back to send(); returns the
         number of bytes sent and leaves the file positioned after them."""
         try:
-            return self._sendfile_zero_copy(file, offset, count)
+            return self._sendfile_use_sendfile(file, offset, count)
         except _GiveupOnSendfile:
-            return self._sendfile_with_send(file, offset, count)
+            return self._sendfile_use_send(file, offset, count)
 
     def _check_sendfile_params(self, file, offset, count):
         if "b" not in getattr(file, "mode", "b"):
@@ -206,7 +203,7 @@ class socket(_rsock.socket):
             if count <= 0:
                 raise ValueError(f"count must be a positive integer (got {count!r})")
 
-    def _sendfile_zero_copy(self, file, offset, count):
+    def _sendfile_use_sendfile(self, file, offset, count):
         self._check_sendfile_params(file, offset, count)
         # As the stdlib: a file without a descriptor, or one fstat() cannot size, is sent with send(); any
         # other error from fileno() is the caller's.
@@ -253,7 +250,7 @@ class socket(_rsock.socket):
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset)
 
-    def _sendfile_with_send(self, file, offset, count):
+    def _sendfile_use_send(self, file, offset, count):
         self._check_sendfile_params(file, offset, count)
         if self.gettimeout() == 0:
             raise ValueError("non-blocking sockets are not supported")
