@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use pyo3::exceptions::{PyConnectionError, PyEOFError, PyOSError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
@@ -183,7 +184,10 @@ impl TcpClient {
         let mut offset: u64 = 0;
         while offset < size {
             let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
-            let sent = self.sock._sendfile(py, file.as_raw_fd(), offset as i64, chunk)?;
+            let sent = self
+                .sock
+                ._sendfile(py, file.as_raw_fd(), offset as i64, chunk)
+                .map_err(|err| with_bytes_written(py, err, offset))?;
             if sent == 0 {
                 break;
             }
@@ -259,6 +263,17 @@ impl TcpClient {
         self.next_message(py)?
             .ok_or_else(|| PyConnectionError::new_err("connection closed before the reply"))
     }
+}
+
+/// `err` from a sendfile() that had sent `written` bytes, saying so as an interrupted write does
+/// (BlockingIOError's `characters_written`, which every OSError has): the caller of a raw client that
+/// timed out can go on from there, as the stdlib's sendfile() leaves the file's position there.
+fn with_bytes_written(py: Python<'_>, err: PyErr, written: u64) -> PyErr {
+    if err.is_instance_of::<PyOSError>(py) {
+        // Setting a plain int attribute on an OSError cannot fail.
+        let _ = err.value(py).setattr(intern!(py, "characters_written"), written);
+    }
+    err
 }
 
 #[pymethods]
@@ -369,7 +384,8 @@ impl TcpClient {
     /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent.
     /// `progress(n)` is called after each chunk with the bytes just sent, so `tqdm(...).update`
     /// plugs straight in; `progress=True` draws a tqdm bar itself. The file goes as raw bytes,
-    /// whatever the framing.
+    /// whatever the framing. An OSError (a timeout) after part of it went out says how much in its
+    /// `characters_written`, as an interrupted write does.
     #[pyo3(signature = (path, progress=None))]
     fn sendfile(&self, py: Python<'_>, path: &Bound<'_, PyAny>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
         // Checked before anything is sent: a bad `progress` found after the first chunk would leave

@@ -9,6 +9,7 @@ import hashlib
 import os
 import pathlib
 import queue
+import random
 import resource
 import select
 import socket
@@ -516,6 +517,27 @@ def test_a_sendfile_whose_progress_raises_closes_a_framed_client_only(peer, tmp_
     with pytest.raises(RuntimeError, match="progress failed"):
         client.sendfile(path, progress=progress)
     assert client.closed is closes
+
+
+def test_a_sendfile_that_times_out_says_how_much_went_out(peer, tmp_path):
+    """A raw client stays open after a timeout, and its caller can go on from where the file stopped: the
+    TimeoutError's characters_written is what reached the peer (as an interrupted write's is; the stdlib's
+    sendfile() leaves the file's position there). It was nowhere, without a progress callback."""
+    client, other = peer(timeout=0.2)
+    path = tmp_path / "data"
+    content = random.Random(7).randbytes(64 * MiB)
+    path.write_bytes(content)
+    with pytest.raises(TimeoutError) as raised:
+        client.sendfile(path)  # the peer reads nothing: the file cannot all go
+    sent = raised.value.characters_written
+    assert 0 < sent < len(content)
+    assert not client.closed
+    received = bytearray()
+    other.settimeout(0.5)
+    with contextlib.suppress(TimeoutError):  # everything that went out, then silence
+        while chunk := other.recv(MiB):
+            received += chunk
+    assert bytes(received) == content[:sent]
 
 
 def test_an_oversized_frame_closes_the_client_and_wakes_a_blocked_sender(peer):
