@@ -292,10 +292,13 @@ class TcpClient:
         self,
         path: str | bytes | PathLike[str] | PathLike[bytes],
         progress: Callable[[int], object] | bool | None = None,
+        *,
+        offset: int = 0,
+        count: int | None = None,
     ) -> int:
-        """Sends a file's raw bytes with sendfile(2), whatever the client's framing; `progress(n)` gets the bytes
-        sent after each chunk. An OSError (a timeout) after part of it went out says how much in its
-        `characters_written`."""
+        """Sends a file's raw bytes with sendfile(2), whatever the client's framing: from `offset`, `count` bytes at
+        most. `progress(n)` gets the bytes sent after each chunk. An OSError (a timeout) after part of it went out
+        says how much in its `characters_written`."""
     def settimeout(self, timeout: float | None) -> None: ...
     def close(self) -> None: ...
     def _repr_html_(self) -> str: ...

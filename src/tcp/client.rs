@@ -153,21 +153,21 @@ impl TcpClient {
         }
     }
 
-    /// Sends the file with sendfile(2), holding the turns to request and to send: no other thread's
-    /// bytes land inside it. `progress` runs with those turns open to it, so it may send on this
+    /// Sends the file's bytes from `start` to `end` with sendfile(2), holding the turns to request and
+    /// to send: no other thread's bytes land inside it. `progress` runs with those turns open to it, so it may send on this
     /// client itself.
     fn send_file(
         &self,
         py: Python<'_>,
         file: &std::fs::File,
-        size: u64,
+        (start, end): (u64, u64),
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<u64> {
         // In request()'s order (the turn to request, then to send), so that a request waiting for
         // the turn to send while this holds it cannot deadlock with a request from `progress`.
         let requesting = self.turn(py, &self.requesting)?;
         let writing = self.turn(py, &self.writing)?;
-        self.send_chunks(py, file, size, progress, &requesting, &writing)
+        self.send_chunks(py, file, (start, end), progress, &requesting, &writing)
             .inspect_err(|_| self.out_of_step(py))
     }
 
@@ -176,18 +176,18 @@ impl TcpClient {
         &self,
         py: Python<'_>,
         file: &std::fs::File,
-        size: u64,
+        (start, end): (u64, u64),
         progress: Option<&Bound<'_, PyAny>>,
         requesting: &Turn<'_>,
         writing: &Turn<'_>,
     ) -> PyResult<u64> {
-        let mut offset: u64 = 0;
-        while offset < size {
-            let chunk = (size - offset).min(SENDFILE_CHUNK as u64) as isize;
+        let mut offset = start;
+        while offset < end {
+            let chunk = (end - offset).min(SENDFILE_CHUNK as u64) as isize;
             let sent = self
                 .sock
                 ._sendfile(py, file.as_raw_fd(), offset as i64, chunk)
-                .map_err(|err| with_bytes_written(py, err, offset))?;
+                .map_err(|err| with_bytes_written(py, err, offset - start))?;
             if sent == 0 {
                 break;
             }
@@ -206,7 +206,7 @@ impl TcpClient {
                 return Err(err);
             }
         }
-        Ok(offset)
+        Ok(offset - start)
     }
 
     /// After a send that failed once under way: a framed client's peer can no longer cut the stream
@@ -381,15 +381,35 @@ impl TcpClient {
             })
     }
 
-    /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent.
+    /// Sends the file at `path` with sendfile(2) (no copy through Python) and returns the bytes sent:
+    /// from `offset`, `count` bytes at most (else to its end), as socket.sendfile() sends a file.
     /// `progress(n)` is called after each chunk with the bytes just sent, so `tqdm(...).update`
     /// plugs straight in; `progress=True` draws a tqdm bar itself. The file goes as raw bytes,
     /// whatever the framing. An OSError (a timeout) after part of it went out says how much in its
-    /// `characters_written`, as an interrupted write does.
-    #[pyo3(signature = (path, progress=None))]
-    fn sendfile(&self, py: Python<'_>, path: &Bound<'_, PyAny>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<u64> {
-        // Checked before anything is sent: a bad `progress` found after the first chunk would leave
+    /// `characters_written`, as an interrupted write does: `offset` plus that is where to go on from.
+    #[pyo3(signature = (path, progress=None, *, offset=0, count=None))]
+    fn sendfile(
+        &self,
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+        progress: Option<&Bound<'_, PyAny>>,
+        offset: i64,
+        count: Option<i64>,
+    ) -> PyResult<u64> {
+        // Checked before anything is sent: a bad argument found after the first chunk would leave
         // part of the file on the wire.
+        if offset < 0 {
+            return Err(PyValueError::new_err(format!(
+                "offset must not be negative (got {offset})"
+            )));
+        }
+        if let Some(count) = count
+            && count <= 0
+        {
+            return Err(PyValueError::new_err(format!(
+                "count must be a positive integer (got {count})"
+            )));
+        }
         if let Some(p) = progress
             && !(p.is_instance_of::<PyBool>() || p.is_callable())
         {
@@ -408,11 +428,14 @@ impl TcpClient {
         if metadata.is_dir() {
             return Err(os_error(libc::EISDIR));
         }
-        let size = metadata.len();
+        let start = (offset as u64).min(metadata.len());
+        let end = count.map_or(metadata.len(), |count| {
+            metadata.len().min(start.saturating_add(count as u64))
+        });
         let bar = match progress {
             Some(flag) if flag.is_instance_of::<PyBool>() && flag.is_truthy()? => Some(progress_bar(
                 py,
-                size,
+                end - start,
                 &path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -425,7 +448,7 @@ impl TcpClient {
             (None, Some(p)) if !p.is_instance_of::<PyBool>() => Some(p.clone()),
             _ => None,
         };
-        let sent = self.send_file(py, &file, size, progress.as_ref());
+        let sent = self.send_file(py, &file, (start, end), progress.as_ref());
         if let Some(bar) = bar {
             bar.call_method0("close")?;
         }

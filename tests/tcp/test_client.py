@@ -28,6 +28,15 @@ HOST = "127.0.0.1"
 TIMEOUT = 10.0
 MiB = 1 << 20
 FRAMINGS = ["line", "length", b"<END>"]
+CONTENT_SIZE = 300_000
+
+
+def recv_exactly(sock, n):
+    """`n` bytes from a stdlib socket, or what came before it closed."""
+    data = bytearray()
+    while len(data) < n and (chunk := sock.recv(n - len(data))):
+        data += chunk
+    return bytes(data)
 
 
 def encode(framing, message):
@@ -519,10 +528,10 @@ def test_a_sendfile_whose_progress_raises_closes_a_framed_client_only(peer, tmp_
     assert client.closed is closes
 
 
-def test_a_sendfile_that_times_out_says_how_much_went_out(peer, tmp_path):
+def test_a_sendfile_that_times_out_says_how_much_went_out_and_can_go_on_from_there(peer, tmp_path):
     """A raw client stays open after a timeout, and its caller can go on from where the file stopped: the
     TimeoutError's characters_written is what reached the peer (as an interrupted write's is; the stdlib's
-    sendfile() leaves the file's position there). It was nowhere, without a progress callback."""
+    sendfile() leaves the file's position there), and sendfile(offset=) sends the rest. Neither was there."""
     client, other = peer(timeout=0.2)
     path = tmp_path / "data"
     content = random.Random(7).randbytes(64 * MiB)
@@ -538,6 +547,46 @@ def test_a_sendfile_that_times_out_says_how_much_went_out(peer, tmp_path):
         while chunk := other.recv(MiB):
             received += chunk
     assert bytes(received) == content[:sent]
+
+    other.settimeout(TIMEOUT)
+    reader = threading.Thread(target=lambda: received.extend(recv_exactly(other, len(content) - sent)))
+    reader.start()
+    client.settimeout(TIMEOUT)
+    assert client.sendfile(path, offset=sent) == len(content) - sent
+    reader.join(TIMEOUT)
+    assert bytes(received) == content
+
+
+@pytest.mark.parametrize(
+    ("offset", "count", "part"),
+    [(1000, None, slice(1000, None)), (0, 100, slice(0, 100)), (5000, 7, slice(5000, 5007)),
+     (CONTENT_SIZE - 3, 100, slice(CONTENT_SIZE - 3, None)), (CONTENT_SIZE + 10, None, slice(0, 0))],
+)  # fmt: skip
+def test_sendfile_sends_count_bytes_from_offset_as_socket_sendfile_does(peer, tmp_path, offset, count, part):
+    client, other = peer()
+    path = tmp_path / "data"
+    content = random.Random(8).randbytes(CONTENT_SIZE)
+    path.write_bytes(content)
+    progress = []
+    assert client.sendfile(path, progress.append, offset=offset, count=count) == len(content[part])
+    assert sum(progress) == len(content[part])
+    client.send(b"end")
+    assert recv_exactly(other, len(content[part]) + 3) == content[part] + b"end"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"offset": -1}, ValueError), ({"count": 0}, ValueError), ({"count": -5}, ValueError),
+     ({"offset": 1.5}, TypeError), ({"count": "3"}, TypeError)],
+)  # fmt: skip
+def test_sendfile_with_a_bad_offset_or_count_sends_nothing(peer, tmp_path, kwargs, error):
+    client, other = peer()
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 100)
+    with pytest.raises(error):
+        client.sendfile(path, **kwargs)
+    client.send(b"end")
+    assert recv_exactly(other, 3) == b"end"
 
 
 def test_an_oversized_frame_closes_the_client_and_wakes_a_blocked_sender(peer):
