@@ -192,12 +192,14 @@ impl DatagramReply {
             }
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
-                send_now(&self.shared, socket, bytes, self.target).map_err(|e| io_error(&e))
-            })
-            .and_then(|r| r),
+                match send_now(&self.shared, socket, bytes, self.target) {
+                    Ok(n) => stats.sent(n),
+                    Err(err) => reply_not_sent(py, &self.shared, self.target.peer, bytes.len(), &err),
+                }
+            }),
         };
         match sent {
-            Ok(n) => stats.sent(n),
+            Ok(()) => {}
             Err(err) => {
                 stats.errors.fetch_add(1, Relaxed);
                 log::log(
@@ -493,16 +495,12 @@ fn deliver_batch(
                 return hand_to_loop(py, shared, socket, reply_to, &reply);
             }
             with_readable(&reply, |bytes| match send_now(shared, socket, bytes, reply_to) {
-                Ok(n) => {
-                    stats.sent(n);
-                    Ok(())
-                }
+                Ok(n) => stats.sent(n),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     unsent.push((Bytes::copy_from_slice(bytes), reply_to));
-                    Ok(())
                 }
-                Err(err) => Err(io_error(&err)),
-            })?
+                Err(err) => reply_not_sent(py, shared, sender, bytes.len(), &err),
+            })
         });
         if let Err(err) = sent {
             stats.errors.fetch_add(1, Relaxed);
@@ -553,13 +551,30 @@ fn hand_to_loop(
     Ok(())
 }
 
+/// A reply the handler made but the socket would not send (larger than a datagram can carry, no route
+/// to its sender): counted and logged as the reply's failure, not the handler's.
+fn reply_not_sent(py: Python<'_>, shared: &UdpShared, peer: SocketAddr, len: usize, err: &io::Error) {
+    shared.stats.errors.fetch_add(1, Relaxed);
+    let why = if err.raw_os_error() == Some(libc::EMSGSIZE) {
+        format!("its {len} bytes are more than a UDP datagram can carry")
+    } else {
+        err.to_string()
+    };
+    log::log(
+        py,
+        ERROR,
+        &format!("reply to a datagram from {peer} not sent: {why}"),
+        None,
+    );
+}
+
 /// Sends one datagram without waiting for room in the socket's buffer. A reply made after stop()
 /// gave up the port fails on the stand-in socket with EINVAL; the error says what happened instead.
 fn send_now(shared: &UdpShared, socket: &UdpSocket, data: &[u8], target: ReplyTo) -> io::Result<usize> {
     let sent = reply_source::send(socket.as_raw_fd(), data, target.peer, target.source, libc::MSG_DONTWAIT);
     if sent.is_err() && shared.lifecycle.released() {
         return Err(io::Error::other(
-            "reply not sent: stop() timed out while the handler ran, and gave up the port",
+            "stop() timed out while the handler ran, and gave up the port",
         ));
     }
     sent

@@ -19,6 +19,7 @@ import pytest
 
 import rsock
 from tests import message_objects
+from tests.loopback import ipv6_loopback_available
 from tests.proc_threads import cpu_ticks, named_threads
 
 HOST = "127.0.0.1"
@@ -37,6 +38,12 @@ def stats_become(server, expected):
     while server.stats != expected and time.monotonic() < deadline:
         time.sleep(0.002)
     assert server.stats == expected
+
+
+def host_port(sock):
+    """A socket's address as rsock's log lines write it: 127.0.0.1:5000, [::1]:5000."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def rsock_errors(caplog):
@@ -170,6 +177,29 @@ def test_handler_exception_is_logged_and_the_server_keeps_serving(make_server, m
     assert "RuntimeError: kaboom" in traceback_text
     assert "Traceback" in traceback_text
     assert "in on_datagram" in traceback_text
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_a_reply_larger_than_a_datagram_is_logged_as_not_sent(make_server, make_udp, wait_until, caplog, family):
+    """The handler did not fail: its reply could not go. Logged as such (it was "handler for a datagram from ...
+    failed", with EMSGSIZE's traceback), counted as an error; the server keeps serving."""
+    if family == socket.AF_INET6 and not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback")
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    largest, host = (65_507, HOST) if family == socket.AF_INET else (65_527, "::1")
+    server = make_server(lambda data, addr: bytes(largest + 1) if data == b"big" else data, address=(host, 0))
+    sock = make_udp(host, family)
+    sock.sendto(b"big", server.address)
+    sock.sendto(b"after", server.address)
+    assert sock.recv(100) == b"after"
+    wait_until(lambda: rsock_errors(caplog), "the reply to be logged")
+    [record] = rsock_errors(caplog)
+    assert record.getMessage() == (
+        f"reply to a datagram from {host_port(sock)} not sent: its {largest + 1} bytes are more than a UDP datagram "
+        "can carry"
+    )
+    assert record.exc_info is None
+    assert server.stats["errors"] == 1
 
 
 def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_closed(
@@ -438,7 +468,10 @@ def test_stop_gives_up_the_port_of_a_handler_still_running_at_its_timeout(make_s
         sender.sendto(b"after", server.address)
         assert successor.recv(10) == b"after"
     assert server.stats["errors"] == 1  # the late reply, which had nowhere to go
-    assert ["gave up the port" in (r.exc_text or "") for r in rsock_errors(caplog)] == [True]
+    assert [r.getMessage() for r in rsock_errors(caplog)] == [
+        f"reply to a datagram from {host_port(sender)} not sent: stop() timed out while the handler ran, and gave up "
+        "the port"
+    ]
     sender.settimeout(0.2)
     with pytest.raises(TimeoutError):
         sender.recv(100)
