@@ -285,7 +285,8 @@ class TcpClient:
         """Exactly `n` bytes; EOFError if the connection ends first. What came before an error (a timeout,
         Ctrl-C, the end of the stream) stays buffered for the next read."""
     def recv_message(self) -> bytes | None:
-        """The next whole message, or None when the peer closed between messages."""
+        """The next whole message, or None when the peer closed between messages. What came of a message before a
+        timeout or Ctrl-C stays buffered for the next read."""
     def request(self, data: Buffer) -> bytes:
         """Sends `data` as a message and returns the reply."""
     def sendfile(

@@ -362,7 +362,8 @@ impl TcpClient {
         ))
     }
 
-    /// The next whole message, or None when the peer closed between messages.
+    /// The next whole message, or None when the peer closed between messages. What came of a message
+    /// before a timeout or Ctrl-C stays buffered for the next read.
     fn recv_message<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.next_message(py)
     }
