@@ -359,6 +359,63 @@ def highlevel_udp():
     return outcomes
 
 
+def _client_sees(receive):
+    """What a client reads from a server under test: its reply, or how the server ended or ignored it."""
+    try:
+        return receive().decode() or "closed"
+    except ConnectionResetError:
+        return "closed"
+    except TimeoutError:
+        return "no reply"
+
+
+def highlevel_tcp_accept():
+    """A connection a server accepts: an asyncio server's accept() makes a socket (socket.__new__), as
+    socket.accept() does; a TcpServer raises the same event, and closes a connection a hook refuses."""
+    ours = MODULE == "rsock"
+    server = m.TcpServer((LOCALHOST, 0), _echo) if ours else m.create_server((LOCALHOST, 0))
+    address = server.address if ours else server.getsockname()
+    # Connected (in the listener's backlog) before the hook watches; the server accepts while it does.
+    with m.create_connection(address, timeout=5) as client:
+        client.sendall(b"hello")
+        with _audited():
+            if ours:
+                server.start()
+                outcome = [_client_sees(lambda: client.recv(100))]
+            else:
+                outcome = [attempt(lambda: _echo_one(server))]
+    _close(server)
+    return outcome
+
+
+def _echo_one(listening):
+    conn, _ = listening.accept()
+    with conn:
+        conn.sendall(conn.recv(100))
+
+
+def highlevel_udp_reply():
+    """A reply a server sends: an asyncio UDP server's transport sendto() raises socket.sendto, as
+    socket.sendto() does; a UdpServer raises the same event, and sends no reply a hook refuses."""
+    ours = MODULE == "rsock"
+    server = m.UdpServer((LOCALHOST, 0), lambda data, _sender: data) if ours else _udp_socket((LOCALHOST, 0))
+    address = server.address if ours else server.getsockname()
+    client = _udp_socket((LOCALHOST, 0))
+    client.settimeout(0.3)
+    # Waiting in the server's socket before the hook watches; the server answers it while it does.
+    client.sendto(b"hello", address)
+    with _audited():
+        if ours:
+            server.start()
+            outcome = [_client_sees(lambda: client.recv(100))]
+        else:
+            data, sender = server.recvfrom(100)
+            outcome = [attempt(lambda: server.sendto(data, sender))]
+    _close(server)
+    client.close()
+    return outcome
+
+
 CASES = {name[len("case_") :]: case for name, case in globals().items() if name.startswith("case_")}
 HIGH_LEVEL = {name[len("highlevel_") :]: case for name, case in globals().items() if name.startswith("highlevel_")}
 

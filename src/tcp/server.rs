@@ -23,6 +23,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::audit;
 use crate::buffer::{BytesWriter, as_uninit, shared_bytes};
 use crate::errors::{io_error, os_error};
 use crate::framing::{FrameDecoder, Framing};
@@ -1402,6 +1403,14 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
     let created = runtime::with_gil(|py| {
         if log::enabled(py, DEBUG) {
             log::log(py, DEBUG, &format!("accepted connection from {peer} on {local}"), None);
+        }
+        // As the stdlib's accept() raises it for the socket it makes (and so an asyncio server's).
+        let family = if local.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+        if let Err(refused) = audit::no_socket_new(py, family, libc::SOCK_STREAM, 0) {
+            server.stats.errors.fetch_add(1, Relaxed);
+            let text = format!("connection from {peer} closed: an audit hook refused it");
+            log::log(py, ERROR, &text, Some(&refused));
+            return Err(refused);
         }
         Py::new(
             py,

@@ -24,6 +24,7 @@ use pyo3::types::{PyDict, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::addr::socket_addr_from_storage;
+use crate::audit;
 use crate::buffer::with_readable;
 use crate::errors::io_error;
 use crate::log::{self, ERROR, INFO};
@@ -192,9 +193,15 @@ impl DatagramReply {
             }
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
+                let peer = self.target.peer;
+                let audited = socket_address_to_py(py, &peer)
+                    .and_then(|address| audit::no_socket_address(py, c"socket.sendto", &address));
+                if let Err(refused) = audited {
+                    return reply_not_sent(py, &self.shared, peer, "an audit hook refused it", Some(&refused));
+                }
                 match send_now(&self.shared, socket, bytes, self.target) {
                     Ok(n) => stats.sent(n),
-                    Err(err) => reply_not_sent(py, &self.shared, self.target.peer, bytes.len(), &err),
+                    Err(err) => reply_not_sent(py, &self.shared, peer, &send_failure(&err, bytes.len()), None),
                 }
             }),
         };
@@ -481,10 +488,8 @@ fn deliver_batch(
         };
         // The handler's reply is sent before the bytes object is given back, so an echo reuses it.
         let sent = reused_bytes::with_message(py, data, |message| {
-            let reply = match addresses
-                .get(py, sender)
-                .and_then(|address| call_handler(handler.bind(py), (message, address)))
-            {
+            let address = addresses.get(py, sender)?;
+            let reply = match call_handler(handler.bind(py), (message, &address)) {
                 Ok(reply) if reply.is_none() => return Ok(()),
                 reply => {
                     answered = true;
@@ -494,12 +499,18 @@ fn deliver_batch(
             if is_awaitable(&reply) {
                 return hand_to_loop(py, shared, socket, reply_to, &reply);
             }
-            with_readable(&reply, |bytes| match send_now(shared, socket, bytes, reply_to) {
-                Ok(n) => stats.sent(n),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    unsent.push((Bytes::copy_from_slice(bytes), reply_to));
+            with_readable(&reply, |bytes| {
+                // As the stdlib's sendto() (and so an asyncio server's reply) raises it.
+                if let Err(refused) = audit::no_socket_address(py, c"socket.sendto", &address) {
+                    return reply_not_sent(py, shared, sender, "an audit hook refused it", Some(&refused));
                 }
-                Err(err) => reply_not_sent(py, shared, sender, bytes.len(), &err),
+                match send_now(shared, socket, bytes, reply_to) {
+                    Ok(n) => stats.sent(n),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        unsent.push((Bytes::copy_from_slice(bytes), reply_to));
+                    }
+                    Err(err) => reply_not_sent(py, shared, sender, &send_failure(&err, bytes.len()), None),
+                }
             })
         });
         if let Err(err) = sent {
@@ -551,21 +562,25 @@ fn hand_to_loop(
     Ok(())
 }
 
-/// A reply the handler made but the socket would not send (larger than a datagram can carry, no route
-/// to its sender): counted and logged as the reply's failure, not the handler's.
-fn reply_not_sent(py: Python<'_>, shared: &UdpShared, peer: SocketAddr, len: usize, err: &io::Error) {
+/// A reply the handler made that did not go (an audit hook refused it, the socket would not send it):
+/// counted and logged as the reply's failure, not the handler's.
+fn reply_not_sent(py: Python<'_>, shared: &UdpShared, peer: SocketAddr, why: &str, exc: Option<&PyErr>) {
     shared.stats.errors.fetch_add(1, Relaxed);
-    let why = if err.raw_os_error() == Some(libc::EMSGSIZE) {
-        format!("its {len} bytes are more than a UDP datagram can carry")
-    } else {
-        err.to_string()
-    };
     log::log(
         py,
         ERROR,
         &format!("reply to a datagram from {peer} not sent: {why}"),
-        None,
+        exc,
     );
+}
+
+/// Why the socket would not send a reply of `len` bytes.
+fn send_failure(err: &io::Error, len: usize) -> String {
+    if err.raw_os_error() == Some(libc::EMSGSIZE) {
+        format!("its {len} bytes are more than a UDP datagram can carry")
+    } else {
+        err.to_string()
+    }
 }
 
 /// Sends one datagram without waiting for room in the socket's buffer. A reply made after stop()
