@@ -42,6 +42,20 @@ def cpu_ticks(tid, pid="self"):
     return int(fields[11]) + int(fields[12])  # utime and stime, the stat file's 14th and 15th fields
 
 
+def process_ticks(pid="self"):
+    """The CPU time every thread of process `pid` has used, user and system, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_busy_ticks():
+    """The CPU time every process on the machine has used, and the hypervisor has taken (steal), in clock ticks."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return user + nice + system + irq + softirq + steal
+
+
 def fd_targets(pid="self"):
     """What each of process `pid`'s open descriptors refers to ("socket:[1234]", "anon_inode:[eventpoll]", a path)."""
     targets = []

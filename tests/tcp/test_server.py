@@ -29,7 +29,14 @@ import pytest
 
 import rsock
 from tests import message_objects
-from tests.proc_threads import cpu_ticks, fd_targets, the_thread, voluntary_switches
+from tests.proc_threads import (
+    cpu_ticks,
+    fd_targets,
+    machine_busy_ticks,
+    process_ticks,
+    the_thread,
+    voluntary_switches,
+)
 from tests.subprocesses import ROOT, rsock_server_process
 
 HOST = "127.0.0.1"
@@ -2172,10 +2179,13 @@ def test_the_main_thread_gets_the_gil_while_handlers_keep_the_io_thread_busy():
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for the next request needs the client running meanwhile")
 def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_they_stop():
     """Requests that follow their replies within microseconds are read without the io thread sleeping in between
-    (without the polling it sleeps once per request); once they stop, it sleeps and spends no CPU. The sleeps are
-    counted over up to three rounds, the fewest taken: a round in which other processes kept the two cores busy
-    (another test suite, a build) preempts the polling and shows sleeps it would not take; without the polling
-    every round shows about one per request."""
+    (without the polling it sleeps once per request); once they stop, it sleeps and spends no CPU. Sleeps are
+    counted over rounds of 0.3 s, up to six, until one shows the polling. Other processes that keep the cores busy
+    (another test suite, a build) preempt it and can make server and client sleep between requests whatever rsock
+    does: a round in which they took a quarter of a core is no evidence against the polling, and if every round
+    was such a one the test is skipped, saying so. Without the polling every round shows about one sleep per
+    request."""
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
     with rsock_server_process("rsock.TcpServer(('127.0.0.1', 0), lambda conn, data: data, framing='line')") as (
         server,
         address,
@@ -2184,16 +2194,26 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
         with rsock.TcpClient.connect(address, timeout=TIMEOUT, framing="line") as client:
             for _ in range(300):  # both sides settle into polling
                 assert client.request(b"warm") == b"warm"
-            rounds = []
-            while len(rounds) < 3 and not (rounds and min(rounds) < 0.7):
+            rounds, disturbed = [], []
+            while len(rounds) + len(disturbed) < 6 and min(rounds + disturbed, default=1) >= 0.7:
                 switches_before = voluntary_switches(io_thread, server.pid)
-                for n in range(2000):
-                    assert client.request(b"%d" % n) == b"%d" % n
-                rounds.append((voluntary_switches(io_thread, server.pid) - switches_before) / 2000)
+                busy_before = machine_busy_ticks() - process_ticks(server.pid) - process_ticks()
+                requests, ends = 0, time.monotonic() + 0.3
+                while time.monotonic() < ends:
+                    assert client.request(b"%d" % requests) == b"%d" % requests
+                    requests += 1
+                others = machine_busy_ticks() - process_ticks(server.pid) - process_ticks() - busy_before
+                sleeps = (voluntary_switches(io_thread, server.pid) - switches_before) / requests
+                # Other processes' share of a core over the round.
+                (disturbed if others / ticks_per_second / 0.3 > 0.25 else rounds).append(sleeps)
             time.sleep(0.05)
             idle_from = cpu_ticks(io_thread, server.pid)
             time.sleep(1.0)
             idle_to = cpu_ticks(io_thread, server.pid)
-    per_request = min(rounds)
-    assert per_request < 0.7, f"{rounds} sleeps per request (sleeping between requests: about 1)"
-    assert idle_to - idle_from <= os.sysconf("SC_CLK_TCK") // 20, "the io thread kept polling with no client"
+    assert idle_to - idle_from <= ticks_per_second // 20, "the io thread kept polling with no client"
+    if min(rounds + disturbed) >= 0.7 and not rounds:
+        pytest.skip(f"other processes kept the cores busy in every round ({disturbed} sleeps per request)")
+    assert min(rounds + disturbed) < 0.7, (
+        f"{rounds} sleeps per request in rounds other processes left alone, {disturbed} in the others (sleeping "
+        "between requests: about 1)"
+    )
