@@ -15,6 +15,7 @@ mod errors;
 mod framing;
 mod gil_handoff;
 mod log;
+mod py_lazy;
 mod resolver;
 mod reused_bytes;
 mod runtime;

@@ -2,15 +2,16 @@
 //! under the logger "rsock"; rsock never writes to stderr itself.
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
+
+use crate::py_lazy::PyLazy;
 
 pub const DEBUG: i32 = 10;
 pub const INFO: i32 = 20;
 pub const WARNING: i32 = 30;
 pub const ERROR: i32 = 40;
 
-static LOGGER: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static LOGGER: PyLazy<Py<PyAny>> = PyLazy::new();
 
 fn logger(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     LOGGER

@@ -23,11 +23,11 @@ use std::sync::{Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::gil_handoff::{self, Handoff};
+use crate::py_lazy::PyLazy;
 
 /// How long a blocking wait sleeps before it runs Python's signal handlers again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -330,7 +330,7 @@ fn take_turn(thread: &RsockThread, turn: Turn) {
 }
 
 /// A no-op in bytecode: where CPython hands the GIL to a thread that asked for it.
-static NO_OP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static NO_OP: PyLazy<Py<PyAny>> = PyLazy::new();
 
 /// Lets a thread that asked for the GIL have it, as running Python code does.
 fn offer_kept_gil() {
@@ -345,7 +345,12 @@ fn offer_kept_gil() {
 }
 
 fn no_op(py: Python<'_>) -> PyResult<&Py<PyAny>> {
-    NO_OP.get_or_try_init(py, || py.eval(c"lambda: None", None, None).map(Bound::unbind))
+    // Its globals an empty dict: with None, the function would hold __main__'s for ever, and the objects
+    // there would never be dropped (an open file never flushed) as the interpreter exits.
+    NO_OP.get_or_try_init(py, || {
+        py.eval(c"lambda: None", Some(&pyo3::types::PyDict::new(py)), None)
+            .map(Bound::unbind)
+    })
 }
 
 /// Gives back a GIL the io thread kept, before it parks.

@@ -381,7 +381,19 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PanicException", m.py().get_type::<PanicException>())?;
     // rsock.aio's servers wait as long as stop() does when given no timeout.
     m.add("DEFAULT_STOP_TIMEOUT", DEFAULT_STOP_TIMEOUT.as_secs_f64())?;
-    m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)
+    m.add_function(wrap_pyfunction!(_stop_all_servers, m)?)?;
+    m.add_function(wrap_pyfunction!(_in_main_interpreter, m)?)
+}
+
+/// Whether this is the process's main interpreter. rsock's runtime and servers are the process's, one
+/// set for all: a subinterpreter that used them would stop the main interpreter's servers as it ends.
+/// rsock/__init__.py refuses a subinterpreter; pyo3 refuses one itself only where the module is made
+/// afresh for it, not where CPython hands it a copy of the main interpreter's (Python 3.11's
+/// subinterpreters, and the legacy kind after).
+#[pyfunction]
+fn _in_main_interpreter() -> bool {
+    // SAFETY: both only read the interpreter state; the GIL is held for a pyfunction.
+    unsafe { pyo3::ffi::PyInterpreterState_Get() == pyo3::ffi::PyInterpreterState_Main() }
 }
 
 const NEW: u8 = 0;

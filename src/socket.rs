@@ -16,7 +16,6 @@ use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
 use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyResourceWarning, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
 
@@ -26,10 +25,11 @@ use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, iterate, pyth
 use crate::audit;
 use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
+use crate::py_lazy::PyLazy;
 use crate::spin::{ReplySpin, poll_for};
 
 /// The stdlib's `_socket` module, whose default timeout new sockets take.
-static STDLIB_SOCKET: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+static STDLIB_SOCKET: PyLazy<Py<PyModule>> = PyLazy::new();
 
 /// The default timeout is the stdlib's own setting (`socket.setdefaulttimeout()`), not a copy of it: a
 /// program that sets it through either module sets it for every socket made afterwards, rsock's and

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import rsock
 
 SCRIPT = """
@@ -50,3 +52,58 @@ def test_the_exit_hook_takes_a_timeout_no_clock_can_reach():
     for timeout in ["inf", "1e300", "nan", "-1", "1"]:
         result = subprocess.run([sys.executable, "-c", EXIT_HOOK, timeout], capture_output=True, text=True, timeout=30)
         assert (result.returncode, result.stdout, result.stderr) == (0, "False\n", ""), timeout
+
+
+MAIN_GLOBALS = """
+import sys
+import rsock
+
+log = open(sys.argv[1], "w")
+log.write("written, never flushed: the file is closed when the module's globals go")
+
+
+class Announces:
+    def __del__(self):
+        print("collected")
+
+
+kept = Announces()
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+server.start()
+server.stop()
+"""
+
+
+def test_main_module_globals_are_released_at_exit_after_a_server_ran(tmp_path):
+    """As without rsock: an open file in a global is flushed and closed at exit, and a global's __del__ runs. Once
+    rsock's io thread had handed the GIL on, a function it keeps held __main__'s globals, and neither happened."""
+    path = tmp_path / "log.txt"
+    result = subprocess.run([sys.executable, "-c", MAIN_GLOBALS, str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, path.read_text()) == (
+        "collected\n",
+        "written, never flushed: the file is closed when the module's globals go",
+    )
+
+
+SUBINTERPRETER = """
+import _testcapi, rsock, socket
+
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+server.start()
+print(_testcapi.run_in_subinterp("import rsock"))
+with socket.create_connection(server.address, timeout=5) as client:
+    client.sendall(b"still served")
+    print(client.recv(100).decode())
+server.stop()
+"""
+
+
+def test_a_subinterpreter_cannot_import_rsock_nor_stop_the_main_interpreters_servers():
+    """rsock's runtime and servers are the process's: a subinterpreter's import is an ImportError (pyo3 refuses one
+    only where the module is made afresh for it; Python 3.11 handed it a copy, and its exit stopped every server)."""
+    pytest.importorskip("_testcapi", reason="the subinterpreter is made with CPython's _testcapi")
+    result = subprocess.run([sys.executable, "-c", SUBINTERPRETER], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["-1", "still served"]
+    assert "ImportError: rsock does not support subinterpreters" in result.stderr

@@ -990,6 +990,57 @@ def test_a_forked_child_cannot_answer_for_the_parents_udp_server():
             client.recvfrom(64)  # and nothing from the child
 
 
+FORK_WHILE_A_VALUE_IS_MADE = r"""
+import logging, os, threading
+import rsock
+
+parent = os.getpid()
+entered, release = threading.Event(), threading.Event()
+get_logger = logging.getLogger
+
+
+def get_logger_slowly(name=None):
+    # rsock looks its logger up on first use. In the parent, that look-up (on rsock's io thread) waits, without
+    # the GIL, until the main thread has forked in the middle of it.
+    if name == "rsock" and os.getpid() == parent:
+        entered.set()
+        release.wait(10)
+    return get_logger(name)
+
+
+logging.getLogger = get_logger_slowly
+server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+server.start()
+rsock.TcpClient(server.address, timeout=10).close()  # the accept is the io thread's first look-up
+assert entered.wait(10), "the io thread did not look its logger up"
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        with rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data.upper(), framing="line") as child_server:
+            child_server.start()
+            with rsock.TcpClient(child_server.address, timeout=5, framing="line") as client:
+                assert client.request(b"served") == b"SERVED"
+        code = 0
+    finally:
+        os._exit(code)
+release.set()
+_, status = os.waitpid(pid, 0)
+server.stop()
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_child_forked_while_another_thread_makes_a_shared_value_makes_its_own():
+    """Values rsock makes on first use (its logger, the stdlib's socket module, ...) were made under a lock that
+    makes other threads wait, and the making may let go of the GIL: a child forked meanwhile inherited the lock
+    held by no thread of its own, and its first use waited for ever (its servers never answered)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_A_VALUE_IS_MADE], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (0, "child 0\n"), result.stderr
+
+
 def test_a_server_made_but_not_started_before_a_fork_is_the_childs_to_use():
     """Only a server running when the process forked belongs to the parent: one made and not yet started is the
     child's, which may broadcast to its (no) connections and start it."""

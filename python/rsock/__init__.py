@@ -15,6 +15,9 @@ import socket as _stdlib_socket
 import threading as _threading  # noqa: F401
 
 from rsock import _multiprocessing, _rsock
+
+if not _rsock._in_main_interpreter():
+    raise ImportError("rsock does not support subinterpreters: its servers belong to the whole process")
 from rsock._rsock import (  # noqa: F401 - public as rsock.Connection and so on, though not all in __all__
     Connection,
     PanicException,

@@ -10,9 +10,9 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+use crate::py_lazy::PyLazy;
 use pyo3::exceptions::{PyRuntimeError, PyRuntimeWarning};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -40,7 +40,7 @@ pub struct Op {
 }
 
 /// The op for `await drain()` with room in the buffer, shared so that the common case allocates nothing.
-static DONE: PyOnceLock<Py<Op>> = PyOnceLock::new();
+static DONE: PyLazy<Py<Op>> = PyLazy::new();
 
 impl Op {
     fn with(state: State) -> Op {

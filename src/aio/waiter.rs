@@ -22,9 +22,9 @@ use pyo3::exceptions::PyRuntimeError;
 
 use super::step::{Awaitable, Step};
 use super::{CancelledError, InvalidStateError};
+use crate::py_lazy::PyLazy;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyType};
 use pyo3::{PyTraverseError, PyVisit, ffi};
 use smallvec::SmallVec;
@@ -64,13 +64,17 @@ pub enum Run<'a, 'py> {
     Soon,
 }
 
-static TASK_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TASK_TYPE: PyLazy<Py<PyType>> = PyLazy::new();
 
 /// Whether `callback` is the wake-up a C asyncio Task registers on what it waits for: a builtin
 /// named "task_wakeup" bound to the task.
 fn is_task_wakeup(callback: &Bound<'_, PyAny>) -> PyResult<bool> {
     let py = callback.py();
-    let task_type = TASK_TYPE.import(py, "asyncio", "Task")?;
+    let task_type = TASK_TYPE
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("asyncio")?.getattr("Task")?.cast_into::<PyType>()?.unbind())
+        })?
+        .bind(py);
     let ptr = callback.as_ptr();
     // SAFETY: the object is alive for the call; its fields are read only once its type is checked
     // to be a builtin function, whose method definition is static and never null.
