@@ -46,14 +46,9 @@ def test_plain_pickle_still_refuses_a_socket(sockmod):
         pickle.dumps(sock)
 
 
-@pytest.mark.parametrize(
-    "imports",
-    ["import rsock\nimport multiprocessing", "import multiprocessing\nimport rsock"],
-    ids=["rsock first", "multiprocessing first"],
-)
-def test_either_import_order_registers_the_socket(imports):
-    program = f"""{imports}
-a, b = rsock.socketpair()
+# A socket sent through a multiprocessing pipe, with rsock and multiprocessing imported: prints the module of the
+# socket that arrived and what it carried.
+SEND_A_SOCKET = f"""a, b = rsock.socketpair()
 receiver, sender = multiprocessing.Pipe(duplex=False)
 sender.send(b)
 arrived = receiver.recv()
@@ -62,6 +57,32 @@ arrived.sendall(b"ok")
 a.settimeout({TIMEOUT})
 print(type(arrived).__module__, a.recv(10).decode())
 """
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import rsock\nimport multiprocessing", "import multiprocessing\nimport rsock"],
+    ids=["rsock first", "multiprocessing first"],
+)
+def test_either_import_order_registers_the_socket(imports):
+    program = f"{imports}\n{SEND_A_SOCKET}"
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["rsock", "ok"]
+
+
+def test_rsock_imported_again_still_registers_the_socket_once():
+    """rsock taken out of sys.modules and imported again (as test runners and notebooks' autoreload do) leaves one
+    finder on sys.meta_path: the copy from the first import was kept beside the new one, and the two asked each
+    other for multiprocessing.reduction until RecursionError."""
+    program = f"""import sys
+import rsock
+for name in [name for name in sys.modules if name == "rsock" or name.startswith("rsock.")]:
+    del sys.modules[name]
+import rsock
+import multiprocessing
+print(sum(type(finder).__name__ == "_ReductionFinder" for finder in sys.meta_path))
+{SEND_A_SOCKET}"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "rsock", "ok"]

@@ -75,8 +75,15 @@ class _ReductionFinder(importlib.abc.MetaPathFinder):
 
 def install():
     """Registers rsock's socket reducer now if multiprocessing is loaded, and whenever it is (re)loaded."""
-    if not any(isinstance(finder, _ReductionFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _ReductionFinder())
+    # One finder: a copy left by an earlier import of this module (a reload, or rsock imported again once taken
+    # out of sys.modules) is of another class object, and two would ask each other for the module without end.
+    sys.meta_path[:] = [finder for finder in sys.meta_path if not _is_reduction_finder(finder)]
+    sys.meta_path.insert(0, _ReductionFinder())
     reduction = sys.modules.get(_REDUCTION)
     if reduction is not None:
         _register(reduction)
+
+
+def _is_reduction_finder(finder):
+    kind = type(finder)
+    return (kind.__module__, kind.__qualname__) == (__name__, _ReductionFinder.__qualname__)
