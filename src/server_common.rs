@@ -385,6 +385,19 @@ pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_in_main_interpreter, m)?)
 }
 
+/// sys.is_finalizing(), taken from sys's own dict: importing sys fails once the interpreter has begun
+/// to take its modules apart.
+fn interpreter_finalizing(py: Python<'_>) -> PyResult<bool> {
+    // SAFETY: PySys_GetObject returns a borrowed reference (or null), which is made an owned one here
+    // while the GIL is held.
+    let is_finalizing =
+        unsafe { Bound::from_borrowed_ptr_or_opt(py, pyo3::ffi::PySys_GetObject(c"is_finalizing".as_ptr())) };
+    match is_finalizing {
+        Some(is_finalizing) => is_finalizing.call0()?.is_truthy(),
+        None => Ok(false),
+    }
+}
+
 /// Whether this is the process's main interpreter. rsock's runtime and servers are the process's, one
 /// set for all: a subinterpreter that used them would stop the main interpreter's servers as it ends.
 /// rsock/__init__.py refuses a subinterpreter; pyo3 refuses one itself only where the module is made
@@ -443,6 +456,11 @@ impl<S: Send + 'static> Runner<S> {
     /// start() with the server's work launched by `launch(socket, guard)`, which holds the guard
     /// for as long as the server serves.
     pub fn start_with(&self, launch: impl FnOnce(S, TaskGuard) -> PyResult<()>) -> PyResult<()> {
+        // Its handlers could never take the GIL (a __del__ run as the interpreter shuts down): refused, as
+        // threading refuses a new thread then, rather than started to answer nothing.
+        if Python::attach(interpreter_finalizing)? {
+            return Err(PyRuntimeError::new_err("can't start a server at interpreter shutdown"));
+        }
         match self
             .state
             .compare_exchange(NEW, RUNNING, Ordering::Relaxed, Ordering::Relaxed)

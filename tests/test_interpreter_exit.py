@@ -107,3 +107,30 @@ def test_a_subinterpreter_cannot_import_rsock_nor_stop_the_main_interpreters_ser
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["-1", "still served"]
     assert "ImportError: rsock does not support subinterpreters" in result.stderr
+
+
+STARTED_AT_SHUTDOWN = """
+import rsock
+
+
+class StartsAServer:
+    def __init__(self):
+        self.me = self  # a cycle: collected as the interpreter shuts down
+        self.server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
+
+    def __del__(self):
+        try:
+            self.server.start()
+            print("started")
+        except RuntimeError as exc:
+            print(exc)
+
+
+kept = StartsAServer()
+"""
+
+
+def test_a_server_started_as_the_interpreter_shuts_down_is_refused():
+    """As threading refuses a thread then: its handlers could never run. It was started, and answered nothing."""
+    result = subprocess.run([sys.executable, "-c", STARTED_AT_SHUTDOWN], capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stdout) == (0, "can't start a server at interpreter shutdown\n"), result.stderr
