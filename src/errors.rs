@@ -14,6 +14,15 @@ use pyo3::prelude::*;
 pyo3::import_exception!(socket, gaierror);
 pyo3::import_exception!(socket, herror);
 
+/// Imports the socket module's exceptions as rsock is imported: pyo3 keeps each, imported on its first
+/// use, in a PyOnceLock, and a fork while another thread made that first use would leave the child one
+/// half-made, which its first lookup failure would wait on for ever (see py_lazy.rs).
+pub fn init_pymodule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    gaierror::type_object(m.py());
+    herror::type_object(m.py());
+    Ok(())
+}
+
 unsafe extern "C" {
     fn hstrerror(err: c_int) -> *const c_char;
 }

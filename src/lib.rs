@@ -30,6 +30,7 @@ mod uring;
 #[pymodule(gil_used = false)]
 fn _rsock(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::init_pymodule(m)?;
     socket::init_pymodule(m)?;
     aio::init_pymodule(m)?;
     resolver::init_pymodule(m)?;

@@ -1,7 +1,9 @@
-//! Python objects made on first use, in a way a fork() cannot break.
+//! Python objects made on first use, in a way a fork() cannot break: rsock's own, and its interned strings
+//! (`interned!`). Of pyo3's own first-use values, the socket module's exceptions are made as rsock is
+//! imported (errors.rs), and asyncio's as rsock.aio first serves a loop (aio/mod.rs), on that loop's thread.
 //!
-//! pyo3's `PyOnceLock` makes the threads that want the value wait for the one making it, and making
-//! it may let go of the GIL (an import, any Python code). A fork() from another thread in that window
+//! pyo3's `PyOnceLock` makes the threads that want the value wait for the one making it, and that
+//! thread lets go of the GIL and takes it again while it makes it. A fork() from another thread in that window
 //! copies a cell marked "being made" into the child, where no thread is left to finish it: the child's
 //! first use waits for ever (a forked child's new servers then never answer). Here no thread waits
 //! for another: each that finds no value makes one, and the first stored stays (the others' are
@@ -29,7 +31,28 @@ impl<T> PyLazy<T> {
         let _ = self.0.set(made);
         Ok(self.0.get().expect("a value was just stored"))
     }
+
+    /// The value, made by `make` unless one is stored already.
+    pub fn get_or_init(&self, py: Python<'_>, make: impl FnOnce() -> T) -> &T {
+        match self.get_or_try_init(py, || Ok::<_, std::convert::Infallible>(make())) {
+            Ok(value) => value,
+            Err(never) => match never {},
+        }
+    }
 }
+
+/// pyo3's `intern!` (a Python string made once and kept) on a PyLazy: `intern!` keeps it in a
+/// PyOnceLock, which a fork can leave half-made.
+macro_rules! interned {
+    ($py:expr, $text:expr) => {{
+        static INTERNED: $crate::py_lazy::PyLazy<pyo3::Py<pyo3::types::PyString>> = $crate::py_lazy::PyLazy::new();
+        let py = $py;
+        INTERNED
+            .get_or_init(py, || pyo3::types::PyString::intern(py, $text).unbind())
+            .bind(py)
+    }};
+}
+pub(crate) use interned;
 
 #[cfg(test)]
 mod tests {

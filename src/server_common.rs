@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit;
 use crate::errors::{io_error, panic_error, strerror};
 use crate::log::{self, ERROR};
+use crate::py_lazy::interned;
 use crate::runtime::{self, Latch};
 
 /// How long stop() lets connections finish before closing them.
@@ -324,7 +325,7 @@ pub fn is_awaitable(value: &Bound<'_, PyAny>) -> bool {
 /// awaitable without close() is left as it is; an error from close() is reported as unraisable, as
 /// Python does for errors nothing can catch.
 pub fn close_refused_awaitable(py: Python<'_>, awaitable: &Bound<'_, PyAny>) {
-    if let Ok(close) = awaitable.getattr(pyo3::intern!(py, "close"))
+    if let Ok(close) = awaitable.getattr(interned!(py, "close"))
         && let Err(err) = close.call0()
     {
         err.write_unraisable(py, Some(awaitable));

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
 use pyo3::exceptions::{PyAttributeError, PyOSError, PyOverflowError, PyResourceWarning, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
 use socket2::SockAddr;
@@ -26,6 +25,7 @@ use crate::audit;
 use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 use crate::py_lazy::PyLazy;
+use crate::py_lazy::interned;
 use crate::spin::{ReplySpin, poll_for};
 
 /// The stdlib's `_socket` module, whose default timeout new sockets take.
@@ -47,7 +47,7 @@ static SET_HERE_NS: AtomicI64 = AtomicI64::new(-1);
 /// it as a float of seconds, which beyond 2**53 ns no longer names the nanosecond it was set to: while
 /// it is the float of rsock's own last setting, that setting is taken, exact.
 fn default_timeout_ns(py: Python<'_>) -> PyResult<i64> {
-    let seconds = stdlib_socket(py)?.call_method0(intern!(py, "getdefaulttimeout"))?;
+    let seconds = stdlib_socket(py)?.call_method0(interned!(py, "getdefaulttimeout"))?;
     let set_here = SET_HERE_NS.load(Relaxed);
     if seconds.eq(timeout_object(py, set_here))? {
         return Ok(set_here);
@@ -1328,14 +1328,14 @@ impl Socket {
 
 #[pyfunction]
 fn getdefaulttimeout(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
-    stdlib_socket(py)?.call_method0(intern!(py, "getdefaulttimeout"))
+    stdlib_socket(py)?.call_method0(interned!(py, "getdefaulttimeout"))
 }
 
 #[pyfunction]
 #[pyo3(signature = (timeout, /))]
 fn setdefaulttimeout(timeout: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = timeout.py();
-    stdlib_socket(py)?.call_method1(intern!(py, "setdefaulttimeout"), (timeout,))?;
+    stdlib_socket(py)?.call_method1(interned!(py, "setdefaulttimeout"), (timeout,))?;
     SET_HERE_NS.store(parse_timeout(timeout)?, Relaxed);
     Ok(())
 }

@@ -15,7 +15,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pyo3::{PyTraverseError, PyVisit};
@@ -23,6 +22,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use super::stream::StreamTransport;
 use crate::errors::{last_errno, os_error};
 use crate::gil_handoff::{self, Handoff};
+use crate::py_lazy::interned;
 
 /// Readiness gathered per callback; more waits for the next one.
 const BATCH: usize = 64;
@@ -145,10 +145,10 @@ impl Poller {
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
                 .map(|c| c.clone_ref(py));
-            event_loop.call_method1(intern!(py, "add_reader"), (epoll, on_ready))?;
+            event_loop.call_method1(interned!(py, "add_reader"), (epoll, on_ready))?;
         } else if !was_empty && is_empty {
             // The loop lets go of the descriptor before it is closed (and its number reused).
-            let removed = event_loop.call_method1(intern!(py, "remove_reader"), (epoll,));
+            let removed = event_loop.call_method1(interned!(py, "remove_reader"), (epoll,));
             self.close_epoll();
             removed?;
         }
@@ -224,7 +224,7 @@ impl Poller {
         context.set_item("exception", err.into_value(py))?;
         self.event_loop
             .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
+            .call_method1(interned!(py, "call_exception_handler"), (context,))?;
         Ok(())
     }
 }
@@ -235,8 +235,8 @@ impl Poller {
     fn new(event_loop: &Bound<'_, PyAny>) -> PyResult<Self> {
         let py = event_loop.py();
         super::import_asyncio_exceptions(py);
-        let resolved = event_loop.call_method0(intern!(py, "create_future"))?;
-        resolved.call_method1(intern!(py, "set_result"), (py.None(),))?;
+        let resolved = event_loop.call_method0(interned!(py, "create_future"))?;
+        resolved.call_method1(interned!(py, "set_result"), (py.None(),))?;
         Ok(Poller {
             epoll: AtomicI32::new(-1),
             event_loop: event_loop.clone().unbind(),
@@ -249,7 +249,7 @@ impl Poller {
 
     /// Called once after construction: the callback the loop will run.
     fn _start(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let on_ready = slf.getattr(intern!(slf.py(), "_on_ready"))?.unbind();
+        let on_ready = slf.getattr(interned!(slf.py(), "_on_ready"))?.unbind();
         *slf.get().on_ready.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_ready);
         Ok(())
     }

@@ -13,7 +13,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use pyo3::exceptions::{
     PyConnectionError, PyConnectionResetError, PyEOFError, PyOverflowError, PyRuntimeError, PyValueError,
 };
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
@@ -26,6 +25,7 @@ use crate::args::{Opt, python_at_least};
 use crate::buffer::with_readable;
 use crate::errors::{keeping_exception, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
+use crate::py_lazy::interned;
 
 /// asyncio's default StreamReader limit (a line or separator-terminated chunk may not exceed it).
 const DEFAULT_LIMIT: isize = 64 * 1024;
@@ -140,7 +140,7 @@ impl Drop for StreamTransport {
                     let _ = self
                         .event_loop
                         .bind(py)
-                        .call_method1(intern!(py, "call_soon"), (callback,));
+                        .call_method1(interned!(py, "call_soon"), (callback,));
                 })
             });
         }
@@ -533,7 +533,7 @@ impl StreamTransport {
         self.remove_writer(py)?;
         self.closed = true;
         self.eof = true;
-        self.sock.bind(py).call_method0(intern!(py, "close"))?;
+        self.sock.bind(py).call_method0(interned!(py, "close"))?;
         self.serve_waiter(py, done);
         self.wake_drainers(py, done);
         for waiter in std::mem::take(&mut self.close_waiters) {
@@ -542,7 +542,7 @@ impl StreamTransport {
         if let Some(callback) = self.on_closed.take() {
             self.event_loop
                 .bind(py)
-                .call_method1(intern!(py, "call_soon"), (callback,))?;
+                .call_method1(interned!(py, "call_soon"), (callback,))?;
         }
         self.this = None;
         Ok(())
@@ -627,10 +627,10 @@ impl StreamTransport {
         }
         let limit = limit as usize;
         let framing = Framing::from_py(framing)?;
-        sock.call_method1(intern!(py, "setblocking"), (false,))?;
-        let fd: i32 = sock.call_method0(intern!(py, "fileno"))?.extract()?;
-        let peername = sock.call_method0(intern!(py, "getpeername")).ok().map(Bound::unbind);
-        let sockname = sock.call_method0(intern!(py, "getsockname")).ok().map(Bound::unbind);
+        sock.call_method1(interned!(py, "setblocking"), (false,))?;
+        let fd: i32 = sock.call_method0(interned!(py, "fileno"))?.extract()?;
+        let peername = sock.call_method0(interned!(py, "getpeername")).ok().map(Bound::unbind);
+        let sockname = sock.call_method0(interned!(py, "getsockname")).ok().map(Bound::unbind);
         Ok(StreamTransport {
             fd,
             sock: sock.clone().unbind(),

@@ -23,7 +23,7 @@ use pyo3::exceptions::PyRuntimeError;
 use super::step::{Awaitable, Step};
 use super::{CancelledError, InvalidStateError};
 use crate::py_lazy::PyLazy;
-use pyo3::intern;
+use crate::py_lazy::interned;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 use pyo3::{PyTraverseError, PyVisit, ffi};
@@ -162,7 +162,7 @@ fn run_callbacks(
             };
             let called = match &context {
                 // asyncio takes any object with run() as a context, as Handle._run calls it.
-                Some(ctx) => ctx.bind(py).call_method1(intern!(py, "run"), (callback, done)),
+                Some(ctx) => ctx.bind(py).call_method1(interned!(py, "run"), (callback, done)),
                 None => callback.call1((done,)),
             };
             if let Err(err) = called {
@@ -178,7 +178,7 @@ fn run_callbacks(
                 report.set_item("exception", err.into_value(py))?;
                 event_loop
                     .bind(py)
-                    .call_method1(intern!(py, "call_exception_handler"), (report,))?;
+                    .call_method1(interned!(py, "call_exception_handler"), (report,))?;
             }
         } else {
             schedule(py, event_loop, callback, context, waiter)?;
@@ -199,7 +199,7 @@ fn schedule(
     kwargs.set_item("context", context)?;
     event_loop
         .bind(py)
-        .call_method(intern!(py, "call_soon"), (callback, waiter.bind(py)), Some(&kwargs))?;
+        .call_method(interned!(py, "call_soon"), (callback, waiter.bind(py)), Some(&kwargs))?;
     Ok(())
 }
 

@@ -9,7 +9,6 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use pyo3::exceptions::{PyConnectionError, PyEOFError, PyOSError, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyTuple, PyType};
 use socket2::SockAddr;
@@ -19,6 +18,7 @@ use crate::audit;
 use crate::buffer::{BytesWriter, with_readable};
 use crate::errors::{file_error, io_error, os_error};
 use crate::framing::{FrameDecoder, Framing, take_front};
+use crate::py_lazy::interned;
 use crate::resolver::{endpoints, socket_address_to_py};
 use crate::socket::{Socket, parse_timeout};
 use crate::spin::ReplySpin;
@@ -165,8 +165,13 @@ impl TcpClient {
     ) -> PyResult<u64> {
         // In request()'s order (the turn to request, then to send), so that a request waiting for
         // the turn to send while this holds it cannot deadlock with a request from `progress`.
-        let requesting = self.turn(py, &self.requesting)?;
-        let writing = self.turn(py, &self.writing)?;
+        // A timeout waiting for the turns sent nothing, and says so as one during the transfer says how much.
+        let requesting = self
+            .turn(py, &self.requesting)
+            .map_err(|err| with_bytes_written(py, err, 0))?;
+        let writing = self
+            .turn(py, &self.writing)
+            .map_err(|err| with_bytes_written(py, err, 0))?;
         self.send_chunks(py, file, (start, end), progress, &requesting, &writing)
             .inspect_err(|_| self.out_of_step(py))
     }
@@ -271,7 +276,7 @@ impl TcpClient {
 fn with_bytes_written(py: Python<'_>, err: PyErr, written: u64) -> PyErr {
     if err.is_instance_of::<PyOSError>(py) {
         // Setting a plain int attribute on an OSError cannot fail.
-        let _ = err.value(py).setattr(intern!(py, "characters_written"), written);
+        let _ = err.value(py).setattr(interned!(py, "characters_written"), written);
     }
     err
 }

@@ -557,6 +557,30 @@ def test_a_sendfile_that_times_out_says_how_much_went_out_and_can_go_on_from_the
     assert bytes(received) == content
 
 
+def test_a_sendfile_that_times_out_waiting_for_its_turn_says_nothing_went_out(peer, tmp_path):
+    """Another thread's sendfile() holds the client (its progress callback is slow): this one's timeout sent nothing,
+    and its characters_written says 0, as a caller going on from offset + characters_written needs."""
+    client, _other = peer(timeout=0.3)
+    path = tmp_path / "data"
+    path.write_bytes(bytes(100_000))
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_progress(sent):
+        inside.set()
+        release.wait(TIMEOUT)
+
+    holder = threading.Thread(target=client.sendfile, args=(path, slow_progress))
+    holder.start()
+    try:
+        assert inside.wait(TIMEOUT)
+        with pytest.raises(TimeoutError) as raised:
+            client.sendfile(path)
+    finally:
+        release.set()
+        holder.join(TIMEOUT)
+    assert raised.value.characters_written == 0
+
+
 @pytest.mark.parametrize(
     ("offset", "count", "part"),
     [(1000, None, slice(1000, None)), (0, 100, slice(0, 100)), (5000, 7, slice(5000, 5007)),
