@@ -569,6 +569,10 @@ pub fn endpoints(
                 type_name(address)
             ))
         })?;
+    if pair.len() > 2 && family == AF_INET {
+        // flowinfo and scope_id are IPv6's, as bind() on an AF_INET socket says before any look-up.
+        return Err(PyTypeError::new_err("AF_INET address must be a pair (host, port)"));
+    }
     let host_obj = pair.get_item(0)?;
     let host = if host_obj.is_none() {
         None

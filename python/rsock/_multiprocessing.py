@@ -44,7 +44,9 @@ class _RegisteringLoader(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        _register(module)
+        # Through this module's copy in sys.modules: after rsock was imported again, this loader may be an earlier
+        # copy's, whose reducer pickle would not find under its name.
+        sys.modules[__name__]._register(module)
 
     def __getattr__(self, name):
         # get_source(), get_filename() and the rest, for inspect and linecache. Looked up in the instance's
@@ -63,7 +65,9 @@ class _ReductionFinder(importlib.abc.MetaPathFinder):
             return None
         for finder in sys.meta_path:
             find_spec = getattr(finder, "find_spec", None)
-            if finder is self or find_spec is None:
+            # Skips itself, and a copy of itself from an earlier import of this module (a reload, or rsock imported
+            # again once taken out of sys.modules): two would ask each other for the module without end.
+            if _is_reduction_finder(finder) or find_spec is None:
                 continue
             spec = find_spec(fullname, path, target)
             if spec is not None:
@@ -75,10 +79,10 @@ class _ReductionFinder(importlib.abc.MetaPathFinder):
 
 def install():
     """Registers rsock's socket reducer now if multiprocessing is loaded, and whenever it is (re)loaded."""
-    # One finder: a copy left by an earlier import of this module (a reload, or rsock imported again once taken
-    # out of sys.modules) is of another class object, and two would ask each other for the module without end.
-    sys.meta_path[:] = [finder for finder in sys.meta_path if not _is_reduction_finder(finder)]
-    sys.meta_path.insert(0, _ReductionFinder())
+    # One finder, whatever the imports of this module: a copy from an earlier one is of another class object, and
+    # serves as well (it registers the reducer of the module's copy in sys.modules).
+    if not any(_is_reduction_finder(finder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ReductionFinder())
     reduction = sys.modules.get(_REDUCTION)
     if reduction is not None:
         _register(reduction)

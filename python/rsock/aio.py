@@ -185,9 +185,10 @@ async def _stream_addresses(loop, host, port, family, proto, flags):
     """getaddrinfo()'s entries for a stream socket to `host` and `port`, as asyncio's create_connection() and
     create_server() find them: an IP address literal is read at once, its port taken as int() of it (None or an
     empty string as 0), where the resolver's thread would take a trip and refuse a float or an IntEnum port;
-    anything else (a name, a service name, a zone index, a protocol of its own) goes to the loop's resolver."""
+    anything else (a name, a service name, a zone index, a protocol other than 0, TCP or UDP, which asyncio takes as
+    TCP for a stream socket) goes to the loop's resolver."""
     literal = _ip_literal(host, family)
-    if literal is not None and proto in (0, sockets.IPPROTO_TCP):
+    if literal is not None and proto in (0, sockets.IPPROTO_TCP, sockets.IPPROTO_UDP):
         if port is None or port in ("", b""):
             port = 0
         else:
@@ -973,6 +974,9 @@ def _local_address(address, family):
     port = operator.index(port)
     if not 0 <= port <= 65535:
         raise OverflowError("port must be 0-65535.")
+    if len(address) > 2 and family == sockets.AF_INET:
+        # flowinfo and scope_id are IPv6's, as bind() on an AF_INET socket says before any look-up.
+        raise TypeError("AF_INET address must be a pair (host, port)")
     if host in ("", b""):
         host = "::" if family == sockets.AF_INET6 else "0.0.0.0"
     infos = sockets.getaddrinfo(

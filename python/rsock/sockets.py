@@ -203,7 +203,7 @@ class socket(_rsock.socket):
             if count <= 0:
                 raise ValueError(f"count must be a positive integer (got {count!r})")
 
-    def _sendfile_use_sendfile(self, file, offset, count):
+    def _sendfile_use_sendfile(self, file, offset=0, count=None):
         self._check_sendfile_params(file, offset, count)
         # As the stdlib: a file without a descriptor, or one fstat() cannot size, is sent with send(); any
         # other error from fileno() is the caller's.
@@ -250,7 +250,7 @@ class socket(_rsock.socket):
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset)
 
-    def _sendfile_use_send(self, file, offset, count):
+    def _sendfile_use_send(self, file, offset=0, count=None):
         self._check_sendfile_params(file, offset, count)
         if self.gettimeout() == 0:
             raise ValueError("non-blocking sockets are not supported")

@@ -1801,6 +1801,16 @@ async def test_a_port_with_an_ip_address_is_read_as_asyncio_reads_it(kit, spelli
     assert await bounded(reader.readline()) == b"hello\n"
 
 
+@pytest.mark.parametrize("proto", [socket.IPPROTO_TCP, socket.IPPROTO_UDP])
+async def test_a_protocol_with_an_ip_address_is_read_as_asyncio_reads_it(kit, proto):
+    """asyncio takes IPPROTO_UDP given for a stream socket to an IP address as TCP; rsock.aio gave it to the resolver,
+    which refused it (ai_socktype not supported)."""
+    _, address = await kit.serve(echo_lines)
+    reader, writer = await kit.connect(address, proto=proto)
+    writer.write(b"hello\n")
+    assert await bounded(reader.readline()) == b"hello\n"
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", b"127.0.0.1", "::1"])
 async def test_an_ip_address_is_not_taken_to_the_resolver(kit, host, monkeypatch):
     """As asyncio's create_connection() and create_server() read an IP address at once, rsock.aio's do: no trip to
