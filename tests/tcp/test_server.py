@@ -2182,8 +2182,8 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
     (without the polling it sleeps once per request); once they stop, it sleeps and spends no CPU. Sleeps are
     counted over rounds of 0.3 s, up to six, until one shows the polling. Other processes that keep the cores busy
     (another test suite, a build) preempt it and can make server and client sleep between requests whatever rsock
-    does: a round in which they took a quarter of a core is no evidence against the polling, and if every round
-    was such a one the test is skipped, saying so. Without the polling every round shows about one sleep per
+    does: a round in which they took CPU time is no evidence against the polling, and if every round was such a
+    one the test is skipped, saying so. Without the polling every round shows about one sleep per
     request."""
     ticks_per_second = os.sysconf("SC_CLK_TCK")
     with rsock_server_process("rsock.TcpServer(('127.0.0.1', 0), lambda conn, data: data, framing='line')") as (
@@ -2204,8 +2204,10 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
                     requests += 1
                 others = machine_busy_ticks() - process_ticks(server.pid) - process_ticks() - busy_before
                 sleeps = (voluntary_switches(io_thread, server.pid) - switches_before) / requests
-                # Other processes' share of a core over the round.
-                (disturbed if others / ticks_per_second / 0.3 > 0.25 else rounds).append(sleeps)
+                # Other processes' share of a core over the round. The processes' own times run ahead of /proc/stat's
+                # while the cores idle part of the time (a quiet round reads -0.3 to -0.2 of a core here, one beside
+                # a loop taking 0.3 of a core 0.07 to 0.2), so any share above zero counts.
+                (disturbed if others > 0 else rounds).append(sleeps)
             time.sleep(0.05)
             idle_from = cpu_ticks(io_thread, server.pid)
             time.sleep(1.0)
