@@ -154,8 +154,8 @@ impl TcpClient {
     }
 
     /// Sends the file's bytes from `start` to `end` with sendfile(2), holding the turns to request and
-    /// to send: no other thread's bytes land inside it. `progress` runs with those turns open to it, so it may send on this
-    /// client itself.
+    /// to send: no other thread's bytes land inside it. `progress` runs with those turns open to it,
+    /// so it may send on this client itself.
     fn send_file(
         &self,
         py: Python<'_>,

@@ -1405,8 +1405,8 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             log::log(py, DEBUG, &format!("accepted connection from {peer} on {local}"), None);
         }
         // As the stdlib's accept() raises it for the socket it makes (and so an asyncio server's).
-        let family = if local.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
-        if let Err(refused) = audit::no_socket_new(py, family, libc::SOCK_STREAM, 0) {
+        if let Err(refused) = audit::no_socket_new(py, socket2::Domain::for_address(local).into(), libc::SOCK_STREAM, 0)
+        {
             server.stats.errors.fetch_add(1, Relaxed);
             let text = format!("connection from {peer} closed: an audit hook refused it");
             log::log(py, ERROR, &text, Some(&refused));

@@ -194,16 +194,13 @@ impl DatagramReply {
             None if reply.is_none() => return Ok(()),
             None => with_readable(reply, |bytes| {
                 let peer = self.target.peer;
-                let audited = socket_address_to_py(py, &peer)
-                    .and_then(|address| audit::no_socket_address(py, c"socket.sendto", &address));
-                if let Err(refused) = audited {
-                    return reply_not_sent(py, &self.shared, peer, "an audit hook refused it", Some(&refused));
+                let address = socket_address_to_py(py, &peer)?;
+                if let Err(full) = send_reply(py, &self.shared, socket, bytes, self.target, &address) {
+                    reply_not_sent(py, &self.shared, peer, &send_failure(&full, bytes.len()), None);
                 }
-                match send_now(&self.shared, socket, bytes, self.target) {
-                    Ok(n) => stats.sent(n),
-                    Err(err) => reply_not_sent(py, &self.shared, peer, &send_failure(&err, bytes.len()), None),
-                }
-            }),
+                Ok(())
+            })
+            .and_then(|sent| sent),
         };
         match sent {
             Ok(()) => {}
@@ -500,16 +497,9 @@ fn deliver_batch(
                 return hand_to_loop(py, shared, socket, reply_to, &reply);
             }
             with_readable(&reply, |bytes| {
-                // As the stdlib's sendto() (and so an asyncio server's reply) raises it.
-                if let Err(refused) = audit::no_socket_address(py, c"socket.sendto", &address) {
-                    return reply_not_sent(py, shared, sender, "an audit hook refused it", Some(&refused));
-                }
-                match send_now(shared, socket, bytes, reply_to) {
-                    Ok(n) => stats.sent(n),
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        unsent.push((Bytes::copy_from_slice(bytes), reply_to));
-                    }
-                    Err(err) => reply_not_sent(py, shared, sender, &send_failure(&err, bytes.len()), None),
+                // Sent when the thread next waits, as the socket makes room.
+                if send_reply(py, shared, socket, bytes, reply_to, &address).is_err() {
+                    unsent.push((Bytes::copy_from_slice(bytes), reply_to));
                 }
             })
         });
@@ -559,6 +549,30 @@ fn hand_to_loop(
         spared_socket: Mutex::new(None),
     };
     call_handler(bridge.bind(py), (awaitable, Py::new(py, reply)?))?;
+    Ok(())
+}
+
+/// Sends a handler's reply to `target` without waiting, first raising the `socket.sendto` audit event for
+/// `address` (its Python form), as the stdlib's sendto() raises it (and so an asyncio server's reply).
+/// A reply the socket has no room for now comes back as the error (WouldBlock), for the caller to
+/// deal with; one that does not go for another reason is counted and logged.
+fn send_reply(
+    py: Python<'_>,
+    shared: &UdpShared,
+    socket: &UdpSocket,
+    bytes: &[u8],
+    target: ReplyTo,
+    address: &Bound<'_, PyAny>,
+) -> io::Result<()> {
+    if let Err(refused) = audit::no_socket_address(py, c"socket.sendto", address) {
+        reply_not_sent(py, shared, target.peer, "an audit hook refused it", Some(&refused));
+        return Ok(());
+    }
+    match send_now(shared, socket, bytes, target) {
+        Ok(n) => shared.stats.sent(n),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Err(err),
+        Err(err) => reply_not_sent(py, shared, target.peer, &send_failure(&err, bytes.len()), None),
+    }
     Ok(())
 }
 
