@@ -188,19 +188,26 @@ async def _stream_addresses(loop, host, port, family, proto, flags):
     anything else (a name, a service name, a zone index, a protocol other than 0, TCP or UDP, which asyncio takes as
     TCP for a stream socket) goes to the loop's resolver."""
     literal = _ip_literal(host, family)
-    if literal is not None and proto in (0, sockets.IPPROTO_TCP, sockets.IPPROTO_UDP):
-        if port is None or port in ("", b""):
-            port = 0
-        else:
-            try:
-                port = int(port)
-            except (TypeError, ValueError):
-                literal = None
-        if literal is not None:
-            af, host = literal
-            address = (host, port, 0, 0) if af == sockets.AF_INET6 else (host, port)
-            return [(af, sockets.SOCK_STREAM, sockets.IPPROTO_TCP, "", address)]
+    if (
+        literal is not None
+        and proto in (0, sockets.IPPROTO_TCP, sockets.IPPROTO_UDP)
+        and (number := _port_number(port)) is not None
+    ):
+        af, address = literal
+        address = (address, number, 0, 0) if af == sockets.AF_INET6 else (address, number)
+        return [(af, sockets.SOCK_STREAM, sockets.IPPROTO_TCP, "", address)]
     return await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
+
+
+def _port_number(port):
+    """The port as asyncio reads it beside an IP address: int() of it, None or an empty string as 0; None for one
+    only the resolver can read (a service name)."""
+    if port is None or port in ("", b""):
+        return 0
+    try:
+        return int(port)
+    except (TypeError, ValueError):
+        return None
 
 
 def _ip_literal(host, family):
