@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests import subprocesses
+from tests.socket_reads import recv_exactly, recv_until_eof
 from tests.subprocesses import ROOT, TIMEOUT, Lines, default_sigint, listening_port, say, started
 
 EXAMPLES = ROOT / "examples"
@@ -65,16 +66,6 @@ def connect(port):
     return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
 
 
-def recv_exactly(conn, n):
-    """Reads until `n` bytes have come (TCP need not deliver a reply in one piece)."""
-    data = b""
-    while len(data) < n:
-        chunk = conn.recv(n - len(data))
-        assert chunk, f"the connection closed after {len(data)} of {n} bytes"
-        data += chunk
-    return data
-
-
 def recv_line(conn):
     """Reads one newline-terminated line, a byte at a time so nothing after it is consumed."""
     line = b""
@@ -88,13 +79,6 @@ def recv_line(conn):
 def assert_lines_match(lines, patterns):
     """Each line fully matches the regular expression at the same place in `patterns`."""
     assert len(lines) == len(patterns) and all(map(re.fullmatch, patterns, lines)), (lines, patterns)
-
-
-def recv_until_eof(conn):
-    chunks = []
-    while chunk := conn.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # --- the files themselves ---------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import threading
 
 import pytest
 
+from tests.socket_reads import assert_nothing_waiting, recv_exactly
+
 # Every blocking socket call in this file has a deadline, and every thread is joined with one.
 TIMEOUT = 10.0
 
@@ -29,26 +31,6 @@ def tcp_pair(sockmod):
             with server_side:
                 server_side.settimeout(TIMEOUT)
                 yield client, server_side
-
-
-def recv_exactly(sock, size):
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, f"EOF after {data!r}"
-        data += chunk
-    return data
-
-
-def assert_nothing_to_read(sock):
-    """No byte is waiting on `sock` (checked without blocking; its timeout is restored)."""
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        with pytest.raises(BlockingIOError):
-            sock.recv(1)
-    finally:
-        sock.settimeout(timeout)
 
 
 def fill_send_buffer(sock):
@@ -213,7 +195,7 @@ def test_buffered_write_waits_for_flush(tcp_pair):
     client, server_side = tcp_pair
     with client.makefile("wb") as wfile:
         wfile.write(b"held back")
-        assert_nothing_to_read(server_side)
+        assert_nothing_waiting(server_side)
         wfile.flush()
         assert recv_exactly(server_side, 9) == b"held back"
 
@@ -630,7 +612,7 @@ def test_sendfile_propagates_an_oserror_from_fileno(tcp_pair):
     with pytest.raises(OSError) as excinfo:
         client.sendfile(BrokenFile(b"data"))
     assert excinfo.value.errno == 5
-    assert_nothing_to_read(server_side)
+    assert_nothing_waiting(server_side)
 
 
 def test_sendfile_bad_count_is_checked_for_non_regular_files_too(tcp_pair):

@@ -22,6 +22,7 @@ import pytest
 
 import rsock
 from tests.loopback import ipv6_loopback_available
+from tests.socket_reads import recv_exactly, recv_until_eof
 
 TIMEOUT = 10.0  # seconds: the bound on any wait in these tests
 PAYLOAD = b"hello, rsock"
@@ -122,23 +123,6 @@ def ipv4_connection(mod):
     """(client, conn): a connected pair over 127.0.0.1, for tests that do not depend on the family."""
     with connected(mod, Endpoint("AF_INET", ("127.0.0.1", 0))) as (_, client, conn, _):
         yield client, conn
-
-
-def recv_exactly(sock, size):
-    """Exactly `size` bytes from `sock` (fails on a premature EOF)."""
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(min(1 << 16, size - len(data)))
-        assert chunk, f"EOF after {len(data)} of {size} bytes"
-        data += chunk
-    return bytes(data)
-
-
-def recv_until_eof(sock):
-    data = bytearray()
-    while chunk := sock.recv(1 << 16):
-        data += chunk
-    return bytes(data)
 
 
 class Background:

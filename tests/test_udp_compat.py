@@ -12,6 +12,7 @@ import pytest
 
 import rsock
 from tests.loopback import ipv6_loopback_available
+from tests.socket_reads import assert_nothing_waiting
 
 # Every blocking call in this file has a deadline, so a missing datagram fails a test instead of hanging it.
 TIMEOUT = 5.0
@@ -76,17 +77,6 @@ def udp6(sockmod):
         pytest.skip("no IPv6 loopback here")
     with contextlib.ExitStack() as stack:
         yield Datagrams(sockmod, "AF_INET6", None, stack)
-
-
-def assert_nothing_queued(sock):
-    """No datagram is waiting on `sock` (checked without blocking; its timeout is restored)."""
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        with pytest.raises(BlockingIOError):
-            sock.recv(65536)
-    finally:
-        sock.settimeout(timeout)
 
 
 def closed_udp_port(sockmod):
@@ -379,14 +369,14 @@ def test_msg_peek_leaves_datagram_queued(dgram):
     assert receiver.recv(100, peek) == b"peekaboo"
     assert receiver.recvfrom_into(bytearray(100), 0, peek) == (8, sender.getsockname())
     assert receiver.recvfrom(100) == (b"peekaboo", sender.getsockname())
-    assert_nothing_queued(receiver)
+    assert_nothing_waiting(receiver)
 
 
 def test_zero_length_datagram_is_delivered(dgram):
     sender, receiver = dgram.bound(), dgram.bound()
     assert sender.sendto(b"", receiver.getsockname()) == 0
     assert receiver.recvfrom(100) == (b"", sender.getsockname())
-    assert_nothing_queued(receiver)
+    assert_nothing_waiting(receiver)
 
 
 def test_zero_length_datagram_into_buffer_returns_zero(udp4):
@@ -515,7 +505,7 @@ def test_connected_udp_socket_drops_datagrams_from_other_peers(udp4):
     stranger.sendto(b"stranger", client.getsockname())
     peer.sendto(b"peer", client.getsockname())
     assert client.recvfrom(100) == (b"peer", peer.getsockname())
-    assert_nothing_queued(client)
+    assert_nothing_waiting(client)
 
 
 def test_connected_udp_socket_reports_port_unreachable_as_connection_refused(udp4):

@@ -23,20 +23,13 @@ import pytest
 
 import rsock
 from tests.loopback import ipv6_loopback_available
+from tests.socket_reads import recv_exactly
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
 MiB = 1 << 20
 FRAMINGS = ["line", "length", b"<END>"]
 CONTENT_SIZE = 300_000
-
-
-def recv_exactly(sock, n):
-    """`n` bytes from a stdlib socket, or what came before it closed."""
-    data = bytearray()
-    while len(data) < n and (chunk := sock.recv(n - len(data))):
-        data += chunk
-    return bytes(data)
 
 
 def encode(framing, message):
