@@ -880,11 +880,23 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
         Err(err) => Outcome::Handler(err),
     };
     if matches!(outcome, Outcome::Handler(_) | Outcome::Framing(_)) && !conn.closed.load(Relaxed) {
-        // A handler failed or the peer broke the framing: replies produced before still go out.
+        // A handler failed or the peer broke the framing. The log says so before the peer sees its
+        // connection end (a test that catches the end then finds the reason logged); replies
+        // produced before still go out.
+        let error = runtime::with_gil(|py| report_end(py, &conn, outcome));
         flush_queued(&conn, &stream).await;
         linger(&conn, &stream, ERROR_LINGER).await;
+        finish_connection(&conn, py_conn, Ended::Reported(error));
+    } else {
+        finish_connection(&conn, py_conn, Ended::Unreported(outcome));
     }
-    finish_connection(&conn, py_conn, outcome);
+}
+
+/// How a connection ended, for `finish_connection`: already logged (what its on_disconnect gets),
+/// or not yet.
+enum Ended {
+    Reported(Option<PyErr>),
+    Unreported(Outcome),
 }
 
 fn call_on_connect(conn: &ConnShared, py_conn: &Py<Connection>) -> PyResult<()> {
@@ -1207,13 +1219,13 @@ async fn linger(conn: &ConnShared, stream: &TcpStream, limit: Duration) {
 }
 
 /// Closes the socket, forgets the connection and tells the application why it ended.
-fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcome) {
+fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, ended: Ended) {
     let server = &conn.server;
     {
         let mut io = conn.io();
         io.close_requested = true;
         if let Some(stream) = io.stream.take()
-            && matches!(outcome, Outcome::Closed)
+            && matches!(ended, Ended::Unreported(Outcome::Closed))
         {
             // Flushed already: a FIN after the last reply tells the peer nothing more is coming.
             let _ = socket2::SockRef::from(stream.as_ref()).shutdown(std::net::Shutdown::Write);
@@ -1225,53 +1237,10 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
     conn.closed.store(true, Relaxed);
     server.forget(conn.id);
     runtime::with_gil(|py| {
-        let peer = conn.peer;
-        let error = match &outcome {
-            Outcome::Closed => {
-                if log::enabled(py, DEBUG) {
-                    log::log(py, DEBUG, &format!("connection from {peer} closed"), None);
-                }
-                None
-            }
-            Outcome::Idle => {
-                log::log(py, INFO, &format!("closing idle connection from {peer}"), None);
-                Some(PyTimeoutError::new_err("idle timeout"))
-            }
-            Outcome::Handler(err) if let Some(why) = server_common::not_the_handlers_fault(py, err) => {
-                log::log(py, INFO, &format!("closing connection from {peer}: {why}"), None);
-                Some(err.clone_ref(py))
-            }
-            Outcome::Handler(err) => {
-                log::log(
-                    py,
-                    ERROR,
-                    &format!("handler raised; closing connection from {peer}"),
-                    Some(err),
-                );
-                Some(err.clone_ref(py))
-            }
-            Outcome::Io(err) => {
-                log::log(py, INFO, &format!("connection from {peer} failed: {err}"), None);
-                Some(io_error(err))
-            }
-            Outcome::Framing(err) => {
-                log::log(py, ERROR, &format!("closing connection from {peer}: {err}"), None);
-                Some(PyValueError::new_err(err.to_string()))
-            }
-            Outcome::Truncated(unread) => {
-                let text = format!("connection from {peer} ended in the middle of a message ({unread} bytes of it)");
-                log::log(py, INFO, &text, None);
-                Some(PyEOFError::new_err(text))
-            }
-            Outcome::SlowReader(queued) => {
-                let text = format!("closing connection from {peer}: it does not read ({queued} bytes queued)");
-                log::log(py, WARNING, &text, None);
-                Some(os_error(libc::ENOBUFS))
-            }
+        let error = match ended {
+            Ended::Reported(error) => error,
+            Ended::Unreported(outcome) => report_end(py, conn, outcome),
         };
-        if error.is_some() && !matches!(outcome, Outcome::Idle) {
-            server.stats.errors.fetch_add(1, Relaxed);
-        }
         if let Some(handler) = server.handlers.on_disconnect.as_ref() {
             let exc = error
                 .as_ref()
@@ -1288,6 +1257,60 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, outcome: Outcom
         }
         drop(py_conn);
     });
+}
+
+/// Logs why a connection ended, counts it among the errors if it was one, and gives the exception
+/// its on_disconnect gets (None for a clean close).
+fn report_end(py: Python<'_>, conn: &ConnShared, outcome: Outcome) -> Option<PyErr> {
+    let peer = conn.peer;
+    // An idle timeout is what the server was asked to do, not an error; its exception tells on_disconnect why.
+    let counts_as_error = !matches!(outcome, Outcome::Closed | Outcome::Idle);
+    let error = match outcome {
+        Outcome::Closed => {
+            if log::enabled(py, DEBUG) {
+                log::log(py, DEBUG, &format!("connection from {peer} closed"), None);
+            }
+            return None;
+        }
+        Outcome::Idle => {
+            log::log(py, INFO, &format!("closing idle connection from {peer}"), None);
+            PyTimeoutError::new_err("idle timeout")
+        }
+        Outcome::Handler(err) => {
+            match server_common::not_the_handlers_fault(py, &err) {
+                Some(why) => log::log(py, INFO, &format!("closing connection from {peer}: {why}"), None),
+                None => log::log(
+                    py,
+                    ERROR,
+                    &format!("handler raised; closing connection from {peer}"),
+                    Some(&err),
+                ),
+            }
+            err
+        }
+        Outcome::Io(err) => {
+            log::log(py, INFO, &format!("connection from {peer} failed: {err}"), None);
+            io_error(&err)
+        }
+        Outcome::Framing(err) => {
+            log::log(py, ERROR, &format!("closing connection from {peer}: {err}"), None);
+            PyValueError::new_err(err.to_string())
+        }
+        Outcome::Truncated(unread) => {
+            let text = format!("connection from {peer} ended in the middle of a message ({unread} bytes of it)");
+            log::log(py, INFO, &text, None);
+            PyEOFError::new_err(text)
+        }
+        Outcome::SlowReader(queued) => {
+            let text = format!("closing connection from {peer}: it does not read ({queued} bytes queued)");
+            log::log(py, WARNING, &text, None);
+            os_error(libc::ENOBUFS)
+        }
+    };
+    if counts_as_error {
+        conn.server.stats.errors.fetch_add(1, Relaxed);
+    }
+    Some(error)
 }
 
 /// Accepts until the server stops; each connection gets a task of its own.

@@ -462,6 +462,28 @@ def test_pipelined_requests_with_large_replies_all_arrive(make_server, make_clie
     assert server.stats["errors"] == 0
 
 
+@pytest.mark.parametrize("fault", ["handler raises", "frame over max_frame_size"])
+def test_why_a_connection_failed_is_logged_and_counted_before_its_peer_sees_it_end(
+    make_server, make_raw, caplog, fault
+):
+    """A test (or an operator) that sees its connection end finds the reason logged already, as socketserver's
+    handle_error() runs before the request's socket closes. The server still lingers up to half a second for the
+    peer after a failure, so the order is visible: the peer sees the end while the server lingers."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+
+    def on_message(conn, data):
+        raise ZeroDivisionError("boom")
+
+    server = make_server(on_message, framing="line", max_frame_size=16)
+    message = b"x" * 17 if fault == "frame over max_frame_size" else b"x"
+    for attempt in range(1, 11):
+        sock = make_raw(server.address)
+        sock.sendall(message + b"\n")
+        assert read_to_end(sock) == b""
+        assert len(rsock_errors(caplog)) == attempt, f"attempt {attempt}: not logged when the peer saw the end"
+        assert server.stats["errors"] == attempt
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Handlers and Connection
 
