@@ -70,6 +70,22 @@ pub fn with_readable<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> P
     Ok(f(unsafe { std::slice::from_raw_parts(ptr, len) }))
 }
 
+/// `with_readable` for what a handler returned as its reply. One that is not bytes-like gets a TypeError
+/// naming the handler: the buffer protocol's own ("a bytes-like object is required") would not say that
+/// it was the return value, and the handler's frame is gone from the traceback by then.
+pub fn with_reply<R>(handler: &str, reply: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> R) -> PyResult<R> {
+    with_readable(reply, f).map_err(|err| {
+        // SAFETY: a live object, checked while attached.
+        if unsafe { ffi::PyObject_CheckBuffer(reply.as_ptr()) } != 0 {
+            return err;
+        }
+        PyTypeError::new_err(format!(
+            "{handler} must return a bytes-like object or None, not '{}'",
+            argument_type_name(reply)
+        ))
+    })
+}
+
 /// Runs `f` over the bytes of a writable bytes-like object (`w*`); `what` names the argument in the
 /// TypeError a read-only or non-buffer object gets.
 pub fn with_writable<R>(obj: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&mut [u8]) -> R) -> PyResult<R> {

@@ -635,7 +635,7 @@ impl Connection {
         let failure = match exc.filter(|e| !e.is_none()) {
             Some(exc) => Some(Outcome::Handler(PyErr::from_value(exc.clone()))),
             None if reply.is_none() => None,
-            None => match send_message(shared, reply) {
+            None => match send_reply(shared, reply) {
                 Ok(Ok(())) => None,
                 // The peer went (as for a plain handler's reply): not the handler's failure.
                 Ok(Err(err)) => Some(Outcome::Io(err)),
@@ -720,20 +720,28 @@ impl Connection {
 /// Sends one message, framed as the server frames messages. The outer error is a bad message (not
 /// bytes-like: TypeError; too long for its length prefix: ValueError), the inner one a failed write.
 fn send_message(conn: &ConnShared, message: &Bound<'_, PyAny>) -> PyResult<io::Result<()>> {
+    crate::buffer::with_readable(message, |bytes| write_message(conn, bytes))?
+}
+
+/// `send_message` for what on_message returned.
+fn send_reply(conn: &ConnShared, reply: &Bound<'_, PyAny>) -> PyResult<io::Result<()>> {
+    crate::buffer::with_reply("on_message", reply, |bytes| write_message(conn, bytes))?
+}
+
+/// Writes one message, framed: gathered with the other replies of a delivery pass, or at once.
+fn write_message(conn: &ConnShared, bytes: &[u8]) -> PyResult<io::Result<()>> {
     let framing = &conn.server.framing;
-    crate::buffer::with_readable(message, |bytes| {
-        if *framing == Framing::Raw {
-            return Ok(conn.write(bytes, None));
-        }
-        let mut io = conn.io();
-        if let Some(gathered) = io.gathering.as_mut() {
-            framing.encode(bytes, gathered)?;
-            return Ok(Ok(()));
-        }
-        drop(io);
-        let framed = framing.encoded(bytes)?;
-        Ok(conn.write(&framed, Some(&framed)))
-    })?
+    if *framing == Framing::Raw {
+        return Ok(conn.write(bytes, None));
+    }
+    let mut io = conn.io();
+    if let Some(gathered) = io.gathering.as_mut() {
+        framing.encode(bytes, gathered)?;
+        return Ok(Ok(()));
+    }
+    drop(io);
+    let framed = framing.encoded(bytes)?;
+    Ok(conn.write(&framed, Some(&framed)))
 }
 
 /// `data` as it goes on the wire under `framing`, ready to be written to many connections.
@@ -770,7 +778,7 @@ fn deliver_bytes(
     if is_awaitable(&reply) {
         return hand_to_loop(py, conn, Awaited::Message(py_conn), &reply).map_err(Outcome::Handler);
     }
-    match send_message(conn, &reply) {
+    match send_reply(conn, &reply) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(Outcome::Io(err)),
         Err(err) => Err(Outcome::Handler(err)),

@@ -25,7 +25,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::addr::socket_addr_from_storage;
 use crate::audit;
-use crate::buffer::with_readable;
+use crate::buffer::with_reply;
 use crate::errors::io_error;
 use crate::log::{self, ERROR, INFO};
 use crate::resolver::{endpoint, socket_address_to_py};
@@ -192,7 +192,7 @@ impl DatagramReply {
                 Err(err)
             }
             None if reply.is_none() => return Ok(()),
-            None => with_readable(reply, |bytes| {
+            None => with_reply("on_datagram", reply, |bytes| {
                 let peer = self.target.peer;
                 let address = socket_address_to_py(py, &peer)?;
                 if let Err(full) = send_reply(py, &self.shared, socket, bytes, self.target, &address) {
@@ -496,7 +496,7 @@ fn deliver_batch(
             if is_awaitable(&reply) {
                 return hand_to_loop(py, shared, socket, reply_to, &reply);
             }
-            with_readable(&reply, |bytes| {
+            with_reply("on_datagram", &reply, |bytes| {
                 // Sent when the thread next waits, as the socket makes room.
                 if send_reply(py, shared, socket, bytes, reply_to, &address).is_err() {
                     unsent.push((Bytes::copy_from_slice(bytes), reply_to));

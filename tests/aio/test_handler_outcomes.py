@@ -112,6 +112,80 @@ def test_a_sync_handler_raising_connection_aborted_error_is_logged_as_its_error(
     assert "ConnectionAbortedError: the backend went away" in (record.exc_text or "")
 
 
+NOT_BYTES_LIKE = ["text", 42, ["a"]]
+
+
+def not_a_reply_message(handler, reply):
+    return f"{handler} must return a bytes-like object or None, not '{type(reply).__name__}'"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["plain", "async"])
+@pytest.mark.parametrize("reply", NOT_BYTES_LIKE, ids=lambda reply: type(reply).__name__)
+async def test_a_reply_that_is_not_bytes_like_is_reported_as_on_message_s_return_value(caplog, kind, reply):
+    """The handler has returned by the time its reply is found not to be bytes-like, so the traceback cannot point at
+    it: the TypeError names on_message and what it returned (the buffer protocol's own message said only "a
+    bytes-like object is required"), and it ends that connection as the handler's error."""
+    caplog.set_level(logging.INFO, logger="rsock")
+
+    def plain(conn, data):
+        return reply
+
+    async def coroutine(conn, data):
+        return reply
+
+    async with aio.TcpServer((HOST, 0), plain if kind == "plain" else coroutine, framing="line") as server:
+        async with await aio.TcpClient.connect(server.address, framing="line", timeout=TIMEOUT) as client:
+            with pytest.raises(ConnectionError):
+                await client.request(b"hello")
+        [record] = handler_errors(caplog)
+    assert f"TypeError: {not_a_reply_message('on_message', reply)}" in (record.exc_text or "")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reply", NOT_BYTES_LIKE, ids=lambda reply: type(reply).__name__)
+async def test_an_async_datagram_handler_s_reply_that_is_not_bytes_like_is_reported_as_its_return_value(caplog, reply):
+    """The same for an async on_datagram of rsock.aio.UdpServer: its reply is sent from the event loop's side."""
+    caplog.set_level(logging.INFO, logger="rsock")
+
+    async def on_datagram(data, addr):
+        return reply if data == b"bad" else data
+
+    async with aio.UdpServer((HOST, 0), on_datagram) as server:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.sendto(b"bad", server.address)
+            await bounded(_until(lambda: server.stats["errors"] == 1))
+            sock.sendto(b"after", server.address)
+            assert await asyncio.to_thread(sock.recv, 100) == b"after"
+    [record] = [r for r in caplog.records if r.name == "rsock" and r.levelno >= logging.ERROR]
+    assert str(record.exc_info[1]) == not_a_reply_message("on_datagram", reply)
+
+
+@pytest.mark.parametrize("reply", NOT_BYTES_LIKE, ids=lambda reply: type(reply).__name__)
+def test_a_sync_server_s_reply_that_is_not_bytes_like_is_reported_as_on_message_s_return_value(caplog, reply):
+    """The same for rsock.TcpServer. A connection's own send() keeps the stdlib's message, as socket.send() words it:
+    there the caller's frame is in the traceback."""
+    caplog.set_level(logging.INFO, logger="rsock")
+    sent = []
+
+    def handler(conn, data):
+        with pytest.raises(TypeError) as raised:
+            conn.send(reply)
+        sent.append(str(raised.value))
+        return reply
+
+    with rsock.TcpServer((HOST, 0), handler, framing="line") as server:
+        with rsock.TcpClient(server.address, framing="line", timeout=TIMEOUT) as client:
+            with pytest.raises(ConnectionError):
+                client.request(b"hello")
+        [record] = handler_errors(caplog)
+    assert f"TypeError: {not_a_reply_message('on_message', reply)}" in (record.exc_text or "")
+    with socket.socket() as stdlib_socket, pytest.raises(TypeError) as stdlib_raised:
+        stdlib_socket.send(reply)
+    assert sent == [str(stdlib_raised.value)]
+
+
 async def _until(predicate):
     while not predicate():
         await asyncio.sleep(0.005)

@@ -202,6 +202,27 @@ def test_a_reply_larger_than_a_datagram_is_logged_as_not_sent(make_server, make_
     assert server.stats["errors"] == 1
 
 
+@pytest.mark.parametrize("reply", ["text", 42, ["a"]], ids=lambda reply: type(reply).__name__)
+def test_a_reply_that_is_not_bytes_like_is_reported_as_on_datagram_s_return_value(
+    make_server, make_udp, wait_until, caplog, reply
+):
+    """The handler has returned when its reply is found not to be bytes-like: the TypeError names on_datagram and
+    what it returned (the buffer protocol's own message said only "a bytes-like object is required")."""
+    caplog.set_level(logging.DEBUG, logger="rsock")
+    server = make_server(lambda data, addr: reply if data == b"bad" else data)
+    sock = make_udp()
+    sock.sendto(b"bad", server.address)
+    sock.sendto(b"after", server.address)
+    assert sock.recv(100) == b"after"
+    wait_until(lambda: rsock_errors(caplog), "the reply to be logged")
+    [record] = rsock_errors(caplog)
+    assert record.getMessage() == f"handler for a datagram from {host_port(sock)} failed"
+    assert (
+        str(record.exc_info[1]) == f"on_datagram must return a bytes-like object or None, not '{type(reply).__name__}'"
+    )
+    assert server.stats["errors"] == 1
+
+
 def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_closed(
     make_server, make_udp, wait_until, caplog
 ):
