@@ -87,6 +87,17 @@ pub fn byte_count(n: Option<&Bound<'_, PyAny>>, default: usize, caller: &str) ->
     usize::try_from(n).map_err(|_| PyValueError::new_err(format!("negative buffersize in {caller}")))
 }
 
+/// A count or size a server or client is given (`max_connections`, `max_frame_size`). Taken as an
+/// i128 so that a negative one gets here rather than pyo3's unsigned conversion ("can't convert
+/// negative int to unsigned", an OverflowError naming nothing): ValueError naming it unless at least
+/// 1, OverflowError beyond a usize (up to which any value is taken, as "no limit" in effect).
+pub fn positive(name: &str, value: i128) -> PyResult<usize> {
+    if value < 1 {
+        return Err(PyValueError::new_err(format!("{name} must be positive, not {value}")));
+    }
+    usize::try_from(value).map_err(|_| PyOverflowError::new_err(format!("{name} too large: {value}")))
+}
+
 /// `_PyLong_AsInt` (argument clinic's `int`): any value outside a C int is "too large".
 pub fn as_int(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     let too_large = || PyOverflowError::new_err("Python int too large to convert to C int");

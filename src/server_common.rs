@@ -283,6 +283,16 @@ pub async fn accept_failed(errors: &std::sync::atomic::AtomicU64, err: &io::Erro
 
 /// A duration argument in seconds: None, or a non-negative number.
 pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    parse_seconds(name, value, true)
+}
+
+/// `parse_timeout_arg` for a duration that must be above zero (zero would mean "at once").
+pub fn parse_positive_seconds(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    parse_seconds(name, value, false)
+}
+
+/// None, or a finite number of seconds above zero, or also zero if `zero_allowed`.
+fn parse_seconds(name: &str, value: Option<&Bound<'_, PyAny>>, zero_allowed: bool) -> PyResult<Option<Duration>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
@@ -294,9 +304,10 @@ pub fn parse_timeout_arg(name: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
             crate::addr::type_name(value)
         )));
     };
-    if !(seconds >= 0.0 && seconds.is_finite()) {
+    if !((seconds > 0.0 || zero_allowed && seconds == 0.0) && seconds.is_finite()) {
+        let kind = if zero_allowed { "non-negative" } else { "positive" };
         return Err(PyValueError::new_err(format!(
-            "{name} must be a non-negative number of seconds, not {seconds}"
+            "{name} must be a {kind} number of seconds, not {seconds}"
         )));
     }
     // The range of CPython's timeouts (nanoseconds in an i64, about 292 years): deadlines computed

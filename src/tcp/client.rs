@@ -24,7 +24,7 @@ use crate::socket::{Socket, parse_timeout};
 use crate::spin::ReplySpin;
 use crate::turns::{Turn, Turns};
 
-const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+const DEFAULT_MAX_FRAME_SIZE: i128 = 16 * 1024 * 1024;
 /// How much one read asks for when filling the message buffer.
 const READ_CHUNK: usize = 64 * 1024;
 /// How much one sendfile(2) call moves between progress reports.
@@ -293,12 +293,10 @@ impl TcpClient {
         address: &Bound<'_, PyAny>,
         timeout: Option<&Bound<'_, PyAny>>,
         framing: Option<&Bound<'_, PyAny>>,
-        max_frame_size: usize,
+        max_frame_size: i128,
     ) -> PyResult<Self> {
         let framing = Framing::from_py(framing)?;
-        if max_frame_size == 0 {
-            return Err(PyValueError::new_err("max_frame_size must be positive"));
-        }
+        let max_frame_size = crate::args::positive("max_frame_size", max_frame_size)?;
         let timeout_ns = timeout.map_or(Ok(-1), parse_timeout)?;
         let (sock, peer) = connect_first(
             py,

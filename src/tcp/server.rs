@@ -33,13 +33,12 @@ use crate::reused_bytes;
 use crate::runtime;
 use crate::server_common::{
     self, Lifecycle, Runner, StopCaller, TaskGuard, call_handler, close_refused_awaitable, is_awaitable,
-    parse_timeout_arg,
 };
 use crate::spin;
 use crate::uring;
 
-const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: i128 = 10_000;
+const DEFAULT_MAX_FRAME_SIZE: i128 = 16 * 1024 * 1024;
 const DEFAULT_BACKLOG: i32 = 1024;
 /// A connection's framing buffers are kept for reuse up to this capacity, and freed beyond it.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -1488,7 +1487,8 @@ impl Drop for Registered {
 ///
 /// - `address`: where to listen; None (the default) is 127.0.0.1 on a free port, "" every interface.
 /// - `on_message(conn, data)`: runs for each chunk received, or each whole message when `framing` is
-///   set; a bytes-like return value is sent back on that connection, None sends nothing.
+///   set; a bytes-like return value is sent back on that connection, None sends nothing (anything else
+///   is the handler's error, a TypeError).
 /// - `on_connect(conn)`, `on_disconnect(conn, exc)`: `exc` is None for a clean close, else why the
 ///   connection ended: the exception a handler raised, an OSError (reset, or ENOBUFS for a peer that
 ///   stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
@@ -1497,8 +1497,8 @@ impl Drop for Registered {
 /// - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
 /// - `max_connections` (default 10,000): connections beyond it are refused and counted.
 /// - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
-/// - `idle_timeout`: seconds after which a connection that has neither received nor sent anything, and
-///   has no async handler running, is closed.
+/// - `idle_timeout` (default None, no timeout): seconds (above zero) after which a connection that has
+///   neither received nor sent anything, and has no async handler running, is closed.
 /// - `backlog` (default 1024), `reuse_port` (SO_REUSEPORT).
 #[pyclass(name = "TcpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct TcpServer {
@@ -1535,8 +1535,8 @@ impl TcpServer {
         on_connect: Option<Bound<'_, PyAny>>,
         on_disconnect: Option<Bound<'_, PyAny>>,
         framing: Option<&Bound<'_, PyAny>>,
-        max_connections: usize,
-        max_frame_size: usize,
+        max_connections: i128,
+        max_frame_size: i128,
         idle_timeout: Option<&Bound<'_, PyAny>>,
         backlog: i32,
         reuse_port: Option<&Bound<'_, PyAny>>,
@@ -1547,13 +1547,11 @@ impl TcpServer {
             on_connect: callable_or_none("on_connect", on_connect)?,
             on_disconnect: callable_or_none("on_disconnect", on_disconnect)?,
         };
-        if max_connections == 0 || max_frame_size == 0 {
-            return Err(PyValueError::new_err(
-                "max_connections and max_frame_size must be positive",
-            ));
-        }
+        let max_connections = crate::args::positive("max_connections", max_connections)?;
+        let max_frame_size = crate::args::positive("max_frame_size", max_frame_size)?;
         let framing = Framing::from_py(framing)?;
-        let idle_timeout = parse_timeout_arg("idle_timeout", idle_timeout)?;
+        // Zero would close every connection as it opens: None is "no timeout".
+        let idle_timeout = server_common::parse_positive_seconds("idle_timeout", idle_timeout)?;
         let address = server_common::default_address(py, address)?;
         let target = endpoint(py, &address, libc::SOCK_STREAM, libc::AF_UNSPEC)?;
         let listener = server_common::bind_socket(py, target, socket2::Type::STREAM, reuse_port, &address, |s| {

@@ -1045,6 +1045,9 @@ def test_one_gib_sendfile_arrives_intact(echo_server, tmp_path):
         ({"framing": 3}, TypeError),
         ({"timeout": -1}, ValueError),
         ({"timeout": "soon"}, TypeError),
+        ({"max_frame_size": 0}, ValueError),
+        ({"max_frame_size": -1}, ValueError),
+        ({"max_frame_size": 2**64}, OverflowError),
     ],
 )
 def test_bad_arguments(peer, kwargs, error):

@@ -2070,14 +2070,28 @@ def test_refusals_are_logged_at_most_once_a_second_with_how_many_were_refused(ma
     assert 2 <= len(reports) <= 5, reports  # the first at once, a line for the rest a second later, and so on
 
 
-def test_max_connections_zero_is_a_value_error():
-    with pytest.raises(ValueError):
-        rsock.TcpServer((HOST, 0), echo, max_connections=0)
+@pytest.mark.parametrize("name", ["max_connections", "max_frame_size"])
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-1, ValueError), (2**64, OverflowError)])
+def test_a_limit_below_one_or_beyond_a_size_is_refused_naming_it(name, value, error):
+    """A negative one was pyo3's OverflowError "can't convert negative int to unsigned", naming nothing, and zero got
+    one message for both limits."""
+    expected = f"{name} must be positive, not {value}" if error is ValueError else f"{name} too large: {value}"
+    with pytest.raises(error, match=f"^{expected}$"):
+        rsock.TcpServer((HOST, 0), echo, **{name: value})
 
 
-@pytest.mark.parametrize("idle_timeout", [-1, -0.5, float("nan")])
-def test_bad_idle_timeout_is_a_value_error(idle_timeout):
-    with pytest.raises(ValueError):
+def test_the_largest_limits_are_taken_as_no_limit_in_effect():
+    with rsock.TcpServer(
+        (HOST, 0), echo, framing="line", max_connections=2**64 - 1, max_frame_size=2**64 - 1
+    ) as server:
+        with rsock.TcpClient(server.address, framing="line", timeout=TIMEOUT) as client:
+            assert client.request(b"x" * 100_000) == b"x" * 100_000
+
+
+@pytest.mark.parametrize("idle_timeout", [0, 0.0, -1, -0.5, float("nan"), float("inf")])
+def test_an_idle_timeout_that_is_not_a_positive_number_of_seconds_is_a_value_error(idle_timeout):
+    """Zero too: it would close every connection as it opened (None is "no timeout")."""
+    with pytest.raises(ValueError, match=r"^idle_timeout must be a positive number of seconds, not "):
         rsock.TcpServer((HOST, 0), echo, idle_timeout=idle_timeout)
 
 
