@@ -558,15 +558,25 @@ pub fn endpoints(
     family: i32,
     passive: bool,
 ) -> PyResult<Vec<std::net::SocketAddr>> {
-    // (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]) as servers report their address.
-    let pair = address
-        .cast::<PyTuple>()
+    // (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]) as servers report their address; to
+    // connect to, a list too, as create_connection() unpacks any pair (a JSON configuration's, say).
+    let listed = address
+        .cast::<PyList>()
         .ok()
+        .filter(|_| !passive)
+        .map(|list| list.to_tuple());
+    let pair = listed
+        .as_ref()
+        .or(address.cast::<PyTuple>().ok())
         .filter(|t| (2..=4).contains(&t.len()))
         .ok_or_else(|| {
+            let given = match (address.cast::<PyTuple>(), &listed) {
+                (Ok(items), _) => format!("a tuple of length {}", items.len()),
+                (_, Some(items)) => format!("a list of length {}", items.len()),
+                _ => type_name(address),
+            };
             PyTypeError::new_err(format!(
-                "address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {}",
-                type_name(address)
+                "address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {given}"
             ))
         })?;
     if pair.len() > 2 && family == AF_INET {
@@ -591,16 +601,29 @@ pub fn endpoints(
         };
         Some(CString::new(name).expect("host_bytes rejects NUL"))
     };
-    let port: i64 = pair.get_item(1)?.extract()?;
-    let port = u16::try_from(port).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;
-    let service = CString::new(port.to_string()).expect("digits have no NUL");
+    let port = pair.get_item(1)?;
+    let named_service = !passive && (port.is_instance_of::<PyString>() || port.is_instance_of::<PyBytes>());
+    let service = if named_service {
+        // To connect to, the port may be a service, "80" or "http", as create_connection() hands it to
+        // getaddrinfo(); a server binds a number, as bind() takes one.
+        let text = match port.cast::<PyString>() {
+            Ok(text) => text.to_str()?.as_bytes().to_vec(),
+            Err(_) => port.cast::<PyBytes>()?.as_bytes().to_vec(),
+        };
+        CString::new(text).map_err(|_| PyValueError::new_err("embedded null character in the port"))?
+    } else {
+        let number: i64 = port.extract()?;
+        let number = u16::try_from(number).map_err(|_| PyOverflowError::new_err("port must be 0-65535."))?;
+        CString::new(number.to_string()).expect("digits have no NUL")
+    };
     if !passive {
-        audit::getaddrinfo(&host_obj, &pair.get_item(1)?, family, socktype, 0)?;
+        audit::getaddrinfo(&host_obj, &port, family, socktype, 0)?;
     }
+    let numeric_service = if named_service { 0 } else { libc::AI_NUMERICSERV };
     let hints = Hints {
         family,
         socktype,
-        flags: libc::AI_NUMERICSERV | if passive { libc::AI_PASSIVE } else { 0 },
+        flags: numeric_service | if passive { libc::AI_PASSIVE } else { 0 },
         ..Hints::default()
     };
     let found = py

@@ -136,6 +136,52 @@ def test_an_empty_host_names_nothing_to_connect_to(peer):
     assert error.value.errno == stdlib_error.value.errno
 
 
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda host, port: (host, str(port)),
+        lambda host, port: (host, str(port).encode()),
+        lambda host, port: [host, port],
+        lambda host, port: ["localhost", str(port)],
+    ],
+    ids=["str port", "bytes port", "list", "list with a name and a str port"],
+)
+def test_the_address_is_taken_as_create_connection_takes_it(peer, spell):
+    """create_connection() unpacks any pair and hands the port to getaddrinfo() (a service: "80", b"80"); a
+    configuration read from JSON or a command line gives such addresses. rsock refused both."""
+    address = spell(*peer.address)
+    with socket.create_connection(address, timeout=TIMEOUT) as stdlib_client:
+        expected = stdlib_client.getpeername()
+    with rsock.TcpClient(address, timeout=TIMEOUT) as client:
+        assert client.peer == expected
+
+
+def test_a_service_name_the_system_does_not_know_is_getaddrinfo_s_error(peer):
+    address = (peer.address[0], "no-such-service")
+    with pytest.raises(socket.gaierror) as stdlib_error:
+        socket.create_connection(address, timeout=TIMEOUT)
+    with pytest.raises(socket.gaierror) as error:
+        rsock.TcpClient(address, timeout=TIMEOUT)
+    assert error.value.errno == stdlib_error.value.errno
+
+
+@pytest.mark.parametrize(
+    ("address", "given"),
+    [(("127.0.0.1",), "a tuple of length 1"), (["127.0.0.1"], "a list of length 1"), ("127.0.0.1:80", "str")],
+)
+def test_an_address_of_the_wrong_shape_is_a_type_error_saying_what_was_given(address, given):
+    with pytest.raises(TypeError, match=rf"^address must be a \(host, port\) or .* tuple, not {given}$"):
+        rsock.TcpClient(address, timeout=TIMEOUT)
+
+
+def test_a_server_binds_a_number_as_bind_takes_it():
+    """A service name or a list is the client's, as create_connection() takes them; bind() takes neither."""
+    with pytest.raises(TypeError):
+        rsock.TcpServer((HOST, "0"))
+    with pytest.raises(TypeError, match=r"tuple, not list$"):
+        rsock.TcpServer([HOST, 0])
+
+
 @pytest.mark.parametrize("listening", ["127.0.0.1", "::1"])
 def test_connect_tries_each_address_the_host_resolves_to(listening):
     """A name that resolves to ::1 and 127.0.0.1 (None here; "localhost" on many systems) reaches a server on either
