@@ -371,10 +371,12 @@ impl TcpClient {
         self.next_message(py)
     }
 
-    /// Sends `data` as a message and returns the reply: the next message with framing, else what the
-    /// next read brings. Threads sharing the client take turns, so each gets its own reply. A request
-    /// whose reply does not come (a timeout, Ctrl-C) closes the client: the reply may still come, and
-    /// would be taken for the reply to the next request.
+    /// Sends `data` as a message and returns the reply: the next message with framing (whatever it is:
+    /// a server that also pushes messages, a chat's broadcasts, needs ids in them to tell its reply),
+    /// else what the next read brings, which on a raw stream may be part of a long reply or more than
+    /// one. Threads sharing the client take turns, so each gets its own reply. A request whose reply
+    /// does not come (a timeout, Ctrl-C) closes the client: the reply may still come, and would be
+    /// taken for the reply to the next request.
     fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let _turn = self.turn(py, &self.requesting)?;
         // Once anything may have gone out, a failure leaves the stream out of step: close.
