@@ -30,7 +30,7 @@ lint: ## the lints CI runs
 	ruff check .
 	ruff format --check .
 	$(PYTHON) -m mypy.stubtest rsock._rsock --allowlist .mypy-stubtest-allowlist
-	$(PYTHON) -m mypy tests/typing/usage.py
+	$(PYTHON) -m mypy --strict --follow-imports=silent tests/typing/ python/rsock/aio.py
 
 .PHONY: format
 format: ## format Rust and Python

@@ -18,15 +18,13 @@ from rsock import _multiprocessing, _rsock
 
 if not _rsock._in_main_interpreter():
     raise ImportError("rsock does not support subinterpreters: its servers belong to the whole process")
-from rsock._rsock import (  # noqa: F401 - public as rsock.Connection and so on, though not all in __all__
-    Connection,
-    PanicException,
-    TcpClient,
-    TcpServer,
-    UdpClient,
-    UdpServer,
-    __version__,
-)
+# Public as rsock.Connection and so on. Connection, PanicException and __version__ are not in __all__ (see below),
+# so they are re-exported with `as`, which tells type checkers (mypy --strict, pyright) that they are public all
+# the same; the others are in __all__.
+from rsock._rsock import Connection as Connection
+from rsock._rsock import PanicException as PanicException
+from rsock._rsock import TcpClient, TcpServer, UdpClient, UdpServer
+from rsock._rsock import __version__ as __version__
 from rsock.sockets import *  # noqa: F403 - the whole socket-module surface
 from rsock.sockets import (  # noqa: F401 - private names code written for the socket module uses
     _GLOBAL_DEFAULT_TIMEOUT,  # passed along to create_connection() and the like

@@ -1,9 +1,9 @@
 """Type stubs for rsock's native core, ``rsock._rsock``."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable
 from os import PathLike
 from types import TracebackType
-from typing import Any, Self, SupportsIndex, final
+from typing import Any, Literal, Self, SupportsIndex, final
 
 from typing_extensions import Buffer, disjoint_base
 
@@ -39,6 +39,8 @@ __all__ = [
 __version__: str
 DEFAULT_STOP_TIMEOUT: float
 
+# The stdlib-compatible `socket` takes and returns every family's addresses (a path for AF_UNIX, ...), as
+# typeshed's socket stubs do: Any.
 _Address = Any
 _AncData = list[tuple[int, int, bytes]]
 
@@ -158,17 +160,44 @@ class PanicException(BaseException):
     """A panic in rsock's Rust code, surfaced as a Python exception (never an abort). A handler that lets
     one through is treated as any failed handler: logged, its connection closed, the server serving on."""
 
-_Framing = str | bytes | None
+# The addresses of the high-level types, which are IP only. What they return (server.address, client.peer,
+# conn.peer, recvfrom()'s sender): (host, port) for IPv4, (host, port, flowinfo, scope_id) for IPv6.
+_IPv4Address = tuple[str, int]
+_IPv6Address = tuple[str, int, int, int]
+_IPAddress = _IPv4Address | _IPv6Address
+# A host as they take it: a name or an address literal, as str, bytes or bytearray.
+_Host = str | bytes | bytearray
+# Where to bind (the servers, UdpClient()): (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]). A None
+# host is the wildcard address.
+_Endpoint = tuple[_Host | None, int] | tuple[_Host | None, int, int] | tuple[_Host | None, int, int, int]
+# Where a TcpClient connects, as create_connection() takes it: as _Endpoint, the port a number or a service ("8080",
+# "http"), or the same items in a list (a JSON configuration's); a None host is the loopback address.
+_Port = int | str | bytes
+_PeerAddress = (
+    tuple[_Host | None, _Port]
+    | tuple[_Host | None, _Port, int]
+    | tuple[_Host | None, _Port, int, int]
+    | list[_Host | _Port | None]
+)
+# Where a UdpClient sends: as _Endpoint, with a host.
+_Destination = tuple[_Host, int] | tuple[_Host, int, int] | tuple[_Host, int, int, int]
+# framing=: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a delimiter; the `framing`
+# properties give a delimiter back as bytes.
+_FramingArg = Literal["line", "length"] | bytes | bytearray | None
+_Framing = Literal["line", "length"] | bytes | None
+# A UdpServer handler: its address argument is a pair or a four-tuple by the family of the address the server is
+# bound to, which a type checker cannot know; a handler that takes either shape is accepted.
+_DatagramHandler = Callable[[bytes, _IPv4Address], Buffer | None] | Callable[[bytes, _IPv6Address], Buffer | None]
 
 @final
 class Connection:
     """One connection of a TcpServer, as its handlers receive it."""
 
     @property
-    def peer(self) -> _Address:
+    def peer(self) -> _IPAddress:
         """The peer's address."""
     @property
-    def local(self) -> _Address:
+    def local(self) -> _IPAddress:
         """This end's address."""
     @property
     def id(self) -> int:
@@ -192,7 +221,8 @@ class TcpServer:
 
     - `address`: where to listen; None (the default) is 127.0.0.1 on a free port, "" every interface.
     - `on_message(conn, data)`: runs for each chunk received, or each whole message when `framing` is
-      set; a bytes-like return value is sent back on that connection, None sends nothing.
+      set; a bytes-like return value is sent back on that connection, None sends nothing (anything else
+      is the handler's error, a TypeError).
     - `on_connect(conn)`, `on_disconnect(conn, exc)`: `exc` is None for a clean close, else why the
       connection ended: the exception a handler raised, an OSError (reset, or ENOBUFS for a peer that
       stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
@@ -201,19 +231,19 @@ class TcpServer:
     - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
     - `max_connections` (default 10,000): connections beyond it are refused and counted.
     - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
-    - `idle_timeout`: seconds after which a connection that has neither received nor sent anything, and
-      has no async handler running, is closed.
+    - `idle_timeout` (default None, no timeout): seconds (above zero) after which a connection that has
+      neither received nor sent anything, and has no async handler running, is closed.
     - `backlog` (default 1024), `reuse_port` (SO_REUSEPORT).
     """
 
     def __new__(
         cls,
-        address: tuple[str | None, int] | None = None,
+        address: _Endpoint | None = None,
         on_message: Callable[[Connection, bytes], Buffer | None] | None = None,
         *,
         on_connect: Callable[[Connection], object] | None = None,
         on_disconnect: Callable[[Connection, BaseException | None], object] | None = None,
-        framing: _Framing = None,
+        framing: _FramingArg = None,
         max_connections: int = ...,
         max_frame_size: int = ...,
         idle_timeout: float | None = None,
@@ -238,9 +268,9 @@ class TcpServer:
         """Sends `data` to every connection (but `exclude`); returns how many it went to. From a thread other
         than the server's, the sends are made with the GIL released."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None: ...
     @property
-    def address(self) -> _Address:
+    def address(self) -> _IPAddress:
         """The address listened on, with the real port when bound to port 0."""
     @property
     def running(self) -> bool:
@@ -251,7 +281,9 @@ class TcpServer:
     @property
     def stats(self) -> dict[str, int]:
         """accepted (every connection taken from the backlog, the refused ones too), active, refused (over
-        max_connections), messages, bytes_in, bytes_out, errors."""
+        max_connections), messages, bytes_in, bytes_out, errors (connections that ended in an error: a handler's
+        exception, on_connect's too, a reset, broken framing, a slow reader, a peer gone mid-message, a connection
+        an audit hook refused; not an idle timeout, and not an exception in on_disconnect)."""
 
 @disjoint_base
 class TcpClient:
@@ -263,19 +295,19 @@ class TcpClient:
 
     def __new__(
         cls,
-        address: tuple[str, int],
+        address: _PeerAddress,
         *,
         timeout: float | None = None,
-        framing: _Framing = None,
+        framing: _FramingArg = None,
         max_frame_size: int = ...,
     ) -> Self: ...
     @classmethod
     def connect(
         cls,
-        address: tuple[str, int],
+        address: _PeerAddress,
         *,
         timeout: float | None = None,
-        framing: _Framing = None,
+        framing: _FramingArg = None,
         max_frame_size: int = ...,
     ) -> Self:
         """Connects to `address`: the same as calling the class."""
@@ -290,7 +322,10 @@ class TcpClient:
         """The next whole message, or None when the peer closed between messages. What came of a message before a
         timeout or Ctrl-C stays buffered for the next read."""
     def request(self, data: Buffer) -> bytes:
-        """Sends `data` as a message and returns the reply."""
+        """Sends `data` as a message and returns the reply: the next message with framing (whatever it is: a
+        server that also pushes messages, a chat's broadcasts, needs ids in them to tell its reply), else what the
+        next read brings, which on a raw stream may be part of a long reply or more than one. A request whose
+        reply does not come (a timeout, Ctrl-C) closes the client."""
     def sendfile(
         self,
         path: str | bytes | PathLike[str] | PathLike[bytes],
@@ -308,15 +343,15 @@ class TcpClient:
     @property
     def closed(self) -> bool: ...
     @property
-    def peer(self) -> _Address: ...
+    def peer(self) -> _IPAddress: ...
     @property
-    def local(self) -> _Address: ...
+    def local(self) -> _IPAddress: ...
     @property
     def framing(self) -> _Framing: ...
     def fileno(self) -> int:
         """The descriptor, or -1 once closed."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None: ...
 
 @disjoint_base
 class UdpServer:
@@ -331,8 +366,8 @@ class UdpServer:
 
     def __new__(
         cls,
-        address: tuple[str | None, int] | None = None,
-        on_datagram: Callable[[bytes, _Address], Buffer | None] | None = None,
+        address: _Endpoint | None = None,
+        on_datagram: _DatagramHandler | None = None,
         *,
         reuse_port: bool = False,
     ) -> Self: ...
@@ -348,9 +383,9 @@ class UdpServer:
     def _set_async_bridge(self, bridge: Callable[[Any, Any], object]) -> None: ...
     def _begin_stop(self, timeout: float | None = None) -> None: ...
     def __enter__(self) -> Self: ...
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None: ...
     @property
-    def address(self) -> _Address: ...
+    def address(self) -> _IPAddress: ...
     @property
     def running(self) -> bool: ...
     @property
@@ -365,10 +400,10 @@ class UdpClient:
     machine); after a longer wait it sleeps at once.
     """
 
-    def __new__(cls, address: tuple[str | None, int] | None = None, *, family: int | None = None) -> Self: ...
-    def sendto(self, data: Buffer, address: _Address) -> int: ...
-    def recvfrom(self, bufsize: int = ..., *, timeout: float | None = None) -> tuple[bytes, _Address]: ...
-    def request(self, data: Buffer, address: _Address, timeout: float = 1.0, retries: int = 3) -> bytes:
+    def __new__(cls, address: _Endpoint | None = None, *, family: int | None = None) -> Self: ...
+    def sendto(self, data: Buffer, address: _Destination) -> int: ...
+    def recvfrom(self, bufsize: int = ..., *, timeout: float | None = None) -> tuple[bytes, _IPAddress]: ...
+    def request(self, data: Buffer, address: _Destination, timeout: float = 1.0, retries: int = 3) -> bytes:
         """Sends `data` and returns the first reply from `address`, resending after each timeout.
 
         Datagrams already queued when it is called (such as late replies to an earlier request) are discarded first,
@@ -378,11 +413,11 @@ class UdpClient:
     @property
     def closed(self) -> bool: ...
     @property
-    def local(self) -> _Address: ...
+    def local(self) -> _IPAddress: ...
     def fileno(self) -> int:
         """The descriptor, or -1 once closed."""
     def __enter__(self) -> Self: ...
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> bool: ...
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None: ...
 
 @final
 class DatagramReply:
@@ -395,7 +430,7 @@ class DatagramReply:
 class Op:
     """What a StreamTransport's awaitable methods return: coroutine-like, a read begins when awaited."""
 
-    def __await__(self) -> Self: ...
+    def __await__(self) -> Generator[Any, Any, Any]: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
     def send(self, _value: object) -> Any: ...
@@ -407,7 +442,7 @@ class Waiter:
     """rsock's asyncio-compatible future."""
 
     _asyncio_future_blocking: bool
-    def __await__(self) -> Self: ...
+    def __await__(self) -> Generator[Any, Any, Any]: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...
     def send(self, _value: object) -> Any: ...
@@ -439,18 +474,20 @@ class StreamTransport:
         poller: Poller,
         sock: Any,
         limit: int | None = ...,
-        framing: _Framing = None,
+        framing: _FramingArg = None,
         max_frame_size: int = ...,
     ) -> Self: ...
     def _start(self) -> None: ...
     def _notify_closed(self, callback: Callable[[], object]) -> None: ...
-    def read(self, n: int = ...) -> Any: ...
-    def readline(self) -> Op: ...
-    def readexactly(self, n: int) -> Op: ...
-    def readuntil(self, separator: Buffer | tuple[Buffer, ...] = b"\n") -> Op: ...
-    def read_message(self) -> Op: ...
+    # The awaitable methods return an Op, which asyncio takes for a coroutine (it is a collections.abc.Coroutine);
+    # typed as one, with what awaiting it gives.
+    def read(self, n: int = ...) -> Coroutine[Any, Any, bytes]: ...
+    def readline(self) -> Coroutine[Any, Any, bytes]: ...
+    def readexactly(self, n: int) -> Coroutine[Any, Any, bytes]: ...
+    def readuntil(self, separator: Buffer | tuple[Buffer, ...] = b"\n") -> Coroutine[Any, Any, bytes]: ...
+    def read_message(self) -> Coroutine[Any, Any, bytes | None]: ...
     def at_eof(self) -> bool: ...
-    def exception(self) -> BaseException | None: ...
+    def exception(self) -> OSError | None: ...
     def pause_reading(self) -> None: ...
     def resume_reading(self) -> None: ...
     def is_reading(self) -> bool: ...
@@ -458,15 +495,15 @@ class StreamTransport:
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None: ...
     def write(self, data: Buffer) -> None: ...
     def writelines(self, lines: Iterable[Buffer]) -> None: ...
-    def write_message(self, data: Buffer) -> Any: ...
-    def request(self, data: Buffer) -> Op: ...
-    def drain(self) -> Any: ...
+    def write_message(self, data: Buffer) -> Coroutine[Any, Any, None]: ...
+    def request(self, data: Buffer) -> Coroutine[Any, Any, bytes]: ...
+    def drain(self) -> Coroutine[Any, Any, None]: ...
     def write_eof(self) -> None: ...
     def can_write_eof(self) -> bool: ...
     def close(self) -> None: ...
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
-    def wait_closed(self) -> Any: ...
+    def wait_closed(self) -> Coroutine[Any, Any, None]: ...
     def get_extra_info(self, name: str, default: Any = None) -> Any: ...
     def get_write_buffer_size(self) -> int: ...
     @property

@@ -12,6 +12,10 @@ Code written for asyncio streams runs by changing the import::
     reader, writer = await asyncio_streams.open_connection("127.0.0.1", 8888)
 """
 
+# Annotations only for type checkers: postponed (never evaluated), and what they name imported under
+# TYPE_CHECKING, so that they cost the import nothing.
+from __future__ import annotations
+
 import asyncio
 import collections.abc
 import contextlib
@@ -25,8 +29,60 @@ import operator
 import sys
 import warnings
 import weakref
+from typing import TYPE_CHECKING
 
 from rsock import _rsock, sockets
+
+if TYPE_CHECKING:
+    import socket as _stdlib_socket
+    import ssl as _ssl
+    import types
+    from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
+    from typing import Any, Protocol, Self, TypeAlias, TypeVar, overload
+
+    from typing_extensions import Buffer
+
+    from rsock._rsock import (
+        Connection,
+        DatagramReply,
+        StreamTransport,
+        _Destination,
+        _Endpoint,
+        _Framing,
+        _FramingArg,
+        _IPAddress,
+        _IPv4Address,
+        _IPv6Address,
+    )
+    from rsock.sockets import socket as _Socket
+
+    _T = TypeVar("_T")
+
+    class _SizedBuffer(Buffer, Sized, Protocol):
+        """A bytes-like object that len() takes: what rsock.aio.UdpClient sends (it checks the size first)."""
+
+    # TcpClient.connect()'s address: (host, port) or IPv6's four-tuple, the port a number; the host a str, bytes, or
+    # None for the loopback address. (The sync client also takes a bytearray host, a three-tuple, a list, and a
+    # service as the port: this one refuses them.)
+    _ConnectAddress: TypeAlias = tuple[str | bytes | None, int] | tuple[str | bytes | None, int, int, int]
+    # UdpClient()'s address to bind: (host, port[, flowinfo[, scope_id]]), None the wildcard address.
+    _BindAddress: TypeAlias = (
+        tuple[str | bytes | None, int] | tuple[str | bytes | None, int, int] | tuple[str | bytes | None, int, int, int]
+    )
+    # A getaddrinfo() entry: (family, type, proto, canonname, sockaddr).
+    _AddrInfo: TypeAlias = tuple[int, int, int, str, tuple[Any, ...]]
+    # What a connection's callback gets, as asyncio's typeshed stubs say (_ClientConnectedCallback).
+    _ClientConnectedCallback: TypeAlias = Callable[["StreamReader", "StreamWriter"], Awaitable[None] | None]
+    _AsyncioClientConnectedCallback: TypeAlias = Callable[
+        [asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None] | None
+    ]
+    # What an rsock.aio server's handler returns: as the sync server's, or an awaitable of it.
+    _Reply: TypeAlias = Buffer | Awaitable[Buffer | None] | None
+    # A UdpServer's handler: its address argument is a pair or a four-tuple by the server's family, which a type
+    # checker cannot know; a handler that takes either is accepted.
+    _DatagramHandler: TypeAlias = Callable[[bytes, _IPv4Address], _Reply] | Callable[[bytes, _IPv6Address], _Reply]
+    # Where a handler's outcome goes: a TcpServer's connection or a UdpServer's datagram.
+    _ReplyTo: TypeAlias = Connection | DatagramReply
 
 __all__ = [
     "Server",
@@ -52,26 +108,44 @@ class StreamReader:
 
     __slots__ = ("_transport", "at_eof", "exception", "read", "readexactly", "readline", "readuntil")
 
-    def __init__(self, transport):
-        self._transport = transport
-        # The native methods themselves, so a call costs no Python frame.
-        self.read = transport.read
-        self.readline = transport.readline
-        self.readexactly = transport.readexactly
-        self.readuntil = transport.readuntil
-        self.at_eof = transport.at_eof
-        self.exception = transport.exception
+    if TYPE_CHECKING:
+        # What the native methods in the slots take and give, as asyncio.StreamReader's methods. The awaitables
+        # they return are coroutines to asyncio (create_task() and the like take them).
+        async def read(self, n: int = -1) -> bytes: ...
+        async def readline(self) -> bytes: ...
+        async def readexactly(self, n: int) -> bytes: ...
+        def at_eof(self) -> bool: ...
+        def exception(self) -> Exception | None: ...
 
-    def __aiter__(self):
+        # A tuple of separators from Python 3.13, as asyncio's.
+        if sys.version_info >= (3, 13):
+
+            async def readuntil(self, separator: _SizedBuffer | tuple[_SizedBuffer, ...] = b"\n") -> bytes: ...
+        else:
+
+            async def readuntil(self, separator: _SizedBuffer = b"\n") -> bytes: ...
+
+    def __init__(self, transport: StreamTransport) -> None:
+        self._transport = transport
+        # The native methods themselves, so a call costs no Python frame. (mypy takes a slot that the
+        # TYPE_CHECKING block above declares as a method for a method, which may not be assigned: method-assign.)
+        self.read = transport.read  # type: ignore[method-assign]
+        self.readline = transport.readline  # type: ignore[method-assign]
+        self.readexactly = transport.readexactly  # type: ignore[method-assign]
+        self.readuntil = transport.readuntil  # type: ignore[method-assign]
+        self.at_eof = transport.at_eof  # type: ignore[method-assign]
+        self.exception = transport.exception  # type: ignore[method-assign]
+
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> bytes:
         line = await self.readline()
         if not line:
             raise StopAsyncIteration
         return line
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<rsock.aio.StreamReader {self._transport.get_extra_info('peername')}>"
 
 
@@ -93,24 +167,37 @@ class StreamWriter:
         "writelines",
     )
 
-    def __init__(self, loop, transport):
+    if TYPE_CHECKING:
+        # What the native methods in the slots take and give, as asyncio.StreamWriter's methods.
+        def write(self, data: Buffer) -> None: ...
+        def writelines(self, lines: Iterable[Buffer]) -> None: ...
+        async def drain(self) -> None: ...
+        def write_eof(self) -> None: ...
+        def can_write_eof(self) -> bool: ...
+        def close(self) -> None: ...
+        def is_closing(self) -> bool: ...
+        async def wait_closed(self) -> None: ...
+        def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: StreamTransport) -> None:
         self._loop = loop
         self._transport = transport
-        self.write = transport.write
-        self.writelines = transport.writelines
-        self.drain = transport.drain
-        self.write_eof = transport.write_eof
-        self.can_write_eof = transport.can_write_eof
-        self.close = transport.close
-        self.is_closing = transport.is_closing
-        self.wait_closed = transport.wait_closed
-        self.get_extra_info = transport.get_extra_info
+        # The native methods themselves (method-assign: see StreamReader.__init__).
+        self.write = transport.write  # type: ignore[method-assign]
+        self.writelines = transport.writelines  # type: ignore[method-assign]
+        self.drain = transport.drain  # type: ignore[method-assign]
+        self.write_eof = transport.write_eof  # type: ignore[method-assign]
+        self.can_write_eof = transport.can_write_eof  # type: ignore[method-assign]
+        self.close = transport.close  # type: ignore[method-assign]
+        self.is_closing = transport.is_closing  # type: ignore[method-assign]
+        self.wait_closed = transport.wait_closed  # type: ignore[method-assign]
+        self.get_extra_info = transport.get_extra_info  # type: ignore[method-assign]
 
     @property
-    def transport(self):
+    def transport(self) -> StreamTransport:
         return self._transport
 
-    def __del__(self, warnings=warnings):
+    def __del__(self, warnings: types.ModuleType = warnings) -> None:
         # As asyncio's writer (from Python 3.11.5): one dropped unclosed closes its connection, once the queued output
         # is sent. A server's connection keeps its writer until it closes (see _ConnectionClosed), as asyncio's
         # protocol does. A closed loop could not finish the close. The `warnings` default keeps the module at hand
@@ -122,17 +209,17 @@ class StreamWriter:
                 self.close()
                 warnings.warn(f"unclosed {self!r}", ResourceWarning)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
 
 
 # Each loop's epoll instance for rsock's transports (see src/aio/poller.rs), made on first use. Held
 # weakly on both sides: a poller refers to its loop, so a strong value would keep the loop alive for ever;
 # the transports of a loop hold its poller while they live.
-_pollers = weakref.WeakKeyDictionary()
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, weakref.ref[_rsock.Poller]] = weakref.WeakKeyDictionary()
 
 
-def _poller(loop):
+def _poller(loop: asyncio.AbstractEventLoop) -> _rsock.Poller:
     found = _pollers.get(loop)
     poller = found() if found is not None else None
     if poller is None:
@@ -142,7 +229,13 @@ def _poller(loop):
     return poller
 
 
-def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024):
+def _transport(
+    loop: asyncio.AbstractEventLoop,
+    sock: _Socket,
+    limit: int,
+    framing: _FramingArg = None,
+    max_frame_size: int = 16 * 1024 * 1024,
+) -> StreamTransport:
     """A started native transport over `sock`; the socket is closed if that fails."""
     try:
         transport = _rsock.StreamTransport(loop, _poller(loop), sock, limit, framing, max_frame_size)
@@ -153,18 +246,29 @@ def _transport(loop, sock, limit, framing=None, max_frame_size=16 * 1024 * 1024)
     return transport
 
 
-def _host_and_port(address):
-    """A client's host and port, and IPv6's (flowinfo, scope_id) from a four-tuple (None from a pair), checked as
-    the sync clients check them."""
-    if not isinstance(address, tuple) or len(address) not in (2, 4):
-        raise TypeError(
-            f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
-        )
-    # An integer port, as the sync clients take (the resolver would take a float, a service name, None as 0).
-    return address[0], operator.index(address[1]), (address[2:] or None)
+def _host_and_port(address: object) -> tuple[str | bytes | None, int | str | bytes, tuple[int, ...] | None]:
+    """A TcpClient's host and port, and IPv6's flowinfo and scope_id from a longer tuple (None from a pair), read as
+    the sync client reads them, as create_connection() does: a tuple or a list, the port an integer or a service
+    ("8080", "http"); the resolver would also take a float, or None as port 0."""
+    if not isinstance(address, (tuple, list)) or not 2 <= len(address) <= 4:
+        raise _not_an_address(address, lists=True)
+    port = address[1]
+    if not isinstance(port, (str, bytes)):
+        port = operator.index(port)
+    return address[0], port, (tuple(address[2:]) or None)
 
 
-def _seconds(name, value):
+def _not_an_address(address: object, *, lists: bool) -> TypeError:
+    """The sync types' TypeError for an address of the wrong shape, saying what was given (`lists`: a list is an
+    address too, as a client to connect takes one)."""
+    if isinstance(address, tuple) or (lists and isinstance(address, list)):
+        given = f"a {'tuple' if isinstance(address, tuple) else 'list'} of length {len(address)}"
+    else:
+        given = type(address).__name__
+    return TypeError(f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {given}")
+
+
+def _seconds(name: str, value: object) -> None:
     """A timeout checked as the sync API checks it: None, or a finite number of seconds, not negative."""
     if value is None:
         return
@@ -174,14 +278,21 @@ def _seconds(name, value):
         raise ValueError(f"{name} must be a non-negative number of seconds, not {value}")
 
 
-def _check_port(port, caller):
+def _check_port(port: object, caller: str) -> None:
     """The range check the socket would make, made before the resolver, which wraps a port beyond
     65535 round to a wrong one."""
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise OverflowError(f"{caller}(): port must be 0-65535.")
 
 
-async def _stream_addresses(loop, host, port, family, proto, flags):
+async def _stream_addresses(
+    loop: asyncio.AbstractEventLoop,
+    host: str | bytes | None,
+    port: str | bytes | int | None,
+    family: int,
+    proto: int,
+    flags: int,
+) -> Sequence[_AddrInfo]:
     """getaddrinfo()'s entries for a stream socket to `host` and `port`, as asyncio's create_connection() and
     create_server() find them: an IP address literal is read at once, its port taken as int() of it (None or an
     empty string as 0), where the resolver's thread would take a trip and refuse a float or an IntEnum port;
@@ -193,13 +304,14 @@ async def _stream_addresses(loop, host, port, family, proto, flags):
         and proto in (0, sockets.IPPROTO_TCP, sockets.IPPROTO_UDP)
         and (number := _port_number(port)) is not None
     ):
+        address: str | tuple[str, int, int, int] | tuple[str, int]
         af, address = literal
         address = (address, number, 0, 0) if af == sockets.AF_INET6 else (address, number)
         return [(af, sockets.SOCK_STREAM, sockets.IPPROTO_TCP, "", address)]
     return await loop.getaddrinfo(host, port, family=family, type=sockets.SOCK_STREAM, proto=proto, flags=flags)
 
 
-def _port_number(port):
+def _port_number(port: str | bytes | int | None) -> int | None:
     """The port as asyncio reads it beside an IP address: int() of it, None or an empty string as 0; None for one
     only the resolver can read (a service name)."""
     if port is None or port in ("", b""):
@@ -210,7 +322,7 @@ def _port_number(port):
         return None
 
 
-def _ip_literal(host, family):
+def _ip_literal(host: object, family: int) -> tuple[int, str] | None:
     """(family, host) for a host that is an IPv4 or IPv6 address as inet_pton() reads it, in `family` (either for
     AF_UNSPEC, IPv4 first); None for anything else. A zone index ("fe80::1%eth0") is left to the resolver, which
     knows the interface's number."""
@@ -227,11 +339,11 @@ def _ip_literal(host, family):
     return None
 
 
-def _streams(loop, transport):
+def _streams(loop: asyncio.AbstractEventLoop, transport: StreamTransport) -> tuple[StreamReader, StreamWriter]:
     return StreamReader(transport), StreamWriter(loop, transport)
 
 
-async def _sock_connect(loop, sock, address):
+async def _sock_connect(loop: asyncio.AbstractEventLoop, sock: _Socket, address: tuple[Any, ...]) -> None:
     """``loop.sock_connect()`` for an address already resolved, on every loop: uvloop's resolves it again and
     drops an IPv6 address's flowinfo and scope_id, without which a link-local address cannot be reached."""
     try:
@@ -242,7 +354,8 @@ async def _sock_connect(loop, sock, address):
         pass
     connected = loop.create_future()
     fd = sock.fileno()
-    loop.add_writer(fd, lambda: connected.done() or connected.set_result(None))
+    # (func-returns-value: the lambda's value is not used; `or` only skips set_result() for a done future.)
+    loop.add_writer(fd, lambda: connected.done() or connected.set_result(None))  # type: ignore[func-returns-value]
     try:
         await connected
     finally:
@@ -253,18 +366,32 @@ async def _sock_connect(loop, sock, address):
         raise OSError(error, f"Connect call failed {address}")
 
 
-async def _connect_socket(loop, host, port, family, proto, flags, local_addr, all_errors=False, ipv6_details=None):
+async def _connect_socket(
+    loop: asyncio.AbstractEventLoop,
+    host: str | bytes | None,
+    port: str | bytes | int | None,
+    family: int,
+    proto: int,
+    flags: int,
+    local_addr: _Destination | None,
+    all_errors: bool = False,
+    ipv6_details: tuple[int, ...] | None = None,
+) -> _Socket:
     """An rsock socket connected to (host, port): each address tried in turn, as asyncio does. With
-    ``ipv6_details`` (flowinfo, scope_id), only IPv6 addresses, with those, as connect() takes the four-tuple."""
+    ``ipv6_details`` (flowinfo[, scope_id]), only IPv6 addresses, with those, as connect() takes the longer tuple
+    (a scope_id not given stays what the name resolved to)."""
     _check_port(port, "connect")
     infos = await _stream_addresses(loop, host, port, family, proto, flags)
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
     if ipv6_details is not None:
-        infos = [(*info[:4], (*info[4][:2], *ipv6_details)) for info in infos if info[0] == sockets.AF_INET6]
+        kept = 2 + len(ipv6_details)
+        infos = [
+            (*info[:4], (*info[4][:2], *ipv6_details, *info[4][kept:])) for info in infos if info[0] == sockets.AF_INET6
+        ]
         if not infos:
             raise TypeError("AF_INET address must be a pair (host, port)")
-    errors = []
+    errors: list[OSError] = []
     for af, kind, protocol, _, address in infos:
         sock = sockets.socket(af, kind, protocol)
         try:
@@ -294,7 +421,7 @@ _SERVER_OPTIONS = frozenset(inspect.signature(asyncio.AbstractEventLoop.create_s
 _TLS_ONLY_OPTIONS = ("server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout")
 
 
-def _check_options(method, options, known):
+def _check_options(method: str, options: dict[str, Any], known: frozenset[str]) -> None:
     """The errors asyncio gives for `options` passed on to the loop's `method` without ssl: TypeError for
     an unknown one, ValueError for one that only means something with TLS. Those accepted and not listed
     here (happy_eyeballs_delay, interleave) change only how addresses are tried in parallel: rsock tries
@@ -307,26 +434,59 @@ def _check_options(method, options, known):
             raise ValueError(f"{name} is only meaningful with ssl")
 
 
-def _adopt(sock):
+def _adopt(sock: _stdlib_socket.socket | _rsock.socket) -> _Socket:
     """An rsock socket for a socket given by the caller (a stdlib one is taken over by descriptor)."""
     if isinstance(sock, sockets.socket):
         return sock
     return sockets.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
 
 
+if TYPE_CHECKING:
+    # As asyncio.open_connection() (its typeshed stub), but for `ssl`, which hands over to asyncio: its own
+    # reader and writer then.
+    @overload
+    async def open_connection(
+        host: str | None = None,
+        port: int | str | None = None,
+        *,
+        limit: int = _DEFAULT_LIMIT,
+        ssl: None = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: _stdlib_socket.socket | _rsock.socket | None = None,
+        local_addr: _Destination | None = None,
+        **kwargs: Any,
+    ) -> tuple[StreamReader, StreamWriter]: ...
+    @overload
+    async def open_connection(
+        host: str | None = None,
+        port: int | str | None = None,
+        *,
+        limit: int = _DEFAULT_LIMIT,
+        ssl: _ssl.SSLContext | bool,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: _stdlib_socket.socket | _rsock.socket | None = None,
+        local_addr: _Destination | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]: ...
+
+
 async def open_connection(
-    host=None,
-    port=None,
+    host: str | None = None,
+    port: int | str | None = None,
     *,
-    limit=_DEFAULT_LIMIT,
-    ssl=None,
-    family=0,
-    proto=0,
-    flags=0,
-    sock=None,
-    local_addr=None,
-    **kwargs,
-):
+    limit: int = _DEFAULT_LIMIT,
+    ssl: _ssl.SSLContext | bool | None = None,
+    family: int = 0,
+    proto: int = 0,
+    flags: int = 0,
+    sock: _stdlib_socket.socket | _rsock.socket | None = None,
+    local_addr: _Destination | None = None,
+    **kwargs: Any,
+) -> tuple[StreamReader, StreamWriter] | tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connects and returns ``(reader, writer)``, as ``asyncio.open_connection``. With ``ssl`` this hands
     over to asyncio's own implementation (rsock's transport does not do TLS)."""
     if ssl is not None:
@@ -348,7 +508,9 @@ async def open_connection(
     return _streams(loop, _transport(loop, sock, limit))
 
 
-def _check_host_port_or_sock(host, port, sock, neither):
+def _check_host_port_or_sock(
+    host: object, port: object, sock: _stdlib_socket.socket | _rsock.socket | None, neither: str
+) -> None:
     """asyncio's checks: host and port, or a stream socket, not both; `neither` is its message for none."""
     if host is not None or port is not None:
         if sock is not None:
@@ -363,7 +525,16 @@ class Server:
     """What ``start_server`` returns, as asyncio.Server: listening sockets that hand each connection to
     the callback."""
 
-    def __init__(self, loop, listeners, client_connected_cb, limit, context, backlog, keep_alive=None):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listeners: list[_Socket],
+        client_connected_cb: _ClientConnectedCallback,
+        limit: int,
+        context: contextvars.Context,
+        backlog: int,
+        keep_alive: bool | None = None,
+    ) -> None:
         self._loop = loop
         self._keep_alive = keep_alive
         self._listeners = listeners
@@ -372,28 +543,29 @@ class Server:
         self._limit = limit
         self._context = context
         self._serving = False
-        self._serving_forever = None
+        self._serving_forever: asyncio.Future[None] | None = None
         self._active = 0  # connections accepted and not yet closed
         # The weak reference its connections call back through (see _ConnectionClosed): held here, so that the
         # collector clears it only with the Server.
         self._weak_self = weakref.ref(self)
-        self._clients = weakref.WeakSet()  # their transports, for close_clients() and abort_clients()
-        self._closed = loop.create_future()  # done once closed with every connection closed
+        # Their transports, for close_clients() and abort_clients().
+        self._clients: weakref.WeakSet[StreamTransport] = weakref.WeakSet()
+        self._closed: asyncio.Future[None] = loop.create_future()  # done once closed with every connection closed
 
-    def get_loop(self):
+    def get_loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
     @property
-    def sockets(self):
+    def sockets(self) -> tuple[_Socket, ...]:
         return tuple(self._listeners)
 
-    def is_serving(self):
+    def is_serving(self) -> bool:
         return self._serving
 
-    async def start_serving(self):
+    async def start_serving(self) -> None:
         self._start_serving()
 
-    def _start_serving(self):
+    def _start_serving(self) -> None:
         if self._serving:
             return
         self._serving = True
@@ -402,7 +574,7 @@ class Server:
             listener.listen(self._backlog)
             self._loop.add_reader(listener.fileno(), self._accept, listener)
 
-    def _accept(self, listener):
+    def _accept(self, listener: _Socket) -> None:
         # Take every connection waiting, not just one per wake-up.
         for _ in range(128):
             try:
@@ -436,20 +608,20 @@ class Server:
                 # A plain callback closed the server (a one-shot server), and the listener with it.
                 return
 
-    def _detach(self):
+    def _detach(self) -> None:
         self._active -= 1
         self._wake_if_closed()
 
-    def _wake_if_closed(self):
+    def _wake_if_closed(self) -> None:
         if self._listeners or self._active or self._closed.done():
             return
         self._closed.set_result(None)
 
-    def _resume_accepting(self, listener):
+    def _resume_accepting(self, listener: _Socket) -> None:
         if self._serving and listener in self._listeners:
             self._loop.add_reader(listener.fileno(), self._accept, listener)
 
-    def close(self):
+    def close(self) -> None:
         if not self._listeners:
             return
         for listener in self._listeners:
@@ -462,18 +634,18 @@ class Server:
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
 
-    def close_clients(self):
+    def close_clients(self) -> None:
         """Closes every connection still open (each once its queued output is sent), as asyncio's Server
         does from Python 3.13."""
         for transport in list(self._clients):
             transport.close()
 
-    def abort_clients(self):
+    def abort_clients(self) -> None:
         """Closes every connection still open at once, dropping queued output."""
         for transport in list(self._clients):
             transport.abort()
 
-    async def wait_closed(self):
+    async def wait_closed(self) -> None:
         """Returns once the server is closed and every connection it accepted has been closed too, as
         asyncio's Server does; before Python 3.12.1, as there, a call made once the server is closed
         returns at once."""
@@ -481,7 +653,7 @@ class Server:
             return
         await asyncio.shield(self._closed)
 
-    async def serve_forever(self):
+    async def serve_forever(self) -> None:
         if self._serving_forever is not None:
             raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
         if not self._listeners:
@@ -499,14 +671,14 @@ class Server:
         finally:
             self._serving_forever = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
         await self.wait_closed()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<rsock.aio.Server sockets={self.sockets!r}>"
 
 
@@ -515,7 +687,8 @@ class Server:
 _PROTOCOL_KEEPS_WRITER = sys.version_info < (3, 13)
 
 
-class _ConnectionClosed(tuple):
+# A bare `tuple` base: tuple[...] would give the class __orig_bases__ at run time (type-arg).
+class _ConnectionClosed(tuple):  # type: ignore[type-arg]
     """``(server_ref, writer)``: what a server's connection calls once closed. It tells the Server, through the
     weak reference the Server holds to itself, and until then keeps the connection's writer where asyncio's
     protocol does (before 3.13; None from 3.13), so that a handler which drops its writer does not have the
@@ -529,17 +702,17 @@ class _ConnectionClosed(tuple):
 
     __slots__ = ()
 
-    def __call__(self):
+    def __call__(self) -> None:
         server = self[0]()
         if server is not None:
             server._detach()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         # Shown by the loop when the call fails, or in debug mode: nothing here that collection can empty.
         return "<rsock.aio server connection closed>"
 
 
-def _report_callback_failure(transport, task):
+def _report_callback_failure(transport: StreamTransport, task: asyncio.Task[Any]) -> None:
     """A connection's handler task ended with an exception: reported to the loop and the connection
     closed, as asyncio's start_server does (the peer would otherwise wait for good); a cancelled one's
     connection is closed too, as from Python 3.13."""
@@ -555,8 +728,10 @@ def _report_callback_failure(transport, task):
         transport.close()
 
 
-def _listening_sockets(infos, reuse_address, reuse_port):
-    listeners = []
+def _listening_sockets(
+    infos: Iterable[_AddrInfo], reuse_address: bool | None, reuse_port: bool | None
+) -> list[_Socket]:
+    listeners: list[_Socket] = []
     try:
         for af, kind, proto, _, address in infos:
             sock = sockets.socket(af, kind, proto)
@@ -570,8 +745,11 @@ def _listening_sockets(infos, reuse_address, reuse_port):
             try:
                 sock.bind(address)
             except OSError as err:
+                # (union-attr: strerror may be None for an OSError made without an errno, which bind() does not
+                # raise for an address that getaddrinfo() gave.)
                 raise OSError(
-                    err.errno, f"error while attempting to bind on address {address!r}: {err.strerror.lower()}"
+                    err.errno,
+                    f"error while attempting to bind on address {address!r}: {err.strerror.lower()}",  # type: ignore[union-attr]
                 ) from None
             sock.setblocking(False)
     except BaseException:
@@ -581,22 +759,61 @@ def _listening_sockets(infos, reuse_address, reuse_port):
     return listeners
 
 
+if TYPE_CHECKING:
+    # As asyncio.start_server() (its typeshed stub), but for `ssl`, which hands over to asyncio: its own server,
+    # whose callback gets asyncio's reader and writer.
+    @overload
+    async def start_server(
+        client_connected_cb: _ClientConnectedCallback,
+        host: str | Sequence[str] | None = None,
+        port: int | str | None = None,
+        *,
+        limit: int = _DEFAULT_LIMIT,
+        family: int = sockets.AF_UNSPEC,
+        flags: int = sockets.AI_PASSIVE,
+        sock: _stdlib_socket.socket | _rsock.socket | None = None,
+        backlog: int = 100,
+        ssl: None = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        start_serving: bool = True,
+        **kwargs: Any,
+    ) -> Server: ...
+    @overload
+    async def start_server(
+        client_connected_cb: _AsyncioClientConnectedCallback,
+        host: str | Sequence[str] | None = None,
+        port: int | str | None = None,
+        *,
+        limit: int = _DEFAULT_LIMIT,
+        family: int = sockets.AF_UNSPEC,
+        flags: int = sockets.AI_PASSIVE,
+        sock: _stdlib_socket.socket | _rsock.socket | None = None,
+        backlog: int = 100,
+        ssl: _ssl.SSLContext | bool,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        start_serving: bool = True,
+        **kwargs: Any,
+    ) -> asyncio.Server: ...
+
+
 async def start_server(
-    client_connected_cb,
-    host=None,
-    port=None,
+    client_connected_cb: Callable[[Any, Any], Awaitable[None] | None],
+    host: str | Sequence[str] | None = None,
+    port: int | str | None = None,
     *,
-    limit=_DEFAULT_LIMIT,
-    family=sockets.AF_UNSPEC,
-    flags=sockets.AI_PASSIVE,
-    sock=None,
-    backlog=100,
-    ssl=None,
-    reuse_address=None,
-    reuse_port=None,
-    start_serving=True,
-    **kwargs,
-):
+    limit: int = _DEFAULT_LIMIT,
+    family: int = sockets.AF_UNSPEC,
+    flags: int = sockets.AI_PASSIVE,
+    sock: _stdlib_socket.socket | _rsock.socket | None = None,
+    backlog: int = 100,
+    ssl: _ssl.SSLContext | bool | None = None,
+    reuse_address: bool | None = None,
+    reuse_port: bool | None = None,
+    start_serving: bool = True,
+    **kwargs: Any,
+) -> Server | asyncio.Server:
     """Listens and calls ``client_connected_cb(reader, writer)`` for each connection (scheduled as a
     task when it is a coroutine function), as ``asyncio.start_server``. With ``ssl`` this hands over to
     asyncio's own implementation."""
@@ -615,13 +832,14 @@ async def start_server(
     else:
         _check_port(port, "bind")
         # As asyncio reads `host`: "" is every interface, and a sequence of hosts listens on each.
+        hosts: Sequence[str | None]
         if host == "":
             hosts = [None]
         elif isinstance(host, str) or not isinstance(host, collections.abc.Iterable):
             hosts = [host]
         else:
             hosts = host
-        infos = []
+        infos: list[_AddrInfo] = []
         for each in hosts:
             infos += await _stream_addresses(loop, each, port, family, 0, flags)
         # One listener per distinct address, as asyncio does for hosts that resolve to several.
@@ -640,35 +858,48 @@ class TcpClient:
 
     __slots__ = ("_closed_here", "_requesting", "_timeout", "_transport", "send")
 
-    def __init__(self, transport, timeout):
+    if TYPE_CHECKING:
+
+        async def send(self, data: Buffer) -> None:
+            """Sends ``data`` as a message (framed as the client frames messages) and waits until it is sent."""
+
+    def __init__(self, transport: StreamTransport, timeout: float | None) -> None:
         self._transport = transport
         self._timeout = timeout
         # Set once this client closes the connection itself: the reads waiting then see an end of stream,
         # which they must not report as the peer's.
         self._closed_here = False
         self._requesting = asyncio.Lock()
+        # (method-assign: see StreamReader.__init__.)
         if timeout is None:
-            self.send = transport.write_message
+            self.send = transport.write_message  # type: ignore[method-assign]
         else:
-            self.send = functools.partial(self._limited, transport.write_message)
+            self.send = functools.partial(self._limited, transport.write_message)  # type: ignore[method-assign]
 
-    async def _limited(self, call, *args):
+    async def _limited(self, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
         return await asyncio.wait_for(call(*args), self._timeout)
 
     @classmethod
-    async def connect(cls, address, *, timeout=None, framing=None, max_frame_size=16 * 1024 * 1024):
+    async def connect(
+        cls,
+        address: _ConnectAddress,
+        *,
+        timeout: float | None = None,
+        framing: _FramingArg = None,
+        max_frame_size: int = 16 * 1024 * 1024,
+    ) -> Self:
         """Connects to ``address`` (a ``(host, port)`` tuple); ``timeout`` bounds the connect and each
         later call."""
         host, port, ipv6_details = _host_and_port(address)
         _seconds("timeout", timeout)
         if max_frame_size <= 0:
-            raise ValueError("max_frame_size must be positive")
+            raise ValueError(f"max_frame_size must be positive, not {max_frame_size}")
         loop = asyncio.get_running_loop()
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
 
-    async def recv_message(self):
+    async def recv_message(self) -> bytes | None:
         """The next whole message; None when the peer closed between messages. A frame the framing
         refuses (over ``max_frame_size``) raises ValueError and closes the client, as the sync client
         does: what follows it in the stream cannot be told apart."""
@@ -682,7 +913,7 @@ class TcpClient:
             self._check_not_closed_here()
         return message
 
-    async def request(self, data):
+    async def request(self, data: Buffer) -> bytes:
         """Sends ``data`` as a message and returns the reply message. Requests on one client take turns,
         so each gets its own reply. One cancelled or timed out after it was sent closes the connection:
         its reply may still come, and would be taken for the reply to the next request."""
@@ -702,7 +933,7 @@ class TcpClient:
         finally:
             self._requesting.release()
 
-    async def recv(self, n=65536):
+    async def recv(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; b"" at end of stream."""
         self._check_readable(n, "recv")
         data = await self._call(self._transport.read(n))
@@ -710,7 +941,7 @@ class TcpClient:
             self._check_not_closed_here()
         return data
 
-    async def recv_exactly(self, n):
+    async def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; asyncio.IncompleteReadError if the connection ends first."""
         self._check_readable(n, "recv_exactly")
         try:
@@ -719,29 +950,29 @@ class TcpClient:
             self._check_not_closed_here()
             raise
 
-    def _check_readable(self, n, caller):
+    def _check_readable(self, n: int, caller: str) -> None:
         """The sync client's checks: a negative size is a ValueError, a closed client EBADF."""
         if n < 0:
             raise ValueError(f"negative buffersize in {caller}")
         if self._transport.is_closing():
             raise OSError(_errno.EBADF, "Bad file descriptor")
 
-    def _check_not_closed_here(self):
+    def _check_not_closed_here(self) -> None:
         """A read that met the end of the stream because this client closed it ends as a call after close()
         does (and as the sync client's waiting calls do), not as if the peer had closed."""
         if self._closed_here:
             raise OSError(_errno.EBADF, "Bad file descriptor")
 
-    def _abort(self):
+    def _abort(self) -> None:
         self._closed_here = True
         self._transport.abort()
 
-    async def _call(self, awaitable):
+    async def _call(self, awaitable: Awaitable[_T]) -> _T:
         if self._timeout is None:
             return await awaitable
         return await asyncio.wait_for(awaitable, self._timeout)
 
-    async def close(self):
+    async def close(self) -> None:
         """Closes once the queued output is sent; with the ``timeout`` given to connect(), output still
         queued after it is dropped."""
         self._closed_here = True
@@ -754,28 +985,30 @@ class TcpClient:
                 self._abort()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._transport.is_closing()
 
+    # get_extra_info() gives Any (a transport's extra info is of any kind): here the socket's address, as
+    # getpeername() and getsockname() give it when the connection is made (no-any-return).
     @property
-    def peer(self):
-        return self._transport.get_extra_info("peername")
+    def peer(self) -> _IPAddress:
+        return self._transport.get_extra_info("peername")  # type: ignore[no-any-return]
 
     @property
-    def local(self):
-        return self._transport.get_extra_info("sockname")
+    def local(self) -> _IPAddress:
+        return self._transport.get_extra_info("sockname")  # type: ignore[no-any-return]
 
     @property
-    def framing(self):
+    def framing(self) -> _Framing:
         return self._transport.framing
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<rsock.aio.TcpClient {self.peer} {state}>"
 
@@ -784,7 +1017,7 @@ class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
     The datagrams go through rsock's socket; the loop only says when it is ready."""
 
-    def __init__(self, address=None, *, family=None):
+    def __init__(self, address: _BindAddress | None = None, *, family: int | None = None) -> None:
         # A family not an int is a TypeError. Another family's client (AF_UNIX) could send, but never match a reply
         # to its request.
         if family is not None and operator.index(family) not in (sockets.AF_INET, sockets.AF_INET6):
@@ -794,12 +1027,12 @@ class UdpClient:
         elif family is None:
             family = sockets.AF_INET
         # For reading (False) and writing (True): the calls waiting, and how to stop watching the socket.
-        self._waiting = {False: set(), True: set()}
-        self._unwatch = {}
+        self._waiting: dict[bool, set[asyncio.Future[None]]] = {False: set(), True: set()}
+        self._unwatch: dict[bool, Callable[[], object]] = {}
         # An asyncio.Lock serves one loop only, and the client may be made outside any loop and used by
         # several in turn (successive asyncio.run() calls): see _request_lock().
         self._requesting = asyncio.Lock()
-        self._requesting_loop = None
+        self._requesting_loop: asyncio.AbstractEventLoop | None = None
         self._sock = sockets.socket(family, sockets.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
@@ -809,7 +1042,7 @@ class UdpClient:
             self._sock.close()
             raise
 
-    async def sendto(self, data, address):
+    async def sendto(self, data: _SizedBuffer, address: _Destination) -> int:
         """Sends one datagram; OSError(EMSGSIZE) for one larger than a UDP datagram can be."""
         limit = _max_datagram(self._sock.family)
         if len(data) > limit:
@@ -823,7 +1056,7 @@ class UdpClient:
             except (BlockingIOError, InterruptedError):
                 await self._ready(writing=True)
 
-    async def recvfrom(self, bufsize=65536, *, timeout=None):
+    async def recvfrom(self, bufsize: int = 65536, *, timeout: float | None = None) -> tuple[bytes, _IPAddress]:
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recvfrom")
@@ -834,21 +1067,21 @@ class UdpClient:
         receiving = self._receive(bufsize)
         return await (receiving if timeout is None else asyncio.wait_for(receiving, timeout))
 
-    async def _receive(self, bufsize):
+    async def _receive(self, bufsize: int) -> tuple[bytes, _IPAddress]:
         while True:
             try:
                 return self._take(bufsize)
             except (BlockingIOError, InterruptedError):
                 await self._ready(writing=False)
 
-    def _take(self, bufsize):
+    def _take(self, bufsize: int) -> tuple[bytes, _IPAddress]:
         """The datagram queued on the socket; BlockingIOError when there is none."""
         data, address = self._sock.recvfrom(bufsize + 1)
         if len(data) > bufsize:
             raise OSError(_errno.EMSGSIZE, f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped")
         return data, address
 
-    async def _ready(self, writing):
+    async def _ready(self, writing: bool) -> None:
         """Waits until the socket is readable (or writable): the loop's add_reader/add_writer, which every
         loop has (uvloop has no sock_sendto/sock_recvfrom). The loop holds one callback per direction,
         which wakes every call waiting (a loop keeps only one per descriptor); close() ends the waits
@@ -870,12 +1103,12 @@ class UdpClient:
                 unwatch()
 
     @staticmethod
-    def _wake(waiting):
+    def _wake(waiting: set[asyncio.Future[None]]) -> None:
         for waiter in waiting:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def request(self, data, address, timeout=1.0, retries=3):
+    async def request(self, data: _SizedBuffer, address: _Destination, timeout: float = 1.0, retries: int = 3) -> bytes:
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
         Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
         reply is one that came after this request was sent; so are datagrams from other senders. Requests
@@ -890,7 +1123,7 @@ class UdpClient:
         async with self._request_lock(loop):
             return await self._exchange(loop, data, address, target, timeout, retries)
 
-    def _request_lock(self, loop):
+    def _request_lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
         """The lock requests on `loop` take turns with: a new one when the client moved to another loop
         since the last request. One still held is kept: the client is then in use on two loops at once,
         which asyncio's lock refuses."""
@@ -899,7 +1132,15 @@ class UdpClient:
             self._requesting_loop = loop
         return self._requesting
 
-    async def _exchange(self, loop, data, address, target, timeout, retries):
+    async def _exchange(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        data: _SizedBuffer,
+        address: _Destination,
+        target: tuple[Any, ...],
+        timeout: float,
+        retries: int,
+    ) -> bytes:
         self._discard_waiting()
         for _ in range(retries + 1):
             await self.sendto(data, target)
@@ -914,7 +1155,7 @@ class UdpClient:
         attempts = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
         raise TimeoutError(f"no reply from {address!r} after {attempts}")
 
-    async def _resolve(self, loop, address):
+    async def _resolve(self, loop: asyncio.AbstractEventLoop, address: _Destination) -> tuple[Any, ...]:
         """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its
         canonical spelling); numeric hosts without a trip to the resolver's thread."""
         host, port = _ip_address(address, self._sock.family, "request")
@@ -933,14 +1174,14 @@ class UdpClient:
             infos = await loop.getaddrinfo(host, port, **kind)
         return infos[0][4][:2] + tuple(address[2:])
 
-    def _discard_waiting(self):
+    def _discard_waiting(self) -> None:
         while True:
             try:
                 self._sock.recvfrom(1)
             except (BlockingIOError, InterruptedError):
                 return
 
-    def close(self):
+    def close(self) -> None:
         """Closes the socket; calls waiting on it raise OSError(EBADF)."""
         unwatch, self._unwatch = self._unwatch, {}
         for stop_watching in unwatch.values():
@@ -952,31 +1193,30 @@ class UdpClient:
         self._sock.close()
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._sock.fileno() == -1
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._sock.fileno()
 
     @property
-    def local(self):
-        return self._sock.getsockname()
+    def local(self) -> _IPAddress:
+        # getsockname() gives Any (an address of any family): here a UDP socket's (no-any-return).
+        return self._sock.getsockname()  # type: ignore[no-any-return]
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
 
 
-def _local_address(address, family):
+def _local_address(address: object, family: int | None) -> tuple[int, tuple[Any, ...]]:
     """The family and socket address a UdpClient of `family` (None: either) binds for `address`, read as the sync
     client reads it: a (host, port) tuple or IPv6's longer one, the host a str or bytes, None the wildcard address,
     "" every interface, a name resolved (to its first IPv4 address unless `family` says otherwise)."""
     if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
-        raise TypeError(
-            f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {type(address).__name__}"
-        )
+        raise _not_an_address(address, lists=False)
     host, port = address[:2]
     port = operator.index(port)
     if not 0 <= port <= 65535:
@@ -1000,7 +1240,7 @@ def _local_address(address, family):
     return family, resolved[:2] + address[2:] + resolved[len(address) :]
 
 
-def _ip_address(address, family, caller):
+def _ip_address(address: object, family: int, caller: str) -> tuple[Any, int]:
     """``(host, port)`` of a datagram's address, checked as the sync client (and rsock's socket, which would
     only see what the resolver made of it) checks it: a tuple, a pair for IPv4, an integer port in range."""
     name = "AF_INET6" if family == sockets.AF_INET6 else "AF_INET"
@@ -1015,12 +1255,12 @@ def _ip_address(address, family, caller):
     return address[0], port
 
 
-def _max_datagram(family):
+def _max_datagram(family: int) -> int:
     return 65527 if family == sockets.AF_INET6 else 65507
 
 
 # The handler task of an rsock.aio server whose context this is (inherited by the tasks it makes).
-_HANDLER = contextvars.ContextVar("rsock.aio handler")
+_HANDLER: contextvars.ContextVar[asyncio.Future[Any]] = contextvars.ContextVar("rsock.aio handler")
 
 
 class _Bridge:
@@ -1029,15 +1269,17 @@ class _Bridge:
 
     __slots__ = ("_context", "_loop", "_server", "tasks")
 
-    def __init__(self, loop, context, server):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, context: contextvars.Context, server: _rsock.TcpServer | _rsock.UdpServer
+    ) -> None:
         self._loop = loop
         self._context = context
         self._server = server
         # The handler tasks running, each with where its outcome goes (None for on_disconnect's): stop()
         # called from one of them must not wait for itself, and spares its connection or datagram.
-        self.tasks = {}
+        self.tasks: dict[asyncio.Future[Any], _ReplyTo | None] = {}
 
-    def __call__(self, awaitable, reply_to, role="reply"):
+    def __call__(self, awaitable: Awaitable[Any], reply_to: _ReplyTo | None, role: str = "reply") -> None:
         """Runs `awaitable`, an async handler's; `role` says what its outcome is for: "reply" (sent to
         `reply_to`), "connect" (`reply_to` waits for it, the result ignored) or "disconnect"."""
         try:
@@ -1050,7 +1292,8 @@ class _Bridge:
                 reply_to._handler_done(None, ConnectionAbortedError("the server's event loop is closed"))
             self._server._begin_stop()
 
-    def _start(self, awaitable, reply_to, role):
+    def _start(self, awaitable: Awaitable[Any], reply_to: _ReplyTo | None, role: str) -> None:
+        task: asyncio.Future[Any]
         if asyncio.iscoroutine(awaitable):
             # A copy of the context for the task (as create_task makes), which names the task before
             # it starts: it and the tasks it makes (wait_for's, shield's, its own) then know which
@@ -1076,15 +1319,15 @@ class _Bridge:
         else:
             task.add_done_callback(functools.partial(_report, reply_to, role == "reply"))
 
-    def _forget(self, task):
+    def _forget(self, task: asyncio.Future[Any]) -> None:
         # A future returned by two handlers was added once and is done once per handler.
         self.tasks.pop(task, None)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<rsock.aio bridge to {self._loop!r}>"
 
 
-def _report(reply_to, replies, task):
+def _report(reply_to: _ReplyTo, replies: bool, task: asyncio.Future[Any]) -> None:
     if task.cancelled():
         reply_to._handler_done(None, asyncio.CancelledError())
     elif (exc := task.exception()) is not None:
@@ -1093,12 +1336,12 @@ def _report(reply_to, replies, task):
         reply_to._handler_done(task.result() if replies else None)
 
 
-def _set_if_pending(future):
+def _set_if_pending(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-def _log_failure(task):
+def _log_failure(task: asyncio.Future[Any]) -> None:
     """Logs an async on_disconnect's failure as the server logs a plain one's."""
     if not task.cancelled() and (exc := task.exception()) is not None:
         logging.getLogger("rsock").error("on_disconnect raised", exc_info=exc)
@@ -1108,17 +1351,20 @@ class _AsyncServer:
     """The asyncio lifecycle over one of rsock's native servers: handlers may be ``async def`` (run on
     the loop that started the server, with its context) or plain functions (run on rsock's own thread)."""
 
-    _native_type = None
+    # The native class (each subclass's), and the server of it. Typed by the subclasses, whose __init__ the
+    # TYPE_CHECKING blocks give the native class's parameters.
+    _native_type: Any = None
+    _server: _rsock.TcpServer | _rsock.UdpServer
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._server = self._native_type(*args, **kwargs)
-        self._bridge = None
-        self._stopped = None
-        self._stopping = None
+        self._bridge: _Bridge | None = None
+        self._stopped: asyncio.Future[None] | None = None
+        self._stopping: asyncio.Task[None] | None = None
         self._serving_forever = False
-        self._handlers_stopping = set()
+        self._handlers_stopping: set[asyncio.Future[Any]] = set()
 
-    async def start(self):
+    async def start(self) -> None:
         """Starts serving in the background, bound to the running loop (a server started under an
         earlier loop moves to this one)."""
         loop = asyncio.get_running_loop()
@@ -1128,7 +1374,7 @@ class _AsyncServer:
             self._stopped = loop.create_future()
         self._server.start()
 
-    async def stop(self, timeout=None):
+    async def stop(self, timeout: float | None = None) -> None:
         """Stops, letting replies already produced (including those of async handlers still running)
         go out; waits in a worker thread so the loop keeps running those handlers meanwhile. Called
         from one of the server's own handlers still running (directly, or in a task it made, such as
@@ -1152,14 +1398,15 @@ class _AsyncServer:
             return
         await asyncio.shield(self._stopping)
 
-    async def _wait_for_other_handlers(self, origin, limit):
+    async def _wait_for_other_handlers(self, origin: asyncio.Future[Any], limit: float) -> None:
         """Waits (at most `limit` seconds) for the handlers in flight but `origin` and those that are
         themselves waiting here, which would wait for each other."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         self._handlers_stopping.add(origin)
         try:
-            while others := [t for t in self._bridge.tasks if t is not origin and t not in self._handlers_stopping]:
+            # (union-attr: stop() calls this only once it found the bridge set.)
+            while others := [t for t in self._bridge.tasks if t is not origin and t not in self._handlers_stopping]:  # type: ignore[union-attr]
                 if (left := deadline - loop.time()) <= 0:
                     return
                 # Looked at again now and then: a handler may start waiting here meanwhile.
@@ -1167,7 +1414,7 @@ class _AsyncServer:
         finally:
             self._handlers_stopping.discard(origin)
 
-    async def _finish_stop(self, timeout):
+    async def _finish_stop(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._server.stop, timeout)
         if self._stopped is None:
@@ -1180,7 +1427,7 @@ class _AsyncServer:
             with contextlib.suppress(RuntimeError):
                 self._stopped.get_loop().call_soon_threadsafe(_set_if_pending, self._stopped)
 
-    async def serve_forever(self):
+    async def serve_forever(self) -> None:
         """Serves until stop() or until the task is cancelled (which stops the server). One task at a
         time may, as with asyncio's servers."""
         if self._serving_forever:
@@ -1188,36 +1435,36 @@ class _AsyncServer:
         self._serving_forever = True
         try:
             await self.start()
-            await asyncio.shield(self._stopped)
+            await asyncio.shield(self._stopped)  # type: ignore[arg-type]  # start() has just set it
         except asyncio.CancelledError:
             await self.stop()
             raise
         finally:
             self._serving_forever = False
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     @property
-    def address(self):
+    def address(self) -> _IPAddress:
         return self._server.address
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._server.running
 
     @property
-    def stats(self):
+    def stats(self) -> dict[str, int]:
         return self._server.stats
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<rsock.aio.{type(self).__name__} {self._server!r}>"
 
-    def _repr_html_(self):
+    def _repr_html_(self) -> str:
         return self._server._repr_html_()
 
 
@@ -1226,14 +1473,32 @@ class TcpServer(_AsyncServer):
     ``on_disconnect`` may be ``async def``. ``await start()``, ``await stop()``, ``async with``."""
 
     _native_type = _rsock.TcpServer
+    _server: _rsock.TcpServer
     __signature__ = inspect.signature(_rsock.TcpServer)
 
-    def broadcast(self, data, exclude=None):
+    if TYPE_CHECKING:
+        # rsock.TcpServer's parameters; the handlers may be async.
+        def __init__(
+            self,
+            address: _Endpoint | None = None,
+            on_message: Callable[[Connection, bytes], _Reply] | None = None,
+            *,
+            on_connect: Callable[[Connection], object] | None = None,
+            on_disconnect: Callable[[Connection, BaseException | None], object] | None = None,
+            framing: _FramingArg = None,
+            max_connections: int = ...,
+            max_frame_size: int = ...,
+            idle_timeout: float | None = None,
+            backlog: int = ...,
+            reuse_port: bool = False,
+        ) -> None: ...
+
+    def broadcast(self, data: Buffer, exclude: Connection | Iterable[Connection] | None = None) -> int:
         """Sends ``data`` to every connection (but ``exclude``); returns how many it went to."""
         return self._server.broadcast(data, exclude)
 
     @property
-    def framing(self):
+    def framing(self) -> _Framing:
         return self._server.framing
 
 
@@ -1241,4 +1506,15 @@ class UdpServer(_AsyncServer):
     """rsock.UdpServer for asyncio: ``on_datagram(data, address)`` may be ``async def``."""
 
     _native_type = _rsock.UdpServer
+    _server: _rsock.UdpServer
     __signature__ = inspect.signature(_rsock.UdpServer)
+
+    if TYPE_CHECKING:
+        # rsock.UdpServer's parameters; the handler may be async.
+        def __init__(
+            self,
+            address: _Endpoint | None = None,
+            on_datagram: _DatagramHandler | None = None,
+            *,
+            reuse_port: bool = False,
+        ) -> None: ...

@@ -727,6 +727,7 @@ BAD_CONNECTS = {
     "negative timeout": ({"timeout": -1}, ValueError),
     "timeout of a wrong type": ({"timeout": "soon"}, TypeError),
     "max_frame_size 0": ({"max_frame_size": 0}, ValueError),
+    "max_frame_size -1": ({"max_frame_size": -1}, ValueError),
 }
 
 
@@ -748,10 +749,32 @@ BAD_ADDRESSES = {
     "str port": lambda port: (HOST, str(port)),
     "list": lambda port: [HOST, port],
     "1-tuple": lambda port: (HOST,),
+    "1-list": lambda port: [HOST],
 }
 
 
-@pytest.mark.parametrize("address", BAD_ADDRESSES.values(), ids=BAD_ADDRESSES.keys())
+# What a TcpClient takes as create_connection() does, and the datagram clients refuse as sendto() does.
+CONNECT_FORMS = {
+    "str port": lambda port: (HOST, str(port)),
+    "bytes port": lambda port: (HOST, str(port).encode()),
+    "list": lambda port: [HOST, port],
+    "list with a name": lambda port: ["localhost", port],
+}
+BAD_CONNECT_ADDRESSES = {name: spell for name, spell in BAD_ADDRESSES.items() if name not in CONNECT_FORMS}
+
+
+@pytest.mark.parametrize("address", CONNECT_FORMS.values(), ids=CONNECT_FORMS.keys())
+async def test_tcp_client_connects_to_the_create_connection_forms_the_sync_client_takes(address):
+    with socket.create_server((HOST, 0)) as listener:
+        address = address(listener.getsockname()[1])
+        with rsock.TcpClient(address, timeout=TIMEOUT) as sync_client:
+            expected = sync_client.peer
+        client = await bounded(aio.TcpClient.connect(address, timeout=TIMEOUT))
+        async with client:
+            assert client.peer == expected
+
+
+@pytest.mark.parametrize("address", BAD_CONNECT_ADDRESSES.values(), ids=BAD_CONNECT_ADDRESSES.keys())
 async def test_tcp_client_connect_to_a_bad_address_raises_as_the_sync_client(address):
     with socket.create_server((HOST, 0)) as listener:
         address = address(listener.getsockname()[1])
