@@ -41,11 +41,11 @@ pytestmark = pytest.mark.timeout(scale(120, 600))
 
 
 def source_constant(relative, name):
-    """The value of `const NAME: usize = ...;` in a Rust source file of rsock."""
+    """The value of `const NAME: TYPE = ...;` in a Rust source file of rsock."""
     path = SOURCE / relative
     if not path.exists():
         pytest.skip(f"{path} is not here (rsock installed without its source)")
-    match = re.search(rf"const {name}: usize = ([0-9_ *]+);", path.read_text())
+    match = re.search(rf"const {name}: \w+ = ([0-9_ *]+);", path.read_text())
     assert match, f"{name} not found in {path}"
     return math.prod(int(factor) for factor in match.group(1).replace("_", "").split("*"))
 
