@@ -24,6 +24,21 @@ def recv_until_eof(sock):
     return bytes(data)
 
 
+def recv_until_closed(sock, limit=64 << 20):
+    """Everything `sock` receives until its peer closes the connection, a reset counting as the close (a server
+    that closes with unread input resets); it stops after about `limit` bytes, should the peer never stop."""
+    data = bytearray()
+    while len(data) <= limit:
+        try:
+            chunk = sock.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
 def assert_nothing_waiting(sock):
     """No byte or datagram is waiting on `sock` (checked without blocking; its timeout is restored)."""
     timeout = sock.gettimeout()

@@ -45,6 +45,7 @@ import time
 import pytest
 
 import rsock
+from tests.socket_reads import recv_until_closed
 from tests.stress.conftest import fd_count, raise_fd_limit, rss_kib, scale
 from tests.stress.test_load import figure, wait_until
 
@@ -84,22 +85,6 @@ def recv_exact(sock, n):
             raise EOFError(f"connection closed after {len(buf)} of {n} bytes")
         buf += data
     return bytes(buf)
-
-
-def read_to_end(sock, limit=64 * MiB):
-    """Everything a stdlib socket receives until the peer closes it (a reset counts as the close), at most `limit`
-    bytes; each recv is bounded by the socket's timeout."""
-    chunks, total = [], 0
-    while total <= limit:
-        try:
-            data = sock.recv(MiB)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-        total += len(data)
-    return b"".join(chunks)
 
 
 def parse_frames(data):
@@ -530,7 +515,7 @@ def test_peers_half_closing_mid_frame(no_leaks):
             sent += len(wire)
         healthy.wait_progress(3)
         for i, sock in enumerate(socks):
-            assert read_to_end(sock) == frame(b"whole/%d/0" % i) + frame(b"whole/%d/1" % i), f"peer {i}"
+            assert recv_until_closed(sock) == frame(b"whole/%d/0" % i) + frame(b"whole/%d/1" % i), f"peer {i}"
         ended = recorder.wait_ended(sock.getsockname() for sock in socks)
         healthy.wait_progress(3)
         healthy.stop()
@@ -623,7 +608,7 @@ def test_peers_that_never_read_are_held_at_the_high_water_mark(no_leaks):
 
         took = stop_within(server, 1.0, at_least=0.9)
         for i, sock in enumerate(socks[late:], start=late):
-            replies, cut = parse_frames(read_to_end(sock))
+            replies, cut = parse_frames(recv_until_closed(sock))
             assert len(replies) <= recorder.count(b"big", peers[i])
             assert replies == [(b"big/%d/%03d" % (i, n)).ljust(BIG_REPLY, b".") for n in range(len(replies))]
             assert cut < 4 + BIG_REPLY
@@ -791,7 +776,7 @@ def test_silent_peers_are_closed_by_idle_timeout(no_leaks, caplog):
         ended = recorder.wait_ended(last_byte, timeout=idle + SETTLE)
         healthy.wait_progress(3)
         for sock in socks:
-            assert read_to_end(sock) == b""
+            assert recv_until_closed(sock) == b""
         healthy.stop()
         healthy.check()
         waited = {peer: recorder.ended_at(peer) - at for peer, at in last_byte.items()}
@@ -892,7 +877,7 @@ def test_length_headers_announcing_4_gib_are_rejected_and_memory_stays_flat(no_l
         slowest_close = 0.0
         for sock in socks:
             started = time.monotonic()
-            assert read_to_end(sock) == b""
+            assert recv_until_closed(sock) == b""
             slowest_close = max(slowest_close, time.monotonic() - started)
         ended = recorder.wait_ended(sock.getsockname() for sock in socks)
         healthy.wait_progress(3)
@@ -951,7 +936,7 @@ def test_connections_beyond_max_connections_are_refused_while_others_are_served(
             refused.append(sock)
         healthy.wait_progress(3)
         for sock in refused:
-            assert read_to_end(sock) == b""
+            assert recv_until_closed(sock) == b""
         assert wait_until(lambda: server.stats["refused"] == extra, SETTLE), server.stats
         stats = server.stats
         assert (stats["accepted"], stats["active"], stats["refused"]) == (limit + extra, limit, extra), stats
@@ -1016,7 +1001,7 @@ def test_handlers_that_raise_close_only_their_connection(no_leaks, caplog):
             if i % 2 == 0:
                 assert client.recv_message() is None, f"peer {i}"
             else:
-                assert read_to_end(client) == frame(b"ok/%d" % i), f"peer {i}"
+                assert recv_until_closed(client) == frame(b"ok/%d" % i), f"peer {i}"
         peers = {(client.local if i % 2 == 0 else client.getsockname()): i for i, client in enumerate(clients)}
         ended = recorder.wait_ended(peers)
         healthy.wait_progress(3)
@@ -1125,7 +1110,7 @@ def end_of_every_peer(peers):
     for kind, socks in peers.items():
         if kind != "reset mid-frame":
             for sock in socks:
-                read_to_end(sock)
+                recv_until_closed(sock)
 
 
 def test_stop_during_every_fault_at_once(no_leaks):
@@ -1192,7 +1177,7 @@ def test_stop_timeout_closes_every_connection_at_once(no_leaks):
         took = stop_within(server, timeout)
         left, told = server.stats["active"], len(recorder.ended)
         for sock in socks:
-            read_to_end(sock)
+            recv_until_closed(sock)
         recorder.wait_ended(sock.getsockname() for sock in socks)
         last = max(recorder.ended_at(sock.getsockname()) for sock in socks) - began
         healthy.stop()

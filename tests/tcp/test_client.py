@@ -42,16 +42,6 @@ def encode(framing, message):
     return message + framing
 
 
-def recv_exact(sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        data = sock.recv(n - len(buf))
-        if not data:
-            pytest.fail(f"connection closed after {len(buf)} of {n} bytes")
-        buf += data
-    return bytes(buf)
-
-
 @pytest.fixture
 def peer():
     """`peer(**client_kwargs)` -> (TcpClient, the stdlib socket at the other end). Everything is closed at teardown."""
@@ -210,7 +200,7 @@ def test_close_from_another_thread_ends_a_blocked_read_with_ebadf_not_an_end_of_
     reader = threading.Thread(target=lambda: outcome.append(attempt(getattr(client, call), *args)))
     reader.start()
     if call == "request":
-        assert recv_exact(other, len(b"question\n")) == b"question\n"
+        assert recv_exactly(other, len(b"question\n")) == b"question\n"
     time.sleep(0.2)  # for the read to block (were it not yet blocked, it would find the client closed: EBADF too)
     client.close()
     reader.join(TIMEOUT)
@@ -254,7 +244,7 @@ def test_send_frames_each_message(peer, framing, kind):
     client.send(kind(b""))
     client.send(kind(b"world"))
     expected = encode(framing, b"hello") + encode(framing, b"") + encode(framing, b"world")
-    assert recv_exact(other, len(expected)) == expected
+    assert recv_exactly(other, len(expected)) == expected
 
 
 def test_send_64_mib_arrives_intact(echo_server):
@@ -526,7 +516,7 @@ def test_request_that_times_out_closes_the_client(peer):
     with pytest.raises(TimeoutError):
         client.request(b"unanswered")
     assert client.closed
-    assert recv_exact(other, 11) == b"unanswered\n"
+    assert recv_exactly(other, 11) == b"unanswered\n"
     assert other.recv(1) == b""
     with pytest.raises(OSError):
         client.request(b"next")
@@ -884,7 +874,7 @@ def test_a_sendfile_progress_callback_may_send_on_the_same_client(peer, tmp_path
         client.send(b"!")
 
     assert client.sendfile(path, progress=progress) == 100_000
-    assert recv_exact(other, 100_000 + len(calls)).count(b"!") == len(calls) >= 1
+    assert recv_exactly(other, 100_000 + len(calls)).count(b"!") == len(calls) >= 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -986,7 +976,7 @@ def test_sendfile_accepts_any_path_kind(peer, tmp_path, kind):
     path = tmp_path / "small.txt"
     path.write_bytes(b"small file contents")
     assert client.sendfile(kind(str(path))) == 19
-    assert recv_exact(other, 19) == b"small file contents"
+    assert recv_exactly(other, 19) == b"small file contents"
 
 
 def test_sendfile_of_an_empty_file_sends_nothing(peer, tmp_path):
@@ -995,7 +985,7 @@ def test_sendfile_of_an_empty_file_sends_nothing(peer, tmp_path):
     path.write_bytes(b"")
     assert client.sendfile(path) == 0
     client.send(b"after")
-    assert recv_exact(other, 5) == b"after"
+    assert recv_exactly(other, 5) == b"after"
 
 
 def test_sendfile_of_a_missing_file_raises_as_open_does(peer, tmp_path):
@@ -1021,7 +1011,7 @@ def test_sendfile_of_a_path_with_a_nul_raises_as_open_does(peer, tmp_path, path)
         open(path, "rb")
     assert str(raised.value) == str(opened.value)
     client.send(b"still usable")
-    assert recv_exact(other, 12) == b"still usable"
+    assert recv_exactly(other, 12) == b"still usable"
 
 
 def test_sendfile_of_a_directory_is_an_is_a_directory_error(peer, tmp_path):
@@ -1029,7 +1019,7 @@ def test_sendfile_of_a_directory_is_an_is_a_directory_error(peer, tmp_path):
     with pytest.raises(IsADirectoryError):
         client.sendfile(tmp_path)
     client.send(b"still usable")
-    assert recv_exact(other, 12) == b"still usable"
+    assert recv_exactly(other, 12) == b"still usable"
 
 
 @pytest.mark.parametrize("progress", [0, 1.5, "bar", b"x"], ids=repr)

@@ -37,6 +37,7 @@ from tests.proc_threads import (
     the_thread,
     voluntary_switches,
 )
+from tests.socket_reads import recv_exactly, recv_until_closed
 from tests.subprocesses import ROOT, rsock_server_process
 
 HOST = "127.0.0.1"
@@ -58,31 +59,6 @@ def encode(framing, message):
     if framing == "length":
         return struct.pack(">I", len(message)) + message
     return message + framing
-
-
-def recv_exact(sock, n):
-    """Exactly `n` bytes from a stdlib socket; fails the test if the peer closes first."""
-    buf = bytearray()
-    while len(buf) < n:
-        data = sock.recv(n - len(buf))
-        if not data:
-            pytest.fail(f"connection closed after {len(buf)} of {n} bytes")
-        buf += data
-    return bytes(buf)
-
-
-def read_to_end(sock):
-    """Everything a stdlib socket receives until the peer closes it (a reset counts as the close)."""
-    chunks = []
-    while True:
-        try:
-            data = sock.recv(MiB)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
 
 
 def echo(conn, data):
@@ -117,9 +93,9 @@ def test_raw_framing_delivers_each_chunk_read_and_sends_the_reply_back(make_serv
     assert server.framing is None
     sock = make_raw(server.address)
     sock.sendall(b"hello")
-    assert recv_exact(sock, 5) == b"HELLO"
+    assert recv_exactly(sock, 5) == b"HELLO"
     sock.sendall(b"world!")
-    assert recv_exact(sock, 6) == b"WORLD!"
+    assert recv_exactly(sock, 6) == b"WORLD!"
     assert chunks == [b"hello", b"world!"]
 
 
@@ -142,7 +118,7 @@ def test_raw_reads_of_every_size_deliver_the_stream_whole_and_in_order(make_serv
     for i, size in enumerate(sizes):
         message = bytes((i * 7 + j) % 251 for j in range(251)) * (size // 251) + b"t" * (size % 251)
         sock.sendall(message)
-        assert recv_exact(sock, size) == message, f"message {i} ({size} bytes) came back changed"
+        assert recv_exactly(sock, size) == message, f"message {i} ({size} bytes) came back changed"
     assert {kind for kind, _ in got} == {bytes}
     assert sum(n for _, n in got) == sum(sizes)
     assert all(n <= 256 * 1024 for _, n in got)
@@ -159,7 +135,7 @@ def test_peer_reset_while_raw_reads_are_large(make_server, make_raw, make_client
     sock = make_raw(server.address)
     message = b"m" * (200 * 1024)
     sock.sendall(message)
-    assert recv_exact(sock, len(message)) == message
+    assert recv_exactly(sock, len(message)) == message
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # RST, while the connection reads straight into bytes objects
     assert isinstance(ended.get(timeout=TIMEOUT), ConnectionResetError)
@@ -196,7 +172,7 @@ def test_server_without_on_message_reads_and_discards(make_server, make_raw, wai
     sock.sendall(b"x" * 1000)
     wait_until(lambda: server.stats["bytes_in"] == 1000, "the server to read the bytes")
     sock.shutdown(socket.SHUT_WR)
-    assert read_to_end(sock) == b""
+    assert recv_until_closed(sock) == b""
 
 
 @pytest.mark.parametrize("framing", FRAMINGS, ids=str)
@@ -212,7 +188,7 @@ def test_replies_are_framed_like_requests(make_server, make_raw, framing):
     sock = make_raw(server.address)
     sock.sendall(encode(framing, b"hello"))
     expected = encode(framing, b"olleh")
-    assert recv_exact(sock, len(expected)) == expected
+    assert recv_exactly(sock, len(expected)) == expected
     assert seen == [b"hello"]
 
 
@@ -226,7 +202,7 @@ def test_line_framing_drops_a_trailing_carriage_return(make_server, make_raw):
     server = make_server(on_message, framing="line")
     sock = make_raw(server.address)
     sock.sendall(b"crlf\r\nlf\n\r\n")
-    assert recv_exact(sock, len(b"crlf\nlf\n\n")) == b"crlf\nlf\n\n"
+    assert recv_exactly(sock, len(b"crlf\nlf\n\n")) == b"crlf\nlf\n\n"
     assert seen == [b"crlf", b"lf", b""]
 
 
@@ -239,7 +215,7 @@ def test_each_message_object_is_as_new_whatever_the_handler_did_with_the_last(ma
     for message in sent:
         sock.sendall(encode(framing, message))
         expected = encode(framing, message_objects.summary(message))
-        assert recv_exact(sock, len(expected)) == expected
+        assert recv_exactly(sock, len(expected)) == expected
     assert watcher.saw(sent)
 
 
@@ -255,12 +231,12 @@ def test_a_message_a_failed_handler_held_is_not_refilled(make_server, make_raw, 
     first = make_raw(server.address)
     second = make_raw(server.address)
     first.sendall(b"x" * 1500 + b"\n")
-    assert recv_exact(first, 1501) == b"x" * 1500 + b"\n"
+    assert recv_exactly(first, 1501) == b"x" * 1500 + b"\n"
     first.sendall(b"fail" + b"y" * 1500 + b"\n")
-    assert read_to_end(first) == b""
+    assert recv_until_closed(first) == b""
     wait_until(lambda: [r for r in caplog.records if r.name == "rsock" and r.exc_info], "the failure to be logged")
     second.sendall(b"z" * 1400 + b"\n")
-    assert recv_exact(second, 1401) == b"z" * 1400 + b"\n"
+    assert recv_exactly(second, 1401) == b"z" * 1400 + b"\n"
     logged = next(r for r in caplog.records if r.name == "rsock" and r.exc_info)
     frame_locals = logged.exc_info[2].tb_frame.f_locals
     assert frame_locals["data"] == b"fail" + b"y" * 1500
@@ -291,7 +267,7 @@ def test_messages_split_across_many_small_writes(make_server, make_raw, wait_unt
     if framing == "line":  # the trailing \r of the last message is dropped
         replies = replies.replace(b"3\r", b"3")
         messages[-1] = b"3"
-    assert recv_exact(sock, len(replies)) == replies
+    assert recv_exactly(sock, len(replies)) == replies
     assert seen == messages
 
 
@@ -308,7 +284,7 @@ def test_many_messages_in_one_write(make_server, make_raw, framing):
     messages = [b"message %d" % i for i in range(2000)]
     sock.sendall(b"".join(encode(framing, m) for m in messages))
     replies = b"".join(encode(framing, m + b"!") for m in messages)
-    assert recv_exact(sock, len(replies)) == replies
+    assert recv_exactly(sock, len(replies)) == replies
     assert seen == messages
     assert server.stats["messages"] == 2000
 
@@ -325,7 +301,7 @@ def test_empty_messages_are_delivered_and_empty_replies_framed(make_server, make
     sock = make_raw(server.address)
     sock.sendall(encode(framing, b"") + encode(framing, b"x") + encode(framing, b""))
     expected = encode(framing, b"") + encode(framing, b"x") + encode(framing, b"")
-    assert recv_exact(sock, len(expected)) == expected
+    assert recv_exactly(sock, len(expected)) == expected
     assert seen == [b"", b"x", b""]
 
 
@@ -345,9 +321,9 @@ def test_crlf_line_of_exactly_max_frame_size_is_accepted(make_server, make_raw, 
     for piece in pieces:
         sock.sendall(piece)
         time.sleep(0.05)
-    assert recv_exact(sock, len(b"[abcd]\n")) == b"[abcd]\n"
+    assert recv_exactly(sock, len(b"[abcd]\n")) == b"[abcd]\n"
     sock.sendall(b"abcde\r\n")
-    assert read_to_end(sock) == b""
+    assert recv_until_closed(sock) == b""
 
 
 @pytest.mark.parametrize("framing", FRAMINGS, ids=str)
@@ -370,7 +346,7 @@ def test_frame_over_max_frame_size_closes_that_connection_only(
 
     offender = make_raw(server.address)
     offender.sendall(encode(framing, b"z" * 1025))
-    assert read_to_end(offender) == b""
+    assert recv_until_closed(offender) == b""
     peer, exc = ended.get(timeout=TIMEOUT)
     assert peer == offender.getsockname()
     assert exc is not None
@@ -391,7 +367,7 @@ def test_length_header_announcing_4_gib_closes_the_connection_at_once(
     offender = make_raw(server.address)
     # The body never comes: the server must give up on the header alone rather than wait for (or buffer) 4 GiB.
     offender.sendall(b"\xff\xff\xff\xff")
-    assert read_to_end(offender) == b""
+    assert recv_until_closed(offender) == b""
     assert ended.get(timeout=TIMEOUT) is not None
     wait_until(lambda: rsock_errors(caplog), "the oversized frame to be logged")
     assert server.stats["errors"] == 1
@@ -405,7 +381,7 @@ def test_default_max_frame_size_is_16_mib(make_server, make_client, make_raw):
     assert client.request(b"m" * (16 * MiB)) == b"%d" % (16 * MiB)
     offender = make_raw(server.address)
     offender.sendall(struct.pack(">I", 16 * MiB + 1))
-    assert read_to_end(offender) == b""
+    assert recv_until_closed(offender) == b""
     assert client.request(b"ok") == b"2"
 
 
@@ -479,7 +455,7 @@ def test_why_a_connection_failed_is_logged_and_counted_before_its_peer_sees_it_e
     for attempt in range(1, 11):
         sock = make_raw(server.address)
         sock.sendall(message + b"\n")
-        assert read_to_end(sock) == b""
+        assert recv_until_closed(sock) == b""
         assert len(rsock_errors(caplog)) == attempt, f"attempt {attempt}: not logged when the peer saw the end"
         assert server.stats["errors"] == attempt
 
@@ -638,7 +614,7 @@ def test_on_connect_exception_is_logged_and_closes_that_connection(
 
     server = make_server(echo, framing="line", on_connect=on_connect)
     rejected = make_raw(server.address)
-    assert read_to_end(rejected) == b""
+    assert recv_until_closed(rejected) == b""
     assert make_client(server.address, framing="line").request(b"ok") == b"ok"
     wait_until(lambda: server.stats["errors"] == 1 and rsock_errors(caplog), "the failure to be counted and logged")
     [record] = rsock_errors(caplog)
@@ -815,7 +791,7 @@ def test_conn_send_from_another_thread_waits_while_the_peer_does_not_read(make_s
         assert pusher.is_alive(), "conn.send() queued 48 MiB for a peer that reads nothing without ever waiting"
         assert len(sent) < chunks
     finally:
-        received = recv_exact(sock, chunks * MiB)
+        received = recv_exactly(sock, chunks * MiB)
         pusher.join(TIMEOUT)
     assert not pusher.is_alive()
     assert errors == []
@@ -882,7 +858,7 @@ def test_a_stopped_server_in_a_cycle_with_its_handler_is_collected_and_a_running
     assert alive() is not None
     sock = make_raw(address)
     sock.sendall(b"still serving")
-    assert recv_exact(sock, 13) == b"still serving"
+    assert recv_exactly(sock, 13) == b"still serving"
     alive().server.stop()
     gc.collect()
     assert alive() is None
@@ -903,7 +879,7 @@ def test_conn_close_from_a_handler_sends_queued_output_first(make_server, make_r
     server = make_server(on_message, framing=framing, on_disconnect=lambda conn, exc: ended.put((conn.closed, exc)))
     sock = make_raw(server.address)
     sock.sendall(encode(framing, b"quit"))
-    assert read_to_end(sock) == encode(framing, b"goodbye")
+    assert recv_until_closed(sock) == encode(framing, b"goodbye")
     assert ended.get(timeout=TIMEOUT) == (True, None)
     assert closed_after_close == [True]
 
@@ -919,7 +895,7 @@ def test_conn_close_from_a_handler_stops_further_messages(make_server, make_raw)
     server = make_server(on_message, framing="line")
     sock = make_raw(server.address)
     sock.sendall(b"a\nquit\nb\nc\n")
-    assert read_to_end(sock) == b""
+    assert recv_until_closed(sock) == b""
     assert seen == [b"a", b"quit"]
 
 
@@ -937,7 +913,7 @@ def test_conn_close_from_another_thread_after_queued_output(make_server, make_ra
 
     closer = threading.Thread(target=send_then_close)
     closer.start()
-    received = read_to_end(sock)
+    received = recv_until_closed(sock)
     closer.join(TIMEOUT)
     assert received == payload
     assert ended.get(timeout=TIMEOUT) is None
@@ -960,7 +936,7 @@ def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_clo
     sock = make_raw(server.address)
     sock.sendall(b"hi\n")
     sock.shutdown(socket.SHUT_WR)
-    read_to_end(sock)
+    recv_until_closed(sock)
     wait_until(lambda: rsock_errors(caplog), "the TypeError to be logged")
     [record] = rsock_errors(caplog)
     assert isinstance(record.exc_info[1], TypeError)
@@ -979,12 +955,12 @@ def test_broadcast_reaches_every_client(make_server, make_raw, wait_until, frami
     wait_until(lambda: server.stats["active"] == 50, "50 connections")
     assert server.broadcast(b"news") == 50
     for sock in socks:
-        assert recv_exact(sock, len(encode(framing, b"news"))) == encode(framing, b"news")
+        assert recv_exactly(sock, len(encode(framing, b"news"))) == encode(framing, b"news")
     socks[0].close()
     wait_until(lambda: server.stats["active"] == 49, "a connection to go")
     assert server.broadcast(memoryview(b"more")) == 49
     for sock in socks[1:]:
-        assert recv_exact(sock, len(encode(framing, b"more"))) == encode(framing, b"more")
+        assert recv_exactly(sock, len(encode(framing, b"more"))) == encode(framing, b"more")
 
 
 def test_broadcast_with_exclude(make_server, make_client, wait_until):
@@ -1318,9 +1294,9 @@ def test_a_broadcast_reaches_a_connection_only_once_its_on_connect_has_run(make_
         assert server.broadcast(b"news") == 0
     finally:
         release.set()
-    assert recv_exact(sock, len(b"welcome\n")) == b"welcome\n"
+    assert recv_exactly(sock, len(b"welcome\n")) == b"welcome\n"
     wait_until(lambda: server.broadcast(b"later") == 1, "the connection to join the broadcasts")
-    assert recv_exact(sock, len(b"later\n")) == b"later\n"
+    assert recv_exactly(sock, len(b"later\n")) == b"later\n"
 
 
 def test_broadcast_without_connections_returns_zero(make_server):
@@ -1351,11 +1327,11 @@ def test_stats_count_connections_messages_and_bytes(make_server, make_raw, make_
     a = make_raw(server.address)
     b = make_raw(server.address)
     a.sendall(b"hello\n")
-    assert recv_exact(a, 6) == b"hello\n"
+    assert recv_exactly(a, 6) == b"hello\n"
     a.sendall(b"x\n")
-    assert recv_exact(a, 2) == b"x\n"
+    assert recv_exactly(a, 2) == b"x\n"
     b.sendall(b"abc\r\n")
-    assert recv_exact(b, 4) == b"abc\n"
+    assert recv_exactly(b, 4) == b"abc\n"
     stats_become(
         server,
         {
@@ -1371,7 +1347,7 @@ def test_stats_count_connections_messages_and_bytes(make_server, make_raw, make_
     a.close()
     wait_until(lambda: server.stats["active"] == 1, "the closed connection to go")
     b.sendall(b"boom\n")
-    assert read_to_end(b) == b""
+    assert recv_until_closed(b) == b""
     stats_become(
         server,
         {
@@ -1396,7 +1372,7 @@ def test_connections_beyond_max_connections_are_accepted_and_closed(make_server,
 
     extra = make_raw(server.address)
     extra.sendall(b"let me in\n")
-    assert read_to_end(extra) == b""
+    assert recv_until_closed(extra) == b""
     wait_until(lambda: server.stats["refused"] == 1, "the refusal to be counted")
     stats = server.stats
     assert (stats["accepted"], stats["active"], stats["refused"]) == (3, 2, 1)
@@ -1415,7 +1391,7 @@ def test_idle_timeout_closes_a_client_that_never_sends(make_server, make_raw, ma
     server = make_server(echo, framing="line", idle_timeout=0.3, on_disconnect=lambda c, e: ended.put((c.peer, e)))
     started = time.monotonic()
     silent = make_raw(server.address)
-    assert read_to_end(silent) == b""
+    assert recv_until_closed(silent) == b""
     elapsed = time.monotonic() - started
     peer, exc = ended.get(timeout=TIMEOUT)
     assert peer == silent.getsockname()
@@ -1517,7 +1493,7 @@ def test_half_close_all_replies_arrive_then_eof(make_server, make_raw, framing):
     messages = [b"request %d" % i for i in range(500)]
     sock.sendall(b"".join(encode(framing, m) for m in messages))
     sock.shutdown(socket.SHUT_WR)
-    assert read_to_end(sock) == b"".join(encode(framing, m.upper()) for m in messages)
+    assert recv_until_closed(sock) == b"".join(encode(framing, m.upper()) for m in messages)
     assert ended.get(timeout=TIMEOUT) is None
 
 
@@ -1535,7 +1511,7 @@ def test_half_close_with_a_slow_handler_still_gets_the_reply(make_server, make_r
         sock.shutdown(socket.SHUT_WR)
     finally:
         release.set()
-    assert read_to_end(sock) == b"late q\n"
+    assert recv_until_closed(sock) == b"late q\n"
 
 
 def test_stop_mid_pipeline_delivers_every_reply_already_produced(make_server, make_client, wait_until):
@@ -1630,7 +1606,7 @@ def test_stop_force_closes_connections_after_the_timeout(make_server, make_raw, 
     elapsed = time.monotonic() - started
     assert 0.4 <= elapsed < 3
     assert server.stats["active"] == 0
-    assert len(read_to_end(sock)) < 32 * MiB
+    assert len(recv_until_closed(sock)) < 32 * MiB
 
 
 def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_server, make_raw, wait_until):
@@ -1665,7 +1641,7 @@ def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_serv
         client.sendall(b"hello")
         assert client.recv(100) == b"successor hello"
     wait_until(lambda: ended == [b"slow"], "the slow handler to end")
-    assert read_to_end(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
+    assert recv_until_closed(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
 
 
 def test_stop_from_a_handler_gives_up_the_port_at_once_and_the_reply_still_goes(make_server, make_raw):
@@ -1687,8 +1663,8 @@ def test_stop_from_a_handler_gives_up_the_port_at_once_and_the_reply_still_goes(
     try:
         sock = make_raw(server.address)
         sock.sendall(b"restart")
-        assert recv_exact(sock, len(b"restarted")) == b"restarted"
-        assert read_to_end(sock) == b""  # then the old server closes the connection
+        assert recv_exactly(sock, len(b"restarted")) == b"restarted"
+        assert recv_until_closed(sock) == b""  # then the old server closes the connection
         with socket.create_connection(server.address, timeout=TIMEOUT) as client:
             client.sendall(b"hello")
             assert client.recv(100) == b"successor hello"
@@ -1739,7 +1715,7 @@ def test_a_thousand_connections_at_once_each_get_their_echo(make_server, fd_room
             sock.sendall(b"%d\n" % i)
         for i, sock in enumerate(socks):
             expected = b"echo %d\n" % i
-            assert recv_exact(sock, len(expected)) == expected
+            assert recv_exactly(sock, len(expected)) == expected
         stats = server.stats
         assert (stats["accepted"], stats["active"], stats["messages"], stats["errors"]) == (1000, 1000, 1000, 0)
     finally:
@@ -1930,7 +1906,7 @@ def test_ctrl_c_stops_serve_forever_and_frees_the_port():
         sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
         held.append(sock)
         sock.sendall(b"ping")
-        assert recv_exact(sock, 4) == b"ping"
+        assert recv_exactly(sock, 4) == b"ping"
 
     try:
         out, err, code, took, port = run_ctrl_c_child(CTRL_C_CHILD, probe)
@@ -1938,7 +1914,7 @@ def test_ctrl_c_stops_serve_forever_and_frees_the_port():
         assert "KeyboardInterrupt" in err
         assert code != 0
         assert took < 5
-        assert read_to_end(held[0]) == b""  # the open connection was closed
+        assert recv_until_closed(held[0]) == b""  # the open connection was closed
     finally:
         for sock in held:
             sock.close()
@@ -2056,7 +2032,7 @@ def test_refusals_are_logged_at_most_once_a_second_with_how_many_were_refused(ma
 
     def refused_once():
         sock = make_raw(server.address)
-        assert read_to_end(sock) == b""
+        assert recv_until_closed(sock) == b""
         sock.close()
 
     for _ in range(30):
