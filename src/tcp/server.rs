@@ -137,7 +137,8 @@ struct Io {
     /// An async handler of this connection is running on the caller's event loop: reading waits for it,
     /// so replies go out in the order the messages came.
     awaiting: bool,
-    /// An async handler failed, or its reply could not be sent: how the connection ends.
+    /// An async handler failed, or its reply, or a write from outside the task, could not be sent:
+    /// how the connection ends.
     failed: Option<Outcome>,
     /// The task is delivering a read's messages: replies to them go out even if a handler has
     /// asked to close (the close takes effect after them).
@@ -288,17 +289,33 @@ fn flush_together(conns: &[Arc<ConnShared>]) {
         uring::send_each(&sends, &mut results);
     }
     for (index, result) in sending.into_iter().zip(results) {
-        // What the socket did not take, or an error, is left for the connection's task to find.
-        if let Ok(written) = result {
-            let Io {
-                pending, pending_bytes, ..
-            } = &mut *states[index];
-            conns[index].took(pending, pending_bytes, written);
+        // What the socket did not take is left for the connection's task to write, an error for it to
+        // end the connection with.
+        match result {
+            Ok(written) => {
+                let Io {
+                    pending, pending_bytes, ..
+                } = &mut *states[index];
+                conns[index].took(pending, pending_bytes, written);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => keep_write_error(&mut states[index], &err),
         }
     }
     for (conn, io) in conns.iter().zip(states) {
         let settled = conn.flushed(&io);
         conn.settle_deferred(io, settled);
+    }
+}
+
+/// Keeps the error of a write made outside the connection's task (a send from another thread, a
+/// deferred flush) for the task to end the connection with; the caller wakes it. The socket reports an
+/// error such as a peer's reset once, to the write that finds it, and the task's next read would only
+/// see the end of the stream and take it for a clean close.
+fn keep_write_error(io: &mut Io, err: &io::Error) {
+    if io.failed.is_none() {
+        let errno = err.raw_os_error().unwrap_or(libc::EPIPE);
+        io.failed = Some(Outcome::Io(io::Error::from_raw_os_error(errno)));
     }
 }
 
@@ -378,7 +395,14 @@ impl ConnShared {
             match stream.try_write(data) {
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if !io.delivering {
+                        keep_write_error(&mut io, &e);
+                        drop(io);
+                        self.wake();
+                    }
+                    return Err(e);
+                }
             }
             self.server.stats.bytes_out.fetch_add(written as u64, Relaxed);
             if written > 0 && self.server.idle_timeout.is_some() {
@@ -410,8 +434,11 @@ impl ConnShared {
     fn flush_deferred(&self) {
         let mut io = self.io();
         io.flush_deferred = false;
-        let settled = matches!(self.flush_locked(&mut io), Ok(true));
-        self.settle_deferred(io, settled);
+        let flushed = self.flush_locked(&mut io);
+        if let Err(err) = &flushed {
+            keep_write_error(&mut io, err);
+        }
+        self.settle_deferred(io, matches!(flushed, Ok(true)));
     }
 
     /// Ends a deferred flush that left the queue empty (`settled`) or not.
@@ -891,6 +918,8 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
         // connection end (a test that catches the end then finds the reason logged); replies
         // produced before still go out.
         let error = runtime::with_gil(|py| report_end(py, &conn, outcome));
+        // Ending from now on: `closed` says so, and sends fail, as once close() is called.
+        conn.request_close();
         flush_queued(&conn, &stream).await;
         linger(&conn, &stream, ERROR_LINGER).await;
         finish_connection(&conn, py_conn, Ended::Reported(error));
