@@ -283,7 +283,7 @@ class TcpServer:
         """accepted (every connection taken from the backlog, the refused ones too), active, refused (over
         max_connections), messages, bytes_in, bytes_out, errors (connections that ended in an error: a handler's
         exception, on_connect's too, a reset, broken framing, a slow reader, a peer gone mid-message, a connection
-        an audit hook refused; not an idle timeout, and not an exception in on_disconnect)."""
+        an audit hook refused; not an idle timeout, and not an exception in on_disconnect), and failed accepts."""
 
 @disjoint_base
 class TcpClient:

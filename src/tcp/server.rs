@@ -308,12 +308,14 @@ fn flush_together(conns: &[Arc<ConnShared>]) {
     }
 }
 
-/// Keeps the error of a write made outside the connection's task (a send from another thread, a
-/// deferred flush) for the task to end the connection with; the caller wakes it. The socket reports an
-/// error such as a peer's reset once, to the write that finds it, and the task's next read would only
-/// see the end of the stream and take it for a clean close.
+/// Keeps the error of a write that may not be the connection's task's own (a send from another
+/// thread, a deferred flush) for the task to end the connection with; the caller wakes it. The socket
+/// reports a peer's reset once, to the call that finds it, and the task's next read would only see the
+/// end of the stream and take it for a clean close. EPIPE is not kept: it is what writing after the
+/// peer closed cleanly gets (its kernel answers the first such write with a reset, which the socket
+/// then reports as EPIPE), and that connection did end cleanly.
 fn keep_write_error(io: &mut Io, err: &io::Error) {
-    if io.failed.is_none() {
+    if io.failed.is_none() && err.raw_os_error() != Some(libc::EPIPE) {
         let errno = err.raw_os_error().unwrap_or(libc::EPIPE);
         io.failed = Some(Outcome::Io(io::Error::from_raw_os_error(errno)));
     }
@@ -396,11 +398,9 @@ impl ConnShared {
                 Ok(n) => written = n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    if !io.delivering {
-                        keep_write_error(&mut io, &e);
-                        drop(io);
-                        self.wake();
-                    }
+                    keep_write_error(&mut io, &e);
+                    drop(io);
+                    self.wake();
                     return Err(e);
                 }
             }
@@ -1741,7 +1741,8 @@ impl TcpServer {
     /// refused (over max_connections), messages, bytes_in, bytes_out, errors (connections that ended
     /// in an error: a handler's exception, on_connect's too, a reset, broken framing, a slow reader, a
     /// peer gone mid-message, a connection an audit hook refused; not an idle timeout, and not an
-    /// exception in on_disconnect, which is logged once the connection has ended).
+    /// exception in on_disconnect, which is logged once the connection has ended), and failed accepts
+    /// (out of descriptors, say).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.shared.stats;

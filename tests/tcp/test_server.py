@@ -1545,6 +1545,67 @@ def test_a_reset_found_by_a_write_from_outside_the_connection_s_task_is_reported
     assert server.stats["errors"] == 2
 
 
+def test_a_reset_found_by_another_thread_s_send_while_the_connection_s_own_handler_runs_is_a_reset(
+    make_server, make_raw, wait_until
+):
+    """As above, while the io thread runs the reset connection's own handler: its own writes report their failure
+    themselves, another thread's did not, and the reset was taken for a clean close."""
+    joined = queue.Queue()
+    ended = queue.Queue()
+    release = threading.Event()
+    server = make_server(
+        lambda conn, data: release.wait(TIMEOUT) and None,
+        on_connect=joined.put,
+        on_disconnect=lambda c, e: ended.put(e),
+    )
+    peer = make_raw(server.address)
+    conn = joined.get(timeout=TIMEOUT)
+    peer.sendall(b"hold")
+    wait_until(lambda: server.stats["messages"] == 1, "the handler to run")
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # RST
+    with pytest.raises(ConnectionResetError):
+        conn.send(b"news")
+    release.set()
+    assert isinstance(ended.get(timeout=TIMEOUT), ConnectionResetError)
+
+
+def test_sends_from_another_thread_after_the_peer_closed_cleanly_leave_the_close_clean(
+    make_server, make_raw, wait_until
+):
+    """The peer closed (FIN, nothing unread) while the io thread was busy; sends from another thread then find its
+    kernel's reset, which the socket reports as EPIPE. The connection still ended cleanly: on_disconnect gets None and
+    no error is counted."""
+    joined = queue.Queue()
+    ended = queue.Queue()
+    release = threading.Event()
+    server = make_server(
+        lambda conn, data: release.wait(TIMEOUT) and None,
+        framing="line",
+        on_connect=joined.put,
+        on_disconnect=lambda conn, exc: ended.put((conn.peer, exc)),
+    )
+    holder = make_raw(server.address)
+    peer = make_raw(server.address)
+    conns = {conn.peer: conn for conn in (joined.get(timeout=TIMEOUT) for _ in range(2))}
+    holder.sendall(b"hold\n")
+    wait_until(lambda: server.stats["messages"] == 1, "the handler to hold the io thread")
+    gone = peer.getsockname()
+    peer.close()
+    outcomes = []
+    for _ in range(3):
+        try:
+            conns[gone].send(b"news\n")
+            outcomes.append("sent")
+        except BrokenPipeError:
+            outcomes.append("BrokenPipeError")
+        time.sleep(0.05)
+    assert "BrokenPipeError" in outcomes
+    release.set()
+    assert ended.get(timeout=TIMEOUT) == (gone, None)
+    assert server.stats["errors"] == 0
+
+
 @pytest.mark.parametrize("framing", [None, "line", "length", b"<END>"], ids=str)
 def test_half_close_all_replies_arrive_then_eof(make_server, make_raw, framing):
     ended = queue.Queue()
