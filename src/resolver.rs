@@ -575,8 +575,9 @@ pub fn endpoints(
                 (_, Some(items)) => format!("a list of length {}", items.len()),
                 _ => type_name(address),
             };
+            let kinds = if passive { "tuple" } else { "tuple or list" };
             PyTypeError::new_err(format!(
-                "address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {given}"
+                "address must be a (host, port) or (host, port, flowinfo, scope_id) {kinds}, not {given}"
             ))
         })?;
     if pair.len() > 2 && family == AF_INET {

@@ -169,7 +169,7 @@ impl Kept {
             turns: self.turns.wrapping_add(1),
             ..self
         };
-        if next.turns % TURNS_PER_CHECK == 0 {
+        if next.turns.is_multiple_of(TURNS_PER_CHECK) {
             let now = now();
             if now.duration_since(self.since) >= OFFER_EVERY {
                 return Turn::Offer(Kept { since: now, ..next });

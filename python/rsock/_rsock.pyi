@@ -355,7 +355,8 @@ class TcpClient:
 
 @disjoint_base
 class UdpServer:
-    """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns is sent back.
+    """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns (bytes-like, or None for
+    nothing; anything else is the handler's error, a TypeError) is sent back.
 
     Datagrams are received in batches (recvmmsg) on a thread of the server's own, which runs the handler. In a
     one-way flood (8 or more datagrams taken before the socket runs empty, none answered) that thread pauses 0.1 ms

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         _IPAddress,
         _IPv4Address,
         _IPv6Address,
+        _PeerAddress,
     )
     from rsock.sockets import socket as _Socket
 
@@ -61,10 +62,9 @@ if TYPE_CHECKING:
     class _SizedBuffer(Buffer, Sized, Protocol):
         """A bytes-like object that len() takes: what rsock.aio.UdpClient sends (it checks the size first)."""
 
-    # TcpClient.connect()'s address: (host, port) or IPv6's four-tuple, the port a number; the host a str, bytes, or
-    # None for the loopback address. (The sync client also takes a bytearray host, a three-tuple, a list, and a
-    # service as the port: this one refuses them.)
-    _ConnectAddress: TypeAlias = tuple[str | bytes | None, int] | tuple[str | bytes | None, int, int, int]
+    # TcpClient.connect()'s address, as the sync client's: create_connection()'s forms (a tuple or a list, the port
+    # a number or a service), and IPv6's longer tuples.
+    _ConnectAddress: TypeAlias = _PeerAddress
     # UdpClient()'s address to bind: (host, port[, flowinfo[, scope_id]]), None the wildcard address.
     _BindAddress: TypeAlias = (
         tuple[str | bytes | None, int] | tuple[str | bytes | None, int, int] | tuple[str | bytes | None, int, int, int]
@@ -252,10 +252,14 @@ def _host_and_port(address: object) -> tuple[str | bytes | None, int | str | byt
     ("8080", "http"); the resolver would also take a float, or None as port 0."""
     if not isinstance(address, (tuple, list)) or not 2 <= len(address) <= 4:
         raise _not_an_address(address, lists=True)
-    port = address[1]
+    host, port = address[:2]
+    if isinstance(host, bytearray):
+        host = bytes(host)
     if not isinstance(port, (str, bytes)):
         port = operator.index(port)
-    return address[0], port, (tuple(address[2:]) or None)
+    elif b"\0" in (port.encode() if isinstance(port, str) else port):
+        raise ValueError("embedded null character in the port")
+    return host, port, (tuple(address[2:]) or None)
 
 
 def _not_an_address(address: object, *, lists: bool) -> TypeError:
@@ -265,7 +269,8 @@ def _not_an_address(address: object, *, lists: bool) -> TypeError:
         given = f"a {'tuple' if isinstance(address, tuple) else 'list'} of length {len(address)}"
     else:
         given = type(address).__name__
-    return TypeError(f"address must be a (host, port) or (host, port, flowinfo, scope_id) tuple, not {given}")
+    kinds = "tuple or list" if lists else "tuple"
+    return TypeError(f"address must be a (host, port) or (host, port, flowinfo, scope_id) {kinds}, not {given}")
 
 
 def _seconds(name: str, value: object) -> None:
@@ -292,15 +297,19 @@ async def _stream_addresses(
     family: int,
     proto: int,
     flags: int,
+    *,
+    port_is_service: bool = False,
 ) -> Sequence[_AddrInfo]:
     """getaddrinfo()'s entries for a stream socket to `host` and `port`, as asyncio's create_connection() and
     create_server() find them: an IP address literal is read at once, its port taken as int() of it (None or an
     empty string as 0), where the resolver's thread would take a trip and refuse a float or an IntEnum port;
     anything else (a name, a service name, a zone index, a protocol other than 0, TCP or UDP, which asyncio takes as
-    TCP for a stream socket) goes to the loop's resolver."""
+    TCP for a stream socket) goes to the loop's resolver. With `port_is_service`, a str or bytes port goes to the
+    resolver too, as create_connection() hands it to getaddrinfo() (the TcpClient's reading)."""
     literal = _ip_literal(host, family)
     if (
         literal is not None
+        and not (port_is_service and isinstance(port, (str, bytes)))
         and proto in (0, sockets.IPPROTO_TCP, sockets.IPPROTO_UDP)
         and (number := _port_number(port)) is not None
     ):
@@ -376,12 +385,13 @@ async def _connect_socket(
     local_addr: _Destination | None,
     all_errors: bool = False,
     ipv6_details: tuple[int, ...] | None = None,
+    port_is_service: bool = False,
 ) -> _Socket:
     """An rsock socket connected to (host, port): each address tried in turn, as asyncio does. With
     ``ipv6_details`` (flowinfo[, scope_id]), only IPv6 addresses, with those, as connect() takes the longer tuple
-    (a scope_id not given stays what the name resolved to)."""
+    (a scope_id not given stays what the name resolved to); `port_is_service` as `_stream_addresses` takes it."""
     _check_port(port, "connect")
-    infos = await _stream_addresses(loop, host, port, family, proto, flags)
+    infos = await _stream_addresses(loop, host, port, family, proto, flags, port_is_service=port_is_service)
     if not infos:
         raise OSError("getaddrinfo() returned empty list")
     if ipv6_details is not None:
@@ -888,14 +898,18 @@ class TcpClient:
         framing: _FramingArg = None,
         max_frame_size: int = 16 * 1024 * 1024,
     ) -> Self:
-        """Connects to ``address`` (a ``(host, port)`` tuple); ``timeout`` bounds the connect and each
-        later call."""
+        """Connects to ``address``, taken as the sync TcpClient takes it (``(host, port)``, IPv6's longer
+        tuple, or a list; the port a number or a service, as ``create_connection()`` takes them);
+        ``timeout`` bounds the connect and each later call."""
         host, port, ipv6_details = _host_and_port(address)
         _seconds("timeout", timeout)
+        max_frame_size = operator.index(max_frame_size)
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, not {max_frame_size}")
+        if max_frame_size >= 1 << 64:
+            raise OverflowError(f"max_frame_size too large: {max_frame_size}")
         loop = asyncio.get_running_loop()
-        connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details)
+        connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details, port_is_service=True)
         sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
 
@@ -914,9 +928,10 @@ class TcpClient:
         return message
 
     async def request(self, data: Buffer) -> bytes:
-        """Sends ``data`` as a message and returns the reply message. Requests on one client take turns,
-        so each gets its own reply. One cancelled or timed out after it was sent closes the connection:
-        its reply may still come, and would be taken for the reply to the next request."""
+        """Sends ``data`` as a message and returns the reply: the next message (whatever it is: a server that
+        also pushes messages, a chat's broadcasts, needs ids in them to tell its reply). Requests on one client
+        take turns, so each gets its own reply. One cancelled or timed out after it was sent closes the
+        connection: its reply may still come, and would be taken for the reply to the next request."""
         # A lock's acquire() without the `async with` around it: this is the hot path of a client.
         await self._requesting.acquire()
         try:

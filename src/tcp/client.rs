@@ -40,7 +40,8 @@ struct Reader {
 /// A TCP connection with optional framing: `send()` / `recv()` for bytes, `recv_message()` and
 /// `request()` for whole messages, `sendfile()` for zero-copy file transfer.
 ///
-/// - `address`: `(host, port)` (or IPv6's four-tuple) to connect to.
+/// - `address`: `(host, port)` (or IPv6's four-tuple) to connect to, taken as `create_connection()`
+///   takes it: a list too, and the port a number or a service ("8080", "http").
 /// - `timeout`: seconds that the connect, and each wait of a later call (for its turn among threads
 ///   sharing the client, for the socket), may take (None: for ever); one that takes longer raises
 ///   TimeoutError.

@@ -692,7 +692,8 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
 /// together it polls between them instead of sleeping (`IdleSpin`).
 ///
 /// - `address`: where to bind; None (the default) is 127.0.0.1 on a free port, "" every interface.
-/// - `on_datagram(data, address)`: runs on the server's own receive thread; None sends nothing back.
+/// - `on_datagram(data, address)`: runs on the server's own receive thread; None sends nothing back
+///   (anything else that is not bytes-like is the handler's error, a TypeError).
 /// - `reuse_port`: SO_REUSEPORT, for several servers (processes) sharing one port.
 #[pyclass(name = "UdpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct UdpServer {

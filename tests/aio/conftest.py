@@ -43,6 +43,11 @@ async def bounded(awaitable, timeout=TIMEOUT):
         return await awaitable
 
 
+def on_uvloop():
+    """Whether the running loop is uvloop's."""
+    return isinstance(asyncio.get_running_loop(), uvloop.Loop)
+
+
 async def still_pending(task, within=0.05):
     """True if `task` has not finished after `within` seconds: a bounded look that something really waits, not a
     synchronisation."""

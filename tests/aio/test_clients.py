@@ -14,7 +14,7 @@ import pytest_asyncio
 
 import rsock
 from rsock import aio
-from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, on_uvloop, still_pending
 from tests.loopback import ipv6_loopback_available
 
 pytestmark = pytest.mark.asyncio
@@ -772,6 +772,35 @@ async def test_tcp_client_connects_to_the_create_connection_forms_the_sync_clien
         client = await bounded(aio.TcpClient.connect(address, timeout=TIMEOUT))
         async with client:
             assert client.peer == expected
+
+
+# Service ports int() would read and the C library's getaddrinfo() reads otherwise: the TcpClients hand a str port to
+# the resolver, as create_connection() does (rsock.aio's took int() of it, as open_connection() does beside an IP
+# address).
+ODD_SERVICE_PORTS = {
+    "underscore": lambda port: f"{port // 10}_{port % 10}",
+    "space": lambda port: f" {port}",
+    "arabic digits": lambda port: str(port).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),
+    "NUL": lambda port: f"{port}\0",
+}
+
+
+@pytest.mark.parametrize("spell", ODD_SERVICE_PORTS.values(), ids=ODD_SERVICE_PORTS.keys())
+async def test_tcp_client_reads_a_str_port_as_the_sync_client_does(spell):
+    if on_uvloop():
+        pytest.skip("uvloop's resolver reads a port its own way; the sync client's reference is the C library's")
+    with socket.create_server((HOST, 0)) as listener:
+        address = (HOST, spell(listener.getsockname()[1]))
+
+        def sync_peer():
+            with rsock.TcpClient(address, timeout=TIMEOUT) as client:
+                return client.peer
+
+        async def async_peer():
+            async with await aio.TcpClient.connect(address, timeout=TIMEOUT) as client:
+                return client.peer
+
+        assert await _outcome_async(async_peer()) == _outcome(sync_peer)
 
 
 @pytest.mark.parametrize("address", BAD_CONNECT_ADDRESSES.values(), ids=BAD_CONNECT_ADDRESSES.keys())

@@ -25,10 +25,9 @@ import warnings
 from pathlib import Path
 
 import pytest
-import uvloop
 
 from rsock import _rsock, aio, sockets
-from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, on_uvloop, still_pending
 from tests.loopback import ipv6_loopback_available
 from tests.proc_threads import fd_targets
 from tests.subprocesses import Lines, finish, listening_port, say, started
@@ -1304,10 +1303,6 @@ async def test_server_wait_closed_and_the_connections_still_open(kit):
     writer.close()
     await bounded(early)
     await bounded(late)
-
-
-def on_uvloop():
-    return isinstance(asyncio.get_running_loop(), uvloop.Loop)
 
 
 def skip_uvloops_own_server(kit):

@@ -157,7 +157,7 @@ def test_the_address_is_taken_as_create_connection_takes_it(peer, spell):
     [(("127.0.0.1",), "a tuple of length 1"), (["127.0.0.1"], "a list of length 1"), ("127.0.0.1:80", "str")],
 )
 def test_an_address_of_the_wrong_shape_is_a_type_error_saying_what_was_given(address, given):
-    with pytest.raises(TypeError, match=rf"^address must be a \(host, port\) or .* tuple, not {given}$"):
+    with pytest.raises(TypeError, match=rf"^address must be a \(host, port\) or .* tuple or list, not {given}$"):
         rsock.TcpClient(address, timeout=TIMEOUT)
 
 

@@ -84,7 +84,6 @@ async def aio_api(
     server.start()  # type: ignore[unused-coroutine]
     await server.stop("soon")  # type: ignore[arg-type]
     await rsock.aio.TcpClient.connect("127.0.0.1:80")  # type: ignore[arg-type]
-    await rsock.aio.TcpClient.connect(("::1", 80, 0))  # type: ignore[arg-type]  # a pair or a four-tuple here
     await rsock.aio.TcpClient.connect(("127.0.0.1", 80), framing="lines")  # type: ignore[arg-type]
     text: str = await client.request(b"x")  # type: ignore[assignment]
     await client.request("text")  # type: ignore[arg-type]
