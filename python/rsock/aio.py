@@ -273,6 +273,20 @@ def _not_an_address(address: object, *, lists: bool) -> TypeError:
     return TypeError(f"address must be a (host, port) or (host, port, flowinfo, scope_id) {kinds}, not {given}")
 
 
+async def _within(awaitable: Awaitable[_T], timeout: float | None) -> _T:
+    """What `awaitable` gives within `timeout` seconds (None: no limit); past them, TimeoutError("timed out"), as
+    the sync clients word it (asyncio.wait_for()'s has no message). A TimeoutError of the awaitable's own passes
+    as it is."""
+    if timeout is None:
+        return await awaitable
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except TimeoutError as exc:
+        if exc.args:
+            raise
+        raise TimeoutError("timed out") from None
+
+
 def _seconds(name: str, value: object) -> None:
     """A timeout checked as the sync API checks it: None, or a finite number of seconds, not negative."""
     if value is None:
@@ -887,7 +901,7 @@ class TcpClient:
             self.send = functools.partial(self._limited, transport.write_message)  # type: ignore[method-assign]
 
     async def _limited(self, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-        return await asyncio.wait_for(call(*args), self._timeout)
+        return await _within(call(*args), self._timeout)
 
     @classmethod
     async def connect(
@@ -910,7 +924,7 @@ class TcpClient:
             raise OverflowError(f"max_frame_size too large: {max_frame_size}")
         loop = asyncio.get_running_loop()
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details, port_is_service=True)
-        sock = await (connecting if timeout is None else asyncio.wait_for(connecting, timeout))
+        sock = await _within(connecting, timeout)
         return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
 
     async def recv_message(self) -> bytes | None:
@@ -937,7 +951,7 @@ class TcpClient:
         try:
             reply = self._transport.request(data)
             try:
-                return await (reply if self._timeout is None else asyncio.wait_for(reply, self._timeout))
+                return await _within(reply, self._timeout)
             except ConnectionError:
                 self._check_not_closed_here()
                 self._abort()
@@ -983,9 +997,7 @@ class TcpClient:
         self._transport.abort()
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
-        if self._timeout is None:
-            return await awaitable
-        return await asyncio.wait_for(awaitable, self._timeout)
+        return await _within(awaitable, self._timeout)
 
     async def close(self) -> None:
         """Closes once the queued output is sent; with the ``timeout`` given to connect(), output still
@@ -1080,7 +1092,7 @@ class UdpClient:
         with contextlib.suppress(BlockingIOError, InterruptedError):
             return self._take(bufsize)
         receiving = self._receive(bufsize)
-        return await (receiving if timeout is None else asyncio.wait_for(receiving, timeout))
+        return await _within(receiving, timeout)
 
     async def _receive(self, bufsize: int) -> tuple[bytes, _IPAddress]:
         while True:

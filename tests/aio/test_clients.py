@@ -422,6 +422,30 @@ async def test_tcp_client_connect_refused():
         unused.close()
 
 
+@pytest.mark.parametrize(
+    "call",
+    [lambda c: c.recv(), lambda c: c.recv_message(), lambda c: c.recv_exactly(3), lambda c: c.request(b"x")],
+    ids=["recv", "recv_message", "recv_exactly", "request"],
+)
+async def test_tcp_client_timeout_says_timed_out_as_the_sync_client(opened, call):
+    """asyncio.wait_for()'s TimeoutError has no message; the sync client's says "timed out", as a socket's does."""
+    client, _ = await opened.tcp(framing="line", timeout=0.05)
+    with (
+        socket.create_server((HOST, 0)) as listener,
+        rsock.TcpClient(listener.getsockname(), framing="line", timeout=0.05) as sync_client,
+    ):
+        sync_exc = _raised(lambda: call(sync_client))
+    async_exc = await _raised_async(call(client))
+    assert (type(async_exc), str(async_exc)) == (type(sync_exc), str(sync_exc)) == (TimeoutError, "timed out")
+
+
+async def test_udp_recvfrom_timeout_says_timed_out_as_the_sync_client(opened):
+    with rsock.UdpClient((HOST, 0)) as sync_client:
+        sync_exc = _raised(lambda: sync_client.recvfrom(timeout=0.05))
+    async_exc = await _raised_async(opened.udp().recvfrom(timeout=0.05))
+    assert (type(async_exc), str(async_exc)) == (type(sync_exc), str(sync_exc)) == (TimeoutError, "timed out")
+
+
 async def test_tcp_client_connect_timeout():
     """A listener whose accept queue is full drops further SYNs, so connecting waits: the timeout bounds it."""
     listener = socket.socket()
@@ -434,7 +458,7 @@ async def test_tcp_client_connect_timeout():
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())
             fillers.append(filler)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError, match=r"^timed out$"):
             await asyncio.wait_for(aio.TcpClient.connect(listener.getsockname(), timeout=0.2), TIMEOUT)
     finally:
         for filler in fillers:
