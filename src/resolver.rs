@@ -560,26 +560,27 @@ pub fn endpoints(
 ) -> PyResult<Vec<std::net::SocketAddr>> {
     // (host, port), or IPv6's (host, port[, flowinfo[, scope_id]]) as servers report their address; to
     // connect to, a list too, as create_connection() unpacks any pair (a JSON configuration's, say).
-    let listed = address
-        .cast::<PyList>()
-        .ok()
-        .filter(|_| !passive)
-        .map(|list| list.to_tuple());
-    let pair = listed
-        .as_ref()
-        .or(address.cast::<PyTuple>().ok())
-        .filter(|t| (2..=4).contains(&t.len()))
-        .ok_or_else(|| {
-            let given = match (address.cast::<PyTuple>(), &listed) {
-                (Ok(items), _) => format!("a tuple of length {}", items.len()),
-                (_, Some(items)) => format!("a list of length {}", items.len()),
-                _ => type_name(address),
-            };
-            let kinds = if passive { "tuple" } else { "tuple or list" };
-            PyTypeError::new_err(format!(
-                "address must be a (host, port) or (host, port, flowinfo, scope_id) {kinds}, not {given}"
-            ))
-        })?;
+    let (kind, items) = match address.cast::<PyTuple>() {
+        Ok(tuple) => ("tuple", Some(tuple.clone())),
+        Err(_) => (
+            "list",
+            address
+                .cast::<PyList>()
+                .ok()
+                .filter(|_| !passive)
+                .map(|list| list.to_tuple()),
+        ),
+    };
+    let pair = items.as_ref().filter(|t| (2..=4).contains(&t.len())).ok_or_else(|| {
+        let given = match &items {
+            Some(items) => format!("a {kind} of length {}", items.len()),
+            None => type_name(address),
+        };
+        let kinds = if passive { "tuple" } else { "tuple or list" };
+        PyTypeError::new_err(format!(
+            "address must be a (host, port) or (host, port, flowinfo, scope_id) {kinds}, not {given}"
+        ))
+    })?;
     if pair.len() > 2 && family == AF_INET {
         // flowinfo and scope_id are IPv6's, as bind() on an AF_INET socket says before any look-up.
         return Err(PyTypeError::new_err("AF_INET address must be a pair (host, port)"));

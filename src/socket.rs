@@ -24,8 +24,7 @@ use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, iterate, pyth
 use crate::audit;
 use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
-use crate::py_lazy::PyLazy;
-use crate::py_lazy::interned;
+use crate::py_lazy::{PyLazy, interned};
 use crate::spin::{ReplySpin, poll_for};
 
 /// The stdlib's `_socket` module, whose default timeout new sockets take.

@@ -22,8 +22,7 @@ use pyo3::exceptions::PyRuntimeError;
 
 use super::step::{Awaitable, Step};
 use super::{CancelledError, InvalidStateError};
-use crate::py_lazy::PyLazy;
-use crate::py_lazy::interned;
+use crate::py_lazy::{PyLazy, interned};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
 use pyo3::{PyTraverseError, PyVisit, ffi};
