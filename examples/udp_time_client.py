@@ -3,7 +3,8 @@
 UDP may lose a datagram, the request or the reply, and nothing tells the sender. ``request(data,
 address, timeout=..., retries=...)`` sends the datagram and waits up to ``timeout`` seconds for a reply
 from that address (datagrams from anyone else are ignored); with none, it sends again, ``retries``
-more times, then raises TimeoutError. The client prints the server's time and how far it is from this
+more times, then raises TimeoutError. Where nothing listens at all, the server's host says so and
+``request()`` raises ConnectionRefusedError at once. The client prints the server's time and how far it is from this
 machine's clock, counting half the round trip for the reply's journey back.
 
 Start ``python examples/udp_time_server.py`` first, then run ``python examples/udp_time_client.py``
@@ -39,6 +40,8 @@ def main():
             )
         except TimeoutError as exc:
             sys.exit(f"no reply: {exc}")
+        except ConnectionRefusedError:
+            sys.exit(f"no reply: nothing listens on port {args.port} of {args.host} (the host refused the request)")
         round_trip = time.monotonic() - start
 
     if args.message.strip().upper() != "TIME":

@@ -405,6 +405,18 @@ def test_udp_time_client_retries_then_gives_up():
     assert 0.6 <= elapsed < TIMEOUT
 
 
+def test_udp_time_client_says_at_once_when_nothing_listens():
+    """With no socket on the port, the host refuses the request (ICMP port unreachable): the client says so at
+    once instead of resending for --timeout x (1 + --retries) seconds."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as released:
+        released.bind(("127.0.0.1", 0))
+        port = released.getsockname()[1]
+    result = run("udp_time_client.py", "--port", str(port), "--timeout", str(TIMEOUT), "--retries", "3")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"no reply: nothing listens on port {port} of 127.0.0.1 (the host refused the request)\n"
+
+
 # --- Ctrl-C -----------------------------------------------------------------------------------------
 
 

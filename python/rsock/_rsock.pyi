@@ -22,7 +22,9 @@ __all__ = [
     "Waiter",
     "__version__",
     "_in_main_interpreter",
+    "_report_delivery_errors",
     "_stop_all_servers",
+    "_take_delivery_errors",
     "close",
     "dup",
     "getaddrinfo",
@@ -155,6 +157,8 @@ def gethostbyname_ex(hostname: str | bytes | bytearray, /) -> tuple[str, list[st
 def gethostbyaddr(ip_address: str | bytes | bytearray, /) -> tuple[str, list[str], list[str]]: ...
 def _stop_all_servers(timeout: float) -> None: ...
 def _in_main_interpreter() -> bool: ...
+def _report_delivery_errors(fd: int, ipv6: bool) -> None: ...
+def _take_delivery_errors(fd: int, errno: int | None) -> list[tuple[int, _IPAddress]] | None: ...
 
 class PanicException(BaseException):
     """A panic in rsock's Rust code, surfaced as a Python exception (never an abort). A handler that lets
@@ -408,7 +412,9 @@ class UdpClient:
         """Sends `data` and returns the first reply from `address`, resending after each timeout.
 
         Datagrams already queued when it is called (such as late replies to an earlier request) are discarded first,
-        so the reply returned is one that arrived after this request was sent.
+        so the reply returned is one that arrived after this request was sent. Raises TimeoutError after the last
+        attempt, and ConnectionRefusedError (or another OSError) at once when the network reports that the datagram
+        could not be delivered: nothing listens on that port, or the host is unreachable.
         """
     def close(self) -> None: ...
     @property

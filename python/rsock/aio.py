@@ -26,6 +26,7 @@ import inspect
 import logging
 import math
 import operator
+import os
 import sys
 import warnings
 import weakref
@@ -83,6 +84,8 @@ if TYPE_CHECKING:
     _DatagramHandler: TypeAlias = Callable[[bytes, _IPv4Address], _Reply] | Callable[[bytes, _IPv6Address], _Reply]
     # Where a handler's outcome goes: a TcpServer's connection or a UdpServer's datagram.
     _ReplyTo: TypeAlias = Connection | DatagramReply
+    # What a UdpClient's request is asking: the address as given, and the socket address it resolved to.
+    _Asking: TypeAlias = tuple[_Destination, tuple[Any, ...]]
 
 __all__ = [
     "Server",
@@ -1042,7 +1045,9 @@ class TcpClient:
 
 class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
-    The datagrams go through rsock's socket; the loop only says when it is ready."""
+    The datagrams go through rsock's socket; the loop only says when it is ready. As the sync client's, a
+    request fails at once when the network reports that its datagram could not be delivered (ICMP port
+    or host unreachable)."""
 
     def __init__(self, address: _BindAddress | None = None, *, family: int | None = None) -> None:
         # A family not an int is a TypeError. Another family's client (AF_UNIX) could send, but never match a reply
@@ -1065,45 +1070,68 @@ class UdpClient:
             self._sock.setblocking(False)
             if address is not None:
                 self._sock.bind(address)
+            _rsock._report_delivery_errors(self._sock.fileno(), family == sockets.AF_INET6)
         except BaseException:
             self._sock.close()
             raise
 
     async def sendto(self, data: _SizedBuffer, address: _Destination) -> int:
         """Sends one datagram; OSError(EMSGSIZE) for one larger than a UDP datagram can be."""
+        return await self._send(data, address, None)
+
+    async def _send(self, data: _SizedBuffer, address: _Destination, asking: _Asking | None) -> int:
         limit = _max_datagram(self._sock.family)
         if len(data) > limit:
             raise OSError(
                 _errno.EMSGSIZE,
                 f"datagram of {len(data)} bytes is larger than the largest UDP datagram ({limit} bytes)",
             )
+        again = True
         while True:
             try:
                 return self._sock.sendto(data, address)
             except (BlockingIOError, InterruptedError):
                 await self._ready(writing=True)
+            except OSError as error:
+                # An earlier datagram's report, met by this send: it is made again, once (a send can also
+                # fail with such an error for its own datagram, when there is no route).
+                if not (again and self._reported(error, asking)):
+                    raise
+                again = False
 
     async def recvfrom(self, bufsize: int = 65536, *, timeout: float | None = None) -> tuple[bytes, _IPAddress]:
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recvfrom")
         _seconds("timeout", timeout)
+        return await self._receive_within(bufsize, timeout, None)
+
+    async def _receive_within(
+        self, bufsize: int, timeout: float | None, asking: _Asking | None
+    ) -> tuple[bytes, _IPAddress]:
         # One already queued is returned whatever the timeout, as the sync client's recvfrom(timeout=0) does.
         with contextlib.suppress(BlockingIOError, InterruptedError):
-            return self._take(bufsize)
-        receiving = self._receive(bufsize)
+            return self._take(bufsize, asking)
+        receiving = self._receive(bufsize, asking)
         return await _within(receiving, timeout)
 
-    async def _receive(self, bufsize: int) -> tuple[bytes, _IPAddress]:
+    async def _receive(self, bufsize: int, asking: _Asking | None) -> tuple[bytes, _IPAddress]:
         while True:
             try:
-                return self._take(bufsize)
+                return self._take(bufsize, asking)
             except (BlockingIOError, InterruptedError):
                 await self._ready(writing=False)
 
-    def _take(self, bufsize: int) -> tuple[bytes, _IPAddress]:
-        """The datagram queued on the socket; BlockingIOError when there is none."""
-        data, address = self._sock.recvfrom(bufsize + 1)
+    def _take(self, bufsize: int, asking: _Asking | None) -> tuple[bytes, _IPAddress]:
+        """The datagram queued on the socket; BlockingIOError when there is none. Reports of earlier
+        datagrams' failures met on the way are passed over, but for those about the address `asking`."""
+        while True:
+            try:
+                data, address = self._sock.recvfrom(bufsize + 1)
+                break
+            except OSError as error:
+                if not self._reported(error, asking):
+                    raise
         if len(data) > bufsize:
             raise OSError(_errno.EMSGSIZE, f"a datagram larger than the {bufsize}-byte buffer arrived; it was dropped")
         return data, address
@@ -1129,6 +1157,20 @@ class UdpClient:
             if not waiting and (unwatch := self._unwatch.pop(writing, None)) is not None:
                 unwatch()
 
+    def _reported(self, error: OSError, asking: _Asking | None) -> bool:
+        """Whether `error`, met by a send or receive, was the report of a datagram's failure to arrive (the
+        sync client's delivery_errors.rs says how the kernel gives them); one about the address a request is
+        `asking` is raised as that request's error."""
+        reports = _rsock._take_delivery_errors(self._sock.fileno(), error.errno)
+        if reports is None:
+            return False
+        if asking is not None:
+            address, target = asking
+            for errno, destination in reports:
+                if destination[:2] == target[:2]:
+                    raise OSError(errno, f"no reply from {address!r}: {os.strerror(errno)}") from None
+        return True
+
     @staticmethod
     def _wake(waiting: set[asyncio.Future[None]]) -> None:
         for waiter in waiting:
@@ -1139,7 +1181,8 @@ class UdpClient:
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
         Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
         reply is one that came after this request was sent; so are datagrams from other senders. Requests
-        on one client take turns, so that each gets its own reply."""
+        on one client take turns, so that each gets its own reply. Raises ConnectionRefusedError (or the
+        OSError reported) at once when the network reports that the datagram could not be delivered."""
         if timeout is None:
             raise TypeError("request() needs a timeout: the seconds to wait for a reply before sending again")
         _seconds("timeout", timeout)
@@ -1169,12 +1212,13 @@ class UdpClient:
         retries: int,
     ) -> bytes:
         self._discard_waiting()
+        asking = (address, target)
         for _ in range(retries + 1):
-            await self.sendto(data, target)
+            await self._send(data, target, asking)
             deadline = loop.time() + timeout
             while (left := deadline - loop.time()) > 0:
                 try:
-                    reply, sender = await self.recvfrom(timeout=left)
+                    reply, sender = await self._receive_within(65536, left, asking)
                 except TimeoutError:
                     break
                 if sender[:2] == target[:2]:
@@ -1202,11 +1246,15 @@ class UdpClient:
         return infos[0][4][:2] + tuple(address[2:])
 
     def _discard_waiting(self) -> None:
+        """Drops the datagrams waiting, and the reports of earlier datagrams' failures."""
         while True:
             try:
                 self._sock.recvfrom(1)
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as error:
+                if not self._reported(error, None):
+                    raise
 
     def close(self) -> None:
         """Closes the socket; calls waiting on it raise OSError(EBADF)."""

@@ -1,6 +1,7 @@
 //! `UdpClient`: datagrams from Python with the checks the bare socket leaves to the caller: a
 //! datagram too large to send is refused with a clear error, one too large for the receive buffer
-//! is reported rather than silently cut, and `request()` retries until a reply comes.
+//! is reported rather than silently cut, and `request()` retries until a reply comes, or fails at once
+//! when the network reports that its datagram could not be delivered (see delivery_errors.rs).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -9,11 +10,12 @@ use pyo3::exceptions::{PyOSError, PyOverflowError, PyTimeoutError, PyValueError}
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
+use super::delivery_errors;
 use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::args::{Opt, byte_count};
 use crate::audit;
 use crate::buffer::{BytesWriter, with_readable};
-use crate::errors::os_error;
+use crate::errors::{io_error, os_error, strerror};
 use crate::resolver::endpoint;
 use crate::server_common::parse_timeout_arg;
 use crate::socket::Socket;
@@ -54,7 +56,15 @@ impl UdpClient {
         }
     }
 
-    fn send(&self, py: Python<'_>, data: &[u8], target: &socket2::SockAddr) -> PyResult<usize> {
+    /// Sends `data` to `target`. A send that meets the report of an earlier datagram's failure is
+    /// made again (a request's own failure ends it, see `reported`).
+    fn send(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        target: &socket2::SockAddr,
+        asking: Option<&Asking<'_, '_>>,
+    ) -> PyResult<usize> {
         if data.len() > self.max_datagram() {
             return Err(PyOSError::new_err((
                 libc::EMSGSIZE,
@@ -65,19 +75,56 @@ impl UdpClient {
                 ),
             )));
         }
-        self.sock.send_to(py, data, target)
+        match self.sock.send_to(py, data, target) {
+            Err(err) if self.reported(py, &err, asking)? => self.sock.send_to(py, data, target),
+            sent => sent,
+        }
     }
 
+    /// Whether `err`, an error of a send or receive, was the report of a datagram's failure to arrive
+    /// (see delivery_errors.rs), which the call goes on past; a report about the address a request is
+    /// asking is that request's error instead.
+    fn reported(&self, py: Python<'_>, err: &PyErr, asking: Option<&Asking<'_, '_>>) -> PyResult<bool> {
+        let errno = err
+            .value(py)
+            .getattr(pyo3::intern!(py, "errno"))
+            .and_then(|errno| errno.extract::<Option<i32>>())
+            .ok()
+            .flatten();
+        if !errno.is_some_and(delivery_errors::may_be_reported) {
+            return Ok(false);
+        }
+        for report in delivery_errors::take(self.sock.fileno_raw()) {
+            if let Some(asking) = asking
+                && same_endpoint(report.destination.as_socket(), asking.target)
+            {
+                return Err(PyOSError::new_err((
+                    report.errno,
+                    format!("no reply from {}: {}", asking.address.repr()?, strerror(report.errno)),
+                )));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next datagram, waiting at most `timeout` (None: as long as it takes); reports of earlier
+    /// datagrams' failures met on the way are passed over, but for those a request is `asking` about.
     fn receive<'py>(
         &self,
         py: Python<'py>,
         bufsize: usize,
         timeout: Option<Duration>,
+        asking: Option<&Asking<'_, '_>>,
     ) -> PyResult<(Bound<'py, PyBytes>, socket2::SockAddr)> {
         let mut writer = BytesWriter::new(py, bufsize)?;
-        let (length, sender) = self
-            .sock
-            .recvfrom_within(py, Some(&self.spin), writer.space(), timeout)?;
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let (length, sender) = loop {
+            let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            match self.sock.recvfrom_within(py, Some(&self.spin), writer.space(), left) {
+                Err(err) if self.reported(py, &err, asking)? => {}
+                received => break received?,
+            }
+        };
         if self.sock.is_closed() {
             // close() from another thread woke this receive (shutdown makes it return 0 bytes from
             // nowhere): what the stdlib raises for a closed socket, not an empty datagram.
@@ -97,13 +144,21 @@ impl UdpClient {
     fn discard_queued(&self, py: Python<'_>) -> PyResult<()> {
         loop {
             // An empty buffer still takes the whole datagram off the queue.
+            // So are the reports of earlier datagrams' failures.
             match self.sock.recvfrom_within(py, None, &mut [], Some(Duration::ZERO)) {
                 Ok(_) => {}
                 Err(err) if err.is_instance_of::<PyTimeoutError>(py) => return Ok(()),
+                Err(err) if self.reported(py, &err, None)? => {}
                 Err(err) => return Err(err),
             }
         }
     }
+}
+
+/// What a request is asking: the address it sends to, as given and as resolved.
+struct Asking<'a, 'py> {
+    address: &'a Bound<'py, PyAny>,
+    target: Option<SocketAddr>,
 }
 
 /// Whether a reply's sender is the address asked: its IP and port. An IPv6 address asked with a flow
@@ -140,9 +195,12 @@ impl UdpClient {
             audit::no_socket_address(py, c"socket.bind", address)?;
         }
         let sock = Socket::open(py, family, libc::SOCK_DGRAM, -1)?;
-        if let Some(local) = local
-            && let Err(err) = sock.bind_to(py, &local.into())
-        {
+        let prepared = match local {
+            Some(local) => sock.bind_to(py, &local.into()),
+            None => Ok(()),
+        }
+        .and_then(|()| delivery_errors::ask(sock.fileno_raw(), family == libc::AF_INET6).map_err(|err| io_error(&err)));
+        if let Err(err) = prepared {
             sock.close_now(py)?;
             return Err(err);
         }
@@ -159,7 +217,7 @@ impl UdpClient {
         let target = to_sockaddr(py, self.family, address, "sendto")?;
         with_readable(data, |bytes| {
             audit::no_socket_address(py, c"socket.sendto", address)?;
-            self.send(py, bytes, &target)
+            self.send(py, bytes, &target, None)
         })?
     }
 
@@ -174,14 +232,16 @@ impl UdpClient {
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
         let bufsize = byte_count(bufsize.given(), DEFAULT_BUFSIZE, "recvfrom")?;
         let timeout = parse_timeout_arg("timeout", timeout)?;
-        let (data, sender) = self.receive(py, bufsize, timeout)?;
+        let (data, sender) = self.receive(py, bufsize, timeout, None)?;
         Ok((data, from_sockaddr(py, &sender)?))
     }
 
     /// Sends `data` to `address` and returns the first datagram that comes back from there, sending
     /// again after each `timeout` seconds without one, `retries` times; then raises TimeoutError.
     /// Datagrams already queued before the first send (such as late replies to an earlier request)
-    /// are discarded, so the reply returned is one that arrived after this request was sent.
+    /// are discarded, so the reply returned is one that arrived after this request was sent. When the
+    /// network reports that the datagram could not be delivered (nothing listens on that port, the host
+    /// is unreachable), raises ConnectionRefusedError (or the OSError reported) at once.
     #[pyo3(signature = (data, address, timeout=1.0, retries=3))]
     fn request<'py>(
         &self,
@@ -197,7 +257,10 @@ impl UdpClient {
         })?;
         let wait = parse_timeout_arg("timeout", Some(&timeout.into_pyobject(py)?.into_any()))?.unwrap_or_default();
         let target = to_sockaddr(py, self.family, address, "request")?;
-        let expected = target.as_socket();
+        let asking = Asking {
+            address,
+            target: target.as_socket(),
+        };
         let payload = with_readable(data, <[u8]>::to_vec)?;
         // One event for the request and its resends, all to the same address; raised before this
         // request's turn is taken, so that a hook using the client from another thread does not wait on it.
@@ -205,12 +268,12 @@ impl UdpClient {
         let _turn = self.requesting.take(py, None, || self.sock.is_closed())?;
         self.discard_queued(py)?;
         for _ in 0..=retries {
-            self.send(py, &payload, &target)?;
+            self.send(py, &payload, &target, Some(&asking))?;
             let deadline = Instant::now() + wait;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match self.receive(py, DEFAULT_BUFSIZE, Some(left)) {
-                    Ok((reply, sender)) if same_endpoint(sender.as_socket(), expected) => return Ok(reply),
+                match self.receive(py, DEFAULT_BUFSIZE, Some(left), Some(&asking)) {
+                    Ok((reply, sender)) if same_endpoint(sender.as_socket(), asking.target) => return Ok(reply),
                     Ok(_) => {}
                     Err(err) if err.is_instance_of::<PyTimeoutError>(py) => break,
                     Err(err) => return Err(err),

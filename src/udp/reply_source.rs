@@ -55,7 +55,7 @@ pub fn report_destinations(fd: RawFd, ipv6: bool) -> io::Result<()> {
     set_flag(fd, libc::IPPROTO_IP, libc::IP_PKTINFO)
 }
 
-fn set_flag(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Result<()> {
+pub(super) fn set_flag(fd: RawFd, level: libc::c_int, option: libc::c_int) -> io::Result<()> {
     let on: libc::c_int = 1;
     // SAFETY: the option value is a C int, passed with its size.
     let rc = unsafe {
