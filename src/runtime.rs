@@ -29,6 +29,11 @@ use tokio::task::JoinHandle;
 use crate::gil_handoff::{self, Handoff};
 use crate::py_lazy::PyLazy;
 
+/// rsock's threads that keep a Python thread state (the io thread, UDP receive threads), each as the
+/// fork generation it runs in and its Python thread ident: interpreter exit interrupts the handlers
+/// still running on them (see `interrupt_handlers`).
+static PYTHON_THREADS: Mutex<Vec<(u64, std::ffi::c_ulong)>> = Mutex::new(Vec::new());
+
 /// How long a blocking wait sleeps before it runs Python's signal handlers again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
@@ -245,10 +250,30 @@ fn start_runtime() -> io::Result<&'static Runtime> {
 fn hold_python_thread_state() -> pyo3::ffi::PyGILState_STATE {
     // SAFETY: the interpreter is initialised (rsock is an extension module); the state is acquired
     // once and the GIL released straight away.
-    unsafe {
-        let gil = pyo3::ffi::PyGILState_Ensure();
-        THREAD.with(|thread| thread.tstate.set(pyo3::ffi::PyEval_SaveThread()));
-        gil
+    let gil = unsafe { pyo3::ffi::PyGILState_Ensure() };
+    // SAFETY: as above: this thread holds the GIL.
+    let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+    python_threads().push((fork_generation(), ident));
+    // SAFETY: as above.
+    THREAD.with(|thread| thread.tstate.set(unsafe { pyo3::ffi::PyEval_SaveThread() }));
+    gil
+}
+
+fn python_threads() -> std::sync::MutexGuard<'static, Vec<(u64, std::ffi::c_ulong)>> {
+    PYTHON_THREADS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Raises SystemExit in the Python code rsock's threads run, for handlers still running at
+/// interpreter exit once the servers have had their time to stop. Such a handler would otherwise take
+/// the GIL again while the interpreter finalizes, and CPython (before 3.14) ends a thread that does
+/// with pthread_exit, which cannot unwind through Rust frames: the process aborts. Code in a blocking
+/// call (a sleep) only sees the exception when the call returns.
+pub fn interrupt_handlers(_py: Python<'_>) {
+    let generation = fork_generation();
+    for &(_, ident) in python_threads().iter().filter(|(g, _)| *g == generation) {
+        // SAFETY: the GIL is held; the exception type is a live object CPython keeps. An ident whose
+        // thread has gone is matched by no thread state, and nothing happens.
+        unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as std::ffi::c_long, pyo3::ffi::PyExc_SystemExit) };
     }
 }
 
@@ -271,6 +296,9 @@ pub fn spawn_python_thread<K: Send + 'static>(
             });
         }
         let tstate = THREAD.with(|thread| thread.tstate.replace(ptr::null_mut()));
+        // SAFETY: called on this thread, whose ident it is, as when it was added.
+        let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        python_threads().retain(|&(_, other)| other != ident);
         // SAFETY: takes back this thread's own state, then releases and deletes it.
         unsafe {
             pyo3::ffi::PyEval_RestoreThread(tstate);

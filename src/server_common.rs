@@ -190,7 +190,8 @@ pub fn register(lifecycle: &Arc<Lifecycle>) {
 }
 
 /// Stops every running server and waits up to `timeout` seconds for them (run at interpreter exit,
-/// so no handler is entered while Python shuts down).
+/// so no handler is entered while Python shuts down). Handlers still running then are interrupted
+/// with SystemExit (see `runtime::interrupt_handlers`), and given as long again to return.
 #[pyfunction]
 fn _stop_all_servers(py: Python<'_>, timeout: f64) -> PyResult<()> {
     let running: Vec<_> = STARTED
@@ -202,8 +203,15 @@ fn _stop_all_servers(py: Python<'_>, timeout: f64) -> PyResult<()> {
     running.iter().for_each(|s| s.begin_stop());
     // Infinite or beyond what a Duration holds: no limit. (NaN, like a negative number, is 0.)
     let limit = Duration::try_from_secs_f64(timeout.max(0.0)).ok();
+    let mut all_stopped = true;
     for server in &running {
-        runtime::wait(py, &server.stopped, limit)?;
+        all_stopped &= runtime::wait(py, &server.stopped, limit)?;
+    }
+    if !all_stopped {
+        runtime::interrupt_handlers(py);
+        for server in &running {
+            runtime::wait(py, &server.stopped, limit)?;
+        }
     }
     Ok(())
 }

@@ -134,3 +134,39 @@ def test_a_server_started_as_the_interpreter_shuts_down_is_refused():
     """As threading refuses a thread then: its handlers could never run. It was started, and answered nothing."""
     result = subprocess.run([sys.executable, "-c", STARTED_AT_SHUTDOWN], capture_output=True, text=True, timeout=30)
     assert (result.returncode, result.stdout) == (0, "can't start a server at interpreter shutdown\n"), result.stderr
+
+
+BUSY_AT_EXIT = """
+import socket, sys, time
+import rsock
+
+def busy(*args):
+    print("handler running", flush=True)
+    while True:
+        sum(range(1000))
+
+if sys.argv[1] == "tcp":
+    server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: busy(), framing="line")
+    server.start()
+    client = socket.create_connection(server.address)
+    client.sendall(b"x\\n")
+else:
+    server = rsock.UdpServer(("127.0.0.1", 0), lambda data, sender: busy())
+    server.start()
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.sendto(b"x", server.address)
+time.sleep(0.2)
+"""
+
+
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+def test_a_handler_still_computing_at_exit_is_interrupted_not_left_to_abort_the_process(kind):
+    """Interpreter exit stops the servers and waits 1 s; a handler still running Python code then is interrupted
+    with SystemExit, which is logged as the handler's failure. Left running, it took the GIL again while the
+    interpreter finalized, and CPython (before 3.14) ended its thread with pthread_exit, which cannot unwind
+    through Rust frames: the process aborted (-SIGABRT), every time for TcpServer."""
+    result = subprocess.run([sys.executable, "-c", BUSY_AT_EXIT, kind], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "handler running\n"
+    assert result.stderr.rstrip().endswith("SystemExit"), result.stderr
+    assert "Fatal Python error" not in result.stderr
