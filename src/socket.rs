@@ -9,7 +9,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use libc::{POLLERR, POLLIN, POLLOUT, c_int, c_void, socklen_t};
@@ -68,6 +68,46 @@ pub struct Socket {
     proto: AtomicI32,
     /// Nanoseconds; -1 blocking, 0 non-blocking, > 0 a timeout.
     timeout_ns: AtomicI64,
+    calls: CallsInProgress,
+}
+
+/// The calls of this process waiting on a socket's descriptor, so that `close_waking` shuts the
+/// connection down only to wake them: shutdown(2) acts on the connection, which a forked child and
+/// its parent share, so one made with no call to wake would end the other process's use of it too.
+/// The count is tagged with the fork generation it was made in: a child inherits the counts of the
+/// calls its parent's threads were making, which wait in the parent only.
+#[derive(Default)]
+struct CallsInProgress(AtomicU64);
+
+impl CallsInProgress {
+    /// Counts a call until the guard it returns is dropped. Sequentially consistent, as the loads of
+    /// the descriptor after it and `close_waking`'s swap and `any()` are: either the close sees the
+    /// call, or the call sees the descriptor closed.
+    fn enter(&self) -> InProgress<'_> {
+        let generation = crate::runtime::fork_generation() as u32;
+        let _ = self.0.fetch_update(SeqCst, SeqCst, |tagged| {
+            Some(if (tagged >> 32) as u32 == generation {
+                tagged + 1
+            } else {
+                (u64::from(generation) << 32) | 1
+            })
+        });
+        InProgress(&self.0)
+    }
+
+    /// Whether a call of this process is in progress.
+    fn any(&self) -> bool {
+        let tagged = self.0.load(SeqCst);
+        (tagged >> 32) as u32 == crate::runtime::fork_generation() as u32 && tagged as u32 > 0
+    }
+}
+
+struct InProgress<'a>(&'a AtomicU64);
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
 }
 
 /// How a call waits for its descriptor before each attempt.
@@ -139,8 +179,9 @@ fn poll_fd(fd: RawFd, events: i16, deadline: Option<Instant>) -> Result<bool, i3
 fn attempt<T>(socket_fd: &AtomicI32, events: i16, wait: Wait, op: &mut impl FnMut(RawFd) -> io::Result<T>) -> Step<T> {
     loop {
         // Read afresh each time round: once another thread has closed the socket (-1), its number may
-        // already belong to another socket, which must not be polled or read.
-        let fd = socket_fd.load(Relaxed);
+        // already belong to another socket, which must not be polled or read. (SeqCst: see
+        // CallsInProgress::enter.)
+        let fd = socket_fd.load(SeqCst);
         let deadline = match wait {
             Wait::No => None,
             Wait::Until(d) => Some(Some(d)),
@@ -151,7 +192,7 @@ fn attempt<T>(socket_fd: &AtomicI32, events: i16, wait: Wait, op: &mut impl FnMu
             && fd >= 0
         {
             match poll_fd(fd, events, deadline) {
-                Ok(true) if socket_fd.load(Relaxed) != fd => continue,
+                Ok(true) if socket_fd.load(SeqCst) != fd => continue,
                 Ok(true) => {}
                 Ok(false) => return Step::TimedOut,
                 Err(libc::EINTR) => return Step::Interrupted,
@@ -344,6 +385,7 @@ impl Socket {
         wait: Wait,
         mut op: impl FnMut(RawFd) -> io::Result<T> + Send,
     ) -> Result<T, CallError> {
+        let _in_progress = self.calls.enter();
         loop {
             match py.detach(|| attempt(&self.fd, events, wait, &mut op)) {
                 Step::Done(value) => return Ok(value),
@@ -398,6 +440,7 @@ impl Socket {
             kind: AtomicI32::new(kind),
             proto: AtomicI32::new(0),
             timeout_ns: AtomicI64::new(-1),
+            calls: CallsInProgress::default(),
         };
         sock.set_timeout_ns(timeout_ns)?;
         Ok(sock)
@@ -480,14 +523,17 @@ impl Socket {
 
     /// `close_now` for a client shared between threads: a shutdown first wakes the calls other
     /// threads are waiting in (a poll on a descriptor another thread closes never returns), which then
-    /// find the socket closed.
+    /// find the socket closed. Without such a call, only the descriptor is closed, as a socket's
+    /// close() does (see CallsInProgress).
     pub(crate) fn close_waking(&self, py: Python<'_>) -> PyResult<()> {
-        let fd = self.fd.swap(-1, Relaxed);
+        let fd = self.fd.swap(-1, SeqCst);
         if fd < 0 {
             return Ok(());
         }
-        // SAFETY: shutdown(2) takes plain integers; an error (not connected) changes nothing.
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        if self.calls.any() {
+            // SAFETY: shutdown(2) takes plain integers; an error (not connected) changes nothing.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
         close_ignoring_reset(py, fd)
     }
 
@@ -698,6 +744,7 @@ impl Socket {
             kind: AtomicI32::new(0),
             proto: AtomicI32::new(0),
             timeout_ns: AtomicI64::new(-1),
+            calls: CallsInProgress::default(),
         }
     }
 

@@ -953,6 +953,43 @@ def test_a_forked_child_cannot_act_on_the_parents_connections():
     assert server.stats["active"] == 0
 
 
+def test_a_client_closed_in_a_forked_child_stays_open_in_the_parent():
+    """A child's close() closes its own descriptor only, as the stdlib socket's does. The clients shut the
+    connection down as they close, to wake calls other threads wait in; with none waiting they did it all the
+    same, and shutdown(2) acts on the connection both processes share: the parent's next request got
+    BrokenPipeError."""
+    import rsock
+
+    tcp_server = rsock.TcpServer((HOST, 0), lambda conn, data: data, framing="line")
+    udp_server = rsock.UdpServer((HOST, 0), lambda data, sender: data)
+    with tcp_server, udp_server:
+        tcp_client = rsock.TcpClient(tcp_server.address, timeout=TIMEOUT, framing="line")
+        udp_client = rsock.UdpClient()
+        stdlib_client = stdlib_socket.create_connection(tcp_server.address, timeout=TIMEOUT)
+        rsock_socket = rsock.create_connection(tcp_server.address, timeout=TIMEOUT)
+        clients = (tcp_client, udp_client, stdlib_client, rsock_socket)
+        try:
+
+            def requests(tag):
+                replies = [tcp_client.request(tag), udp_client.request(tag, udp_server.address, timeout=TIMEOUT)]
+                for sock in (stdlib_client, rsock_socket):
+                    sock.sendall(tag + b"\n")
+                    replies.append(sock.recv(100))
+                return replies
+
+            assert requests(b"before") == [b"before", b"before", b"before\n", b"before\n"]
+
+            def child():
+                for client in clients:
+                    client.close()
+
+            assert _reap(_run_in_fork(child)) == 0
+            assert requests(b"after") == [b"after", b"after", b"after\n", b"after\n"]
+        finally:
+            for client in clients:
+                client.close()
+
+
 def test_a_forked_child_cannot_answer_for_the_parents_udp_server():
     """An async on_datagram's reply is sent when rsock.aio reports the handler done. In a child forked while
     the server runs, the parent still serves the socket: the report raises RuntimeError there instead of sending
