@@ -913,6 +913,12 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
         Ok(()) => connection_loop(&conn, &stream, &py_conn).await,
         Err(err) => Outcome::Handler(err),
     };
+    let outcome = match outcome {
+        // The reply of a handler that outlasted a forced stop, which closed the connection: it has
+        // nowhere to go, and the server closed the connection, as it closes the others, not the peer.
+        Outcome::Io(_) if conn.closed.load(Relaxed) => Outcome::Closed,
+        outcome => outcome,
+    };
     if matches!(outcome, Outcome::Handler(_) | Outcome::Framing(_)) && !conn.closed.load(Relaxed) {
         // A handler failed or the peer broke the framing. The log says so before the peer sees its
         // connection end (a test that catches the end then finds the reason logged); replies

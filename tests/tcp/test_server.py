@@ -1765,6 +1765,37 @@ def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_serv
     assert recv_until_closed(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
 
 
+def test_a_connection_closed_by_a_forced_stop_under_its_handler_ends_as_the_others_do(
+    make_server, make_raw, wait_until, caplog
+):
+    """stop()'s timeout closes every connection, the one whose handler still runs among them: that handler's reply
+    has nowhere to go when it returns. The connection ends as the server closed it, as its neighbour does:
+    on_disconnect gets None and nothing counts or logs as a failure (it said "failed: Broken pipe", an error)."""
+    entered = threading.Event()
+    release = threading.Event()
+    ended = {}
+
+    def slow(conn, data):
+        if data == b"slow":
+            entered.set()
+            release.wait(TIMEOUT)
+        return data
+
+    server = make_server(slow, on_disconnect=lambda conn, exc: ended.update({conn.id: exc}))
+    slow_peer, idle_peer = make_raw(server.address), make_raw(server.address)
+    wait_until(lambda: server.stats["active"] == 2, "both connections")
+    slow_peer.sendall(b"slow")
+    assert entered.wait(TIMEOUT)
+    with caplog.at_level(logging.DEBUG, logger="rsock"):
+        server.stop(timeout=0.2)
+        release.set()
+        wait_until(lambda: len(ended) == 2, "both connections to end")
+    assert ended == {1: None, 2: None}
+    assert server.stats["errors"] == 0
+    assert [record for record in caplog.records if record.levelno >= logging.INFO] == []
+    assert recv_until_closed(slow_peer) == recv_until_closed(idle_peer) == b""
+
+
 def test_stop_from_a_handler_gives_up_the_port_at_once_and_the_reply_still_goes(make_server, make_raw):
     """A handler runs on the io thread, which serves the server's connections once the handler returns: stop() called
     there cannot wait for them, but it gives up the port at once, so that the handler can start a new server on it.
