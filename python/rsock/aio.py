@@ -152,6 +152,20 @@ class StreamReader:
         return f"<rsock.aio.StreamReader {self._transport.get_extra_info('peername')}>"
 
 
+def _close_unclosed(
+    owner: object, loop: asyncio.AbstractEventLoop, transport: StreamTransport, warnings: types.ModuleType
+) -> None:
+    """What an owner of a connection collected unclosed does, as asyncio's writer does from Python 3.11.5: closes the
+    connection once the queued output is sent, and warns. A closed loop could not finish the close."""
+    if not transport.is_closing():
+        if loop.is_closed():
+            warnings.warn("loop is closed", ResourceWarning)
+        else:
+            text = f"unclosed {owner!r}"  # its state as it was dropped
+            transport.close()
+            warnings.warn(text, ResourceWarning, source=owner)
+
+
 class StreamWriter:
     """Writes to a connection, with asyncio.StreamWriter's methods; ``drain()`` waits while the peer
     does not keep up."""
@@ -200,17 +214,12 @@ class StreamWriter:
     def transport(self) -> StreamTransport:
         return self._transport
 
-    def __del__(self, warnings: types.ModuleType = warnings) -> None:
-        # As asyncio's writer (from Python 3.11.5): one dropped unclosed closes its connection, once the queued output
-        # is sent. A server's connection keeps its writer until it closes (see _ConnectionClosed), as asyncio's
-        # protocol does. A closed loop could not finish the close. The `warnings` default keeps the module at hand
-        # at interpreter exit, when the module's globals may be gone.
-        if not self._transport.is_closing():
-            if self._loop.is_closed():
-                warnings.warn("loop is closed", ResourceWarning)
-            else:
-                self.close()
-                warnings.warn(f"unclosed {self!r}", ResourceWarning)
+    def __del__(
+        self, close_unclosed: Callable[..., None] = _close_unclosed, warnings: types.ModuleType = warnings
+    ) -> None:
+        # A server's connection keeps its writer until it closes (see _ConnectionClosed), as asyncio's protocol does.
+        # The defaults keep what this needs at hand at interpreter exit, when the module's globals may be gone.
+        close_unclosed(self, self._loop, self._transport, warnings)
 
     def __repr__(self) -> str:
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
@@ -883,14 +892,15 @@ class TcpClient:
     """An asyncio TCP client with rsock's framing: ``await TcpClient.connect(address, framing="line")``,
     then ``await send()``, ``recv()``, ``recv_exactly()``, ``recv_message()``, ``request()``."""
 
-    __slots__ = ("_closed_here", "_requesting", "_timeout", "_transport", "send")
+    __slots__ = ("_closed_here", "_loop", "_requesting", "_timeout", "_transport", "send")
 
     if TYPE_CHECKING:
 
         async def send(self, data: Buffer) -> None:
             """Sends ``data`` as a message (framed as the client frames messages) and waits until it is sent."""
 
-    def __init__(self, transport: StreamTransport, timeout: float | None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: StreamTransport, timeout: float | None) -> None:
+        self._loop = loop
         self._transport = transport
         self._timeout = timeout
         # Set once this client closes the connection itself: the reads waiting then see an end of stream,
@@ -928,7 +938,7 @@ class TcpClient:
         loop = asyncio.get_running_loop()
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details, port_is_service=True)
         sock = await _within(connecting, timeout)
-        return cls(_transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
+        return cls(loop, _transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
 
     async def recv_message(self) -> bytes | None:
         """The next whole message; None when the peer closed between messages. A frame the framing
@@ -1041,6 +1051,13 @@ class TcpClient:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<rsock.aio.TcpClient {self.peer} {state}>"
+
+    def __del__(
+        self, close_unclosed: Callable[..., None] = _close_unclosed, warnings: types.ModuleType = warnings
+    ) -> None:
+        # As a writer dropped unclosed: the connection is closed, with a warning, rather than kept open until the loop
+        # closes. (The defaults: see StreamWriter.__del__.)
+        close_unclosed(self, self._loop, self._transport, warnings)
 
 
 class UdpClient:

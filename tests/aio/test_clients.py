@@ -6,6 +6,7 @@ is checked is what goes over the wire."""
 import asyncio
 import contextlib
 import errno
+import gc
 import socket
 import struct
 
@@ -300,6 +301,25 @@ async def test_tcp_client_close_with_a_timeout_drops_output_the_peer_never_reads
     await bounded(client.close())
     assert loop.time() - started < 2.0
     assert client.closed
+
+
+async def test_tcp_client_dropped_unclosed_closes_its_connection_with_a_resource_warning():
+    """As a writer of open_connection() (and asyncio's, from Python 3.11.5) does: the connection is closed once its
+    output is sent, with a warning naming the client. It stayed open, the peer waiting, until the loop closed."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server((HOST, 0)) as listener:
+        listener.setblocking(False)
+        accepting = asyncio.ensure_future(loop.sock_accept(listener))
+        # Not through opened.tcp(), which would keep the client for its teardown.
+        client = await bounded(aio.TcpClient.connect(listener.getsockname()))
+        raw, _ = await bounded(accepting)
+        with raw:
+            await bounded(client.send(b"last words"))
+            warning = r"^unclosed <rsock\.aio\.TcpClient \('127\.0\.0\.1', \d+\) open>$"
+            with pytest.warns(ResourceWarning, match=warning):
+                del client
+                gc.collect()
+            assert await Peer(raw).recv_to_eof() == b"last words"
 
 
 async def test_tcp_client_connects_to_an_ipv6_address_of_four(opened):
