@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::call::PyCallArgs;
 use pyo3::exceptions::{PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
@@ -189,9 +189,9 @@ pub fn register(lifecycle: &Arc<Lifecycle>) {
     started.push(Arc::downgrade(lifecycle));
 }
 
-/// Stops every running server and waits up to `timeout` seconds for them (run at interpreter exit,
-/// so no handler is entered while Python shuts down). Handlers still running then are interrupted
-/// with SystemExit (see `runtime::interrupt_handlers`), and given as long again to return.
+/// Stops every running server and waits up to `timeout` seconds for them all (run at interpreter
+/// exit, so no handler is entered while Python shuts down). Handlers still running then are
+/// interrupted with SystemExit (see `runtime::interrupt_handlers`), and given as long again to return.
 #[pyfunction]
 fn _stop_all_servers(py: Python<'_>, timeout: f64) -> PyResult<()> {
     let running: Vec<_> = STARTED
@@ -203,17 +203,24 @@ fn _stop_all_servers(py: Python<'_>, timeout: f64) -> PyResult<()> {
     running.iter().for_each(|s| s.begin_stop());
     // Infinite or beyond what a Duration holds: no limit. (NaN, like a negative number, is 0.)
     let limit = Duration::try_from_secs_f64(timeout.max(0.0)).ok();
-    let mut all_stopped = true;
-    for server in &running {
-        all_stopped &= runtime::wait(py, &server.stopped, limit)?;
-    }
-    if !all_stopped {
+    if !wait_for_all(py, &running, limit)? {
         runtime::interrupt_handlers(py);
-        for server in &running {
-            runtime::wait(py, &server.stopped, limit)?;
-        }
+        wait_for_all(py, &running, limit)?;
     }
     Ok(())
+}
+
+/// Waits until every one of `servers` has stopped, or `limit` has passed for them all (None: no
+/// limit); returns whether they all stopped.
+fn wait_for_all(py: Python<'_>, servers: &[Arc<Lifecycle>], limit: Option<Duration>) -> PyResult<bool> {
+    let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+    for server in servers {
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        if !runtime::wait(py, &server.stopped, left)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The `address` argument, defaulting to loopback on a free port: a server is reachable from

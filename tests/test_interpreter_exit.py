@@ -4,6 +4,7 @@ must never be taken for the main thread (threading would then wait for it at exi
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ import rsock
 
 SCRIPT = """
 import sys
+import time
 assert "threading" not in sys.modules  # the check below is only meaningful if rsock imports it first
 import rsock, socket
 
@@ -37,6 +39,7 @@ def test_script_with_a_server_exits_by_itself():
 
 EXIT_HOOK = """
 import sys
+import time
 import rsock
 
 server = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data)
@@ -56,6 +59,7 @@ def test_the_exit_hook_takes_a_timeout_no_clock_can_reach():
 
 MAIN_GLOBALS = """
 import sys
+import time
 import rsock
 
 log = open(sys.argv[1], "w")
@@ -170,3 +174,30 @@ def test_a_handler_still_computing_at_exit_is_interrupted_not_left_to_abort_the_
     assert result.stdout == "handler running\n"
     assert result.stderr.rstrip().endswith("SystemExit"), result.stderr
     assert "Fatal Python error" not in result.stderr
+
+
+STUCK_AMONG_OTHERS = """
+import socket, time
+import rsock
+
+others = [rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: data) for _ in range(5)]
+for other in others:
+    other.start()
+stuck = rsock.TcpServer(("127.0.0.1", 0), lambda conn, data: time.sleep(30))
+stuck.start()
+client = socket.create_connection(stuck.address)
+client.sendall(b"x")
+time.sleep(0.2)
+print("exiting", flush=True)
+"""
+
+
+def test_exit_waits_for_all_the_servers_at_once_not_for_each_in_turn():
+    """A handler blocked in a call holds up the io thread, and with it every TcpServer's stop. Exit gives the servers
+    1 s between them, then 1 s more after interrupting the handlers: not 1 s (then 2 s) to each in turn, which made
+    a kernel with a few servers overrun Jupyter's wait for its shutdown and be killed."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", STUCK_AMONG_OTHERS], capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    assert (result.returncode, result.stdout) == (0, "exiting\n"), result.stderr
+    assert elapsed < 4.5
