@@ -133,8 +133,8 @@ impl Op {
         Self::step(slf)?.into_next(slf.py())
     }
 
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        Self::step(slf)?.into_next(slf.py())
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::step(slf)?.into_send()
     }
 
     /// The awaiting task was cancelled (or the exception is thrown in for another reason): give up

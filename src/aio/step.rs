@@ -37,6 +37,16 @@ impl Step {
             Step::Return(value) => Err(PyStopIteration::new_err((value,))),
         }
     }
+
+    /// The step as a generator's `send()` gives it: the value yielded, or StopIteration carrying the
+    /// value returned, None included (a method's None return would read as a bare yield: asyncio's
+    /// pure-Python Task, which steps with send(), then steps again for ever).
+    pub fn into_send(self) -> PyResult<Py<PyAny>> {
+        match self {
+            Step::Yield(value) => Ok(value),
+            Step::Return(value) => Err(PyStopIteration::new_err((value,))),
+        }
+    }
 }
 
 pub trait Awaitable: PyClass {

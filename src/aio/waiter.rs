@@ -233,8 +233,8 @@ impl Waiter {
         Self::step(slf)?.into_next(slf.py())
     }
 
-    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        Self::step(slf)?.into_next(slf.py())
+    fn send(slf: &Bound<'_, Self>, _value: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Self::step(slf)?.into_send()
     }
 
     #[pyo3(signature = (exc, *_rest))]

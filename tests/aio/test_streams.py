@@ -1895,3 +1895,24 @@ async def test_other_threads_get_the_gil_while_streams_of_this_loop_keep_it_busy
         server.close()
         await bounded(server.wait_closed())
     assert elapsed < 2.5, f"50 calls in another thread took {elapsed:.2f} s"
+
+
+async def test_awaitables_run_as_tasks_of_asyncios_pure_python_task_complete(kit):
+    """asyncio's pure-Python Task (which nest_asyncio, common in notebooks, installs) steps the awaitable it runs with
+    send(None), and takes a None result for a bare yield. Awaitables that finish with None (drain() with room in the
+    buffer, wait_closed()) must then raise StopIteration from send(), as a coroutine does: rsock's returned None, and
+    such a task stepped them for ever, at full CPU."""
+    reader, writer, peer = await kit.pair()
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    loop.set_task_factory(lambda loop, coro, **kwargs: asyncio.tasks._PyTask(coro, loop=loop, **kwargs))
+    try:
+        writer.write(b"ping")
+        assert await bounded(loop.create_task(writer.drain())) is None
+        assert await peer.recv_exactly(4) == b"ping"
+        await peer.send(b"pong")
+        assert await bounded(loop.create_task(reader.readexactly(4))) == b"pong"
+        writer.close()
+        assert await bounded(loop.create_task(writer.wait_closed())) is None
+    finally:
+        loop.set_task_factory(factory)
