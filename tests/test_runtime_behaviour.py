@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.subprocesses import Lines, default_sigint, started
+
 HOST = "127.0.0.1"
 TIMEOUT = 10.0  # per-operation socket timeout: generous, only there so nothing hangs
 JOIN_TIMEOUT = 20.0  # for threads and children that finish once unblocked
@@ -1633,3 +1635,45 @@ def test_select_server_with_20_clients(sockmod):
     assert len(finished) == count
     assert all(isinstance(sock, sockmod.socket) for sock in finished)
     assert replies == _expected_replies(count, rounds)
+
+
+AIO_STOP_HELD_UP = """
+import asyncio, threading
+import rsock, rsock.aio
+
+release = threading.Event()
+
+def held_up(conn, data):
+    release.wait(60)  # holds up rsock's thread, and with it the stop
+    return data
+
+async def main():
+    server = rsock.aio.TcpServer(("127.0.0.1", 0), held_up)
+    await server.start()
+    client = await rsock.aio.TcpClient.connect(server.address)
+    await client.send(b"x")
+    await asyncio.sleep(0.2)
+    print("stopping", flush=True)
+    await server.stop(timeout=60)
+
+try:
+    asyncio.run(main())
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_ctrl_c_during_an_aio_servers_stop_ends_the_program_promptly():
+    """Ctrl-C cancels asyncio.run()'s task, which was waiting in `await server.stop()`; asyncio.run() then waits for
+    its executor's threads as it ends, and the blocking stop ran in one: the program lived until the stop's timeout.
+    The stop waits in a daemon thread of its own now, and the program ends as the sync server's stop() would."""
+    with started([sys.executable, "-c", AIO_STOP_HELD_UP], preexec_fn=default_sigint) as proc:
+        lines = Lines(proc)
+        assert lines.next() == "stopping"
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=PROMPT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the program was still running {PROMPT} s after Ctrl-C")
+        assert (proc.returncode, lines.rest()) == (0, ["stopping", "interrupted"]), proc.stderr.read().decode()

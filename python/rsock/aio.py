@@ -28,6 +28,7 @@ import math
 import operator
 import os
 import sys
+import threading
 import warnings
 import weakref
 from typing import TYPE_CHECKING
@@ -1281,7 +1282,7 @@ class UdpClient:
         for waiting in self._waiting.values():
             for waiter in waiting:
                 if not waiter.done():
-                    waiter.set_exception(OSError(_errno.EBADF, "the client was closed"))
+                    waiter.set_exception(OSError(_errno.EBADF, os.strerror(_errno.EBADF)))
         self._sock.close()
 
     @property
@@ -1508,7 +1509,7 @@ class _AsyncServer:
 
     async def _finish_stop(self, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._server.stop, timeout)
+        await self._stop_in_thread(loop, timeout)
         if self._stopped is None:
             return
         if self._stopped.get_loop() is loop:
@@ -1518,6 +1519,33 @@ class _AsyncServer:
             # touch its futures. A closed loop has no one waiting to wake.
             with contextlib.suppress(RuntimeError):
                 self._stopped.get_loop().call_soon_threadsafe(_set_if_pending, self._stopped)
+
+    def _stop_in_thread(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> asyncio.Future[None]:
+        """The native stop(), which blocks until the server has stopped, run in a daemon thread of its own: not the
+        loop's executor, whose threads asyncio.run() waits for as it ends, so that Ctrl-C during a long stop
+        (a handler holding up rsock's thread) would wait the stop out before the program could end."""
+        stopped: asyncio.Future[None] = loop.create_future()
+
+        def report(outcome: BaseException | None) -> None:
+            if stopped.done():
+                return
+            if outcome is None:
+                stopped.set_result(None)
+            else:
+                stopped.set_exception(outcome)
+
+        def stop() -> None:
+            outcome = None
+            try:
+                self._server.stop(timeout)
+            except BaseException as exc:
+                outcome = exc
+            # A loop closed meanwhile has no one waiting for the outcome.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(report, outcome)
+
+        threading.Thread(target=stop, name="rsock-aio-stop", daemon=True).start()
+        return stopped
 
     async def serve_forever(self) -> None:
         """Serves until stop() or until the task is cancelled (which stops the server). One task at a

@@ -6,6 +6,7 @@ is checked is what goes over the wire."""
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import socket
 import struct
@@ -698,17 +699,27 @@ async def test_udp_two_calls_waiting_at_once(opened):
     assert await bounded(first) == (b"for the first", sender.local)
 
 
-async def test_udp_close_ends_a_waiting_recvfrom(opened):
+async def test_udp_close_ends_the_waiting_calls_as_the_sync_clients_close_does(opened):
+    """Every call waiting, the one waiting on the socket and a request waiting its turn behind it, fails as a
+    call on the closed socket does, and as the sync client's waiting calls do (the first said "the client was
+    closed", the others "Bad file descriptor")."""
+    responder = await opened.responder(lambda data, addr: None)
     client = opened.udp()
     fd = client.fileno()
     assert fd >= 0 and not client.closed
-    waiting = asyncio.ensure_future(client.recvfrom())
-    assert await still_pending(waiting)
+    waiting = [asyncio.ensure_future(client.request(b"?", responder.address, timeout=TIMEOUT)) for _ in range(2)]
+    waiting.append(asyncio.ensure_future(client.recvfrom()))
+    assert await still_pending(asyncio.gather(*waiting))
     client.close()
-    with pytest.raises(OSError) as excinfo:
-        await bounded(waiting)
-    assert excinfo.value.errno == errno.EBADF
+    errors = [await bounded(asyncio.gather(call, return_exceptions=True)) for call in waiting]
     assert client.closed
+    sync_client = rsock.UdpClient()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.1, sync_client.close)
+    with pytest.raises(OSError) as sync_error:
+        await loop.run_in_executor(None, functools.partial(sync_client.recvfrom, timeout=TIMEOUT))
+    expected = (OSError, errno.EBADF, str(sync_error.value))
+    assert [(type(exc), exc.errno, str(exc)) for [exc] in errors] == [expected] * 3
 
 
 async def test_udp_request_ignores_datagrams_from_others(opened):
