@@ -408,13 +408,23 @@ class UdpClient:
     def __new__(cls, address: _Endpoint | None = None, *, family: int | None = None) -> Self: ...
     def sendto(self, data: Buffer, address: _Destination) -> int: ...
     def recvfrom(self, bufsize: int = ..., *, timeout: float | None = None) -> tuple[bytes, _IPAddress]: ...
-    def request(self, data: Buffer, address: _Destination, timeout: float = 1.0, retries: int = 3) -> bytes:
+    def request(
+        self,
+        data: Buffer,
+        address: _Destination,
+        timeout: float = 1.0,
+        retries: int = 3,
+        *,
+        accept: Callable[[bytes], object] | None = None,
+    ) -> bytes:
         """Sends `data` and returns the first reply from `address`, resending after each timeout.
 
         Datagrams already queued when it is called (such as late replies to an earlier request) are discarded first,
         so the reply returned is one that arrived after this request was sent. Raises TimeoutError after the last
         attempt, and ConnectionRefusedError (or another OSError) at once when the network reports that the datagram
-        could not be delivered: nothing listens on that port, or the host is unreachable.
+        could not be delivered: nothing listens on that port, or the host is unreachable. With `accept`, a function of
+        a reply, only a reply it returns true for is taken; the others (late replies to earlier requests, told apart
+        by an id in the messages) are dropped.
         """
     def close(self) -> None: ...
     @property

@@ -1195,21 +1195,33 @@ class UdpClient:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def request(self, data: _SizedBuffer, address: _Destination, timeout: float = 1.0, retries: int = 3) -> bytes:
+    async def request(
+        self,
+        data: _SizedBuffer,
+        address: _Destination,
+        timeout: float = 1.0,
+        retries: int = 3,
+        *,
+        accept: Callable[[bytes], object] | None = None,
+    ) -> bytes:
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
         Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
         reply is one that came after this request was sent; so are datagrams from other senders. Requests
         on one client take turns, so that each gets its own reply. Raises ConnectionRefusedError (or the
-        OSError reported) at once when the network reports that the datagram could not be delivered."""
+        OSError reported) at once when the network reports that the datagram could not be delivered. With
+        ``accept``, a function of a reply, only a reply it returns true for is taken; the others (late
+        replies to earlier requests, told apart by an id in the messages) are dropped."""
         if timeout is None:
             raise TypeError("request() needs a timeout: the seconds to wait for a reply before sending again")
         _seconds("timeout", timeout)
         if retries < 0:
             raise ValueError("retries must not be negative")
+        if accept is not None and not callable(accept):
+            raise TypeError(f"accept must be callable or None, not {type(accept).__name__}")
         loop = asyncio.get_running_loop()
         target = await self._resolve(loop, address)
         async with self._request_lock(loop):
-            return await self._exchange(loop, data, address, target, timeout, retries)
+            return await self._exchange(loop, data, address, target, timeout, retries, accept)
 
     def _request_lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
         """The lock requests on `loop` take turns with: a new one when the client moved to another loop
@@ -1228,6 +1240,7 @@ class UdpClient:
         target: tuple[Any, ...],
         timeout: float,
         retries: int,
+        accept: Callable[[bytes], object] | None,
     ) -> bytes:
         self._discard_waiting()
         asking = (address, target)
@@ -1239,7 +1252,7 @@ class UdpClient:
                     reply, sender = await self._receive_within(65536, left, asking)
                 except TimeoutError:
                     break
-                if sender[:2] == target[:2]:
+                if sender[:2] == target[:2] and (accept is None or accept(reply)):
                     return reply
         attempts = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
         raise TimeoutError(f"no reply from {address!r} after {attempts}")

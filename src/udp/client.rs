@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyOSError, PyOverflowError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 
@@ -241,8 +241,11 @@ impl UdpClient {
     /// Datagrams already queued before the first send (such as late replies to an earlier request)
     /// are discarded, so the reply returned is one that arrived after this request was sent. When the
     /// network reports that the datagram could not be delivered (nothing listens on that port, the host
-    /// is unreachable), raises ConnectionRefusedError (or the OSError reported) at once.
-    #[pyo3(signature = (data, address, timeout=1.0, retries=3))]
+    /// is unreachable), raises ConnectionRefusedError (or the OSError reported) at once. With `accept`,
+    /// a function of a reply, only a reply for which it returns true is taken: the others (late replies
+    /// to earlier requests, told apart by an id the messages carry) are dropped.
+    #[pyo3(signature = (data, address, timeout=1.0, retries=3, *, accept=None))]
+    #[allow(clippy::too_many_arguments)]
     fn request<'py>(
         &self,
         py: Python<'py>,
@@ -250,7 +253,17 @@ impl UdpClient {
         address: &Bound<'py, PyAny>,
         timeout: f64,
         retries: i64,
+        accept: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
+        let accept = accept.filter(|accept| !accept.is_none());
+        if let Some(accept) = accept
+            && !accept.is_callable()
+        {
+            return Err(PyTypeError::new_err(format!(
+                "accept must be callable or None, not {}",
+                crate::addr::type_name(accept)
+            )));
+        }
         let retries = u32::try_from(retries).map_err(|_| match retries {
             ..0 => PyValueError::new_err("retries must not be negative"),
             _ => PyOverflowError::new_err("retries is too large"),
@@ -273,7 +286,11 @@ impl UdpClient {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match self.receive(py, DEFAULT_BUFSIZE, Some(left), Some(&asking)) {
-                    Ok((reply, sender)) if same_endpoint(sender.as_socket(), asking.target) => return Ok(reply),
+                    Ok((reply, sender)) if same_endpoint(sender.as_socket(), asking.target) => {
+                        if accept.map_or(Ok(true), |accept| accept.call1((&reply,))?.is_truthy())? {
+                            return Ok(reply);
+                        }
+                    }
                     Ok(_) => {}
                     Err(err) if err.is_instance_of::<PyTimeoutError>(py) => break,
                     Err(err) => return Err(err),

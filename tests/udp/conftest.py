@@ -1,6 +1,7 @@
 """Fixtures for the UdpServer / UdpClient tests: servers that are always stopped, sockets that are always closed, and
 a deadline-bounded wait for a condition."""
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -8,6 +9,7 @@ import time
 import pytest
 
 import rsock
+import rsock.aio
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
@@ -69,3 +71,43 @@ def wait_until():
             time.sleep(0.002)
 
     return wait
+
+
+class SyncClient:
+    """rsock.UdpClient, driven directly."""
+
+    def __init__(self, **kwargs):
+        self.client = rsock.UdpClient(**kwargs)
+
+    def call(self, method, *args, **kwargs):
+        return getattr(self.client, method)(*args, **kwargs)
+
+    def close(self):
+        self.client.close()
+
+
+class AsyncClient:
+    """rsock.aio.UdpClient, each call on a loop of its own (as a client shared by successive asyncio.run()s)."""
+
+    def __init__(self, **kwargs):
+        self.client = rsock.aio.UdpClient(**kwargs)
+
+    def call(self, method, *args, **kwargs):
+        return asyncio.run(getattr(self.client, method)(*args, **kwargs))
+
+    def close(self):
+        self.client.close()
+
+
+@pytest.fixture(params=[SyncClient, AsyncClient], ids=["sync", "aio"])
+def sync_or_aio_client(request):
+    """`sync_or_aio_client(**kwargs)`: an rsock.UdpClient, or an rsock.aio.UdpClient driven the same way (each call on
+    a loop of its own); closed at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def make(**kwargs):
+            client = request.param(**kwargs)
+            stack.callback(client.close)
+            return client
+
+        yield make

@@ -368,3 +368,41 @@ def test_request_loop_against_a_local_server_polls_for_replies_instead_of_sleepi
                 assert client.request(b"%d" % n, address, timeout=TIMEOUT) == b"%d" % n
             per_request = (voluntary_switches(threading.get_native_id()) - before) / 2000
     assert per_request < 0.5, f"{per_request:.2f} sleeps per request (a blocking receive: about 1)"
+
+
+def test_a_late_reply_shifts_back_to_back_requests_unless_accept_tells_replies_apart(sync_or_aio_client):
+    """A reply that comes after its request timed out is taken by the next request, whose own reply is then taken by
+    the one after: back-to-back requests stay a reply behind. With `accept`, a request takes only the reply that
+    answers it (here by an id the messages carry) and drops the others. The sync and rsock.aio clients alike."""
+
+    def slow_answer(data, sender):
+        time.sleep(0.3)  # each answer comes well after the request that timed out (0.05 s)
+        return b"re " + data
+
+    server = rsock.UdpServer((HOST, 0), slow_answer)
+    server.start()
+    try:
+        client = sync_or_aio_client()
+        with pytest.raises(TimeoutError):
+            client.call("request", b"1", server.address, timeout=0.05, retries=0)
+        assert client.call("request", b"2", server.address, timeout=TIMEOUT) == b"re 1"  # the reply to "1"
+        with pytest.raises(TimeoutError):
+            client.call("request", b"3", server.address, timeout=0.05, retries=0)
+        taken = client.call("request", b"4", server.address, timeout=TIMEOUT, accept=lambda reply: reply == b"re 4")
+        assert taken == b"re 4"
+    finally:
+        server.stop(2.0)
+
+
+def test_request_accept_errors(sync_or_aio_client, make_server):
+    server = make_server(lambda data, sender: data)
+    client = sync_or_aio_client()
+    with pytest.raises(TypeError, match=r"^accept must be callable or None, not int$"):
+        client.call("request", b"x", server.address, timeout=TIMEOUT, accept=1)
+
+    def refuse(reply):
+        raise LookupError(f"cannot read {reply!r}")
+
+    with pytest.raises(LookupError, match=r"^cannot read b'x'$"):
+        client.call("request", b"x", server.address, timeout=TIMEOUT, accept=refuse)
+    assert client.call("request", b"y", server.address, timeout=TIMEOUT, accept=None) == b"y"

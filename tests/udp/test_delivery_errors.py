@@ -3,8 +3,6 @@ connected stdlib UDP socket's receive does, rather than waiting out its retries;
 datagram (a sendto() to a closed port) changes nothing for the calls after it, as on an unconnected stdlib
 socket. Each test runs on the sync client and on rsock.aio's."""
 
-import asyncio
-import contextlib
 import errno
 import socket
 import time
@@ -12,49 +10,10 @@ import time
 import pytest
 
 import rsock
-import rsock.aio
 from tests.loopback import ipv6_loopback_available
 
 HOST = "127.0.0.1"
 TIMEOUT = 10.0
-
-
-class SyncClient:
-    """rsock.UdpClient, driven directly."""
-
-    def __init__(self, **kwargs):
-        self.client = rsock.UdpClient(**kwargs)
-
-    def call(self, method, *args, **kwargs):
-        return getattr(self.client, method)(*args, **kwargs)
-
-    def close(self):
-        self.client.close()
-
-
-class AsyncClient:
-    """rsock.aio.UdpClient, each call on a loop of its own (as a client shared by successive asyncio.run()s)."""
-
-    def __init__(self, **kwargs):
-        self.client = rsock.aio.UdpClient(**kwargs)
-
-    def call(self, method, *args, **kwargs):
-        return asyncio.run(getattr(self.client, method)(*args, **kwargs))
-
-    def close(self):
-        self.client.close()
-
-
-@pytest.fixture(params=[SyncClient, AsyncClient], ids=["sync", "aio"])
-def make_client(request):
-    with contextlib.ExitStack() as stack:
-
-        def make(**kwargs):
-            client = request.param(**kwargs)
-            stack.callback(client.close)
-            return client
-
-        yield make
 
 
 @pytest.fixture
@@ -83,9 +42,9 @@ def refusal_of_a_connected_stdlib_socket(address, family=socket.AF_INET):
     return refused.value
 
 
-def test_request_to_a_closed_port_is_refused_at_once(make_client):
+def test_request_to_a_closed_port_is_refused_at_once(sync_or_aio_client):
     address = closed_port()
-    client = make_client()
+    client = sync_or_aio_client()
     started = time.monotonic()
     with pytest.raises(ConnectionRefusedError) as refused:
         client.call("request", b"anyone?", address, timeout=TIMEOUT, retries=3)
@@ -98,20 +57,20 @@ def test_request_to_a_closed_port_is_refused_at_once(make_client):
 
 @pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback address here")
 @pytest.mark.parametrize("kind", ["ipv6", "ipv4-mapped"])
-def test_request_of_an_ipv6_client_is_refused_at_once(make_client, kind):
+def test_request_of_an_ipv6_client_is_refused_at_once(sync_or_aio_client, kind):
     """IPv6's report (ICMPv6), and IPv4's for an IPv4-mapped address, which an IPv6 socket sends over IPv4."""
     if kind == "ipv6":
         address = closed_port("::1", socket.AF_INET6)
     else:
         address = ("::ffff:127.0.0.1", closed_port()[1])
-    client = make_client(family=socket.AF_INET6)
+    client = sync_or_aio_client(family=socket.AF_INET6)
     with pytest.raises(ConnectionRefusedError, match=r"^\[Errno 111\] no reply from .*: Connection refused$"):
         client.call("request", b"anyone?", address, timeout=TIMEOUT, retries=3)
     stdlib = refusal_of_a_connected_stdlib_socket(address, socket.AF_INET6)
     assert type(stdlib) is ConnectionRefusedError
 
 
-def test_refusals_of_other_datagrams_change_nothing_for_later_calls(make_client, echo_server):
+def test_refusals_of_other_datagrams_change_nothing_for_later_calls(sync_or_aio_client, echo_server):
     """Datagrams to closed ports, then sendto(), recvfrom() and request() to a server: each as on an unconnected
     stdlib socket, which is never told of the refusals."""
 
@@ -125,7 +84,7 @@ def test_refusals_of_other_datagrams_change_nothing_for_later_calls(make_client,
         results.append(request(b"question"))
         return results
 
-    client = make_client()
+    client = sync_or_aio_client()
     ours = converse(
         lambda data, address: client.call("sendto", data, address),
         lambda: client.call("recvfrom", timeout=TIMEOUT),
@@ -142,10 +101,10 @@ def test_refusals_of_other_datagrams_change_nothing_for_later_calls(make_client,
     assert ours == stdlib == [len(b"to the server"), (b"re: to the server", echo_server.address), b"re: question"]
 
 
-def test_an_earlier_refusal_does_not_fail_a_request_to_a_server_started_since(make_client):
+def test_an_earlier_refusal_does_not_fail_a_request_to_a_server_started_since(sync_or_aio_client):
     """A refusal that came before the request started belongs to an earlier datagram: the request to the same
     port, where a server listens now, gets its reply."""
-    client = make_client()
+    client = sync_or_aio_client()
     address = closed_port()
     client.call("sendto", b"too early", address)
     time.sleep(0.05)
@@ -157,10 +116,10 @@ def test_an_earlier_refusal_does_not_fail_a_request_to_a_server_started_since(ma
         server.stop(2.0)
 
 
-def test_a_wait_after_refusals_sleeps(make_client):
+def test_a_wait_after_refusals_sleeps(sync_or_aio_client):
     """The reports are taken off the socket as they are met: one left queued would make every wait for a
     datagram return at once (poll says the socket has something), and the wait would spin until its timeout."""
-    client = make_client(address=(HOST, 0))
+    client = sync_or_aio_client(address=(HOST, 0))
     for _ in range(20):
         client.call("sendto", b"to nobody", closed_port())
     time.sleep(0.05)
