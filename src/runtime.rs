@@ -259,6 +259,14 @@ fn hold_python_thread_state() -> pyo3::ffi::PyGILState_STATE {
     gil
 }
 
+/// Set once interpreter exit has interrupted the handlers: their SystemExit is then not their failure.
+static HANDLERS_INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether interpreter exit has interrupted the handlers still running (see `interrupt_handlers`).
+pub fn handlers_interrupted() -> bool {
+    HANDLERS_INTERRUPTED.load(Ordering::Acquire)
+}
+
 fn python_threads() -> std::sync::MutexGuard<'static, Vec<(u64, std::ffi::c_ulong)>> {
     PYTHON_THREADS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -269,6 +277,7 @@ fn python_threads() -> std::sync::MutexGuard<'static, Vec<(u64, std::ffi::c_ulon
 /// with pthread_exit, which cannot unwind through Rust frames: the process aborts. Code in a blocking
 /// call (a sleep) only sees the exception when the call returns.
 pub fn interrupt_handlers(_py: Python<'_>) {
+    HANDLERS_INTERRUPTED.store(true, Ordering::Release);
     let generation = fork_generation();
     for &(_, ident) in python_threads().iter().filter(|(g, _)| *g == generation) {
         // SAFETY: the GIL is held; the exception type is a live object CPython keeps. An ident whose

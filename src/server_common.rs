@@ -601,7 +601,8 @@ impl<S: Send + 'static> Runner<S> {
     }
 }
 
-/// Why an async handler ended without being at fault, if it did, for the log (INFO, no traceback): its
+/// Why a handler ended without being at fault, if it did, for the log (INFO, no traceback): interpreter
+/// exit interrupted it (the SystemExit of `runtime::interrupt_handlers`), or, for an async handler, its
 /// task was cancelled (asyncio.run() ending, or a cancel of the program's own), or its event loop was
 /// closed before it could run. rsock.aio reports the latter as a ConnectionAbortedError it makes but
 /// never raises, so one without a traceback; a ConnectionAbortedError a handler raised is its error
@@ -611,6 +612,8 @@ pub fn not_the_handlers_fault(py: Python<'_>, err: &PyErr) -> Option<&'static st
         Some("its handler was cancelled")
     } else if err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py) && err.traceback(py).is_none() {
         Some("its handler's event loop is gone")
+    } else if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py) && runtime::handlers_interrupted() {
+        Some("its handler was interrupted as the interpreter exits")
     } else {
         None
     }

@@ -181,16 +181,7 @@ impl DatagramReply {
         self.shared.lifecycle.check_runs_here()?;
         let stats = &self.shared.stats;
         let sent = match exc.filter(|e| !e.is_none()) {
-            Some(exc) => {
-                let err = PyErr::from_value(exc.clone());
-                if let Some(why) = server_common::not_the_handlers_fault(py, &err) {
-                    // As a TcpServer says it of a connection: not an error of the server's or the handler's.
-                    let text = format!("no reply to a datagram from {}: {why}", self.target.peer);
-                    log::log(py, INFO, &text, None);
-                    return Ok(());
-                }
-                Err(err)
-            }
+            Some(exc) => Err(PyErr::from_value(exc.clone())),
             None if reply.is_none() => return Ok(()),
             None => with_reply("on_datagram", reply, |bytes| {
                 let peer = self.target.peer;
@@ -202,17 +193,8 @@ impl DatagramReply {
             })
             .and_then(|sent| sent),
         };
-        match sent {
-            Ok(()) => {}
-            Err(err) => {
-                stats.errors.fetch_add(1, Relaxed);
-                log::log(
-                    py,
-                    ERROR,
-                    &format!("handler for a datagram from {} failed", self.target.peer),
-                    Some(&err),
-                );
-            }
+        if let Err(err) = sent {
+            report_failure(py, stats, self.target.peer, &err);
         }
         Ok(())
     }
@@ -504,16 +486,27 @@ fn deliver_batch(
             })
         });
         if let Err(err) = sent {
-            stats.errors.fetch_add(1, Relaxed);
-            log::log(
-                py,
-                ERROR,
-                &format!("handler for a datagram from {sender} failed"),
-                Some(&err),
-            );
+            report_failure(py, stats, sender, &err);
         }
     }
     (unsent, answered)
+}
+
+/// Logs and counts the failure of the handler for a datagram from `peer` (or of its reply), but for
+/// an end that is not the handler's fault, which is logged at INFO, as a TcpServer logs it of a
+/// connection.
+fn report_failure(py: Python<'_>, stats: &Stats, peer: SocketAddr, err: &PyErr) {
+    if let Some(why) = server_common::not_the_handlers_fault(py, err) {
+        log::log(py, INFO, &format!("no reply to a datagram from {peer}: {why}"), None);
+        return;
+    }
+    stats.errors.fetch_add(1, Relaxed);
+    log::log(
+        py,
+        ERROR,
+        &format!("handler for a datagram from {peer} failed"),
+        Some(err),
+    );
 }
 
 /// Passes an awaitable `on_datagram` returned to rsock.aio's bridge; its result is sent to `target`.
