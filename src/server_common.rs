@@ -612,9 +612,14 @@ pub fn not_the_handlers_fault(py: Python<'_>, err: &PyErr) -> Option<&'static st
         Some("its handler was cancelled")
     } else if err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py) && err.traceback(py).is_none() {
         Some("its handler's event loop is gone")
-    } else if err.is_instance_of::<pyo3::exceptions::PySystemExit>(py) && runtime::handlers_interrupted() {
-        Some("its handler was interrupted as the interpreter exits")
     } else {
-        None
+        interrupted_at_exit(py, err)
     }
+}
+
+/// `not_the_handlers_fault` for a plain handler, whose own exceptions are its failures, whatever
+/// they are: only interpreter exit's interruption is not.
+pub fn interrupted_at_exit(py: Python<'_>, err: &PyErr) -> Option<&'static str> {
+    (err.is_instance_of::<pyo3::exceptions::PySystemExit>(py) && runtime::handlers_interrupted())
+        .then_some("its handler was interrupted as the interpreter exits")
 }

@@ -194,7 +194,8 @@ impl DatagramReply {
             .and_then(|sent| sent),
         };
         if let Err(err) = sent {
-            report_failure(py, stats, self.target.peer, &err);
+            let excused = server_common::not_the_handlers_fault(py, &err);
+            report_failure(py, stats, self.target.peer, &err, excused);
         }
         Ok(())
     }
@@ -486,17 +487,18 @@ fn deliver_batch(
             })
         });
         if let Err(err) = sent {
-            report_failure(py, stats, sender, &err);
+            let excused = server_common::interrupted_at_exit(py, &err);
+            report_failure(py, stats, sender, &err, excused);
         }
     }
     (unsent, answered)
 }
 
 /// Logs and counts the failure of the handler for a datagram from `peer` (or of its reply), but for
-/// an end that is not the handler's fault, which is logged at INFO, as a TcpServer logs it of a
+/// an end `excused` as not the handler's fault, which is logged at INFO, as a TcpServer logs it of a
 /// connection.
-fn report_failure(py: Python<'_>, stats: &Stats, peer: SocketAddr, err: &PyErr) {
-    if let Some(why) = server_common::not_the_handlers_fault(py, err) {
+fn report_failure(py: Python<'_>, stats: &Stats, peer: SocketAddr, err: &PyErr, excused: Option<&str>) {
+    if let Some(why) = excused {
         log::log(py, INFO, &format!("no reply to a datagram from {peer}: {why}"), None);
         return;
     }
