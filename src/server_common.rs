@@ -592,6 +592,17 @@ impl<S: Send + 'static> Runner<S> {
     }
 
     /// "not started", "running" or "stopped", for reprs.
+    /// Warns, as a socket collected open does, when the server being collected was bound but neither
+    /// started nor stopped: it held its port for nothing (`repr` names it). One that was started keeps
+    /// serving without its object; stop() on one never started closes its socket.
+    pub fn warn_if_never_used(&self, repr: impl FnOnce() -> String) {
+        let holds_socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if self.state.load(Ordering::Relaxed) == NEW && holds_socket {
+            let text = format!("unclosed {}", repr());
+            Python::attach(|py| crate::errors::warn_from_finalizer::<pyo3::exceptions::PyResourceWarning>(py, &text));
+        }
+    }
+
     pub fn state_name(&self) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             NEW => "not started",

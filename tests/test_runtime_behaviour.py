@@ -1677,3 +1677,36 @@ def test_ctrl_c_during_an_aio_servers_stop_ends_the_program_promptly():
         except subprocess.TimeoutExpired:
             pytest.fail(f"the program was still running {PROMPT} s after Ctrl-C")
         assert (proc.returncode, lines.rest()) == (0, ["stopping", "interrupted"]), proc.stderr.read().decode()
+
+
+def _never_started_servers():
+    import socketserver
+
+    import rsock
+
+    return {
+        "rsock.TcpServer": lambda: rsock.TcpServer((HOST, 0), lambda conn, data: data),
+        "rsock.UdpServer": lambda: rsock.UdpServer((HOST, 0), lambda data, sender: data),
+        "socketserver.TCPServer": lambda: socketserver.TCPServer((HOST, 0), socketserver.BaseRequestHandler),
+        "socketserver.UDPServer": lambda: socketserver.UDPServer((HOST, 0), socketserver.BaseRequestHandler),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_never_started_servers()))
+def test_a_server_bound_but_never_started_nor_stopped_warns_when_collected(kind):
+    """Its port was held for nothing: a ResourceWarning, as socketserver's (its socket's) when never closed. A
+    server that was started serves on without its object, and stop() closes a server never started."""
+    server = _never_started_servers()[kind]()
+    with pytest.warns(ResourceWarning, match=r"^unclosed <"):
+        del server
+        gc.collect()
+
+
+@pytest.mark.parametrize("kind", ["rsock.TcpServer", "rsock.UdpServer"])
+def test_a_server_never_started_but_stopped_is_collected_quietly(kind):
+    server = _never_started_servers()[kind]()
+    server.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del server
+        gc.collect()

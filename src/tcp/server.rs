@@ -1542,6 +1542,12 @@ pub struct TcpServer {
     address: SocketAddr,
 }
 
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.runner.warn_if_never_used(|| self.__repr__());
+    }
+}
+
 fn callable_or_none(name: &str, value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
     match value.filter(|v| !v.is_none()) {
         None => Ok(None),

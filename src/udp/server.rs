@@ -697,6 +697,12 @@ pub struct UdpServer {
     address: SocketAddr,
 }
 
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.runner.warn_if_never_used(|| self.__repr__());
+    }
+}
+
 #[pymethods]
 impl UdpServer {
     #[new]
