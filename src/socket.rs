@@ -408,21 +408,23 @@ impl Socket {
         })
     }
 
-    /// send(2) until every byte is out; with a timeout, the deadline covers the whole call.
+    /// send(2) until every byte is out; with a timeout, the deadline covers the whole call. The first
+    /// send is always made, as CPython's: a timeout shorter than the time to get to it (a nanosecond)
+    /// still sends what the socket takes at once, or raises the send's own error.
     pub(crate) fn send_all(&self, py: Python<'_>, mut bytes: &[u8], flags: c_int) -> PyResult<()> {
         let wait = self.io_wait();
         loop {
-            if let Wait::Until(deadline) = wait
-                && Instant::now() >= deadline
-            {
-                return Err(timeout_error());
-            }
             let sent = self.send_once(py, bytes, flags, wait)?;
             bytes = &bytes[sent..];
             // send() may return a partial count when a signal arrives: run the handlers first.
             py.check_signals()?;
             if bytes.is_empty() {
                 return Ok(());
+            }
+            if let Wait::Until(deadline) = wait
+                && Instant::now() >= deadline
+            {
+                return Err(timeout_error());
             }
         }
     }

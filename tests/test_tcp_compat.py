@@ -625,6 +625,21 @@ def test_sendall_returns_none(sockmod):
         assert recv_exactly(conn, len(PAYLOAD)) == PAYLOAD
 
 
+@pytest.mark.parametrize("timeout", [1e-9, 1e-8])
+def test_sendall_with_a_timeout_shorter_than_the_call_still_sends_once(sockmod, timeout):
+    """The first send is always made, the deadline checked only before the next: what the socket takes at once goes
+    out, and a send's own error is raised rather than a TimeoutError."""
+    with ipv4_connection(sockmod) as (client, conn):
+        client.settimeout(timeout)
+        assert client.sendall(b"y") is None
+        assert recv_exactly(conn, 1) == b"y"
+    with sockmod.socket(sockmod.AF_UNIX, sockmod.SOCK_STREAM) as unconnected:
+        unconnected.settimeout(timeout)
+        with pytest.raises(OSError) as failed:
+            unconnected.sendall(b"y")
+        assert (type(failed.value), failed.value.errno) == (OSError, errno.ENOTCONN)
+
+
 @pytest.mark.parametrize("mode", ["blocking", "timeout"])
 def test_sendall_delivers_8_mib_to_a_reader_thread(sockmod, endpoint, mode):
     payload = os.urandom(1 << 16) * 128  # 8 MiB, far more than the socket buffers hold
