@@ -1,7 +1,7 @@
 //! Ancillary data (control messages) for `sendmsg()` / `recvmsg()`, packed from and unpacked to the
 //! `[(level, type, data), ...]` lists the stdlib uses.
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -51,6 +51,27 @@ fn parse_item(item: &Bound<'_, PyAny>) -> PyResult<Message> {
 /// `parse` for an optional argument.
 pub fn parse_or_empty(ancdata: &Opt<'_>) -> PyResult<Vec<Message>> {
     ancdata.given().map_or(Ok(Vec::new()), parse)
+}
+
+/// The control messages of an AF_ALG sendmsg (linux/if_alg.h), as CPython's `sendmsg_afalg()` makes
+/// them: the operation (ALG_OP_ENCRYPT, ALG_OP_DECRYPT), the IV (`struct af_alg_iv`: its length, then
+/// its bytes) and the AEAD associated-data length, each a native-endian u32.
+pub fn afalg(op: u32, iv: Option<&[u8]>, assoclen: Option<u32>) -> PyResult<Vec<Message>> {
+    let mut messages = vec![(libc::SOL_ALG, libc::ALG_SET_OP, op.to_ne_bytes().to_vec())];
+    if let Some(iv) = iv {
+        let length = u32::try_from(iv.len()).map_err(|_| PyOverflowError::new_err("iv is too large"))?;
+        let mut data = length.to_ne_bytes().to_vec();
+        data.extend_from_slice(iv);
+        messages.push((libc::SOL_ALG, libc::ALG_SET_IV, data));
+    }
+    if let Some(assoclen) = assoclen {
+        messages.push((
+            libc::SOL_ALG,
+            libc::ALG_SET_AEAD_ASSOCLEN,
+            assoclen.to_ne_bytes().to_vec(),
+        ));
+    }
+    Ok(messages)
 }
 
 /// The largest control buffer (and message in it), as CPython's SOCKLEN_T_LIMIT.
@@ -111,4 +132,28 @@ pub fn unpack<'py>(py: Python<'py>, control: &[u8]) -> PyResult<Bound<'py, PyLis
         offset += unsafe { libc::CMSG_SPACE((header.cmsg_len - header_len) as u32) } as usize;
     }
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn afalg_control_messages_hold_the_operation_the_iv_and_the_associated_data_length() {
+        let messages = afalg(1, Some(b"0123456789abcdef"), Some(20)).unwrap();
+        let mut iv = 16u32.to_ne_bytes().to_vec();
+        iv.extend_from_slice(b"0123456789abcdef");
+        assert_eq!(
+            messages,
+            vec![
+                (libc::SOL_ALG, libc::ALG_SET_OP, 1u32.to_ne_bytes().to_vec()),
+                (libc::SOL_ALG, libc::ALG_SET_IV, iv),
+                (libc::SOL_ALG, libc::ALG_SET_AEAD_ASSOCLEN, 20u32.to_ne_bytes().to_vec()),
+            ]
+        );
+        assert_eq!(
+            afalg(0, None, None).unwrap(),
+            vec![(libc::SOL_ALG, libc::ALG_SET_OP, vec![0; 4])]
+        );
+    }
 }

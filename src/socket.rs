@@ -694,6 +694,49 @@ impl Socket {
     }
 }
 
+impl Socket {
+    /// One sendmsg(2) of `chunks` with the control data `control`, to `addr` if given.
+    fn send_message(
+        &self,
+        py: Python<'_>,
+        chunks: &[Vec<u8>],
+        control: &[u8],
+        flags: c_int,
+        addr: Option<&SockAddr>,
+    ) -> PyResult<usize> {
+        self.call(py, POLLOUT, self.io_wait(), |fd| {
+            let mut iov: Vec<libc::iovec> = chunks
+                .iter()
+                .map(|c| libc::iovec {
+                    iov_base: c.as_ptr() as *mut c_void,
+                    iov_len: c.len(),
+                })
+                .collect();
+            // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            if !control.is_empty() {
+                msg.msg_control = control.as_ptr() as *mut c_void;
+                msg.msg_controllen = control.len();
+            }
+            if let Some(addr) = &addr {
+                msg.msg_name = addr.as_ptr() as *mut c_void;
+                msg.msg_namelen = addr.len();
+            }
+            // SAFETY: msg describes buffers that are valid for the duration of the call.
+            check(unsafe { libc::sendmsg(fd, &msg, flags) })
+        })
+    }
+}
+
+/// The buffers of sendmsg()'s (or sendmsg_afalg()'s) first argument, an iterable of bytes-like
+/// objects, as bytes. CPython names sendmsg() in the error for both.
+fn read_buffers(buffers: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u8>>> {
+    let iter = iterate(buffers, "sendmsg() argument 1 must be an iterable")?;
+    iter.map(|b| crate::buffer::read_bytes(&b?)).collect()
+}
+
 impl Drop for Socket {
     /// A socket collected while open warns and closes, as CPython's socket finalizer does. (The
     /// Python subclass warns from `__del__` with the object as the warning's source and closes it
@@ -1129,34 +1172,54 @@ impl Socket {
             slf.as_any(),
             address.unwrap_or(&py.None().into_bound(py)),
         )?;
-        let iter = iterate(buffers, "sendmsg() argument 1 must be an iterable")?;
-        let chunks = iter
-            .map(|b| crate::buffer::read_bytes(&b?))
-            .collect::<PyResult<Vec<_>>>()?;
+        let chunks = read_buffers(buffers)?;
         let control = ancillary::pack(&ancillary::parse_or_empty(&ancdata)?)?;
-        this.call(py, POLLOUT, this.io_wait(), |fd| {
-            let mut iov: Vec<libc::iovec> = chunks
-                .iter()
-                .map(|c| libc::iovec {
-                    iov_base: c.as_ptr() as *mut c_void,
-                    iov_len: c.len(),
+        this.send_message(py, &chunks, &control, flags, addr.as_ref())
+    }
+
+    /// `sendmsg_afalg([msg, ]*, op[, iv[, assoclen[, flags]]])`: sendmsg() on an AF_ALG socket (the
+    /// kernel's crypto API) with the control messages for the operation `op` (ALG_OP_ENCRYPT,
+    /// ALG_OP_DECRYPT), the `iv` and the AEAD `assoclen`; its arguments are checked as CPython's are.
+    #[pyo3(signature = (msg=None, *, op=None, iv=None, assoclen=None, flags=Opt::Absent))]
+    fn sendmsg_afalg(
+        &self,
+        py: Python<'_>,
+        msg: Option<&Bound<'_, PyAny>>,
+        op: Option<&Bound<'_, PyAny>>,
+        iv: Option<&Bound<'_, PyAny>>,
+        assoclen: Option<&Bound<'_, PyAny>>,
+        flags: Opt<'_>,
+    ) -> PyResult<usize> {
+        if self.family.load(Relaxed) != libc::AF_ALG {
+            return Err(PyOSError::new_err("algset is only supported for AF_ALG"));
+        }
+        let int_argument = |value: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<i64>> {
+            value
+                .map(|value| match value.cast::<pyo3::types::PyInt>() {
+                    Ok(int) => Ok(int.extract::<i32>().map_or(-1, i64::from)),
+                    Err(_) => Err(PyTypeError::new_err(format!(
+                        "sendmsg_afalg() argument '{name}' must be int, not {}",
+                        crate::addr::type_name(value)
+                    ))),
                 })
-                .collect();
-            // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len();
-            if !control.is_empty() {
-                msg.msg_control = control.as_ptr() as *mut c_void;
-                msg.msg_controllen = control.len();
-            }
-            if let Some(addr) = &addr {
-                msg.msg_name = addr.as_ptr() as *mut c_void;
-                msg.msg_namelen = addr.len();
-            }
-            // SAFETY: msg describes buffers that are valid for the duration of the call.
-            check(unsafe { libc::sendmsg(fd, &msg, flags) })
-        })
+                .transpose()
+        };
+        let op = int_argument(op, "op")?;
+        let iv = iv.map(crate::buffer::read_bytes).transpose()?;
+        let assoclen = int_argument(assoclen, "assoclen")?;
+        let flags = c_int_or(&flags, 0)?;
+        let Some(op) = op.and_then(|op| u32::try_from(op).ok()) else {
+            return Err(PyTypeError::new_err("Invalid or missing argument 'op'"));
+        };
+        let assoclen = assoclen
+            .map(|assoclen| u32::try_from(assoclen).map_err(|_| PyTypeError::new_err("assoclen must be positive")))
+            .transpose()?;
+        let control = ancillary::pack(&ancillary::afalg(op, iv.as_deref(), assoclen)?)?;
+        let chunks = match msg {
+            Some(msg) => read_buffers(msg)?,
+            None => Vec::new(),
+        };
+        self.send_message(py, &chunks, &control, flags, None)
     }
 
     /// `recvmsg(bufsize[, ancbufsize[, flags]])` → `(data, ancdata, msg_flags, address)`.

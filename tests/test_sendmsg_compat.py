@@ -243,3 +243,18 @@ def test_an_ancillary_item_too_large_for_a_c_int_is_refused_before_it_is_copied(
     with a, b, huge, pytest.raises(OSError) as raised:
         a.sendmsg([b"x"], [(sockmod.SOL_SOCKET, sockmod.SCM_RIGHTS, huge)])
     assert str(raised.value) == "ancillary data item too large"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"op": 1}, {"op": -1}, {"op": "x"}, {"op": 1, "iv": "not bytes"}, {"op": 1, "assoclen": -1}],
+    ids=repr,
+)
+def test_sendmsg_afalg_on_a_socket_of_another_family_is_refused_first(sockmod, kwargs):
+    """The method exists on every socket, and on one that is not AF_ALG it raises before it reads its arguments.
+    (This machine's kernel has no AF_ALG, so the control messages it sends are checked in ancillary.rs's tests.)"""
+    a, b = sockmod.socketpair()
+    with a, b:
+        with pytest.raises(OSError) as refused:
+            a.sendmsg_afalg([b"data"], **kwargs)
+        assert (type(refused.value), str(refused.value)) == (OSError, "algset is only supported for AF_ALG")

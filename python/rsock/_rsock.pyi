@@ -104,6 +104,15 @@ class socket:
         address: _Address = ...,
         /,
     ) -> int: ...
+    def sendmsg_afalg(
+        self,
+        msg: Iterable[Buffer] | None = None,
+        *,
+        op: int | None = None,
+        iv: Buffer | None = None,
+        assoclen: int | None = None,
+        flags: SupportsIndex | None = ...,
+    ) -> int: ...
     def recv(self, bufsize: SupportsIndex, flags: SupportsIndex | None = ..., /) -> bytes:
         """Up to `bufsize` bytes; b"" when the peer has closed."""
     def recv_into(
