@@ -1533,7 +1533,7 @@ class _AsyncServer:
             with contextlib.suppress(RuntimeError):
                 self._stopped.get_loop().call_soon_threadsafe(_set_if_pending, self._stopped)
 
-    def _stop_in_thread(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> asyncio.Future[None]:
+    async def _stop_in_thread(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
         """The native stop(), which blocks until the server has stopped, run in a daemon thread of its own: not the
         loop's executor, whose threads asyncio.run() waits for as it ends, so that Ctrl-C during a long stop
         (a handler holding up rsock's thread) would wait the stop out before the program could end."""
@@ -1557,8 +1557,16 @@ class _AsyncServer:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(report, outcome)
 
-        threading.Thread(target=stop, name="rsock-aio-stop", daemon=True).start()
-        return stopped
+        thread = threading.Thread(target=stop, name="rsock-aio-stop", daemon=True)
+        thread.start()
+        try:
+            await stopped
+        finally:
+            if stopped.done() and not stopped.cancelled():
+                # The thread has reported and only returns now. Joined, so that it holds the server (and through
+                # its bridge the loop) no longer once the stop is awaited: a stopped server and its loop are then
+                # collected at once.
+                thread.join()
 
     async def serve_forever(self) -> None:
         """Serves until stop() or until the task is cancelled (which stops the server). One task at a
