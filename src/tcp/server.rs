@@ -914,9 +914,16 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
         Err(err) => Outcome::Handler(err),
     };
     let outcome = match outcome {
-        // The reply of a handler that outlasted a forced stop, which closed the connection: it has
-        // nowhere to go, and the server closed the connection, as it closes the others, not the peer.
+        // The reply of a handler that outlasted a forced stop, which closed the connection, returned or
+        // sent with conn.send() (which raised BrokenPipeError): it has nowhere to go, and the server
+        // closed the connection, as it closes the others, not the peer.
         Outcome::Io(_) if conn.closed.load(Relaxed) => Outcome::Closed,
+        Outcome::Handler(err)
+            if conn.closed.load(Relaxed)
+                && runtime::with_gil(|py| err.is_instance_of::<pyo3::exceptions::PyBrokenPipeError>(py)) =>
+        {
+            Outcome::Closed
+        }
         outcome => outcome,
     };
     if matches!(outcome, Outcome::Handler(_) | Outcome::Framing(_)) && !conn.closed.load(Relaxed) {

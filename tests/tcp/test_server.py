@@ -1767,12 +1767,14 @@ def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_serv
     assert recv_until_closed(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
 
 
+@pytest.mark.parametrize("replies", ["by returning", "with conn.send()"])
 def test_a_connection_closed_by_a_forced_stop_under_its_handler_ends_as_the_others_do(
-    make_server, make_raw, wait_until, caplog
+    make_server, make_raw, wait_until, caplog, replies
 ):
     """stop()'s timeout closes every connection, the one whose handler still runs among them: that handler's reply
-    has nowhere to go when it returns. The connection ends as the server closed it, as its neighbour does:
-    on_disconnect gets None and nothing counts or logs as a failure (it said "failed: Broken pipe", an error)."""
+    has nowhere to go when it returns (or sends it: conn.send() raises BrokenPipeError). The connection ends as the
+    server closed it, as its neighbour does: on_disconnect gets None and nothing counts or logs as a failure (it
+    said "failed: Broken pipe", or logged the handler's BrokenPipeError, as errors)."""
     entered = threading.Event()
     release = threading.Event()
     ended = {}
@@ -1781,7 +1783,10 @@ def test_a_connection_closed_by_a_forced_stop_under_its_handler_ends_as_the_othe
         if data == b"slow":
             entered.set()
             release.wait(TIMEOUT)
-        return data
+        if replies == "by returning":
+            return data
+        conn.send(data)
+        return None
 
     server = make_server(slow, on_disconnect=lambda conn, exc: ended.update({conn.id: exc}))
     slow_peer, idle_peer = make_raw(server.address), make_raw(server.address)
