@@ -1064,8 +1064,8 @@ class TcpClient:
 class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
     The datagrams go through rsock's socket; the loop only says when it is ready. As the sync client's, a
-    request fails at once when the network reports that its datagram could not be delivered (ICMP port
-    or host unreachable)."""
+    request fails at once when the address's host reports that nothing listens there (ICMP port
+    unreachable)."""
 
     def __init__(self, address: _BindAddress | None = None, *, family: int | None = None) -> None:
         # A family not an int is a TypeError. Another family's client (AF_UNIX) could send, but never match a reply
@@ -1111,6 +1111,10 @@ class UdpClient:
             except (BlockingIOError, InterruptedError):
                 await self._ready(writing=True)
             except OSError as error:
+                if error.errno == _errno.ENOBUFS:
+                    # Dropped on a full queue, which only a socket that asked for reports is told: counted as
+                    # sent, as the sync client counts it (its delivery_errors.rs).
+                    return len(data)
                 # An earlier datagram's report, met by this send: it is made again, once (a send can also
                 # fail with such an error for its own datagram, when there is no route).
                 if not (again and self._reported(error, asking)):
@@ -1177,16 +1181,17 @@ class UdpClient:
 
     def _reported(self, error: OSError, asking: _Asking | None) -> bool:
         """Whether `error`, met by a send or receive, was the report of a datagram's failure to arrive (the
-        sync client's delivery_errors.rs says how the kernel gives them); one about the address a request is
-        `asking` is raised as that request's error."""
+        sync client's delivery_errors.rs says how the kernel gives them); a refusal of the address a request is
+        `asking` is raised as that request's error, and other reports leave it to its resends, as the sync
+        client's do."""
         reports = _rsock._take_delivery_errors(self._sock.fileno(), error.errno)
         if reports is None:
             return False
         if asking is not None:
             address, target = asking
             for errno, destination in reports:
-                if destination[:2] == target[:2]:
-                    raise OSError(errno, f"no reply from {address!r}: {os.strerror(errno)}") from None
+                if errno == _errno.ECONNREFUSED and destination[:2] == target[:2]:
+                    raise ConnectionRefusedError(errno, f"no reply from {address!r}: {os.strerror(errno)}") from None
         return True
 
     @staticmethod
@@ -1207,8 +1212,8 @@ class UdpClient:
         """Sends ``data`` and returns the first reply from ``address``, resending after each ``timeout``.
         Datagrams already waiting when it starts (late replies to earlier requests) are discarded, so the
         reply is one that came after this request was sent; so are datagrams from other senders. Requests
-        on one client take turns, so that each gets its own reply. Raises ConnectionRefusedError (or the
-        OSError reported) at once when the network reports that the datagram could not be delivered. With
+        on one client take turns, so that each gets its own reply. Raises ConnectionRefusedError at once when
+        the address's host reports that nothing listens on that port (ICMP port unreachable). With
         ``accept``, a function of a reply, only a reply it returns true for is taken; the others (late
         replies to earlier requests, told apart by an id in the messages) are dropped."""
         if timeout is None:

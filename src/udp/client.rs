@@ -57,7 +57,9 @@ impl UdpClient {
     }
 
     /// Sends `data` to `target`. A send that meets the report of an earlier datagram's failure is
-    /// made again (a request's own failure ends it, see `reported`).
+    /// made again (a request's own refusal ends it, see `reported`). A datagram the kernel dropped on
+    /// a full queue counts as sent, as it does for a socket that did not ask for reports (see
+    /// delivery_errors.rs): lost as a datagram on the way can be, and resent by a request.
     fn send(
         &self,
         py: Python<'_>,
@@ -76,26 +78,24 @@ impl UdpClient {
             )));
         }
         match self.sock.send_to(py, data, target) {
+            Err(err) if errno_of(py, &err) == Some(libc::ENOBUFS) => Ok(data.len()),
             Err(err) if self.reported(py, &err, asking)? => self.sock.send_to(py, data, target),
             sent => sent,
         }
     }
 
     /// Whether `err`, an error of a send or receive, was the report of a datagram's failure to arrive
-    /// (see delivery_errors.rs), which the call goes on past; a report about the address a request is
-    /// asking is that request's error instead.
+    /// (see delivery_errors.rs), which the call goes on past; a refusal of the address a request is
+    /// asking (nothing listens there) is that request's error instead. Other reports about it (an
+    /// unreachable host or network, which may pass; a smaller path MTU, which the next send heeds)
+    /// leave the request to its resends, as a socket that did not ask for reports would.
     fn reported(&self, py: Python<'_>, err: &PyErr, asking: Option<&Asking<'_, '_>>) -> PyResult<bool> {
-        let errno = err
-            .value(py)
-            .getattr(pyo3::intern!(py, "errno"))
-            .and_then(|errno| errno.extract::<Option<i32>>())
-            .ok()
-            .flatten();
-        if !errno.is_some_and(delivery_errors::may_be_reported) {
+        if !errno_of(py, err).is_some_and(delivery_errors::may_be_reported) {
             return Ok(false);
         }
         for report in delivery_errors::take(self.sock.fileno_raw()) {
             if let Some(asking) = asking
+                && report.errno == libc::ECONNREFUSED
                 && same_endpoint(report.destination.as_socket(), asking.target)
             {
                 return Err(PyOSError::new_err((
@@ -153,6 +153,15 @@ impl UdpClient {
             }
         }
     }
+}
+
+/// The errno of `err`, an OSError (None for another exception, or one without an errno).
+fn errno_of(py: Python<'_>, err: &PyErr) -> Option<i32> {
+    err.value(py)
+        .getattr(pyo3::intern!(py, "errno"))
+        .and_then(|errno| errno.extract::<Option<i32>>())
+        .ok()
+        .flatten()
 }
 
 /// What a request is asking: the address it sends to, as given and as resolved.
@@ -240,8 +249,8 @@ impl UdpClient {
     /// again after each `timeout` seconds without one, `retries` times; then raises TimeoutError.
     /// Datagrams already queued before the first send (such as late replies to an earlier request)
     /// are discarded, so the reply returned is one that arrived after this request was sent. When the
-    /// network reports that the datagram could not be delivered (nothing listens on that port, the host
-    /// is unreachable), raises ConnectionRefusedError (or the OSError reported) at once. With `accept`,
+    /// address's host reports that nothing listens on that port (ICMP port unreachable), raises
+    /// ConnectionRefusedError at once. With `accept`,
     /// a function of a reply, only a reply for which it returns true is taken: the others (late replies
     /// to earlier requests, told apart by an id the messages carry) are dropped.
     #[pyo3(signature = (data, address, timeout=1.0, retries=3, *, accept=None))]

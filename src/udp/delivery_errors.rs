@@ -1,12 +1,14 @@
 //! What the network reports of datagrams it could not deliver (ICMP "port unreachable" for a port
-//! where nothing listens, "host unreachable" and the like), so that a client's request to such an
-//! address fails at once with the reason instead of waiting out its retries.
+//! where nothing listens, "host unreachable" and the like), so that a client's request to a port where
+//! nothing listens fails at once instead of waiting out its retries.
 //!
 //! The kernel tells an unconnected UDP socket of these only under IP_RECVERR (IPV6_RECVERR): it
 //! queues each report with the destination of the datagram it concerns, and also sets it as the
 //! socket's pending error, which the next send or receive returns whatever its own destination. A
 //! client that asks for the reports therefore takes them all whenever a call fails with one (`take`),
-//! acts on those about the address it is asking, and goes on as a socket that never asked otherwise.
+//! acts on a refusal of the address it is asking, and goes on as a socket that never asked otherwise.
+//! Asking also makes a send report a datagram the kernel dropped on a full queue (ENOBUFS), which it
+//! otherwise counts as sent: the client counts it as sent too.
 
 use std::io;
 use std::mem::{MaybeUninit, size_of};
