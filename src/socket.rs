@@ -1193,10 +1193,13 @@ impl Socket {
         if self.family.load(Relaxed) != libc::AF_ALG {
             return Err(PyOSError::new_err("algset is only supported for AF_ALG"));
         }
-        let int_argument = |value: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<i64>> {
+        // Both must be ints (not merely have __index__), as CPython's argument parsing says.
+        let int_argument = |value: Option<&Bound<'_, PyAny>>, name: &str| -> PyResult<Option<i32>> {
             value
                 .map(|value| match value.cast::<pyo3::types::PyInt>() {
-                    Ok(int) => Ok(int.extract::<i32>().map_or(-1, i64::from)),
+                    // An op out of a C int's range is the TypeError below, as CPython overrides its error.
+                    Ok(int) if name == "op" => Ok(int.extract::<i32>().unwrap_or(-1)),
+                    Ok(int) => c_int(int.as_any()),
                     Err(_) => Err(PyTypeError::new_err(format!(
                         "sendmsg_afalg() argument '{name}' must be int, not {}",
                         crate::addr::type_name(value)
