@@ -357,17 +357,32 @@ def test_a_client_dropped_unclosed_inside_a_failing_call_keeps_the_error():
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="polling for a reply needs the server running meanwhile")
 def test_request_loop_against_a_local_server_polls_for_replies_instead_of_sleeping():
-    """A reply from a server on this machine comes within the client's poll: request() waits for it without
-    sleeping, where a blocking receive sleeps once per request (the stdlib socket's, and this client's before)."""
+    """A reply from a server on this machine mostly comes within the client's poll: request() waits for it without
+    sleeping, where a blocking receive (the stdlib socket's, measured in the same run) sleeps once per request. How
+    many come within the poll depends on the machine's speed at the time (a quarter of them missed it on a slow
+    day): the client sleeps at most three times for the stdlib's four."""
+
+    def sleeps_per_request(request):
+        for n in range(300):  # both sides settle into polling
+            assert request(b"warm %d" % n) == b"warm %d" % n
+        before = voluntary_switches(threading.get_native_id())
+        for n in range(2000):
+            assert request(b"%d" % n) == b"%d" % n
+        return (voluntary_switches(threading.get_native_id()) - before) / 2000
+
     with rsock_server_process("rsock.UdpServer(('127.0.0.1', 0), lambda data, address: data)") as (_, address):
         with rsock.UdpClient() as client:
-            for _ in range(300):  # both sides settle into polling
-                assert client.request(b"warm", address, timeout=TIMEOUT) == b"warm"
-            before = voluntary_switches(threading.get_native_id())
-            for n in range(2000):
-                assert client.request(b"%d" % n, address, timeout=TIMEOUT) == b"%d" % n
-            per_request = (voluntary_switches(threading.get_native_id()) - before) / 2000
-    assert per_request < 0.5, f"{per_request:.2f} sleeps per request (a blocking receive: about 1)"
+            ours = sleeps_per_request(lambda data: client.request(data, address, timeout=TIMEOUT))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(TIMEOUT)
+
+            def stdlib_request(data):
+                sock.sendto(data, address)
+                return sock.recv(100)
+
+            stdlib = sleeps_per_request(stdlib_request)
+    assert stdlib > 0.9, f"the stdlib's blocking receive slept {stdlib:.2f} times per request"
+    assert ours < 0.75 * stdlib, f"{ours:.2f} sleeps per request, the stdlib's {stdlib:.2f}"
 
 
 def test_a_late_reply_shifts_back_to_back_requests_unless_accept_tells_replies_apart(sync_or_aio_client):
