@@ -913,19 +913,7 @@ async fn serve_connection(conn: Arc<ConnShared>, stream: Arc<TcpStream>, py_conn
         Ok(()) => connection_loop(&conn, &stream, &py_conn).await,
         Err(err) => Outcome::Handler(err),
     };
-    let outcome = match outcome {
-        // The reply of a handler that outlasted a forced stop, which closed the connection, returned or
-        // sent with conn.send() (which raised BrokenPipeError): it has nowhere to go, and the server
-        // closed the connection, as it closes the others, not the peer.
-        Outcome::Io(_) if conn.closed.load(Relaxed) => Outcome::Closed,
-        Outcome::Handler(err)
-            if conn.closed.load(Relaxed)
-                && runtime::with_gil(|py| err.is_instance_of::<pyo3::exceptions::PyBrokenPipeError>(py)) =>
-        {
-            Outcome::Closed
-        }
-        outcome => outcome,
-    };
+    let outcome = as_forced_stop_left_it(&conn, outcome);
     if matches!(outcome, Outcome::Handler(_) | Outcome::Framing(_)) && !conn.closed.load(Relaxed) {
         // A handler failed or the peer broke the framing. The log says so before the peer sees its
         // connection end (a test that catches the end then finds the reason logged); replies
@@ -1310,6 +1298,25 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, ended: Ended) {
 
 /// Logs why a connection ended, counts it among the errors if it was one, and gives the exception
 /// its on_disconnect gets (None for a clean close).
+/// `outcome` as a forced stop, which closed the connection under its handler, left it: the handler's
+/// reply, returned or sent with conn.send() (which raised BrokenPipeError), has nowhere to go, and the
+/// server closed the connection, as it closes the others, not the peer. (A function of its own: inline
+/// in `serve_connection`, it took each connection's task into tokio's next 128-byte size.)
+fn as_forced_stop_left_it(conn: &ConnShared, outcome: Outcome) -> Outcome {
+    if !conn.closed.load(Relaxed) {
+        return outcome;
+    }
+    match outcome {
+        Outcome::Io(_) => Outcome::Closed,
+        Outcome::Handler(err)
+            if runtime::with_gil(|py| err.is_instance_of::<pyo3::exceptions::PyBrokenPipeError>(py)) =>
+        {
+            Outcome::Closed
+        }
+        outcome => outcome,
+    }
+}
+
 fn report_end(py: Python<'_>, conn: &ConnShared, outcome: Outcome) -> Option<PyErr> {
     let peer = conn.peer;
     // An idle timeout is what the server was asked to do, not an error; its exception tells on_disconnect why.
