@@ -29,10 +29,19 @@ use tokio::task::JoinHandle;
 use crate::gil_handoff::{self, Handoff};
 use crate::py_lazy::PyLazy;
 
-/// rsock's threads that keep a Python thread state (the io thread, UDP receive threads), each as the
-/// fork generation it runs in and its Python thread ident: interpreter exit interrupts the handlers
-/// still running on them (see `interrupt_handlers`).
-static PYTHON_THREADS: Mutex<Vec<(u64, std::ffi::c_ulong)>> = Mutex::new(Vec::new());
+/// rsock's threads that keep a Python thread state (the io thread, UDP receive threads): interpreter
+/// exit interrupts the handlers still running on them (see `interrupt_handlers`).
+static PYTHON_THREADS: Mutex<Vec<PythonThread>> = Mutex::new(Vec::new());
+
+struct PythonThread {
+    /// The fork generation it runs in: a child has none of its parent's threads.
+    generation: u64,
+    /// Its Python thread ident, which PyThreadState_SetAsyncExc takes.
+    ident: std::ffi::c_ulong,
+    /// Its thread state (a pointer, kept as an address so the list can be shared): removed from the
+    /// list before the state is deleted.
+    tstate: usize,
+}
 
 /// How long a blocking wait sleeps before it runs Python's signal handlers again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -251,9 +260,13 @@ fn hold_python_thread_state() -> pyo3::ffi::PyGILState_STATE {
     // SAFETY: the interpreter is initialised (rsock is an extension module); the state is acquired
     // once and the GIL released straight away.
     let gil = unsafe { pyo3::ffi::PyGILState_Ensure() };
-    // SAFETY: as above: this thread holds the GIL.
-    let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
-    python_threads().push((fork_generation(), ident));
+    // SAFETY: as above: this thread holds the GIL, with its own state.
+    let (ident, tstate) = unsafe { (pyo3::ffi::PyThread_get_thread_ident(), pyo3::ffi::PyThreadState_Get()) };
+    python_threads().push(PythonThread {
+        generation: fork_generation(),
+        ident,
+        tstate: tstate as usize,
+    });
     // SAFETY: as above.
     THREAD.with(|thread| thread.tstate.set(unsafe { pyo3::ffi::PyEval_SaveThread() }));
     gil
@@ -267,22 +280,34 @@ pub fn handlers_interrupted() -> bool {
     HANDLERS_INTERRUPTED.load(Ordering::Acquire)
 }
 
-fn python_threads() -> std::sync::MutexGuard<'static, Vec<(u64, std::ffi::c_ulong)>> {
+fn python_threads() -> std::sync::MutexGuard<'static, Vec<PythonThread>> {
     PYTHON_THREADS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Raises SystemExit in the Python code rsock's threads run, for handlers still running at
+/// Raises SystemExit in the Python code rsock's threads are running, for handlers still running at
 /// interpreter exit once the servers have had their time to stop. Such a handler would otherwise take
 /// the GIL again while the interpreter finalizes, and CPython (before 3.14) ends a thread that does
 /// with pthread_exit, which cannot unwind through Rust frames: the process aborts. Code in a blocking
-/// call (a sleep) only sees the exception when the call returns.
+/// call (a sleep) only sees the exception when the call returns. A thread with no Python frame (an
+/// idle one) is left alone: the exception would wait for the next Python it ran, an on_disconnect.
 pub fn interrupt_handlers(_py: Python<'_>) {
     HANDLERS_INTERRUPTED.store(true, Ordering::Release);
     let generation = fork_generation();
-    for &(_, ident) in python_threads().iter().filter(|(g, _)| *g == generation) {
-        // SAFETY: the GIL is held; the exception type is a live object CPython keeps. An ident whose
-        // thread has gone is matched by no thread state, and nothing happens.
-        unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(ident as std::ffi::c_long, pyo3::ffi::PyExc_SystemExit) };
+    for thread in python_threads().iter().filter(|thread| thread.generation == generation) {
+        // SAFETY: the GIL is held, so the thread's frames stay as they are; its state is live while
+        // it is in the list (locked here), and the frame returned is a new reference, released here.
+        let running_python = unsafe {
+            let frame = pyo3::ffi::PyThreadState_GetFrame(thread.tstate as *mut pyo3::ffi::PyThreadState);
+            let running = !frame.is_null();
+            pyo3::ffi::Py_XDECREF(frame.cast());
+            running
+        };
+        if running_python {
+            // SAFETY: the GIL is held; the exception type is a live object CPython keeps.
+            unsafe {
+                pyo3::ffi::PyThreadState_SetAsyncExc(thread.ident as std::ffi::c_long, pyo3::ffi::PyExc_SystemExit)
+            };
+        }
     }
 }
 
@@ -307,7 +332,7 @@ pub fn spawn_python_thread<K: Send + 'static>(
         let tstate = THREAD.with(|thread| thread.tstate.replace(ptr::null_mut()));
         // SAFETY: called on this thread, whose ident it is, as when it was added.
         let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
-        python_threads().retain(|&(_, other)| other != ident);
+        python_threads().retain(|thread| thread.ident != ident);
         // SAFETY: takes back this thread's own state, then releases and deletes it.
         unsafe {
             pyo3::ffi::PyEval_RestoreThread(tstate);
