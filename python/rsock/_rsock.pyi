@@ -431,9 +431,8 @@ class UdpClient:
         Datagrams already queued when it is called (such as late replies to an earlier request) are discarded first,
         so the reply returned is one that arrived after this request was sent. Raises TimeoutError after the last
         attempt, and ConnectionRefusedError at once when the address's host reports that nothing listens on that port
-        (ICMP port unreachable). With `accept`, a function of
-        a reply, only a reply it returns true for is taken; the others (late replies to earlier requests, told apart
-        by an id in the messages) are dropped.
+        (ICMP port unreachable). With `accept`, a function of a reply, only a reply it returns true for is taken; the
+        others (late replies to earlier requests, told apart by an id in the messages) are dropped.
         """
     def close(self) -> None: ...
     @property
