@@ -68,7 +68,9 @@ pub struct Socket {
     proto: AtomicI32,
     /// Nanoseconds; -1 blocking, 0 non-blocking, > 0 a timeout.
     timeout_ns: AtomicI64,
-    calls: CallsInProgress,
+    /// Counted for the clients' sockets (`open`) only, whose close() is `close_waking`: the drop-in
+    /// socket's calls make the stdlib's syscalls and nothing more.
+    calls: Option<CallsInProgress>,
 }
 
 /// The calls of this process waiting on a socket's descriptor, so that `close_waking` shuts the
@@ -385,7 +387,7 @@ impl Socket {
         wait: Wait,
         mut op: impl FnMut(RawFd) -> io::Result<T> + Send,
     ) -> Result<T, CallError> {
-        let _in_progress = self.calls.enter();
+        let _in_progress = self.calls.as_ref().map(CallsInProgress::enter);
         loop {
             match py.detach(|| attempt(&self.fd, events, wait, &mut op)) {
                 Step::Done(value) => return Ok(value),
@@ -442,7 +444,7 @@ impl Socket {
             kind: AtomicI32::new(kind),
             proto: AtomicI32::new(0),
             timeout_ns: AtomicI64::new(-1),
-            calls: CallsInProgress::default(),
+            calls: Some(CallsInProgress::default()),
         };
         sock.set_timeout_ns(timeout_ns)?;
         Ok(sock)
@@ -532,7 +534,7 @@ impl Socket {
         if fd < 0 {
             return Ok(());
         }
-        if self.calls.any() {
+        if self.calls.as_ref().is_some_and(CallsInProgress::any) {
             // SAFETY: shutdown(2) takes plain integers; an error (not connected) changes nothing.
             unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         }
@@ -789,7 +791,7 @@ impl Socket {
             kind: AtomicI32::new(0),
             proto: AtomicI32::new(0),
             timeout_ns: AtomicI64::new(-1),
-            calls: CallsInProgress::default(),
+            calls: None,
         }
     }
 
