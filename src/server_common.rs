@@ -591,7 +591,6 @@ impl<S: Send + 'static> Runner<S> {
         self.state.load(Ordering::Relaxed) == RUNNING && !self.lifecycle.is_stopping()
     }
 
-    /// "not started", "running" or "stopped", for reprs.
     /// Warns, as a socket collected open does, when the server being collected was bound but neither
     /// started nor stopped: it held its port for nothing (`repr` names it). One that was started keeps
     /// serving without its object; stop() on one never started closes its socket.
@@ -603,6 +602,7 @@ impl<S: Send + 'static> Runner<S> {
         }
     }
 
+    /// "not started", "running" or "stopped", for reprs.
     pub fn state_name(&self) -> &'static str {
         match self.state.load(Ordering::Relaxed) {
             NEW => "not started",

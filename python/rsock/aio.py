@@ -101,6 +101,8 @@ __all__ = [
 ]
 
 _DEFAULT_LIMIT = 2**16
+# A UdpClient's receive buffer unless told otherwise: the largest datagram, as the sync client's.
+_DATAGRAM_BUFSIZE = 65536
 _WAIT_CLOSED_WAITS_FOR_CONNECTIONS = sys.version_info >= (3, 12, 1)
 # accept() errors that mean the process is out of something; the listener is retried after a pause.
 _OUT_OF_RESOURCES = frozenset((_errno.EMFILE, _errno.ENFILE, _errno.ENOBUFS, _errno.ENOMEM))
@@ -1121,7 +1123,9 @@ class UdpClient:
                     raise
                 again = False
 
-    async def recvfrom(self, bufsize: int = 65536, *, timeout: float | None = None) -> tuple[bytes, _IPAddress]:
+    async def recvfrom(
+        self, bufsize: int = _DATAGRAM_BUFSIZE, *, timeout: float | None = None
+    ) -> tuple[bytes, _IPAddress]:
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
         if bufsize < 0:
             raise ValueError("negative buffersize in recvfrom")
@@ -1254,7 +1258,7 @@ class UdpClient:
             deadline = loop.time() + timeout
             while (left := deadline - loop.time()) > 0:
                 try:
-                    reply, sender = await self._receive_within(65536, left, asking)
+                    reply, sender = await self._receive_within(_DATAGRAM_BUFSIZE, left, asking)
                 except TimeoutError:
                     break
                 if sender[:2] == target[:2] and (accept is None or accept(reply)):
@@ -1539,9 +1543,9 @@ class _AsyncServer:
                 self._stopped.get_loop().call_soon_threadsafe(_set_if_pending, self._stopped)
 
     async def _stop_in_thread(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
-        """The native stop(), which blocks until the server has stopped, run in a daemon thread of its own: not the
-        loop's executor, whose threads asyncio.run() waits for as it ends, so that Ctrl-C during a long stop
-        (a handler holding up rsock's thread) would wait the stop out before the program could end."""
+        """The native stop(), which blocks until the server has stopped, run in a daemon thread of its own. In the
+        loop's executor, whose threads asyncio.run() waits for as it ends, Ctrl-C during a long stop (a handler
+        holding up rsock's thread) had to wait the stop out before the program could end."""
         stopped: asyncio.Future[None] = loop.create_future()
 
         def report(outcome: BaseException | None) -> None:

@@ -1296,8 +1296,6 @@ fn finish_connection(conn: &ConnShared, py_conn: Py<Connection>, ended: Ended) {
     });
 }
 
-/// Logs why a connection ended, counts it among the errors if it was one, and gives the exception
-/// its on_disconnect gets (None for a clean close).
 /// `outcome` as a forced stop, which closed the connection under its handler, left it: the handler's
 /// reply, returned or sent with conn.send() (which raised BrokenPipeError), has nowhere to go, and the
 /// server closed the connection, as it closes the others, not the peer. (A function of its own: inline
@@ -1317,6 +1315,8 @@ fn as_forced_stop_left_it(conn: &ConnShared, outcome: Outcome) -> Outcome {
     }
 }
 
+/// Logs why a connection ended, counts it among the errors if it was one, and gives the exception
+/// its on_disconnect gets (None for a clean close).
 fn report_end(py: Python<'_>, conn: &ConnShared, outcome: Outcome) -> Option<PyErr> {
     let peer = conn.peer;
     // An idle timeout is what the server was asked to do, not an error; its exception tells on_disconnect why.

@@ -143,8 +143,8 @@ impl UdpClient {
     /// earlier request (or answered one of its resends) is not taken for the reply to the next one.
     fn discard_queued(&self, py: Python<'_>) -> PyResult<()> {
         loop {
-            // An empty buffer still takes the whole datagram off the queue.
-            // So are the reports of earlier datagrams' failures.
+            // An empty buffer still takes the whole datagram off the queue. The reports of earlier
+            // datagrams' failures met on the way are dropped too.
             match self.sock.recvfrom_within(py, None, &mut [], Some(Duration::ZERO)) {
                 Ok(_) => {}
                 Err(err) if err.is_instance_of::<PyTimeoutError>(py) => return Ok(()),
@@ -250,9 +250,9 @@ impl UdpClient {
     /// Datagrams already queued before the first send (such as late replies to an earlier request)
     /// are discarded, so the reply returned is one that arrived after this request was sent. When the
     /// address's host reports that nothing listens on that port (ICMP port unreachable), raises
-    /// ConnectionRefusedError at once. With `accept`,
-    /// a function of a reply, only a reply for which it returns true is taken: the others (late replies
-    /// to earlier requests, told apart by an id the messages carry) are dropped.
+    /// ConnectionRefusedError at once. With `accept`, a function of a reply, only a reply for which it
+    /// returns true is taken: the others (late replies to earlier requests, told apart by an id the
+    /// messages carry) are dropped.
     #[pyo3(signature = (data, address, timeout=1.0, retries=3, *, accept=None))]
     #[allow(clippy::too_many_arguments)]
     fn request<'py>(
