@@ -455,6 +455,9 @@ class DatagramReply:
 class Op:
     """What a StreamTransport's awaitable methods return: coroutine-like, a read begins when awaited."""
 
+    # The method that made it ("StreamReader.read", "read"), as a coroutine's.
+    __qualname__: str
+    __name__: str
     def __await__(self) -> Generator[Any, Any, Any]: ...
     def __iter__(self) -> Self: ...
     def __next__(self) -> Any: ...

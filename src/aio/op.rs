@@ -37,38 +37,59 @@ enum State {
 #[pyclass(module = "rsock._rsock", name = "Op", frozen)]
 pub struct Op {
     state: Mutex<State>,
+    /// The method that made it, as a coroutine's `__qualname__` ("StreamReader.read"): what a task's
+    /// repr shows for the coroutine it runs.
+    qualname: &'static str,
 }
 
 /// The op for `await drain()` with room in the buffer, shared so that the common case allocates nothing.
-static DONE: PyLazy<Py<Op>> = PyLazy::new();
+static DRAINED: PyLazy<Py<Op>> = PyLazy::new();
+
+const DRAIN: &str = "StreamWriter.drain";
 
 impl Op {
-    fn with(state: State) -> Op {
+    fn with(qualname: &'static str, state: State) -> Op {
         Op {
             state: Mutex::new(state),
+            qualname,
         }
     }
 
-    /// An op that returns or raises `outcome`.
-    pub fn ready(py: Python<'_>, outcome: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
-        if matches!(&outcome, Ok(value) if value.is_none(py)) {
-            let done = DONE.get_or_try_init(py, || Py::new(py, Op::with(State::Done)))?;
-            return Ok(done.clone_ref(py).into_any());
-        }
-        Ok(Py::new(py, Op::with(State::Ready(outcome)))?.into_any())
+    /// An op of the method `qualname` that returns or raises `outcome`.
+    pub fn ready(py: Python<'_>, qualname: &'static str, outcome: PyResult<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, Op::with(qualname, State::Ready(outcome)))?.into_any())
+    }
+
+    /// `drain()`'s op when there is room in the buffer: returns None.
+    pub fn drained(py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let done = DRAINED.get_or_try_init(py, || Py::new(py, Op::with(DRAIN, State::Done)))?;
+        Ok(done.clone_ref(py).into_any())
+    }
+
+    /// `drain()`'s op that raises `err`.
+    pub fn drain_failed(py: Python<'_>, err: PyErr) -> PyResult<Py<PyAny>> {
+        Op::ready(py, DRAIN, Err(err))
+    }
+
+    /// `drain()`'s op that waits for `waiter`.
+    pub fn draining(py: Python<'_>, waiter: Py<Waiter>) -> PyResult<Py<PyAny>> {
+        Op::waiting(py, DRAIN, waiter)
     }
 
     /// A read of `transport`, begun when first awaited.
     pub fn read(transport: &Bound<'_, StreamTransport>, want: Want) -> Op {
-        Op::with(State::Read {
-            transport: transport.clone().unbind(),
-            want,
-        })
+        Op::with(
+            want.method_name(),
+            State::Read {
+                transport: transport.clone().unbind(),
+                want,
+            },
+        )
     }
 
-    /// An op that waits for `waiter` and returns its result.
-    pub fn waiting(py: Python<'_>, waiter: Py<Waiter>) -> PyResult<Py<PyAny>> {
-        Ok(Py::new(py, Op::with(State::Waiting(waiter)))?.into_any())
+    /// An op of the method `qualname` that waits for `waiter` and returns its result.
+    pub fn waiting(py: Python<'_>, qualname: &'static str, waiter: Py<Waiter>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, Op::with(qualname, State::Waiting(waiter)))?.into_any())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -123,6 +144,24 @@ impl Awaitable for Op {
 impl Op {
     fn __await__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
+    }
+
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        self.qualname
+    }
+
+    #[getter]
+    fn __name__(&self) -> &'static str {
+        self.qualname.rsplit_once('.').map_or(self.qualname, |(_, name)| name)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> String {
+        format!(
+            "<rsock awaitable {} at {:#x}>",
+            slf.get().qualname,
+            slf.as_ptr() as usize
+        )
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {

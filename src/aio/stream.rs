@@ -86,6 +86,8 @@ impl Want {
     }
 }
 
+const WAIT_CLOSED: &str = "StreamWriter.wait_closed";
+
 #[pyclass(module = "rsock._rsock", name = "StreamTransport", weakref)]
 pub struct StreamTransport {
     fd: i32,
@@ -486,21 +488,21 @@ impl StreamTransport {
 
     fn drain_awaitable(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Err(err) = self.check_failed() {
-            return Op::ready(py, Err(err));
+            return Op::drain_failed(py, err);
         }
         // Closing with output still queued: drain() waits for it like any other (asyncio's does).
         if self.closed {
-            return Op::ready(py, Err(PyConnectionResetError::new_err("Connection lost")));
+            return Op::drain_failed(py, PyConnectionResetError::new_err("Connection lost"));
         }
         if self.pending_bytes <= self.high_water {
-            return Op::ready(py, Ok(py.None()));
+            return Op::drained(py);
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         // Waits given up (a drain() timed out or cancelled) are dropped here: against a peer that
         // stalls, a loop of timed-out drains would otherwise pile them up until it reads.
         self.drain_waiters.retain(|w| w.borrow(py).is_pending());
         self.drain_waiters.push(waiter.clone_ref(py));
-        Op::waiting(py, waiter)
+        Op::draining(py, waiter)
     }
 
     fn check_writable(&self) -> PyResult<()> {
@@ -686,7 +688,7 @@ impl StreamTransport {
                 .try_borrow()?
                 .check_failed()
                 .map(|()| PyBytes::new(py, b"").into_any().unbind());
-            return Op::ready(py, nothing);
+            return Op::ready(py, Want::Some(n).method_name(), nothing);
         }
         Ok(Py::new(py, Op::read(slf, Want::Some(n)))?.into_any())
     }
@@ -890,12 +892,12 @@ impl StreamTransport {
     /// if it broke, as asyncio's does.
     fn wait_closed(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if self.closed {
-            return Op::ready(py, self.check_failed().map(|()| py.None()));
+            return Op::ready(py, WAIT_CLOSED, self.check_failed().map(|()| py.None()));
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         self.close_waiters.retain(|w| w.borrow(py).is_pending());
         self.close_waiters.push(waiter.clone_ref(py));
-        Op::waiting(py, waiter)
+        Op::waiting(py, WAIT_CLOSED, waiter)
     }
 
     /// "peername", "sockname" or "socket", as asyncio transports answer them.

@@ -136,6 +136,32 @@ async def test_a_read_never_awaited_warns_as_a_coroutine_does(kit, method, args)
     assert await bounded(reader.read(10)) == b"data"
 
 
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [
+        ("StreamReader.read", (10,)),
+        ("StreamReader.read", (0,)),
+        ("StreamReader.readline", ()),
+        ("StreamReader.readexactly", (4,)),
+        ("StreamReader.readuntil", (b"!",)),
+        ("StreamWriter.drain", ()),
+        ("StreamWriter.wait_closed", ()),
+    ],
+)
+async def test_an_awaitable_is_named_as_asyncios_coroutine_in_a_task_repr(kit, method, args):
+    """A task over rsock's awaitable showed as coro=<<Op without __name__>()> where asyncio's shows the method."""
+    reader, writer, _ = await kit.pair()
+    if method == "StreamWriter.wait_closed":
+        writer.close()
+    kind, name = method.split(".")
+    awaitable = getattr(reader if kind == "StreamReader" else writer, name)(*args)
+    assert (awaitable.__qualname__, awaitable.__name__) == (method, name)
+    task = asyncio.ensure_future(awaitable)
+    assert f"coro=<{method}()" in repr(task)
+    await bounded(asyncio.wait([task], timeout=0.05))
+    task.cancel()
+
+
 async def test_read_zero_returns_empty_without_consuming(kit):
     reader, _, peer = await kit.pair()
     assert await bounded(reader.read(0)) == b""
