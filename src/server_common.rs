@@ -11,10 +11,10 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use pyo3::call::PyCallArgs;
-use pyo3::exceptions::{PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyException, PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::PyFloat;
+use pyo3::types::{PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use socket2::{Domain, Socket, Type};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,48 @@ use crate::errors::{io_error, panic_error, strerror};
 use crate::log::{self, ERROR};
 use crate::py_lazy::interned;
 use crate::runtime::{self, Latch};
+
+/// A server's handler as given: None, or a callable that can take the arguments the server calls it
+/// with (`parameters`, named for the message). A handler of the wrong shape is a TypeError here, where
+/// the mistake was made, rather than an error logged at every call on rsock's thread. A callable whose
+/// signature Python cannot tell (some builtins) is taken as it is.
+pub fn handler_or_none(
+    name: &str,
+    value: Option<Bound<'_, PyAny>>,
+    parameters: &[&str],
+) -> PyResult<Option<Py<PyAny>>> {
+    let Some(handler) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    if !handler.is_callable() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be callable or None, not {}",
+            crate::addr::type_name(&handler)
+        )));
+    }
+    let py = handler.py();
+    let signature = match py.import("inspect")?.call_method1("signature", (&handler,)) {
+        Ok(signature) => signature,
+        Err(err) if err.is_instance_of::<PyException>(py) => return Ok(Some(handler.unbind())),
+        Err(err) => return Err(err),
+    };
+    let arguments = PyTuple::new(py, parameters.iter().map(|_| py.None()))?;
+    match signature.call_method1("bind", arguments) {
+        Ok(_) => Ok(Some(handler.unbind())),
+        Err(err) if err.is_instance_of::<PyTypeError>(py) => {
+            let handler_name = match handler.getattr("__qualname__") {
+                Ok(qualname) => qualname.str()?.to_string(),
+                Err(_) => handler.repr()?.to_string(),
+            };
+            Err(PyTypeError::new_err(format!(
+                "{name} is called as {name}({}), which {handler_name}{signature} cannot take: {}",
+                parameters.join(", "),
+                err.value(py)
+            )))
+        }
+        Err(err) => Err(err),
+    }
+}
 
 /// How long stop() lets connections finish before closing them.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);

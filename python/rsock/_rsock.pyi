@@ -241,6 +241,7 @@ class TcpServer:
       stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
       timeout"), ValueError for broken framing (a frame over `max_frame_size`), EOFError for a peer that
       ended mid-message.
+    - A handler that cannot take the arguments it is called with is a TypeError when the server is made.
     - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
     - `max_connections` (default 10,000): connections beyond it are refused and counted.
     - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
@@ -369,7 +370,8 @@ class TcpClient:
 @disjoint_base
 class UdpServer:
     """A UDP server: `on_datagram(data, address)` runs for each datagram; what it returns (bytes-like, or None for
-    nothing; anything else is the handler's error, a TypeError) is sent back.
+    nothing; anything else is the handler's error, a TypeError) is sent back. A handler that cannot take these two
+    arguments is a TypeError when the server is made.
 
     Datagrams are received in batches (recvmmsg) on a thread of the server's own, which runs the handler. In a
     one-way flood (8 or more datagrams taken before the socket runs empty, none answered) that thread pauses 0.1 ms

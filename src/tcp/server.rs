@@ -1543,6 +1543,7 @@ impl Drop for Registered {
 ///   stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
 ///   timeout"), ValueError for broken framing (a frame over `max_frame_size`), EOFError for a peer that
 ///   ended mid-message.
+/// - A handler that cannot take the arguments it is called with is a TypeError when the server is made.
 /// - `framing`: None (raw chunks), "line", "length" (4-byte big-endian prefix) or a bytes delimiter.
 /// - `max_connections` (default 10,000): connections beyond it are refused and counted.
 /// - `max_frame_size` (default 16 MiB): a longer frame closes its connection.
@@ -1559,17 +1560,6 @@ pub struct TcpServer {
 impl Drop for TcpServer {
     fn drop(&mut self) {
         self.runner.warn_if_never_used(|| self.__repr__());
-    }
-}
-
-fn callable_or_none(name: &str, value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
-    match value.filter(|v| !v.is_none()) {
-        None => Ok(None),
-        Some(v) if v.is_callable() => Ok(Some(v.unbind())),
-        Some(v) => Err(PyTypeError::new_err(format!(
-            "{name} must be callable or None, not {}",
-            crate::addr::type_name(&v)
-        ))),
     }
 }
 
@@ -1598,9 +1588,9 @@ impl TcpServer {
     ) -> PyResult<Self> {
         let reuse_port = crate::args::flag(reuse_port)?;
         let handlers = Handlers {
-            on_message: callable_or_none("on_message", on_message)?,
-            on_connect: callable_or_none("on_connect", on_connect)?,
-            on_disconnect: callable_or_none("on_disconnect", on_disconnect)?,
+            on_message: server_common::handler_or_none("on_message", on_message, &["conn", "data"])?,
+            on_connect: server_common::handler_or_none("on_connect", on_connect, &["conn"])?,
+            on_disconnect: server_common::handler_or_none("on_disconnect", on_disconnect, &["conn", "exc"])?,
         };
         let max_connections = crate::args::positive("max_connections", max_connections)?;
         let max_frame_size = crate::args::positive("max_frame_size", max_frame_size)?;

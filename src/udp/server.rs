@@ -688,7 +688,8 @@ fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
 ///
 /// - `address`: where to bind; None (the default) is 127.0.0.1 on a free port, "" every interface.
 /// - `on_datagram(data, address)`: runs on the server's own receive thread; None sends nothing back
-///   (anything else that is not bytes-like is the handler's error, a TypeError).
+///   (anything else that is not bytes-like is the handler's error, a TypeError). A handler that cannot
+///   take these two arguments is a TypeError when the server is made.
 /// - `reuse_port`: SO_REUSEPORT, for several servers (processes) sharing one port.
 #[pyclass(name = "UdpServer", module = "rsock._rsock", subclass, frozen)]
 pub struct UdpServer {
@@ -715,16 +716,7 @@ impl UdpServer {
         reuse_port: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let reuse_port = crate::args::flag(reuse_port)?;
-        let on_datagram = match on_datagram.filter(|h| !h.is_none()) {
-            None => None,
-            Some(h) if h.is_callable() => Some(h.unbind()),
-            Some(h) => {
-                return Err(PyTypeError::new_err(format!(
-                    "on_datagram must be callable or None, not {}",
-                    crate::addr::type_name(&h)
-                )));
-            }
-        };
+        let on_datagram = server_common::handler_or_none("on_datagram", on_datagram, &["data", "address"])?;
         let address = server_common::default_address(py, address)?;
         let target = endpoint(py, &address, libc::SOCK_DGRAM, libc::AF_UNSPEC)?;
         let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |socket| {

@@ -8,6 +8,7 @@ Every peer is on loopback, every server binds port 0, every client has a timeout
 import contextlib
 import ctypes
 import errno
+import functools
 import gc
 import logging
 import mmap
@@ -28,6 +29,7 @@ import weakref
 import pytest
 
 import rsock
+import rsock.aio
 from tests import message_objects
 from tests.proc_threads import (
     cpu_ticks,
@@ -2161,6 +2163,71 @@ def test_reuse_port_lets_two_servers_share_a_port(make_server, make_client, flag
 def test_non_callable_handler_is_a_type_error(name, value):
     with pytest.raises(TypeError, match=name):
         rsock.TcpServer((HOST, 0), **{name: value})
+
+
+def _take_one(data):
+    return data
+
+
+def _take_three(conn, data, extra):
+    return data
+
+
+async def _take_one_async(conn):
+    return None
+
+
+@pytest.mark.parametrize("server_type", [rsock.TcpServer, rsock.aio.TcpServer])
+@pytest.mark.parametrize(
+    ("name", "handler", "message"),
+    [
+        ("on_message", _take_one, "on_message(conn, data), which _take_one(data) cannot take: too many positional"),
+        (
+            "on_message",
+            _take_three,
+            "on_message(conn, data), which _take_three(conn, data, extra) cannot take: missing a required argument: "
+            "'extra'",
+        ),
+        (
+            "on_message",
+            _take_one_async,
+            "on_message(conn, data), which _take_one_async(conn) cannot take: too many positional",
+        ),
+        ("on_message", lambda conn, data, *, key: data, "on_message(conn, data), which <lambda>(conn, data, *, key)"),
+        ("on_connect", lambda conn, data: None, "on_connect(conn), which <lambda>(conn, data) cannot take: missing"),
+        ("on_disconnect", lambda conn: None, "on_disconnect(conn, exc), which <lambda>(conn) cannot take: too many"),
+        ("on_message", len, "on_message(conn, data), which len(obj, /) cannot take: too many positional"),
+    ],
+)
+def test_a_handler_that_cannot_take_its_arguments_is_a_type_error_at_once(server_type, name, handler, message):
+    """It failed at every call instead, logged on rsock's thread while the program went on as if all were well."""
+    with pytest.raises(TypeError) as info:
+        server_type((HOST, 0), **{name: handler})
+    assert str(info.value).startswith(f"{name} is called as {message}")
+
+
+class _CallableEcho:
+    def __call__(self, conn, data):
+        return data
+
+    def method(self, conn, data):
+        return data
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        _CallableEcho(),
+        _CallableEcho().method,
+        functools.partial(lambda prefix, conn, data: prefix + data, b""),
+        lambda *args: args[1],
+        lambda conn, data, unused=None, **options: data,
+    ],
+    ids=["instance", "bound-method", "partial", "star-args", "defaults"],
+)
+def test_handlers_that_can_take_their_arguments_serve(make_server, make_client, handler):
+    server = make_server(handler, framing="line")
+    assert make_client(server.address, framing="line").request(b"hi") == b"hi"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ import weakref
 import pytest
 
 import rsock
+import rsock.aio
 from tests import message_objects
 from tests.loopback import ipv6_loopback_available
 from tests.proc_threads import cpu_ticks, named_threads
@@ -666,6 +667,20 @@ def test_reuse_port_lets_two_servers_share_a_port(make_server, flag):
 def test_non_callable_handler_is_a_type_error(value):
     with pytest.raises(TypeError, match="on_datagram"):
         rsock.UdpServer((HOST, 0), value)
+
+
+def _take_data_only(data):
+    return data
+
+
+@pytest.mark.parametrize("server_type", [rsock.UdpServer, rsock.aio.UdpServer])
+def test_a_handler_that_cannot_take_data_and_address_is_a_type_error_at_once(server_type):
+    with pytest.raises(TypeError) as info:
+        server_type((HOST, 0), _take_data_only)
+    assert str(info.value) == (
+        "on_datagram is called as on_datagram(data, address), which _take_data_only(data) cannot take: "
+        "too many positional arguments"
+    )
 
 
 def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
