@@ -13,7 +13,8 @@ window of the harness's Rust load generator (order reversed every other round), 
 window comes from /proc/<pid>/stat. The machine's state drifts by ±10% over minutes here, more than most
 changes are worth; windows a few seconds apart see the same state, so the ratio of two servers' CPU per
 request within a round is steadier than the ratio of two separate runs. Reports each server's CPU µs per
-request (per datagram) per window and the median of the per-round ratios against the first server.
+request (per datagram) and its requests (datagrams) per second, per window, and the medians of the
+per-round ratios against the first server.
 
 To compare two builds of rsock, copy one build's python/rsock to a directory and start that server with
 PYTHONPATH pointing there (as above). Needs the load generator: cd ../shared/bench/loadgen && cargo build
@@ -37,7 +38,8 @@ LOADGEN = Path(__file__).resolve().parents[2] / "shared" / "bench" / "loadgen" /
 
 
 def window(args, port, pid):
-    """One load window against the server on `port`; returns the requests or datagrams it handled."""
+    """One load window against the server on `port`; returns the requests or datagrams it handled, and the
+    seconds they took."""
     common = ["--addr", f"127.0.0.1:{port}", "--size", str(args.size), "--duration", str(args.window)]
     if args.mode == "udp-blast":
         command = [str(LOADGEN), "udp-blast", *common, "--warmup", "0.2", "--watch-pid", str(pid)]
@@ -46,8 +48,8 @@ def window(args, port, pid):
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.window + 30)
     report = json.loads(result.stdout)
     if args.mode == "udp-blast":
-        return report["rps"] * report["elapsed"]
-    return report["requests"]
+        return report["rps"] * report["elapsed"], report["elapsed"]
+    return report["requests"], report["elapsed"]
 
 
 def main():
@@ -79,23 +81,29 @@ def main():
             if process.poll() is not None:
                 sys.exit(f"{name} exited at start (rc {process.returncode})")
         costs = {name: [] for name, _, _ in servers}
+        rates = {name: [] for name, _, _ in servers}
         for round_number in range(args.rounds):
             order = servers if round_number % 2 == 0 else servers[::-1]
             for name, port, process in order:
                 before = cpu_seconds(process.pid)
-                handled = window(args, port, process.pid)
+                handled, elapsed = window(args, port, process.pid)
                 costs[name].append((cpu_seconds(process.pid) - before) / handled * 1e6)
+                rates[name].append(handled / elapsed)
         unit = "datagram" if args.mode == "udp-blast" else "request"
         baseline = servers[0][0]
         for name, series in costs.items():
             cells = " ".join(f"{c:6.2f}" for c in series)
             print(f"{name:12s} CPU µs per {unit}: {cells}   median {statistics.median(series):.3f}")
-        for name in list(costs)[1:]:
-            ratios = [b / a for a, b in zip(costs[baseline], costs[name], strict=True)]
-            print(
-                f"{name} / {baseline}: paired median {statistics.median(ratios):.3f} "
-                f"(rounds {min(ratios):.3f}-{max(ratios):.3f})"
-            )
+        for name, series in rates.items():
+            cells = " ".join(f"{r:7.0f}" for r in series)
+            print(f"{name:12s} {unit}s per second: {cells}   median {statistics.median(series):.0f}")
+        for measure, series in (("CPU", costs), ("rate", rates)):
+            for name in list(series)[1:]:
+                ratios = [b / a for a, b in zip(series[baseline], series[name], strict=True)]
+                print(
+                    f"{name} / {baseline} {measure}: paired median {statistics.median(ratios):.3f} "
+                    f"(rounds {min(ratios):.3f}-{max(ratios):.3f})"
+                )
     finally:
         for _, _, process in servers:
             if process.poll() is None:
