@@ -40,8 +40,8 @@ fn parse_item(item: &Bound<'_, PyAny>) -> PyResult<Message> {
     let kind = c_int(&item.get_item(1)?)?;
     // Checked before the copy: CPython refuses an item whose control message would not fit a C int.
     let data = with_readable(&item.get_item(2)?, |bytes| {
-        if bytes.len() > LIMIT - cmsg_space(0) {
-            return Err(PyOSError::new_err("ancillary data item too large"));
+        if !fits(bytes.len()) {
+            return Err(item_too_large());
         }
         Ok(bytes.to_vec())
     })??;
@@ -54,15 +54,12 @@ pub fn parse_or_empty(ancdata: &Opt<'_>) -> PyResult<Vec<Message>> {
 }
 
 /// The control messages of an AF_ALG sendmsg (linux/if_alg.h), as CPython's `sendmsg_afalg()` makes
-/// them: the operation (ALG_OP_ENCRYPT, ALG_OP_DECRYPT), the IV (`struct af_alg_iv`: its length, then
-/// its bytes) and the AEAD associated-data length, each a native-endian u32.
-pub fn afalg(op: u32, iv: Option<&[u8]>, assoclen: Option<u32>) -> PyResult<Vec<Message>> {
+/// them: the operation (ALG_OP_ENCRYPT, ALG_OP_DECRYPT), the IV (`afalg_iv`'s) and the AEAD
+/// associated-data length, each number a native-endian u32.
+pub fn afalg(op: u32, iv: Option<Vec<u8>>, assoclen: Option<u32>) -> Vec<Message> {
     let mut messages = vec![(libc::SOL_ALG, libc::ALG_SET_OP, op.to_ne_bytes().to_vec())];
     if let Some(iv) = iv {
-        let length = u32::try_from(iv.len()).map_err(|_| PyOverflowError::new_err("iv is too large"))?;
-        let mut data = length.to_ne_bytes().to_vec();
-        data.extend_from_slice(iv);
-        messages.push((libc::SOL_ALG, libc::ALG_SET_IV, data));
+        messages.push((libc::SOL_ALG, libc::ALG_SET_IV, iv));
     }
     if let Some(assoclen) = assoclen {
         messages.push((
@@ -71,19 +68,47 @@ pub fn afalg(op: u32, iv: Option<&[u8]>, assoclen: Option<u32>) -> PyResult<Vec<
             assoclen.to_ne_bytes().to_vec(),
         ));
     }
-    Ok(messages)
+    messages
+}
+
+/// The IV's control message data (`struct af_alg_iv`: its u32 length, then its bytes); an IV too long
+/// for a control message is an OverflowError before anything is copied.
+pub fn afalg_iv(iv: &[u8]) -> PyResult<Vec<u8>> {
+    let length = u32::try_from(iv.len())
+        .ok()
+        .filter(|_| fits(iv.len().saturating_add(4)))
+        .ok_or_else(|| PyOverflowError::new_err("iv is too large"))?;
+    let mut data = length.to_ne_bytes().to_vec();
+    data.extend_from_slice(iv);
+    Ok(data)
 }
 
 /// The largest control buffer (and message in it), as CPython's SOCKLEN_T_LIMIT.
 const LIMIT: usize = i32::MAX as usize;
 
+/// Whether a message of `len` data bytes fits a control buffer, as CPython checks each item.
+fn fits(len: usize) -> bool {
+    len <= LIMIT - cmsg_space(0)
+}
+
+fn item_too_large() -> PyErr {
+    PyOSError::new_err("ancillary data item too large")
+}
+
+/// CMSG_SPACE for a length that `fits`: the macro takes a u32, which a longer length would wrap.
 fn cmsg_space(len: usize) -> usize {
-    // SAFETY: CMSG_SPACE is arithmetic on a length, which `parse_item` keeps within a C int.
+    debug_assert!(len <= LIMIT);
+    // SAFETY: CMSG_SPACE is arithmetic on a length.
     unsafe { libc::CMSG_SPACE(len as u32) as usize }
 }
 
 /// The control buffer for `messages`, each header and payload aligned as CMSG_SPACE lays them out.
 pub fn pack(messages: &[Message]) -> PyResult<Vec<u8>> {
+    // Checked here, where the buffer is sized and written, whoever made the messages: a length
+    // CMSG_SPACE wrapped would size a buffer smaller than the copy into it.
+    if !messages.iter().all(|(_, _, data)| fits(data.len())) {
+        return Err(item_too_large());
+    }
     let total: usize = messages.iter().map(|(_, _, data)| cmsg_space(data.len())).sum();
     if total > LIMIT {
         return Err(PyOSError::new_err("too much ancillary data"));
@@ -92,7 +117,7 @@ pub fn pack(messages: &[Message]) -> PyResult<Vec<u8>> {
     let mut offset = 0;
     for (level, kind, data) in messages {
         let space = cmsg_space(data.len());
-        // SAFETY: CMSG_LEN is arithmetic on a length, which `parse_item` keeps within a C int.
+        // SAFETY: CMSG_LEN is arithmetic on a length, which fits a C int (checked above).
         let len = unsafe { libc::CMSG_LEN(data.len() as u32) };
         let header = libc::cmsghdr {
             cmsg_len: len as usize,
@@ -140,7 +165,7 @@ mod tests {
 
     #[test]
     fn afalg_control_messages_hold_the_operation_the_iv_and_the_associated_data_length() {
-        let messages = afalg(1, Some(b"0123456789abcdef"), Some(20)).unwrap();
+        let messages = afalg(1, Some(afalg_iv(b"0123456789abcdef").unwrap()), Some(20));
         let mut iv = 16u32.to_ne_bytes().to_vec();
         iv.extend_from_slice(b"0123456789abcdef");
         assert_eq!(
@@ -152,8 +177,31 @@ mod tests {
             ]
         );
         assert_eq!(
-            afalg(0, None, None).unwrap(),
+            afalg(0, None, None),
             vec![(libc::SOL_ALG, libc::ALG_SET_OP, vec![0; 4])]
         );
+    }
+
+    /// Zeroed by calloc and never written, these buffers cost no memory.
+    fn untouched(len: usize) -> Vec<u8> {
+        crate::buffer::zeroed_vec(len).unwrap()
+    }
+
+    #[test]
+    fn an_iv_too_long_for_a_control_message_is_refused() {
+        let longest = LIMIT - cmsg_space(0) - 4;
+        assert!(afalg_iv(&untouched(longest + 1)).is_err());
+        // Past u32: its length would wrap in CMSG_SPACE, sizing a buffer smaller than the copy
+        // (a heap overflow before this was checked).
+        assert!(afalg_iv(&untouched(u32::MAX as usize + 1)).is_err());
+        assert!(afalg_iv(&untouched(u32::MAX as usize - 3)).is_err());
+    }
+
+    #[test]
+    fn pack_refuses_a_message_too_long_for_a_control_buffer_whoever_made_it() {
+        let longest = LIMIT - cmsg_space(0);
+        assert!(fits(longest) && !fits(longest + 1));
+        assert!(pack(&[(0, 0, untouched(longest + 1))]).is_err());
+        assert!(pack(&[(0, 0, untouched(u32::MAX as usize + 1))]).is_err());
     }
 }

@@ -1210,7 +1210,9 @@ impl Socket {
                 .transpose()
         };
         let op = int_argument(op, "op")?;
-        let iv = iv.map(crate::buffer::read_bytes).transpose()?;
+        let iv = iv
+            .map(|iv| crate::buffer::with_readable(iv, ancillary::afalg_iv)?)
+            .transpose()?;
         let assoclen = int_argument(assoclen, "assoclen")?;
         let flags = c_int_or(&flags, 0)?;
         let Some(op) = op.and_then(|op| u32::try_from(op).ok()) else {
@@ -1219,7 +1221,7 @@ impl Socket {
         let assoclen = assoclen
             .map(|assoclen| u32::try_from(assoclen).map_err(|_| PyTypeError::new_err("assoclen must be positive")))
             .transpose()?;
-        let control = ancillary::pack(&ancillary::afalg(op, iv.as_deref(), assoclen)?)?;
+        let control = ancillary::pack(&ancillary::afalg(op, iv, assoclen))?;
         let chunks = match msg {
             Some(msg) => read_buffers(msg)?,
             None => Vec::new(),

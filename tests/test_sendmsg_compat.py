@@ -245,6 +245,20 @@ def test_an_ancillary_item_too_large_for_a_c_int_is_refused_before_it_is_copied(
     assert str(raised.value) == "ancillary data item too large"
 
 
+@pytest.mark.parametrize("iv_size", [2**31 - 8, 2**32 - 1, 2**32 + 8])
+def test_sendmsg_afalg_refuses_an_iv_too_long_for_a_control_message_before_copying_it(iv_size):
+    """A 4 GiB IV wrapped the control buffer's size computed from it: a heap overflow that killed the process with
+    SIGSEGV. An anonymous mapping costs no memory until touched, so nothing may copy it. (No AF_ALG on this kernel:
+    a UDP socket's descriptor taken as AF_ALG, which the socket trusts as the stdlib's does.)"""
+    import rsock
+
+    udp = rsock.socket(rsock.AF_INET, rsock.SOCK_DGRAM)
+    alg = rsock.socket(rsock.AF_ALG, rsock.SOCK_SEQPACKET, 0, fileno=udp.detach())
+    iv = mmap.mmap(-1, iv_size)
+    with alg, iv, pytest.raises(OverflowError, match=r"^iv is too large$"):
+        alg.sendmsg_afalg([b"x"], op=rsock.ALG_OP_ENCRYPT, iv=iv)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"op": 1}, {"op": -1}, {"op": "x"}, {"op": 1, "iv": "not bytes"}, {"op": 1, "assoclen": -1}],
