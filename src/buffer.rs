@@ -168,26 +168,6 @@ impl<'py> BytesWriter<'py> {
             .map(|b| b.cast_into_unchecked())
         }
     }
-
-    /// As `finish`, but a count past the storage gives a `bytes` of that length, as CPython's recv()
-    /// and recvfrom() grow theirs for MSG_TRUNC's full datagram length. CPython leaves the grown
-    /// part as the allocator found it; here it is zero.
-    ///
-    /// # Safety
-    /// If `filled` exceeds the storage, all of the storage must have been initialised.
-    pub unsafe fn finish_padded(mut self, filled: usize) -> PyResult<Bound<'py, PyBytes>> {
-        if filled <= self.len {
-            return self.finish(filled);
-        }
-        let storage = self.space();
-        // SAFETY: the caller vouches that the storage is initialised.
-        let storage = unsafe { std::slice::from_raw_parts(storage.as_ptr().cast::<u8>(), storage.len()) };
-        // new_with hands over its bytes zeroed.
-        PyBytes::new_with(self.py, filled, |bytes| {
-            bytes[..storage.len()].copy_from_slice(storage);
-            Ok(())
-        })
-    }
 }
 
 impl Drop for BytesWriter<'_> {

@@ -750,18 +750,34 @@ impl Drop for Socket {
 }
 
 impl Socket {
-    /// Under MSG_TRUNC an IP stream socket's recv(2) (TCP's, MPTCP's) discards the bytes it reports
-    /// without writing them: that part of fresh storage is zeroed, so no result shows memory that was
-    /// never received. Other stream sockets (AF_UNIX) ignore the flag and write what they report, which
-    /// is kept. (A datagram socket writes what fits and reports the datagram's full length.)
-    fn hide_unwritten(&self, storage: &mut [MaybeUninit<u8>], received: usize, flags: c_int) {
-        if flags & libc::MSG_TRUNC != 0
-            && self.kind.load(Relaxed) & 0xf == libc::SOCK_STREAM
-            && matches!(self.family.load(Relaxed), libc::AF_INET | libc::AF_INET6)
-        {
-            let reported = received.min(storage.len());
-            storage[..reported].fill(MaybeUninit::new(0));
+    /// A receive by `read` into a new `bytes` of at most `bufsize` bytes; `padded`, of the length the
+    /// call reports, as CPython's recv() and recvfrom() give MSG_TRUNC's full datagram length (zero
+    /// past what fits). Under MSG_TRUNC the kernel reports bytes it never wrote (TCP discards them; a
+    /// datagram socket with SO_PEEK_OFF writes only what lies past the offset), whatever the socket
+    /// was said to be when made: that read goes to zeroed storage, which calloc gives without touching
+    /// it however large, so no result shows memory that was never received.
+    fn recv_new_bytes<'py, R>(
+        py: Python<'py>,
+        bufsize: usize,
+        flags: c_int,
+        padded: bool,
+        read: impl FnOnce(&mut [MaybeUninit<u8>]) -> PyResult<(usize, R)>,
+    ) -> PyResult<(Bound<'py, PyBytes>, R)> {
+        if flags & libc::MSG_TRUNC == 0 {
+            let mut writer = BytesWriter::new(py, bufsize)?;
+            let (received, rest) = read(writer.space())?;
+            return Ok((writer.finish(received)?, rest));
         }
+        let mut storage = zeroed_vec(bufsize)?;
+        let (received, rest) = read(as_uninit(&mut storage))?;
+        let kept = received.min(bufsize);
+        let length = if padded { received } else { kept };
+        // new_with hands over its bytes zeroed.
+        let bytes = PyBytes::new_with(py, length, |bytes| {
+            bytes[..kept].copy_from_slice(&storage[..kept]);
+            Ok(())
+        })?;
+        Ok((bytes, rest))
     }
 
     /// For an owner being collected: if the descriptor is still open, warn that `owner` was left
@@ -1088,11 +1104,10 @@ impl Socket {
             // As CPython: nothing asked for, nothing read, no waiting.
             return Ok(PyBytes::new(py, b""));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
-        let received = self.recv_into_slice(py, None, writer.space(), flags)?;
-        self.hide_unwritten(writer.space(), received, flags);
-        // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
-        unsafe { writer.finish_padded(received) }
+        let (bytes, ()) = Self::recv_new_bytes(py, bufsize as usize, flags, true, |storage| {
+            Ok((self.recv_into_slice(py, None, storage, flags)?, ()))
+        })?;
+        Ok(bytes)
     }
 
     #[pyo3(signature = (buffer, nbytes=Opt::Absent, flags=Opt::Absent))]
@@ -1124,12 +1139,10 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffersize in recvfrom"));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
-        let (received, addr) = self.recvfrom_slice(py, writer.space(), flags)?;
-        self.hide_unwritten(writer.space(), received, flags);
-        let address = from_sockaddr(py, &addr)?;
-        // SAFETY: only a datagram under MSG_TRUNC reports more than the storage, which it then filled.
-        Ok((unsafe { writer.finish_padded(received) }?, address))
+        let (bytes, addr) = Self::recv_new_bytes(py, bufsize as usize, flags, true, |storage| {
+            self.recvfrom_slice(py, storage, flags)
+        })?;
+        Ok((bytes, from_sockaddr(py, &addr)?))
     }
 
     #[pyo3(signature = (buffer, nbytes=Opt::Absent, flags=Opt::Absent))]
@@ -1243,12 +1256,14 @@ impl Socket {
         if bufsize < 0 {
             return Err(PyValueError::new_err("negative buffer size in recvmsg()"));
         }
-        let mut writer = BytesWriter::new(py, bufsize as usize)?;
         // As CPython's, the result holds at most bufsize bytes whatever MSG_TRUNC reports.
-        let (received, ancdata, msg_flags, addr) =
-            self.recvmsg_into_slices(py, &mut [writer.space()], ancbufsize, flags)?;
-        self.hide_unwritten(writer.space(), received, flags);
-        (writer.finish(received)?, ancdata, msg_flags, addr).into_pyobject(py)
+        let (bytes, (ancdata, msg_flags, addr)) =
+            Self::recv_new_bytes(py, bufsize as usize, flags, false, |storage| {
+                let (received, ancdata, msg_flags, addr) =
+                    self.recvmsg_into_slices(py, &mut [storage], ancbufsize, flags)?;
+                Ok((received, (ancdata, msg_flags, addr)))
+            })?;
+        (bytes, ancdata, msg_flags, addr).into_pyobject(py)
     }
 
     /// `recvmsg_into(buffers[, ancbufsize[, flags]])` → `(nbytes, ancdata, msg_flags, address)`.

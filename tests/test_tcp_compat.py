@@ -223,6 +223,20 @@ def test_recv_with_msg_trunc_discards_what_it_reports(sockmod):
         assert recv_exactly(conn, 984) == b"A" * 984
 
 
+@pytest.mark.parametrize("label", [(rsock.AF_UNIX, rsock.SOCK_STREAM), (rsock.AF_INET, rsock.SOCK_DGRAM)])
+def test_recv_with_msg_trunc_on_a_tcp_descriptor_taken_as_another_kind_shows_no_memory(label):
+    """fromfd() trusts the family and type it is given (as the stdlib's does); TCP still discards what MSG_TRUNC
+    reports without writing it, and rsock zeroed that only for a socket it knew as TCP."""
+    with ipv4_connection(rsock) as (client, conn):
+        client.sendall(bytes(4000))
+        assert select.select([conn], [], [], TIMEOUT)[0]
+        with rsock.fromfd(conn.fileno(), *label) as taken:
+            earlier = bytes([83]) * 4000  # an object of the buffer's size, freed for it to reuse
+            del earlier
+            data = taken.recv(4000, rsock.MSG_TRUNC)
+        assert (len(data), data) == (4000, bytes(4000))
+
+
 @pytest.mark.parametrize("method", ["recv", "recvfrom", "recvmsg"])
 def test_msg_trunc_on_a_unix_stream_socket_reads_the_bytes_as_usual(sockmod, method):
     """AF_UNIX stream sockets ignore MSG_TRUNC and copy the data: the bytes come back as received (rsock used to

@@ -7,6 +7,8 @@ import errno
 import pathlib
 import resource
 import socket as stdlib_socket
+import subprocess
+import sys
 
 import pytest
 
@@ -333,6 +335,39 @@ def test_recv_with_msg_trunc_returns_bytes_of_the_full_datagram_length(udp4, met
     if udp4.mod is rsock:
         # rsock's never shows memory it did not receive.
         assert data[bufsize:] == bytes(len(data[bufsize:]))
+
+
+# In a fresh interpreter, where the storage a receive gets has held other objects before (in a long test run it
+# may happen to be zero).
+_PEEK_PAST_AN_OFFSET = """
+import sys
+mod = __import__(sys.argv[1])
+receiver, sender = mod.socket(mod.AF_INET, mod.SOCK_DGRAM), mod.socket(mod.AF_INET, mod.SOCK_DGRAM)
+receiver.bind(("127.0.0.1", 0))
+sender.sendto(bytes(range(100)), receiver.getsockname())
+receiver.settimeout(5.0)
+receiver.setsockopt(mod.SOL_SOCKET, 42, 60)  # SO_PEEK_OFF (the module has the name from 3.14)
+flags = mod.MSG_PEEK | mod.MSG_TRUNC
+result = {"recv": lambda: receiver.recv(50, flags), "recvfrom": lambda: receiver.recvfrom(50, flags)[0],
+          "recvmsg": lambda: receiver.recvmsg(50, 0, flags)[0]}[sys.argv[2]]()
+print(result.hex())
+"""
+
+
+@pytest.mark.parametrize("method", ["recv", "recvfrom", "recvmsg"])
+def test_msg_trunc_past_a_peek_offset_shows_no_memory_that_was_not_received(sockmod, method):
+    """With SO_PEEK_OFF, a peek under MSG_TRUNC writes the datagram from the offset but reports its full length:
+    the bytes past what was written held whatever the fresh buffer held (a heap pointer), in rsock's result as in
+    the stdlib's."""
+    name = "rsock" if sockmod is rsock else "socket"
+    run = subprocess.run(
+        [sys.executable, "-c", _PEEK_PAST_AN_OFFSET, name, method], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    data = bytes.fromhex(run.stdout)
+    assert (len(data), data[:40]) == ((50 if method == "recvmsg" else 100), bytes(range(60, 100)))
+    if sockmod is rsock:
+        assert data[40:] == bytes(len(data) - 40)
 
 
 @pytest.mark.parametrize("method", ["recv", "recvfrom"])
