@@ -57,6 +57,11 @@ const WRITE_LIMIT: usize = 64 << 20;
 /// The most queued buffers one write sends (one writev's iovecs).
 const WRITE_SLICES: usize = 64;
 
+/// The most frames a connection delivers before it lets the io thread's other connections run: a
+/// 256 KiB read of short lines is 16,000 handler calls, and a flooding peer kept every other
+/// connection waiting for all of them (and for 128 such reads, tokio's budget per turn).
+const FRAMES_PER_TURN: usize = 256;
+
 thread_local! {
     static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
@@ -865,7 +870,8 @@ fn deliver_read(conn: &ConnShared, py_conn: &Py<Connection>, data: &[u8], framed
 
 /// Delivers the whole frames buffered. It stops early (leaving `framed.more` set) while an async
 /// handler runs, once a handler asked to close, or once a megabyte of replies waits to be sent: the
-/// rest are delivered when the peer has read them, so pipelined requests cannot pile up output.
+/// rest are delivered when the peer has read them, so pipelined requests cannot pile up output. It
+/// also stops after FRAMES_PER_TURN frames, the rest delivered once other connections had a turn.
 fn deliver_frames(conn: &ConnShared, py_conn: &Py<Connection>, framed: &mut Framed) -> Result<(), Outcome> {
     let Some(decoder) = framed.decoder.as_mut() else {
         return Ok(());
@@ -873,11 +879,18 @@ fn deliver_frames(conn: &ConnShared, py_conn: &Py<Connection>, framed: &mut Fram
     framed.more = false;
     conn.start_gathering(std::mem::take(&mut framed.output));
     let delivered = runtime::with_gil(|py| {
+        let mut frames = 0;
         while let Some(frame) = decoder.next_frame(&mut framed.input).map_err(Outcome::Framing)? {
             deliver(py, conn, py_conn, &frame)?;
+            frames += 1;
             let io = conn.io();
             let queued = io.pending_bytes + io.gathering.as_ref().map_or(0, BytesMut::len);
-            if io.close_requested || io.awaiting || io.failed.is_some() || queued >= WRITE_HIGH_WATER {
+            if io.close_requested
+                || io.awaiting
+                || io.failed.is_some()
+                || queued >= WRITE_HIGH_WATER
+                || frames == FRAMES_PER_TURN
+            {
                 framed.more = true;
                 break;
             }
@@ -985,7 +998,14 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
     let shutdown = server.lifecycle.shutdown.cancelled();
     tokio::pin!(shutdown);
     let mut watching_shutdown = false;
+    // Set after a turn's worth of work (a read that filled its room, FRAMES_PER_TURN frames): the io
+    // thread's other connections run before this one goes on.
+    let mut turn_over = false;
     loop {
+        if turn_over {
+            turn_over = false;
+            tokio::task::yield_now().await;
+        }
         let (pending, close_requested, awaiting) = {
             let mut io = conn.io();
             if let Some(outcome) = io.failed.take() {
@@ -1001,10 +1021,12 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             (io.pending_bytes, io.close_requested, io.awaiting)
         };
         if framed.more && !awaiting && !close_requested && pending < WRITE_HIGH_WATER {
-            // Frames that arrived behind an async handler's message, or behind a megabyte of replies.
+            // Frames that arrived behind an async handler's message, behind a megabyte of replies,
+            // or beyond one turn's.
             if let Err(outcome) = deliver_frames(conn, py_conn, &mut framed) {
                 return outcome;
             }
+            turn_over = framed.more;
             continue;
         }
         if pending == 0 && !awaiting && (close_requested || !reading) {
@@ -1075,11 +1097,20 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
             Event::Readable(Err(err)) => return Outcome::Io(err),
             Event::Readable(Ok(())) => {
+                let room = if direct_expected > 0 {
+                    direct_room(direct_expected)
+                } else {
+                    READ_CHUNK
+                };
                 let read = if direct_expected > 0 {
                     read_direct(conn, stream, py_conn, &mut direct_expected)
                 } else {
                     read_buffered(conn, stream, py_conn, &mut framed)
                 };
+                // A read that filled its room may have left more in the socket: the other connections
+                // have their turn before the next (a peer sending without a pause kept them waiting for
+                // 128 such reads, tokio's budget per turn). So do frames left for the next turn.
+                turn_over = matches!(read, Ok(Some(n)) if n == room) || framed.more;
                 match read {
                     Ok(Some(0)) => {}
                     Ok(Some(n)) if !direct_capable || n < DIRECT_READ_MIN => direct_expected = 0,
@@ -1137,7 +1168,7 @@ fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>
 /// mmap threshold to below it at every read: a shrunk mmapped block, once freed, would not raise the
 /// threshold, and every read would map and unmap memory (asyncio's and rloop's cold-start cliff).
 fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, expected: &mut u32) -> ReadResult {
-    let room = (*expected as usize + 1).min(READ_CHUNK);
+    let room = direct_room(*expected);
     conn.io().delivering = true;
     let delivered = runtime::with_gil(|py| {
         let mut message = BytesWriter::new(py, room).map_err(Outcome::Handler)?;
@@ -1157,6 +1188,11 @@ fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, 
     });
     conn.io().delivering = false;
     delivered
+}
+
+/// The size of a direct read's object when `expected` bytes are expected.
+fn direct_room(expected: u32) -> usize {
+    (expected as usize + 1).min(READ_CHUNK)
 }
 
 /// Reads what the socket holds into `buffer`; a read that does not fill `buffer` has emptied the

@@ -10,6 +10,7 @@ import ctypes
 import errno
 import functools
 import gc
+import itertools
 import logging
 import mmap
 import os
@@ -744,6 +745,52 @@ def test_slow_handler_reply_arrives_and_other_connections_are_served_after_it(ma
         assert [client.recv_message() for _ in range(50)] == [b"C%d-%d" % (n, i) for i in range(50)]
     assert order[0] == b"slow"
     assert sorted(order[1:]) == sorted(b"c%d-%d" % (n, i) for n in range(4) for i in range(50))
+
+
+# A peer that sends 16-byte lines without a pause (bounded: 256 MiB or 30 s), reading nothing.
+FLOOD_OF_LINES = """
+import socket, sys, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+chunk = b"flood-line-0123\\n" * 16384
+deadline, sent = time.monotonic() + 30, 0
+try:
+    while sent < 256 << 20 and time.monotonic() < deadline:
+        sock.sendall(chunk)
+        sent += len(chunk)
+except OSError:
+    pass
+"""
+
+
+def test_a_connection_flooding_short_lines_leaves_the_others_their_turns(make_server, make_client, wait_until):
+    """A 256 KiB read of short lines is 16,384 handler calls, and tokio lets a task make 128 reads a turn: a peer
+    sending lines without a pause kept every other connection waiting for about two million of its messages (a
+    request's reply took a second). Counted in messages, not timed: between two requests of another connection the
+    flood's messages number a few turns' worth and however many run while the test's thread waits for the GIL and a
+    core (16,000-46,000 here), a quarter of one old turn's."""
+    flood_messages = [0]
+    flood_messages_at_each_request = []
+
+    def on_message(conn, data):
+        if data.startswith(b"flood"):
+            flood_messages[0] += 1
+            return None
+        flood_messages_at_each_request.append(flood_messages[0])
+        return data
+
+    server = make_server(on_message, framing="line")
+    flooder = subprocess.Popen([sys.executable, "-c", FLOOD_OF_LINES, str(server.address[1])])
+    try:
+        wait_until(lambda: flood_messages[0] > 100_000, "the flood to be under way")
+        client = make_client(server.address, framing="line")
+        for i in range(20):
+            assert client.request(b"request %d" % i) == b"request %d" % i
+        assert flooder.poll() is None, "the flood ended before the requests did"
+    finally:
+        flooder.kill()
+        flooder.wait(TIMEOUT)
+    counts = flood_messages_at_each_request
+    assert max(later - earlier for earlier, later in itertools.pairwise(counts)) < 500_000
 
 
 def test_conn_send_from_another_thread(make_server, make_client):
