@@ -1064,8 +1064,8 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             if may_read && let Poll::Ready(ready) = stream.poll_read_ready(cx) {
                 return Poll::Ready(Event::Readable(ready));
             }
-            if reading
-                && !awaiting
+            // Reading, or (the peer having half-closed) flushing a reply it does not read.
+            if !awaiting
                 && let Some(idle) = idle.as_mut()
                 && idle.as_mut().poll(cx).is_ready()
             {
