@@ -30,7 +30,9 @@ use crate::gil_handoff::{self, Handoff};
 use crate::py_lazy::PyLazy;
 
 /// rsock's threads that keep a Python thread state (the io thread, UDP receive threads): interpreter
-/// exit interrupts the handlers still running on them (see `interrupt_handlers`).
+/// exit interrupts the handlers still running on them (see `interrupt_handlers`). Locked only with the
+/// GIL held: os.fork() holds it, so no fork copies the lock held into a child, whose first rsock
+/// thread would wait for it for ever (with the GIL).
 static PYTHON_THREADS: Mutex<Vec<PythonThread>> = Mutex::new(Vec::new());
 
 struct PythonThread {
@@ -332,12 +334,11 @@ pub fn spawn_python_thread<K: Send + 'static>(
         let tstate = THREAD.with(|thread| thread.tstate.replace(ptr::null_mut()));
         // SAFETY: called on this thread, whose ident it is, as when it was added.
         let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() };
+        // SAFETY: takes back this thread's own state, and the GIL with it.
+        unsafe { pyo3::ffi::PyEval_RestoreThread(tstate) };
         python_threads().retain(|thread| thread.ident != ident);
-        // SAFETY: takes back this thread's own state, then releases and deletes it.
-        unsafe {
-            pyo3::ffi::PyEval_RestoreThread(tstate);
-            pyo3::ffi::PyGILState_Release(gil);
-        }
+        // SAFETY: releases and deletes the state hold_python_thread_state acquired on this thread.
+        unsafe { pyo3::ffi::PyGILState_Release(gil) };
         drop(keep);
     })?;
     drop(thread);
