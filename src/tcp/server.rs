@@ -1075,7 +1075,15 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
         })
         .await;
         match event {
-            Event::Shutdown => reading = false,
+            Event::Shutdown => {
+                // What the peer sent before the stop is answered as if read before it, whether or not
+                // the io thread had got to it: only what comes after is left unread.
+                match read_what_arrived(conn, stream, py_conn, &mut framed, &mut direct_expected) {
+                    Ok(eof) => peer_closed |= eof,
+                    Err(outcome) => return outcome,
+                }
+                reading = false;
+            }
             // An async handler finished, or another thread sent or closed: the connection is not idle,
             // and the time a handler took does not count.
             Event::Woken => {
@@ -1103,9 +1111,9 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
                     READ_CHUNK
                 };
                 let read = if direct_expected > 0 {
-                    read_direct(conn, stream, py_conn, &mut direct_expected)
+                    read_direct(conn, stream, py_conn, &mut direct_expected, read_available)
                 } else {
-                    read_buffered(conn, stream, py_conn, &mut framed)
+                    read_buffered(conn, stream, py_conn, &mut framed, read_available)
                 };
                 // A read that filled its room may have left more in the socket: the other connections
                 // have their turn before the next (a peer sending without a pause kept them waiting for
@@ -1145,11 +1153,41 @@ const DIRECT_READ_MIN: usize = 32 * 1024;
 /// What one read did: how many bytes it delivered (0: nothing was there after all), or None at EOF.
 type ReadResult = Result<Option<usize>, Outcome>;
 
+/// Reads and delivers the bytes the socket holds now (at a stop); true if the peer's end came with them.
+fn read_what_arrived(
+    conn: &ConnShared,
+    stream: &TcpStream,
+    py_conn: &Py<Connection>,
+    framed: &mut Framed,
+    direct_expected: &mut u32,
+) -> Result<bool, Outcome> {
+    let mut left = queued_bytes(stream, libc::FIONREAD).unwrap_or(0);
+    while left > 0 {
+        let read = if *direct_expected > 0 {
+            read_direct(conn, stream, py_conn, direct_expected, read_now)
+        } else {
+            read_buffered(conn, stream, py_conn, framed, read_now)
+        };
+        match read? {
+            Some(0) => break,
+            Some(n) => left = left.saturating_sub(n),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
 /// Reads into the io thread's buffer and delivers what came.
-fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, framed: &mut Framed) -> ReadResult {
+fn read_buffered(
+    conn: &ConnShared,
+    stream: &TcpStream,
+    py_conn: &Py<Connection>,
+    framed: &mut Framed,
+    read: Read,
+) -> ReadResult {
     READ_BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
-        match read_available(stream, as_uninit(&mut buffer)) {
+        match read(stream, as_uninit(&mut buffer)) {
             Ok(0) => Ok(None),
             Ok(n) => deliver_read(conn, py_conn, &buffer[..n], framed).map(|()| Some(n)),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Some(0)),
@@ -1167,12 +1205,18 @@ fn read_buffered(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>
 /// `expected` only grows while reads stay large, so the object is not resized from above glibc's
 /// mmap threshold to below it at every read: a shrunk mmapped block, once freed, would not raise the
 /// threshold, and every read would map and unmap memory (asyncio's and rloop's cold-start cliff).
-fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, expected: &mut u32) -> ReadResult {
+fn read_direct(
+    conn: &ConnShared,
+    stream: &TcpStream,
+    py_conn: &Py<Connection>,
+    expected: &mut u32,
+    read: Read,
+) -> ReadResult {
     let room = direct_room(*expected);
     conn.io().delivering = true;
     let delivered = runtime::with_gil(|py| {
         let mut message = BytesWriter::new(py, room).map_err(Outcome::Handler)?;
-        match read_available(stream, message.space()) {
+        match read(stream, message.space()) {
             Ok(0) => Ok(None),
             Ok(n) => {
                 let grown = if n == room { 2 * room } else { n.max(*expected as usize) };
@@ -1193,6 +1237,15 @@ fn read_direct(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Connection>, 
 /// The size of a direct read's object when `expected` bytes are expected.
 fn direct_room(expected: u32) -> usize {
     (expected as usize + 1).min(READ_CHUNK)
+}
+
+/// How a connection reads: `read_available`, or at a stop `read_now`.
+type Read = fn(&TcpStream, &mut [MaybeUninit<u8>]) -> io::Result<usize>;
+
+/// A read that does not wait for tokio to have seen the socket readable (a plain non-blocking
+/// recv): at a stop, what the peer sent while the io thread was busy has raised no readiness yet.
+fn read_now(stream: &TcpStream, buffer: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    socket2::SockRef::from(stream).recv(buffer)
 }
 
 /// Reads what the socket holds into `buffer`; a read that does not fill `buffer` has emptied the
@@ -1697,7 +1750,8 @@ impl TcpServer {
         self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
-    /// Stops accepting, lets every connection send the replies already produced, then closes them.
+    /// Stops accepting, answers the requests that had arrived when it was called and lets every
+    /// connection send its replies, then closes them.
     /// Connections still open after `timeout` seconds (default 5) are closed at once, and the port is
     /// given up even while a handler holds up the io thread; stop() then waits at most one second more
     /// (a handler still running finishes on its own). Called from a TcpServer's handler (on the io

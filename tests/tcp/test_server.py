@@ -1777,6 +1777,38 @@ def test_stop_lets_replies_out_then_ends_idle_connections_cleanly(make_server, m
         socket.create_connection(server.address, timeout=TIMEOUT).close()
 
 
+def test_stop_answers_the_requests_that_arrived_before_it_while_the_io_thread_was_busy(make_server, make_raw):
+    """Requests a client had sent before stop() were answered if the io thread had read them already, and thrown
+    away unanswered if it was busy with another connection's handler then (the connection read nothing more once
+    stopping, and waited out stop()'s timeout for the peer to close)."""
+    in_slow_handler = threading.Event()
+
+    def on_message(conn, data):
+        if data == b"slow":
+            in_slow_handler.set()
+            time.sleep(0.3)
+        return data
+
+    server = make_server(on_message, framing="line")
+    pipelining = make_raw(server.address)
+    pipelining.sendall(b"accepted?\n")
+    assert recv_exactly(pipelining, 10) == b"accepted?\n"
+    slow = make_raw(server.address)
+    slow.sendall(b"slow\n")
+    assert in_slow_handler.wait(TIMEOUT)
+    pipelining.sendall(b"".join(b"request %d\n" % i for i in range(200)))
+    stopping = threading.Thread(target=server.stop, kwargs={"timeout": TIMEOUT})
+    stopping.start()
+    assert recv_until_closed(pipelining) == b"".join(b"request %d\n" % i for i in range(200))
+    assert recv_until_closed(slow) == b"slow\n"
+    # The peers close as the server did, so that stop() need not wait for them.
+    pipelining.close()
+    slow.close()
+    stopping.join(TIMEOUT)
+    assert not stopping.is_alive()
+    assert server.stats["messages"] == 202
+
+
 def test_stop_does_not_wait_for_idle_peers_that_have_everything(make_server, make_raw):
     """A peer that has acknowledged every reply and sends nothing is closed at once by stop(), not given the 2 s
     a closing connection otherwise waits for its peer to close first."""
