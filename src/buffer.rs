@@ -43,6 +43,30 @@ impl Drop for View {
 /// A writable view held open across a call that fills several buffers at once (recvmsg_into).
 pub struct WritableView(View);
 
+/// Where a syscall may write: a pointer and a length, not a `&mut` slice, because the buffers of one
+/// recvmsg_into() may overlap (views of one bytearray), which `&mut` slices must never do.
+#[derive(Clone, Copy)]
+pub struct Space {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+// SAFETY: a Space is only written through by a syscall, while what it was taken from (a held view,
+// storage borrowed for the call) keeps it valid, whichever thread makes the call; shared, it is only
+// read (the pointer, not what it points at).
+unsafe impl Send for Space {}
+// SAFETY: as for Send.
+unsafe impl Sync for Space {}
+
+impl From<&mut [MaybeUninit<u8>]> for Space {
+    fn from(storage: &mut [MaybeUninit<u8>]) -> Space {
+        Space {
+            ptr: storage.as_mut_ptr().cast(),
+            len: storage.len(),
+        }
+    }
+}
+
 impl WritableView {
     /// The view of `obj`, or a TypeError saying `refusal` when it is not a writable buffer.
     pub fn new(obj: &Bound<'_, PyAny>, refusal: &'static str) -> PyResult<Self> {
@@ -51,11 +75,10 @@ impl WritableView {
             .map_err(|_| PyTypeError::new_err(refusal))
     }
 
-    /// The buffer's bytes, for a syscall to write into.
-    pub fn space(&mut self) -> &mut [MaybeUninit<u8>] {
+    /// The buffer's bytes, for a syscall to write into while the view is held.
+    pub fn space(&mut self) -> Space {
         let (ptr, len) = self.0.raw();
-        // SAFETY: the writable export keeps ptr..ptr+len valid until the view is released.
-        unsafe { std::slice::from_raw_parts_mut(ptr.cast(), len) }
+        Space { ptr, len }
     }
 }
 

@@ -22,7 +22,7 @@ use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, iterate, python_at_least, ssize, ssize_or};
 use crate::audit;
-use crate::buffer::{BytesWriter, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
+use crate::buffer::{BytesWriter, Space, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 use crate::py_lazy::{PyLazy, interned};
 use crate::spin::{ReplySpin, poll_for};
@@ -608,10 +608,10 @@ impl Socket {
 
     /// recvmsg(2) into `spaces` with room for `ancbufsize` bytes of control messages; returns the
     /// byte count, the control messages, the flags and the sender's address.
-    fn recvmsg_into_slices<'py>(
+    fn recvmsg_into_spaces<'py>(
         &self,
         py: Python<'py>,
-        spaces: &mut [&mut [MaybeUninit<u8>]],
+        spaces: &[Space],
         ancbufsize: isize,
         flags: c_int,
     ) -> PyResult<(usize, Bound<'py, PyList>, i32, Bound<'py, PyAny>)> {
@@ -624,10 +624,10 @@ impl Socket {
         let ((received, msg_flags, control_len), addr) = self.call(py, POLLIN, self.io_wait(), |fd| {
             with_sockaddr(|name, name_len| {
                 let mut iov: Vec<libc::iovec> = spaces
-                    .iter_mut()
-                    .map(|s| libc::iovec {
-                        iov_base: s.as_mut_ptr().cast(),
-                        iov_len: s.len(),
+                    .iter()
+                    .map(|space| libc::iovec {
+                        iov_base: space.ptr.cast(),
+                        iov_len: space.len,
                     })
                     .collect();
                 // SAFETY: an all-zero msghdr is valid; every pointer set below outlives the call.
@@ -1260,7 +1260,7 @@ impl Socket {
         let (bytes, (ancdata, msg_flags, addr)) =
             Self::recv_new_bytes(py, bufsize as usize, flags, false, |storage| {
                 let (received, ancdata, msg_flags, addr) =
-                    self.recvmsg_into_slices(py, &mut [storage], ancbufsize, flags)?;
+                    self.recvmsg_into_spaces(py, &[Space::from(storage)], ancbufsize, flags)?;
                 Ok((received, (ancdata, msg_flags, addr)))
             })?;
         (bytes, ancdata, msg_flags, addr).into_pyobject(py)
@@ -1285,8 +1285,8 @@ impl Socket {
                 )
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let mut spaces: Vec<&mut [MaybeUninit<u8>]> = views.iter_mut().map(WritableView::space).collect();
-        let (received, ancdata, msg_flags, addr) = self.recvmsg_into_slices(py, &mut spaces, ancbufsize, flags)?;
+        let spaces: Vec<Space> = views.iter_mut().map(WritableView::space).collect();
+        let (received, ancdata, msg_flags, addr) = self.recvmsg_into_spaces(py, &spaces, ancbufsize, flags)?;
         (received, ancdata, msg_flags, addr).into_pyobject(py)
     }
 

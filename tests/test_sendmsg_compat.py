@@ -32,6 +32,16 @@ def test_sendmsg_gathers_buffers_and_recvmsg_into_scatters(sockmod):
         assert (bytes(first), bytes(second[:5])) == (b"abc", b"defgh")
 
 
+def test_recvmsg_into_buffers_that_overlap_are_filled_in_turn(sockmod):
+    """Views of one bytearray may be given together; each is filled in order, later ones over earlier ones."""
+    storage = bytearray(12)
+    a, b = sockmod.socketpair()
+    with a, b:
+        a.sendall(b"abcdefghijklmnop")
+        nbytes, _, _, _ = b.recvmsg_into([storage, memoryview(storage)[2:6], memoryview(storage)[4:]])
+    assert (nbytes, bytes(storage)) == (16, b"abmnopghijkl")
+
+
 def test_recvmsg_reports_truncated_control_data(sockmod):
     a, b = sockmod.socketpair()
     fds = [os.dup(0), os.dup(0)]
