@@ -269,8 +269,9 @@ class TcpServer:
     def serve_forever(self) -> None:
         """Serves until stop() or Ctrl-C."""
     def stop(self, timeout: float | None = None) -> None:
-        """Stops accepting, answers the requests that had arrived when it was called and lets the replies go
-        out, then closes every connection. A connection
+        """Stops accepting, answers what each connection had received when the stop reached it (while it takes
+        messages: not past a close its handler asked for, nor beside a running async handler) and lets the replies
+        go out, then closes every connection. A connection
         closes gracefully: after its last reply the peer sees EOF, and unless it has already acknowledged
         everything and sent nothing more, it is given up to 2 s to close its side (so that nothing it still
         sends turns into a reset that could lose those replies). Connections still open after `timeout`

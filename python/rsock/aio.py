@@ -1490,8 +1490,9 @@ class _AsyncServer:
         self._server.start()
 
     async def stop(self, timeout: float | None = None) -> None:
-        """Stops, letting replies already produced (including those of async handlers still running)
-        go out; waits in a worker thread so the loop keeps running those handlers meanwhile. Called
+        """Stops, as the native server's stop() does: what each connection had received when the stop
+        reached it is answered, and replies (including those of async handlers still running) go out;
+        waits in a worker thread so the loop keeps running those handlers meanwhile. Called
         from one of the server's own handlers still running (directly, or in a task it made, such as
         asyncio.wait_for's), it waits only for the other handlers in flight, and the stop goes on in
         the background: waiting for the whole stop there would wait for that very handler. Past the

@@ -360,6 +360,18 @@ impl ConnShared {
         self.io.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether the connection may take another message now: open, no async handler running, no
+    /// close asked for, and less than WRITE_HIGH_WATER waiting to be sent.
+    fn takes_more(&self) -> bool {
+        let io = self.io();
+        !self.closed.load(Relaxed)
+            && io.failed.is_none()
+            && !io.overrun
+            && !io.close_requested
+            && !io.awaiting
+            && io.pending_bytes < WRITE_HIGH_WATER
+    }
+
     fn wake(&self) {
         self.woken.store(true, Release);
         self.waker.wake();
@@ -1076,8 +1088,9 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
         .await;
         match event {
             Event::Shutdown => {
-                // What the peer sent before the stop is answered as if read before it, whether or not
-                // the io thread had got to it: only what comes after is left unread.
+                // What the peer sent before the stop reached the connection is answered as if read
+                // before it, whether or not the io thread had got to it (unless the connection could
+                // not have read it then either): what comes after is left unread.
                 match read_what_arrived(conn, stream, py_conn, &mut framed, &mut direct_expected) {
                     Ok(eof) => peer_closed |= eof,
                     Err(outcome) => return outcome,
@@ -1153,7 +1166,8 @@ const DIRECT_READ_MIN: usize = 32 * 1024;
 /// What one read did: how many bytes it delivered (0: nothing was there after all), or None at EOF.
 type ReadResult = Result<Option<usize>, Outcome>;
 
-/// Reads and delivers the bytes the socket holds now (at a stop); true if the peer's end came with them.
+/// Reads and delivers the bytes the socket holds now (at a stop), for as long as the connection takes
+/// more messages; true if the peer's end came with them.
 fn read_what_arrived(
     conn: &ConnShared,
     stream: &TcpStream,
@@ -1162,19 +1176,25 @@ fn read_what_arrived(
     direct_expected: &mut u32,
 ) -> Result<bool, Outcome> {
     let mut left = queued_bytes(stream, libc::FIONREAD).unwrap_or(0);
-    while left > 0 {
+    loop {
+        // Frames a turn left for later go first (no other connection's turn matters at a stop).
+        while framed.more && conn.takes_more() {
+            deliver_frames(conn, py_conn, framed)?;
+        }
+        if left == 0 || framed.more || !conn.takes_more() {
+            return Ok(false);
+        }
         let read = if *direct_expected > 0 {
             read_direct(conn, stream, py_conn, direct_expected, read_now)
         } else {
             read_buffered(conn, stream, py_conn, framed, read_now)
         };
         match read? {
-            Some(0) => break,
+            Some(0) => return Ok(false),
             Some(n) => left = left.saturating_sub(n),
             None => return Ok(true),
         }
     }
-    Ok(false)
 }
 
 /// Reads into the io thread's buffer and delivers what came.
@@ -1750,8 +1770,9 @@ impl TcpServer {
         self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
-    /// Stops accepting, answers the requests that had arrived when it was called and lets every
-    /// connection send its replies, then closes them.
+    /// Stops accepting, answers what each connection had received when the stop reached it (while it
+    /// takes messages: not past a close its handler asked for, nor beside a running async handler) and
+    /// lets every connection send its replies, then closes them.
     /// Connections still open after `timeout` seconds (default 5) are closed at once, and the port is
     /// given up even while a handler holds up the io thread; stop() then waits at most one second more
     /// (a handler still running finishes on its own). Called from a TcpServer's handler (on the io

@@ -22,6 +22,7 @@ import pytest_asyncio
 import rsock
 from rsock import aio
 from tests.aio.conftest import HOST, TIMEOUT, Peer, bounded, still_pending
+from tests.socket_reads import recv_until_closed
 
 request_id = contextvars.ContextVar("request_id", default="unset")
 
@@ -1547,3 +1548,30 @@ def test_system_exit_or_ctrl_c_in_a_stream_handler_stops_the_loop(loop, module, 
     done = subprocess.run([sys.executable, "-c", LEAVING_THE_LOOP, module, loop, raised], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.stdout.strip() == f"left the loop with {raised}", (done.stdout, done.stderr[-2000:])
+
+
+@pytest.mark.asyncio
+async def test_stop_during_an_async_handler_starts_no_second_handler_for_its_connection():
+    """The connection reads nothing while its async handler runs; stop()'s final read took the next request anyway
+    and ran its handler beside the first, whose reply was then lost."""
+    running, most_running = [0], [0]
+
+    async def on_message(conn, data):
+        running[0] += 1
+        most_running[0] = max(most_running[0], running[0])
+        try:
+            if data == b"slow":
+                await asyncio.sleep(0.3)
+            return data + b" done"
+        finally:
+            running[0] -= 1
+
+    server = aio.TcpServer((HOST, 0), on_message, framing="line")
+    await server.start()
+    with socket.create_connection(server.address, timeout=TIMEOUT) as peer:
+        peer.sendall(b"slow\n")
+        await asyncio.sleep(0.1)  # the slow handler runs
+        peer.sendall(b"fast\n")
+        await bounded(server.stop(timeout=TIMEOUT))
+        replies = await asyncio.to_thread(recv_until_closed, peer)
+    assert (replies, most_running[0]) == (b"slow done\n", 1)

@@ -1809,6 +1809,61 @@ def test_stop_answers_the_requests_that_arrived_before_it_while_the_io_thread_wa
     assert server.stats["messages"] == 202
 
 
+def test_stop_reads_nothing_more_for_a_connection_its_handler_closed(make_server, wait_until):
+    """A request sent after the handler called conn.close() is never handled, a stop notwithstanding (the stop's
+    final read took it while the goodbye was still being sent)."""
+    calls = []
+
+    def on_message(conn, data):
+        calls.append(data)
+        if data == b"quit":
+            conn.close()
+            return bytes(8 << 20)  # a goodbye longer than the kernel's buffers take: still being sent
+        return data
+
+    server = make_server(on_message, framing="line")
+    with socket.socket() as peer:
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.connect(server.address)
+        peer.sendall(b"quit\n")
+        wait_until(lambda: calls == [b"quit"], "the quit to be handled")
+        peer.sendall(b"after the close\n")
+        stopping = threading.Thread(target=server.stop, kwargs={"timeout": 1.0})
+        stopping.start()
+        stopping.join(TIMEOUT)
+    assert calls == [b"quit"]
+
+
+def test_a_forced_stop_ends_the_final_read_of_what_arrived(make_server, make_raw, wait_until):
+    """stop()'s timeout closes the connections still open; one still delivering what had arrived before the stop
+    went on calling its handler for a connection already closed, after stop() had returned."""
+    in_busy_handler = threading.Event()
+    calls = []
+
+    def on_message(conn, data):
+        if data == b"busy":
+            in_busy_handler.set()
+            time.sleep(1.0)  # holds the io thread while the other peer's bytes arrive
+            return None
+        calls.append(conn.closed)
+        time.sleep(0.25)  # a handler that takes a while over each read
+        return None
+
+    server = make_server(on_message)
+    bulk = make_raw(server.address)
+    busy = make_raw(server.address)
+    busy.sendall(b"busy")
+    assert in_busy_handler.wait(TIMEOUT)
+    bulk.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(64):
+            bulk.send(bytes(64 << 10))
+    server.stop(timeout=0.3)
+    stopped_with = len(calls)
+    time.sleep(0.5)  # a handler called after stop() returned would have been by now
+    assert (len(calls), True in calls) == (stopped_with, False)
+
+
 def test_stop_does_not_wait_for_idle_peers_that_have_everything(make_server, make_raw):
     """A peer that has acknowledged every reply and sends nothing is closed at once by stop(), not given the 2 s
     a closing connection otherwise waits for its peer to close first."""
