@@ -14,7 +14,7 @@ use pyo3::call::PyCallArgs;
 use pyo3::exceptions::{PyException, PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyTuple};
+use pyo3::types::{IntoPyDict, PyFloat, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 use socket2::{Domain, Socket, Type};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,13 @@ pub fn handler_or_none(
         )));
     }
     let py = handler.py();
-    let signature = match py.import("inspect")?.call_method1("signature", (&handler,)) {
+    // The handler's own signature, not the one functools.wraps copied from the function it wraps: a
+    // wrapper that adapts its arguments is called as it is.
+    let options = [("follow_wrapped", false)].into_py_dict(py)?;
+    let signature = match py
+        .import("inspect")?
+        .call_method("signature", (&handler,), Some(&options))
+    {
         Ok(signature) => signature,
         Err(err) if err.is_instance_of::<PyException>(py) => return Ok(Some(handler.unbind())),
         Err(err) => return Err(err),

@@ -2381,8 +2381,9 @@ class _CallableEcho:
         functools.partial(lambda prefix, conn, data: prefix + data, b""),
         lambda *args: args[1],
         lambda conn, data, unused=None, **options: data,
+        functools.wraps(_take_one)(lambda conn, data: _take_one(data)),
     ],
-    ids=["instance", "bound-method", "partial", "star-args", "defaults"],
+    ids=["instance", "bound-method", "partial", "star-args", "defaults", "wrapper-of-another-shape"],
 )
 def test_handlers_that_can_take_their_arguments_serve(make_server, make_client, handler):
     server = make_server(handler, framing="line")
