@@ -1223,9 +1223,8 @@ impl Socket {
                 .transpose()
         };
         let op = int_argument(op, "op")?;
-        let iv = iv
-            .map(|iv| crate::buffer::with_readable(iv, ancillary::afalg_iv)?)
-            .transpose()?;
+        // Only whether it is bytes-like, in the order of the arguments; its size after op's and assoclen's checks.
+        iv.map(|iv| crate::buffer::with_readable(iv, |_| ())).transpose()?;
         let assoclen = int_argument(assoclen, "assoclen")?;
         let flags = c_int_or(&flags, 0)?;
         let Some(op) = op.and_then(|op| u32::try_from(op).ok()) else {
@@ -1233,6 +1232,9 @@ impl Socket {
         };
         let assoclen = assoclen
             .map(|assoclen| u32::try_from(assoclen).map_err(|_| PyTypeError::new_err("assoclen must be positive")))
+            .transpose()?;
+        let iv = iv
+            .map(|iv| crate::buffer::with_readable(iv, ancillary::afalg_iv)?)
             .transpose()?;
         let control = ancillary::pack(&ancillary::afalg(op, iv, assoclen))?;
         let chunks = match msg {

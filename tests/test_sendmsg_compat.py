@@ -265,8 +265,14 @@ def test_sendmsg_afalg_refuses_an_iv_too_long_for_a_control_message_before_copyi
     udp = rsock.socket(rsock.AF_INET, rsock.SOCK_DGRAM)
     alg = rsock.socket(rsock.AF_ALG, rsock.SOCK_SEQPACKET, 0, fileno=udp.detach())
     iv = mmap.mmap(-1, iv_size)
-    with alg, iv, pytest.raises(OverflowError, match=r"^iv is too large$"):
-        alg.sendmsg_afalg([b"x"], op=rsock.ALG_OP_ENCRYPT, iv=iv)
+    with alg, iv:
+        # The arguments' other errors first, as the stdlib checks them before the IV's size.
+        with pytest.raises(TypeError, match=r"^Invalid or missing argument 'op'$"):
+            alg.sendmsg_afalg([b"x"], iv=iv)
+        with pytest.raises(TypeError, match=r"^assoclen must be positive$"):
+            alg.sendmsg_afalg([b"x"], op=rsock.ALG_OP_ENCRYPT, iv=iv, assoclen=-1)
+        with pytest.raises(OverflowError, match=r"^iv is too large$"):
+            alg.sendmsg_afalg([b"x"], op=rsock.ALG_OP_ENCRYPT, iv=iv)
 
 
 @pytest.mark.parametrize(
