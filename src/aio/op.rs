@@ -45,7 +45,7 @@ pub struct Op {
 /// The op for `await drain()` with room in the buffer, shared so that the common case allocates nothing.
 static DRAINED: PyLazy<Py<Op>> = PyLazy::new();
 
-const DRAIN: &str = "StreamWriter.drain";
+pub const DRAIN: &str = "StreamWriter.drain";
 
 impl Op {
     fn with(qualname: &'static str, state: State) -> Op {
@@ -64,16 +64,6 @@ impl Op {
     pub fn drained(py: Python<'_>) -> PyResult<Py<PyAny>> {
         let done = DRAINED.get_or_try_init(py, || Py::new(py, Op::with(DRAIN, State::Done)))?;
         Ok(done.clone_ref(py).into_any())
-    }
-
-    /// `drain()`'s op that raises `err`.
-    pub fn drain_failed(py: Python<'_>, err: PyErr) -> PyResult<Py<PyAny>> {
-        Op::ready(py, DRAIN, Err(err))
-    }
-
-    /// `drain()`'s op that waits for `waiter`.
-    pub fn draining(py: Python<'_>, waiter: Py<Waiter>) -> PyResult<Py<PyAny>> {
-        Op::waiting(py, DRAIN, waiter)
     }
 
     /// A read of `transport`, begun when first awaited.

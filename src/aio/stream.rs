@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::op::Op;
+use super::op::{self, Op};
 use super::poller::{Poller, READABLE, WRITABLE};
 use super::waiter::{Completions, Run, Waiter};
 use super::{IncompleteReadError, LimitOverrunError};
@@ -486,23 +486,29 @@ impl StreamTransport {
         self.send_bytes(py, &framed)
     }
 
-    fn drain_awaitable(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+    /// The awaitable of `qualname` (drain(), or a TcpClient's send(), which drains) that returns once
+    /// the queued output is small enough.
+    fn drain_awaitable(&mut self, py: Python<'_>, qualname: &'static str) -> PyResult<Py<PyAny>> {
         if let Err(err) = self.check_failed() {
-            return Op::drain_failed(py, err);
+            return Op::ready(py, qualname, Err(err));
         }
         // Closing with output still queued: drain() waits for it like any other (asyncio's does).
         if self.closed {
-            return Op::drain_failed(py, PyConnectionResetError::new_err("Connection lost"));
+            return Op::ready(py, qualname, Err(PyConnectionResetError::new_err("Connection lost")));
         }
         if self.pending_bytes <= self.high_water {
-            return Op::drained(py);
+            return if qualname == op::DRAIN {
+                Op::drained(py)
+            } else {
+                Op::ready(py, qualname, Ok(py.None()))
+            };
         }
         let waiter = Waiter::new(py, &self.event_loop)?;
         // Waits given up (a drain() timed out or cancelled) are dropped here: against a peer that
         // stalls, a loop of timed-out drains would otherwise pile them up until it reads.
         self.drain_waiters.retain(|w| w.borrow(py).is_pending());
         self.drain_waiters.push(waiter.clone_ref(py));
-        Op::draining(py, waiter)
+        Op::waiting(py, qualname, waiter)
     }
 
     fn check_writable(&self) -> PyResult<()> {
@@ -818,7 +824,7 @@ impl StreamTransport {
     /// `await write_message(data)`: sends `data` framed as a message, then drains.
     fn write_message(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.send_message(py, data)?;
-        self.drain_awaitable(py)
+        self.drain_awaitable(py, "TcpClient.send")
     }
 
     /// `await request(data)`: sends a message and returns the reply message. Refused before anything is
@@ -835,7 +841,7 @@ impl StreamTransport {
 
     /// `await drain()`: returns once the queued output is small enough (at once if it already is).
     fn drain(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.drain_awaitable(py)
+        self.drain_awaitable(py, op::DRAIN)
     }
 
     /// Half-closes: no more writes; the peer sees EOF once the queue is sent. Nothing to do once

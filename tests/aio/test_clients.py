@@ -112,6 +112,16 @@ async def test_tcp_client_raw_send_and_recv(opened):
     assert await bounded(client.recv()) == b"ld!"
 
 
+async def test_tcp_client_send_is_named_as_its_method_in_a_task(opened):
+    client, peer = await opened.tcp()
+    sending = client.send(b"hello")
+    assert (sending.__qualname__, sending.__name__) == ("TcpClient.send", "send")
+    task = asyncio.ensure_future(sending)
+    assert "coro=<TcpClient.send()" in repr(task)
+    await bounded(task)
+    assert await peer.recv_exactly(5) == b"hello"
+
+
 async def test_tcp_client_recv_exactly(opened):
     client, peer = await opened.tcp()
     receiving = asyncio.ensure_future(bounded(client.recv_exactly(6)))
