@@ -1118,20 +1118,12 @@ async fn connection_loop(conn: &ConnShared, stream: &TcpStream, py_conn: &Py<Con
             }
             Event::Readable(Err(err)) => return Outcome::Io(err),
             Event::Readable(Ok(())) => {
-                let room = if direct_expected > 0 {
-                    direct_room(direct_expected)
-                } else {
-                    READ_CHUNK
-                };
-                let read = if direct_expected > 0 {
-                    read_direct(conn, stream, py_conn, &mut direct_expected, read_available)
-                } else {
-                    read_buffered(conn, stream, py_conn, &mut framed, read_available)
-                };
+                let (read, filled) =
+                    read_next(conn, stream, py_conn, &mut framed, &mut direct_expected, read_available);
                 // A read that filled its room may have left more in the socket: the other connections
                 // have their turn before the next (a peer sending without a pause kept them waiting for
                 // 128 such reads, tokio's budget per turn). So do frames left for the next turn.
-                turn_over = matches!(read, Ok(Some(n)) if n == room) || framed.more;
+                turn_over = filled || framed.more;
                 match read {
                     Ok(Some(0)) => {}
                     Ok(Some(n)) if !direct_capable || n < DIRECT_READ_MIN => direct_expected = 0,
@@ -1184,17 +1176,34 @@ fn read_what_arrived(
         if left == 0 || framed.more || !conn.takes_more() {
             return Ok(false);
         }
-        let read = if *direct_expected > 0 {
-            read_direct(conn, stream, py_conn, direct_expected, read_now)
-        } else {
-            read_buffered(conn, stream, py_conn, framed, read_now)
-        };
-        match read? {
+        match read_next(conn, stream, py_conn, framed, direct_expected, read_now).0? {
             Some(0) => return Ok(false),
             Some(n) => left = left.saturating_sub(n),
             None => return Ok(true),
         }
     }
+}
+
+/// One read, straight into a bytes object while reads are large (`direct_expected`, see `read_direct`),
+/// else through the io thread's buffer; and whether it filled its room (the socket may hold more).
+fn read_next(
+    conn: &ConnShared,
+    stream: &TcpStream,
+    py_conn: &Py<Connection>,
+    framed: &mut Framed,
+    direct_expected: &mut u32,
+    read: Read,
+) -> (ReadResult, bool) {
+    let (room, result) = if *direct_expected > 0 {
+        (
+            direct_room(*direct_expected),
+            read_direct(conn, stream, py_conn, direct_expected, read),
+        )
+    } else {
+        (READ_CHUNK, read_buffered(conn, stream, py_conn, framed, read))
+    };
+    let filled = matches!(result, Ok(Some(n)) if n == room);
+    (result, filled)
 }
 
 /// Reads into the io thread's buffer and delivers what came.
