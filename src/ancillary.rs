@@ -74,11 +74,11 @@ pub fn afalg(op: u32, iv: Option<Vec<u8>>, assoclen: Option<u32>) -> Vec<Message
 /// The IV's control message data (`struct af_alg_iv`: its u32 length, then its bytes); an IV too long
 /// for a control message is an OverflowError before anything is copied.
 pub fn afalg_iv(iv: &[u8]) -> PyResult<Vec<u8>> {
-    let length = u32::try_from(iv.len())
-        .ok()
-        .filter(|_| fits(iv.len().saturating_add(4)))
-        .ok_or_else(|| PyOverflowError::new_err("iv is too large"))?;
-    let mut data = length.to_ne_bytes().to_vec();
+    if !fits(iv.len().saturating_add(4)) {
+        return Err(PyOverflowError::new_err("iv is too large"));
+    }
+    // Within a C int, as it fits.
+    let mut data = (iv.len() as u32).to_ne_bytes().to_vec();
     data.extend_from_slice(iv);
     Ok(data)
 }
