@@ -4,7 +4,7 @@
 use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 
-use pyo3::exceptions::{PyMemoryError, PyTypeError};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -126,6 +126,17 @@ pub fn with_writable<R>(obj: &Bound<'_, PyAny>, what: &str, f: impl FnOnce(&mut 
 /// A copy of a bytes-like object's contents.
 pub fn read_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     with_readable(obj, <[u8]>::to_vec)
+}
+
+/// What `PyBytes_FromStringAndSize` checks before it allocates: a bytes object's header and
+/// trailing NUL must fit in a Py_ssize_t beside its `len` bytes, or it is an OverflowError. Storage
+/// meant to become a bytes object of `len` bytes checks it first, so that it fails as the bytes would.
+pub fn check_bytes_len(len: usize) -> PyResult<()> {
+    let header = std::mem::offset_of!(ffi::PyBytesObject, ob_sval) + 1;
+    if len > isize::MAX as usize - header {
+        return Err(PyOverflowError::new_err("byte string is too large"));
+    }
+    Ok(())
 }
 
 /// `len` zero bytes, or a MemoryError if they cannot be had (`vec![0; len]` would abort). Zeroed

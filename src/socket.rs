@@ -22,7 +22,9 @@ use crate::addr::{from_sockaddr, to_sockaddr};
 use crate::ancillary;
 use crate::args::{Opt, as_int, as_int_or, c_int, c_int_or, c_long, iterate, python_at_least, ssize, ssize_or};
 use crate::audit;
-use crate::buffer::{BytesWriter, Space, WritableView, as_uninit, with_readable, with_writable, zeroed_vec};
+use crate::buffer::{
+    BytesWriter, Space, WritableView, as_uninit, check_bytes_len, with_readable, with_writable, zeroed_vec,
+};
 use crate::errors::{last_errno, os_error, timeout_error, warn_from_finalizer};
 use crate::py_lazy::{PyLazy, interned};
 use crate::spin::{ReplySpin, poll_for};
@@ -768,6 +770,7 @@ impl Socket {
             let (received, rest) = read(writer.space())?;
             return Ok((writer.finish(received)?, rest));
         }
+        check_bytes_len(bufsize)?;
         let mut storage = zeroed_vec(bufsize)?;
         let (received, rest) = read(as_uninit(&mut storage))?;
         let kept = received.min(bufsize);

@@ -13,6 +13,7 @@ import os
 import select
 import socket as stdlib_socket
 import struct
+import sys
 import threading
 import uuid
 from contextlib import contextmanager
@@ -248,6 +249,22 @@ def test_msg_trunc_on_a_unix_stream_socket_reads_the_bytes_as_usual(sockmod, met
         result = getattr(right, method)(4, sockmod.MSG_TRUNC)
         assert (result if method == "recv" else result[0]) == b"0123"
         assert right.recv(100) == b"456789"
+
+
+@pytest.mark.parametrize("method", ["recv", "recvfrom", "recvmsg"])
+@pytest.mark.parametrize(
+    ("size", "error"),
+    [(sys.maxsize, OverflowError), (sys.maxsize - 32, OverflowError), (sys.maxsize - 33, MemoryError)],
+)
+def test_msg_trunc_with_a_size_no_bytes_object_can_have_fails_as_the_bytes_would(sockmod, method, size, error):
+    """A bytes object's header must fit in a Py_ssize_t beside its data: past that the size is an OverflowError,
+    just below it the allocation fails. rsock's zeroed storage for MSG_TRUNC raised MemoryError for both."""
+    left, right = sockmod.socketpair()
+    with left, right:
+        left.sendall(b"0123456789")
+        with pytest.raises(error):
+            getattr(right, method)(size, sockmod.MSG_TRUNC | sockmod.MSG_PEEK)
+        assert right.recv(100) == b"0123456789"
 
 
 def test_socket_is_an_instance_of_socket_type(sockmod):
