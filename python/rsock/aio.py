@@ -17,6 +17,7 @@ Code written for asyncio streams runs by changing the import::
 from __future__ import annotations
 
 import asyncio
+import asyncio.trsock
 import collections.abc
 import contextlib
 import contextvars
@@ -595,8 +596,10 @@ class Server:
         return self._loop
 
     @property
-    def sockets(self) -> tuple[_Socket, ...]:
-        return tuple(self._listeners)
+    def sockets(self) -> tuple[asyncio.trsock.TransportSocket, ...]:
+        # Wrapped as asyncio wraps its own: without close() or accept(), which would pull a listener
+        # out from under the server's accept loop.
+        return tuple(asyncio.trsock.TransportSocket(listener) for listener in self._listeners)
 
     def is_serving(self) -> bool:
         return self._serving

@@ -129,6 +129,11 @@ pub struct StreamTransport {
     on_closed: Option<Py<PyAny>>,
     peername: Option<Py<PyAny>>,
     sockname: Option<Py<PyAny>>,
+    /// What get_extra_info("socket") gives, made on first asking: the socket wrapped as asyncio wraps
+    /// its transports' (`asyncio.trsock.TransportSocket`), without close() or I/O. The transport calls
+    /// on the descriptor number it took at the start, and a socket closed behind it would leave that
+    /// number to whatever is opened next.
+    transport_socket: Option<Py<PyAny>>,
 }
 
 impl Drop for StreamTransport {
@@ -154,6 +159,20 @@ fn errno_of(err: &io::Error) -> i32 {
 }
 
 impl StreamTransport {
+    /// The socket as get_extra_info("socket") gives it (see `transport_socket`), the same object each time.
+    fn transport_socket(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(wrapped) = &self.transport_socket {
+            return Ok(wrapped.clone_ref(py));
+        }
+        let wrapped = py
+            .import(interned!(py, "asyncio.trsock"))?
+            .getattr(interned!(py, "TransportSocket"))?
+            .call1((self.sock.bind(py),))?
+            .unbind();
+        self.transport_socket = Some(wrapped.clone_ref(py));
+        Ok(wrapped)
+    }
+
     /// Tells the poller which directions to watch now.
     fn watch(&mut self, py: Python<'_>, reading: bool, writing: bool) -> PyResult<()> {
         let interest = if reading { READABLE } else { 0 } | if writing { WRITABLE } else { 0 };
@@ -668,6 +687,7 @@ impl StreamTransport {
             on_closed: None,
             peername,
             sockname,
+            transport_socket: None,
         })
     }
 
@@ -908,14 +928,14 @@ impl StreamTransport {
 
     /// "peername", "sockname" or "socket", as asyncio transports answer them.
     #[pyo3(signature = (name, default=None))]
-    fn get_extra_info(&self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> Py<PyAny> {
+    fn get_extra_info(&mut self, py: Python<'_>, name: &str, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         let found = match name {
             "peername" => self.peername.as_ref().map(|p| p.clone_ref(py)),
             "sockname" => self.sockname.as_ref().map(|s| s.clone_ref(py)),
-            "socket" => Some(self.sock.clone_ref(py)),
+            "socket" => Some(self.transport_socket(py)?),
             _ => None,
         };
-        found.or(default).unwrap_or_else(|| py.None())
+        Ok(found.or(default).unwrap_or_else(|| py.None()))
     }
 
     /// Bytes queued for sending.
@@ -943,7 +963,8 @@ impl StreamTransport {
         }
         visit.call(&self.on_closed)?;
         visit.call(&self.peername)?;
-        visit.call(&self.sockname)
+        visit.call(&self.sockname)?;
+        visit.call(&self.transport_socket)
     }
 
     fn __clear__(&mut self) {

@@ -498,6 +498,23 @@ async def test_get_extra_info_client_side(kit):
     assert writer.get_extra_info("peername", "default") == peer.sock.getsockname()
 
 
+async def test_the_socket_get_extra_info_gives_cannot_be_closed_behind_the_transport(kit):
+    """asyncio and uvloop give a stand-in without close(), detach() or I/O: the transport calls on the socket's
+    descriptor, and closed behind it that number would go to whatever is opened next. rsock gave the socket."""
+    reader, writer, peer = await kit.pair()
+    sock = writer.get_extra_info("socket")
+    assert writer.get_extra_info("socket") is sock
+    for method, args in [("close", ()), ("detach", ()), ("send", (b"x",)), ("recv", (1,))]:
+        with pytest.raises((AttributeError, TypeError)):
+            getattr(sock, method)(*args)
+    assert sock.fileno() >= 0
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) in (0, 1)
+    writer.write(b"still")
+    assert await peer.recv_exactly(5) == b"still"
+    await peer.send(b"open")
+    assert await bounded(reader.readexactly(4)) == b"open"
+
+
 async def test_get_extra_info_server_side(kit):
     _, writer, peer = await kit.server_pair()
     assert writer.get_extra_info("peername") == peer.sock.getsockname()
@@ -1044,6 +1061,22 @@ async def test_server_attributes(kit):
     server.close()
 
 
+async def test_server_sockets_cannot_be_closed_or_accepted_on_behind_the_server(kit):
+    """asyncio and uvloop give stand-ins for the listening sockets, without close() or accept(); rsock gave the
+    listeners themselves, which closed would leave the accept loop on a descriptor number free for reuse."""
+    server, address = await kit.serve(echo_lines)
+    listener = server.sockets[0]
+    for method in ("close", "accept", "detach"):
+        with pytest.raises((AttributeError, TypeError)):
+            getattr(listener, method)()
+    assert listener.fileno() >= 0
+    assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+    assert f"fd={listener.fileno()}" in repr(server)
+    peer = await raw_client(kit, address)
+    await peer.send(b"served\n")
+    assert await peer.recv_exactly(7) == b"served\n"
+
+
 async def test_start_serving_false_then_start_serving(kit):
     served = asyncio.Event()
 
@@ -1446,7 +1479,7 @@ async def test_open_connection_with_an_rsock_sock(rkit):
     peer = Peer(rkit.track_sock(conn))
     reader, writer = await bounded(aio.open_connection(sock=sock))
     rkit.track(writer)
-    assert writer.get_extra_info("socket") is sock
+    assert writer.get_extra_info("socket").fileno() == sock.fileno()
     writer.write(b"via rsock")
     assert await peer.recv_exactly(9) == b"via rsock"
     await peer.send(b"back")
