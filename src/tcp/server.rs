@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
@@ -128,6 +129,16 @@ impl ServerShared {
     }
 }
 
+impl Io {
+    /// Whether the calling thread writes the connection's own output, its handler's replies and
+    /// sends: the io thread delivering its messages, or the thread sending an async handler's reply.
+    /// Those go out even after the handler asked to close, gathered with the others of a delivery
+    /// pass, and are not held to WRITE_LIMIT. Any other thread's send meanwhile is.
+    fn own_output(&self) -> bool {
+        (self.delivering && runtime::on_io_thread()) || self.replying_on == Some(std::thread::current().id())
+    }
+}
+
 /// A connection's output side, shared by its task, its `Connection` object and broadcasts.
 struct Io {
     /// None once the connection is closed; the fd closes when the last Arc goes.
@@ -148,6 +159,9 @@ struct Io {
     /// The task is delivering a read's messages: replies to them go out even if a handler has
     /// asked to close (the close takes effect after them).
     delivering: bool,
+    /// The thread sending an async handler's reply (`_handler_done`), which goes out as a plain
+    /// handler's reply does.
+    replying_on: Option<ThreadId>,
     /// A write found WRITE_LIMIT queued already: the connection ends as a slow reader.
     overrun: bool,
     /// Threads blocked in `send()` until the queue drains: only they need `drained` signalled (a
@@ -390,16 +404,16 @@ impl ConnShared {
 
     /// `write` with the connection's state already locked by the caller.
     fn write_locked(&self, mut io: MutexGuard<'_, Io>, data: &[u8], shared: Option<&Bytes>) -> io::Result<()> {
-        if io.close_requested && !io.delivering {
+        if io.close_requested && !io.own_output() {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
-        if let Some(gathered) = io.gathering.as_mut() {
-            gathered.extend_from_slice(data);
+        if io.gathering.is_some() && io.own_output() {
+            io.gathering.as_mut().expect("checked").extend_from_slice(data);
             return Ok(());
         }
-        // A connection's own handler (delivering) may queue what it likes for it: only what others
-        // send it without waiting is limited.
-        if io.pending_bytes > WRITE_LIMIT && !io.delivering {
+        // A connection's own handler may queue what it likes for it: only what others send it
+        // without waiting is limited.
+        if io.pending_bytes > WRITE_LIMIT && !io.own_output() {
             io.overrun = true;
             drop(io);
             self.wake();
@@ -671,10 +685,8 @@ impl Connection {
             // The connection was closed meanwhile (a forced stop): the reply has nowhere to go.
             return Ok(());
         }
-        // The reply goes out even if the handler itself called close(), as a sync handler's does. The
-        // io thread may still be in the delivery pass that started this handler, gathering replies it
-        // has yet to write (this one among them): its `delivering` is left as it was.
-        let was_delivering = std::mem::replace(&mut shared.io().delivering, true);
+        // The reply goes out even if the handler itself called close(), as a sync handler's does.
+        shared.io().replying_on = Some(std::thread::current().id());
         let failure = match exc.filter(|e| !e.is_none()) {
             Some(exc) => Some(Outcome::Handler(PyErr::from_value(exc.clone()))),
             None if reply.is_none() => None,
@@ -686,7 +698,7 @@ impl Connection {
             },
         };
         let mut io = shared.io();
-        io.delivering = was_delivering;
+        io.replying_on = None;
         io.awaiting = false;
         if failure.is_some() {
             io.failed = failure;
@@ -778,8 +790,8 @@ fn write_message(conn: &ConnShared, bytes: &[u8]) -> PyResult<io::Result<()>> {
         return Ok(conn.write(bytes, None));
     }
     let mut io = conn.io();
-    if let Some(gathered) = io.gathering.as_mut() {
-        framing.encode(bytes, gathered)?;
+    if io.gathering.is_some() && io.own_output() {
+        framing.encode(bytes, io.gathering.as_mut().expect("checked"))?;
         return Ok(Ok(()));
     }
     drop(io);
@@ -1585,6 +1597,7 @@ fn admit(server: &Arc<ServerShared>, stream: TcpStream, peer: SocketAddr) {
             awaiting: false,
             failed: None,
             delivering: false,
+            replying_on: None,
             overrun: false,
             room_waiters: 0,
             flush_deferred: false,

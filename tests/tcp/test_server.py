@@ -970,6 +970,37 @@ def test_conn_close_from_a_handler_stops_further_messages(make_server, make_raw)
     assert seen == [b"a", b"quit"]
 
 
+@pytest.mark.parametrize("framing", [None, "line"], ids=str)
+def test_a_send_from_another_thread_after_the_handler_closed_is_refused_while_the_handler_runs(
+    make_server, make_raw, framing
+):
+    """Once conn.close() is called, another thread's conn.send() is BrokenPipeError, as it is after the handler
+    returned. Its data went out when the io thread was still in that connection's handler, since what the handler
+    itself sends and replies is let through then."""
+    outcome = queue.Queue()
+
+    def on_message(conn, data):
+        conn.close()
+
+        def send_after_close():
+            try:
+                conn.send(b"after close")
+                outcome.put("sent")
+            except BrokenPipeError:
+                outcome.put("refused")
+
+        sender = threading.Thread(target=send_after_close)
+        sender.start()
+        sender.join(TIMEOUT)  # the handler is still running: the io thread is delivering to this connection
+        return b"reply"
+
+    server = make_server(on_message, framing=framing)
+    sock = make_raw(server.address)
+    sock.sendall(encode(framing, b"quit"))
+    assert recv_until_closed(sock) == encode(framing, b"reply")
+    assert outcome.get(timeout=TIMEOUT) == "refused"
+
+
 def test_conn_close_from_another_thread_after_queued_output(make_server, make_raw):
     conns = queue.Queue()
     ended = queue.Queue()
