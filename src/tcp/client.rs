@@ -76,6 +76,11 @@ struct ReaderGuard<'a> {
 impl TcpClient {
     fn reader<'a>(&'a self, py: Python<'_>) -> PyResult<ReaderGuard<'a>> {
         let turn = self.turn(py, &self.reading)?;
+        // A closed client gives nothing more, not even what it had buffered or the end of stream it
+        // had seen: EBADF, as the stdlib's socket and its closed makefile() refuse their reads.
+        if self.sock.is_closed() {
+            return Err(os_error(libc::EBADF));
+        }
         // Whoever has the turn locks the reader, and never from inside a read (a reentrant call is
         // refused by the turn): this never waits.
         let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
@@ -426,9 +431,7 @@ impl TcpClient {
             )));
         }
         let path = fs_path(path)?;
-        let file = py
-            .detach(|| std::fs::File::open(&path))
-            .map_err(|e| file_error(&e, &path))?;
+        let file = open_for_reading(py, &path)?;
         let metadata = file.metadata().map_err(|e| io_error(&e))?;
         // open(2) accepts a directory for reading; sendfile(2) would then fail with EINVAL. Report
         // it as open() does in Python.
@@ -577,11 +580,31 @@ fn fs_path(path: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
         Ok(raw) => std::ffi::OsStr::from_bytes(raw.as_bytes()).into(),
         Err(_) => path.extract()?,
     };
-    // What open() raises for it, before the OS could be asked.
-    if path.as_os_str().as_bytes().contains(&0) {
-        return Err(PyValueError::new_err("embedded null byte"));
-    }
     Ok(path)
+}
+
+/// `path` opened for reading as Python's open() opens it: an open that a signal interrupts (one
+/// waiting for a FIFO's writer) runs the signal's handler, whose exception (KeyboardInterrupt) ends
+/// the call, else it is tried again (PEP 475). std's File::open retries by itself, deaf to Ctrl-C.
+fn open_for_reading(py: Python<'_>, path: &std::path::Path) -> PyResult<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // What open() raises for a NUL in the path, before the OS could be asked.
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| PyValueError::new_err("embedded null byte"))?;
+    loop {
+        // SAFETY: a NUL-terminated path that lives for the call, and plain flags.
+        let fd = py.detach(|| unsafe { libc::open(c_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) });
+        if fd >= 0 {
+            // SAFETY: a descriptor just opened, owned by nothing else.
+            return Ok(unsafe { std::fs::File::from_raw_fd(fd) });
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(file_error(&err, path));
+        }
+        py.check_signals()?;
+    }
 }
 
 /// A tqdm progress bar counting `total` bytes.

@@ -12,6 +12,7 @@ import queue
 import random
 import resource
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -216,6 +217,25 @@ def attempt(call, *args):
         return call(*args)
     except Exception as exc:
         return exc
+
+
+@pytest.mark.parametrize("peer_ended", [False, True], ids=["data buffered", "end of stream seen"])
+@pytest.mark.parametrize("call", ["recv", "recv_exactly", "recv_message"])
+def test_a_read_after_close_raises_ebadf_whatever_was_buffered(peer, call, peer_ended):
+    """After close() every read is EBADF, as the stdlib's socket (and its closed makefile()) refuse reads. rsock
+    handed out what it had buffered, and after the peer's end of stream b"" or None, as if the peer had closed."""
+    client, other = peer(framing="line")
+    other.sendall(b"first\nsecond\nthird\n")
+    if peer_ended:
+        other.close()
+    assert client.recv_message() == b"first"
+    if peer_ended:
+        assert client.recv_exactly(len(b"second\nthird\n")) == b"second\nthird\n"
+        assert client.recv_message() is None
+    client.close()
+    with pytest.raises(OSError) as raised:
+        getattr(client, call)(*{"recv": (3,), "recv_exactly": (3,), "recv_message": ()}[call])
+    assert raised.value.errno == errno.EBADF
 
 
 def test_close_and_context_manager(peer):
@@ -1010,6 +1030,36 @@ def test_sendfile_of_a_path_with_a_nul_raises_as_open_does(peer, tmp_path, path)
     with pytest.raises(ValueError) as opened:
         open(path, "rb")
     assert str(raised.value) == str(opened.value)
+    client.send(b"still usable")
+    assert recv_exactly(other, 12) == b"still usable"
+
+
+def test_ctrl_c_ends_a_sendfile_waiting_to_open_a_fifo_as_it_ends_open(peer, tmp_path):
+    """Opening a FIFO waits for a writer. Python's open() gives Ctrl-C at once (PEP 475); rsock opened the file
+    with std's File::open, which retries an interrupted open by itself, and waited on until a writer came."""
+    client, other = peer()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    main = threading.get_ident()
+    interrupt = threading.Timer(0.2, signal.pthread_kill, (main, signal.SIGINT))
+
+    def let_it_open():
+        # Bounds the test should the interrupt be missed: a writer lets the open finish (opened for reading
+        # and writing, it never waits itself).
+        os.close(os.open(fifo, os.O_RDWR))
+
+    valve = threading.Timer(5.0, let_it_open)
+    interrupt.start()
+    valve.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.sendfile(fifo)
+        assert time.monotonic() - started < 4.0
+    finally:
+        interrupt.cancel()
+        valve.cancel()
+        valve.join()
     client.send(b"still usable")
     assert recv_exactly(other, 12) == b"still usable"
 
