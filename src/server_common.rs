@@ -367,7 +367,8 @@ fn parse_seconds(name: &str, value: Option<&Bound<'_, PyAny>>, zero_allowed: boo
             crate::addr::type_name(value)
         )));
     };
-    if !((seconds > 0.0 || zero_allowed && seconds == 0.0) && seconds.is_finite()) {
+    // NaN fails both comparisons; +inf is too large, below, as settimeout() finds it.
+    if !(seconds > 0.0 || zero_allowed && seconds == 0.0) {
         let kind = if zero_allowed { "non-negative" } else { "positive" };
         return Err(PyValueError::new_err(format!(
             "{name} must be a {kind} number of seconds, not {seconds}"

@@ -2481,11 +2481,20 @@ def test_the_largest_limits_are_taken_as_no_limit_in_effect():
             assert client.request(b"x" * 100_000) == b"x" * 100_000
 
 
-@pytest.mark.parametrize("idle_timeout", [0, 0.0, -1, -0.5, float("nan"), float("inf")])
+@pytest.mark.parametrize("idle_timeout", [0, 0.0, -1, -0.5, float("nan"), float("-inf")])
 def test_an_idle_timeout_that_is_not_a_positive_number_of_seconds_is_a_value_error(idle_timeout):
     """Zero too: it would close every connection as it opened (None is "no timeout")."""
     with pytest.raises(ValueError, match=r"^idle_timeout must be a positive number of seconds, not "):
         rsock.TcpServer((HOST, 0), echo, idle_timeout=idle_timeout)
+
+
+@pytest.mark.parametrize("idle_timeout", [float("inf"), 1e300])
+def test_an_idle_timeout_too_large_is_an_overflow_error_as_settimeout_finds_it(idle_timeout):
+    """As socket.settimeout() rejects them; infinity was a ValueError beside 1e300's OverflowError."""
+    with pytest.raises(OverflowError, match=r"^idle_timeout too large: "):
+        rsock.TcpServer((HOST, 0), echo, idle_timeout=idle_timeout)
+    with socket.socket() as sock, pytest.raises(OverflowError):
+        sock.settimeout(idle_timeout)
 
 
 def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
