@@ -25,7 +25,6 @@ import errno as _errno
 import functools
 import inspect
 import logging
-import math
 import operator
 import os
 import sys
@@ -63,7 +62,7 @@ if TYPE_CHECKING:
     _T = TypeVar("_T")
 
     class _SizedBuffer(Buffer, Sized, Protocol):
-        """A bytes-like object that len() takes: what rsock.aio.UdpClient sends (it checks the size first)."""
+        """A bytes-like object that len() takes: a separator readuntil() measures."""
 
     # TcpClient.connect()'s address, as the sync client's: create_connection()'s forms (a tuple or a list, the port
     # a number or a service), and IPv6's longer tuples.
@@ -304,13 +303,16 @@ async def _within(awaitable: Awaitable[_T], timeout: float | None) -> _T:
 
 
 def _seconds(name: str, value: object) -> None:
-    """A timeout checked as the sync API checks it: None, or a finite number of seconds, not negative."""
+    """A timeout checked as the sync API checks it: None, or a number of seconds, not negative (nor NaN), and
+    within CPython's timeouts (nanoseconds in a C int64: OverflowError beyond, infinity too, as settimeout())."""
     if value is None:
         return
     if not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-    if not (value >= 0 and math.isfinite(value)):
+    if not value >= 0:
         raise ValueError(f"{name} must be a non-negative number of seconds, not {value}")
+    if float(value) * 1e9 >= 2**63 - 1:
+        raise OverflowError(f"{name} too large: {float(value):e} seconds")
 
 
 def _check_port(port: object, caller: str) -> None:
@@ -1098,16 +1100,17 @@ class UdpClient:
             self._sock.close()
             raise
 
-    async def sendto(self, data: _SizedBuffer, address: _Destination) -> int:
+    async def sendto(self, data: Buffer, address: _Destination) -> int:
         """Sends one datagram; OSError(EMSGSIZE) for one larger than a UDP datagram can be."""
         return await self._send(data, address, None)
 
-    async def _send(self, data: _SizedBuffer, address: _Destination, asking: _Asking | None) -> int:
+    async def _send(self, data: Buffer, address: _Destination, asking: _Asking | None) -> int:
         limit = _max_datagram(self._sock.family)
-        if len(data) > limit:
+        size = _datagram_size(data)
+        if size > limit:
             raise OSError(
                 _errno.EMSGSIZE,
-                f"datagram of {len(data)} bytes is larger than the largest UDP datagram ({limit} bytes)",
+                f"datagram of {size} bytes is larger than the largest UDP datagram ({limit} bytes)",
             )
         again = True
         while True:
@@ -1119,7 +1122,7 @@ class UdpClient:
                 if error.errno == _errno.ENOBUFS:
                     # Dropped on a full queue, which only a socket that asked for reports is told: counted as
                     # sent, as the sync client counts it (its delivery_errors.rs).
-                    return len(data)
+                    return size
                 # An earlier datagram's report, met by this send: it is made again, once (a send can also
                 # fail with such an error for its own datagram, when there is no route).
                 if not (again and self._reported(error, asking)):
@@ -1209,7 +1212,7 @@ class UdpClient:
 
     async def request(
         self,
-        data: _SizedBuffer,
+        data: Buffer,
         address: _Destination,
         timeout: float = 1.0,
         retries: int = 3,
@@ -1226,10 +1229,14 @@ class UdpClient:
         if timeout is None:
             raise TypeError("request() needs a timeout: the seconds to wait for a reply before sending again")
         _seconds("timeout", timeout)
+        retries = operator.index(retries)
         if retries < 0:
             raise ValueError("retries must not be negative")
+        if retries > 0xFFFF_FFFF:
+            raise OverflowError("retries is too large")  # as the sync client's, which counts them in 32 bits
         if accept is not None and not callable(accept):
             raise TypeError(f"accept must be callable or None, not {type(accept).__name__}")
+        _datagram_size(data)  # the data before the address, as sendto() takes them
         loop = asyncio.get_running_loop()
         target = await self._resolve(loop, address)
         async with self._request_lock(loop):
@@ -1247,7 +1254,7 @@ class UdpClient:
     async def _exchange(
         self,
         loop: asyncio.AbstractEventLoop,
-        data: _SizedBuffer,
+        data: Buffer,
         address: _Destination,
         target: tuple[Any, ...],
         timeout: float,
@@ -1259,7 +1266,9 @@ class UdpClient:
         for _ in range(retries + 1):
             await self._send(data, target, asking)
             deadline = loop.time() + timeout
-            while (left := deadline - loop.time()) > 0:
+            while True:
+                # Read at least once, as the sync client does: with a timeout of 0, what is already queued.
+                left = max(deadline - loop.time(), 0.0)
                 try:
                     reply, sender = await self._receive_within(_DATAGRAM_BUFSIZE, left, asking)
                 except TimeoutError:
@@ -1273,10 +1282,9 @@ class UdpClient:
         """`address` as the socket address replies come from (a host name resolved, an IPv6 address in its
         canonical spelling); numeric hosts without a trip to the resolver's thread."""
         host, port = _ip_address(address, self._sock.family, "request")
-        if isinstance(host, bytearray):
-            host = bytes(host)
-        if not isinstance(host, (str, bytes)):
-            raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        host = _host_name(host)
+        if host is None:
+            raise TypeError("str, bytes or bytearray expected, not NoneType")
         if host in ("", b"", "<broadcast>", b"<broadcast>"):
             # Every address and the broadcast address, which the socket reads itself, as the stdlib's and the sync
             # client's do (the resolver knows neither spelling).
@@ -1335,7 +1343,7 @@ def _local_address(address: object, family: int | None) -> tuple[int, tuple[Any,
     "" every interface, a name resolved (to its first IPv4 address unless `family` says otherwise)."""
     if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
         raise _not_an_address(address, lists=False)
-    host, port = address[:2]
+    host, port = _host_name(address[0]), address[1]
     port = operator.index(port)
     if not 0 <= port <= 65535:
         raise OverflowError("port must be 0-65535.")
@@ -1358,6 +1366,18 @@ def _local_address(address: object, family: int | None) -> tuple[int, tuple[Any,
     return family, resolved[:2] + address[2:] + resolved[len(address) :]
 
 
+def _host_name(host: object) -> str | bytes | None:
+    """A host as the sync clients and the socket read it: str, bytes (a bytearray's copy) or None. A NUL in it
+    is the TypeError they raise; getaddrinfo() would read the name only up to the NUL, a different host."""
+    if isinstance(host, bytearray):
+        host = bytes(host)
+    if host is not None and not isinstance(host, (str, bytes)):
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    if (isinstance(host, str) and "\0" in host) or (isinstance(host, bytes) and b"\0" in host):
+        raise TypeError("host name must not contain null character")
+    return host
+
+
 def _ip_address(address: object, family: int, caller: str) -> tuple[Any, int]:
     """``(host, port)`` of a datagram's address, checked as the sync client (and rsock's socket, which would
     only see what the resolver made of it) checks it: a tuple, a pair for IPv4, an integer port in range."""
@@ -1371,6 +1391,16 @@ def _ip_address(address: object, family: int, caller: str) -> tuple[Any, int]:
     port = operator.index(address[1])
     _check_port(port, caller)
     return address[0], port
+
+
+def _datagram_size(data: object) -> int:
+    """The bytes in a bytes-like object (len() would count items, and some have none), or the TypeError
+    socket.sendto() raises for anything else."""
+    try:
+        with memoryview(data) as view:  # type: ignore[arg-type]
+            return view.nbytes
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
 
 
 def _max_datagram(family: int) -> int:

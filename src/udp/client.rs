@@ -223,8 +223,10 @@ impl UdpClient {
 
     /// Sends one datagram to `address`; returns the bytes sent.
     fn sendto(&self, py: Python<'_>, data: &Bound<'_, PyAny>, address: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let target = to_sockaddr(py, self.family, address, "sendto")?;
+        // The data first, then the address, as socket.sendto() parses them: a payload that could never
+        // be sent is a TypeError before any look-up.
         with_readable(data, |bytes| {
+            let target = to_sockaddr(py, self.family, address, "sendto")?;
             audit::no_socket_address(py, c"socket.sendto", address)?;
             self.send(py, bytes, &target, None)
         })?
@@ -278,12 +280,13 @@ impl UdpClient {
             _ => PyOverflowError::new_err("retries is too large"),
         })?;
         let wait = parse_timeout_arg("timeout", Some(&timeout.into_pyobject(py)?.into_any()))?.unwrap_or_default();
+        // The data before the address, as sendto() takes them.
+        let payload = with_readable(data, <[u8]>::to_vec)?;
         let target = to_sockaddr(py, self.family, address, "request")?;
         let asking = Asking {
             address,
             target: target.as_socket(),
         };
-        let payload = with_readable(data, <[u8]>::to_vec)?;
         // One event for the request and its resends, all to the same address; raised before this
         // request's turn is taken, so that a hook using the client from another thread does not wait on it.
         audit::no_socket_address(py, c"socket.sendto", address)?;

@@ -1,8 +1,10 @@
 """rsock.UdpClient: binding and addresses, sendto and its size check, recvfrom and its truncation report and timeout,
 request with retries (against a server that drops datagrams) and its filtering of strangers, closing."""
 
+import array
 import errno
 import os
+import pickle
 import select
 import socket
 import threading
@@ -421,3 +423,86 @@ def test_request_accept_errors(sync_or_aio_client, make_server):
     with pytest.raises(LookupError, match=r"^cannot read b'x'$"):
         client.call("request", b"x", server.address, timeout=TIMEOUT, accept=refuse)
     assert client.call("request", b"y", server.address, timeout=TIMEOUT, accept=None) == b"y"
+
+
+def stdlib_outcome(call):
+    """The exception type and message `call()` raises (None if it returns)."""
+    try:
+        call()
+    except Exception as exc:
+        return type(exc), str(exc)
+    return None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1\x00.example", b"127.0.0.1\x00.example"], ids=["str", "bytes"])
+def test_a_host_with_a_nul_is_a_type_error_as_bind_and_sendto_find_it(sync_or_aio_client, host):
+    """getaddrinfo() reads a name only up to its NUL: rsock.aio's client bound, and asked, 127.0.0.1 for it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        expected = stdlib_outcome(lambda: sock.bind((host, 0)))
+        assert expected == stdlib_outcome(lambda: sock.sendto(b"x", (host, 9)))
+    assert expected == (TypeError, "host name must not contain null character")
+    assert stdlib_outcome(lambda: sync_or_aio_client(address=(host, 0))) == expected
+    client = sync_or_aio_client()
+    assert stdlib_outcome(lambda: client.call("request", b"x", (host, 9), timeout=0.2, retries=0)) == expected
+
+
+def test_a_bytearray_host_binds_as_bind_takes_it(sync_or_aio_client):
+    client = sync_or_aio_client(address=(bytearray(HOST.encode()), 0))
+    assert client.client.local[0] == HOST
+
+
+@pytest.mark.parametrize(
+    "data, address",
+    [("text", (HOST, 70000)), (None, ("256.1.1.1", 9)), ("text", (HOST, -1)), (1.5, ("no.such.host.invalid", 9))],
+    ids=["port too large", "bad host", "negative port", "unknown name"],
+)
+@pytest.mark.parametrize("method", ["sendto", "request"])
+def test_data_is_checked_before_the_address_as_socket_sendto_checks_it(sync_or_aio_client, method, data, address):
+    """CPython reads sendto()'s data before its address: a payload that could never be sent is a TypeError, before
+    any look-up. The sync client checked (and resolved) the address first."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        expected = stdlib_outcome(lambda: sock.sendto(data, address))
+    assert expected[0] is TypeError
+    client = sync_or_aio_client()
+    kwargs = {"timeout": 0.2, "retries": 0} if method == "request" else {}
+    assert stdlib_outcome(lambda: client.call(method, data, address, **kwargs)) == expected
+
+
+def test_any_bytes_like_object_is_sent_and_its_size_counted_in_bytes(sync_or_aio_client, make_udp):
+    """rsock.aio's client measured a datagram with len(): a PickleBuffer has none (TypeError), and an array of
+    doubles counts items, which let one past the size check to the kernel's bare EMSGSIZE."""
+    peer = make_udp()
+    client = sync_or_aio_client()
+    assert client.call("sendto", pickle.PickleBuffer(b"abc"), peer.getsockname()) == 3
+    assert peer.recvfrom(10)[0] == b"abc"
+    too_large = array.array("d", [0.0] * ((MAX_V4 + 8) // 8))
+    with pytest.raises(OSError, match=r"datagram of 65512 bytes is larger than the largest UDP datagram") as raised:
+        client.call("sendto", too_large, peer.getsockname())
+    assert raised.value.errno == errno.EMSGSIZE
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e300])
+def test_a_timeout_too_large_is_an_overflow_error_as_settimeout_finds_it(sync_or_aio_client, timeout):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, pytest.raises(OverflowError):
+        sock.settimeout(timeout)
+    client = sync_or_aio_client(address=(HOST, 0))
+    with pytest.raises(OverflowError, match=r"^timeout too large: "):
+        client.call("recvfrom", timeout=timeout)
+    with pytest.raises(OverflowError, match=r"^timeout too large: "):
+        client.call("request", b"x", client.client.local, timeout=timeout)
+
+
+def test_retries_beyond_32_bits_are_an_overflow_error(sync_or_aio_client):
+    client = sync_or_aio_client(address=(HOST, 0))
+    with pytest.raises(OverflowError):
+        client.call("request", b"x", client.client.local, timeout=0.1, retries=2**70)
+    with pytest.raises(OverflowError):
+        client.call("request", b"x", client.client.local, timeout=0.1, retries=2**32)
+
+
+def test_a_request_with_a_timeout_of_zero_reads_after_each_send(sync_or_aio_client, make_server):
+    """Each attempt reads what is queued by then, so a reply to an earlier attempt is taken by a later one. rsock.aio's
+    request never read with a timeout of 0, and sent every attempt in vain."""
+    server = make_server(lambda data, sender: b"re " + data)
+    client = sync_or_aio_client()
+    assert client.call("request", b"x", server.address, timeout=0, retries=20_000) == b"re x"
