@@ -267,9 +267,7 @@ def _host_and_port(address: object) -> tuple[str | bytes | None, int | str | byt
     ("8080", "http"); the resolver would also take a float, or None as port 0."""
     if not isinstance(address, (tuple, list)) or not 2 <= len(address) <= 4:
         raise _not_an_address(address, lists=True)
-    host, port = address[:2]
-    if isinstance(host, bytearray):
-        host = bytes(host)
+    host, port = _host_name(address[0]), address[1]
     if not isinstance(port, (str, bytes)):
         port = operator.index(port)
     elif b"\0" in (port.encode() if isinstance(port, str) else port):
@@ -374,8 +372,8 @@ def _ip_literal(host: object, family: int) -> tuple[int, str] | None:
     for af in (sockets.AF_INET, sockets.AF_INET6) if family == sockets.AF_UNSPEC else (family,):
         try:
             sockets.inet_pton(af, host)
-        except (OSError, ValueError):
-            continue
+        except OSError:
+            continue  # a NUL's ValueError goes up, as asyncio's own check lets it
         return af, host
     return None
 
@@ -958,6 +956,9 @@ class TcpClient:
             if self._transport.framing is not None:
                 self._abort()
             raise
+        except EOFError:
+            self._check_not_closed_here()  # ended mid-message by this client's close(), not by the peer
+            raise
         if message is None:
             self._check_not_closed_here()
         return message
@@ -973,7 +974,7 @@ class TcpClient:
             reply = self._transport.request(data)
             try:
                 return await _within(reply, self._timeout)
-            except ConnectionError:
+            except (ConnectionError, EOFError):
                 self._check_not_closed_here()
                 self._abort()
                 raise

@@ -967,11 +967,21 @@ WAITING_CALLS = {
 }
 
 
-@pytest.mark.parametrize("call", WAITING_CALLS.values(), ids=WAITING_CALLS.keys())
-async def test_tcp_client_close_ends_the_calls_waiting_with_ebadf(opened, call):
+# recv() is left out with part of a message in: it returns that part at once.
+@pytest.mark.parametrize(
+    ("call", "partial"),
+    [(call, False) for call in WAITING_CALLS.values()]
+    + [(call, True) for name, call in WAITING_CALLS.items() if name != "recv"],
+    ids=[*WAITING_CALLS, *(f"{name}, part of a message in" for name in WAITING_CALLS if name != "recv")],
+)
+async def test_tcp_client_close_ends_the_calls_waiting_with_ebadf(opened, call, partial):
     """A call waiting when close() is called ends as a call after close() does (and as the sync client's waiting
-    calls do), not as if the peer had closed the connection."""
-    client, _ = await opened.tcp(framing="line")
+    calls do), not as if the peer had closed the connection: with part of a message in, recv_message() and request()
+    raised EOFError ("connection closed in the middle of a message")."""
+    client, peer = await opened.tcp(framing="line")
+    if partial:
+        await peer.send(b"par")
+        await asyncio.sleep(0.05)  # for it to be read before the call waits
     waiting = asyncio.ensure_future(call(client))
     assert await still_pending(waiting)
     await bounded(client.close())
@@ -1067,3 +1077,15 @@ async def test_udp_recvfrom_with_timeout_zero_returns_a_queued_datagram(opened):
         assert (await client.recvfrom(timeout=0))[0] == b"queued"
         with pytest.raises(TimeoutError):
             await client.recvfrom(timeout=0)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1\x00.example", b"127.0.0.1\x00.example"], ids=["str", "bytes"])
+async def test_tcp_client_a_host_with_a_nul_is_a_type_error_as_the_sync_client_finds_it(host):
+    """The resolver reads a name only up to its NUL: rsock.aio's client connected to 127.0.0.1 for this one."""
+    with socket.create_server((HOST, 0)) as listener:
+        port = listener.getsockname()[1]
+        with pytest.raises(TypeError) as sync_raised:
+            rsock.TcpClient((host, port), timeout=TIMEOUT)
+        with pytest.raises(TypeError) as raised:
+            await bounded(aio.TcpClient.connect((host, port), timeout=TIMEOUT))
+    assert str(raised.value) == str(sync_raised.value) == "host name must not contain null character"

@@ -1077,6 +1077,18 @@ async def test_server_sockets_cannot_be_closed_or_accepted_on_behind_the_server(
     assert await peer.recv_exactly(7) == b"served\n"
 
 
+async def test_a_host_with_a_nul_is_refused_by_open_connection_and_start_server(kit):
+    """asyncio's check of an IP address lets inet_pton()'s ValueError through; rsock.aio's took it for a name, and
+    the resolver read it up to the NUL: it connected to, and listened on, 127.0.0.1."""
+    if kit.name == "stdlib" and on_uvloop():
+        pytest.skip("uvloop's own resolver reads the name up to the NUL")
+    _, address = await kit.serve(echo_lines)
+    with pytest.raises(ValueError, match="embedded null character"):
+        await bounded(kit.mod.open_connection(HOST + "\x00.example", address[1]))
+    with pytest.raises(ValueError, match="embedded null character"):
+        await bounded(kit.mod.start_server(echo_lines, HOST + "\x00.example", 0))
+
+
 async def test_start_serving_false_then_start_serving(kit):
     served = asyncio.Event()
 
