@@ -1006,7 +1006,8 @@ class TcpClient:
         if n < 0:
             raise ValueError(f"negative buffersize in {caller}")
         if self._transport.is_closing():
-            raise OSError(_errno.EBADF, "Bad file descriptor")
+            # What broke the connection (a peer's reset), else a call after close()'s EBADF.
+            raise self._transport.exception() or OSError(_errno.EBADF, "Bad file descriptor")
 
     def _check_not_closed_here(self) -> None:
         """A read that met the end of the stream because this client closed it ends as a call after close()

@@ -499,7 +499,7 @@ impl StreamTransport {
     /// Sends one framed message for the message API (TcpClient), which refuses a closed connection.
     fn send_message(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.closing {
-            return Err(os_error(libc::EBADF));
+            return Err(self.closed_error());
         }
         let framed = with_readable(data, |bytes| self.framing.encoded(bytes))??;
         self.send_bytes(py, &framed)
@@ -538,6 +538,13 @@ impl StreamTransport {
     }
 
     /// What broke the connection, raised as a new exception each time, if it broke.
+    /// Why the message API refuses a closing connection: the error that broke it (a peer's reset is
+    /// ConnectionResetError, as asyncio's streams and the sync client report it), else EBADF, as for a
+    /// call after close().
+    fn closed_error(&self) -> PyErr {
+        self.check_failed().err().unwrap_or_else(|| os_error(libc::EBADF))
+    }
+
     fn check_failed(&self) -> PyResult<()> {
         match self.failed {
             Some(errno) => Err(os_error(errno)),
@@ -759,9 +766,11 @@ impl StreamTransport {
 
     /// `await read_message()`: the next whole message under the transport's framing; None at a clean EOF.
     fn read_message(slf: &Bound<'_, Self>) -> PyResult<Op> {
-        if slf.try_borrow()?.closing {
-            return Err(os_error(libc::EBADF));
+        let this = slf.try_borrow()?;
+        if this.closing {
+            return Err(this.closed_error());
         }
+        drop(this);
         Ok(Op::read(slf, Want::Message))
     }
 

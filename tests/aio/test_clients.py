@@ -1089,3 +1089,17 @@ async def test_tcp_client_a_host_with_a_nul_is_a_type_error_as_the_sync_client_f
         with pytest.raises(TypeError) as raised:
             await bounded(aio.TcpClient.connect((host, port), timeout=TIMEOUT))
     assert str(raised.value) == str(sync_raised.value) == "host name must not contain null character"
+
+
+@pytest.mark.parametrize("call", ["recv_message", "recv", "send"])
+async def test_tcp_client_calls_after_a_peer_reset_raise_connection_reset_not_ebadf(opened, call):
+    """A reset closes the client, and the calls after it raised EBADF, as if this client had been closed; asyncio's
+    streams and the sync client report ConnectionResetError."""
+    client, peer = await opened.tcp(framing="line")
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.sock.close()
+    with pytest.raises(ConnectionResetError):
+        await bounded(client.recv_message())  # the call that meets the reset
+    args = {"recv_message": (), "recv": (10,), "send": (b"x",)}[call]
+    with pytest.raises(ConnectionResetError):
+        await bounded(getattr(client, call)(*args))
