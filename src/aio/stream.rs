@@ -537,7 +537,6 @@ impl StreamTransport {
         Ok(())
     }
 
-    /// What broke the connection, raised as a new exception each time, if it broke.
     /// Why the message API refuses a closing connection: the error that broke it (a peer's reset is
     /// ConnectionResetError, as asyncio's streams and the sync client report it), else EBADF, as for a
     /// call after close().
@@ -545,6 +544,7 @@ impl StreamTransport {
         self.check_failed().err().unwrap_or_else(|| os_error(libc::EBADF))
     }
 
+    /// What broke the connection, raised as a new exception each time, if it broke.
     fn check_failed(&self) -> PyResult<()> {
         match self.failed {
             Some(errno) => Err(os_error(errno)),
