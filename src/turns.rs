@@ -67,9 +67,24 @@ impl Turns {
                 holder.depth += 1;
                 Ok(true)
             }
-            Some(owner) if owner == me => Err(PyRuntimeError::new_err(format!("reentrant call inside {}", self.what))),
+            Some(owner) if owner == me => Err(self.reentrant()),
             Some(_) => Ok(false),
         }
+    }
+
+    /// RuntimeError if this thread holds the turn closed, as taking it would give; else nothing. For a
+    /// call that will take the turn only after it has done something that cannot be undone (request()
+    /// reads its reply after sending): a reentrant call must be refused before that.
+    pub fn refuse_reentry(&self) -> PyResult<()> {
+        let holder = self.holder();
+        if holder.owner == Some(std::thread::current().id()) && !holder.open {
+            return Err(self.reentrant());
+        }
+        Ok(())
+    }
+
+    fn reentrant(&self) -> PyErr {
+        PyRuntimeError::new_err(format!("reentrant call inside {}", self.what))
     }
 
     /// Waits for a turn: TimeoutError once `timeout` has passed, OSError(EBADF) once `closed()` says

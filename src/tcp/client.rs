@@ -385,6 +385,9 @@ impl TcpClient {
     /// taken for the reply to the next request.
     fn request<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let _turn = self.turn(py, &self.requesting)?;
+        // A request from a signal handler that interrupted this thread's own read could never read
+        // its reply: refused before its message goes out, not after.
+        self.reading.refuse_reentry()?;
         // Once anything may have gone out, a failure leaves the stream out of step: close.
         self.send_framed(py, data)?
             .and_then(|()| self.reply(py))

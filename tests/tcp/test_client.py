@@ -1159,3 +1159,49 @@ def test_bad_settimeout(peer):
     client, _other = peer()
     with pytest.raises(ValueError):
         client.settimeout(-1)
+
+
+@pytest.mark.parametrize("nested", ["request", "recv_message", "send"])
+def test_a_call_from_a_signal_handler_inside_a_read_is_refused_only_if_it_must_read(peer, nested):
+    """A signal handler runs on the thread it interrupts, inside that thread's call. A read there could never have
+    the read turn the outer read holds: RuntimeError. request() was refused only when it came to read its reply,
+    after its message had gone out, and closed the client, so the outer read got EBADF and the peer a request whose
+    reply nobody would read. It is refused before it sends now. A send() needs only the send turn: it goes out."""
+    client, other = peer(framing="line")
+    handled = threading.Event()
+    outcome = {}
+
+    def handler(signum, frame):
+        try:
+            call = getattr(client, nested)
+            outcome["result"] = call() if nested == "recv_message" else call(b"nested")
+        except Exception as exc:
+            outcome["result"] = exc
+        handled.set()
+
+    def answer_after_the_handler():
+        if handled.wait(TIMEOUT):
+            other.sendall(b"outer\n")
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    answer = threading.Thread(target=answer_after_the_handler)
+    interrupt = threading.Timer(0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1))
+    answer.start()
+    interrupt.start()
+    try:
+        assert client.recv_message() == b"outer"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        interrupt.cancel()
+        handled.set()
+        answer.join()
+    assert not client.closed
+    other.settimeout(0.3)
+    if nested == "send":
+        assert outcome["result"] is None
+        assert recv_exactly(other, 7) == b"nested\n"
+    else:
+        assert isinstance(outcome["result"], RuntimeError)
+        assert str(outcome["result"]) == "reentrant call inside a read of this TcpClient"
+        with pytest.raises(TimeoutError):
+            other.recv(100)
