@@ -250,10 +250,12 @@ def _transport(
     limit: int,
     framing: _FramingArg = None,
     max_frame_size: int = 16 * 1024 * 1024,
+    *,
+    client: bool = False,
 ) -> StreamTransport:
-    """A started native transport over `sock`; the socket is closed if that fails."""
+    """A started native transport over `sock` (a TcpClient's if `client`); the socket is closed if that fails."""
     try:
-        transport = _rsock.StreamTransport(loop, _poller(loop), sock, limit, framing, max_frame_size)
+        transport = _rsock.StreamTransport(loop, _poller(loop), sock, limit, framing, max_frame_size, client=client)
         transport._start()
     except BaseException:
         sock.close()
@@ -300,13 +302,17 @@ async def _within(awaitable: Awaitable[_T], timeout: float | None) -> _T:
         raise TimeoutError("timed out") from None
 
 
-def _seconds(name: str, value: object) -> None:
+def _seconds(name: str, value: object, *, range_first: bool = False) -> None:
     """A timeout checked as the sync API checks it: None, or a number of seconds, not negative (nor NaN), and
-    within CPython's timeouts (nanoseconds in a C int64: OverflowError beyond, infinity too, as settimeout())."""
+    within CPython's timeouts (nanoseconds in a C int64: OverflowError beyond, infinity too, as settimeout()).
+    ``range_first`` for a timeout the sync API gives to settimeout(), which finds -inf out of range before
+    it finds it negative."""
     if value is None:
         return
     if not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+    if range_first and abs(float(value)) * 1e9 >= 2**63 - 1:
+        raise OverflowError(f"{name} out of range: {float(value):e} seconds")
     if not value >= 0:
         raise ValueError(f"{name} must be a non-negative number of seconds, not {value}")
     if float(value) * 1e9 >= 2**63 - 1:
@@ -898,7 +904,7 @@ class TcpClient:
     """An asyncio TCP client with rsock's framing: ``await TcpClient.connect(address, framing="line")``,
     then ``await send()``, ``recv()``, ``recv_exactly()``, ``recv_message()``, ``request()``."""
 
-    __slots__ = ("_closed_here", "_loop", "_requesting", "_timeout", "_transport", "send")
+    __slots__ = ("_loop", "_requesting", "_timeout", "_transport", "send")
 
     if TYPE_CHECKING:
 
@@ -909,9 +915,6 @@ class TcpClient:
         self._loop = loop
         self._transport = transport
         self._timeout = timeout
-        # Set once this client closes the connection itself: the reads waiting then see an end of stream,
-        # which they must not report as the peer's.
-        self._closed_here = False
         self._requesting = asyncio.Lock()
         # (method-assign: see StreamReader.__init__.)
         if timeout is None:
@@ -935,7 +938,7 @@ class TcpClient:
         tuple, or a list; the port a number or a service, as ``create_connection()`` takes them);
         ``timeout`` bounds the connect and each later call."""
         host, port, ipv6_details = _host_and_port(address)
-        _seconds("timeout", timeout)
+        _seconds("timeout", timeout, range_first=True)
         max_frame_size = operator.index(max_frame_size)
         if max_frame_size <= 0:
             raise ValueError(f"max_frame_size must be positive, not {max_frame_size}")
@@ -944,7 +947,7 @@ class TcpClient:
         loop = asyncio.get_running_loop()
         connecting = _connect_socket(loop, host, port, 0, 0, 0, None, ipv6_details=ipv6_details, port_is_service=True)
         sock = await _within(connecting, timeout)
-        return cls(loop, _transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size), timeout)
+        return cls(loop, _transport(loop, sock, _DEFAULT_LIMIT, framing, max_frame_size, client=True), timeout)
 
     async def recv_message(self) -> bytes | None:
         """The next whole message; None when the peer closed between messages. A frame the framing
@@ -956,11 +959,6 @@ class TcpClient:
             if self._transport.framing is not None:
                 self._abort()
             raise
-        except EOFError:
-            self._check_not_closed_here()  # ended mid-message by this client's close(), not by the peer
-            raise
-        if message is None:
-            self._check_not_closed_here()
         return message
 
     async def request(self, data: Buffer) -> bytes:
@@ -974,10 +972,6 @@ class TcpClient:
             reply = self._transport.request(data)
             try:
                 return await _within(reply, self._timeout)
-            except (ConnectionError, EOFError):
-                self._check_not_closed_here()
-                self._abort()
-                raise
             except BaseException:
                 self._abort()
                 raise
@@ -986,37 +980,25 @@ class TcpClient:
 
     async def recv(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; b"" at end of stream."""
-        self._check_readable(n, "recv")
-        data = await self._call(self._transport.read(n))
-        if not data and n:
-            self._check_not_closed_here()
-        return data
+        self._check_size(n, "recv")
+        return await self._call(self._transport.read(n))
 
     async def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; asyncio.IncompleteReadError if the connection ends first."""
-        self._check_readable(n, "recv_exactly")
-        try:
-            return await self._call(self._transport.readexactly(n))
-        except asyncio.IncompleteReadError:
-            self._check_not_closed_here()
-            raise
+        self._check_size(n, "recv_exactly")
+        return await self._call(self._transport.readexactly(n))
 
-    def _check_readable(self, n: int, caller: str) -> None:
-        """The sync client's checks: a negative size is a ValueError, a closed client EBADF."""
+    @staticmethod
+    def _check_size(n: int, caller: str) -> None:
+        """A size checked as the sync client checks it: an int within a C ssize_t (OverflowError beyond, as
+        recv() finds it; asyncio's reads take it as no limit) and not negative (ValueError)."""
+        n = operator.index(n)
+        if not -sys.maxsize - 1 <= n <= sys.maxsize:
+            raise OverflowError("Python int too large to convert to C ssize_t")
         if n < 0:
             raise ValueError(f"negative buffersize in {caller}")
-        if self._transport.is_closing():
-            # What broke the connection (a peer's reset), else a call after close()'s EBADF.
-            raise self._transport.exception() or OSError(_errno.EBADF, "Bad file descriptor")
-
-    def _check_not_closed_here(self) -> None:
-        """A read that met the end of the stream because this client closed it ends as a call after close()
-        does (and as the sync client's waiting calls do), not as if the peer had closed."""
-        if self._closed_here:
-            raise OSError(_errno.EBADF, "Bad file descriptor")
 
     def _abort(self) -> None:
-        self._closed_here = True
         self._transport.abort()
 
     async def _call(self, awaitable: Awaitable[_T]) -> _T:
@@ -1025,7 +1007,6 @@ class TcpClient:
     async def close(self) -> None:
         """Closes once the queued output is sent; with the ``timeout`` given to connect(), output still
         queued after it is dropped."""
-        self._closed_here = True
         self._transport.close()
         # A connection that broke is closed all the same; its error was for the calls that met it.
         with contextlib.suppress(OSError):

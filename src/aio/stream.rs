@@ -121,7 +121,13 @@ pub struct StreamTransport {
     /// write_eof() was called: writing again is an error, as in asyncio.
     eof_written: bool,
     closing: bool,
+    /// close() or abort() was called (rather than the connection breaking).
+    closed_here: bool,
     closed: bool,
+    /// The transport of an rsock.aio TcpClient, whose reads follow the sync client's rules rather than
+    /// asyncio's: after this side's close() every read is EBADF, waiting or not, whatever is buffered;
+    /// after the connection broke, what arrived before it is still read, then its error comes.
+    client: bool,
     close_waiters: Vec<Py<Waiter>>,
     /// Called (through the loop) once the socket is closed, or the transport is collected unclosed:
     /// the server counting its connections. It refers to nothing that refers back here, so the cycle
@@ -235,11 +241,33 @@ impl StreamTransport {
     }
 
     /// The outcome of `want` if it can be decided with what is buffered now, else None. A broken
-    /// connection raises its error whatever is still buffered, as asyncio's StreamReader does.
+    /// connection raises its error whatever is still buffered, as asyncio's StreamReader does; a
+    /// client's reads (see `client`) take what is buffered first.
     fn try_satisfy(&mut self, py: Python<'_>, want: &Want) -> Option<PyResult<Py<PyAny>>> {
-        if let Err(err) = self.check_failed() {
+        if self.client {
+            if let Some(err) = self.refused_to_client() {
+                return Some(Err(err));
+            }
+            if self.failed.is_some() {
+                // Broken, and so at end of stream: what the buffer still decides is data, else the error.
+                return Some(match self.satisfy(py, want) {
+                    Some(Ok(data)) if data.bind(py).is_truthy().unwrap_or(false) => Ok(data),
+                    _ => Err(self.closed_error()),
+                });
+            }
+        } else if let Err(err) = self.check_failed() {
             return Some(Err(err));
         }
+        self.satisfy(py, want)
+    }
+
+    /// EBADF for a client's call after its own close(), as the sync client's calls after close() get.
+    fn refused_to_client(&self) -> Option<PyErr> {
+        (self.client && self.closed_here).then(|| os_error(libc::EBADF))
+    }
+
+    /// `want` decided with what is buffered now, the connection's state aside.
+    fn satisfy(&mut self, py: Python<'_>, want: &Want) -> Option<PyResult<Py<PyAny>>> {
         let len = self.buffer.len();
         match want {
             Want::Some(n) if *n < 0 => self.eof.then(|| Ok(self.take(py, len))),
@@ -321,7 +349,7 @@ impl StreamTransport {
 
     fn reply(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
         let (outcome, ended) = if self.framing == Framing::Raw {
-            let outcome = self.try_satisfy(py, &Want::Some(READ_CHUNK as isize))?;
+            let outcome = self.satisfy(py, &Want::Some(READ_CHUNK as isize))?;
             let ended = matches!(&outcome, Ok(data) if data.bind(py).len().is_ok_and(|n| n == 0));
             (outcome, ended)
         } else {
@@ -541,7 +569,9 @@ impl StreamTransport {
     /// ConnectionResetError, as asyncio's streams and the sync client report it), else EBADF, as for a
     /// call after close().
     fn closed_error(&self) -> PyErr {
-        self.check_failed().err().unwrap_or_else(|| os_error(libc::EBADF))
+        self.refused_to_client()
+            .or_else(|| self.check_failed().err())
+            .unwrap_or_else(|| os_error(libc::EBADF))
     }
 
     /// What broke the connection, raised as a new exception each time, if it broke.
@@ -645,7 +675,7 @@ impl StreamTransport {
     /// Wraps a connected socket (made non-blocking) for the running `event_loop`. `limit` is taken as
     /// asyncio takes it: an int beyond a C ssize_t is as good as none (None: 64 KiB).
     #[new]
-    #[pyo3(signature = (event_loop, poller, sock, limit=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE))]
+    #[pyo3(signature = (event_loop, poller, sock, limit=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE, *, client=false))]
     fn new(
         event_loop: &Bound<'_, PyAny>,
         poller: Py<Poller>,
@@ -653,6 +683,7 @@ impl StreamTransport {
         limit: Option<&Bound<'_, PyAny>>,
         framing: Option<&Bound<'_, PyAny>>,
         max_frame_size: usize,
+        client: bool,
     ) -> PyResult<Self> {
         let py = sock.py();
         let limit = limit.map_or(Ok(DEFAULT_LIMIT), stream_size)?;
@@ -689,7 +720,9 @@ impl StreamTransport {
             eof_after_flush: false,
             eof_written: false,
             closing: false,
+            closed_here: false,
             closed: false,
+            client,
             close_waiters: Vec::new(),
             on_closed: None,
             peername,
@@ -717,10 +750,11 @@ impl StreamTransport {
         let n = n.given().map_or(Ok(-1), stream_size)?;
         if n == 0 {
             // As asyncio's: a broken connection's error first, even for nothing.
-            let nothing = slf
-                .try_borrow()?
-                .check_failed()
-                .map(|()| PyBytes::new(py, b"").into_any().unbind());
+            let this = slf.try_borrow()?;
+            let nothing = match this.refused_to_client() {
+                Some(err) => Err(err),
+                None => this.check_failed().map(|()| PyBytes::new(py, b"").into_any().unbind()),
+            };
             return Op::ready(py, Want::Some(n).method_name(), nothing);
         }
         Ok(Py::new(py, Op::read(slf, Want::Some(n)))?.into_any())
@@ -766,11 +800,6 @@ impl StreamTransport {
 
     /// `await read_message()`: the next whole message under the transport's framing; None at a clean EOF.
     fn read_message(slf: &Bound<'_, Self>) -> PyResult<Op> {
-        let this = slf.try_borrow()?;
-        if this.closing {
-            return Err(this.closed_error());
-        }
-        drop(this);
         Ok(Op::read(slf, Want::Message))
     }
 
@@ -891,31 +920,40 @@ impl StreamTransport {
         true
     }
 
-    /// Closes once the queued output is sent.
+    /// Closes once the queued output is sent. A client's read waiting ends now (EBADF): nothing more
+    /// will be read for it.
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         if self.closing {
             return Ok(());
         }
         self.closing = true;
+        self.closed_here = true;
         self.remove_reader(py)?;
-        if !self.pending.is_empty() {
-            return Ok(());
-        }
         let mut done = Completions::new();
-        self.finish_close(py, &mut done)?;
+        if self.pending.is_empty() {
+            self.finish_close(py, &mut done)?;
+        } else if self.client {
+            self.serve_waiter(py, &mut done);
+        }
         fire(py, done, Run::Soon)
     }
 
-    /// Closes at once, dropping queued output.
+    /// Closes at once, dropping queued output. A client's send() waiting for room, whose message may
+    /// be among what is dropped, raises EBADF, as the sync client's send() that close() cut off.
     fn abort(&mut self, py: Python<'_>) -> PyResult<()> {
+        let mut done = Completions::new();
+        if self.client && !self.pending.is_empty() {
+            for waiter in std::mem::take(&mut self.drain_waiters) {
+                done.push((waiter, Err(os_error(libc::EBADF))));
+            }
+        }
         self.pending.clear();
         self.pending_bytes = 0;
+        self.closed_here |= !self.closing;
         self.closing = true;
-        if self.closed {
-            return Ok(());
+        if !self.closed {
+            self.finish_close(py, &mut done)?;
         }
-        let mut done = Completions::new();
-        self.finish_close(py, &mut done)?;
         fire(py, done, Run::Soon)
     }
 

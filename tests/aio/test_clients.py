@@ -790,6 +790,10 @@ async def _raised_async(awaitable):
 BAD_CONNECTS = {
     "address as a string": ({"address": "127.0.0.1:80"}, TypeError),
     "negative timeout": ({"timeout": -1}, ValueError),
+    # settimeout() finds -inf out of range before it finds it negative.
+    "timeout -inf": ({"timeout": float("-inf")}, OverflowError),
+    "timeout inf": ({"timeout": float("inf")}, OverflowError),
+    "timeout NaN": ({"timeout": float("nan")}, ValueError),
     "timeout of a wrong type": ({"timeout": "soon"}, TypeError),
     "max_frame_size 0": ({"max_frame_size": 0}, ValueError),
     "max_frame_size -1": ({"max_frame_size": -1}, ValueError),
@@ -934,12 +938,16 @@ async def _outcome_async(awaitable):
         return type(exc), str(exc)
 
 
-@pytest.mark.parametrize(
-    "call",
-    [lambda c: c.recv(-1), lambda c: c.recv_exactly(-1)],
-    ids=["recv(-1)", "recv_exactly(-1)"],
-)
-async def test_tcp_client_negative_sizes_raise_as_the_sync_client(opened, call):
+# Beyond a C ssize_t, rsock.aio's clamped the size (asyncio's StreamReader reads so) and waited for data.
+BAD_SIZES = {"-1": -1, "2**70": 2**70, "-2**70": -(2**70), "str": "4", "float": 4.0}
+
+
+@pytest.mark.parametrize("method", ["recv", "recv_exactly"])
+@pytest.mark.parametrize("size", BAD_SIZES.values(), ids=BAD_SIZES.keys())
+async def test_tcp_client_bad_sizes_raise_as_the_sync_client(opened, method, size):
+    def call(c):
+        return getattr(c, method)(size)
+
     client, _ = await opened.tcp()
     with socket.create_server((HOST, 0)) as listener, rsock.TcpClient(listener.getsockname()) as sync_client:
         sync_exc = _raised(lambda: call(sync_client))
@@ -1103,3 +1111,72 @@ async def test_tcp_client_calls_after_a_peer_reset_raise_connection_reset_not_eb
     args = {"recv_message": (), "recv": (10,), "send": (b"x",)}[call]
     with pytest.raises(ConnectionResetError):
         await bounded(getattr(client, call)(*args))
+
+
+# (framing, what the peer sends before its reset, the calls made after it)
+BEFORE_A_RESET = {
+    "messages": ("line", b"a\nb\n", [("recv_message",)] * 3),
+    "a message and part of one": ("line", b"a\nb", [("recv_message",)] * 2),
+    "raw bytes": (None, b"abcdef", [("recv", 4), ("recv", 4), ("recv", 4)]),
+    "raw, recv_exactly": (None, b"abcdef", [("recv_exactly", 4), ("recv_exactly", 4)]),
+}
+
+
+def _sync_reads_after_a_reset(framing, sent, calls):
+    with socket.create_server((HOST, 0)) as listener:
+        with rsock.TcpClient(listener.getsockname(), framing=framing, timeout=TIMEOUT) as client:
+            peer, _ = listener.accept()
+            peer.sendall(sent)
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+            return [_outcome(lambda call=call: getattr(client, call[0])(*call[1:])) for call in calls]
+
+
+@pytest.mark.parametrize(("framing", "sent", "calls"), BEFORE_A_RESET.values(), ids=BEFORE_A_RESET.keys())
+async def test_tcp_client_reads_what_came_before_a_reset_as_the_sync_client(opened, framing, sent, calls):
+    """What arrived before a peer's reset is read first, then ConnectionResetError comes, as the sync client (and the
+    kernel's own receive queue) give it. rsock.aio's client raised the reset at once, dropping whole messages it had
+    (asyncio's StreamReader drops them too; its streams keep that)."""
+    client, peer = await opened.tcp(framing=framing)
+    await peer.send(sent)
+    peer.reset()
+    async with asyncio.timeout(TIMEOUT):  # the client has met the reset, with what came before it buffered
+        while not client.closed:
+            await asyncio.sleep(0.01)
+    outcomes = [await _outcome_async(getattr(client, call[0])(*call[1:])) for call in calls]
+    assert outcomes == _sync_reads_after_a_reset(framing, sent, calls)
+    assert outcomes[-1][0] is ConnectionResetError
+
+
+async def test_tcp_client_send_waiting_for_room_raises_ebadf_when_the_client_closes_itself(opened):
+    """An oversize frame closes the client at once, dropping its queued output: a send() still waiting for room
+    returned None, as if its message had gone out. It raises EBADF, as the sync client's send() that a close() cut
+    off does."""
+    client, peer = await opened.tcp(framing="line", max_frame_size=100)
+    sending = asyncio.ensure_future(client.send(b"x" * (32 << 20)))  # the peer does not read
+    assert await still_pending(sending, within=0.2)
+    await peer.send(b"y" * 200 + b"\n")
+    with pytest.raises(ValueError, match="max_frame_size"):
+        await bounded(client.recv_message())
+    with pytest.raises(OSError) as raised:
+        await bounded(sending)
+    assert raised.value.errno == errno.EBADF
+
+
+async def test_tcp_client_close_with_output_queued_ends_a_waiting_read_at_once(opened):
+    """close() without a timeout waits for the queued output to go out; a read already waiting stayed waiting with
+    it (until the peer read everything). It ends with EBADF at once, as a read after close() does, and the output
+    still goes out whole."""
+    client, peer = await opened.tcp()
+    size = 16 << 20
+    sending = asyncio.ensure_future(client.send(b"x" * size))  # the peer does not read yet
+    reading = asyncio.ensure_future(client.recv())
+    assert await still_pending(sending, within=0.2)
+    closing = asyncio.ensure_future(client.close())
+    with pytest.raises(OSError) as raised:
+        await bounded(reading, timeout=1.0)
+    assert raised.value.errno == errno.EBADF
+    assert not closing.done()
+    assert len(await peer.recv_to_eof()) == size
+    await bounded(closing)
+    await bounded(sending)
