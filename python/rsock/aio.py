@@ -969,11 +969,16 @@ class TcpClient:
         # A lock's acquire() without the `async with` around it: this is the hot path of a client.
         await self._requesting.acquire()
         try:
-            reply = self._transport.request(data)
+            try:
+                reply = self._transport.request(data)
+            except ConnectionError:  # the connection broke: a failed request closes the client, as the sync one's
+                self._abort()
+                raise
             try:
                 return await _within(reply, self._timeout)
             except BaseException:
-                self._abort()
+                if not self.closed:  # a close() under way still sends what is queued
+                    self._abort()
                 raise
         finally:
             self._requesting.release()
@@ -1017,7 +1022,8 @@ class TcpClient:
 
     @property
     def closed(self) -> bool:
-        return self._transport.is_closing()
+        """Whether this client closed (a peer's reset leaves it open, as the sync client's)."""
+        return self._transport._closed_here
 
     # get_extra_info() gives Any (a transport's extra info is of any kind): here the socket's address, as
     # getpeername() and getsockname() give it when the connection is made (no-any-return).

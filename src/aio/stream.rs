@@ -249,16 +249,37 @@ impl StreamTransport {
                 return Some(Err(err));
             }
             if self.failed.is_some() {
-                // Broken, and so at end of stream: what the buffer still decides is data, else the error.
-                return Some(match self.satisfy(py, want) {
-                    Some(Ok(data)) if data.bind(py).is_truthy().unwrap_or(false) => Ok(data),
-                    _ => Err(self.closed_error()),
-                });
+                return Some(self.read_before_failure(py, want));
             }
         } else if let Err(err) = self.check_failed() {
             return Some(Err(err));
         }
         self.satisfy(py, want)
+    }
+
+    /// A client's read on a broken connection, as the sync client reads what the kernel had received
+    /// before the error: what the buffer holds for it, else the error, leaving a part (of a message,
+    /// of `recv_exactly()`'s bytes) buffered for a read that takes it.
+    fn read_before_failure(&mut self, py: Python<'_>, want: &Want) -> PyResult<Py<PyAny>> {
+        let len = self.buffer.len();
+        match want {
+            Want::Some(n) if len > 0 => return Ok(self.take(py, usize::try_from(*n).unwrap_or(len).min(len))),
+            Want::Exactly(n) if len >= *n => return Ok(self.take(py, *n)),
+            Want::Message if self.decoder.is_none() => {
+                return self.next_message(py).expect("without framing, next_message() refuses");
+            }
+            Want::Message | Want::Reply if self.decoder.is_some() => {
+                let decoder = self.decoder.as_mut().expect("checked");
+                match decoder.next_frame(&mut self.buffer) {
+                    Ok(Some(frame)) => return Ok(PyBytes::new(py, &frame).into_any().unbind()),
+                    Err(err) => return Err(PyValueError::new_err(err.to_string())),
+                    Ok(None) => {}
+                }
+            }
+            Want::Reply if len > 0 => return Ok(self.take(py, READ_CHUNK.min(len))),
+            _ => {}
+        }
+        Err(self.closed_error())
     }
 
     /// EBADF for a client's call after its own close(), as the sync client's calls after close() get.
@@ -751,8 +772,10 @@ impl StreamTransport {
         if n == 0 {
             // As asyncio's: a broken connection's error first, even for nothing.
             let this = slf.try_borrow()?;
+            // A client's, as the sync client's recv(0): nothing, unless it closed itself.
             let nothing = match this.refused_to_client() {
                 Some(err) => Err(err),
+                None if this.client => Ok(PyBytes::new(py, b"").into_any().unbind()),
                 None => this.check_failed().map(|()| PyBytes::new(py, b"").into_any().unbind()),
             };
             return Op::ready(py, Want::Some(n).method_name(), nothing);
@@ -880,9 +903,13 @@ impl StreamTransport {
     }
 
     /// `await write_message(data)`: sends `data` framed as a message, then drains.
+    /// Its errors (a bad argument, a closed client) are raised by the await, as a coroutine's are.
     fn write_message(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.send_message(py, data)?;
-        self.drain_awaitable(py, "TcpClient.send")
+        const SEND: &str = "TcpClient.send";
+        match self.send_message(py, data) {
+            Ok(()) => self.drain_awaitable(py, SEND),
+            Err(err) => Op::ready(py, SEND, Err(err)),
+        }
     }
 
     /// `await request(data)`: sends a message and returns the reply message. Refused before anything is
@@ -893,6 +920,8 @@ impl StreamTransport {
         let mut this = slf.try_borrow_mut()?;
         this.refuse_second_reader(py, &Want::Reply)?;
         this.send_message(py, data)?;
+        // A send that found the connection broken: no reply can come, and what is buffered is not one.
+        this.check_failed()?;
         drop(this);
         Ok(Op::read(slf, Want::Reply))
     }
@@ -923,11 +952,11 @@ impl StreamTransport {
     /// Closes once the queued output is sent. A client's read waiting ends now (EBADF): nothing more
     /// will be read for it.
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.closed_here = true;
         if self.closing {
             return Ok(());
         }
         self.closing = true;
-        self.closed_here = true;
         self.remove_reader(py)?;
         let mut done = Completions::new();
         if self.pending.is_empty() {
@@ -949,7 +978,7 @@ impl StreamTransport {
         }
         self.pending.clear();
         self.pending_bytes = 0;
-        self.closed_here |= !self.closing;
+        self.closed_here = true;
         self.closing = true;
         if !self.closed {
             self.finish_close(py, &mut done)?;
@@ -959,6 +988,13 @@ impl StreamTransport {
 
     fn is_closing(&self) -> bool {
         self.closing
+    }
+
+    /// Whether close() or abort() was called: a TcpClient's `closed`, which a peer's reset leaves
+    /// False, as the sync client's.
+    #[getter]
+    fn _closed_here(&self) -> bool {
+        self.closed_here
     }
 
     /// `await wait_closed()`: returns once the socket is closed, raising what broke the connection
