@@ -444,6 +444,32 @@ pub fn traverse_handlers<'a>(
 /// A server's `__clear__`: drops rsock.aio's bridge once the server is `finished`. A cycle through a
 /// handler is broken by the collector clearing the handler's own objects (a closure's cells, an
 /// instance's dict).
+/// A TypeError as the server starts (before any client is served) for an `async def` handler of a
+/// server without rsock.aio's bridge: every call would return an awaitable nothing runs, each an
+/// error logged and a connection closed. `handlers` are (name, handler); `aio_class` says where such
+/// handlers run.
+pub fn refuse_async_handlers(
+    py: Python<'_>,
+    handlers: &[(&str, &Option<Py<PyAny>>)],
+    bridge: &Mutex<Option<Py<PyAny>>>,
+    aio_class: &str,
+) -> PyResult<()> {
+    if bridge.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        return Ok(());
+    }
+    let inspect = py.import("inspect")?;
+    for (name, handler) in handlers {
+        if let Some(handler) = handler
+            && inspect.call_method1("iscoroutinefunction", (handler,))?.is_truthy()?
+        {
+            return Err(PyTypeError::new_err(format!(
+                "{name} is an async function; async handlers need {aio_class}, which runs them on the event loop"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn clear_bridge(finished: bool, bridge: &Mutex<Option<Py<PyAny>>>) {
     if finished {
         // Dropped after the lock is released: the bridge's finalizer may run Python.

@@ -224,7 +224,9 @@ class Connection:
     def send(self, data: Buffer) -> None:
         """Sends `data`, framed as the server frames messages; safe from any thread."""
     def close(self) -> None:
-        """Closes the connection once the output already queued is sent."""
+        """Closes the connection once the output already queued is sent. What the connection's own handler
+        still sends or returns after it, in the same call, goes out too (a last word before closing);
+        a send from anywhere else after it raises BrokenPipeError."""
     def _spare_at_stop(self) -> None: ...
     def _handler_done(self, reply: object, exc: BaseException | None = None) -> None: ...
 
@@ -299,7 +301,8 @@ class TcpServer:
         """accepted (every connection taken from the backlog, the refused ones too), active, refused (over
         max_connections), messages, bytes_in, bytes_out, errors (connections that ended in an error: a handler's
         exception, on_connect's too, a reset, broken framing, a slow reader, a peer gone mid-message, a connection
-        an audit hook refused; not an idle timeout, and not an exception in on_disconnect), and failed accepts."""
+        an audit hook refused; not an idle timeout, and not an exception in on_disconnect; failed accepts count
+        here too)."""
 
 @disjoint_base
 class TcpClient:

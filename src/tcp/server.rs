@@ -660,7 +660,9 @@ impl Connection {
         send_message(&self.shared, data)?.map_err(|e| io_error(&e))
     }
 
-    /// Closes the connection once the output already queued is sent.
+    /// Closes the connection once the output already queued is sent. What the connection's own handler
+    /// still sends or returns after it, in the same call, goes out too (a last word before closing);
+    /// a send from anywhere else after it raises BrokenPipeError.
     fn close(&self) -> PyResult<()> {
         self.shared.server.lifecycle.check_runs_here()?;
         self.shared.request_close();
@@ -1782,14 +1784,25 @@ impl TcpServer {
     }
 
     /// Starts serving in the background and returns at once.
-    fn start(&self) -> PyResult<()> {
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        let handlers = &self.shared.handlers;
+        server_common::refuse_async_handlers(
+            py,
+            &[
+                ("on_message", &handlers.on_message),
+                ("on_connect", &handlers.on_connect),
+                ("on_disconnect", &handlers.on_disconnect),
+            ],
+            &self.shared.async_bridge,
+            "rsock.aio.TcpServer",
+        )?;
         self.runner
             .start(|listener, task| accept_loop(self.shared.clone(), listener, task))
     }
 
     /// Serves until stop() is called or Ctrl-C, which stops the server cleanly and propagates.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
+        self.runner.serve_forever(py, || self.start(py), || self.stop(py, None))
     }
 
     /// Stops accepting, answers what each connection had received when the stop reached it (while it
@@ -1858,7 +1871,7 @@ impl TcpServer {
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().start()?;
+        slf.get().start(slf.py())?;
         Ok(slf)
     }
 
@@ -1890,8 +1903,8 @@ impl TcpServer {
     /// refused (over max_connections), messages, bytes_in, bytes_out, errors (connections that ended
     /// in an error: a handler's exception, on_connect's too, a reset, broken framing, a slow reader, a
     /// peer gone mid-message, a connection an audit hook refused; not an idle timeout, and not an
-    /// exception in on_disconnect, which is logged once the connection has ended), and failed accepts
-    /// (out of descriptors, say).
+    /// exception in on_disconnect, which is logged once the connection has ended; failed accepts, out
+    /// of descriptors say, count here too).
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = &self.shared.stats;

@@ -769,7 +769,13 @@ impl UdpServer {
     }
 
     /// Starts serving in the background and returns at once.
-    fn start(&self) -> PyResult<()> {
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        server_common::refuse_async_handlers(
+            py,
+            &[("on_datagram", &self.shared.on_datagram)],
+            &self.shared.async_bridge,
+            "rsock.aio.UdpServer",
+        )?;
         let shared = self.shared.clone();
         self.runner.start_with(|socket, task| {
             runtime::spawn_python_thread("rsock-udp", task, move || serve_datagrams(&shared, &Arc::new(socket)))
@@ -779,7 +785,7 @@ impl UdpServer {
 
     /// Serves until stop() is called or Ctrl-C, which stops the server and propagates.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
+        self.runner.serve_forever(py, || self.start(py), || self.stop(py, None))
     }
 
     /// Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress. One
@@ -797,7 +803,7 @@ impl UdpServer {
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().start()?;
+        slf.get().start(slf.py())?;
         Ok(slf)
     }
 

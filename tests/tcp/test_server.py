@@ -1027,11 +1027,15 @@ def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_clo
     make_server, make_raw, wait_until, caplog, hook
 ):
     """The coroutine the handler returned is closed when it is refused: left to be collected, it would warn
-    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception)."""
+    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception). The
+    handler is a plain function returning a coroutine: an `async def` one is refused as the server starts."""
     caplog.set_level(logging.DEBUG, logger="rsock")
 
-    async def handler(*args):
+    async def never_awaited(*args):
         pytest.fail("never awaited")
+
+    def handler(*args):
+        return never_awaited(*args)
 
     handlers = {"on_message": echo, hook: handler}
     server = make_server(handlers.pop("on_message"), framing="line", **handlers)
@@ -2657,3 +2661,29 @@ def test_the_io_thread_polls_between_a_lone_client_s_requests_and_sleeps_once_th
         f"{rounds} sleeps per request in rounds other processes left alone, {disturbed} in the others (sleeping "
         "between requests: about 1)"
     )
+
+
+async def _async_handler(conn, data=None):
+    return data
+
+
+@pytest.mark.parametrize("handler", ["on_message", "on_connect", "on_disconnect"])
+@pytest.mark.parametrize("how", ["start", "serve_forever", "with"])
+def test_an_async_handler_is_a_type_error_as_the_sync_server_starts(handler, how):
+    """A sync TcpServer with an `async def` handler served every connection: each call returned a coroutine nothing
+    ran, logged as an error, and closed the connection. It is refused as the server starts, before any client."""
+    server = rsock.TcpServer(("127.0.0.1", 0), **{handler: _async_handler})
+    with pytest.raises(TypeError, match=rf"^{handler} is an async function; .* need rsock\.aio\.TcpServer"):
+        if how == "with":
+            with server:
+                pass
+        else:
+            bound = threading.Timer(5.0, server.stop)  # a serve_forever() that serves ends, and the test fails
+            bound.start()
+            try:
+                getattr(server, how)()
+            finally:
+                bound.cancel()
+    assert not server.running
+    # Not started, the server holds its port until it goes: this one is closed with it (no ResourceWarning).
+    server.stop()

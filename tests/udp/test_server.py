@@ -228,11 +228,15 @@ def test_async_handler_on_a_sync_server_is_a_type_error_and_its_coroutine_is_clo
     make_server, make_udp, wait_until, caplog
 ):
     """The coroutine the handler returned is closed when it is refused: left to be collected, it would warn
-    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception)."""
+    "coroutine ... was never awaited" (an error here, under filterwarnings=error, as an unraisable exception). The
+    handler is a plain function returning a coroutine: an `async def` one is refused as the server starts."""
     caplog.set_level(logging.DEBUG, logger="rsock")
 
-    async def on_datagram(data, addr):
+    async def never_awaited(data, addr):
         pytest.fail("never awaited")
+
+    def on_datagram(data, addr):
+        return never_awaited(data, addr)
 
     server = make_server(on_datagram)
     make_udp().sendto(b"x", server.address)
@@ -690,3 +694,27 @@ def test_port_in_use_is_eaddrinuse_naming_the_address(make_server):
         rsock.UdpServer((HOST, port), reverse)
     assert info.value.errno == errno.EADDRINUSE
     assert HOST in str(info.value) and str(port) in str(info.value)
+
+
+async def _async_echo(data, address):
+    return data
+
+
+@pytest.mark.parametrize("how", ["start", "serve_forever", "with"])
+def test_an_async_handler_is_a_type_error_as_the_sync_server_starts(how):
+    """A sync UdpServer with an `async def` on_datagram answered nothing: each call returned a coroutine nothing ran,
+    logged as an error. It is refused as the server starts, before any datagram."""
+    server = rsock.UdpServer(("127.0.0.1", 0), _async_echo)
+    with pytest.raises(TypeError, match=r"^on_datagram is an async function; .* need rsock\.aio\.UdpServer"):
+        if how == "with":
+            with server:
+                pass
+        else:
+            bound = threading.Timer(5.0, server.stop)  # a serve_forever() that serves ends, and the test fails
+            bound.start()
+            try:
+                getattr(server, how)()
+            finally:
+                bound.cancel()
+    assert not server.running
+    server.stop()
