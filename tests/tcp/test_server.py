@@ -31,7 +31,7 @@ import pytest
 
 import rsock
 import rsock.aio
-from tests import message_objects
+from tests import message_objects, server_starts
 from tests.proc_threads import (
     cpu_ticks,
     fd_targets,
@@ -2668,22 +2668,13 @@ async def _async_handler(conn, data=None):
 
 
 @pytest.mark.parametrize("handler", ["on_message", "on_connect", "on_disconnect"])
-@pytest.mark.parametrize("how", ["start", "serve_forever", "with"])
+@pytest.mark.parametrize("how", server_starts.STARTS)
 def test_an_async_handler_is_a_type_error_as_the_sync_server_starts(handler, how):
     """A sync TcpServer with an `async def` handler served every connection: each call returned a coroutine nothing
     ran, logged as an error, and closed the connection. It is refused as the server starts, before any client."""
     server = rsock.TcpServer(("127.0.0.1", 0), **{handler: _async_handler})
     with pytest.raises(TypeError, match=rf"^{handler} is an async function; .* need rsock\.aio\.TcpServer"):
-        if how == "with":
-            with server:
-                pass
-        else:
-            bound = threading.Timer(5.0, server.stop)  # a serve_forever() that serves ends, and the test fails
-            bound.start()
-            try:
-                getattr(server, how)()
-            finally:
-                bound.cancel()
+        server_starts.start(server, how)
     assert not server.running
     # Not started, the server holds its port until it goes: this one is closed with it (no ResourceWarning).
     server.stop()

@@ -19,7 +19,7 @@ import pytest
 
 import rsock
 import rsock.aio
-from tests import message_objects
+from tests import message_objects, server_starts
 from tests.loopback import ipv6_loopback_available
 from tests.proc_threads import cpu_ticks, named_threads
 
@@ -700,21 +700,12 @@ async def _async_echo(data, address):
     return data
 
 
-@pytest.mark.parametrize("how", ["start", "serve_forever", "with"])
+@pytest.mark.parametrize("how", server_starts.STARTS)
 def test_an_async_handler_is_a_type_error_as_the_sync_server_starts(how):
     """A sync UdpServer with an `async def` on_datagram answered nothing: each call returned a coroutine nothing ran,
     logged as an error. It is refused as the server starts, before any datagram."""
     server = rsock.UdpServer(("127.0.0.1", 0), _async_echo)
     with pytest.raises(TypeError, match=r"^on_datagram is an async function; .* need rsock\.aio\.UdpServer"):
-        if how == "with":
-            with server:
-                pass
-        else:
-            bound = threading.Timer(5.0, server.stop)  # a serve_forever() that serves ends, and the test fails
-            bound.start()
-            try:
-                getattr(server, how)()
-            finally:
-                bound.cancel()
+        server_starts.start(server, how)
     assert not server.running
     server.stop()
