@@ -444,30 +444,33 @@ pub fn traverse_handlers<'a>(
 /// A server's `__clear__`: drops rsock.aio's bridge once the server is `finished`. A cycle through a
 /// handler is broken by the collector clearing the handler's own objects (a closure's cells, an
 /// instance's dict).
-/// A TypeError as the server starts (before any client is served) for an `async def` handler of a
-/// server without rsock.aio's bridge: every call would return an awaitable nothing runs, each an
-/// error logged and a connection closed. `handlers` are (name, handler); `aio_class` says where such
-/// handlers run.
-pub fn refuse_async_handlers(
+/// The first of `handlers` (name, handler) that is an `async def` function, found as the server is
+/// made (starting may happen at interpreter shutdown, when nothing can be imported).
+pub fn async_handler(
     py: Python<'_>,
-    handlers: &[(&str, &Option<Py<PyAny>>)],
-    bridge: &Mutex<Option<Py<PyAny>>>,
-    aio_class: &str,
-) -> PyResult<()> {
-    if bridge.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-        return Ok(());
-    }
+    handlers: &[(&'static str, &Option<Py<PyAny>>)],
+) -> PyResult<Option<&'static str>> {
     let inspect = py.import("inspect")?;
     for (name, handler) in handlers {
         if let Some(handler) = handler
             && inspect.call_method1("iscoroutinefunction", (handler,))?.is_truthy()?
         {
-            return Err(PyTypeError::new_err(format!(
-                "{name} is an async function; async handlers need {aio_class}, which runs them on the event loop"
-            )));
+            return Ok(Some(name));
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// A TypeError as a server with an `async def` handler (`found`) starts without rsock.aio's bridge,
+/// before any client is served: every call would return an awaitable nothing runs, each an error
+/// logged and a connection closed. `aio_class` says where such handlers run.
+pub fn refuse_async_handler(found: Option<&str>, bridge: &Mutex<Option<Py<PyAny>>>, aio_class: &str) -> PyResult<()> {
+    match found {
+        Some(name) if bridge.lock().unwrap_or_else(|e| e.into_inner()).is_none() => Err(PyTypeError::new_err(format!(
+            "{name} is an async function; async handlers need {aio_class}, which runs them on the event loop"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub fn clear_bridge(finished: bool, bridge: &Mutex<Option<Py<PyAny>>>) {

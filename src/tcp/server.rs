@@ -71,6 +71,8 @@ struct Handlers {
     on_message: Option<Py<PyAny>>,
     on_connect: Option<Py<PyAny>>,
     on_disconnect: Option<Py<PyAny>>,
+    /// The name of the first that is an `async def` function: only rsock.aio's server may start then.
+    async_one: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -1720,10 +1722,22 @@ impl TcpServer {
         reuse_port: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let reuse_port = crate::args::flag(reuse_port)?;
+        let on_message = server_common::handler_or_none("on_message", on_message, &["conn", "data"])?;
+        let on_connect = server_common::handler_or_none("on_connect", on_connect, &["conn"])?;
+        let on_disconnect = server_common::handler_or_none("on_disconnect", on_disconnect, &["conn", "exc"])?;
+        let async_one = server_common::async_handler(
+            py,
+            &[
+                ("on_message", &on_message),
+                ("on_connect", &on_connect),
+                ("on_disconnect", &on_disconnect),
+            ],
+        )?;
         let handlers = Handlers {
-            on_message: server_common::handler_or_none("on_message", on_message, &["conn", "data"])?,
-            on_connect: server_common::handler_or_none("on_connect", on_connect, &["conn"])?,
-            on_disconnect: server_common::handler_or_none("on_disconnect", on_disconnect, &["conn", "exc"])?,
+            on_message,
+            on_connect,
+            on_disconnect,
+            async_one,
         };
         let max_connections = crate::args::positive("max_connections", max_connections)?;
         let max_frame_size = crate::args::positive("max_frame_size", max_frame_size)?;
@@ -1784,15 +1798,9 @@ impl TcpServer {
     }
 
     /// Starts serving in the background and returns at once.
-    fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let handlers = &self.shared.handlers;
-        server_common::refuse_async_handlers(
-            py,
-            &[
-                ("on_message", &handlers.on_message),
-                ("on_connect", &handlers.on_connect),
-                ("on_disconnect", &handlers.on_disconnect),
-            ],
+    fn start(&self) -> PyResult<()> {
+        server_common::refuse_async_handler(
+            self.shared.handlers.async_one,
             &self.shared.async_bridge,
             "rsock.aio.TcpServer",
         )?;
@@ -1802,7 +1810,7 @@ impl TcpServer {
 
     /// Serves until stop() is called or Ctrl-C, which stops the server cleanly and propagates.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.runner.serve_forever(py, || self.start(py), || self.stop(py, None))
+        self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
     /// Stops accepting, answers what each connection had received when the stop reached it (while it
@@ -1871,7 +1879,7 @@ impl TcpServer {
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().start(slf.py())?;
+        slf.get().start()?;
         Ok(slf)
     }
 

@@ -74,6 +74,8 @@ impl Stats {
 
 struct UdpShared {
     on_datagram: Option<Py<PyAny>>,
+    /// Whether on_datagram is an `async def` function: only rsock.aio's server may start then.
+    async_handler: Option<&'static str>,
     /// The fork generation of the process that made the socket.
     made_in: u64,
     stats: Stats,
@@ -717,6 +719,7 @@ impl UdpServer {
     ) -> PyResult<Self> {
         let reuse_port = crate::args::flag(reuse_port)?;
         let on_datagram = server_common::handler_or_none("on_datagram", on_datagram, &["data", "address"])?;
+        let async_handler = server_common::async_handler(py, &[("on_datagram", &on_datagram)])?;
         let address = server_common::default_address(py, address)?;
         let target = endpoint(py, &address, libc::SOCK_DGRAM, libc::AF_UNSPEC)?;
         let socket = server_common::bind_socket(py, target, socket2::Type::DGRAM, reuse_port, &address, |socket| {
@@ -730,6 +733,7 @@ impl UdpServer {
         let runner = Runner::new(socket);
         let shared = Arc::new(UdpShared {
             on_datagram,
+            async_handler,
             made_in: runtime::fork_generation(),
             stats: Stats::default(),
             lifecycle: runner.lifecycle.clone(),
@@ -769,10 +773,9 @@ impl UdpServer {
     }
 
     /// Starts serving in the background and returns at once.
-    fn start(&self, py: Python<'_>) -> PyResult<()> {
-        server_common::refuse_async_handlers(
-            py,
-            &[("on_datagram", &self.shared.on_datagram)],
+    fn start(&self) -> PyResult<()> {
+        server_common::refuse_async_handler(
+            self.shared.async_handler,
             &self.shared.async_bridge,
             "rsock.aio.UdpServer",
         )?;
@@ -785,7 +788,7 @@ impl UdpServer {
 
     /// Serves until stop() is called or Ctrl-C, which stops the server and propagates.
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
-        self.runner.serve_forever(py, || self.start(py), || self.stop(py, None))
+        self.runner.serve_forever(py, || self.start(), || self.stop(py, None))
     }
 
     /// Stops receiving; waits up to `timeout` seconds (default 5) for the handler in progress. One
@@ -803,7 +806,7 @@ impl UdpServer {
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
-        slf.get().start(slf.py())?;
+        slf.get().start()?;
         Ok(slf)
     }
 
