@@ -24,6 +24,7 @@ use pyo3::{PyTraverseError, PyVisit};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::args::Opt;
 use crate::audit;
 use crate::buffer::{BytesWriter, as_uninit, shared_bytes};
 use crate::errors::{io_error, os_error};
@@ -1703,7 +1704,7 @@ impl TcpServer {
     #[new]
     #[pyo3(signature = (address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None,
                         max_connections=DEFAULT_MAX_CONNECTIONS, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
-                        idle_timeout=None, backlog=DEFAULT_BACKLOG, reuse_port=None),
+                        idle_timeout=None, backlog=Opt::Absent, reuse_port=None),
            text_signature = "(address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None, \
                              max_connections=10000, max_frame_size=16777216, idle_timeout=None, backlog=1024, \
                              reuse_port=False)")]
@@ -1718,9 +1719,11 @@ impl TcpServer {
         max_connections: i128,
         max_frame_size: i128,
         idle_timeout: Option<&Bound<'_, PyAny>>,
-        backlog: i32,
+        backlog: Opt<'_>,
         reuse_port: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        // Read as listen() reads it: the stdlib's errors for a value beyond a C int.
+        let backlog = crate::args::c_int_or(&backlog, DEFAULT_BACKLOG)?;
         let reuse_port = crate::args::flag(reuse_port)?;
         let on_message = server_common::handler_or_none("on_message", on_message, &["conn", "data"])?;
         let on_connect = server_common::handler_or_none("on_connect", on_connect, &["conn"])?;

@@ -2678,3 +2678,15 @@ def test_an_async_handler_is_a_type_error_as_the_sync_server_starts(handler, how
     assert not server.running
     # Not started, the server holds its port until it goes: this one is closed with it (no ResourceWarning).
     server.stop()
+
+
+@pytest.mark.parametrize("backlog", [2**31, -(2**31) - 1, 2**200, "8", 8.0], ids=repr)
+def test_a_bad_backlog_raises_as_listen_raises_it(backlog):
+    """backlog is read as listen() reads it: the same exception and message (a value beyond a C int gave pyo3's
+    "out of range integral type conversion attempted")."""
+    with socket.socket() as listener, pytest.raises(Exception) as expected:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(backlog)
+    with pytest.raises(type(expected.value)) as raised:
+        rsock.TcpServer(("127.0.0.1", 0), backlog=backlog)
+    assert str(raised.value) == str(expected.value)
