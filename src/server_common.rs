@@ -441,9 +441,6 @@ pub fn traverse_handlers<'a>(
     Ok(())
 }
 
-/// A server's `__clear__`: drops rsock.aio's bridge once the server is `finished`. A cycle through a
-/// handler is broken by the collector clearing the handler's own objects (a closure's cells, an
-/// instance's dict).
 /// The first of `handlers` (name, handler) that is an `async def` function, found as the server is
 /// made (starting may happen at interpreter shutdown, when nothing can be imported).
 pub fn async_handler(
@@ -473,6 +470,9 @@ pub fn refuse_async_handler(found: Option<&str>, bridge: &Mutex<Option<Py<PyAny>
     }
 }
 
+/// A server's `__clear__`: drops rsock.aio's bridge once the server is `finished`. A cycle through a
+/// handler is broken by the collector clearing the handler's own objects (a closure's cells, an
+/// instance's dict).
 pub fn clear_bridge(finished: bool, bridge: &Mutex<Option<Py<PyAny>>>) {
     if finished {
         // Dropped after the lock is released: the bridge's finalizer may run Python.

@@ -74,7 +74,7 @@ impl Stats {
 
 struct UdpShared {
     on_datagram: Option<Py<PyAny>>,
-    /// Whether on_datagram is an `async def` function: only rsock.aio's server may start then.
+    /// "on_datagram" if it is an `async def` function: only rsock.aio's server may start then.
     async_handler: Option<&'static str>,
     /// The fork generation of the process that made the socket.
     made_in: u64,
