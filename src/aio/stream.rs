@@ -265,18 +265,19 @@ impl StreamTransport {
         match want {
             Want::Some(n) if len > 0 => return Ok(self.take(py, usize::try_from(*n).unwrap_or(len).min(len))),
             Want::Exactly(n) if len >= *n => return Ok(self.take(py, *n)),
-            Want::Message if self.decoder.is_none() => {
-                return self.next_message(py).expect("without framing, next_message() refuses");
+            // request()'s reply without framing: what the next read brings, as reply() takes it.
+            Want::Reply if self.framing == Framing::Raw => {
+                return if len > 0 {
+                    Ok(self.take(py, READ_CHUNK.min(len)))
+                } else {
+                    Err(self.closed_error())
+                };
             }
-            Want::Message | Want::Reply if self.decoder.is_some() => {
-                let decoder = self.decoder.as_mut().expect("checked");
-                match decoder.next_frame(&mut self.buffer) {
-                    Ok(Some(frame)) => return Ok(PyBytes::new(py, &frame).into_any().unbind()),
-                    Err(err) => return Err(PyValueError::new_err(err.to_string())),
-                    Ok(None) => {}
+            Want::Message | Want::Reply => {
+                if let Some(outcome) = self.next_frame(py) {
+                    return outcome;
                 }
             }
-            Want::Reply if len > 0 => return Ok(self.take(py, READ_CHUNK.min(len))),
             _ => {}
         }
         Err(self.closed_error())
@@ -385,6 +386,24 @@ impl StreamTransport {
     }
 
     fn next_message(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
+        if let Some(outcome) = self.next_frame(py) {
+            return Some(outcome);
+        }
+        if !self.eof {
+            None
+        } else if self.buffer.is_empty() {
+            Some(Ok(py.None()))
+        } else {
+            Some(Err(PyEOFError::new_err(format!(
+                "connection closed in the middle of a message ({} bytes of it received)",
+                self.buffer.len()
+            ))))
+        }
+    }
+
+    /// The next whole frame in the buffer, or a frame the framing refuses (ValueError, as a client
+    /// without framing is); None while no whole frame is buffered.
+    fn next_frame(&mut self, py: Python<'_>) -> Option<PyResult<Py<PyAny>>> {
         let Some(decoder) = self.decoder.as_mut() else {
             return Some(Err(PyValueError::new_err(
                 "reading messages needs framing (\"line\", \"length\" or a delimiter)",
@@ -393,12 +412,7 @@ impl StreamTransport {
         match decoder.next_frame(&mut self.buffer) {
             Ok(Some(frame)) => Some(Ok(PyBytes::new(py, &frame).into_any().unbind())),
             Err(err) => Some(Err(PyValueError::new_err(err.to_string()))),
-            Ok(None) if !self.eof => None,
-            Ok(None) if self.buffer.is_empty() => Some(Ok(py.None())),
-            Ok(None) => Some(Err(PyEOFError::new_err(format!(
-                "connection closed in the middle of a message ({} bytes of it received)",
-                self.buffer.len()
-            )))),
+            Ok(None) => None,
         }
     }
 
@@ -773,11 +787,12 @@ impl StreamTransport {
             // As asyncio's: a broken connection's error first, even for nothing.
             let this = slf.try_borrow()?;
             // A client's, as the sync client's recv(0): nothing, unless it closed itself.
-            let nothing = match this.refused_to_client() {
+            let checked = match this.refused_to_client() {
                 Some(err) => Err(err),
-                None if this.client => Ok(PyBytes::new(py, b"").into_any().unbind()),
-                None => this.check_failed().map(|()| PyBytes::new(py, b"").into_any().unbind()),
+                None if this.client => Ok(()),
+                None => this.check_failed(),
             };
+            let nothing = checked.map(|()| PyBytes::new(py, b"").into_any().unbind());
             return Op::ready(py, Want::Some(n).method_name(), nothing);
         }
         Ok(Py::new(py, Op::read(slf, Want::Some(n)))?.into_any())
