@@ -319,6 +319,16 @@ def _seconds(name: str, value: object, *, range_first: bool = False) -> None:
         raise OverflowError(f"{name} too large: {float(value):e} seconds")
 
 
+def _check_size(n: int, caller: str) -> None:
+    """A size checked as the sync clients check it: an int within a C ssize_t (OverflowError beyond, as recv()
+    finds it; asyncio's reads take it as no limit) and not negative (ValueError)."""
+    n = operator.index(n)
+    if not -sys.maxsize - 1 <= n <= sys.maxsize:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    if n < 0:
+        raise ValueError(f"negative buffersize in {caller}")
+
+
 def _check_port(port: object, caller: str) -> None:
     """The range check the socket would make, made before the resolver, which wraps a port beyond
     65535 round to a wrong one."""
@@ -985,23 +995,13 @@ class TcpClient:
 
     async def recv(self, n: int = 65536) -> bytes:
         """Up to ``n`` bytes; b"" at end of stream."""
-        self._check_size(n, "recv")
+        _check_size(n, "recv")
         return await self._call(self._transport.read(n))
 
     async def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes; asyncio.IncompleteReadError if the connection ends first."""
-        self._check_size(n, "recv_exactly")
+        _check_size(n, "recv_exactly")
         return await self._call(self._transport.readexactly(n))
-
-    @staticmethod
-    def _check_size(n: int, caller: str) -> None:
-        """A size checked as the sync client checks it: an int within a C ssize_t (OverflowError beyond, as
-        recv() finds it; asyncio's reads take it as no limit) and not negative (ValueError)."""
-        n = operator.index(n)
-        if not -sys.maxsize - 1 <= n <= sys.maxsize:
-            raise OverflowError("Python int too large to convert to C ssize_t")
-        if n < 0:
-            raise ValueError(f"negative buffersize in {caller}")
 
     def _abort(self) -> None:
         self._transport.abort()
@@ -1122,8 +1122,7 @@ class UdpClient:
         self, bufsize: int = _DATAGRAM_BUFSIZE, *, timeout: float | None = None
     ) -> tuple[bytes, _IPAddress]:
         """The next datagram and its sender; a datagram larger than ``bufsize`` raises OSError(EMSGSIZE)."""
-        if bufsize < 0:
-            raise ValueError("negative buffersize in recvfrom")
+        _check_size(bufsize, "recvfrom")
         _seconds("timeout", timeout)
         return await self._receive_within(bufsize, timeout, None)
 
