@@ -1,12 +1,25 @@
 //! Notebook display: the small HTML tables servers, clients and connections show in Jupyter
 //! (`_repr_html_`), built from the same facts as their plain repr.
 
+use pyo3::prelude::*;
+
 /// Escapes text for HTML.
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// The name a repr or a table's title gives `obj`: its class's qualified name, so that a subclass is
+/// shown as itself, as CPython's socket repr and asyncio's reprs show theirs.
+pub fn class_name(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(obj.get_type().qualname()?.to_string())
+}
+
+/// `obj`'s repr: its class's name, then `details`.
+pub fn repr(obj: &Bound<'_, PyAny>, details: &str) -> PyResult<String> {
+    Ok(format!("<{} {details}>", class_name(obj)?))
 }
 
 /// A titled two-column table of `rows`.

@@ -1,9 +1,13 @@
 """What servers, clients and connections show in a notebook, and the tqdm bar of sendfile(progress=True)."""
 
+import asyncio
+import gc
 import re
 import threading
+import warnings
 
 import rsock
+import rsock.aio
 
 
 def test_tcp_server_html_shows_address_state_and_counters():
@@ -32,6 +36,59 @@ def test_udp_server_html_counts_datagrams():
     with rsock.UdpServer(on_datagram=lambda data, addr: data) as server, rsock.UdpClient() as client:
         client.request(b"x", server.address, timeout=2)
         assert re.search(r"<th[^>]*>datagrams in</th><td>1</td>", server._repr_html_())
+
+
+class EchoServer(rsock.TcpServer):
+    pass
+
+
+class TimeServer(rsock.UdpServer):
+    pass
+
+
+class Client(rsock.TcpClient):
+    pass
+
+
+class Probe(rsock.UdpClient):
+    pass
+
+
+class AioClient(rsock.aio.TcpClient):
+    pass
+
+
+def test_a_subclass_repr_and_html_name_the_subclass():
+    with EchoServer(on_message=lambda conn, data: data) as server, TimeServer(on_datagram=lambda d, a: d) as udp:
+        with Client.connect(server.address, timeout=5) as client, Probe() as probe:
+            port, udp_port = server.address[1], udp.address[1]
+            assert re.fullmatch(rf"<EchoServer 127\.0\.0\.1:{port} running, \d connections, 0 messages>", repr(server))
+            assert repr(udp) == f"<TimeServer 127.0.0.1:{udp_port} running, 0 datagrams>"
+            assert repr(client) == f"<Client 127.0.0.1:{port} open>"
+            assert repr(probe) == "<Probe open>"
+            assert f"<b>EchoServer 127.0.0.1:{port}</b>" in server._repr_html_()
+            assert f"<b>TimeServer 127.0.0.1:{udp_port}</b>" in udp._repr_html_()
+            assert f"<b>Client 127.0.0.1:{port}</b>" in client._repr_html_()
+
+            async def aio_repr():
+                async with await AioClient.connect(server.address) as aio_client:
+                    return repr(aio_client)
+
+            assert asyncio.run(aio_repr()) == f"<{__name__}.AioClient {server.address} open>"
+    assert repr(client) == f"<Client 127.0.0.1:{port} closed>"
+
+
+def test_the_base_classes_keep_their_names_and_a_collected_subclass_warns_as_its_base():
+    with rsock.TcpServer(on_message=lambda conn, data: data) as server, rsock.UdpClient() as probe:
+        assert repr(server).startswith("<TcpServer 127.0.0.1:")
+        assert repr(probe) == "<UdpClient open>"
+    # The finalizer has no class object at hand: its warning names the native class.
+    server = EchoServer(on_message=lambda conn, data: data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del server
+        gc.collect()
+    assert [str(w.message).split(":")[0] for w in caught] == ["unclosed <TcpServer 127.0.0.1"]
 
 
 def test_sendfile_progress_true_draws_a_tqdm_bar(tmp_path, capsys):

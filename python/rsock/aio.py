@@ -1047,7 +1047,7 @@ class TcpClient:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
-        return f"<rsock.aio.TcpClient {self.peer} {state}>"
+        return f"<{type(self).__module__}.{type(self).__qualname__} {self.peer} {state}>"
 
     def __del__(
         self, close_unclosed: Callable[..., None] = _close_unclosed, warnings: types.ModuleType = warnings

@@ -515,25 +515,25 @@ impl TcpClient {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
-        let state = if self.sock.is_closed() { "closed" } else { "open" };
-        format!("<TcpClient {} {state}>", self.peer)
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        crate::display::repr(slf.as_any(), &slf.get().describe())
     }
 
-    fn _repr_html_(&self, py: Python<'_>) -> String {
-        let state = if self.sock.is_closed() { "closed" } else { "open" };
-        let local = self
-            .local(py)
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let this = slf.get();
+        let state = if this.sock.is_closed() { "closed" } else { "open" };
+        let local = this
+            .local(slf.py())
             .and_then(|l| l.str().map(|s| s.to_string()))
             .unwrap_or_default();
-        crate::display::table(
-            &format!("TcpClient {}", self.peer),
+        Ok(crate::display::table(
+            &format!("{} {}", crate::display::class_name(slf.as_any())?, this.peer),
             &[
                 ("state", state.to_string()),
                 ("local", local),
-                ("framing", self.framing(py).to_string()),
+                ("framing", this.framing(slf.py()).to_string()),
             ],
-        )
+        ))
     }
 }
 
@@ -624,9 +624,18 @@ fn progress_bar<'py>(py: Python<'py>, total: u64, name: &str) -> PyResult<Bound<
     tqdm.getattr("tqdm")?.call((), Some(&kwargs))
 }
 
+impl TcpClient {
+    /// What a repr says after the class's name (a subclass's repr names the subclass; a finalizer,
+    /// which has no class object at hand, names the base).
+    fn describe(&self) -> String {
+        let state = if self.sock.is_closed() { "closed" } else { "open" };
+        format!("{} {state}", self.peer)
+    }
+}
+
 impl Drop for TcpClient {
     fn drop(&mut self) {
-        let description = self.__repr__();
+        let description = format!("<TcpClient {}>", self.describe());
         self.sock.close_unclosed(&description);
     }
 }

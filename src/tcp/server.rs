@@ -1693,9 +1693,24 @@ pub struct TcpServer {
     address: SocketAddr,
 }
 
+impl TcpServer {
+    /// What a repr says after the class's name (a subclass's repr names the subclass; the finalizer's
+    /// warning, with no class object at hand, names the base).
+    fn describe(&self) -> String {
+        let state = self.runner.state_name();
+        format!(
+            "{} {state}, {} connections, {} messages",
+            self.address,
+            self.shared.stats.active.load(Relaxed),
+            self.shared.stats.messages.load(Relaxed)
+        )
+    }
+}
+
 impl Drop for TcpServer {
     fn drop(&mut self) {
-        self.runner.warn_if_never_used(|| self.__repr__());
+        self.runner
+            .warn_if_never_used(|| format!("<TcpServer {}>", self.describe()));
     }
 }
 
@@ -1930,18 +1945,19 @@ impl TcpServer {
         Ok(stats)
     }
 
-    fn _repr_html_(&self) -> String {
-        let s = &self.shared.stats;
-        let framing = match &self.shared.framing {
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let this = slf.get();
+        let s = &this.shared.stats;
+        let framing = match &this.shared.framing {
             Framing::Raw => "none".to_string(),
             Framing::Line => "line".to_string(),
             Framing::Length => "length".to_string(),
             Framing::Delimiter(d) => format!("{:?}", String::from_utf8_lossy(d)),
         };
-        crate::display::table(
-            &format!("TcpServer {}", self.address),
+        Ok(crate::display::table(
+            &format!("{} {}", crate::display::class_name(slf.as_any())?, this.address),
             &[
-                ("state", self.runner.state_name().to_string()),
+                ("state", this.runner.state_name().to_string()),
                 ("framing", framing),
                 ("connections", s.active.load(Relaxed).to_string()),
                 ("accepted", s.accepted.load(Relaxed).to_string()),
@@ -1951,17 +1967,11 @@ impl TcpServer {
                 ("bytes out", s.bytes_out.load(Relaxed).to_string()),
                 ("errors", s.errors.load(Relaxed).to_string()),
             ],
-        )
+        ))
     }
 
-    fn __repr__(&self) -> String {
-        let state = self.runner.state_name();
-        format!(
-            "<TcpServer {} {state}, {} connections, {} messages>",
-            self.address,
-            self.shared.stats.active.load(Relaxed),
-            self.shared.stats.messages.load(Relaxed)
-        )
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        crate::display::repr(slf.as_any(), &slf.get().describe())
     }
 }
 

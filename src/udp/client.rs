@@ -349,15 +349,21 @@ impl UdpClient {
         Ok(false)
     }
 
-    fn __repr__(&self) -> String {
-        let state = if self.sock.is_closed() { "closed" } else { "open" };
-        format!("<UdpClient {state}>")
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        crate::display::repr(slf.as_any(), slf.get().state())
+    }
+}
+
+impl UdpClient {
+    /// What a repr says after the class's name.
+    fn state(&self) -> &'static str {
+        if self.sock.is_closed() { "closed" } else { "open" }
     }
 }
 
 impl Drop for UdpClient {
     fn drop(&mut self) {
-        let description = self.__repr__();
+        let description = format!("<UdpClient {}>", self.state());
         self.sock.close_unclosed(&description);
     }
 }

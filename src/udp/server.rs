@@ -700,9 +700,23 @@ pub struct UdpServer {
     address: SocketAddr,
 }
 
+impl UdpServer {
+    /// What a repr says after the class's name (a subclass's repr names the subclass; the finalizer's
+    /// warning, with no class object at hand, names the base).
+    fn describe(&self) -> String {
+        let state = self.runner.state_name();
+        format!(
+            "{} {state}, {} datagrams",
+            self.address,
+            self.shared.stats.datagrams_in.load(Relaxed)
+        )
+    }
+}
+
 impl Drop for UdpServer {
     fn drop(&mut self) {
-        self.runner.warn_if_never_used(|| self.__repr__());
+        self.runner
+            .warn_if_never_used(|| format!("<UdpServer {}>", self.describe()));
     }
 }
 
@@ -841,28 +855,24 @@ impl UdpServer {
         Ok(stats)
     }
 
-    fn _repr_html_(&self) -> String {
-        let s = &self.shared.stats;
-        crate::display::table(
-            &format!("UdpServer {}", self.address),
+    fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let this = slf.get();
+        let s = &this.shared.stats;
+        Ok(crate::display::table(
+            &format!("{} {}", crate::display::class_name(slf.as_any())?, this.address),
             &[
-                ("state", self.runner.state_name().to_string()),
+                ("state", this.runner.state_name().to_string()),
                 ("datagrams in", s.datagrams_in.load(Relaxed).to_string()),
                 ("datagrams out", s.datagrams_out.load(Relaxed).to_string()),
                 ("bytes in", s.bytes_in.load(Relaxed).to_string()),
                 ("bytes out", s.bytes_out.load(Relaxed).to_string()),
                 ("errors", s.errors.load(Relaxed).to_string()),
             ],
-        )
+        ))
     }
 
-    fn __repr__(&self) -> String {
-        let state = self.runner.state_name();
-        format!(
-            "<UdpServer {} {state}, {} datagrams>",
-            self.address,
-            self.shared.stats.datagrams_in.load(Relaxed)
-        )
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        crate::display::repr(slf.as_any(), &slf.get().describe())
     }
 }
 
