@@ -87,11 +87,27 @@ pub fn byte_count(n: Option<&Bound<'_, PyAny>>, default: usize, caller: &str) ->
     usize::try_from(n).map_err(|_| PyValueError::new_err(format!("negative buffersize in {caller}")))
 }
 
-/// A count or size a server or client is given (`max_connections`, `max_frame_size`). Taken as an
-/// i128 so that a negative one gets here rather than pyo3's unsigned conversion ("can't convert
-/// negative int to unsigned", an OverflowError naming nothing): ValueError naming it unless at least
-/// 1, OverflowError beyond a usize (up to which any value is taken, as "no limit" in effect).
-pub fn positive(name: &str, value: i128) -> PyResult<usize> {
+/// A count or size a server or client is given (`max_connections`, `max_frame_size`; `default` when
+/// absent): ValueError naming it unless at least 1, OverflowError naming it beyond a usize (up to which
+/// any value is taken, as "no limit" in effect). Read here, not by pyo3's conversions, whose errors
+/// name nothing: "can't convert negative int to unsigned", or "int too big to convert" past an i128.
+pub fn positive(name: &str, obj: &Opt<'_>, default: usize) -> PyResult<usize> {
+    let Some(obj) = obj.given() else {
+        return Ok(default);
+    };
+    let value = match obj.extract::<i128>() {
+        Ok(value) => value,
+        // Past an i128 only its sign matters: read the int itself to say which error, and with what.
+        Err(err) if err.is_instance_of::<PyOverflowError>(obj.py()) => {
+            let value = obj.py().import("operator")?.call_method1("index", (obj,))?;
+            return Err(if value.lt(0)? {
+                PyValueError::new_err(format!("{name} must be positive, not {value}"))
+            } else {
+                PyOverflowError::new_err(format!("{name} too large: {value}"))
+            });
+        }
+        Err(err) => return Err(err),
+    };
     if value < 1 {
         return Err(PyValueError::new_err(format!("{name} must be positive, not {value}")));
     }

@@ -24,7 +24,7 @@ use crate::socket::{Socket, parse_timeout};
 use crate::spin::ReplySpin;
 use crate::turns::{Turn, Turns};
 
-const DEFAULT_MAX_FRAME_SIZE: i128 = 16 * 1024 * 1024;
+const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 /// How much one read asks for when filling the message buffer.
 const READ_CHUNK: usize = 64 * 1024;
 /// How much one sendfile(2) call moves between progress reports.
@@ -292,17 +292,17 @@ impl TcpClient {
     /// Connects to `address` (a `(host, port)` tuple). `timeout` (seconds) applies to the connect
     /// and to every later call; `framing` is None, "line", "length" or a delimiter.
     #[new]
-    #[pyo3(signature = (address, *, timeout=None, framing=None, max_frame_size=DEFAULT_MAX_FRAME_SIZE),
+    #[pyo3(signature = (address, *, timeout=None, framing=None, max_frame_size=Opt::Absent),
            text_signature = "(address, *, timeout=None, framing=None, max_frame_size=16777216)")]
     fn new(
         py: Python<'_>,
         address: &Bound<'_, PyAny>,
         timeout: Option<&Bound<'_, PyAny>>,
         framing: Option<&Bound<'_, PyAny>>,
-        max_frame_size: i128,
+        max_frame_size: Opt<'_>,
     ) -> PyResult<Self> {
         let framing = Framing::from_py(framing)?;
-        let max_frame_size = crate::args::positive("max_frame_size", max_frame_size)?;
+        let max_frame_size = crate::args::positive("max_frame_size", &max_frame_size, DEFAULT_MAX_FRAME_SIZE)?;
         let timeout_ns = timeout.map_or(Ok(-1), parse_timeout)?;
         let (sock, peer) = connect_first(
             py,

@@ -39,8 +39,8 @@ use crate::server_common::{
 use crate::spin;
 use crate::uring;
 
-const DEFAULT_MAX_CONNECTIONS: i128 = 10_000;
-const DEFAULT_MAX_FRAME_SIZE: i128 = 16 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 const DEFAULT_BACKLOG: i32 = 1024;
 /// A connection's framing buffers are kept for reuse up to this capacity, and freed beyond it.
 const KEEP_BUFFER: usize = 64 * 1024;
@@ -1718,7 +1718,7 @@ impl Drop for TcpServer {
 impl TcpServer {
     #[new]
     #[pyo3(signature = (address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None,
-                        max_connections=DEFAULT_MAX_CONNECTIONS, max_frame_size=DEFAULT_MAX_FRAME_SIZE,
+                        max_connections=Opt::Absent, max_frame_size=Opt::Absent,
                         idle_timeout=None, backlog=Opt::Absent, reuse_port=None),
            text_signature = "(address=None, on_message=None, *, on_connect=None, on_disconnect=None, framing=None, \
                              max_connections=10000, max_frame_size=16777216, idle_timeout=None, backlog=1024, \
@@ -1731,8 +1731,8 @@ impl TcpServer {
         on_connect: Option<Bound<'_, PyAny>>,
         on_disconnect: Option<Bound<'_, PyAny>>,
         framing: Option<&Bound<'_, PyAny>>,
-        max_connections: i128,
-        max_frame_size: i128,
+        max_connections: Opt<'_>,
+        max_frame_size: Opt<'_>,
         idle_timeout: Option<&Bound<'_, PyAny>>,
         backlog: Opt<'_>,
         reuse_port: Option<&Bound<'_, PyAny>>,
@@ -1757,8 +1757,8 @@ impl TcpServer {
             on_disconnect,
             async_one,
         };
-        let max_connections = crate::args::positive("max_connections", max_connections)?;
-        let max_frame_size = crate::args::positive("max_frame_size", max_frame_size)?;
+        let max_connections = crate::args::positive("max_connections", &max_connections, DEFAULT_MAX_CONNECTIONS)?;
+        let max_frame_size = crate::args::positive("max_frame_size", &max_frame_size, DEFAULT_MAX_FRAME_SIZE)?;
         let framing = Framing::from_py(framing)?;
         // Zero would close every connection as it opens: None is "no timeout".
         let idle_timeout = server_common::parse_positive_seconds("idle_timeout", idle_timeout)?;

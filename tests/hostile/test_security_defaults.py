@@ -16,6 +16,7 @@
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import re
@@ -252,9 +253,11 @@ def test_client_takes_a_frame_of_exactly_the_default(default_frame_size, framing
 def test_default_max_connections_is_documented_and_finite():
     default = source_constant("tcp/server.rs", "DEFAULT_MAX_CONNECTIONS")
     assert 0 < default <= 100_000
-    # The constant is what TcpServer's signature defaults to, and what the documentation says.
+    # The constant is what an absent max_connections becomes, what TcpServer's signature shows, and what the
+    # documentation says.
     server_rs = (SOURCE / "tcp/server.rs").read_text()
-    assert "max_connections=DEFAULT_MAX_CONNECTIONS" in server_rs
+    assert 'positive("max_connections", &max_connections, DEFAULT_MAX_CONNECTIONS)' in server_rs
+    assert inspect.signature(rsock.TcpServer).parameters["max_connections"].default == default
     assert default == 10_000 and "`max_connections` (default 10,000)" in STUB.read_text()
 
 

@@ -2468,13 +2468,20 @@ def test_refusals_are_logged_at_most_once_a_second_with_how_many_were_refused(ma
 
 
 @pytest.mark.parametrize("name", ["max_connections", "max_frame_size"])
-@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-1, ValueError), (2**64, OverflowError)])
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [(0, ValueError), (-1, ValueError), (-(2**200), ValueError), (2**64, OverflowError), (2**200, OverflowError)],
+    ids=["0", "-1", "-2**200", "2**64", "2**200"],
+)
 def test_a_limit_below_one_or_beyond_a_size_is_refused_naming_it(name, value, error):
     """A negative one was pyo3's OverflowError "can't convert negative int to unsigned", naming nothing, and zero got
-    one message for both limits."""
+    one message for both limits; one past an i128 was pyo3's "int too big to convert", also naming nothing."""
     expected = f"{name} must be positive, not {value}" if error is ValueError else f"{name} too large: {value}"
     with pytest.raises(error, match=f"^{expected}$"):
         rsock.TcpServer((HOST, 0), echo, **{name: value})
+    if name == "max_frame_size":
+        with pytest.raises(error, match=f"^{expected}$"):
+            rsock.TcpClient(("127.0.0.1", 9), max_frame_size=value)
 
 
 def test_the_largest_limits_are_taken_as_no_limit_in_effect():
