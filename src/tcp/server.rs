@@ -1515,7 +1515,9 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
     };
     // For stop() to give up the port when a handler holds up the io thread past its timeout (the
     // loop below then cannot run to close the listener).
-    server.lifecycle.hold_port(&listener, false);
+    server
+        .lifecycle
+        .hold_port(&listener, server_common::PortSocket::Listener);
     loop {
         let accepted = tokio::select! {
             biased;

@@ -612,7 +612,10 @@ fn send_now(shared: &UdpShared, socket: &UdpSocket, data: &[u8], target: ReplyTo
 /// the wait is cut into slices instead, between which the loop looks for stop().
 fn serve_datagrams(shared: &Arc<UdpShared>, socket: &Arc<UdpSocket>) {
     let made_here = shared.made_in == runtime::fork_generation();
-    shared.lifecycle.hold_port(socket, made_here);
+    let kind = server_common::PortSocket::Datagram {
+        wake_at_stop: made_here,
+    };
+    shared.lifecycle.hold_port(socket, kind);
     let prepared = socket.set_nonblocking(false).and_then(|()| {
         if made_here {
             Ok(())
