@@ -589,10 +589,14 @@ impl ConnShared {
         self.wake();
     }
 
-    /// Closes at once, dropping unsent output (a forced stop).
+    /// Closes at once, dropping unsent output (a forced stop). The socket is shut down here, so that its
+    /// peer sees the end now even while a handler holds up the io thread, where the connection's task
+    /// would close it; its descriptor is closed by that task, never under it.
     fn abort(&self) {
         let mut io = self.io();
-        io.stream = None;
+        if let Some(stream) = io.stream.take() {
+            let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Both);
+        }
         io.pending.clear();
         io.pending_bytes = 0;
         io.close_requested = true;

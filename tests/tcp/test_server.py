@@ -1963,6 +1963,36 @@ def test_stop_gives_up_the_port_while_a_handler_holds_up_the_io_thread(make_serv
     assert recv_until_closed(sock) == b""  # its connection was closed at the timeout: the late reply is not sent
 
 
+def test_a_forced_stop_closes_the_connections_while_a_handler_holds_up_the_io_thread(make_server, make_raw, wait_until):
+    """At stop()'s timeout every connection is closed at once, as documented, the ones served by the io thread a
+    handler holds up among them: their peers see the end then, not only once the handler returns (they waited for
+    it, however long it took). on_disconnect still runs for each, with None, once the handler has returned."""
+    entered = threading.Event()
+    release = threading.Event()
+    ended = {}
+
+    def slow(conn, data):
+        entered.set()
+        release.wait(TIMEOUT)
+        return data
+
+    server = make_server(slow, on_disconnect=lambda conn, exc: ended.update({conn.id: exc}))
+    idle_peer = make_raw(server.address)
+    busy_peer = make_raw(server.address)
+    busy_peer.sendall(b"slow")
+    assert entered.wait(TIMEOUT)
+    try:
+        server.stop(timeout=0.2)
+        for peer in (idle_peer, busy_peer):
+            peer.settimeout(2.0)
+            assert recv_until_closed(peer) == b""
+        assert not release.is_set() and ended == {}
+    finally:
+        release.set()
+    wait_until(lambda: len(ended) == 2, "both connections to end")
+    assert ended == {1: None, 2: None}
+
+
 FORCED_STOPS = """
 import socket, sys, threading, time
 import rsock
