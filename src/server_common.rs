@@ -725,7 +725,7 @@ impl<S: Send + 'static> Runner<S> {
 /// never raises, so one without a traceback; a ConnectionAbortedError a handler raised is its error
 /// like any other.
 pub fn not_the_handlers_fault(py: Python<'_>, err: &PyErr) -> Option<&'static str> {
-    if err.is_instance_of::<crate::aio::CancelledError>(py) {
+    if crate::aio::is_cancelled_error(py, err) {
         Some("its handler was cancelled")
     } else if err.is_instance_of::<pyo3::exceptions::PyConnectionAbortedError>(py) && err.traceback(py).is_none() {
         Some("its handler's event loop is gone")

@@ -205,3 +205,63 @@ def test_exit_waits_for_all_the_servers_at_once_not_for_each_in_turn():
     elapsed = time.monotonic() - started
     assert (result.returncode, result.stdout) == (0, "exiting\n"), result.stderr
     assert elapsed < 4.5
+
+
+ENDS_AT_THE_LAST_DEADLINE = """
+import socket, time
+import rsock
+
+exiting_at = None
+
+def slow(conn, data):
+    while exiting_at is None:
+        time.sleep(0.01)
+    # One sleep to exit's second deadline: exit waits 1 s, interrupts (the SystemExit is seen as the sleep ends)
+    # and waits 1 s more.
+    time.sleep(exiting_at + 2.0 - time.monotonic())
+    return data
+
+server = rsock.TcpServer(("127.0.0.1", 0), slow)
+server.start()
+client = socket.create_connection(server.address)
+client.sendall(b"x")
+time.sleep(0.3)
+exiting_at = time.monotonic()
+print("exiting", flush=True)
+"""
+
+
+def test_a_handler_ending_at_exits_last_deadline_does_not_abort_the_process():
+    """The handler's sleep returns, with the SystemExit exit raised in it, as exit's second wait ends. Deciding whether
+    that failure was the handler's first asked whether it was asyncio's CancelledError, which imported asyncio on the
+    io thread: its file reads let go of the GIL, the interpreter began to finalize meanwhile, and CPython (before
+    3.14) ended the thread taking the GIL back with pthread_exit, which aborts from a Rust frame (-SIGABRT, every
+    time on the machine this was found on)."""
+    result = subprocess.run(
+        [sys.executable, "-c", ENDS_AT_THE_LAST_DEADLINE], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (0, "exiting\n"), result.stderr
+
+
+FAILING_HANDLER = """
+import logging, socket, sys
+import rsock
+
+logging.disable(logging.CRITICAL)
+
+def fails(conn, data):
+    raise ValueError("the handler's own failure")
+
+with rsock.TcpServer(("127.0.0.1", 0), fails) as server:
+    with socket.create_connection(server.address, timeout=10) as client:
+        client.sendall(b"x")
+        assert client.recv(1) == b""
+    print(server.stats["errors"], "asyncio" in sys.modules)
+"""
+
+
+def test_a_sync_handlers_failure_is_judged_without_importing_asyncio():
+    """A program that never imported asyncio cannot have raised its CancelledError: the check for one leaves asyncio
+    unimported (importing it on the io thread is what the test above aborted on)."""
+    result = subprocess.run([sys.executable, "-c", FAILING_HANDLER], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (0, "1 False\n"), result.stderr

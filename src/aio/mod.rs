@@ -36,6 +36,20 @@ fn import_asyncio_exceptions(py: Python<'_>) {
     LimitOverrunError::type_object(py);
 }
 
+/// Whether `err` is asyncio's CancelledError, found without importing asyncio: a program that never
+/// imported it cannot have raised one, and a first import here (in a sync handler's end, on the io
+/// thread) reads files, letting go of the GIL. If interpreter exit begins meanwhile, CPython (before
+/// 3.14) ends the thread taking the GIL back with pthread_exit, which aborts the process from a Rust
+/// frame: a handler interrupted at exit whose end met the exit's last deadline did that.
+pub fn is_cancelled_error(py: Python<'_>, err: &PyErr) -> bool {
+    let asyncio_loaded = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("modules"))
+        .and_then(|modules| modules.contains("asyncio"))
+        .unwrap_or(false);
+    asyncio_loaded && err.is_instance_of::<CancelledError>(py)
+}
+
 /// Whether an exception raised in a callback must stop the loop rather than be reported and
 /// passed over: KeyboardInterrupt and SystemExit, which asyncio's handles re-raise.
 fn stops_the_loop(py: Python<'_>, err: &PyErr) -> bool {
