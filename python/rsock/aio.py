@@ -155,11 +155,14 @@ class StreamReader:
         return f"<rsock.aio.StreamReader {self._transport.get_extra_info('peername')}>"
 
 
-def _close_unclosed(
-    owner: object, loop: asyncio.AbstractEventLoop, transport: StreamTransport, warnings: types.ModuleType
-) -> None:
+def _close_unclosed(owner: StreamWriter | TcpClient, warnings: types.ModuleType) -> None:
     """What an owner of a connection collected unclosed does, as asyncio's writer does from Python 3.11.5: closes the
-    connection once the queued output is sent, and warns. A closed loop could not finish the close."""
+    connection once the queued output is sent, and warns. A closed loop could not finish the close. One whose
+    ``__init__`` never ran to its end (called with the wrong arguments) has no connection, and nothing to say."""
+    try:
+        loop, transport = owner._loop, owner._transport
+    except AttributeError:
+        return
     if not transport.is_closing():
         if loop.is_closed():
             warnings.warn("loop is closed", ResourceWarning)
@@ -222,7 +225,7 @@ class StreamWriter:
     ) -> None:
         # A server's connection keeps its writer until it closes (see _ConnectionClosed), as asyncio's protocol does.
         # The defaults keep what this needs at hand at interpreter exit, when the module's globals may be gone.
-        close_unclosed(self, self._loop, self._transport, warnings)
+        close_unclosed(self, warnings)
 
     def __repr__(self) -> str:
         return f"<rsock.aio.StreamWriter {self._transport.get_extra_info('peername')}>"
@@ -1054,7 +1057,7 @@ class TcpClient:
     ) -> None:
         # As a writer dropped unclosed: the connection is closed, with a warning, rather than kept open until the loop
         # closes. (The defaults: see StreamWriter.__del__.)
-        close_unclosed(self, self._loop, self._transport, warnings)
+        close_unclosed(self, warnings)
 
 
 class UdpClient:

@@ -1273,3 +1273,24 @@ async def test_tcp_client_send_raises_when_awaited_not_when_called(opened, timeo
     with pytest.raises(OSError) as raised:
         await sending
     assert raised.value.errno == errno.EBADF
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: aio.TcpClient((HOST, 1), framing="line"),
+        lambda: aio.TcpClient((HOST, 1)),
+        lambda: aio.StreamWriter(),
+    ],
+    ids=["TcpClient(address, framing=...)", "TcpClient(address)", "StreamWriter()"],
+)
+async def test_one_made_with_the_wrong_arguments_is_a_type_error_and_collected_quietly(make, monkeypatch):
+    """TcpClient is made by ``await TcpClient.connect()``, as the sync client's ``TcpClient(address)`` suggests it is
+    not: the call is a TypeError, and the half-made object's finalizer has no connection to close. It raised
+    AttributeError as it was collected, which pytest (with warnings as errors) turns into a failure."""
+    unraisable = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+    with pytest.raises(TypeError):
+        make()
+    gc.collect()
+    assert unraisable == []
