@@ -14,7 +14,7 @@ in ``conn.state``: up to the first newline is the header, the rest is file. It h
 them, into a temporary file renamed into place only once the whole file is in.
 
 Run it with ``python examples/file_receive.py`` (options: ``--host``, ``--port``, where 0 picks a free
-port, ``--output-dir DIR``, where files go, ``received`` by default, and ``--max-clients N`` to exit
+port, ``--output-dir DIR``, where files go, ``received`` by default, made if missing, and ``--max-clients N`` to exit
 after N connections), then send a file with ``python examples/file_send.py PATH``. Stop it with Ctrl-C.
 """
 
@@ -34,7 +34,10 @@ def main():
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=65432, help="port to listen on, 0 for any (default: %(default)s)")
     parser.add_argument(
-        "--output-dir", type=Path, default=Path("received"), help="where to write files (default: %(default)s)"
+        "--output-dir",
+        type=Path,
+        default=Path("received"),
+        help="where to write files, made if missing (default: %(default)s)",
     )
     parser.add_argument("--max-clients", type=int, metavar="N", help="exit after serving N clients")
     args = parser.parse_args()

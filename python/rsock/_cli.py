@@ -997,7 +997,11 @@ def build_parser():
     )
     _server_options(sub, "TCP")
     sub.add_argument(
-        "--output-dir", type=Path, default=Path("."), metavar="DIR", help="where files go (default: the current one)"
+        "--output-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="where files go, made (with any missing parents) if it does not exist (default: the current one)",
     )
     sub.add_argument(
         "--count",

@@ -417,6 +417,9 @@ class UdpServer:
 class UdpClient:
     """A UDP socket that refuses oversized datagrams, reports truncated ones, and retries requests.
 
+    Bound to `address` if given, else unbound until its first send; its family is `family`, else `address`'s,
+    else IPv4: to talk to IPv6 addresses without binding, give `family=AF_INET6`.
+
     A receive polls for up to 50 µs before it sleeps while the wait before it was that short (a server on this
     machine); after a longer wait it sleeps at once.
     """

@@ -1064,7 +1064,8 @@ class UdpClient:
     """An asyncio UDP client: ``await sendto()``, ``await recvfrom()``, ``await request()`` with retries.
     The datagrams go through rsock's socket; the loop only says when it is ready. As the sync client's, a
     request fails at once when the address's host reports that nothing listens there (ICMP port
-    unreachable)."""
+    unreachable), and its socket is IPv4 unless ``family=AF_INET6`` or an IPv6 ``address`` to bind says
+    otherwise."""
 
     def __init__(self, address: _BindAddress | None = None, *, family: int | None = None) -> None:
         # A family not an int is a TypeError. Another family's client (AF_UNIX) could send, but never match a reply
