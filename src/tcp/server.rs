@@ -1680,7 +1680,8 @@ impl Drop for Registered {
 /// - `on_message(conn, data)`: runs for each chunk received, or each whole message when `framing` is
 ///   set; a bytes-like return value is sent back on that connection, None sends nothing (anything else
 ///   is the handler's error, a TypeError).
-/// - `on_connect(conn)`, `on_disconnect(conn, exc)`: `exc` is None for a clean close, else why the
+/// - `on_connect(conn)`, `on_disconnect(conn, exc)`: their return values are ignored (a greeting is
+///   `conn.send()`'s); `exc` is None for a clean close, else why the
 ///   connection ended: the exception a handler raised, an OSError (reset, or ENOBUFS for a peer that
 ///   stopped reading while what others sent it piled up: broadcasts, relays), TimeoutError("idle
 ///   timeout"), ValueError for broken framing (a frame over `max_frame_size`), EOFError for a peer that
