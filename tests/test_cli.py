@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import rsock
-from rsock import _cli
+from rsock import _cli, _demo
 from tests import subprocesses
 from tests.subprocesses import ROOT, TIMEOUT, Lines, default_sigint, finish, listening_port, say
 
@@ -746,6 +746,19 @@ def test_ctrl_c_interrupts_demo_and_bench_but_not_their_server_processes(factory
         err = proc.stderr.read().decode()
     assert (proc.returncode, err) == (130, "")
     assert not Path(f"/proc/{child}").exists()
+
+
+@pytest.mark.parametrize("factory", ["rsock_tcp_echo_server", "stdlib_udp_echo_server"])
+def test_demo_servers_report_their_cpu_time_finer_than_clock_ticks(factory):
+    """The demo's server CPU column: each server process answers with its own clock (time.process_time()). /proc's
+    clock ticks (10 ms) are coarse against a run's tens of milliseconds: every value was a multiple of a tick, so
+    the column showed a handful of values, and ratios between servers moved by a fifth from run to run."""
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    with getattr(_demo, factory)() as served:
+        readings = [served.cpu_seconds() for _ in range(5)]
+    assert all(0 < reading < 60 for reading in readings), readings
+    assert readings == sorted(readings)
+    assert any(abs(reading / tick - round(reading / tick)) > 1e-6 for reading in readings), readings
 
 
 def test_demo():
