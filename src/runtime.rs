@@ -195,19 +195,39 @@ impl Kept {
     }
 }
 
+/// Forks this process has been through, as the parent or as the child (see `forks`).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+    FORKS.fetch_add(1, Ordering::SeqCst);
     CREATING.store(false, Ordering::SeqCst);
+}
+
+extern "C" fn after_fork_in_parent() {
+    FORKS.fetch_add(1, Ordering::SeqCst);
+}
+
+fn register_fork_handlers() {
+    REGISTER_FORK_HANDLER.call_once(|| {
+        // SAFETY: registers handlers that only touch atomics, which is async-signal-safe.
+        unsafe { libc::pthread_atfork(None, Some(after_fork_in_parent), Some(after_fork_in_child)) };
+    });
 }
 
 /// Which process this is: 0 in the one that loaded rsock, one more in each forked child (counted
 /// from the first call on).
 pub fn fork_generation() -> u64 {
-    REGISTER_FORK_HANDLER.call_once(|| {
-        // SAFETY: registers a handler that only touches atomics, which is async-signal-safe.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-    });
+    register_fork_handlers();
     FORK_GENERATION.load(Ordering::Acquire)
+}
+
+/// How many forks this process has been through, as the parent or as the child, counted from the
+/// first call on: unchanged since a socket was made, no other process holds it (a process started
+/// with exec inherits none of rsock's descriptors, all close-on-exec).
+pub fn forks() -> u64 {
+    register_fork_handlers();
+    FORKS.load(Ordering::Acquire)
 }
 
 fn current() -> Option<&'static Runtime> {

@@ -91,11 +91,6 @@ pub struct Lifecycle {
     stopping: AtomicBool,
     /// The socket that holds the server's port, and the thread that serves it (`hold_port`).
     port: Mutex<Option<HeldPort>>,
-    /// Whether begin_stop() shuts that socket down for reading, to wake the thread that waits for
-    /// datagrams on it.
-    wake_port_at_stop: AtomicBool,
-    /// Whether that socket is a TCP listener (see `PortSocket`).
-    port_listens: AtomicBool,
     /// Whether stop() gave up the port (`release_port`).
     released: AtomicBool,
     /// One more than the fork generation of the process that started the server, 0 before it starts
@@ -104,9 +99,11 @@ pub struct Lifecycle {
 }
 
 /// What kind of socket holds a server's port, which says how stop() gives it up (`release_port`).
+#[derive(Clone, Copy)]
 pub enum PortSocket {
-    /// A TCP server's listener.
-    Listener,
+    /// A TCP server's listener, made when this process had been through `forks_when_made` forks
+    /// (`runtime::forks()`).
+    Listener { forks_when_made: u64 },
     /// A UDP server's socket; with `wake_at_stop`, begin_stop() wakes a thread waiting for datagrams
     /// on it.
     Datagram { wake_at_stop: bool },
@@ -118,6 +115,7 @@ struct HeldPort {
     /// Weak, so a socket already closed is never touched (its descriptor may be reused).
     socket: Weak<dyn AsFd + Send + Sync>,
     thread: ThreadId,
+    kind: PortSocket,
 }
 
 /// Held by each of a server's tasks; the last to go after shutdown sets `stopped`.
@@ -134,13 +132,7 @@ impl Lifecycle {
     pub fn hold_port<S: AsFd + Send + Sync + 'static>(&self, socket: &Arc<S>, kind: PortSocket) {
         let socket = Arc::downgrade(socket);
         let thread = std::thread::current().id();
-        *self.port() = Some(HeldPort { socket, thread });
-        let (listens, wake_at_stop) = match kind {
-            PortSocket::Listener => (true, false),
-            PortSocket::Datagram { wake_at_stop } => (false, wake_at_stop),
-        };
-        self.port_listens.store(listens, Ordering::Release);
-        self.wake_port_at_stop.store(wake_at_stop, Ordering::Release);
+        *self.port() = Some(HeldPort { socket, thread, kind });
     }
 
     /// Whether the calling thread is the one that named the port's socket (a UDP server's receive
@@ -155,8 +147,11 @@ impl Lifecycle {
         self.port.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn port_socket(&self) -> Option<Arc<dyn AsFd + Send + Sync>> {
-        self.port().as_ref()?.socket.upgrade()
+    /// The socket that holds the port, if still open, and its kind.
+    fn port_socket(&self) -> Option<(Arc<dyn AsFd + Send + Sync>, PortSocket)> {
+        let port = self.port();
+        let held = port.as_ref()?;
+        Some((held.socket.upgrade()?, held.kind))
     }
 
     /// Whether the server's tasks run in this process: not in a child forked after it started, where
@@ -189,9 +184,7 @@ impl Lifecycle {
             return;
         }
         self.shutdown.cancel();
-        if self.wake_port_at_stop.load(Ordering::Acquire)
-            && let Some(socket) = self.port_socket()
-        {
+        if let Some((socket, PortSocket::Datagram { wake_at_stop: true })) = self.port_socket() {
             // Linux wakes a datagram socket's waiting receivers on shutdown even when it reports
             // ENOTCONN (the socket is not connected), so the result says nothing.
             let _ = socket2::SockRef::from(&socket.as_fd()).shutdown(std::net::Shutdown::Read);
@@ -206,20 +199,24 @@ impl Lifecycle {
     /// server can bind it. The descriptor itself is never closed under the thread, where its number
     /// could come to name another file.
     ///
-    /// A listener is shut down, which ends its listening at once (a client connecting is refused, and
-    /// a port the system chose is free again; one named in bind() stays bound, not listening, which a
-    /// new server's SO_REUSEADDR binds beside) and leaves the descriptor naming the socket tokio
-    /// registered. Pointing it at a stand-in, as below, left tokio's registration of it behind for
-    /// good (its deregistration failed on a descriptor no longer naming that socket): about 390 bytes
-    /// each time. A datagram socket, which shutdown does not unbind, has its descriptor pointed at a
-    /// stand-in, an unnamed Unix datagram socket shut down both ways, on which whatever the thread does
-    /// with it once the handler returns fails (a late reply is counted as an error, not sent from a
-    /// port the server no longer holds).
+    /// A listener no other process can hold (none was forked since it was made) is shut down, which
+    /// ends its listening at once (a client connecting is refused, and a port the system chose is free
+    /// again; one named in bind() stays bound, not listening, which a new server's SO_REUSEADDR binds
+    /// beside) and leaves the descriptor naming the socket tokio registered. Otherwise, and for a
+    /// datagram socket, which shutdown does not unbind, the descriptor is pointed at a stand-in, an
+    /// unnamed Unix datagram socket shut down both ways, on which whatever the thread does with it once
+    /// the handler returns fails (a late reply is counted as an error, not sent from a port the server
+    /// no longer holds). That acts on this process's descriptor only, where a shutdown would end the
+    /// listening of every process sharing the socket (pre-fork workers, or the parent of a child that
+    /// stops its copy of the parent's server); but tokio cannot then deregister the descriptor it
+    /// registered, and keeps that registration for good, about 390 bytes each time.
     fn release_port(&self) {
-        let Some(socket) = self.port_socket() else {
+        let Some((socket, kind)) = self.port_socket() else {
             return;
         };
-        if self.port_listens.load(Ordering::Acquire) {
+        if let PortSocket::Listener { forks_when_made } = kind
+            && forks_when_made == runtime::forks()
+        {
             let _ = socket2::SockRef::from(&socket.as_fd()).shutdown(std::net::Shutdown::Both);
             self.released.store(true, Ordering::Release);
             return;

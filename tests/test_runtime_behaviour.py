@@ -1142,6 +1142,146 @@ def test_udp_server_made_before_fork_and_started_in_two_children_survives_one_st
     assert busy < 0.25, f"the remaining worker spun: {busy:.2f} s of CPU in 0.5 s while idle"
 
 
+def _ask_line(address, line):
+    """One line-framed request on a new connection, and its reply."""
+    with stdlib_socket.create_connection(address, timeout=TIMEOUT) as client:
+        client.sendall(line + b"\n")
+        with client.makefile("rb") as replies:
+            return replies.readline()
+
+
+def test_tcp_server_made_before_fork_survives_a_workers_forced_stop():
+    """Pre-fork workers: one listener, made once, served by each child. A worker whose stop() times out while its
+    handler holds up its io thread gives up the port. Given up by shutting the listener down, that ended the listening
+    of the socket the workers share: the other worker refused every connection, its accept loop failing at once with
+    EINVAL for ever (half a core, an error logged each time). Only the stopping worker's descriptor goes."""
+    import logging
+
+    import rsock
+
+    def handler(conn, data):
+        if data == b"block":
+            threading.Thread(target=server.stop, args=(0.2,)).start()
+            time.sleep(2.0)
+        return str(os.getpid()).encode()
+
+    server = rsock.TcpServer((HOST, 0), handler, framing="line")  # never started here
+    workers, codes = [], []
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.stop)
+        for _ in range(2):
+            ready_r, ready_w = os.pipe()
+            go_r, go_w = os.pipe()
+            for fd in (ready_r, ready_w, go_r, go_w):
+                stack.callback(os.close, fd)
+
+            def worker(ready_w=ready_w, go_r=go_r):
+                logging.disable(logging.CRITICAL)  # a worker that spins, logging, must not fill the test's capture
+                server.start()
+                os.write(ready_w, b"started")
+                os.read(go_r, 1)
+                server.stop()
+                rsock._rsock._stop_all_servers(1.0)  # what the worker's interpreter exit runs
+
+            pid = _run_in_fork(worker)
+            stack.callback(lambda pid=pid: codes.append(_reap(pid)))
+            stack.callback(os.write, go_w, b"x")
+            assert os.read(ready_r, 100) == b"started"
+            workers.append(pid)
+        with stdlib_socket.create_connection(server.address, timeout=TIMEOUT) as blocker:
+            blocker.sendall(b"block\n")
+            time.sleep(0.6)  # the stop(0.2) of the worker that took it has timed out
+            busy = {pid: _cpu_seconds(pid) for pid in workers}
+            time.sleep(0.5)
+            busy = {pid: _cpu_seconds(pid) - busy[pid] for pid in workers}
+            replies = {_ask_line(server.address, b"who") for _ in range(5)}
+    assert codes == [0, 0]
+    assert len(replies) == 1 and int(replies.pop()) in workers
+    assert max(busy.values()) < 0.25, f"a worker spun: {busy} s of CPU in 0.5 s"
+
+
+def test_a_childs_handler_stopping_the_parents_tcp_server_leaves_it_listening():
+    """A forked child's handler that stops the parent's server (a stop on the child's io thread, which gives up the
+    port at once) acts on the child's copy only: it shut the parent's listener down, and the parent's server refused
+    every connection, its accept loop failing with EINVAL for ever."""
+    import rsock
+
+    server = rsock.TcpServer((HOST, 0), lambda conn, data: data, framing="line")
+    server.start()
+    try:
+        assert _ask_line(server.address, b"serving") == b"serving\n"  # its accept loop holds the port
+
+        def child():
+            def stop_the_parents(conn, data):
+                server.stop()
+                return b"stopped"
+
+            with rsock.TcpServer((HOST, 0), stop_the_parents, framing="line") as own:
+                assert _ask_line(own.address, b"go") == b"stopped\n"
+
+        assert _reap(_run_in_fork(child)) == 0
+        time.sleep(0.3)
+        assert _ask_line(server.address, b"still here") == b"still here\n"
+        assert server.stats["errors"] == 0
+    finally:
+        server.stop()
+
+
+def test_a_listener_shut_down_from_outside_ends_accepting_with_one_error(caplog):
+    """A listener another process shut down (one sharing it) fails every accept() at once with EINVAL: the accept loop
+    reports it once and ends, where it retried at once for ever, logging an error each time. The connections already
+    open are served on."""
+    import logging
+
+    import rsock
+
+    server = rsock.TcpServer((HOST, 0), lambda conn, data: data, framing="line")
+    server.start()
+    try:
+        with stdlib_socket.create_connection(server.address, timeout=TIMEOUT) as client, client.makefile("rb") as lines:
+            client.sendall(b"one\n")
+            assert lines.readline() == b"one\n"
+            with caplog.at_level(logging.ERROR, logger="rsock"):
+                with _listening_socket(server.address) as listener:
+                    listener.shutdown(stdlib_socket.SHUT_RDWR)
+                time.sleep(0.5)
+            client.sendall(b"two\n")
+            assert lines.readline() == b"two\n"
+        with pytest.raises(ConnectionRefusedError):
+            stdlib_socket.create_connection(server.address, timeout=TIMEOUT).close()
+        assert server.stats["errors"] == 1
+        reports = [r.getMessage() for r in caplog.records if r.name == "rsock"]
+        assert reports == [
+            "no longer accepting connections: the listening socket was shut down (Invalid argument (os error 22))"
+        ]
+    finally:
+        server.stop()
+
+
+def _listening_socket(address):
+    """A stdlib socket on a duplicate of this process's descriptor that listens at `address`."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = os.dup(int(name))
+        except OSError:  # the listing's own descriptor, closed by now
+            continue
+        try:
+            sock = stdlib_socket.socket(fileno=fd)
+        except OSError:  # not a socket
+            os.close(fd)
+            continue
+        with contextlib.ExitStack() as unused:
+            unused.callback(sock.close)
+            if (
+                sock.type == stdlib_socket.SOCK_STREAM
+                and sock.getsockname() == address
+                and sock.getsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_ACCEPTCONN)
+            ):
+                unused.pop_all()
+                return sock
+    raise AssertionError(f"no socket listens at {address}")
+
+
 def _cpu_seconds(pid):
     """CPU time (user + system) process `pid` has used so far."""
     fields = _stat_fields(f"/proc/{pid}/stat")

@@ -104,6 +104,8 @@ struct ServerShared {
     async_bridge: Mutex<Option<Py<PyAny>>>,
     /// How refusals (over max_connections) have been logged.
     refusals: Mutex<RefusalReports>,
+    /// `runtime::forks()` when the listener was made (see `Lifecycle::release_port`).
+    forks_when_made: u64,
 }
 
 /// When refusals were last logged, and how many had been counted by then (see `refuse`).
@@ -1519,9 +1521,10 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
     };
     // For stop() to give up the port when a handler holds up the io thread past its timeout (the
     // loop below then cannot run to close the listener).
-    server
-        .lifecycle
-        .hold_port(&listener, server_common::PortSocket::Listener);
+    let kind = server_common::PortSocket::Listener {
+        forks_when_made: server.forks_when_made,
+    };
+    server.lifecycle.hold_port(&listener, kind);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -1530,6 +1533,15 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
         };
         match accepted {
             Ok((stream, peer)) => admit(&server, stream, peer),
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                // The socket no longer listens: another process sharing it shut it down. Every accept()
+                // would fail at once from now on, so the loop ends rather than spin; the connections
+                // already open are served on.
+                server.stats.errors.fetch_add(1, Relaxed);
+                let text = format!("no longer accepting connections: the listening socket was shut down ({err})");
+                runtime::with_gil(|py| log::log(py, ERROR, &text, None));
+                return;
+            }
             Err(err) => server_common::accept_failed(&server.stats.errors, &err).await,
         }
     }
@@ -1774,6 +1786,7 @@ impl TcpServer {
         let listener = server_common::bind_socket(py, target, socket2::Type::STREAM, reuse_port, &address, |s| {
             s.listen(backlog.max(1))
         })?;
+        let forks_when_made = runtime::forks();
         let listener = std::net::TcpListener::from(listener);
         let local = listener.local_addr().map_err(|e| io_error(&e))?;
         let runner = Runner::new(listener);
@@ -1789,6 +1802,7 @@ impl TcpServer {
             lifecycle: runner.lifecycle.clone(),
             async_bridge: Mutex::new(None),
             refusals: Mutex::default(),
+            forks_when_made,
         });
         Ok(TcpServer {
             shared,
