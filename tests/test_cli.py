@@ -9,6 +9,7 @@ test ends is killed, by its pid.
 
 import errno
 import hashlib
+import math
 import os
 import re
 import select
@@ -759,6 +760,15 @@ def test_demo_servers_report_their_cpu_time_finer_than_clock_ticks(factory):
     assert all(0 < reading < 60 for reading in readings), readings
     assert readings == sorted(readings)
     assert any(abs(reading / tick - round(reading / tick)) > 1e-6 for reading in readings), readings
+
+
+def test_a_demo_server_that_died_reads_as_nan_and_ends_quietly():
+    """The CPU time of a server process that died is NaN, and leaving its context raises nothing: the unanswered
+    question left in its stdin's buffer was flushed into the broken pipe as the context closed it (BrokenPipeError)."""
+    with _demo.rsock_tcp_echo_server() as served:
+        os.kill(served.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, served.pid, os.WEXITED | os.WNOWAIT)  # dead, left for the context to reap
+        assert math.isnan(served.cpu_seconds())
 
 
 def test_demo():
