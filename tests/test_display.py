@@ -58,6 +58,10 @@ class AioClient(rsock.aio.TcpClient):
     pass
 
 
+class AioServer(rsock.aio.TcpServer):
+    pass
+
+
 def test_a_subclass_repr_and_html_name_the_subclass():
     with EchoServer(on_message=lambda conn, data: data) as server, TimeServer(on_datagram=lambda d, a: d) as udp:
         with Client.connect(server.address, timeout=5) as client, Probe() as probe:
@@ -70,11 +74,14 @@ def test_a_subclass_repr_and_html_name_the_subclass():
             assert f"<b>TimeServer 127.0.0.1:{udp_port}</b>" in udp._repr_html_()
             assert f"<b>Client 127.0.0.1:{port}</b>" in client._repr_html_()
 
-            async def aio_repr():
+            async def aio_reprs():
                 async with await AioClient.connect(server.address) as aio_client:
-                    return repr(aio_client)
+                    async with AioServer(on_message=lambda conn, data: data) as aio_server:
+                        return repr(aio_client), repr(aio_server)
 
-            assert asyncio.run(aio_repr()) == f"<{__name__}.AioClient {server.address} open>"
+            client_repr, server_repr = asyncio.run(aio_reprs())
+            assert client_repr == f"<{__name__}.AioClient {server.address} open>"
+            assert server_repr.startswith(f"<{__name__}.AioServer <TcpServer 127.0.0.1:")
     assert repr(client) == f"<Client 127.0.0.1:{port} closed>"
 
 

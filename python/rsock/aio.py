@@ -1638,7 +1638,7 @@ class _AsyncServer:
         return self._server.stats
 
     def __repr__(self) -> str:
-        return f"<rsock.aio.{type(self).__name__} {self._server!r}>"
+        return f"<{type(self).__module__}.{type(self).__qualname__} {self._server!r}>"
 
     def _repr_html_(self) -> str:
         return self._server._repr_html_()
