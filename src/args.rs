@@ -95,23 +95,26 @@ pub fn positive(name: &str, obj: &Opt<'_>, default: usize) -> PyResult<usize> {
     let Some(obj) = obj.given() else {
         return Ok(default);
     };
+    let not_positive =
+        |value: &dyn std::fmt::Display| PyValueError::new_err(format!("{name} must be positive, not {value}"));
+    let too_large = |value: &dyn std::fmt::Display| PyOverflowError::new_err(format!("{name} too large: {value}"));
     let value = match obj.extract::<i128>() {
         Ok(value) => value,
         // Past an i128 only its sign matters: read the int itself to say which error, and with what.
         Err(err) if err.is_instance_of::<PyOverflowError>(obj.py()) => {
             let value = obj.py().import("operator")?.call_method1("index", (obj,))?;
             return Err(if value.lt(0)? {
-                PyValueError::new_err(format!("{name} must be positive, not {value}"))
+                not_positive(&value)
             } else {
-                PyOverflowError::new_err(format!("{name} too large: {value}"))
+                too_large(&value)
             });
         }
         Err(err) => return Err(err),
     };
     if value < 1 {
-        return Err(PyValueError::new_err(format!("{name} must be positive, not {value}")));
+        return Err(not_positive(&value));
     }
-    usize::try_from(value).map_err(|_| PyOverflowError::new_err(format!("{name} too large: {value}")))
+    usize::try_from(value).map_err(|_| too_large(&value))
 }
 
 /// `_PyLong_AsInt` (argument clinic's `int`): any value outside a C int is "too large".

@@ -22,6 +22,12 @@ pub fn repr(obj: &Bound<'_, PyAny>, details: &str) -> PyResult<String> {
     Ok(format!("<{} {details}>", class_name(obj)?))
 }
 
+/// The repr of a `T` where no class object is at hand (a finalizer's warning): the base class's name,
+/// then `details`.
+pub fn base_repr<T: pyo3::PyClass>(details: &str) -> String {
+    format!("<{} {details}>", T::NAME)
+}
+
 /// A titled two-column table of `rows`.
 pub fn table(title: &str, rows: &[(&str, String)]) -> String {
     let body: String = rows

@@ -355,18 +355,27 @@ pub fn bind_socket(
     py.detach(setup).map_err(failed)
 }
 
-/// Counts a failed accept and, when the process is out of descriptors or memory, logs it and pauses
-/// accepting briefly instead of spinning.
-pub async fn accept_failed(errors: &std::sync::atomic::AtomicU64, err: &io::Error) {
+/// Counts a failed accept and logs it; returns whether to go on accepting. When the process is out
+/// of descriptors or memory it pauses accepting briefly instead of spinning. A socket that no longer
+/// listens (EINVAL: another process sharing it shut it down) would fail every accept() at once from
+/// now on: accepting ends, and the connections already open are served on.
+pub async fn accept_failed(errors: &std::sync::atomic::AtomicU64, err: &io::Error) -> bool {
     let errno = err.raw_os_error().unwrap_or(0);
     if matches!(errno, libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM) {
-        return;
+        return true;
     }
     errors.fetch_add(1, Ordering::Relaxed);
-    runtime::with_gil(|py| log::log(py, ERROR, &format!("accept failed: {err}"), None));
+    let listening = errno != libc::EINVAL;
+    let text = if listening {
+        format!("accept failed: {err}")
+    } else {
+        format!("no longer accepting connections: the listening socket was shut down ({err})")
+    };
+    runtime::with_gil(|py| log::log(py, ERROR, &text, None));
     if matches!(errno, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) {
         tokio::time::sleep(ACCEPT_BACKOFF).await;
     }
+    listening
 }
 
 /// A duration argument in seconds: None, or a non-negative number.

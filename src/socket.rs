@@ -554,6 +554,11 @@ impl Socket {
         self.raw_fd() < 0
     }
 
+    /// "open" or "closed", for reprs.
+    pub(crate) fn state_name(&self) -> &'static str {
+        if self.is_closed() { "closed" } else { "open" }
+    }
+
     pub(crate) fn fileno_raw(&self) -> RawFd {
         self.raw_fd()
     }

@@ -521,7 +521,6 @@ impl TcpClient {
 
     fn _repr_html_(slf: &Bound<'_, Self>) -> PyResult<String> {
         let this = slf.get();
-        let state = if this.sock.is_closed() { "closed" } else { "open" };
         let local = this
             .local(slf.py())
             .and_then(|l| l.str().map(|s| s.to_string()))
@@ -529,7 +528,7 @@ impl TcpClient {
         Ok(crate::display::table(
             &format!("{} {}", crate::display::class_name(slf.as_any())?, this.peer),
             &[
-                ("state", state.to_string()),
+                ("state", this.sock.state_name().to_string()),
                 ("local", local),
                 ("framing", this.framing(slf.py()).to_string()),
             ],
@@ -628,14 +627,13 @@ impl TcpClient {
     /// What a repr says after the class's name (a subclass's repr names the subclass; a finalizer,
     /// which has no class object at hand, names the base).
     fn describe(&self) -> String {
-        let state = if self.sock.is_closed() { "closed" } else { "open" };
-        format!("{} {state}", self.peer)
+        format!("{} {}", self.peer, self.sock.state_name())
     }
 }
 
 impl Drop for TcpClient {
     fn drop(&mut self) {
-        let description = format!("<TcpClient {}>", self.describe());
+        let description = crate::display::base_repr::<Self>(&self.describe());
         self.sock.close_unclosed(&description);
     }
 }

@@ -1533,16 +1533,11 @@ async fn accept_loop(server: Arc<ServerShared>, listener: std::net::TcpListener,
         };
         match accepted {
             Ok((stream, peer)) => admit(&server, stream, peer),
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-                // The socket no longer listens: another process sharing it shut it down. Every accept()
-                // would fail at once from now on, so the loop ends rather than spin; the connections
-                // already open are served on.
-                server.stats.errors.fetch_add(1, Relaxed);
-                let text = format!("no longer accepting connections: the listening socket was shut down ({err})");
-                runtime::with_gil(|py| log::log(py, ERROR, &text, None));
-                return;
+            Err(err) => {
+                if !server_common::accept_failed(&server.stats.errors, &err).await {
+                    return;
+                }
             }
-            Err(err) => server_common::accept_failed(&server.stats.errors, &err).await,
         }
     }
 }
@@ -1729,7 +1724,7 @@ impl TcpServer {
 impl Drop for TcpServer {
     fn drop(&mut self) {
         self.runner
-            .warn_if_never_used(|| format!("<TcpServer {}>", self.describe()));
+            .warn_if_never_used(|| crate::display::base_repr::<Self>(&self.describe()));
     }
 }
 

@@ -350,20 +350,13 @@ impl UdpClient {
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        crate::display::repr(slf.as_any(), slf.get().state())
-    }
-}
-
-impl UdpClient {
-    /// What a repr says after the class's name.
-    fn state(&self) -> &'static str {
-        if self.sock.is_closed() { "closed" } else { "open" }
+        crate::display::repr(slf.as_any(), slf.get().sock.state_name())
     }
 }
 
 impl Drop for UdpClient {
     fn drop(&mut self) {
-        let description = format!("<UdpClient {}>", self.state());
+        let description = crate::display::base_repr::<Self>(self.sock.state_name());
         self.sock.close_unclosed(&description);
     }
 }

@@ -719,7 +719,7 @@ impl UdpServer {
 impl Drop for UdpServer {
     fn drop(&mut self) {
         self.runner
-            .warn_if_never_used(|| format!("<UdpServer {}>", self.describe()));
+            .warn_if_never_used(|| crate::display::base_repr::<Self>(&self.describe()));
     }
 }
 
